@@ -1,0 +1,252 @@
+"""The cost model: which mode is cheaper for this problem, by how much, and why.
+
+All costs are in units of one plain solve S of the problem:
+
+    forward, n tangents vectorised in one sweep      T_fwd(n) = S (1 + a n)
+    adjoint, m cotangents over one recorded forward  T_adj(m) = S (r + b m)
+
+with per-mode constants a (one more tangent), r (the forward pass that records for the
+backward sweeps) and b (one more backward sweep, vectorised in batches). A Jacobian of
+m = n_times * n_outputs scalar outputs with respect to n inputs costs T_fwd(n) forward and
+T_adj(m) in reverse; a scalar objective's gradient costs T_fwd(n) forward and T_adj(1) in
+reverse. The constants come from a `Calibration`: defaults measured on this project's
+benchmarks, a per-machine file written by `sensitivity calibrate`, or a probe of the actual
+problem (a solve, a JVP with k tangents and a VJP with k cotangents, timed after compiling).
+
+Memory enters too: the checkpointed adjoint stores `checkpoints` copies of the solver state;
+when that exceeds the budget, the plan takes fewer checkpoints (more recomputation) or, when
+even that does not fit, the continuous (backsolve) adjoint, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+PROBE_WIDTH = 8  # tangents / cotangents in a calibration probe
+BYTES = 8  # float64
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-mode cost constants in units of one plain solve (see the module docstring).
+
+    tangent: a, cost of one more forward tangent; record: r, cost of the recorded forward
+    pass of the adjoint; cotangent: b, cost of one more backward sweep; solve_seconds: S when
+    measured; source: where the numbers come from.
+    """
+
+    tangent: float = 0.25
+    record: float = 1.5
+    cotangent: float = 0.6
+    solve_seconds: float | None = None
+    source: str = "defaults"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        known = {k: data[k] for k in ("tangent", "record", "cotangent", "solve_seconds", "source") if k in data}
+        for k in ("tangent", "record", "cotangent"):
+            if k in known and not (isinstance(known[k], (int, float)) and known[k] > 0):
+                raise ValueError(f"calibration constant {k} = {known[k]!r} must be a positive number")
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One candidate: `mode` "forward" or "adjoint" (`variant` checkpoint | backsolve),
+    `sweeps` tangents or cotangents, cost in `solves` and `seconds` (if S is known), peak
+    memory, whether it fits the budget, and a note (e.g. the checkpoints it needs)."""
+
+    mode: str
+    variant: str | None
+    sweeps: int
+    solves: float
+    seconds: float | None
+    memory_bytes: int
+    fits: bool = True
+    checkpoints: int | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.mode if self.variant is None else f"{self.mode} ({self.variant})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cost model's decision for one task ("jacobian", "gradient", "hvp", "hessian")."""
+
+    task: str
+    n_inputs: int
+    n_outputs: int
+    n_states: int
+    n_times: int
+    steps: int | None
+    candidates: tuple[Estimate, ...]
+    chosen: Estimate
+    calibration: Calibration
+    memory_budget: int
+    forced: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def mode(self) -> str:
+        return self.chosen.mode
+
+    @property
+    def variant(self) -> str | None:
+        return self.chosen.variant
+
+    def estimate(self, mode: str, variant: str | None = None) -> Estimate:
+        for c in self.candidates:
+            if c.mode == mode and (variant is None or c.variant == variant):
+                return c
+        raise KeyError(f"no candidate {mode} {variant or ''}")
+
+    def explain(self) -> str:
+        """A short human reading of the decision."""
+        fwd = self.estimate("forward")
+        adj = self.estimate("adjoint", "checkpoint")
+        n, m = self.n_inputs, self.n_outputs
+        what = {"jacobian": f"m = {m} outputs", "gradient": "a scalar objective (m = 1)",
+                "hvp": "a Hessian-vector product of a scalar objective",
+                "hessian": f"a dense {n} x {n} Hessian"}[self.task]
+        lines = [
+            f"n = {n} inputs, {what}: forward needs 1 vectorised sweep with {fwd.sweeps} "
+            f"tangent{'s' * (fwd.sweeps != 1)} (~{fwd.solves:.3g} solves), adjoint needs "
+            f"{adj.sweeps} backward sweep{'s' * (adj.sweeps != 1)} (~{adj.solves:.3g} solves)."
+        ]
+        others = [c for c in self.candidates if c is not self.chosen and c.fits]
+        best_other = min(others, key=lambda c: c.solves) if others else None
+        ratio = best_other.solves / self.chosen.solves if best_other else float("inf")
+        verb = "forced by the caller" if self.forced else "chosen"
+        if best_other is not None and not self.forced:
+            lines.append(f"{self.chosen.label} {verb}, ~{ratio:.2g}x cheaper than {best_other.label}.")
+        else:
+            lines.append(f"{self.chosen.label} {verb}.")
+        if self.chosen.seconds is not None:
+            lines.append(f"Estimated {self.chosen.seconds * 1e3:.3g} ms after compiling "
+                         f"(one solve ~{self.calibration.solve_seconds * 1e3:.3g} ms, "
+                         f"{self.steps} steps).")
+        lines.append(f"Constants from {self.calibration.source}: a = {self.calibration.tangent:.3g}, "
+                     f"r = {self.calibration.record:.3g}, b = {self.calibration.cotangent:.3g}.")
+        lines.extend(self.notes)
+        lines.extend(c.note for c in self.candidates if c.note)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (for summary.json and the CLI)."""
+        return {
+            "task": self.task, "n_inputs": self.n_inputs, "n_outputs": self.n_outputs,
+            "n_states": self.n_states, "n_times": self.n_times, "steps": self.steps,
+            "chosen": {"mode": self.mode, "variant": self.variant},
+            "candidates": [asdict(c) for c in self.candidates],
+            "calibration": self.calibration.to_dict(), "memory_budget": self.memory_budget,
+            "forced": self.forced, "explanation": self.explain(),
+        }
+
+
+def _checkpoint_memory(n_states: int, checkpoints: int, width: int) -> int:
+    """Stored solver states (with ~7 stages each) plus `width` batched adjoint states."""
+    per_state = n_states * BYTES * 8
+    return checkpoints * per_state + width * per_state
+
+
+def default_checkpoints(steps: int | None, max_steps: int) -> int:
+    """diffrax's default for a bounded loop is about sqrt of the step budget; with a
+    probe we know the steps actually taken."""
+    return max(2, int(math.ceil(math.sqrt(steps if steps else max_steps))))
+
+
+def _recompute_factor(steps: int, checkpoints: int) -> float:
+    """Extra forward work of binomial checkpointing with few checkpoints: about
+    log(steps) / log(checkpoints) re-solves, 1 when every step is stored."""
+    if checkpoints >= steps:
+        return 1.0
+    return max(1.0, math.log(max(steps, 2)) / math.log(max(checkpoints, 2)))
+
+
+def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: int,
+              calibration: Calibration, steps: int | None = None, max_steps: int = 100_000,
+              checkpoints: int | None = None, memory_budget: int | None = None,
+              force: tuple[str, str | None] | None = None) -> Plan:
+    """Estimate every candidate and choose the cheapest that fits the memory budget.
+
+    n_outputs is the number of scalar outputs wanted (1 for a gradient). `force` =
+    (mode, variant) records a caller's choice instead of the cheapest.
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    cal = calibration
+    n, m = n_inputs, (1 if task in ("gradient", "hvp", "hessian") else n_outputs)
+    result_bytes = n_outputs * n * BYTES if task == "jacobian" else n * n * BYTES * (task == "hessian")
+    S = cal.solve_seconds
+    notes: list[str] = []
+
+    def est(mode, variant, sweeps, solves, memory, **kw):
+        return Estimate(mode, variant, sweeps, solves, None if S is None else solves * S,
+                        int(memory + result_bytes), fits=memory + result_bytes <= budget, **kw)
+
+    def second_order(first: float) -> float:
+        # hvp: ~2 first-order sweeps; dense Hessian: n of them
+        return {"hvp": 2.0 * first, "hessian": 2.0 * n * first}.get(task, first)
+
+    fwd_tangents = n if task != "hessian" else n + n * n
+    fwd_cost = 1.0 + cal.tangent * fwd_tangents
+    if task == "hvp":  # forward-over-forward is no HVP route; forward here means n tangents
+        fwd_cost = 1.0 + cal.tangent * (n + n * n)
+    candidates = [est("forward", None, fwd_tangents, fwd_cost,
+                      n_states * (fwd_tangents + 1) * BYTES * 8)]
+
+    width = min(m, 128)
+    used_steps = steps if steps else max_steps
+    ck = checkpoints or default_checkpoints(steps, max_steps)
+    ck_memory = _checkpoint_memory(n_states, ck, width)
+    note = ""
+    if ck_memory + result_bytes > budget:
+        per = n_states * BYTES * 8
+        fit = int((budget - result_bytes) // per) - width
+        if fit >= 2:
+            note = (f"checkpointed adjoint: {ck} checkpoints would need {ck_memory / 2**20:.3g} MiB, "
+                    f"over the {budget / 2**20:.3g} MiB budget; using {fit} checkpoints "
+                    f"(~{_recompute_factor(used_steps, fit):.2g}x recomputation)")
+            ck, ck_memory = fit, _checkpoint_memory(n_states, fit, width)
+        else:
+            note = ("checkpointed adjoint does not fit the memory budget even with 2 checkpoints; "
+                    "the continuous (backsolve) adjoint needs O(1) memory in the number of steps")
+    record = cal.record * _recompute_factor(used_steps, ck) if note else cal.record
+    adj_cost = second_order(record + cal.cotangent * m)
+    candidates.append(est("adjoint", "checkpoint", m, adj_cost, ck_memory, checkpoints=ck, note=note))
+    # backsolve: a forward solve, then backwards the state and its adjoint (~2x a solve per sweep)
+    candidates.append(est("adjoint", "backsolve", m, second_order(1.0 + 2.0 * cal.cotangent * m),
+                          _checkpoint_memory(n_states, 1, width)))
+
+    fitting = [c for c in candidates if c.fits] or candidates
+    # backsolve is approximate: only chosen when the exact adjoint does not fit
+    exact = [c for c in fitting if c.variant != "backsolve"]
+    chosen = min(exact or fitting, key=lambda c: c.solves)
+    if force is not None:
+        mode, variant = force
+        chosen = next(c for c in candidates if c.mode == mode and (variant is None or c.variant == variant))
+        if not chosen.fits:
+            notes.append(f"warning: {chosen.label} is estimated to need "
+                         f"{chosen.memory_bytes / 2**20:.3g} MiB, over the budget")
+    return Plan(task, n, n_outputs if task == "jacobian" else 1, n_states, n_times, steps,
+                tuple(candidates), chosen, cal, budget, forced=force is not None, notes=tuple(notes))
+
+
+def calibrated(calibration: Calibration, solve_seconds: float, jvp_seconds: float,
+               vjp_seconds: float, width: int = PROBE_WIDTH, source: str = "probe") -> Calibration:
+    """Constants from timings of a solve, a JVP with `width` tangents and a VJP with `width`
+    cotangents: a = (T_jvp / S - 1) / width, and r, b from T_vjp / S = r + b width with r
+    held at the ratio b / r of the prior calibration."""
+    S = max(solve_seconds, 1e-9)
+    a = max((jvp_seconds / S - 1.0) / width, 1e-3)
+    total = max(vjp_seconds / S, 1.0)
+    share = calibration.record / (calibration.record + calibration.cotangent * width)
+    r = max(total * share, 1.0)
+    b = max((total - r) / width, 1e-3)
+    return replace(calibration, tangent=a, record=r, cotangent=b, solve_seconds=S, source=source)

@@ -1,0 +1,159 @@
+"""The public functions: jacobian, gradient, hvp, hessian and plan, with mode="auto".
+
+Each asks the cost model for a `Plan` (forced when the caller names a mode), runs the
+chosen AD routine and attaches the plan to the result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from . import calibration_store
+from .ad import adjoint, forward, second_order
+from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan
+from .errors import InputError
+from .problem import Problem
+from .results import GradientResult, JacobianResult
+from .solve import simulate
+
+MODES = ("auto", "forward", "adjoint")
+CLOSE_CALL = 3.0  # probe the problem when the two exact modes are within this factor
+_PROBES: dict = {}
+
+
+def _check_mode(mode: str, valid=MODES) -> str:
+    if mode not in valid:
+        raise InputError(f"mode = '{mode}' is unknown; valid: {', '.join(valid)}")
+    return mode
+
+
+def _min_run(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibration, int]:
+    """Measure this problem: a solve, a JVP with 8 tangents and a VJP with 8 cotangents
+    (compiled once, timed as the best of 3), and return the calibrated constants and the
+    steps the solver takes. Cached per problem structure."""
+    key = problem.structure_key(fn="probe")
+    if key in _PROBES:
+        return _PROBES[key]
+    base = base or calibration_store.load() or Calibration()
+    steps = simulate(problem).stats["num_steps"]
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((PROBE_WIDTH, problem.n_inputs))
+    W = rng.standard_normal((PROBE_WIDTH, problem.times.size, len(problem.of)))
+    forward.jvp_batch(problem, V)
+    adjoint.vjp_batch(problem, W, "checkpoint")
+    S = _min_run(lambda: simulate(problem))
+    T_jvp = _min_run(lambda: forward.jvp_batch(problem, V))
+    T_vjp = _min_run(lambda: adjoint.vjp_batch(problem, W, "checkpoint"))
+    result = calibrated(base, S, T_jvp, T_vjp, source="a probe of this problem"), steps
+    _PROBES[key] = result
+    return result
+
+
+def plan(problem: Problem, objective: Callable | None = None, task: str | None = None,
+         mode: str = "auto", calibration: Calibration | None = None, probe_problem: bool | None = None,
+         memory_budget: int | None = None) -> Plan:
+    """The cost model's decision for this problem, without running it.
+
+    task: "jacobian" (default without objective), "gradient" (default with one), "hvp" or
+    "hessian". calibration: constants to use (default: the machine's file written by
+    `sensitivity calibrate`, else built-in defaults). probe_problem: measure this problem
+    first (True), never (False), or only when the decision is a close call (None).
+    Returns a `Plan`; `plan.explain()` says why.
+    """
+    task = task or ("jacobian" if objective is None else "gradient")
+    if task not in ("jacobian", "gradient", "hvp", "hessian"):
+        raise InputError(f"task = '{task}' is unknown; valid: jacobian, gradient, hvp, hessian")
+    _check_mode(mode)
+    cal = calibration or calibration_store.load() or Calibration()
+    shape = dict(task=task, n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
+                 n_states=problem.model.n_states, n_times=problem.times.size,
+                 max_steps=problem.max_steps, checkpoints=problem.checkpoints,
+                 memory_budget=memory_budget)
+    force = None if mode == "auto" else (mode, problem.adjoint if mode == "adjoint" else None)
+    first = make_plan(calibration=cal, force=force, **shape)
+    if probe_problem is False or (probe_problem is None and not _close_call(first)):
+        return first
+    measured, steps = probe(problem, cal)
+    return make_plan(calibration=measured, steps=steps, force=force, **shape)
+
+
+def _close_call(p: Plan) -> bool:
+    costs = sorted(c.solves for c in p.candidates if c.fits and c.variant != "backsolve")
+    return len(costs) > 1 and costs[1] / costs[0] < CLOSE_CALL
+
+
+def _adjoint_problem(problem: Problem, p: Plan) -> Problem:
+    """The problem with the plan's adjoint variant and checkpoints, when they differ."""
+    ck = p.chosen.checkpoints if p.chosen.note else problem.checkpoints
+    if p.variant == problem.adjoint and ck == problem.checkpoints:
+        return problem
+    return problem.replace(adjoint=p.variant, checkpoints=ck)
+
+
+def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianResult:
+    """d outputs / d inputs at the save times, values of shape (n_times, n_outputs, n_inputs).
+
+    mode: "auto" (the cost model decides), "forward" (n tangents in one sweep) or "adjoint"
+    (n_times * n_outputs backward sweeps). The result carries the plan that chose the mode.
+    """
+    p = plan(problem, task="jacobian", mode=_check_mode(mode), **plan_options)
+    if p.mode == "forward":
+        J, info = forward.jacobian(problem)
+    else:
+        problem = _adjoint_problem(problem, p)
+        J, info = adjoint.jacobian(problem, p.variant)
+    return JacobianResult(J, info["outputs"], problem.times, problem.of, problem.input_names,
+                          problem.x0(), p.mode, p.variant, p, info["stats"], info["timings"])
+
+
+def gradient(problem: Problem, objective: Callable, mode: str = "auto", **plan_options) -> GradientResult:
+    """Value and gradient of objective(ys), ys the outputs of shape (n_times, n_outputs),
+    with respect to the inputs: grad of shape (n_inputs,). One backward sweep in adjoint
+    mode, n tangents in forward mode; "auto" lets the cost model choose."""
+    p = plan(problem, objective, task="gradient", mode=_check_mode(mode), **plan_options)
+    if p.mode == "forward":
+        value, grad, info = forward.gradient(problem, objective)
+    else:
+        problem = _adjoint_problem(problem, p)
+        value, grad, info = adjoint.gradient(problem, objective, p.variant)
+    return GradientResult(value, grad, problem.input_names, p.mode, p.variant, p,
+                          info["stats"], info["timings"])
+
+
+def hvp(problem: Problem, objective: Callable, v, mode: str = "auto") -> np.ndarray:
+    """Hessian-vector product H v, shape (n_inputs,), of objective(ys) with respect to the
+    inputs, at about the cost of two gradients.
+
+    mode: "auto" (= "rev-over-fwd"), "rev-over-fwd" (the gradient of the directional
+    derivative carried by the forward sensitivity system, through the checkpointed adjoint)
+    or "fwd-over-rev" (jvp of the gradient through diffrax's DirectAdjoint).
+    """
+    mode = _check_mode(mode, ("auto",) + second_order.HVP_METHODS)
+    hv, _ = second_order.hvp(problem, objective, v, "rev-over-fwd" if mode == "auto" else mode)
+    return hv
+
+
+def hessian(problem: Problem, objective: Callable, mode: str = "auto") -> np.ndarray:
+    """Dense Hessian of objective(ys) with respect to the inputs, shape (n_inputs, n_inputs).
+
+    mode: "auto" (the cost model weighs n + n^2 forward tangents against n HVPs),
+    "fwd-over-fwd" or "rev-over-fwd".
+    """
+    mode = _check_mode(mode, ("auto",) + second_order.HESSIAN_METHODS)
+    if mode == "auto":
+        p = plan(problem, objective, task="hessian", probe_problem=False)
+        mode = "fwd-over-fwd" if p.mode == "forward" else "rev-over-fwd"
+    H, _ = second_order.hessian(problem, objective, mode)
+    return H

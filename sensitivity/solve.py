@@ -1,0 +1,237 @@
+"""Simulation on diffrax, and the one differentiable map every AD mode is built on.
+
+`output_function(problem, method)` returns a pure function
+    f(x, values) -> (outputs (n_times, n_of), aux)
+of the input vector x (n_inputs,), where `values` holds the arrays that change without
+recompiling (parameters, y0, times, t0, rtol, atol) and `aux` the solver's result code and
+step counts. `method` fixes how diffrax differentiates the solve:
+
+    "forward"     diffrax.ForwardMode             forward mode only (jvp, jacfwd)
+    "checkpoint"  diffrax.RecursiveCheckpointAdjoint  reverse mode only (vjp, grad, jacrev)
+    "backsolve"   diffrax.BacksolveAdjoint        reverse mode, continuous adjoint, O(1) memory
+    "direct"      diffrax.DirectAdjoint           both, so forward-over-reverse second order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import compiled
+from .errors import SolverError
+from .problem import Problem
+
+_SOLVER_CLASSES = {
+    "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3, "heun": diffrax.Heun, "kvaerno3": diffrax.Kvaerno3,
+    "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5, "kencarp3": diffrax.KenCarp3,
+    "kencarp4": diffrax.KenCarp4, "kencarp5": diffrax.KenCarp5,
+    "implicit_euler": diffrax.ImplicitEuler,
+}
+METHODS = ("forward", "checkpoint", "backsolve", "direct")
+
+
+def solver_name(problem: Problem) -> str:
+    """The solver that runs: "auto" is Kvaerno5 for a stiff model, else Tsit5."""
+    if problem.solver == "auto":
+        return "kvaerno5" if problem.model.stiff else "tsit5"
+    return problem.solver
+
+
+def values_of(problem: Problem) -> dict:
+    """The arrays a compiled function takes besides x: changing them does not recompile."""
+    return {
+        "params": {k: jnp.asarray(v) for k, v in problem.parameters.items()},
+        "y0": jnp.asarray(problem.y0),
+        "times": jnp.asarray(problem.times),
+        "t0": jnp.asarray(problem.t0),
+        "rtol": jnp.asarray(problem.rtol),
+        "atol": jnp.asarray(problem.atol),
+    }
+
+
+def assemble_function(problem: Problem) -> Callable:
+    """(x, params, y0) -> (params, y0) with the inputs x written into their places."""
+    y0_pos, y0_idx = [], []
+    scalar: dict[str, int] = {}
+    entries: dict[str, tuple[list[int], list[int]]] = {}
+    for i, ref in enumerate(problem.wrt):
+        if ref.kind == "y0":
+            y0_pos.append(i)
+            y0_idx.append(ref.target)
+        elif ref.flat_index is None:
+            scalar[ref.target] = i
+        else:
+            pos, flat = entries.setdefault(ref.target, ([], []))
+            pos.append(i)
+            flat.append(ref.flat_index)
+    y0_pos_a, y0_idx_a = np.array(y0_pos, dtype=int), np.array(y0_idx, dtype=int)
+    entries_a = {k: (np.array(p, dtype=int), np.array(f, dtype=int)) for k, (p, f) in entries.items()}
+
+    def assemble(x, params, y0):
+        params = dict(params)
+        for name, i in scalar.items():
+            params[name] = x[i]
+        for name, (pos, flat) in entries_a.items():
+            base = params[name]
+            params[name] = base.ravel().at[flat].set(x[pos]).reshape(base.shape)
+        if y0_pos:
+            y0 = y0.at[y0_idx_a].set(x[y0_pos_a])
+        return params, y0
+
+    return assemble
+
+
+def _adjoint(problem: Problem, method: str, solver, controller):
+    if method == "forward":
+        return diffrax.ForwardMode()
+    if method == "direct":
+        return diffrax.DirectAdjoint()
+    if method == "backsolve":
+        return diffrax.BacksolveAdjoint(solver=solver, stepsize_controller=controller)
+    if method == "checkpoint":
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=problem.checkpoints)
+    raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
+
+
+def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int | None = None,
+                   rhs: Callable | None = None) -> Callable:
+    """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
+    problem's solver settings, of the model's rhs or of another vector field `rhs`."""
+    rhs = problem.model.rhs if rhs is None else rhs
+    solver = _SOLVER_CLASSES[solver_name(problem)]()
+    steps = problem.max_steps if max_steps is None else max_steps
+
+    def vector_field(t, y, p):
+        return jnp.asarray(rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
+
+    term = diffrax.ODETerm(vector_field)
+
+    def solve(params, y0, values):
+        times = values["times"]
+        controller = diffrax.PIDController(rtol=values["rtol"], atol=values["atol"])
+        sol = diffrax.diffeqsolve(
+            term, solver, values["t0"], times[-1], None, y0, params,
+            saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
+            max_steps=steps, adjoint=_adjoint(problem, method, solver, controller), throw=False,
+        )
+        aux = {"result": sol.result, "num_steps": sol.stats["num_steps"],
+               "num_accepted_steps": sol.stats["num_accepted_steps"],
+               "num_rejected_steps": sol.stats["num_rejected_steps"]}
+        return sol.ys, aux
+
+    return solve
+
+
+def observe_function(problem: Problem) -> Callable:
+    """(times, ys, params) -> outputs (n_times, n_of): the chosen observables or states."""
+    model = problem.model
+    if model.observables:
+        hs = [model.observables[name] for name in problem.of]
+
+        def observe(times, ys, params):
+            one = lambda t, y: jnp.stack([jnp.asarray(h(t, y, params)) for h in hs])  # noqa: E731
+            return jax.vmap(one)(times, ys)
+    else:
+        idx = np.array([model.states.index(name) for name in problem.of], dtype=int)
+
+        def observe(times, ys, params):
+            return ys[:, idx]
+
+    return observe
+
+
+def output_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
+    """f(x, values) -> (outputs (n_times, n_of), aux): the map every AD mode differentiates."""
+    assemble = assemble_function(problem)
+    solve = solve_function(problem, method, max_steps)
+    observe = observe_function(problem)
+
+    def f(x, values):
+        params, y0 = assemble(x, values["params"], values["y0"])
+        ys, aux = solve(params, y0, values)
+        return observe(values["times"], ys, params), aux
+
+    return f
+
+
+def check_solution(problem: Problem, aux: dict, ys) -> None:
+    """Raise `SolverError` if the solve failed or produced NaN/inf, saying where and what to try."""
+    ys = np.asarray(ys)
+    ok = bool(np.asarray(aux["result"] == diffrax.RESULTS.successful))
+    finite_rows = np.all(np.isfinite(ys.reshape(ys.shape[0], -1)), axis=1)
+    if ok and finite_rows.all():
+        return
+    times = problem.times
+    k = int(np.argmin(finite_rows)) if not finite_rows.all() else times.size - 1
+    where = (f"before t = {times[k]:g} (last good save at t = {times[k - 1]:g})" if k > 0
+             else f"before the first save time t = {times[0]:g}")
+    steps = int(np.asarray(aux["num_steps"]))
+    hint = []
+    if not ok:
+        message = diffrax.RESULTS[aux["result"]]
+        if "maximum number" in message:
+            hint.append(f"raise max_steps (now {problem.max_steps})")
+    else:
+        message = "the solution became non-finite (NaN or inf)"
+    if not problem.model.stiff and solver_name(problem) in ("tsit5", "dopri5", "dopri8", "bosh3", "heun"):
+        hint.append("if the model is stiff, use an implicit solver (solver='kvaerno5')")
+    hint.append("check parameter values and the time span")
+    raise SolverError(
+        f"the solver {solver_name(problem)} failed on model '{problem.model.name}' {where} "
+        f"after {steps} steps: {message.strip()} Try: {'; '.join(hint)}."
+    )
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A simulation: `states` (n_times, n_states), `outputs` (n_times, n_of) named by
+    `output_names`, solver statistics and timings (seconds, compile apart)."""
+
+    times: np.ndarray
+    states: np.ndarray
+    outputs: np.ndarray
+    state_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    stats: dict
+    timings: dict
+
+
+def solver_stats(aux: dict) -> dict:
+    return {k: int(np.asarray(v)) for k, v in aux.items() if k != "result"}
+
+
+def simulate(problem: Problem) -> Trajectory:
+    """Solve the problem's ODE and save at `problem.times`.
+
+    Returns a `Trajectory` with states (n_times, n_states), outputs (n_times, n_of), the
+    steps taken and rejected, and timings. Raises `SolverError` if the solver fails.
+    """
+    assemble, observe = assemble_function(problem), observe_function(problem)
+    solve = solve_function(problem, "checkpoint")
+
+    def build():
+        def f(x, values):
+            params, y0 = assemble(x, values["params"], values["y0"])
+            ys, aux = solve(params, y0, values)
+            return observe(values["times"], ys, params), aux, ys
+        return f
+
+    args = (jnp.asarray(problem.x0()), values_of(problem))
+    (ys,), info = run_checked(problem, build, args, fn="simulate")
+    return Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
+                      problem.of, info["stats"], info["timings"])
+
+
+def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **key) -> tuple:
+    """Compile (cached per problem structure and `key`) and run a function returning
+    `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
+    solver statistics and timings."""
+    (outputs, aux, *results), timings = compiled.run(problem.structure_key(**key), build, args)
+    check_solution(problem, aux, outputs)
+    return results, {"stats": solver_stats(aux), "timings": timings, "outputs": np.asarray(outputs)}
