@@ -8,11 +8,19 @@
 Everything is float64 (JAX's x64 mode is switched on at import). Compiled functions are
 cached in memory per problem structure and on disk in the user cache folder (set
 SENSITIVITY_NO_DISK_CACHE=1 to turn the disk cache off).
+
+JAX refuses to store executables that hold host callbacks, and equinox's runtime errors
+are host callbacks; so unless the user chose otherwise, equinox is told to turn such errors
+into NaN (EQX_ON_ERROR=nan), and the toolkit checks every result for non-finite values
+and raises a `SolverError` instead.
 """
 
 import os as _os
 
-import jax as _jax
+if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
+    _os.environ.setdefault("EQX_ON_ERROR", "nan")
+
+import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
 if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):

@@ -69,7 +69,8 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     task: "jacobian" (default without objective), "gradient" (default with one), "hvp" or
     "hessian". calibration: constants to use (default: the machine's file written by
     `sensitivity calibrate`, else built-in defaults). probe_problem: measure this problem
-    first (True), never (False), or only when the decision is a close call (None).
+    first (True), never (False), or only when `mode` is "auto" and the decision is a close
+    call (None).
     Returns a `Plan`; `plan.explain()` says why.
     """
     task = task or ("jacobian" if objective is None else "gradient")
@@ -83,7 +84,7 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
                  memory_budget=memory_budget)
     force = None if mode == "auto" else (mode, problem.adjoint if mode == "adjoint" else None)
     first = make_plan(calibration=cal, force=force, **shape)
-    if probe_problem is False or (probe_problem is None and not _close_call(first)):
+    if probe_problem is False or (probe_problem is None and (force or not _close_call(first))):
         return first
     measured, steps = probe(problem, cal)
     return make_plan(calibration=measured, steps=steps, force=force, **shape)

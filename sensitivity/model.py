@@ -47,8 +47,9 @@ class ODEModel:
         stiff: a hint that an implicit solver is needed (the solver "auto" then picks one).
         doc: one line or more describing the model and its source.
 
-    Models compare and hash by identity, so compiled functions are cached per model.
-    Define `rhs` once (at module level) so that two `model()` calls can share the cache.
+    Compiled functions are cached per `structure_key()`: name, rhs, states, parameter
+    shapes, observables and the stiffness hint, not values. Define `rhs` (and observables)
+    once, at module level, so that two `model()` calls share compiled functions.
     """
 
     name: str
@@ -110,6 +111,11 @@ class ODEModel:
         object.__setattr__(self, "observables", obs)
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
+
+    def structure_key(self) -> tuple:
+        """What compiled code depends on (values are passed as arguments)."""
+        shapes = tuple((k, v.shape) for k, v in self.parameters.items())
+        return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff)
 
     @property
     def n_states(self) -> int:

@@ -309,7 +309,7 @@ class Problem:
     def structure_key(self, **extra) -> tuple:
         """What compiled functions depend on: everything but values (parameters, y0, times,
         tolerances are passed as arrays)."""
-        return (self.model, self.wrt, self.of, self.times.size, self.solver, self.max_steps,
+        return (self.model.structure_key(), self.wrt, self.of, self.times.size, self.solver, self.max_steps,
                 self.adjoint, self.checkpoints, tuple(sorted(extra.items())))
 
     def __repr__(self) -> str:

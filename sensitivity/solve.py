@@ -234,4 +234,12 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     solver statistics and timings."""
     (outputs, aux, *results), timings = compiled.run(problem.structure_key(**key), build, args)
     check_solution(problem, aux, outputs)
+    for r in results:
+        if not np.all(np.isfinite(np.asarray(r))):
+            raise SolverError(
+                f"the derivatives of model '{problem.model.name}' ({key.get('fn', 'result')}) "
+                "contain NaN or inf although the solve succeeded: a backward or tangent solve "
+                "failed. Try: mode='forward' or the checkpointed adjoint instead of backsolve, a "
+                "stiff solver (solver='kvaerno5'), tighter tolerances or more max_steps."
+            )
     return results, {"stats": solver_stats(aux), "timings": timings, "outputs": np.asarray(outputs)}

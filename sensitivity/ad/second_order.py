@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError, SolverError
+from ..errors import InputError
 from ..problem import Problem
 from ..solve import (assemble_function, observe_function, output_function, run_checked, simulate,
                      solve_function, values_of)
@@ -134,9 +134,6 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
 
         (H,), info = run_checked(problem, build_columns, (jnp.asarray(problem.x0()), values_of(problem)),
                                  fn="hessian_rev_over_fwd", objective=objective)
-        if not np.all(np.isfinite(H)):
-            raise SolverError("the Hessian has non-finite entries: a tangent solve failed; "
-                              "try method='fwd-over-fwd', a stiff solver or more max_steps")
         return np.asarray(H), info
     f = output_function(problem, "forward")
     obj = scalar_objective(objective)

@@ -1,0 +1,140 @@
+"""Plots of a sensitivity run, as PNG files (matplotlib, Agg backend).
+
+`heatmap` (inputs x outputs, diverging colours centred on zero), `trajectories` (outputs
+over time, with data points) and `sensitivity_courses` (the top inputs' sensitivities over
+time). Each takes arrays and names, writes one file and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def symmetric_limit(values: np.ndarray) -> float:
+    """The colour limit a of a diverging scale [-a, a]: the largest finite |value| (1 if
+    there is none, so an all-zero map still draws)."""
+    finite = np.abs(np.asarray(values, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    a = float(finite.max()) if finite.size else 0.0
+    return a if a > 0 else 1.0
+
+
+def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_names: Sequence[str],
+            titles: Sequence[str], colorbar_label: str, path: Path, suptitle: str = "") -> Path:
+    """Heatmaps of sensitivities, one panel per matrix of shape (n_outputs, n_inputs), drawn
+    inputs (rows) x outputs (columns) on one symmetric diverging scale centred on zero
+    (TwoSlopeNorm with vcenter 0, vmin = -a, vmax = a), NaN in grey, with the values
+    written in the cells when there are few of them."""
+    plt = _pyplot()
+    from matplotlib.colors import TwoSlopeNorm
+
+    n_in, n_out = len(input_names), len(output_names)
+    a = symmetric_limit(np.stack([np.asarray(p) for p in panels]))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a)
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("0.8")
+    k = len(panels)
+    width = min(4.0 + k * (1.2 + 0.7 * n_out), 24.0)
+    height = min(2.0 + 0.32 * n_in, 30.0)
+    fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False, constrained_layout=True)
+    annotate = n_in * n_out <= 80
+    for ax, panel, title in zip(axes[0], panels, titles):
+        M = np.asarray(panel, dtype=np.float64).T  # (n_inputs, n_outputs)
+        im = ax.imshow(np.ma.masked_invalid(M), cmap=cmap, norm=norm, aspect="auto",
+                       interpolation="nearest")
+        ax.set_xticks(range(n_out))
+        ax.set_xticklabels(output_names, rotation=45 if n_out > 3 else 0, ha="right" if n_out > 3 else "center")
+        step = max(1, n_in // 40)
+        ax.set_yticks(range(0, n_in, step))
+        ax.set_yticklabels(list(input_names)[::step])
+        ax.set_xlabel("output")
+        ax.set_ylabel("input")
+        ax.set_title(title)
+        if annotate:
+            for i in range(n_in):
+                for j in range(n_out):
+                    v = M[i, j]
+                    if np.isfinite(v):
+                        ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8,
+                                color="white" if abs(v) > 0.6 * a else "black")
+    cbar = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9)
+    cbar.set_label(colorbar_label)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def trajectories(times: np.ndarray, outputs: np.ndarray, output_names: Sequence[str], path: Path,
+                 log_time: bool = False, observations=None, title: str = "") -> Path:
+    """The outputs (n_times, n_outputs) over time, one line each, with the observed data
+    (an `Observations`, optional) as points in the same colour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    colors = {}
+    for j, name in enumerate(output_names):
+        (line,) = ax.plot(times, outputs[:, j], label=name, lw=1.6)
+        colors[name] = line.get_color()
+    if observations is not None:
+        for j, name in enumerate(observations.columns):
+            ax.plot(observations.times, observations.values[:, j], "o", ms=4,
+                    color=colors.get(name), label=f"{name} (data)")
+    if log_time:
+        ax.set_xscale("log")
+    ax.set_xlabel("time")
+    ax.set_ylabel("output")
+    ax.set_title(title or "trajectories")
+    if len(output_names) <= 12:
+        ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def sensitivity_courses(times: np.ndarray, S: np.ndarray, input_names: Sequence[str],
+                        output_names: Sequence[str], top: Sequence[str], ylabel: str, path: Path,
+                        log_time: bool = False, max_panels: int = 9) -> Path:
+    """Sensitivities over time of the inputs in `top`, one panel per output (at most
+    `max_panels`). S has shape (n_times, n_outputs, n_inputs)."""
+    plt = _pyplot()
+    n = min(len(output_names), max_panels)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.5, 3.0 * rows + 0.6), squeeze=False,
+                             constrained_layout=True, sharex=True)
+    idx = [list(input_names).index(name) for name in top]
+    for j in range(rows * cols):
+        ax = axes[j // cols][j % cols]
+        if j >= n:
+            ax.set_visible(False)
+            continue
+        for i, name in zip(idx, top):
+            ax.plot(times, S[:, j, i], label=name, lw=1.4)
+        ax.axhline(0.0, color="0.5", lw=0.6)
+        ax.set_title(output_names[j])
+        if log_time:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        if j % cols == 0:
+            ax.set_ylabel(ylabel)
+        if j // cols == rows - 1:
+            ax.set_xlabel("time")
+    axes[0][0].legend(fontsize=8, title="input", title_fontsize=8)
+    fig.suptitle(f"sensitivities of the top {len(top)} inputs")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
