@@ -143,17 +143,22 @@ class Analysis:
 
 
 Stage = Callable[[str], ContextManager]
+PROBE = {"auto": None, "always": True, "never": False}
 
 
 def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "auto",
-        normalize: str = "none", hessian: bool = False, stage: Optional[Stage] = None) -> Analysis:
+        normalize: str = "none", hessian: bool = False, probe: str = "auto",
+        stage: Optional[Stage] = None) -> Analysis:
     """Simulate, then the Jacobian of the outputs at the save times w.r.t. the inputs (in
     `mode`), then, for an objective, its value and gradient and, if `hessian`, its Hessian.
 
-    stage(name) -> context manager, entered around each step (for progress display).
+    probe: "auto" (the cost model measures the problem when the choice of mode is a close
+    call), "always" or "never" (see `sensitivity.plan`). stage(name) -> context manager,
+    entered around each step (for progress display).
     Raises SolverError when a solve fails.
     """
     stage = stage or (lambda name: nullcontext())
+    plan_options = {"probe_problem": PROBE[probe]}
     timings: dict = {}
 
     @contextmanager
@@ -168,14 +173,14 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
     timings["simulate"].update(traj.timings)
     with timed("jacobian", f"Jacobian ({problem.times.size} times x {len(problem.of)} outputs x "
                            f"{problem.n_inputs} inputs, mode {mode})"):
-        jac = _jacobian(problem, mode=mode)
+        jac = _jacobian(problem, mode=mode, **plan_options)
     timings["jacobian"].update(jac.timings)
     S = jac.normalized() if normalize == "log" else jac.values
     ranking = rank_inputs(problem.times, S, jac.input_names, jac.output_names)
     grad = H = None
     if objective is not None:
         with timed("gradient", "objective gradient"):
-            grad = _gradient(problem, objective, mode=mode)
+            grad = _gradient(problem, objective, mode=mode, **plan_options)
         timings["gradient"].update(grad.timings)
         if hessian:
             with timed("hessian", f"Hessian ({problem.n_inputs} x {problem.n_inputs})"):

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import csv
 import importlib
-import importlib.util
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
@@ -135,6 +133,7 @@ class SensitivityConfig(_Strict):
     wrt: Optional[list[str]] = None
     of: Optional[list[str]] = None
     mode: Literal["auto", "forward", "adjoint"] = "auto"
+    probe: Literal["auto", "always", "never"] = "auto"
     normalize: Literal["none", "log"] = "none"
     objective: Optional[ObjectiveConfig] = None
     hessian: bool = False
@@ -178,6 +177,7 @@ class RunConfig(_Strict):
     """The whole file. Exactly one of `time` (a grid) and `times` (a list) is given."""
 
     model: str
+    model_options: dict[str, Any] = {}
     parameters: dict[str, Any] = {}
     initial_state: dict[str, float] = {}
     time: Optional[TimeGrid] = None
@@ -412,64 +412,34 @@ def _locate(relative: str, base: Path) -> list[Path]:
     return list(dict.fromkeys([(base / p).resolve(), (Path.cwd() / p).resolve()]))
 
 
-def load_model(spec: str, base: Path):
-    """The `ODEModel` named by `spec`: a registered name, or "path/to/file.py:factory"
-    (a relative path is looked up next to the config file, then in the current folder).
+def load_model(spec: str, base: Path, options: Mapping | None = None):
+    """The `ODEModel` named by `spec` through the model library's `models.load`: a
+    registered name, or "path/to/file.py:factory" (a relative path is looked up next to
+    the config file, then in the current folder). `options` go to the model's factory.
     Raises ConfigError naming the problem."""
     from .model import ODEModel
 
-    if ".py" in spec:
-        file, _, factory = spec.partition(":")
-        factory = factory or "model"
+    registry = _registry()
+    if registry is None or not hasattr(registry, "load"):
+        raise ConfigError("model: the model library `models` is not importable; install the project "
+                          "with `pip install -e .` from its folder")
+    target = spec
+    if spec.endswith(".py") or ".py:" in spec:
+        file, sep, factory = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
         places = _locate(file, base)
         found = next((p for p in places if p.is_file()), None)
         if found is None:
             raise ConfigError(f"model: file '{file}' not found (looked in {', '.join(map(str, places))})")
-        registry = _registry()
-        try:
-            if registry is not None and hasattr(registry, "load"):
-                model = registry.load(f"{found}:{factory}")
-            else:
-                model = _load_file(found, factory)
-        except SensitivityError as exc:
-            raise ConfigError(f"model: {exc}") from None
-        except Exception as exc:  # a user's file: any error in it is reported, not raised
-            raise ConfigError(f"model: loading '{spec}' failed: {type(exc).__name__}: {exc}") from None
-    else:
-        registry = _registry()
-        if registry is None:
-            raise ConfigError(f"model: '{spec}' cannot be looked up: the model library `models` is not "
-                              "installed; give a file instead, model: path/to/file.py:factory")
-        names = list(registry.available())
-        if spec not in names:
-            raise ConfigError(f"model = '{spec}': unknown model{did_you_mean(spec, names)}; registered: "
-                              f"{list_names(names)} (or give path/to/file.py:factory)")
-        try:
-            model = registry.get(spec)
-        except SensitivityError as exc:
-            raise ConfigError(f"model: {exc}") from None
+        target = f"{found}{sep}{factory}"
+    try:
+        model = registry.load(target, **dict(options or {}))
+    except SensitivityError as exc:
+        raise ConfigError(re.sub(r"^model = ", "model: ", str(exc)).replace(target, spec)) from None
+    except TypeError as exc:  # a factory given options it does not take
+        raise ConfigError(f"model_options: {exc}") from None
     if not isinstance(model, ODEModel):
         raise ConfigError(f"model: '{spec}' gave a {type(model).__name__}, not a sensitivity.ODEModel")
     return model
-
-
-def _load_file(path: Path, factory: str):
-    name = f"_sensitivity_user_model_{abs(hash(str(path)))}"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    fn = getattr(module, factory, None)
-    if fn is None:
-        funcs = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise ConfigError(f"model: {path} has no function '{factory}'{did_you_mean(factory, funcs)}")
-    return fn() if callable(fn) else fn
 
 
 # --------------------------------------------------------------------------- names
@@ -659,7 +629,8 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
     spec = data.get("model")
     if isinstance(spec, str) and spec.strip():
         try:
-            model = load_model(spec.strip(), base)
+            options = data.get("model_options")
+            model = load_model(spec.strip(), base, options if isinstance(options, dict) else None)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if model is not None:
