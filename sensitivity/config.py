@@ -522,6 +522,7 @@ def read_observations(path: Path, outputs: list[str], span: tuple[float, float])
     if "time" not in header:
         problems.append(f"{key}: {path} has no 'time' column{did_you_mean('time', header)}; "
                         f"columns found: {', '.join(header)}")
+        return None, problems
     columns = [h for h in header if h != "time"]
     for c in columns:
         if c not in outputs:

@@ -43,19 +43,20 @@ def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_nam
     n_in, n_out = len(input_names), len(output_names)
     a = symmetric_limit(np.stack([np.asarray(p) for p in panels]))
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a)
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("0.8")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
     k = len(panels)
-    width = min(4.0 + k * (1.2 + 0.7 * n_out), 24.0)
-    height = min(2.0 + 0.32 * n_in, 30.0)
+    width = min(4.0 + k * (1.2 + 0.7 * min(n_out, 30)), 24.0)
+    height = min(2.0 + 0.32 * min(n_in, 60), 20.0)
     fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False, constrained_layout=True)
     annotate = n_in * n_out <= 80
     for ax, panel, title in zip(axes[0], panels, titles):
         M = np.asarray(panel, dtype=np.float64).T  # (n_inputs, n_outputs)
         im = ax.imshow(np.ma.masked_invalid(M), cmap=cmap, norm=norm, aspect="auto",
                        interpolation="nearest")
-        ax.set_xticks(range(n_out))
-        ax.set_xticklabels(output_names, rotation=45 if n_out > 3 else 0, ha="right" if n_out > 3 else "center")
+        xstep = max(1, n_out // 30)
+        ax.set_xticks(range(0, n_out, xstep))
+        ax.set_xticklabels(list(output_names)[::xstep], rotation=45 if n_out > 3 else 0,
+                           ha="right" if n_out > 3 else "center")
         step = max(1, n_in // 40)
         ax.set_yticks(range(0, n_in, step))
         ax.set_yticklabels(list(input_names)[::step])
