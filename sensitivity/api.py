@@ -6,15 +6,18 @@ chosen AD routine and attaches the plan to the result.
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from . import calibration_store
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan
 from .errors import InputError
+from .model import ODEModel
 from .problem import Problem
 from .results import GradientResult, JacobianResult
 from .solve import simulate
@@ -31,6 +34,8 @@ def _check_mode(mode: str, valid=MODES) -> str:
 
 
 def _min_run(fn, repeats: int = 3) -> float:
+    """Best wall time of `repeats` calls, after one untimed call (which compiles)."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -40,23 +45,26 @@ def _min_run(fn, repeats: int = 3) -> float:
 
 
 def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibration, int]:
-    """Measure this problem: a solve, a JVP with 8 tangents and a VJP with 8 cotangents
-    (compiled once, timed as the best of 3), and return the calibrated constants and the
-    steps the solver takes. Cached per problem structure."""
+    """Measure this problem: a solve, a JVP with k tangents, VJPs with 1 and k cotangents
+    (k = the inputs / outputs the task has, between 2 and 64, since vectorisation makes the
+    marginal cost depend on the width), each compiled once and timed as the best of 3.
+    Returns the calibrated constants and the steps the solver takes. Cached per structure."""
     key = problem.structure_key(fn="probe")
     if key in _PROBES:
         return _PROBES[key]
     base = base or calibration_store.load() or Calibration()
     steps = simulate(problem).stats["num_steps"]
     rng = np.random.default_rng(0)
-    V = rng.standard_normal((PROBE_WIDTH, problem.n_inputs))
-    W = rng.standard_normal((PROBE_WIDTH, problem.times.size, len(problem.of)))
-    forward.jvp_batch(problem, V)
-    adjoint.vjp_batch(problem, W, "checkpoint")
+    k_t = int(np.clip(problem.n_inputs, 2, PROBE_WIDTH))
+    k_c = int(np.clip(problem.n_outputs, 2, PROBE_WIDTH))
+    V = rng.standard_normal((k_t, problem.n_inputs))
+    W = rng.standard_normal((k_c, problem.times.size, len(problem.of)))
     S = _min_run(lambda: simulate(problem))
     T_jvp = _min_run(lambda: forward.jvp_batch(problem, V))
+    T_vjp1 = _min_run(lambda: adjoint.vjp_batch(problem, W[:1], "checkpoint"))
     T_vjp = _min_run(lambda: adjoint.vjp_batch(problem, W, "checkpoint"))
-    result = calibrated(base, S, T_jvp, T_vjp, source="a probe of this problem"), steps
+    result = (calibrated(base, S, T_jvp, T_vjp1, T_vjp, tangents=k_t, cotangents=k_c,
+                         source="a probe of this problem"), steps)
     _PROBES[key] = result
     return result
 
@@ -158,3 +166,26 @@ def hessian(problem: Problem, objective: Callable, mode: str = "auto") -> np.nda
         mode = "fwd-over-fwd" if p.mode == "forward" else "rev-over-fwd"
     H, _ = second_order.hessian(problem, objective, mode)
     return H
+
+
+def _reference_rhs(t, y, p):
+    return p["W2"] @ jnp.tanh(p["W1"] @ y + p["b"]) - p["lam"] * y
+
+
+def calibrate_machine(repeats: int = 3) -> Calibration:
+    """Measure this machine's cost constants on a reference problem (a small neural ODE,
+    8 states, 16 inputs, 100 save points) as `probe` does, averaged over `repeats` probes.
+    Store the result with `calibration_store.save` (the `sensitivity calibrate` command)."""
+    rng = np.random.default_rng(0)
+    params = dict(W1=rng.standard_normal((16, 8)) / 3, b=0.1 * rng.standard_normal(16),
+                  W2=rng.standard_normal((8, 16)) / 4, lam=np.full(8, 0.5))
+    model = ODEModel("calibration_reference", 8, params, _reference_rhs, np.linspace(-1, 1, 8))
+    prob = Problem(model, np.linspace(0, 5, 100), wrt=["W1"], rtol=1e-6, atol=1e-6)
+    runs = []
+    for _ in range(repeats):
+        _PROBES.pop(prob.structure_key(fn="probe"), None)
+        runs.append(probe(prob, Calibration())[0])
+    mean = lambda k: float(np.median([getattr(c, k) for c in runs]))  # noqa: E731
+    today = datetime.date.today().isoformat()
+    return Calibration(mean("tangent"), mean("record"), mean("cotangent"), None,
+                       f"sensitivity calibrate on {today}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-PROBE_WIDTH = 8  # tangents / cotangents in a calibration probe
+PROBE_WIDTH = 64  # at most this many tangents / cotangents in a calibration probe
 BYTES = 8  # float64
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
@@ -32,14 +32,18 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 class Calibration:
     """Per-mode cost constants in units of one plain solve (see the module docstring).
 
+    The defaults are typical of `benchmarks/mode_choice.py` on a 2-core CPU (a neural ODE
+    with 8 states, Tsit5): a tangent costs ~0.03-0.08 solves when vectorised, the recorded
+    forward pass ~1-1.5, a vectorised backward sweep ~0.07-0.2.
+
     tangent: a, cost of one more forward tangent; record: r, cost of the recorded forward
     pass of the adjoint; cotangent: b, cost of one more backward sweep; solve_seconds: S when
     measured; source: where the numbers come from.
     """
 
-    tangent: float = 0.25
-    record: float = 1.5
-    cotangent: float = 0.6
+    tangent: float = 0.05
+    record: float = 1.2
+    cotangent: float = 0.15
     solve_seconds: float | None = None
     source: str = "defaults"
 
@@ -224,10 +228,14 @@ def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: 
     candidates.append(est("adjoint", "backsolve", m, second_order(1.0 + 2.0 * cal.cotangent * m),
                           _checkpoint_memory(n_states, 1, width)))
 
-    fitting = [c for c in candidates if c.fits] or candidates
+    fitting = [c for c in candidates if c.fits]
     # backsolve is approximate: only chosen when the exact adjoint does not fit
     exact = [c for c in fitting if c.variant != "backsolve"]
-    chosen = min(exact or fitting, key=lambda c: c.solves)
+    if fitting:
+        chosen = min(exact or fitting, key=lambda c: c.solves)
+    else:
+        chosen = min(candidates, key=lambda c: c.memory_bytes)
+        notes.append(f"no mode fits the {budget / 2**20:.3g} MiB budget; {chosen.label} needs the least")
     if force is not None:
         mode, variant = force
         chosen = next(c for c in candidates if c.mode == mode and (variant is None or c.variant == variant))
@@ -239,14 +247,13 @@ def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: 
 
 
 def calibrated(calibration: Calibration, solve_seconds: float, jvp_seconds: float,
-               vjp_seconds: float, width: int = PROBE_WIDTH, source: str = "probe") -> Calibration:
-    """Constants from timings of a solve, a JVP with `width` tangents and a VJP with `width`
-    cotangents: a = (T_jvp / S - 1) / width, and r, b from T_vjp / S = r + b width with r
-    held at the ratio b / r of the prior calibration."""
+               vjp1_seconds: float, vjp_seconds: float, tangents: int = PROBE_WIDTH,
+               cotangents: int = PROBE_WIDTH, source: str = "probe") -> Calibration:
+    """Constants from timings of a solve S, a JVP with `tangents` tangents, and VJPs with
+    one and with `cotangents` cotangents: a = (T_jvp / S - 1) / tangents,
+    b = (T_vjp(k) - T_vjp(1)) / ((k - 1) S), r = T_vjp(1) / S - b."""
     S = max(solve_seconds, 1e-9)
-    a = max((jvp_seconds / S - 1.0) / width, 1e-3)
-    total = max(vjp_seconds / S, 1.0)
-    share = calibration.record / (calibration.record + calibration.cotangent * width)
-    r = max(total * share, 1.0)
-    b = max((total - r) / width, 1e-3)
+    a = max((jvp_seconds / S - 1.0) / tangents, 1e-3)
+    b = max((vjp_seconds - vjp1_seconds) / ((cotangents - 1) * S), 1e-3)
+    r = max(vjp1_seconds / S - b, 1.0)
     return replace(calibration, tangent=a, record=r, cotangent=b, solve_seconds=S, source=source)
