@@ -23,7 +23,9 @@ from .results import GradientResult, JacobianResult
 from .solve import simulate
 
 MODES = ("auto", "forward", "adjoint")
-CLOSE_CALL = 3.0  # probe the problem when the two exact modes are within this factor
+# probe the problem when the two exact modes are within this factor of each other: wider
+# with the built-in constants than with a machine's own calibration
+CLOSE_CALL = {"defaults": 3.0, "machine": 1.5}
 _PROBES: dict = {}
 
 
@@ -100,7 +102,8 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
 
 def _close_call(p: Plan) -> bool:
     costs = sorted(c.solves for c in p.candidates if c.fits and c.variant != "backsolve")
-    return len(costs) > 1 and costs[1] / costs[0] < CLOSE_CALL
+    factor = CLOSE_CALL["defaults" if p.calibration.source == "defaults" else "machine"]
+    return len(costs) > 1 and costs[1] / costs[0] < factor
 
 
 def _adjoint_problem(problem: Problem, p: Plan) -> Problem:
