@@ -18,7 +18,6 @@ import numpy as np
 from .api import gradient as _gradient
 from .api import hessian as _hessian
 from .api import jacobian as _jacobian
-from .model import ODEModel
 from .problem import Problem
 from .results import GradientResult, JacobianResult
 from .solve import Trajectory, simulate
@@ -186,24 +185,3 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
             with timed("hessian", f"Hessian ({problem.n_inputs} x {problem.n_inputs})"):
                 H = _hessian(problem, objective)
     return Analysis(traj, jac, S, normalize == "log", ranking, grad, H, timings)
-
-
-def reference_problem() -> Problem:
-    """The small reference problem `sensitivity calibrate` measures: Lotka-Volterra
-    (2 states, 4 parameters, SciPy Cookbook values) on t in [0, 15] saved at 100 times,
-    w.r.t. the 4 parameters and 2 initial values."""
-    def rhs(t, y, p):
-        x, z = y[0], y[1]
-        return [p["alpha"] * x - p["beta"] * x * z, p["delta"] * x * z - p["gamma"] * z]
-
-    model = _REFERENCE.get("model")
-    if model is None:
-        model = _REFERENCE["model"] = ODEModel(
-            "calibration_reference", ["prey", "predator"],
-            {"alpha": 1.0, "beta": 0.1, "gamma": 1.5, "delta": 0.75}, rhs, [10.0, 5.0],
-            doc="Lotka-Volterra, the calibration reference problem.")
-    return Problem(model, times=np.linspace(0.0, 15.0, 100),
-                   wrt=["alpha", "beta", "gamma", "delta", "y0.prey", "y0.predator"])
-
-
-_REFERENCE: dict = {}

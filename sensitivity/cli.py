@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                             "repeatable")
         c.add_argument("--points", type=int, metavar="N",
                        help="use N save times (time.points, or N of the times list) e.g. for a quick run")
-        c.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+        c.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return c
 
     r = config_command("run", "run the sensitivity analysis a config describes",
@@ -104,14 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered models",
                        description="List the models of the model library with states, parameters and "
                                    "a one-line description.")
-    m.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    m.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     c = sub.add_parser("calibrate", help="measure this machine's cost constants",
-                       description="Time a solve, a forward (JVP) and an adjoint (VJP) sweep on a small "
-                                   "reference problem, derive the cost model's constants and store them "
-                                   "where `plan` and `run` read them.")
+                       description="Time a solve, forward (JVP) and adjoint (VJP) sweeps on a small "
+                                   "reference problem (sensitivity.api.calibrate_machine), derive the cost "
+                                   "model's constants and store them where `plan` and `run` read them.")
     c.add_argument("--file", metavar="PATH",
                    help="where to store them (default: $SENSITIVITY_CALIBRATION, else the user cache folder)")
-    c.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--repeats", type=int, default=3, metavar="N",
+                   help="probes to take the median of (default 3; 1 is quicker and noisier)")
+    c.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -125,7 +127,9 @@ def _version(package: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sensitivity` command; returns the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
@@ -239,28 +243,22 @@ def _short(v) -> str:
 
 
 def cmd_calibrate(args) -> int:
-    """Measure the cost constants on the reference problem and store them."""
+    """Measure the cost constants on the core's reference problem and store them."""
     from . import calibration_store
-    from .ad.cost import Calibration
-    from .analysis import reference_problem
-    from .api import probe
+    from .api import calibrate_machine
 
     progress = Progress()
-    problem = reference_problem()
-    with progress.stage("measuring a solve, a JVP and a VJP on the reference problem "
-                        "(Lotka-Volterra, 6 inputs, 100 times)"):
-        cal, steps = probe(problem, Calibration())
-    cal = type(cal)(cal.tangent, cal.record, cal.cotangent, cal.solve_seconds,
-                    f"sensitivity calibrate on {platform.node() or 'this machine'}, "
-                    f"{datetime.now(timezone.utc):%Y-%m-%d}")
+    with progress.stage(f"timing solves, forward and adjoint sweeps on a reference problem "
+                        f"({args.repeats} probe{'s' * (args.repeats != 1)})"):
+        cal = calibrate_machine(repeats=args.repeats)
     where = calibration_store.save(cal, args.file)
-    print(f"one solve S = {cal.solve_seconds * 1e3:.3g} ms ({steps} steps)")
-    print(f"tangent   a = {cal.tangent:.4g}   (forward: S (1 + a n) for n inputs)")
+    print(f"tangent   a = {cal.tangent:.4g}   (forward: S (1 + a n) for n inputs, S one solve)")
     print(f"record    r = {cal.record:.4g}   (adjoint: S (r + b m) for m outputs)")
     print(f"cotangent b = {cal.cotangent:.4g}")
     print(f"saved to {where}")
     if args.file and Path(args.file).resolve() != calibration_store.path().resolve():
-        print(f"(plan and run read {calibration_store.path()}; set SENSITIVITY_CALIBRATION={where} to use these)")
+        print(f"(plan and run read {calibration_store.path()}; set SENSITIVITY_CALIBRATION={where} "
+              "to use these)")
     return EXIT_OK
 
 
@@ -287,7 +285,7 @@ def cmd_run(args) -> int:
             result.timings["write"] = {"wall": time.perf_counter() - write_start}
             result.timings["validate"] = {"wall": validate_s}
             result.timings["total"] = {"wall": time.perf_counter() - started}
-            summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args)
+            summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args.argv)
             io.write_json(summary, tmp / io.SUMMARY_FILE)
     _report(spec, result)
     return EXIT_OK
@@ -330,7 +328,7 @@ def _write(folder: Path, spec, result, progress: Progress) -> list[str]:
     return files
 
 
-def build_summary(spec, result, files: list[str], mode: str, argv=None) -> dict:
+def build_summary(spec, result, files: list[str], mode: str, argv: list[str] | None = None) -> dict:
     """The content of summary.json: the resolved config, the problem, the plans with their
     explanations, the mode that ran, timings (compile apart), solver statistics, the
     ranking, the objective's value and gradient, and package versions."""
@@ -354,7 +352,7 @@ def build_summary(spec, result, files: list[str], mode: str, argv=None) -> dict:
         "timings": result.timings,
         "files": files,
         "versions": {name: _version(name) for name in VERSIONED} | {"python": platform.python_version()},
-        "command": " ".join(["sensitivity", getattr(argv, "command", "run"), str(getattr(argv, "config", ""))]),
+        "command": " ".join(["sensitivity", *(argv or ["run", str(spec.source)])]),
     }
     if result.gradient is not None:
         g = result.gradient

@@ -22,6 +22,14 @@ def _pyplot():
     return plt
 
 
+def _log_time(ax) -> None:
+    """A log time axis with decade ticks only (minor log ticks make drawing slow)."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def symmetric_limit(values: np.ndarray) -> float:
     """The colour limit a of a diverging scale [-a, a]: the largest finite |value| (1 if
     there is none, so an all-zero map still draws)."""
@@ -45,8 +53,8 @@ def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_nam
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
     k = len(panels)
-    width = min(4.0 + k * (1.2 + 0.7 * min(n_out, 30)), 24.0)
-    height = min(2.0 + 0.32 * min(n_in, 60), 20.0)
+    width = min(4.0 + k * (1.2 + 0.7 * min(n_out, 20)), 20.0)
+    height = max(3.5, min(2.0 + 0.32 * n_in, 14.0))
     fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False, constrained_layout=True)
     annotate = n_in * n_out <= 80
     for ax, panel, title in zip(axes[0], panels, titles):
@@ -94,7 +102,7 @@ def trajectories(times: np.ndarray, outputs: np.ndarray, output_names: Sequence[
             ax.plot(observations.times, observations.values[:, j], "o", ms=4,
                     color=colors.get(name), label=f"{name} (data)")
     if log_time:
-        ax.set_xscale("log")
+        _log_time(ax)
     ax.set_xlabel("time")
     ax.set_ylabel("output")
     ax.set_title(title or "trajectories")
@@ -109,33 +117,40 @@ def trajectories(times: np.ndarray, outputs: np.ndarray, output_names: Sequence[
 def sensitivity_courses(times: np.ndarray, S: np.ndarray, input_names: Sequence[str],
                         output_names: Sequence[str], top: Sequence[str], ylabel: str, path: Path,
                         log_time: bool = False, max_panels: int = 9) -> Path:
-    """Sensitivities over time of the inputs in `top`, one panel per output (at most
-    `max_panels`). S has shape (n_times, n_outputs, n_inputs)."""
+    """Sensitivities over time of the inputs in `top`, one panel per output. S has shape
+    (n_times, n_outputs, n_inputs). With more than `max_panels` outputs, the panels show
+    the outputs most sensitive to those inputs (largest summed |S|), in model order."""
     plt = _pyplot()
-    n = min(len(output_names), max_panels)
+    idx = [list(input_names).index(name) for name in top]
+    shown = list(range(len(output_names)))
+    if len(shown) > max_panels:
+        weight = np.nansum(np.abs(S[:, :, idx]), axis=(0, 2))
+        shown = sorted(np.argsort(-weight, kind="stable")[:max_panels].tolist())
+    n = len(shown)
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.5, 3.0 * rows + 0.6), squeeze=False,
                              constrained_layout=True, sharex=True)
-    idx = [list(input_names).index(name) for name in top]
-    for j in range(rows * cols):
-        ax = axes[j // cols][j % cols]
-        if j >= n:
+    for k in range(rows * cols):
+        ax = axes[k // cols][k % cols]
+        if k >= n:
             ax.set_visible(False)
             continue
+        j = shown[k]
         for i, name in zip(idx, top):
             ax.plot(times, S[:, j, i], label=name, lw=1.4)
         ax.axhline(0.0, color="0.5", lw=0.6)
         ax.set_title(output_names[j])
         if log_time:
-            ax.set_xscale("log")
+            _log_time(ax)
         ax.grid(alpha=0.3)
-        if j % cols == 0:
+        if k % cols == 0:
             ax.set_ylabel(ylabel)
-        if j // cols == rows - 1:
+        if k // cols == rows - 1 or k + cols >= n:
             ax.set_xlabel("time")
     axes[0][0].legend(fontsize=8, title="input", title_fontsize=8)
-    fig.suptitle(f"sensitivities of the top {len(top)} inputs")
+    extra = f" ({n} of {len(output_names)} outputs, the most sensitive)" if n < len(output_names) else ""
+    fig.suptitle(f"sensitivities of the top {len(top)} inputs{extra}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
