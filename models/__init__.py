@@ -132,9 +132,7 @@ def load(spec: str, **options) -> ODEModel:
                          f"{type(fn).__name__}, not a function returning an ODEModel")
     try:
         result = fn(**options)
-    except InputError:
-        raise
-    except Exception as exc:  # the user's factory failed: say where, keep the cause
+    except Exception as exc:  # the user's factory failed (or built a bad ODEModel): say where
         raise InputError(f"model = '{spec}': calling {attr}() raised "
                          f"{type(exc).__name__}: {exc}") from exc
     return _checked(result, f"model = '{spec}': {attr}()")
@@ -142,7 +140,7 @@ def load(spec: str, **options) -> ODEModel:
 
 def _checked(result, where: str) -> ODEModel:
     if not isinstance(result, ODEModel):
-        raise InputError(f"{where} returned a {type(result).__name__}, expected a "
+        raise InputError(f"{where} returned {type(result).__name__} {result!r:.40}, expected a "
                          "sensitivity.ODEModel (build one with sens.ODEModel(name, states, "
                          "parameters, rhs, y0))")
     return result
