@@ -1,9 +1,11 @@
 """Sensitivity analysis on top of the AD core: time integrals, rankings, and a whole run.
 
 Pure functions of arrays (`trapezoid`, `time_integrated`, `time_mean`, `rank_inputs`,
-`nearest_indices`) and `run(spec)`, which computes everything a config asks for through
-the public API (simulate, jacobian, gradient, hessian) and returns it in an `Analysis`.
-Nothing here writes files or prints; `run` reports its stages through a callback.
+`nearest_indices`), the config's scalar objectives (`Objective`: sum_of_squares,
+final_value, integral, JAX-traceable functions of the outputs), and `run(problem, ...)`,
+which computes everything a config asks for through the public API (simulate, jacobian,
+gradient, hessian) and returns it in an `Analysis`. Nothing here writes files or prints;
+`run` reports its stages through a callback.
 """
 
 from __future__ import annotations

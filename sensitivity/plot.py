@@ -150,7 +150,8 @@ def sensitivity_courses(times: np.ndarray, S: np.ndarray, input_names: Sequence[
             ax.set_xlabel("time")
     axes[0][0].legend(fontsize=8, title="input", title_fontsize=8)
     extra = f" ({n} of {len(output_names)} outputs, the most sensitive)" if n < len(output_names) else ""
-    fig.suptitle(f"sensitivities of the top {len(top)} inputs{extra}")
+    k = len(top)
+    fig.suptitle(f"sensitivities of the top {k} input{'s' * (k != 1)}{extra}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
