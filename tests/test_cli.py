@@ -5,6 +5,7 @@ is read back and checked against the library and against sums written out here.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -308,20 +309,64 @@ def test_calibrate_stores_and_prints_the_measured_constants(tmp_path, capsys, mo
 
 
 # --------------------------------------------------------------------------- configs/
+def objective_gradient_from_jacobian(spec, ds) -> tuple[float, np.ndarray]:
+    """The config's objective and its gradient computed here from the written outputs and
+    Jacobian by the chain rule (independent of the code path of sens.gradient)."""
+    obj_cfg, p = spec.config.sensitivity.objective, spec.problem
+    y, J, t = ds.outputs.values, ds.jacobian.values, ds.time.values
+    if obj_cfg.type == "sum_of_squares":
+        value, grad = 0.0, np.zeros(J.shape[2])
+        obs = spec.observations
+        for i, ti in enumerate(obs.times):
+            k = int(np.argmin(abs(t - ti)))
+            for c, name in enumerate(obs.columns):
+                if np.isfinite(obs.values[i, c]):
+                    sigma = obj_cfg.sigma.get(name, 1.0) if isinstance(obj_cfg.sigma, dict) else obj_cfg.sigma
+                    j = p.of.index(name)
+                    r = (y[k, j] - obs.values[i, c]) / sigma
+                    value += r * r
+                    grad += 2 * r / sigma * J[k, j]
+        return value, grad
+    cols = [p.of.index(n) for n in (obj_cfg.outputs or p.of)]
+    if obj_cfg.type == "final_value":
+        return y[-1, cols].sum(), J[-1, cols].sum(axis=0)
+    return trapezoid(y[:, cols], t, axis=0).sum(), trapezoid(J[:, cols], t, axis=0).sum(axis=0)
+
+
 @pytest.mark.skipif(not CONFIGS, reason="configs/ holds no config yet")
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_runs(path, tmp_path):
     out = tmp_path / "out"
     assert cli.main(["run", str(path), "--out", str(out), *QUICK]) == 0
     spec = config.load(path, overrides=["sensitivity.probe=never"], points=12)
+    p = spec.problem
     s = json.loads((out / "summary.json").read_text())
     with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
-        assert ds.jacobian.dims == ("time", "output", "input")
-        assert list(ds.input.values) == list(spec.problem.input_names)
-        assert list(ds.output.values) == list(spec.problem.of)
-        J = sens.jacobian(spec.problem, mode=s["jacobian"]["mode"], probe_problem=False)
-        np.testing.assert_allclose(ds.jacobian.values, J.values, rtol=1e-10, atol=1e-12)
-        assert np.all(np.isfinite(ds.jacobian.values))
+        ds = ds.load()
+    assert ds.jacobian.dims == ("time", "output", "input")
+    assert list(ds.input.values) == list(p.input_names) and list(ds.output.values) == list(p.of)
+    assert ds.jacobian.shape == (p.times.size, len(p.of), p.n_inputs)
+    assert np.all(np.isfinite(ds.jacobian.values))
+    # the library on the same Problem (compiled already: same structure)
+    J = sens.jacobian(p, mode=s["jacobian"]["mode"], probe_problem=False)
+    np.testing.assert_allclose(ds.jacobian.values, J.values, rtol=1e-10, atol=1e-12)
+    # at t = t0 the outputs are the initial state, which moves only with its own y0 input
+    if not p.model.observables and p.times[0] == p.t0:
+        idx = [p.model.states.index(o) for o in p.of]
+        np.testing.assert_allclose(ds.outputs.values[0], p.y0[idx], rtol=1e-12)
+        expected = np.array([[1.0 if name == f"y0.{o}" else 0.0 for name in p.input_names] for o in p.of])
+        np.testing.assert_allclose(ds.jacobian.values[0], expected, atol=1e-12)
+    # the ranking file agrees with the written sensitivities
+    S = ds.normalized_jacobian.values if "normalized_jacobian" in ds else ds.jacobian.values
+    score = trapezoid(np.nan_to_num(np.abs(S)), ds.time.values, axis=0).sum(axis=0)
+    with open(out / "ranking.csv", newline="") as fh:
+        ranked = list(csv.DictReader(fh))
+    np.testing.assert_allclose([float(r["score"]) for r in ranked], np.sort(score)[::-1], rtol=1e-8)
+    assert {r["input"] for r in ranked} == set(p.input_names)
+    if spec.objective is not None:
+        value, grad = objective_gradient_from_jacobian(spec, ds)
+        assert s["objective"]["value"] == pytest.approx(value, rel=1e-8)
+        np.testing.assert_allclose(ds.gradient.values, grad, rtol=1e-5, atol=1e-7 * np.abs(grad).max())
     if "heatmap" in spec.config.output.plots:
         assert imread(out / "heatmap.png")[..., :3].std() > 0.02
 
