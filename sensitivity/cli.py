@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -35,10 +36,11 @@ class Progress:
     """Status lines on stderr: one per stage, with its time. On a terminal the line is
     rewritten in place; quiet=True prints nothing."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, check=None):
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.check = check or (lambda: None)  # raises KeyboardInterrupt when asked to stop
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -46,8 +48,10 @@ class Progress:
 
     @contextmanager
     def stage(self, label: str):
+        self.check()
         if self.quiet:
             yield
+            self.check()
             return
         start = time.perf_counter()
         print(f"sensitivity: {label} ...", end="" if self.tty else "\n", file=self.stream, flush=True)
@@ -62,6 +66,39 @@ class Progress:
                 print(f"\rsensitivity: {label} ... {status}", file=self.stream, flush=True)
             else:
                 print(f"sensitivity: {label}: {status}", file=self.stream, flush=True)
+        self.check()
+
+
+class Interrupt:
+    """Ctrl-C during a run: the first one asks to stop at the next step boundary (a
+    KeyboardInterrupt raised inside JAX's callbacks can be swallowed), the second stops
+    at once. `check()` raises KeyboardInterrupt once a stop was asked for."""
+
+    def __init__(self):
+        self.requested = False
+
+    def handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nsensitivity: interrupted: stopping after the current step (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGINT, self.handler)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
+            yield self
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -247,6 +284,9 @@ def cmd_calibrate(args) -> int:
     from . import calibration_store
     from .api import calibrate_machine
 
+    if args.repeats < 1:
+        print(f"sensitivity: error: --repeats {args.repeats}: needs at least 1", file=sys.stderr)
+        return EXIT_INPUT
     progress = Progress()
     with progress.stage(f"timing solves, forward and adjoint sweeps on a reference problem "
                         f"({args.repeats} probe{'s' * (args.repeats != 1)})"):
@@ -264,10 +304,15 @@ def cmd_calibrate(args) -> int:
 
 def cmd_run(args) -> int:
     """Validate, compute, and write the result folder atomically."""
-    from . import analysis as an
-    from . import io, plot
+    with Interrupt().installed() as interrupt:
+        return _run(args, interrupt)
 
-    progress = Progress(args.quiet)
+
+def _run(args, interrupt: Interrupt) -> int:
+    from . import analysis as an
+    from . import io
+
+    progress = Progress(args.quiet, check=interrupt.check)
     started = time.perf_counter()
     with progress.stage(f"validating {args.config}"):
         spec = _load(args, out=args.out)
@@ -287,6 +332,7 @@ def cmd_run(args) -> int:
             result.timings["total"] = {"wall": time.perf_counter() - started}
             summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args.argv)
             io.write_json(summary, tmp / io.SUMMARY_FILE)
+            interrupt.check()  # the last moment a stop keeps the folder from appearing
     _report(spec, result)
     return EXIT_OK
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,10 @@ from sensitivity import cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-QUICK = ["--points", "12", "--set", "sensitivity.probe=never", "-q"]
+QUICK = ["--set", "sensitivity.probe=never", "-q"]
+# save times per config run: few, for speed (compiling dominates); the two neural ODE
+# configs on the 51 times of data/spiral.csv, so that they share one compiled Jacobian
+POINTS = {"neural_ode": 51, "neural_ode_loss": 51}
 
 
 def run_cli(*args, cwd=None, timeout=300):
@@ -337,8 +341,9 @@ def objective_gradient_from_jacobian(spec, ds) -> tuple[float, np.ndarray]:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_runs(path, tmp_path):
     out = tmp_path / "out"
-    assert cli.main(["run", str(path), "--out", str(out), *QUICK]) == 0
-    spec = config.load(path, overrides=["sensitivity.probe=never"], points=12)
+    points = POINTS.get(path.stem, 12)
+    assert cli.main(["run", str(path), "--out", str(out), "--points", str(points), *QUICK]) == 0
+    spec = config.load(path, overrides=["sensitivity.probe=never"], points=points)
     p = spec.problem
     s = json.loads((out / "summary.json").read_text())
     with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
@@ -378,3 +383,20 @@ def test_readme_command_as_a_subprocess(tmp_path):
     assert code == 0, err
     assert "results in" in out and "compiling and simulating" in err
     assert (tmp_path / "lv" / "summary.json").exists() and (tmp_path / "lv" / "heatmap.png").exists()
+
+
+def test_ctrl_c_leaves_no_result(tmp_path):
+    config_path = write(tmp_path, "lv.yaml", GOOD)
+    proc = subprocess.Popen([sys.executable, "-m", "sensitivity", "run", str(config_path), "--out",
+                             str(tmp_path / "res" / "lv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    seen = ""
+    while "Jacobian" not in seen:  # interrupt once the sensitivities have started
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, seen + err
+    assert "interrupted; no result was written" in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists() or list((tmp_path / "res").iterdir()) == []
