@@ -16,7 +16,6 @@ Config commands also take `--set KEY=VALUE` (repeatable; e.g. --set solver.rtol=
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import signal
 import sys
@@ -177,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return commands[args.command](args)
     except KeyboardInterrupt:
-        print("sensitivity: interrupted; no result was written", file=sys.stderr)
+        print("sensitivity: interrupted" + ("; no result was written" if args.command == "run" else ""),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the shell turns every error into a message
         if args.traceback:
