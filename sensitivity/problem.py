@@ -106,10 +106,11 @@ def resolve_inputs(model: ODEModel, wrt: Sequence[str] | None) -> tuple[InputRef
 
 
 def resolve_outputs(model: ODEModel, of: Sequence[str] | None) -> tuple[str, ...]:
-    """Output names, checked against the model's outputs; the default is all of them."""
-    valid = model.outputs
+    """Output names: the default is the model's outputs (observables, else states); `of`
+    may name observables and states alike (a PK model's concentration and its amounts)."""
     if of is None:
-        return tuple(valid)
+        return tuple(model.outputs)
+    valid = tuple(model.observables) + tuple(s for s in model.states if s not in model.observables)
     if isinstance(of, str):
         of = [of]
     for i, name in enumerate(of):
@@ -193,7 +194,8 @@ class Problem:
         model: the `ODEModel`.
         times: save times, strictly increasing, shape (n_times,).
         wrt: input names (default every scalar parameter): "k", "W[3,2]", "W", "y0.prey".
-        of: output names (default every observable, else every state).
+        of: output names (default every observable, else every state); observables and
+            states may be mixed.
         parameters: overrides of the model's default parameter values.
         y0: overrides of the initial state: a mapping state -> value, or a full array.
         t0: start time (default times[0]).

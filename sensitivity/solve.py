@@ -129,19 +129,23 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
 
 
 def observe_function(problem: Problem) -> Callable:
-    """(times, ys, params) -> outputs (n_times, n_of): the chosen observables or states."""
+    """(times, ys, params) -> outputs (n_times, n_of): the chosen observables and states."""
     model = problem.model
-    if model.observables:
-        hs = [model.observables[name] for name in problem.of]
-
-        def observe(times, ys, params):
-            one = lambda t, y: jnp.stack([jnp.asarray(h(t, y, params)) for h in hs])  # noqa: E731
-            return jax.vmap(one)(times, ys)
-    else:
+    if not any(name in model.observables for name in problem.of):
         idx = np.array([model.states.index(name) for name in problem.of], dtype=int)
+        return lambda times, ys, params: ys[:, idx]
 
-        def observe(times, ys, params):
-            return ys[:, idx]
+    def one(name):
+        if name in model.observables:
+            return model.observables[name]
+        i = model.states.index(name)
+        return lambda t, y, p: y[i]
+
+    hs = [one(name) for name in problem.of]
+
+    def observe(times, ys, params):
+        row = lambda t, y: jnp.stack([jnp.asarray(h(t, y, params)) for h in hs])  # noqa: E731
+        return jax.vmap(row)(times, ys)
 
     return observe
 

@@ -70,3 +70,16 @@ def test_entry_input_selects_one_column(linear):
     np.testing.assert_allclose(res.values[:, :, 0], full.column("A[1,2]"), rtol=1e-12)
     t = linear.times[-1]
     np.testing.assert_allclose(res.values[-1, :, 1], expm(A0 * t)[:, 1], rtol=1e-7)
+
+
+def test_outputs_mix_observables_and_states():
+    model = sens.ODEModel(name="decay_obs", states=["y"], parameters={"k": 0.5}, rhs=decay_rhs, y0=[2.0],
+                          observables={"half": lambda t, y, p: 0.5 * y[0]})
+    assert sens.Problem(model, times=[0.0, 1.0]).of == ("half",)
+    prob = sens.Problem(model, times=np.linspace(0, 2, 5), of=["half", "y"], wrt=["k"], rtol=1e-10, atol=1e-12)
+    res = sens.jacobian(prob, mode="forward")
+    t = prob.times
+    np.testing.assert_allclose(res.outputs, np.stack([np.exp(-0.5 * t), 2 * np.exp(-0.5 * t)], 1), rtol=1e-8)
+    np.testing.assert_allclose(res.values[:, 1, 0], 2 * res.values[:, 0, 0], rtol=1e-12)
+    with pytest.raises(sens.InputError, match="did you mean 'half'"):
+        sens.Problem(model, times=[0.0, 1.0], of=["halff"])
