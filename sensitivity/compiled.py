@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
-_MAX_ENTRIES = 256
+_MAX_ENTRIES = 64  # each executable holds memory mappings; a process has ~65k
 
 
 def _signature(args) -> tuple:
