@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from dataclasses import replace
 from typing import Callable
 
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider
 # with the built-in constants than with a machine's own calibration
 CLOSE_CALL = {"defaults": 3.0, "machine": 1.5}
+PROBE_WORTH = 2.0  # seconds: about what compiling the probe's three extra functions costs
 _PROBES: dict = {}
 
 
@@ -96,12 +98,33 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     first = make_plan(calibration=cal, force=force, **shape)
     if probe_problem is False or (probe_problem is None and (force or not _close_call(first))):
         return first
+    if probe_problem is None:
+        # a close call: time one solve (compiled once, and needed anyway) and probe further
+        # only if the modes' estimated difference outweighs what probing costs to compile
+        trajectory = simulate(problem)
+        S = min(trajectory.timings["run"], _min_run(lambda: simulate(problem), 2))
+        timed = make_plan(calibration=replace(cal, solve_seconds=S), steps=trajectory.stats["num_steps"],
+                          **shape)
+        gap = _gap_solves(timed) * S
+        if gap < PROBE_WORTH:
+            return replace(timed, notes=timed.notes + (
+                f"A close call, but the modes differ by an estimated {gap * 1e3:.2g} ms, less than "
+                f"probing would cost to compile (~{PROBE_WORTH:g} s): not probed.",))
     measured, steps = probe(problem, cal)
     return make_plan(calibration=measured, steps=steps, force=force, **shape)
 
 
+def _exact_costs(p: Plan) -> list[float]:
+    return sorted(c.solves for c in p.candidates if c.fits and c.variant != "backsolve")
+
+
+def _gap_solves(p: Plan) -> float:
+    costs = _exact_costs(p)
+    return costs[1] - costs[0] if len(costs) > 1 else 0.0
+
+
 def _close_call(p: Plan) -> bool:
-    costs = sorted(c.solves for c in p.candidates if c.fits and c.variant != "backsolve")
+    costs = _exact_costs(p)
     factor = CLOSE_CALL["defaults" if p.calibration.source == "defaults" else "machine"]
     return len(costs) > 1 and costs[1] / costs[0] < factor
 

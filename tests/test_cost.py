@@ -110,3 +110,11 @@ def test_calibration_round_trips_through_its_file(tmp_path, monkeypatch):
     (tmp_path / "bad.json").write_text('{"tangent": -1}')
     with pytest.raises(sens.SensitivityError, match="invalid"):
         calibration_store.load(tmp_path / "bad.json")
+
+
+def test_close_call_on_a_cheap_problem_is_not_worth_a_probe(one_rate_many_outputs):
+    prob = one_rate_many_outputs.replace(times=np.linspace(0, 1, 5))
+    p = sens.plan(prob, loss)  # n = 1, scalar objective: forward and adjoint within 3x
+    assert "not probed" in p.explain()
+    assert p.calibration.source != "a probe of this problem" and p.calibration.solve_seconds > 0
+    assert p.steps > 0 and p.chosen.seconds is not None

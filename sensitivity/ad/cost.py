@@ -124,7 +124,9 @@ class Plan:
             f"tangent{'s' * (fwd.sweeps != 1)} (~{fwd.solves:.3g} solves), adjoint needs "
             f"{adj.sweeps} backward sweep{'s' * (adj.sweeps != 1)} (~{adj.solves:.3g} solves)."
         ]
-        others = [c for c in self.candidates if c is not self.chosen and c.fits]
+        # compare with the best other exact mode (backsolve is approximate: a fallback)
+        others = [c for c in self.candidates
+                  if c is not self.chosen and c.fits and c.variant != "backsolve"]
         best_other = min(others, key=lambda c: c.solves) if others else None
         ratio = best_other.solves / self.chosen.solves if best_other else float("inf")
         verb = "forced by the caller" if self.forced else "chosen"
