@@ -14,9 +14,14 @@ import numpy as np
 
 
 def _pyplot():
+    """pyplot on a non-interactive backend, unless one was chosen already (a notebook's
+    inline backend stays as it is)."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

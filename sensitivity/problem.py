@@ -283,6 +283,23 @@ class Problem:
                 out[i] = self.parameters[r.target].ravel()[r.flat_index]
         return out
 
+    def with_inputs(self, x) -> "Problem":
+        """The problem with its inputs set to x (n_inputs,): the inverse of `x0()`; the
+        compiled functions are reused."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.n_inputs,):
+            raise InputError(f"x has shape {x.shape}, expected ({self.n_inputs},): one value per input")
+        params = {k: v.copy() for k, v in self.parameters.items()}
+        y0 = self.y0.copy()
+        for value, r in zip(x, self.wrt):
+            if r.kind == "y0":
+                y0[r.target] = value
+            elif r.flat_index is None:
+                params[r.target] = np.asarray(value)
+            else:
+                params[r.target].reshape(-1)[r.flat_index] = value
+        return self.replace(parameters=params, y0=y0)
+
     def replace(self, **changes) -> "Problem":
         """A copy with some fields changed, e.g. `prob.replace(parameters={"k": 2.0})`.
 

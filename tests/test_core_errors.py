@@ -99,3 +99,13 @@ def test_blow_up_to_infinity_is_reported_with_its_time():
         sens.jacobian(prob, mode="forward")
     msg = str(err.value)
     assert "before t = 1.11111 (last good save at t = 0.888889)" in msg
+
+
+def test_with_inputs_is_the_inverse_of_x0():
+    prob = sens.Problem(MODEL, TIMES, wrt=["beta", "W[1,2]", "y0.predator"])
+    moved = prob.with_inputs([0.7, 3.0, 2.5])
+    np.testing.assert_array_equal(moved.x0(), [0.7, 3.0, 2.5])
+    assert moved.parameters["W"][1, 2] == 3.0 and moved.parameters["W"][0, 0] == 0.1
+    assert moved.y0.tolist() == [1.0, 2.5] and prob.parameters["W"][1, 2] == 0.1  # original untouched
+    with pytest.raises(InputError, match=r"x has shape \(2,\)"):
+        prob.with_inputs([1.0, 2.0])

@@ -33,17 +33,17 @@ class Calibration:
     """Per-mode cost constants in units of one plain solve (see the module docstring).
 
     The defaults are typical of `benchmarks/mode_choice.py` on a 2-core CPU (a neural ODE
-    with 8 states, Tsit5): a tangent costs ~0.03-0.08 solves when vectorised, the recorded
-    forward pass ~1-1.5, a vectorised backward sweep ~0.07-0.2.
+    with 8 states, Tsit5): a tangent costs ~0.1 solves when hundreds are vectorised, a
+    gradient ~2.5-3 solves, a vectorised backward sweep ~0.17-0.37 solves.
 
     tangent: a, cost of one more forward tangent; record: r, cost of the recorded forward
     pass of the adjoint; cotangent: b, cost of one more backward sweep; solve_seconds: S when
     measured; source: where the numbers come from.
     """
 
-    tangent: float = 0.05
-    record: float = 1.2
-    cotangent: float = 0.15
+    tangent: float = 0.1
+    record: float = 2.5
+    cotangent: float = 0.25
     solve_seconds: float | None = None
     source: str = "defaults"
 
@@ -163,17 +163,20 @@ def _checkpoint_memory(n_states: int, checkpoints: int, width: int) -> int:
 
 
 def default_checkpoints(steps: int | None, max_steps: int) -> int:
-    """diffrax's default for a bounded loop is about sqrt of the step budget; with a
-    probe we know the steps actually taken."""
-    return max(2, int(math.ceil(math.sqrt(steps if steps else max_steps))))
+    """diffrax's default for the checkpointed adjoint (equinox's checkpointed while loop):
+    floor(sqrt(2 max_steps + 1/4) - 1.5) + 1, about sqrt(2 max_steps)."""
+    return max(2, math.floor(-1.5 + math.sqrt(2 * max_steps + 0.25)) + 1)
 
 
 def _recompute_factor(steps: int, checkpoints: int) -> float:
-    """Extra forward work of binomial checkpointing with few checkpoints: about
-    log(steps) / log(checkpoints) re-solves, 1 when every step is stored."""
+    """Forward re-solves of binomial (treeverse) checkpointing: the smallest r with
+    C(checkpoints + r, r) >= steps; 1 when the checkpoints cover every step."""
     if checkpoints >= steps:
         return 1.0
-    return max(1.0, math.log(max(steps, 2)) / math.log(max(checkpoints, 2)))
+    r = 1
+    while math.comb(checkpoints + r, r) < steps:
+        r += 1
+    return float(r)
 
 
 def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: int,
@@ -223,7 +226,11 @@ def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: 
         else:
             note = ("checkpointed adjoint does not fit the memory budget even with 2 checkpoints; "
                     "the continuous (backsolve) adjoint needs O(1) memory in the number of steps")
-    record = cal.record * _recompute_factor(used_steps, ck) if note else cal.record
+    recompute = _recompute_factor(used_steps, ck) if steps else 1.0
+    if not note and recompute > 4:
+        note = (f"checkpointed adjoint: {ck} checkpoints over {used_steps} steps mean ~{recompute:.3g}x "
+                "forward recomputation; more checkpoints would be faster if memory allows")
+    record = cal.record * (recompute if note else 1.0)
     adj_cost = second_order(record + cal.cotangent * m)
     candidates.append(est("adjoint", "checkpoint", m, adj_cost, ck_memory, checkpoints=ck, note=note))
     # backsolve: a forward solve, then backwards the state and its adjoint (~2x a solve per sweep)
