@@ -45,23 +45,6 @@ def timed(call, repeats: int | None = None):
     return first, float(t["compile"]), float(min(runs))
 
 
-def with_inputs(problem, x):
-    """The problem with its inputs (problem.wrt, in order) set to the values x, shape
-    (n_inputs,): the inverse of problem.x0(). Only values change, so every function
-    compiled for `problem` is reused."""
-    x = np.asarray(x, dtype=np.float64)
-    params = {k: np.array(v, dtype=np.float64) for k, v in problem.parameters.items()}
-    y0 = np.array(problem.y0, dtype=np.float64)
-    for xi, ref in zip(x, problem.wrt):
-        if ref.kind == "y0":
-            y0[ref.target] = xi
-        elif ref.flat_index is None:
-            params[ref.target] = np.asarray(xi)
-        else:
-            params[ref.target].reshape(-1)[ref.flat_index] = xi
-    return problem.replace(parameters=params, y0=y0)
-
-
 def ms(seconds: float) -> str:
     """Seconds as a short human string: '840 us', '12.3 ms', '4.1 s'."""
     if seconds < 1e-3:
