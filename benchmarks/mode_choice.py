@@ -152,6 +152,15 @@ def targets(rows: list[dict]) -> list[str]:
         worst_g = max(r["checkpoint"] / r["solve"] for r in grads)
         out.append(f"- gradient of a scalar loss, non-stiff, n from 10 to 1024: at most {worst_g:.3g} "
                    f"plain solves (target <= 4): {'met' if worst_g <= 4 else 'MISSED'}")
+        for r in grads:
+            if r["checkpoint"] / r["solve"] > 4:
+                others = ", ".join(f"{q['checkpoint'] / q['solve']:.2g} at n={q['n']}" for q in grads if q is not r)
+                out.append(f"  - n={r['n']}: {r['checkpoint'] / r['solve']:.3g} solves ({r['checkpoint'] * 1e3:.3g} ms "
+                           f"against a {r['solve'] * 1e3:.3g} ms solve), where the other n took {others}: "
+                           "the backward sweep through the weights is the same at every n (the inputs "
+                           "are gathered from the full cotangent), so the AD does not explain the "
+                           "difference; a sub-millisecond solve makes the ratio carry the shared "
+                           "machine's noise. Unconfirmed: a rerun on a quiet machine would tell")
     fwd = [r for r in rows if r["n"] <= 16 and r["m"] > 1]
     if fwd:
         misses = [r for r in fwd if r["forward"] / r["solve"] > 1 + 0.5 * r["n"]]
@@ -209,6 +218,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 3 x 3 grid on the non-stiff model")
     parser.add_argument("--out", default=str(RESULTS), help="folder for the .md and .png")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="re-render the table, targets and plot from a run's saved rows")
     args = parser.parse_args(argv)
     if args.quick:
         grid = [(False, n, m) for n in (1, 16, 256) for m in (1, 40, 1000)]
@@ -216,8 +227,8 @@ def main(argv=None) -> int:
         ns, ms = (1, 4, 16, 64, 256, 1024), (1, 40, 1000, 10000)
         grid = [(stiff, n, m) for stiff in (False, True) for n in ns for m in ms]
     models = {False: make_model(False), True: make_model(True)}
-    rows = []
-    for k, (stiff, n, m) in enumerate(grid, 1):
+    rows = json.loads(Path(args.from_json).read_text()) if args.from_json else []
+    for k, (stiff, n, m) in enumerate([] if args.from_json else grid, 1):
         print(f"[{k}/{len(grid)}] {models[stiff].name} n={n} m={m}", file=sys.stderr, flush=True)
         rows.append(measure(models[stiff], n, m))
         release_compiled()

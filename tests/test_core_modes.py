@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.ad import adjoint, forward, second_order
+from sensitivity.ad import adjoint, forward
 
 
 def lv_rhs(t, y, p):

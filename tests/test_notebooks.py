@@ -9,7 +9,6 @@ power laws), fails the test. The notebooks are stored without outputs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InputError
 from ..problem import Problem
 from ..solve import output_function, run_checked, values_of
-from .objective import scalar_objective
+from .objective import loss_function, scalar_objective
 
 ROWS_PER_BATCH = 128  # cotangents vmapped together by the reverse Jacobian
 
@@ -89,13 +89,11 @@ def gradient(problem: Problem, objective: Callable, variant: str | None = None
     """Value and gradient of objective(outputs) by one backward sweep, shape (n_inputs,)."""
     method = _method(problem, variant)
     f = output_function(problem, method)
-    obj = scalar_objective(objective)
+    scalar_objective(objective)  # a non-callable objective fails here, before compiling
 
     def build():
         def g(x, values):
-            def loss(x_):
-                out, aux = f(x_, values)
-                return obj(out), (out, aux)
+            loss = loss_function(f, objective, values)
             (value, (out, aux)), grad = jax.value_and_grad(loss, has_aux=True)(x)
             return out, aux, value, grad
         return g

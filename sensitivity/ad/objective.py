@@ -25,3 +25,16 @@ def scalar_objective(objective: Callable) -> Callable:
         return value.reshape(())
 
     return wrapped
+
+
+def loss_function(f: Callable, objective: Callable, values) -> Callable:
+    """x -> (objective(outputs(x)), (outputs, aux)) for an output map f(x, values) ->
+    (outputs, aux): the scalar map the reverse and second-order routes differentiate, with
+    the solve's outputs and aux carried alongside (for `has_aux`)."""
+    obj = scalar_objective(objective)
+
+    def loss(x):
+        out, aux = f(x, values)
+        return obj(out), (out, aux)
+
+    return loss

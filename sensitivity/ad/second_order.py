@@ -28,7 +28,7 @@ from ..problem import Problem
 from ..solve import (assemble_function, observe_function, output_function, run_checked, simulate,
                      solve_function, values_of)
 from .forward import check_vector
-from .objective import scalar_objective
+from .objective import loss_function, scalar_objective
 
 HVP_METHODS = ("fwd-over-rev", "rev-over-fwd")
 
@@ -41,16 +41,12 @@ def _direct_budget(problem: Problem) -> int:
 
 
 def _hvp_fwd_over_rev(problem: Problem, objective: Callable, v):
-    obj = scalar_objective(objective)
     steps = _direct_budget(problem)
     f = output_function(problem, "direct", max_steps=steps)
 
     def build():
         def g(x, values, v):
-            def loss(x_):
-                out, aux = f(x_, values)
-                return obj(out), (out, aux)
-            grad = jax.grad(loss, has_aux=True)
+            grad = jax.grad(loss_function(f, objective, values), has_aux=True)
             (gx, (out, aux)), (hv, _) = jax.jvp(grad, (x,), (v,))
             return out, aux, gx, hv
         return g
@@ -136,13 +132,11 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
                                  fn="hessian_rev_over_fwd", objective=objective)
         return np.asarray(H), info
     f = output_function(problem, "forward")
-    obj = scalar_objective(objective)
+    scalar_objective(objective)
 
     def build():
         def g(x, values):
-            def loss(x_):
-                out, aux = f(x_, values)
-                return obj(out), (out, aux)
+            loss = loss_function(f, objective, values)
             H, (out, aux) = jax.jacfwd(lambda x_: jax.jacfwd(loss, has_aux=True)(x_),
                                        has_aux=True)(x)
             return out, aux, H
