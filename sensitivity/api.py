@@ -37,15 +37,15 @@ def _check_mode(mode: str, valid=MODES) -> str:
     return mode
 
 
-def _min_run(fn, repeats: int = 3) -> float:
-    """Best wall time of `repeats` calls, after one untimed call (which compiles)."""
-    fn()
+def _min_run(fn, repeats: int = 3) -> tuple[float, object]:
+    """(best wall time of `repeats` calls, the result of a first untimed call that compiles)."""
+    first = fn()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
-    return best
+    return best, first
 
 
 def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibration, int]:
@@ -57,16 +57,16 @@ def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibratio
     if key in _PROBES:
         return _PROBES[key]
     base = base or calibration_store.load() or Calibration()
-    steps = simulate(problem).stats["num_steps"]
     rng = np.random.default_rng(0)
     k_t = int(np.clip(problem.n_inputs, 2, PROBE_WIDTH))
     k_c = int(np.clip(problem.n_outputs, 2, PROBE_WIDTH))
     V = rng.standard_normal((k_t, problem.n_inputs))
     W = rng.standard_normal((k_c, problem.times.size, len(problem.of)))
-    S = _min_run(lambda: simulate(problem))
-    T_jvp = _min_run(lambda: forward.jvp_batch(problem, V))
-    T_vjp1 = _min_run(lambda: adjoint.vjp_batch(problem, W[:1], "checkpoint"))
-    T_vjp = _min_run(lambda: adjoint.vjp_batch(problem, W, "checkpoint"))
+    S, trajectory = _min_run(lambda: simulate(problem))
+    T_jvp, _ = _min_run(lambda: forward.jvp_batch(problem, V))
+    T_vjp1, _ = _min_run(lambda: adjoint.vjp_batch(problem, W[:1], "checkpoint"))
+    T_vjp, _ = _min_run(lambda: adjoint.vjp_batch(problem, W, "checkpoint"))
+    steps = trajectory.stats["num_steps"]
     result = (calibrated(base, S, T_jvp, T_vjp1, T_vjp, tangents=k_t, cotangents=k_c,
                          source="a probe of this problem"), steps)
     _PROBES[key] = result
@@ -101,8 +101,7 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     if probe_problem is None:
         # a close call: time one solve (compiled once, and needed anyway) and probe further
         # only if the modes' estimated difference outweighs what probing costs to compile
-        trajectory = simulate(problem)
-        S = min(trajectory.timings["run"], _min_run(lambda: simulate(problem), 2))
+        S, trajectory = _min_run(lambda: simulate(problem), 2)
         timed = make_plan(calibration=replace(cal, solve_seconds=S), steps=trajectory.stats["num_steps"],
                           **shape)
         gap = _gap_solves(timed) * S

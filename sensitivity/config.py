@@ -460,19 +460,14 @@ def _name_problems(data: dict, model) -> list[str]:
     wrt = sens.get("wrt")
     from .problem import resolve_inputs, resolve_outputs
 
-    for i, name in enumerate([wrt] if isinstance(wrt, str) else wrt if isinstance(wrt, list) else []):
-        if isinstance(name, str):
-            try:
-                resolve_inputs(model, [name])
-            except InputError as exc:
-                problems.append(f"sensitivity.wrt[{i}] = '{name}': " + _strip_prefix(str(exc)))
     of = sens.get("of")
-    for i, name in enumerate([of] if isinstance(of, str) else of if isinstance(of, list) else []):
-        if isinstance(name, str):
-            try:
-                resolve_outputs(model, [name])
-            except InputError as exc:
-                problems.append(f"sensitivity.of[{i}] = '{name}': " + _strip_prefix(str(exc)))
+    for key, names, resolve in (("wrt", wrt, resolve_inputs), ("of", of, resolve_outputs)):
+        for i, name in enumerate([names] if isinstance(names, str) else names if isinstance(names, list) else []):
+            if isinstance(name, str):
+                try:
+                    resolve(model, [name])
+                except InputError as exc:
+                    problems.append(f"sensitivity.{key}[{i}] = '{name}': " + _strip_prefix(str(exc)))
     objective = _mapping(sens.get("objective"))
     outs = objective.get("outputs")
     valid_of = _chosen_outputs(model, of)

@@ -150,8 +150,8 @@ def observe_function(problem: Problem) -> Callable:
     return observe
 
 
-def output_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
-    """f(x, values) -> (outputs (n_times, n_of), aux): the map every AD mode differentiates."""
+def states_and_outputs_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
+    """f(x, values) -> (states (n_times, n_states), outputs (n_times, n_of), aux)."""
     assemble = assemble_function(problem)
     solve = solve_function(problem, method, max_steps)
     observe = observe_function(problem)
@@ -159,7 +159,18 @@ def output_function(problem: Problem, method: str, max_steps: int | None = None)
     def f(x, values):
         params, y0 = assemble(x, values["params"], values["y0"])
         ys, aux = solve(params, y0, values)
-        return observe(values["times"], ys, params), aux
+        return ys, observe(values["times"], ys, params), aux
+
+    return f
+
+
+def output_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
+    """f(x, values) -> (outputs (n_times, n_of), aux): the map every AD mode differentiates."""
+    g = states_and_outputs_function(problem, method, max_steps)
+
+    def f(x, values):
+        _, outputs, aux = g(x, values)
+        return outputs, aux
 
     return f
 
@@ -216,14 +227,12 @@ def simulate(problem: Problem) -> Trajectory:
     Returns a `Trajectory` with states (n_times, n_states), outputs (n_times, n_of), the
     steps taken and rejected, and timings. Raises `SolverError` if the solver fails.
     """
-    assemble, observe = assemble_function(problem), observe_function(problem)
-    solve = solve_function(problem, "checkpoint")
-
     def build():
+        g = states_and_outputs_function(problem, "checkpoint")
+
         def f(x, values):
-            params, y0 = assemble(x, values["params"], values["y0"])
-            ys, aux = solve(params, y0, values)
-            return observe(values["times"], ys, params), aux, ys
+            ys, outputs, aux = g(x, values)
+            return outputs, aux, ys
         return f
 
     args = (jnp.asarray(problem.x0()), values_of(problem))

@@ -203,10 +203,9 @@ def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: 
         # hvp: ~2 first-order sweeps; dense Hessian: n of them
         return {"hvp": 2.0 * first, "hessian": 2.0 * n * first}.get(task, first)
 
-    fwd_tangents = n if task != "hessian" else n + n * n
+    # second order by forward mode alone is forward-over-forward: n + n^2 tangents
+    fwd_tangents = n + n * n if task in ("hvp", "hessian") else n
     fwd_cost = 1.0 + cal.tangent * fwd_tangents
-    if task == "hvp":  # forward-over-forward is no HVP route; forward here means n tangents
-        fwd_cost = 1.0 + cal.tangent * (n + n * n)
     candidates = [est("forward", None, fwd_tangents, fwd_cost,
                       n_states * (fwd_tangents + 1) * BYTES * 8)]
 
