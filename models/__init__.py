@@ -1,6 +1,6 @@
 """The model library: classic ODE models written against the AD core, one module each.
 
-    import models
+    from sensitivity import models
     models.available()                    # ['fitzhugh_nagumo', 'heat_1d', 'lorenz', ...]
     m = models.get("lotka_volterra")      # an sensitivity.ODEModel with literature defaults
     m = models.get("heat_1d", n=30)       # factory options and parameter overrides

@@ -398,7 +398,7 @@ def _schema_problems(err: ValidationError) -> list[str]:
 def _registry():
     """The model library `models` (registry with available()/get()/load()), or None."""
     try:
-        mod = importlib.import_module("models")
+        mod = importlib.import_module("sensitivity.models")
     except ImportError:
         return None
     return mod if hasattr(mod, "available") and hasattr(mod, "get") else None

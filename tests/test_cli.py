@@ -20,7 +20,7 @@ import xarray as xr
 from matplotlib.image import imread
 from scipy.integrate import trapezoid
 
-import models
+from sensitivity import models
 import sensitivity as sens
 from sensitivity import cli, config
 

@@ -19,9 +19,9 @@ import pytest
 from scipy.interpolate import CubicHermiteSpline
 from scipy.optimize import brentq
 
-import models
+from sensitivity import models
 import sensitivity as sens
-from models import (fitzhugh_nagumo, heat_1d, lorenz, lotka_volterra, neural_ode,
+from sensitivity.models import (fitzhugh_nagumo, heat_1d, lorenz, lotka_volterra, neural_ode,
                     pk_two_compartment, reaction_chain, robertson, van_der_pol)
 
 # forward and adjoint differentiate the same discrete solve, so they agree to round-off;
