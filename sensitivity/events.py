@@ -350,12 +350,13 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             start = jnp.where(stopped, end, t)
             sol = diffrax.diffeqsolve(
                 term, solver, start, end, None, y, params,
-                saveat=diffrax.SaveAt(ts=_clip(times, start, end), t1=True),
+                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
+                                            diffrax.SubSaveAt(t1=True)]),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
-            t_new, y_new = sol.ts[-1], sol.ys[-1]
+            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
             inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
             inside = inside & ~stopped
-            ys = jnp.where(inside[:, None], sol.ys[:-1], ys)
+            ys = jnp.where(inside[:, None], saved, ys)
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
             stats = {k: stats[k] + sol.stats[k] for k in stats}
