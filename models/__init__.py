@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from sensitivity.errors import InputError, did_you_mean, list_names
+from sensitivity.errors import InputError, ModelError, did_you_mean, list_names
 from sensitivity.model import ODEModel
 
 # name -> module (relative to this package); each module has a factory `model`.
@@ -132,6 +132,8 @@ def load(spec: str, **options) -> ODEModel:
                          f"{type(fn).__name__}, not a function returning an ODEModel")
     try:
         result = fn(**options)
+    except ModelError as exc:  # the model's own code is at fault: the message says where
+        raise ModelError(f"model = '{spec}': {exc}") from None
     except Exception as exc:  # the user's factory failed (or built a bad ODEModel): say where
         raise InputError(f"model = '{spec}': calling {attr}() raised "
                          f"{type(exc).__name__}: {exc}") from exc

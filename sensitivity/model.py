@@ -111,6 +111,9 @@ class ODEModel:
         object.__setattr__(self, "observables", obs)
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
+        from .model_check import check_model  # the user's code is input: evaluate it abstractly now
+
+        check_model(self)
 
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""
