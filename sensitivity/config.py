@@ -271,6 +271,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: malformed YAML at {where}: {what}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not readable as YAML: {exc}") from None
+    except OSError as exc:  # permissions, a broken link, a device
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
     if data is None:
         raise ConfigError(f"{path} is empty; a config needs at least model: and time:")
     if not isinstance(data, dict):

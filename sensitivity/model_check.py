@@ -16,108 +16,24 @@ frames deep at compile time:
 
 Each becomes a `ModelError` naming the model, the function and its file, what was expected
 and what came back, and the user's own line (file:line and its code), never the frames of
-the toolkit or of JAX. `user_frame(exc)` finds that line for other errors too.
+the toolkit or of JAX (`blame.user_frame` finds that line).
 """
 
 from __future__ import annotations
 
-import inspect
-import linecache
-import os
-import sysconfig
-import traceback
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .blame import describe_function, first_line as _first_line, user_frame, where
 from .errors import ModelError, did_you_mean, list_names
 
 _CHECKED: set = set()  # structure keys of models already checked (a model built twice is checked once)
 
 
-# --------------------------------------------------------------------------- frames
-def _internal_dirs() -> tuple[str, ...]:
-    """Folders whose frames are never the user's: the toolkit, JAX and friends, NumPy, the
-    standard library."""
-    dirs = [os.path.dirname(os.path.abspath(__file__))]
-    for name in ("jax", "jaxlib", "equinox", "diffrax", "lineax", "optimistix", "numpy", "scipy",
-                 "jaxtyping", "typeguard", "pydantic", "yaml"):
-        try:
-            mod = __import__(name)
-        except Exception:  # noqa: BLE001 - an optional package that is not installed
-            continue
-        if getattr(mod, "__file__", None):
-            dirs.append(os.path.dirname(os.path.abspath(mod.__file__)))
-    for key in ("stdlib", "platstdlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.append(os.path.abspath(path))
-    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
-
-
-_INTERNAL: tuple[str, ...] | None = None
-
-
-def is_internal(filename: str) -> bool:
-    """True for a frame of the toolkit, JAX, NumPy, the standard library or Python itself."""
-    global _INTERNAL
-    if _INTERNAL is None:
-        _INTERNAL = _internal_dirs()
-    if not filename or filename.startswith("<"):
-        return True
-    return os.path.abspath(filename).startswith(_INTERNAL)
-
-
-def short_path(filename: str) -> str:
-    """A path relative to the current folder when it lies inside it, else absolute."""
-    path = os.path.abspath(filename)
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return path
-    return path if rel.startswith(os.pardir) else rel
-
-
-def user_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost frame of the user's own code in the traceback of `exc` (or of the
-    exceptions it was raised from), or None if every frame is the toolkit's or a library's."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_internal(f.filename)]
-        if frames:
-            return frames[-1]
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def where(frame: traceback.FrameSummary | None) -> str:
-    """'file.py:12 (`code`)' for a frame, '' for None."""
-    if frame is None:
-        return ""
-    code = (frame.line or linecache.getline(frame.filename, frame.lineno) or "").strip()
-    code = code if len(code) <= 100 else code[:97] + "..."
-    return f"{short_path(frame.filename)}:{frame.lineno}" + (f" (`{code}`)" if code else "")
-
-
-def describe_function(fn: Callable) -> str:
-    """'`rhs` in models/decay.py:12' for a function; its repr for other callables."""
-    target = inspect.unwrap(fn) if callable(fn) else fn
-    name = getattr(target, "__qualname__", None) or type(target).__name__
-    code = getattr(target, "__code__", None)
-    if code is None:
-        return f"`{name}`"
-    return f"`{name}` in {short_path(code.co_filename)}:{code.co_firstlineno}"
-
-
 # --------------------------------------------------------------------------- pitfalls
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].strip() if text else type(exc).__name__
-
-
 def pitfall(exc: BaseException, code: str = "") -> str | None:
     """What went wrong and the one-line fix, for the JAX pitfalls a traced function meets;
     None for other errors."""
