@@ -35,24 +35,38 @@ def _package_dir(name: str) -> str | None:
     return os.path.dirname(os.path.abspath(spec.origin))
 
 
-def _dirs(library_is_user: bool) -> tuple[str, ...]:
-    if library_is_user not in _DIRS:
-        dirs = [os.path.dirname(os.path.abspath(__file__))]
-        dirs += [d for d in map(_package_dir, _THIRD_PARTY) if d]
-        if not library_is_user:  # the model library: its faults are the toolkit's
-            dirs += [d for d in [_package_dir("sensitivity.models")] if d]
+def _prefixes(dirs) -> tuple[str, ...]:
+    return tuple(os.path.abspath(d).rstrip(os.sep) + os.sep for d in dirs if d)
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """JAX and the other packages the toolkit uses, and the standard library."""
+    if "libraries" not in _DIRS:
         paths = sysconfig.get_paths()
-        dirs += [os.path.abspath(paths[k]) for k in ("stdlib", "platstdlib") if paths.get(k)]
-        _DIRS[library_is_user] = tuple(d.rstrip(os.sep) + os.sep for d in dirs)
-    return _DIRS[library_is_user]
+        _DIRS["libraries"] = _prefixes([*map(_package_dir, _THIRD_PARTY),
+                                        *(paths.get(k) for k in ("stdlib", "platstdlib"))])
+    return _DIRS["libraries"]
+
+
+def _toolkit_dirs(library_is_user: bool) -> tuple[str, ...]:
+    """The toolkit's own folder, and the model library's unless it counts as the user's."""
+    key = ("toolkit", library_is_user)
+    if key not in _DIRS:
+        dirs = [os.path.dirname(os.path.abspath(__file__))]
+        if not library_is_user:
+            dirs.append(_package_dir("sensitivity.models"))
+        _DIRS[key] = _prefixes(dirs)
+    return _DIRS[key]
+
+
+def _is_library(filename: str) -> bool:
+    return not filename or filename.startswith("<") or os.path.abspath(filename).startswith(_library_dirs())
 
 
 def is_internal(filename: str, library_is_user: bool = True) -> bool:
     """True for a frame of the toolkit, a library it uses, the standard library or Python
     itself; the model library's frames count as the user's unless library_is_user=False."""
-    if not filename or filename.startswith("<"):
-        return True
-    return os.path.abspath(filename).startswith(_dirs(library_is_user))
+    return _is_library(filename) or os.path.abspath(filename).startswith(_toolkit_dirs(library_is_user))
 
 
 def short_path(filename: str) -> str:
@@ -66,15 +80,19 @@ def short_path(filename: str) -> str:
 
 
 def user_frame(exc: BaseException, library_is_user: bool = True) -> traceback.FrameSummary | None:
-    """The innermost frame of the user's own code in the traceback of `exc` (or of the
-    exceptions it was raised from), or None if every frame is the toolkit's or a library's."""
+    """The user's frame to blame for `exc`: the innermost frame that is neither a library's
+    (JAX, NumPy, the standard library ...) nor the toolkit's, provided no toolkit frame lies
+    inside it (a toolkit bug reached from the user's code stays the toolkit's). None if the
+    toolkit raised it. The exceptions `exc` was raised from are looked at when its own
+    traceback holds only library frames."""
+    toolkit = _toolkit_dirs(library_is_user)
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if not is_internal(f.filename, library_is_user)]
-        if frames:
-            return frames[-1]
+        ours = [f for f in traceback.extract_tb(exc.__traceback__) if not _is_library(f.filename)]
+        if ours:
+            last = ours[-1]
+            return None if os.path.abspath(last.filename).startswith(toolkit) else last
         exc = exc.__cause__ or exc.__context__
     return None
 
