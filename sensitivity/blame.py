@@ -60,7 +60,9 @@ def _toolkit_dirs(library_is_user: bool) -> tuple[str, ...]:
 
 
 def _is_library(filename: str) -> bool:
-    return not filename or filename.startswith("<") or os.path.abspath(filename).startswith(_library_dirs())
+    if not filename or filename.startswith("<"):  # <frozen ...> is Python's; <string>, <stdin> the user's
+        return not filename or filename.startswith("<frozen")
+    return os.path.abspath(filename).startswith(_library_dirs())
 
 
 def is_internal(filename: str, library_is_user: bool = True) -> bool:

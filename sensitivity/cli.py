@@ -8,8 +8,8 @@
 
 Config commands also take `--set KEY=VALUE` (repeatable; e.g. --set solver.rtol=1e-6) and
 `--points N` (cut the time grid to N save times). Exit status: 0 success, 1 the run failed
-(e.g. the solver), 2 bad input (config, arguments, an existing result without --force),
-3 an internal error, 130 interrupted. Messages go to stderr, without a traceback
+(e.g. the solver), 2 bad input (config, arguments, model file or code, data, output folder, an
+existing result without --force), 3 an internal error of the toolkit, 130 interrupted. Messages go to stderr, without a traceback
 (--traceback shows one). This module talks to the public API only; see docs/configuration.md.
 """
 

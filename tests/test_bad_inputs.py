@@ -427,3 +427,14 @@ def test_exit_status_in_a_real_process(tmp_path):
         assert "Traceback" not in proc.stderr and all(w in proc.stderr for w in words), proc.stderr
         assert "compiling" not in proc.stderr
     assert_nothing_left(tmp_path / "out")
+
+
+def test_array_parameter_mismatch_names_the_shapes():
+    def matrix_rhs(t, y, p):
+        return p["W"] @ y
+
+    with pytest.raises(ModelError) as err:
+        sens.ODEModel("matrix", ["a", "b"], {"W": np.eye(3), "k": 1.0}, matrix_rhs, [1.0, 2.0])
+    message = str(err.value)
+    assert "raised TypeError at" in message and "test_bad_inputs.py" in message and "p[\"W\"] @ y" in message
+    assert "y of shape (2,)" in message and "W (3, 3)" in message, message
