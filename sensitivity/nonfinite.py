@@ -143,6 +143,18 @@ def explain_failure(problem, aux: dict, outputs, solver: str, diffrax_message: s
     if rejected is not None:
         head += f" ({int(np.asarray(rejected))} rejected)"
     saved_nan = bool(np.any(np.isnan(rows)))
+    if diffrax_message is None:  # the solve succeeded: an observable computed NaN or inf
+        bad = [o for o, v in zip(problem.of, rows[k]) if not np.isfinite(v)]
+        observed = [o for o in bad if o in model.observables]
+        kinds = "NaN" if np.any(np.isnan(rows[k])) else "inf"
+        msg = (f"the outputs of model '{model.name}' are not finite: {', '.join(bad[:6])} "
+               f"{'is' if len(bad) == 1 else 'are'} {kinds} at t = {times[k]:g}, although the solver "
+               "succeeded.")
+        if observed:
+            msg += (f" {'It is an observable' if len(observed) == len(bad) == 1 else 'Observables'} "
+                    f"({', '.join(observed[:6])}) computed from finite states: look for a log, sqrt, power "
+                    "or division of a state or parameter there (e.g. guard with jnp.maximum(x, 1e-300)).")
+        return msg
 
     t_start, y_start = start_point(problem, outputs, k)
     finding = find(problem, t_start, y_start, float(times[k]))
@@ -155,20 +167,25 @@ def explain_failure(problem, aux: dict, outputs, solver: str, diffrax_message: s
         kinds = "NaN" if np.any(np.isnan(finding.dy)) else "inf"
         negative = [f"{s} = {_fmt(v)}" for s, v, v0 in zip(model.states, finding.y, y_start)
                     if v < 0 <= v0]
-        msg = (f"{head}: the right-hand side returned {kinds}.{before} Evaluated from the last good "
-               f"point, the rhs first gives {kinds} at t = {_fmt(finding.t)} for "
+        origin = "the last good save" if t_start > problem.t0 else "the initial state"
+        msg = (f"{head}: the right-hand side returned {kinds}.{before} Evaluated from {origin}, "
+               f"the rhs first gives {kinds} at t = {_fmt(finding.t)} for "
                f"{_values(model.states, finding.y)}: d{'/dt, d'.join(bad[:6])}/dt "
                f"{'is' if len(bad) == 1 else 'are'} {kinds}.")
         if negative:
             msg += (f" There {', '.join(negative[:6])} {'is' if len(negative) == 1 else 'are'} negative, "
                     "having started >= 0: sqrt, log or a fractional power of a negative value gives NaN.")
+        zeros = [k for k, v in problem.parameters.items() if np.ndim(v) == 0 and float(v) == 0.0]
+        if zeros and finding.t == t_start:
+            msg += f" Parameters equal to 0: {', '.join(zeros[:6])} (a division by zero?)."
         return msg + (" Try: keep the rhs defined where the solver steps (e.g. "
                       "jnp.sqrt(jnp.maximum(y, 0.0)), jnp.log(jnp.maximum(y, 1e-300))), or a smaller atol "
                       "so states stay in range; check parameter values.")
     if finding.kind == "blow_up":
         big = int(np.argmax(np.abs(np.nan_to_num(finding.y, nan=0.0, posinf=np.inf))))
-        return (f"{head}: the solution grows without bound (inf).{before} Integrating on from the last "
-                f"good point, {model.states[big]} reaches {_fmt(float(finding.y[big]))} at "
+        origin = "the last good save" if t_start > problem.t0 else "the initial state"
+        return (f"{head}: the solution grows without bound (inf).{before} Integrating on from {origin}, "
+                f"{model.states[big]} reaches {_fmt(float(finding.y[big]))} at "
                 f"t = {_fmt(finding.t)}: the model blows up in finite time for these values. "
                 "Try: check parameter values and the time span (stop before the blow-up).")
     # nothing found: the solver's own failure (a step budget, a stiff model) or a NaN we
@@ -178,9 +195,9 @@ def explain_failure(problem, aux: dict, outputs, solver: str, diffrax_message: s
         message = diffrax_message.strip().replace(" Try increasing `max_steps`.", "")
         if "maximum number" in message:
             hint.append(f"raise max_steps (now {problem.max_steps})")
-    elif saved_nan:
+    elif saved_nan:  # pragma: no cover - a successful solve returned above
         message = "the solution became NaN"
-    else:
+    else:  # pragma: no cover
         message = "the solution became non-finite (inf)"
     if solver in _EXPLICIT:
         hint.append("the model is marked stiff: use an implicit solver (solver='kvaerno5')"

@@ -21,6 +21,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -72,6 +73,7 @@ def assert_fast_clean(code, err, took, n_compiled, status=2, words=()):
 MODEL_FILE = '''
 import math
 
+import jax.numpy as jnp
 import jax.numpy as jnp
 import numpy as np
 
@@ -438,3 +440,24 @@ def test_array_parameter_mismatch_names_the_shapes():
     message = str(err.value)
     assert "raised TypeError at" in message and "test_bad_inputs.py" in message and "p[\"W\"] @ y" in message
     assert "y of shape (2,)" in message and "W (3, 3)" in message, message
+
+
+def test_non_finite_observable_and_zero_parameter():
+    """NaN made by an observable (the solve itself is fine) is blamed on the observable; an
+    rhs non-finite at the start names the parameter equal to 0."""
+    def decay(t, y, p):
+        return -y / p["tau"]
+
+    logged = sens.ODEModel("logged", ["y"], {"tau": 1.0}, decay, [1.0],
+                           observables={"log_excess": lambda t, y, p: jnp.log(y[0] - 0.5)})
+    with pytest.raises(SolverError) as err:
+        sens.simulate(sens.Problem(logged, np.linspace(0, 2, 5)))
+    message = str(err.value)
+    assert "log_excess is NaN at t = 1" in message and "observable" in message and "max_steps" not in message
+
+    plain = sens.ODEModel("plain_decay", ["y"], {"tau": 1.0}, decay, [1.0])
+    with pytest.raises(SolverError) as err:
+        sens.simulate(sens.Problem(plain, np.linspace(0, 2, 5), parameters={"tau": 0.0}))
+    message = str(err.value)
+    assert "returned" in message and "at t = 0" in message and "Parameters equal to 0: tau" in message, message
+    assert "max_steps" not in message
