@@ -136,7 +136,7 @@ def load(spec: str, **options) -> ODEModel:
         raise ModelError(f"model = '{spec}': {exc}") from None
     except Exception as exc:  # the user's factory failed (or built a bad ODEModel): say where
         raise InputError(f"model = '{spec}': calling {attr}() raised "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}{_at(exc)}: {exc}") from exc
     return _checked(result, f"model = '{spec}': {attr}()")
 
 
@@ -149,6 +149,14 @@ def _checked(result, where: str) -> ODEModel:
 
 
 _FILE_MODULES: dict = {}
+
+
+def _at(exc: BaseException) -> str:
+    """' at file.py:12 (`code`)': the user's line that raised `exc`, or ''."""
+    from sensitivity.blame import user_frame, where
+
+    frame = user_frame(exc)
+    return f" at {where(frame)}" if frame is not None else ""
 
 
 def _import_file(spec: str, path: Path):
@@ -176,7 +184,7 @@ def _import_file(spec: str, path: Path):
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InputError(f"model = '{spec}': importing '{path}' failed with "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}{_at(exc)}: {exc}") from exc
     _FILE_MODULES[key] = module
     return module
 
