@@ -133,10 +133,10 @@ def load(spec: str, **options) -> ODEModel:
     try:
         result = fn(**options)
     except ModelError as exc:  # the model's own code is at fault: the message says where
-        raise ModelError(f"model = '{spec}': {exc}") from None
+        raise ModelError(f"model = '{spec}': {attr}() built an invalid model: {exc}") from None
     except Exception as exc:  # the user's factory failed (or built a bad ODEModel): say where
         raise InputError(f"model = '{spec}': calling {attr}() raised "
-                         f"{type(exc).__name__}{_at(exc)}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}{_at(exc)}") from exc
     return _checked(result, f"model = '{spec}': {attr}()")
 
 
@@ -152,11 +152,11 @@ _FILE_MODULES: dict = {}
 
 
 def _at(exc: BaseException) -> str:
-    """' at file.py:12 (`code`)': the user's line that raised `exc`, or ''."""
+    """', at file.py:12 (`code`)': the user's line that raised `exc`, or ''."""
     from sensitivity.blame import user_frame, where
 
     frame = user_frame(exc)
-    return f" at {where(frame)}" if frame is not None else ""
+    return f", at {where(frame)}" if frame is not None else ""
 
 
 def _import_file(spec: str, path: Path):
@@ -184,7 +184,7 @@ def _import_file(spec: str, path: Path):
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InputError(f"model = '{spec}': importing '{path}' failed with "
-                         f"{type(exc).__name__}{_at(exc)}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}{_at(exc)}") from exc
     _FILE_MODULES[key] = module
     return module
 
