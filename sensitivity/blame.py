@@ -129,11 +129,8 @@ def first_line(exc: BaseException) -> str:
 def exit_status(exc: BaseException) -> tuple[int, str]:
     """(exit status, message) of the command line for an exception (see the module doc)."""
     from .errors import ConfigError, InputError, ModelError, SensitivityError
+    from .io import OutputExistsError
 
-    try:
-        from .io import OutputExistsError
-    except ImportError:  # pragma: no cover - io always imports
-        OutputExistsError = ConfigError  # noqa: N806
     if isinstance(exc, (ConfigError, InputError, ModelError, OutputExistsError)):
         return EXIT_INPUT, f"error: {exc}"
     if isinstance(exc, SensitivityError):

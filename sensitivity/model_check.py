@@ -139,9 +139,9 @@ def _fault(model, what: str, fn: Callable, exc: BaseException) -> ModelError:
         return ModelError(f"{head} fails{at}: IndexError: {_first_line(exc)}; the model has "
                           f"{len(states)} state{'s' * (len(states) != 1)} (y[0] .. y[{len(states) - 1}]: "
                           f"{list_names(states)})")
-    shapes = ", ".join(f"{k} {tuple(np.shape(v))}" if np.ndim(v) else k for k, v in model.parameters.items())
+    shapes = [f"{k} {tuple(np.shape(v))}" if np.ndim(v) else k for k, v in model.parameters.items()]
     return ModelError(f"{head} raised {type(exc).__name__}{at}: {_first_line(exc)} (it was called with "
-                      f"t a scalar, y of shape ({model.n_states},), p with {list_names(shapes.split(', '))})")
+                      f"t a scalar, y of shape ({model.n_states},), p with {list_names(shapes) or 'nothing'})")
 
 
 def _key(model):
