@@ -144,6 +144,27 @@ def _fault(model, what: str, fn: Callable, exc: BaseException) -> ModelError:
                       f"t a scalar, y of shape ({model.n_states},), p with {list_names(shapes) or 'nothing'})")
 
 
+def _check_signature(model, what: str, fn: Callable) -> None:
+    """fn must take (t, y, p) positionally; SciPy's odeint order (y, t) is named as such."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    head = f"model '{model.name}': the {what} {describe_function(fn)}"
+    try:
+        sig.bind(0.0, 0.0, {})
+    except TypeError:
+        raise ModelError(f"{head} has the signature {sig}, but it is called as {what.split()[0]}(t, y, p): "
+                         "the time, the state vector and the dict of parameters") from None
+    names = [q.name for q in sig.parameters.values()][:2]
+    if len(names) == 2 and names[1] in ("t", "time") and names[0] not in ("t", "time"):
+        raise ModelError(f"{head} takes ({', '.join(names)}, ...), but it is called as "
+                         f"{what.split()[0]}(t, y, p) with the time first (SciPy's odeint order y, t is "
+                         "the other way round): swap the first two arguments")
+
+
 def _key(model):
     try:
         key = model.structure_key()
@@ -166,6 +187,9 @@ def check_model(model) -> None:
         return
     args = _abstract_args(model)
     n = model.n_states
+    _check_signature(model, "rhs", model.rhs)
+    for name, h in model.observables.items():
+        _check_signature(model, f"observable '{name}'", h)
     try:
         out, described = _evaluate(model.rhs, args)
     except Exception as exc:  # noqa: BLE001 - every fault of the user's code is reported

@@ -463,3 +463,21 @@ def test_non_finite_observable_and_zero_parameter():
     message = str(err.value)
     assert "returned" in message and "at t = 0" in message and "Parameters equal to 0: tau" in message, message
     assert "max_steps" not in message
+
+
+def _odeint_order(y, t, p):
+    return -y
+
+
+def _two_arguments(t, y):
+    return -y
+
+
+@pytest.mark.parametrize("rhs, words", [
+    (_odeint_order, ["takes (y, t, ...)", "time first", "swap the first two arguments"]),
+    (_two_arguments, ["signature (t, y)", "called as rhs(t, y, p)"]),
+])
+def test_signature_faults(rhs, words):
+    with pytest.raises(ModelError) as err:
+        sens.ODEModel("signature", ["a", "b"], {"k": 1.0}, rhs, [1.0, 2.0])
+    assert all(w in str(err.value) for w in words) and rhs.__name__ in str(err.value), str(err.value)
