@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from sensitivity.errors import InputError, did_you_mean, list_names
+from sensitivity.errors import InputError, ModelError, did_you_mean, list_names
 from sensitivity.model import ODEModel
 
 # name -> module (relative to this package); each module has a factory `model`.
@@ -134,9 +134,11 @@ def load(spec: str, **options) -> ODEModel:
                          f"{type(fn).__name__}, not a function returning an ODEModel")
     try:
         result = fn(**options)
+    except ModelError as exc:  # the model's own code is at fault: the message says where
+        raise ModelError(f"model = '{spec}': {attr}() built an invalid model: {exc}") from None
     except Exception as exc:  # the user's factory failed (or built a bad ODEModel): say where
         raise InputError(f"model = '{spec}': calling {attr}() raised "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}{_at(exc)}") from exc
     return _checked(result, f"model = '{spec}': {attr}()")
 
 
@@ -149,6 +151,14 @@ def _checked(result, where: str) -> ODEModel:
 
 
 _FILE_MODULES: dict = {}
+
+
+def _at(exc: BaseException) -> str:
+    """', at file.py:12 (`code`)': the user's line that raised `exc`, or ''."""
+    from sensitivity.blame import user_frame, where
+
+    frame = user_frame(exc)
+    return f", at {where(frame)}" if frame is not None else ""
 
 
 def _import_file(spec: str, path: Path):
@@ -176,7 +186,7 @@ def _import_file(spec: str, path: Path):
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InputError(f"model = '{spec}': importing '{path}' failed with "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}{_at(exc)}") from exc
     _FILE_MODULES[key] = module
     return module
 

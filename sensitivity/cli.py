@@ -8,8 +8,8 @@
 
 Config commands also take `--set KEY=VALUE` (repeatable; e.g. --set solver.rtol=1e-6) and
 `--points N` (cut the time grid to N save times). Exit status: 0 success, 1 the run failed
-(e.g. the solver), 2 bad input (config, arguments, an existing result without --force),
-3 an internal error, 130 interrupted. Messages go to stderr, without a traceback
+(e.g. the solver), 2 bad input (config, arguments, model file or code, data, output folder, an
+existing result without --force), 3 an internal error of the toolkit, 130 interrupted. Messages go to stderr, without a traceback
 (--traceback shows one). This module talks to the public API only; see docs/configuration.md.
 """
 
@@ -182,18 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the shell turns every error into a message
         if args.traceback:
             raise
-        from .errors import ConfigError, InputError, SensitivityError
-        from .io import OutputExistsError
+        from .blame import exit_status  # 2 bad input (incl. the user's model code), 1 failed, 3 a bug
 
-        if isinstance(exc, (ConfigError, InputError, OutputExistsError)):
-            print(f"sensitivity: error: {exc}", file=sys.stderr)
-            return EXIT_INPUT
-        if isinstance(exc, SensitivityError):
-            print(f"sensitivity: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        print(f"sensitivity: internal error: {type(exc).__name__}: {exc}\n"
-              "(rerun with --traceback for details, and please report it)", file=sys.stderr)
-        return EXIT_INTERNAL
+        status, message = exit_status(exc)
+        print(f"sensitivity: {message}", file=sys.stderr)
+        return status
 
 
 # --------------------------------------------------------------------------- commands
@@ -319,6 +312,9 @@ def _run(args, interrupt: Interrupt) -> int:
     validate_s = time.perf_counter() - started
     force = args.force
     io.check_target(spec.output_dir, force)  # fail before the work, not after it
+    from .writable import check_output_dir
+
+    check_output_dir(spec.output_dir)  # a test write: read-only, /proc, below a file
     s = spec.config.sensitivity
     mode = args.mode or s.mode
     result = an.run(spec.problem, spec.objective, mode=mode, normalize=s.normalize,

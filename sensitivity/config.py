@@ -271,6 +271,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: malformed YAML at {where}: {what}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not readable as YAML: {exc}") from None
+    except OSError as exc:  # permissions, a broken link, a device
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
     if data is None:
         raise ConfigError(f"{path} is empty; a config needs at least model: and time:")
     if not isinstance(data, dict):
@@ -434,7 +436,10 @@ def load_model(spec: str, base: Path, options: Mapping | None = None):
     try:
         model = registry.load(target, **dict(options or {}))
     except SensitivityError as exc:
-        raise ConfigError(re.sub(r"^model = ", "model: ", str(exc)).replace(target, spec)) from None
+        text = str(exc)
+        if options and isinstance(exc, InputError) and not text.startswith("model = "):
+            text = f"model_options: {text}"  # the factory refused an option
+        raise ConfigError(re.sub(r"^model = ", "model: ", text).replace(target, spec)) from None
     except TypeError as exc:  # a factory given options it does not take
         raise ConfigError(f"model_options: {exc}") from None
     if not isinstance(model, ODEModel):
@@ -515,7 +520,8 @@ def read_observations(path: Path, outputs: list[str], span: tuple[float, float])
     header = [h.strip() for h in rows[0]]
     problems = []
     if "time" not in header:
-        problems.append(f"{key}: {path} has no 'time' column{did_you_mean('time', header)}; "
+        near = did_you_mean("time", header).replace(" (did you mean ", " (is ").replace("?)", " meant to be 'time'?)")
+        problems.append(f"{key}: {path} has no 'time' column{near}; "
                         f"columns found: {', '.join(header)}")
         return None, problems
     columns = [h for h in header if h != "time"]

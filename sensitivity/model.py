@@ -122,6 +122,9 @@ class ODEModel:
         from .events import check_events, check_model_breakpoints
         object.__setattr__(self, "breakpoints", check_model_breakpoints(params, breakpoints))
         object.__setattr__(self, "events", check_events(events, "ODEModel events"))
+        from .model_check import check_model  # the user's code is input: evaluate it abstractly now
+
+        check_model(self)
 
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""

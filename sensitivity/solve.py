@@ -189,32 +189,17 @@ def output_function(problem: Problem, method: str, max_steps: int | None = None)
 
 
 def check_solution(problem: Problem, aux: dict, ys) -> None:
-    """Raise `SolverError` if the solve failed or produced NaN/inf, saying where and what to try."""
+    """Raise `SolverError` if the solve failed or produced NaN/inf, saying where, what went
+    non-finite (see `nonfinite.explain_failure`) and what to try."""
     events.check_aux(problem, aux)
     ys = np.asarray(ys)
     ok = bool(np.asarray(aux["result"] == diffrax.RESULTS.successful))
-    finite_rows = np.all(np.isfinite(ys.reshape(ys.shape[0], -1)), axis=1)
-    if ok and finite_rows.all():
+    if ok and np.all(np.isfinite(ys)):
         return
-    times = problem.times
-    k = int(np.argmin(finite_rows)) if not finite_rows.all() else times.size - 1
-    where = (f"before t = {times[k]:g} (last good save at t = {times[k - 1]:g})" if k > 0
-             else f"before the first save time t = {times[0]:g}")
-    steps = int(np.asarray(aux["num_steps"]))
-    hint = []
-    if not ok:
-        message = diffrax.RESULTS[aux["result"]]
-        if "maximum number" in message:
-            hint.append(f"raise max_steps (now {problem.max_steps})")
-    else:
-        message = "the solution became non-finite (NaN or inf)"
-    if not problem.model.stiff and solver_name(problem) in ("tsit5", "dopri5", "dopri8", "bosh3", "heun"):
-        hint.append("if the model is stiff, use an implicit solver (solver='kvaerno5')")
-    hint.append("check parameter values and the time span")
-    raise SolverError(
-        f"the solver {solver_name(problem)} failed on model '{problem.model.name}' {where} "
-        f"after {steps} steps: {message.strip()} Try: {'; '.join(hint)}."
-    )
+    from .nonfinite import explain_failure
+
+    message = None if ok else diffrax.RESULTS[aux["result"]]
+    raise SolverError(explain_failure(problem, aux, ys, solver_name(problem), message))
 
 
 @dataclass(frozen=True)
