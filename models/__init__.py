@@ -63,6 +63,7 @@ _REGISTRY = {
     "reaction_chain": ".reaction_chain",
     "pk_one_compartment_oral": ".pk_one_compartment_oral",
     "seir_intervention": ".seir_intervention",
+    "ishigami": ".ishigami",
 }
 
 DEFAULT_FACTORY = "model"

@@ -31,6 +31,8 @@ if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
 from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
+from .ensemble import ensemble  # noqa: E402
+from .gsa import dgsm, morris, sobol  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
@@ -45,4 +47,5 @@ __all__ = [
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
     "Dose", "doses", "Event", "DiscontinuityWarning",
+    "ensemble", "sobol", "morris", "dgsm",
 ]
