@@ -31,6 +31,7 @@ if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
 from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
+from .fit import FitResult, fit  # noqa: E402
 from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
@@ -45,4 +46,4 @@ __all__ = [
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
 ]
-__all__ += ["fisher", "identifiability", "Fisher", "Identifiability"]
+__all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]
