@@ -31,8 +31,7 @@ if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
 from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
-from .fit import FitResult, fit  # noqa: E402
-from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
+from .ensemble import ensemble  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
@@ -40,10 +39,14 @@ from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 from .solve import Trajectory, simulate  # noqa: E402
 
+from .fit import FitResult, fit  # noqa: E402
+from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
+
 __version__ = "0.1.0"
 __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
+    "ensemble",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]
