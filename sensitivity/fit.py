@@ -28,6 +28,7 @@ merged into its save times.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +290,7 @@ def _sample_starts(problem: Problem, ranges, n: int, log: bool, seed: int) -> np
         idx.append(names.index(k))
         lo.append(np.log(a) if log else a)
         hi.append(np.log(b) if log else b)
-    U = qmc.Sobol(len(idx), scramble=True, seed=seed).random(n)
+    U = qmc.Sobol(len(idx), scramble=True, seed=seed).random_base2(max(0, math.ceil(math.log2(n))))[:n]
     pts = qmc.scale(U, lo, hi) if len(idx) else U
     out = np.full((n, len(names)), np.nan)
     out[:, idx] = np.exp(pts) if log else pts
@@ -401,6 +402,18 @@ class _Evaluator:
         return x * hu + x * gx * v
 
 
+def _screen(problem: Problem, X: np.ndarray, rows, cols, target, w) -> np.ndarray:
+    """The cost 1/2 sum r^2 at every row of X (k, n_inputs), by one `sensitivity.ensemble`
+    simulate (vmapped batches through one compiled function); inf where the solve failed."""
+    from .ensemble import ensemble
+
+    ds = ensemble(problem, X, task="simulate", progress=False)
+    out = ds["outputs"].values  # (k, n_times, n_of)
+    r = (out[:, rows, cols] - target[None, :]) * w[None, :]
+    cost = 0.5 * np.sum(r * r, axis=1)
+    return np.where((ds["status"].values == 0) & np.isfinite(cost), cost, np.inf)
+
+
 def _choose_method(problem: Problem, method: str, evaluator: _Evaluator) -> tuple[str, str]:
     """The method to run and a note on why."""
     from .api import plan
@@ -449,8 +462,8 @@ def _local_fit(ev: _Evaluator, theta0, lo, hi, method: str, max_iter: int, tol: 
 
 # --------------------------------------------------------------------------- fit
 def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str = "auto", start=None,
-        bounds: Mapping | None = None, starts=None, ranges: Mapping | None = None, seed: int = 0,
-        max_iter: int = 200, tol: float = 1e-10, jacobian_mode: str = "auto") -> FitResult:
+        bounds: Mapping | None = None, starts=None, ranges: Mapping | None = None, screen: int | None = None,
+        seed: int = 0, max_iter: int = 200, tol: float = 1e-10, jacobian_mode: str = "auto") -> FitResult:
     """Fit the problem's inputs (`wrt`) to observations by least squares / Gaussian NLL.
 
     data: observations, a table time, output, value[, sigma] (DataFrame, mapping of arrays
@@ -463,7 +476,10 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     (n_inputs,); default the problem's values). bounds: name -> (low, high), natural scale.
     starts: for a multi-start fit, an int (that many points from a Sobol sequence over
     `ranges`, log-uniform for log parameters, besides `start`) or an array (k, n_inputs) of
-    start points; the best local fit wins. max_iter, tol: of the local optimiser.
+    start points; the best local fit wins. screen: with an int `starts`, first evaluate the
+    cost at this many Sobol points (default max(32, 8 starts); 0: none) in one vmapped
+    `sensitivity.ensemble` and start the local fits from the best `starts` of them.
+    seed: of the Sobol scrambling. max_iter, tol: of the local optimiser.
     jacobian_mode: the Jacobian's mode for least squares ("auto": the cost model).
     Returns a `FitResult`.
     """
@@ -516,17 +532,24 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
         i = int(np.argmax((x_start < lo) | (x_start > hi)))
         raise InputError(f"start: {names[i]} = {x_start[i]:g} lies outside bounds ({lo[i]:g}, {hi[i]:g})")
     points = [x_start]
+    screened = None
     if starts is not None:
         if isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
             if starts < 1:
                 raise InputError(f"starts = {starts}: give a positive number of starts")
-            extra = _sample_starts(prob, ranges, int(starts), log_params, seed)
-            extra = np.where(np.isnan(extra), x_start[None, :], extra)
+            n_screen = max(32, 8 * int(starts)) if screen is None else int(screen)
+            if n_screen < 0:
+                raise InputError(f"screen = {screen}: give a number of points >= 0 (0: no screening)")
+            extra = _sample_starts(prob, ranges, max(n_screen, int(starts)), log_params, seed)
+            extra = np.clip(np.where(np.isnan(extra), x_start[None, :], extra), lo, hi)
+            if n_screen > int(starts):
+                screened = _screen(prob, extra, rows, cols, target, w)
+                extra = extra[np.argsort(screened, kind="stable")[:int(starts)]]
         else:
             extra = np.asarray(starts, dtype=np.float64)
             if extra.ndim != 2 or extra.shape[1] != n:
                 raise InputError(f"starts has shape {extra.shape}; expected (k, {n}) or a number of starts")
-        points += list(np.clip(extra, np.where(np.isfinite(lo), lo, -np.inf), hi))
+        points += list(np.clip(extra, lo, hi))
     ev = _Evaluator(prob, rows, cols, target, w, log_params, jacobian_mode)
     method_run, why = _choose_method(prob, method, ev)
     to_theta = (lambda x: np.log(x)) if log_params else (lambda x: np.asarray(x, dtype=np.float64))
@@ -581,8 +604,14 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     table = pd.DataFrame([dict(start=k, cost=rn["cost"], success=rn["success"], iterations=rn["iterations"],
                                **{f"start_{nm}": v for nm, v in zip(names, rn["start"])},
                                **{nm: v for nm, v in zip(names, rn["x"])}) for k, rn in enumerate(runs)])
-    notes = (why,) + ((f"multi-start: {len(points)} local fits in a plain loop, the best (start {best}) kept",)
-                      if len(points) > 1 else ())
+    notes = (why,)
+    if screened is not None:
+        ok = np.isfinite(screened)
+        notes += (f"multi-start: the cost at {screened.size} Sobol points by one vmapped sens.ensemble "
+                  f"({int(ok.sum())} solved, best {np.min(screened[ok]) if ok.any() else np.inf:.4g}); local fits "
+                  f"from the best {len(points) - 1} and the start, one after another; start {best} won",)
+    elif len(points) > 1:
+        notes += (f"multi-start: {len(points)} local fits one after another; start {best} won",)
     total_iterations = sum(rn["iterations"] for rn in runs)
     return FitResult(
         names, np.asarray(x_hat, dtype=np.float64), np.asarray(b["start"]), se_nat, se_log, fi, cost, nll, s_hat,

@@ -102,12 +102,32 @@ def test_bounds_and_multistart(problem, clean):
     res = fit(problem, clean, sigma=SIGMA, start=problem.x0() * [1, 0.5, 1], bounds={"K": (1.0, 8.0)})
     assert res.x[1] == pytest.approx(8.0, rel=1e-6)  # the bound is active
     assert res.cost > 1.0
-    # from a poor start, 4 Sobol starts over the ranges; the best local fit wins
-    multi = fit(problem, clean, sigma=SIGMA, start={"r": 5.0, "K": 1.0, "y0.N": 5.0}, starts=4,
-                ranges={"r": (0.1, 3.0), "K": (2.0, 40.0)})
-    assert len(multi.starts) == 5 and multi.starts["cost"].min() == pytest.approx(multi.cost)
+    # from a poor start, 3 local fits from the best of 24 Sobol points screened by sens.ensemble
+    ranges = {"r": (0.1, 3.0), "K": (2.0, 40.0)}
+    multi = fit(problem, clean, sigma=SIGMA, start={"r": 5.0, "K": 1.0, "y0.N": 5.0}, starts=3, screen=24,
+                ranges=ranges)
+    assert len(multi.starts) == 4 and multi.starts["cost"].min() == pytest.approx(multi.cost)
     np.testing.assert_allclose(multi.x, problem.x0(), rtol=1e-5)
-    assert "plain loop" in multi.notes[-1]
+    assert "sens.ensemble" in multi.notes[-1] and "24 Sobol points" in multi.notes[-1]
+    # without screening: the Sobol points themselves, one local fit each
+    plain = fit(problem, clean, sigma=SIGMA, start=problem.x0() * 1.2, starts=2, screen=0, ranges=ranges)
+    assert len(plain.starts) == 3 and "one after another" in plain.notes[-1]
+
+
+def test_screening_costs_match_single_solves(problem, clean):
+    """The vmapped ensemble's costs equal those of one simulate per point."""
+    from sensitivity.fit import _sample_starts, _screen
+
+    merged = problem.replace(times=union_times(problem.times, T_DATA), t0=problem.t0)
+    X = _sample_starts(merged, {"r": (0.2, 2.0), "K": (5.0, 20.0), "y0.N": (0.1, 1.0)}, 24, True, 3)
+    rows = np.searchsorted(merged.times, T_DATA)
+    cols = np.zeros(15, dtype=int)
+    w = np.full(15, 1 / SIGMA)
+    target = clean["value"].to_numpy()
+    got = _screen(merged, X, rows, cols, target, w)
+    for x, c in zip(X[:6], got[:6]):
+        y = sens.simulate(merged.with_inputs(x)).outputs[rows, 0]
+        assert c == pytest.approx(0.5 * np.sum(((y - target) * w) ** 2), rel=1e-9)
 
 
 def test_data_formats_are_equivalent(clean, tmp_path):
