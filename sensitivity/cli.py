@@ -323,17 +323,23 @@ def _run(args, interrupt: Interrupt) -> int:
     mode = args.mode or s.mode
     result = an.run(spec.problem, spec.objective, mode=mode, normalize=s.normalize,
                     hessian=s.hessian, probe=s.probe, stage=progress.stage)
+    from . import analysis_runs
+    extra = analysis_runs.run(spec, result, stage=progress.stage)  # analysis: identifiability, fit
     with progress.stage(f"writing {spec.output_dir}"):
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:
             files = _write(tmp, spec, result, progress)
+            files += analysis_runs.write(tmp, spec, extra)
             result.timings["write"] = {"wall": time.perf_counter() - write_start}
             result.timings["validate"] = {"wall": validate_s}
             result.timings["total"] = {"wall": time.perf_counter() - started}
             summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args.argv)
+            summary.update(analysis_runs.summary(extra))
             io.write_json(summary, tmp / io.SUMMARY_FILE)
             interrupt.check()  # the last moment a stop keeps the folder from appearing
     _report(spec, result)
+    for line in analysis_runs.report(extra):
+        print(line)
     return EXIT_OK
 
 

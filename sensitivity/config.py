@@ -26,6 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .analysis import Objective
+from .analysis_runs import AnalysisConfig
 from .errors import ConfigError, InputError, SensitivityError, did_you_mean, list_names
 from .problem import ADJOINTS, SOLVERS, Problem
 
@@ -185,6 +186,7 @@ class RunConfig(_Strict):
     solver: SolverConfig = SolverConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
     output: OutputConfig = OutputConfig()
+    analysis: Optional[AnalysisConfig] = None
 
     @field_validator("parameters")
     @classmethod
@@ -631,6 +633,10 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
             problems.extend(exc.problems)
     if model is not None:
         problems.extend(_name_problems(data, model))
+        from . import analysis_runs  # the analysis: block's identifiability and fit entries
+
+        grid = _times(cfg) if cfg is not None else None
+        problems.extend(analysis_runs.check(data, model, base, grid and (grid[1], float(grid[0][-1]))))
 
     observations = None
     objective_raw = _mapping(_mapping(data.get("sensitivity")).get("objective"))
