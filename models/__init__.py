@@ -61,6 +61,7 @@ _REGISTRY = {
     "heat_1d": ".heat_1d",
     "neural_ode": ".neural_ode",
     "reaction_chain": ".reaction_chain",
+    "ishigami": ".ishigami",
 }
 
 DEFAULT_FACTORY = "model"

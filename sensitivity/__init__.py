@@ -32,6 +32,7 @@ if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
 from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
 from .ensemble import ensemble  # noqa: E402
+from .gsa import dgsm, morris, sobol  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
@@ -47,6 +48,6 @@ __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
-    "ensemble",
+    "ensemble", "sobol", "morris", "dgsm",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]

@@ -311,7 +311,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     (objective(outputs) -> scalar, its value and gradient per sample). mode: for jacobian
     and gradient, "auto" (the cost model chooses forward or adjoint), "forward", "adjoint".
     batch: samples per vmapped batch (default: what `memory_budget` bytes hold, at most
-    256). executor: None (this process), a Dask `Client`, a scheduler address
+    256 and at most n_samples); a batch given is used as it is, padded if X has fewer
+    rows, so ensembles of different sizes share one compiled function. executor: None (this process), a Dask `Client`, a scheduler address
     "tcp://host:8786", or "local" / "local:N" (a LocalCluster of N worker processes); see
     `sensitivity.executors`. chunk: batches per executor task (default: 1 in process, a
     few per worker on Dask). store: a folder where finished chunks are kept; resume=True
@@ -343,7 +344,7 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
         raise InputError(f"batch = {batch!r} must be a positive integer or None (chosen from memory)")
     n = X.shape[0]
     run_problem, run_mode, the_plan = _mode(problem, task, objective, mode)
-    B = int(min(batch, n)) if batch else choose_batch(run_problem, task, run_mode, n, memory_budget)
+    B = int(batch) if batch else choose_batch(run_problem, task, run_mode, n, memory_budget)
     spec = EnsembleSpec(run_problem, task, objective if task == "gradient" else None, run_mode, B)
     ex = resolve_executor(executor)
     n_batches = math.ceil(n / B)
