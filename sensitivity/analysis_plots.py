@@ -41,7 +41,7 @@ def eigen_spectrum(ax, ident, max_labels: int = 4) -> None:
     labels = ds["direction_label"].values
     lines = []
     for i in range(min(max_labels, lam.size)):
-        text = labels[i] if len(labels[i]) < 44 else labels[i][:41] + "..."
+        text = labels[i] if len(labels[i]) < 80 else labels[i][:77] + "..."
         lines.append(f"{i}: {text}")
     ax.text(0.0, -0.16, "\n".join(lines), transform=ax.transAxes, fontsize=7.5, va="top", ha="left",
             family="monospace")
