@@ -1,5 +1,6 @@
-"""The `identifiability:` and `fit:` entries of a config's `analysis:` block: their schema,
-their checks against the model, running them and writing their results.
+"""The `identifiability:` and `fit:` entries of a config's `analysis:` block: their schema
+(fields of `gsa.config.AnalysisConfig`, beside sobol, morris and dgsm), their checks
+against the model, running them and writing their results.
 
     analysis:
       identifiability: {sigma: 0.1, scale: log, max_subset: 3, threshold: 15}
@@ -122,14 +123,6 @@ class FitConfig(_Strict):
             raise ValueError("@ranges: a multi-start fit (starts) samples its starts from ranges: "
                              "{input: [low, high]}; add ranges or remove starts")
         return self
-
-
-class AnalysisConfig(_Strict):
-    """`analysis:` analyses beyond the local Jacobian. (Other engineers' entries, e.g. sobol,
-    morris, dgsm, are fields of this model too.)"""
-
-    identifiability: Optional[IdentifiabilityConfig] = None
-    fit: Optional[FitConfig] = None
 
 
 # --------------------------------------------------------------------------- checks

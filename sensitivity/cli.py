@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="sensitivity mode (default: sensitivity.mode of the config, else auto)")
     r.add_argument("--force", action="store_true", help="replace an existing result folder")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    r.add_argument("--executor", metavar="WHERE",
+                   help="where the analysis ensembles run: local, local:N (N Dask worker processes), "
+                        "tcp://host:port (a Dask scheduler); default: executor: of the config, else here")
+    r.add_argument("--resume", action="store_true",
+                   help="reuse the finished chunks of an interrupted run's analysis ensembles")
 
     config_command("validate", "check a config and list every problem found",
                    "Check the whole file (keys, types, ranges, model, names, data file) and print every "
@@ -325,18 +330,27 @@ def _run(args, interrupt: Interrupt) -> int:
                     hessian=s.hessian, probe=s.probe, stage=progress.stage)
     from . import analysis_runs
     extra = analysis_runs.run(spec, result, stage=progress.stage)  # analysis: identifiability, fit
+    from .gsa import run as gsa_run  # the analysis: block (Sobol, Morris, DGSM)
+
+    global_results = gsa_run.run_analyses(spec, executor=args.executor, resume=args.resume,
+                                          stage=progress.stage, progress=False if args.quiet else None)
     with progress.stage(f"writing {spec.output_dir}"):
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:
             files = _write(tmp, spec, result, progress)
             files += analysis_runs.write(tmp, spec, extra)
+            files += gsa_run.write_analyses(tmp, global_results)
             result.timings["write"] = {"wall": time.perf_counter() - write_start}
             result.timings["validate"] = {"wall": validate_s}
             result.timings["total"] = {"wall": time.perf_counter() - started}
             summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args.argv)
-            summary.update(analysis_runs.summary(extra))
+            if global_results:
+                summary["analysis"] = gsa_run.summary(global_results)
+            if extra:  # identifiability, fit
+                summary.setdefault("analysis", {}).update(analysis_runs.summary(extra))
             io.write_json(summary, tmp / io.SUMMARY_FILE)
             interrupt.check()  # the last moment a stop keeps the folder from appearing
+    gsa_run.clear_stores(spec.output_dir)
     _report(spec, result)
     for line in analysis_runs.report(extra):
         print(line)

@@ -26,8 +26,9 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .analysis import Objective
-from .analysis_runs import AnalysisConfig
 from .errors import ConfigError, InputError, SensitivityError, did_you_mean, list_names
+from .gsa.config import AnalysisConfig, ExecutorConfig
+from .gsa.config import name_problems as _analysis_name_problems
 from .problem import ADJOINTS, SOLVERS, Problem
 
 PLOTS = ("heatmap", "trajectories", "sensitivities")
@@ -186,7 +187,8 @@ class RunConfig(_Strict):
     solver: SolverConfig = SolverConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
     output: OutputConfig = OutputConfig()
-    analysis: Optional[AnalysisConfig] = None
+    analysis: Optional[AnalysisConfig] = None  # global sensitivity (sensitivity/gsa/config.py)
+    executor: Optional[ExecutorConfig] = None  # where ensembles run (sensitivity/executors.py)
 
     @field_validator("parameters")
     @classmethod
@@ -633,6 +635,7 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
             problems.extend(exc.problems)
     if model is not None:
         problems.extend(_name_problems(data, model))
+        problems.extend(_analysis_name_problems(data, model))
         from . import analysis_runs  # the analysis: block's identifiability and fit entries
 
         grid = _times(cfg) if cfg is not None else None

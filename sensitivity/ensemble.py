@@ -227,11 +227,14 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
 
 def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
                  memory_budget: int | None = None) -> int:
-    """The batch size: as many samples as the memory budget holds (at most MAX_BATCH and
-    n_samples, at least 1)."""
+    """The batch size: a power of 2, as many samples as the memory budget holds, at most
+    MAX_BATCH and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
+    then share one compiled function; a small one pads at most 2x), at least 1."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     per = memory_per_sample(problem, task, mode)
-    return int(max(1, min(MAX_BATCH, n_samples, budget // max(per, 1))))
+    fit = max(1, budget // max(per, 1))
+    want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
+    return int(max(1, min(MAX_BATCH, want, 1 << (int(fit).bit_length() - 1))))
 
 
 # --------------------------------------------------------------------------- store
@@ -310,8 +313,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     task: "simulate" (outputs), "jacobian" (d outputs / d inputs per sample) or "gradient"
     (objective(outputs) -> scalar, its value and gradient per sample). mode: for jacobian
     and gradient, "auto" (the cost model chooses forward or adjoint), "forward", "adjoint".
-    batch: samples per vmapped batch (default: what `memory_budget` bytes hold, at most
-    256 and at most n_samples); a batch given is used as it is, padded if X has fewer
+    batch: samples per vmapped batch (default: a power of 2, what `memory_budget` bytes
+    hold, at most 256 and at most n_samples rounded up); a batch given is used as it is, padded if X has fewer
     rows, so ensembles of different sizes share one compiled function. executor: None (this process), a Dask `Client`, a scheduler address
     "tcp://host:8786", or "local" / "local:N" (a LocalCluster of N worker processes); see
     `sensitivity.executors`. chunk: batches per executor task (default: 1 in process, a

@@ -84,7 +84,7 @@ def test_files_are_written(run):
 
 def test_identifiability_flags_k_and_v(run):
     out, _ = run
-    summary = json.loads((out / "summary.json").read_text())["identifiability"]
+    summary = json.loads((out / "summary.json").read_text())["analysis"]["identifiability"]
     assert summary["non_identifiable"] == [["k", "V"]] and not summary["identifiable"]
     with xr.open_dataset(out / "identifiability.nc", engine="h5netcdf") as ds:
         v0 = ds["eigenvector"].isel(direction=0).to_series()
@@ -97,7 +97,7 @@ def test_identifiability_flags_k_and_v(run):
 
 def test_fit_recovers_the_identifiable_inputs(run):
     out, m = run
-    fit = json.loads((out / "summary.json").read_text())["fit"]
+    fit = json.loads((out / "summary.json").read_text())["analysis"]["fit"]
     assert fit["success"]
     for name in ("k", "b", "A"):
         assert fit["estimates"][name] == pytest.approx(float(m.parameters[name]), rel=1e-6)
@@ -122,3 +122,15 @@ def test_validate_lists_every_analysis_problem(tmp_path):
     assert "analysis.fit.ranges" in text  # starts without ranges
     assert "analysis.fit.start.kk" in text and "did you mean 'k'" in text
     assert "missing.csv" in text and "not found" in text
+
+
+def test_one_analysis_block_holds_global_and_local_entries(tmp_path):
+    """identifiability and fit sit beside sobol, morris and dgsm in the same block."""
+    both = CONFIG.replace("analysis:\n", "analysis:\n  ranges: {k: [0.25, 1.0], b: [0.1, 0.5]}\n"
+                                         "  sobol: {n: 64}\n")
+    path = _folder(tmp_path, both)
+    pd.DataFrame({"time": DATA_TIMES, "obs": np.ones(DATA_TIMES.size)}).to_csv(tmp_path / "obs.csv", index=False)
+    spec = config.load(path)
+    a = spec.config.analysis
+    assert a.sobol.n == 64 and a.identifiability.sigma == 0.1 and a.fit.wrt == ["k", "b", "A"]
+    assert spec.resolved()["analysis"]["fit"]["start"] == {"k": 1.5, "b": 0.1, "A": 1.0}

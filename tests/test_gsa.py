@@ -24,7 +24,8 @@ def final_value(ys):
 
 @pytest.fixture(scope="module")
 def prob():
-    return sens.Problem(models.get("ishigami"), [1.0], t0=0.0, rtol=1e-10, atol=1e-10)
+    # the save times and tolerances of CONFIG below, so that the CLI test reuses the compiles
+    return sens.Problem(models.get("ishigami"), [0.0, 1.0], rtol=1e-10, atol=1e-10)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_sobol_ishigami_against_analytic_indices(sobol_result):
         assert np.all(err <= got[key + "_conf"]), (key, err, got[key + "_conf"])
     assert sobol_result.data.attrs["n_runs"] == 4096 * 5
     assert sobol_result.data.attrs["ensemble_compiles"] <= 1
-    assert abs(float(sobol_result["variance"].values.squeeze()) - exact["variance"]) / exact["variance"] < 0.02
+    assert abs(float(sobol_result["variance"].values[-1, 0]) - exact["variance"]) / exact["variance"] < 0.02
 
 
 def test_sobol_equals_salib_on_the_same_samples(prob, sobol_result):
@@ -67,14 +68,16 @@ def test_sobol_equals_salib_on_the_same_samples(prob, sobol_result):
 
 
 def test_sobol_of_an_objective_and_at_times(prob):
-    res = sens.sobol(prob.replace(times=[0.5, 1.0], t0=0.0), ishigami.RANGES, n=256, seed=SEED,
-                     objective=final_value, batch=BATCH)
+    res = sens.sobol(prob, ishigami.RANGES, n=256, seed=SEED, objective=final_value, batch=BATCH)
     assert res["S1"].dims == ("input",)
-    # at selects save times: y(t) = t f(x), so the indices are the same at every time
+    # at selects save times: y(t) = t f(x), so the indices are the same at every time t > 0
     at = sens.sobol(prob, ishigami.RANGES, n=256, seed=SEED, at=[0.25, 1.0], batch=BATCH)
+    full = sens.sobol(prob, ishigami.RANGES, n=256, seed=SEED, batch=BATCH)
+    assert np.all(np.isnan(full["S1"].values[:, 0, 0]))  # y(0) = 0 does not vary: no index
     assert at["S1"].dims == ("input", "time", "output") and at["time"].values.tolist() == [0.25, 1.0]
     np.testing.assert_allclose(at["S1"].values[:, 0, 0], at["S1"].values[:, 1, 0], atol=1e-9)
     np.testing.assert_allclose(res["S1"].values, at["S1"].values[:, 1, 0], atol=1e-9)
+    np.testing.assert_allclose(full["ST"].values[:, 1, 0], at["ST"].values[:, 1, 0], atol=1e-9)
     frame = at.to_frame(time=0.25)
     assert list(frame.columns) == ["S1", "S1_conf", "ST", "ST_conf"] and list(frame.index) == ["x1", "x2", "x3"]
 
@@ -155,3 +158,74 @@ def test_sobol_drops_groups_with_a_failed_solve():
     # log y(1) = k: all of the variance is k's
     np.testing.assert_allclose(res["S1"].values, [1.0], atol=0.05)
     np.testing.assert_allclose(res["ST"].values, [1.0], atol=0.05)
+
+
+# --------------------------------------------------------------------------- YAML and CLI
+CONFIG = """
+model: ishigami
+time: {start: 0.0, stop: 1.0, points: 2}
+solver: {rtol: 1.0e-10, atol: 1.0e-10}
+sensitivity: {wrt: [x1, x2, x3], objective: {type: final_value}}
+analysis:
+  ranges: {x1: [-3.141592653589793, 3.141592653589793], x2: [-3.141592653589793, 3.141592653589793],
+           x3: [-3.141592653589793, 3.141592653589793]}
+  batch: 256
+  sobol: {n: 256, seed: 3}
+  morris: {trajectories: 16, objective: true}
+  dgsm: {n: 64}
+output: {plots: []}
+"""
+
+
+def test_cli_runs_the_analysis_block(tmp_path, prob):
+    import json
+
+    import xarray as xr
+
+    from sensitivity import cli
+    from sensitivity.gsa.run import store_root
+
+    cfg = tmp_path / "ish.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "res"
+    # an interrupted run left Sobol chunks in the store: --resume computes only the rest
+    store = store_root(out) / "sobol"
+    first = sens.sobol(prob, ishigami.RANGES, n=256, seed=3, batch=256, chunk=1, store=store)
+    assert first.data.attrs["ensemble_chunks"] == 5
+    sorted(store.glob("chunk-*.npz"))[2].unlink()
+    assert cli.main(["run", str(cfg), "--out", str(out), "-q", "--set", "sensitivity.probe=never",
+                     "--resume"]) == 0
+    for name in ("sobol", "morris", "dgsm"):
+        for ext in ("nc", "csv", "png"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0
+    assert not store_root(out).exists()  # the store goes once the result is written
+    summary = json.loads((out / "summary.json").read_text())
+    s = summary["analysis"]["sobol"]
+    assert s["settings"]["ensemble_chunks_resumed"] == 4 and s["settings"]["ensemble_chunks_computed"] == 1
+    with xr.open_dataset(out / "sobol.nc", engine="h5netcdf") as ds:
+        np.testing.assert_allclose(ds["S1"].values, first["S1"].values, rtol=1e-12)
+        assert ds["S1"].dims == ("input", "time", "output")
+    header = (out / "sobol.csv").read_text().splitlines()[0]
+    assert header == "output,time,input,S1,S1_conf,ST,ST_conf"
+    assert summary["analysis"]["morris"]["indices"]["names"] == ["x1", "x2", "x3"]
+    assert summary["analysis"]["dgsm"]["settings"]["gradients"] == 64
+
+
+def test_config_problems_in_the_analysis_block(tmp_path):
+    from sensitivity import cli
+
+    bad = CONFIG.replace("x3: [-3.141592653589793, 3.141592653589793]}", "x4: [1, 0]}")
+    bad = bad.replace("sobol: {n: 256, seed: 3}", "sobol: {n: 100}").replace(
+        "sensitivity: {wrt: [x1, x2, x3], objective: {type: final_value}}", "sensitivity: {wrt: [x1, x2, x3]}")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(bad + "executor: {local: 2, address: tcp://h:1}\n")
+    with pytest.raises(sens.ConfigError) as info:
+        from sensitivity import config
+        config.load(cfg)
+    text = "\n".join(info.value.problems)
+    assert "analysis.sobol.n: 100 is not a power of 2" in text
+    assert "analysis.ranges.x4: " in text and "no parameter" in text
+    assert "analysis.dgsm: needs sensitivity.objective" in text
+    assert "analysis.morris: needs sensitivity.objective" in text
+    assert "executor: give one of local: N and address" in text
+    assert cli.main(["validate", str(cfg)]) == 2
