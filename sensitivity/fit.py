@@ -135,7 +135,8 @@ class FitResult:
     (model - data) / sigma; trajectory: the `Trajectory` at x on the merged save times;
     start_trajectory: outputs at the start; method, success, message, iterations;
     evaluations: how many simulate / jacobian / gradient / hvp calls the fit made
-    (failures: solves that failed at trial points); path: a DataFrame of the iterates
+    (failures: solves that failed at trial points; solver_steps: the steps of the forward
+    solves of simulate, jacobian and gradient calls, a measure of the work); path: a DataFrame of the iterates
     (cost and inputs); starts: one row per start of a multi-start fit; timings: seconds.
     """
 
@@ -303,7 +304,8 @@ class _Evaluator:
     def __init__(self, problem: Problem, rows, cols, target, w, log: bool, jac_mode: str):
         self.problem, self.rows, self.cols = problem, rows, cols
         self.target, self.w, self.log, self.jac_mode = target, w, log, jac_mode
-        self.counts = {"simulate": 0, "jacobian": 0, "gradient": 0, "hvp": 0, "failures": 0}
+        self.counts = {"simulate": 0, "jacobian": 0, "gradient": 0, "hvp": 0, "failures": 0,
+                       "solver_steps": 0}
         self.seconds = {"compile": 0.0, "run": 0.0}
         self._res: dict = {}
         self._jac: dict = {}
@@ -314,9 +316,10 @@ class _Evaluator:
     def x(self, theta) -> np.ndarray:
         return np.exp(theta) if self.log else np.asarray(theta, dtype=np.float64)
 
-    def _time(self, timings: dict) -> None:
+    def _time(self, timings: dict, stats: dict | None = None) -> None:
         for k in self.seconds:
             self.seconds[k] += float(timings.get(k, 0.0))
+        self.counts["solver_steps"] += int((stats or {}).get("num_steps", 0))
 
     def residuals(self, theta) -> np.ndarray:
         from .solve import simulate
@@ -326,7 +329,7 @@ class _Evaluator:
             self.counts["simulate"] += 1
             try:
                 tr = simulate(self.problem.with_inputs(self.x(theta)))
-                self._time(tr.timings)
+                self._time(tr.timings, tr.stats)
                 r = (tr.outputs[self.rows, self.cols] - self.target) * self.w
             except SolverError:
                 self.counts["failures"] += 1
@@ -347,7 +350,7 @@ class _Evaluator:
             self.counts["jacobian"] += 1
             x = self.x(theta)
             res = jacobian(self.problem.with_inputs(x), mode=self.jac_mode, probe_problem=False)
-            self._time(res.timings)
+            self._time(res.timings, res.stats)
             r = (res.outputs[self.rows, self.cols] - self.target) * self.w
             self._res = {key: r}
             Jr = res.values[self.rows, self.cols, :] * self.w[:, None]
@@ -377,7 +380,7 @@ class _Evaluator:
         if key not in self._grad:
             self.counts["gradient"] += 1
             g = gradient(self.problem.with_inputs(self.x(theta)), self.objective, probe_problem=False)
-            self._time(g.timings)
+            self._time(g.timings, g.stats)
             self._grad = {key: (0.5 * g.value, 0.5 * g.grad)}
             self.path.append((0.5 * g.value, self.x(theta)))
         return self._grad[key]

@@ -53,6 +53,7 @@ def test_recovers_true_inputs_without_noise(problem, clean):
     np.testing.assert_allclose(res.x, problem.x0(), rtol=1e-6)
     assert res.cost < 1e-10
     assert res.iterations > 3 and res.evaluations["jacobian"] >= res.iterations
+    assert res.evaluations["solver_steps"] > res.evaluations["simulate"] + res.evaluations["jacobian"]
     assert res.path["cost"].iloc[0] > 1e3 * res.path["cost"].iloc[-1]
     np.testing.assert_allclose(res.start, [OFF["r"], OFF["K"], OFF["y0.N"]])
 
