@@ -165,3 +165,26 @@ def test_bad_input_raises_input_errors(problem, clean):
         fit(problem, clean, starts=3)
     with pytest.raises(sens.InputError, match="before the problem's start"):
         fit(problem, clean.assign(time=clean["time"] - 1.0))
+
+
+def test_linear_parameters(problem, clean, noisy_fit):
+    """log_params=False fits p itself: same optimum, same (natural-scale) standard errors."""
+    res = fit(problem, _noisy(clean, 0), sigma=SIGMA, start=problem.x0() * [1.5, 0.7, 1.3], log_params=False)
+    assert res.success and res.fisher.scale == "linear"
+    np.testing.assert_allclose(res.x, noisy_fit.x, rtol=1e-6)
+    np.testing.assert_allclose(res.standard_error, noisy_fit.standard_error, rtol=1e-5)
+
+
+def test_auto_takes_trust_ncg_when_the_jacobian_is_dear():
+    """400 inputs, 200 save times: a Jacobian costs far more than a gradient (cost model
+    only, nothing is compiled)."""
+    from sensitivity.fit import _choose_method, _Evaluator
+
+    def rhs(t, y, p):
+        return jnp.tanh(p["W"] @ y) - y
+
+    model = sens.ODEModel("wide", 20, {"W": np.zeros((20, 20))}, rhs, np.ones(20))
+    p = sens.Problem(model, np.linspace(0.1, 1, 200), wrt=["W"], of=["u[0]"])
+    ev = _Evaluator(p, np.arange(3), np.zeros(3, dtype=int), np.zeros(3), np.ones(3), True, "auto")
+    method, why = _choose_method(p, "auto", ev)
+    assert method == "trust-ncg" and "gradients" in why
