@@ -229,3 +229,8 @@ def test_config_problems_in_the_analysis_block(tmp_path):
     assert "analysis.morris: needs sensitivity.objective" in text
     assert "executor: give one of local: N and address" in text
     assert cli.main(["validate", str(cfg)]) == 2
+    good = tmp_path / "good.yaml"
+    good.write_text(CONFIG + "executor: {local: 3, retries: 1}\n")
+    spec = config.load(good)
+    assert spec.config.executor.target() == "local:3" and spec.config.executor.retries == 1
+    assert spec.config.analysis.ranges_of(spec.config.analysis.sobol)["x1"] == [-math.pi, math.pi]
