@@ -188,3 +188,13 @@ def test_auto_takes_trust_ncg_when_the_jacobian_is_dear():
     ev = _Evaluator(p, np.arange(3), np.zeros(3, dtype=int), np.zeros(3), np.ones(3), True, "auto")
     method, why = _choose_method(p, "auto", ev)
     assert method == "trust-ncg" and "gradients" in why
+
+
+def test_replicates_add_information(problem, clean, noisy_fit):
+    """Every datum twice (replicates at the same times): the same estimate, standard errors
+    smaller by sqrt(2)."""
+    twice = pd.concat([_noisy(clean, 0)] * 2, ignore_index=True)
+    res = fit(problem, twice, sigma=SIGMA, start=noisy_fit.x)
+    np.testing.assert_allclose(res.x, noisy_fit.x, rtol=1e-6)
+    np.testing.assert_allclose(res.standard_error, noisy_fit.standard_error / np.sqrt(2), rtol=1e-5)
+    assert res.fisher.n_observations == 15  # distinct (time, output) points, each weighted twice
