@@ -41,6 +41,9 @@ from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 from .solve import Trajectory, simulate  # noqa: E402
 
+from .fit import FitResult, fit  # noqa: E402
+from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
+
 __version__ = "0.1.0"
 __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
@@ -49,3 +52,4 @@ __all__ = [
     "Dose", "doses", "Event", "DiscontinuityWarning",
     "ensemble", "sobol", "morris", "dgsm",
 ]
+__all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]

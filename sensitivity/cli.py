@@ -324,6 +324,8 @@ def _run(args, interrupt: Interrupt) -> int:
     mode = args.mode or s.mode
     result = an.run(spec.problem, spec.objective, mode=mode, normalize=s.normalize,
                     hessian=s.hessian, probe=s.probe, stage=progress.stage)
+    from . import analysis_runs
+    extra = analysis_runs.run(spec, result, stage=progress.stage)  # analysis: identifiability, fit
     from .gsa import run as gsa_run  # the analysis: block (Sobol, Morris, DGSM)
 
     global_results = gsa_run.run_analyses(spec, executor=args.executor, resume=args.resume,
@@ -332,6 +334,7 @@ def _run(args, interrupt: Interrupt) -> int:
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:
             files = _write(tmp, spec, result, progress)
+            files += analysis_runs.write(tmp, spec, extra)
             files += gsa_run.write_analyses(tmp, global_results)
             result.timings["write"] = {"wall": time.perf_counter() - write_start}
             result.timings["validate"] = {"wall": validate_s}
@@ -339,10 +342,14 @@ def _run(args, interrupt: Interrupt) -> int:
             summary = build_summary(spec, result, files + [io.SUMMARY_FILE], mode, argv=args.argv)
             if global_results:
                 summary["analysis"] = gsa_run.summary(global_results)
+            if extra:  # identifiability, fit
+                summary.setdefault("analysis", {}).update(analysis_runs.summary(extra))
             io.write_json(summary, tmp / io.SUMMARY_FILE)
             interrupt.check()  # the last moment a stop keeps the folder from appearing
     gsa_run.clear_stores(spec.output_dir)
     _report(spec, result)
+    for line in analysis_runs.report(extra):
+        print(line)
     return EXIT_OK
 
 

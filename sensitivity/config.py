@@ -642,6 +642,10 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
     if model is not None:
         problems.extend(_name_problems(data, model))
         problems.extend(_analysis_name_problems(data, model))
+        from . import analysis_runs  # the analysis: block's identifiability and fit entries
+
+        grid = _times(cfg) if cfg is not None else None
+        problems.extend(analysis_runs.check(data, model, base, grid and (grid[1], float(grid[0][-1]))))
 
     observations = None
     objective_raw = _mapping(_mapping(data.get("sensitivity")).get("objective"))

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..analysis_runs import FitConfig, IdentifiabilityConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -111,6 +113,8 @@ class AnalysisConfig(_Strict):
     sobol: Optional[SobolConfig] = None
     morris: Optional[MorrisConfig] = None
     dgsm: Optional[DGSMConfig] = None
+    identifiability: Optional[IdentifiabilityConfig] = None  # sensitivity/analysis_runs.py
+    fit: Optional[FitConfig] = None  # sensitivity/analysis_runs.py
 
     @field_validator("ranges")
     @classmethod
