@@ -1,6 +1,7 @@
 """The command line: `sensitivity run | validate | plan | models | calibrate`.
 
     sensitivity run configs/lotka_volterra.yaml [--out DIR] [--mode auto|forward|adjoint] [--force]
+                    [--executor local:N|tcp://host:port] [--resume]   (for an analysis: block)
     sensitivity validate CONFIG      every problem in the file, each with its key path
     sensitivity plan CONFIG          the cost model's decision and why, without running it
     sensitivity models               the registered models

@@ -45,7 +45,7 @@ import numpy as np
 from . import compiled
 from .ad import forward
 from .ad.objective import loss_function, scalar_objective
-from .errors import InputError, SensitivityError, SolverError
+from .errors import InputError, SensitivityError
 from .problem import Problem
 from .solve import output_function, values_of
 

@@ -19,10 +19,11 @@ import sensitivity as sens
 from sensitivity import models
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.timeout(600)  # a hung cluster fails the module instead of CI
 
 import cloudpickle  # noqa: E402  (a dependency of distributed)
 
-from sensitivity.executors import _LOCAL, DaskExecutor, local_client, resolve_executor  # noqa: E402
+from sensitivity.executors import _LOCAL, _REMOTE, DaskExecutor, local_client, resolve_executor  # noqa: E402
 
 # the workers cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -56,7 +57,7 @@ def in_process(prob):
     return sens.sobol(prob, RANGES, n=128, seed=2, batch=BATCH)
 
 
-def test_local2_gives_exactly_the_in_process_indices(prob, executor, in_process):
+def test_local2_gives_exactly_the_in_process_indices(prob, client, executor, in_process):
     res = sens.sobol(prob, RANGES, n=128, seed=2, batch=BATCH, executor=executor)
     assert res.data.attrs["ensemble_executor"].startswith("dask:")
     assert res.samples.attrs["chunks"] > 1
@@ -66,6 +67,12 @@ def test_local2_gives_exactly_the_in_process_indices(prob, executor, in_process)
     # "local:2" names the same cluster (started once per process)
     again = sens.ensemble(prob, in_process.samples["x"].values[:BATCH], batch=BATCH, executor="local:2")
     np.testing.assert_array_equal(again["outputs"].values, in_process.samples["outputs"].values[:BATCH])
+    # a scheduler address connects a client of its own to the same cluster
+    address = client.scheduler.address
+    by_address = sens.ensemble(prob, in_process.samples["x"].values[:BATCH], batch=BATCH, executor=address)
+    assert by_address.attrs["executor"] == f"dask:{address}"
+    np.testing.assert_array_equal(by_address["outputs"].values, again["outputs"].values)
+    _REMOTE.pop(address).close()  # one client per process from here on
 
 
 def _x64_off_then_setup():
