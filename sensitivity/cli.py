@@ -332,7 +332,8 @@ def _run(args, interrupt: Interrupt) -> int:
     from .gsa import run as gsa_run  # the analysis: block (Sobol, Morris, DGSM)
 
     global_results = gsa_run.run_analyses(spec, executor=args.executor, resume=args.resume,
-                                          stage=progress.stage, progress=False if args.quiet else None)
+                                          stage=progress.stage, progress=False if args.quiet else None,
+                                          check=interrupt.check)
     with progress.stage(f"writing {spec.output_dir}"):
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:

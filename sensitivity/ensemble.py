@@ -306,7 +306,8 @@ def _mode(problem: Problem, task: str, objective, mode: str) -> tuple[Problem, s
 def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | None = None,
              batch: int | None = None, executor=None, mode: str = "auto",
              memory_budget: int | None = None, chunk: int | None = None, store=None,
-             resume: bool = False, retries: int = 2, progress: bool | None = None):
+             resume: bool = False, retries: int = 2, progress: bool | None = None,
+             check: Callable[[], None] | None = None):
     """Evaluate `problem` at every row of X (n_samples, n_inputs): one compiled, vmapped
     function per batch size.
 
@@ -320,7 +321,9 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     `sensitivity.executors`. chunk: batches per executor task (default: 1 in process, a
     few per worker on Dask). store: a folder where finished chunks are kept; resume=True
     reuses those of the same ensemble. retries: extra tries of a failed chunk (Dask).
-    progress: a progress bar of chunks (None: only on a terminal).
+    progress: a progress bar of chunks (None: only on a terminal). check: called after
+    every chunk; it may raise (e.g. KeyboardInterrupt) to stop the run, whose finished
+    chunks stay in the store.
 
     Returns an `xarray.Dataset` with dimension `sample` (see the module docstring); failed
     samples are NaN with a non-zero `status` (`status.attrs` maps codes to names).
@@ -380,6 +383,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
                 if chunk_store is not None:
                     chunk_store.save(i, res)
             bar.update(1)
+            if check is not None:
+                check()
     finally:
         bar.close()
     wall = time.perf_counter() - started

@@ -25,10 +25,12 @@ def store_root(output_dir: Path) -> Path:
     return output_dir.parent / f".{output_dir.name}.chunks"
 
 
-def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress: bool | None = None) -> dict:
+def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress: bool | None = None,
+                 check=None) -> dict:
     """Run every method of spec.config.analysis on spec.problem; returns name -> result.
 
     executor: as for `sens.ensemble` (None: the config's `executor:`, else in process).
+    check: called after every chunk (the CLI's Ctrl-C check: a run stops between chunks).
     """
     from . import dgsm, morris, sobol
 
@@ -41,7 +43,7 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
     retries = ex_cfg.retries if ex_cfg is not None else 2
     stage = stage or (lambda label: nullcontext())
     root = store_root(spec.output_dir)
-    common = dict(executor=executor, resume=resume, retries=retries, progress=progress)
+    common = dict(executor=executor, resume=resume, retries=retries, progress=progress, check=check)
     if cfg.batch:
         common["batch"] = cfg.batch
     out = {}
