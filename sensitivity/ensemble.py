@@ -246,6 +246,9 @@ class ChunkStore:
     def __init__(self, path: str | Path, fingerprint: str, resume: bool):
         self.path = Path(path)
         manifest = self.path / "manifest.json"
+        if self.path.exists() and not (self.path.is_dir() and (manifest.exists() or not any(self.path.iterdir()))):
+            raise InputError(f"store: {self.path} exists and is not a chunk store (no manifest.json); "
+                             "choose a new or empty folder")
         if self.path.exists() and not resume:
             shutil.rmtree(self.path)
         if self.path.exists() and manifest.exists():

@@ -145,6 +145,11 @@ def test_store_and_resume_compute_only_missing_chunks(prob, X, sim, tmp_path):
         sens.ensemble(prob, X[:30], batch=16, store=store, resume=True)
     fresh = sens.ensemble(prob, X, batch=16, store=store)  # without resume: starts afresh
     assert fresh.attrs["chunks_computed"] == 3
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(sens.InputError, match="is not a chunk store"):
+        sens.ensemble(prob, X, batch=16, store=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").exists()
 
     def stop():  # what the CLI's Ctrl-C check does between chunks
         raise KeyboardInterrupt
