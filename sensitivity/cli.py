@@ -224,6 +224,10 @@ def cmd_validate(args) -> int:
     print(f"{args.config}: valid. Model '{p.model.name}', {p.times.size} save times in "
           f"[{p.t0:g}, {p.times[-1]:g}], {p.n_inputs} inputs ({', '.join(p.input_names[:8])}"
           f"{', ...' if p.n_inputs > 8 else ''}), {len(p.of)} outputs{obj}; results to {spec.output_dir}.")
+    if spec.config.analysis is not None and spec.config.analysis.methods():
+        from .gsa.run import describe
+
+        print(describe(spec))
     if spec.output_dir.exists() and any(spec.output_dir.iterdir()):
         print(f"note: {spec.output_dir} already holds a result; `sensitivity run` needs --force to replace it")
     return EXIT_OK

@@ -70,6 +70,23 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
     return out
 
 
+def describe(spec) -> str:
+    """One line per method of the analysis block: what it computes and how many solves."""
+    cfg = spec.config.analysis
+    lines = []
+    for name, m in cfg.methods().items():
+        d = len(cfg.ranges_of(m))
+        if name == "sobol":
+            lines.append(f"analysis.sobol: {m.n} x ({d} + 2) = {m.n * (d + 2)} solves")
+        elif name == "morris":
+            lines.append(f"analysis.morris: {m.trajectories} x ({d} + 1) = {m.trajectories * (d + 1)} solves")
+        else:
+            lines.append(f"analysis.dgsm: {m.n} gradients of the objective over {d} inputs")
+    ex = getattr(spec.config, "executor", None)
+    where = ex.target() if ex is not None and ex.target() else "in process"
+    return "\n".join(lines + [f"ensembles run {where}"])
+
+
 def write_analyses(folder: Path, results: dict, log_time: bool = False) -> list[str]:
     """Each result as NAME.nc (all indices, labelled), NAME.csv (one row per input, and per
     output and time when there are several) and NAME.png (plus sobol_over_time.png when
