@@ -134,7 +134,7 @@ def test_batch_from_memory_budget(prob):
 def test_store_and_resume_compute_only_missing_chunks(prob, X, sim, tmp_path):
     store = tmp_path / "chunks"
     first = sens.ensemble(prob, X, batch=16, store=store)
-    files = sorted(store.glob("chunk-*.npz"))
+    files = sorted(store.glob("batch-*.npz"))
     assert len(files) == 3 and first.attrs["chunks_computed"] == 3
     files[1].unlink()
     again = sens.ensemble(prob, X, batch=16, store=store, resume=True)
@@ -156,7 +156,7 @@ def test_store_and_resume_compute_only_missing_chunks(prob, X, sim, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         sens.ensemble(prob, X, batch=16, store=tmp_path / "cut", check=stop)
-    assert len(list((tmp_path / "cut").glob("chunk-*.npz"))) == 1
+    assert len(list((tmp_path / "cut").glob("batch-*.npz"))) == 1
     rest = sens.ensemble(prob, X, batch=16, store=tmp_path / "cut", resume=True)
     assert rest.attrs["chunks_resumed"] == 1 and rest.attrs["chunks_computed"] == 2
     np.testing.assert_array_equal(rest["outputs"].values, first["outputs"].values)

@@ -192,7 +192,7 @@ def test_cli_runs_the_analysis_block(tmp_path, prob):
     store = store_root(out) / "sobol"
     first = sens.sobol(prob, ishigami.RANGES, n=256, seed=3, batch=256, chunk=1, store=store)
     assert first.data.attrs["ensemble_chunks"] == 5
-    sorted(store.glob("chunk-*.npz"))[2].unlink()
+    sorted(store.glob("batch-*.npz"))[2].unlink()
     assert cli.main(["run", str(cfg), "--out", str(out), "-q", "--set", "sensitivity.probe=never",
                      "--resume"]) == 0
     for name in ("sobol", "morris", "dgsm"):
