@@ -196,7 +196,7 @@ def _plot(rows, d, path):
     a.set_title(f"Sobol, n = {rows[0]['n']}", fontsize=10)
     a.legend(fontsize=8, frameon=False)
     b.bar([0, 1], [d["ours_equiv"], d["salib_solves"]])
-    b.set_xticks([0, 1], [f"exact gradients\n(N = {d['N']})", f"finite differences\nN (D + 1)"], fontsize=8)
+    b.set_xticks([0, 1], [f"exact gradients\n(N = {d['N']})", "finite differences\nN (D + 1)"], fontsize=8)
     b.set_yscale("log")
     b.set_ylabel("solve-equivalents")
     b.set_title(f"DGSM, D = {d['D']}", fontsize=10)

@@ -1,6 +1,7 @@
 """The command line: `sensitivity run | validate | plan | models | calibrate`.
 
     sensitivity run configs/lotka_volterra.yaml [--out DIR] [--mode auto|forward|adjoint] [--force]
+                    [--executor local:N|tcp://host:port] [--resume]   (for an analysis: block)
     sensitivity validate CONFIG      every problem in the file, each with its key path
     sensitivity plan CONFIG          the cost model's decision and why, without running it
     sensitivity models               the registered models
@@ -216,6 +217,10 @@ def cmd_validate(args) -> int:
     print(f"{args.config}: valid. Model '{p.model.name}', {p.times.size} save times in "
           f"[{p.t0:g}, {p.times[-1]:g}], {p.n_inputs} inputs ({', '.join(p.input_names[:8])}"
           f"{', ...' if p.n_inputs > 8 else ''}), {len(p.of)} outputs{obj}; results to {spec.output_dir}.")
+    if spec.config.analysis is not None and spec.config.analysis.methods():
+        from .gsa.run import describe
+
+        print(describe(spec))
     if spec.output_dir.exists() and any(spec.output_dir.iterdir()):
         print(f"note: {spec.output_dir} already holds a result; `sensitivity run` needs --force to replace it")
     return EXIT_OK
@@ -329,7 +334,8 @@ def _run(args, interrupt: Interrupt) -> int:
     from .gsa import run as gsa_run  # the analysis: block (Sobol, Morris, DGSM)
 
     global_results = gsa_run.run_analyses(spec, executor=args.executor, resume=args.resume,
-                                          stage=progress.stage, progress=False if args.quiet else None)
+                                          stage=progress.stage, progress=False if args.quiet else None,
+                                          check=interrupt.check)
     with progress.stage(f"writing {spec.output_dir}"):
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:

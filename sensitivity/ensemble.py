@@ -45,7 +45,7 @@ import numpy as np
 from . import compiled
 from .ad import forward
 from .ad.objective import loss_function, scalar_objective
-from .errors import InputError, SensitivityError, SolverError
+from .errors import InputError, SensitivityError
 from .problem import Problem
 from .solve import output_function, values_of
 
@@ -239,13 +239,18 @@ def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
 
 # --------------------------------------------------------------------------- store
 class ChunkStore:
-    """Finished chunks on disk, one `.npz` file each, under a folder with a manifest that
-    fingerprints the ensemble (samples, task, mode, batch and chunk layout): a resumed run
-    only reuses chunks of the same ensemble. Files are written atomically."""
+    """Finished chunks on disk, one `.npz` file per batch named by its sample range, under a
+    folder with a manifest that fingerprints the ensemble (samples, task, mode, batch size,
+    problem): a resumed run only reuses chunks of the same ensemble. Files are written
+    atomically."""
 
-    def __init__(self, path: str | Path, fingerprint: str, resume: bool):
+    def __init__(self, path: str | Path, fingerprint: str, resume: bool, batch: int):
         self.path = Path(path)
+        self.batch = int(batch)
         manifest = self.path / "manifest.json"
+        if self.path.exists() and not (self.path.is_dir() and (manifest.exists() or not any(self.path.iterdir()))):
+            raise InputError(f"store: {self.path} exists and is not a chunk store (no manifest.json); "
+                             "choose a new or empty folder")
         if self.path.exists() and not resume:
             shutil.rmtree(self.path)
         if self.path.exists() and manifest.exists():
@@ -258,31 +263,44 @@ class ChunkStore:
         self.path.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps({"fingerprint": fingerprint}))
 
-    def _file(self, index: int) -> Path:
-        return self.path / f"chunk-{index:06d}.npz"
+    def _file(self, a: int, b: int) -> Path:
+        return self.path / f"batch-{a:09d}-{b:09d}.npz"
 
-    def has(self, index: int) -> bool:
-        return self._file(index).exists()
+    def _spans(self, span: tuple[int, int]) -> list[tuple[int, int]]:
+        a, b = span
+        return [(s, min(b, s + self.batch)) for s in range(a, b, self.batch)]
 
-    def load(self, index: int) -> dict:
-        with np.load(self._file(index)) as data:
-            return {k: data[k] for k in data.files}
+    def has(self, span: tuple[int, int]) -> bool:
+        """Whether every batch of the chunk of samples [a, b) is stored: files hold one batch
+        each, so a run resumed with another chunk layout (another executor) reuses them."""
+        return all(self._file(*s).exists() for s in self._spans(span))
 
-    def save(self, index: int, result: dict) -> None:
-        tmp = self.path / f".chunk-{index:06d}.{uuid.uuid4().hex[:8]}.npz"
-        np.savez(tmp, **{k: v for k, v in result.items() if not k.startswith("_")})
-        os.replace(tmp, self._file(index))
+    def load(self, span: tuple[int, int]) -> dict:
+        parts = []
+        for s in self._spans(span):
+            with np.load(self._file(*s)) as data:
+                parts.append({k: data[k] for k in data.files})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def save(self, span: tuple[int, int], result: dict) -> None:
+        a = span[0]
+        for s, e in self._spans(span):
+            tmp = self.path / f".batch-{s}.{uuid.uuid4().hex[:8]}.npz"
+            np.savez(tmp, **{k: v[s - a:e - a] for k, v in result.items() if not k.startswith("_")})
+            os.replace(tmp, self._file(s, e))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def fingerprint(spec: EnsembleSpec, X: np.ndarray, chunks: list[tuple[int, int]]) -> str:
-    """A hash of what decides the chunks' content (not the objective's code: its name)."""
+def fingerprint(spec: EnsembleSpec, X: np.ndarray) -> str:
+    """A hash of what decides the samples' results (not the objective's code: its name).
+    The chunk layout is not part of it: files hold one batch each, so a run resumed with
+    another executor (other chunks of whole batches) reuses them."""
     p = spec.problem
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
-    h.update(repr((spec.task, spec.mode, spec.batch, chunks, p.model.name, p.input_names, p.of,
+    h.update(repr((spec.task, spec.mode, spec.batch, p.model.name, p.input_names, p.of,
                    p.times.tolist(), p.solver, p.rtol, p.atol, p.max_steps, p.adjoint,
                    getattr(spec.objective, "__qualname__", repr(spec.objective)),
                    {k: v.tolist() for k, v in p.parameters.items()}, p.y0.tolist())).encode())
@@ -306,7 +324,8 @@ def _mode(problem: Problem, task: str, objective, mode: str) -> tuple[Problem, s
 def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | None = None,
              batch: int | None = None, executor=None, mode: str = "auto",
              memory_budget: int | None = None, chunk: int | None = None, store=None,
-             resume: bool = False, retries: int = 2, progress: bool | None = None):
+             resume: bool = False, retries: int = 2, progress: bool | None = None,
+             check: Callable[[], None] | None = None):
     """Evaluate `problem` at every row of X (n_samples, n_inputs): one compiled, vmapped
     function per batch size.
 
@@ -320,7 +339,9 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     `sensitivity.executors`. chunk: batches per executor task (default: 1 in process, a
     few per worker on Dask). store: a folder where finished chunks are kept; resume=True
     reuses those of the same ensemble. retries: extra tries of a failed chunk (Dask).
-    progress: a progress bar of chunks (None: only on a terminal).
+    progress: a progress bar of chunks (None: only on a terminal). check: called after
+    every chunk; it may raise (e.g. KeyboardInterrupt) to stop the run, whose finished
+    chunks stay in the store.
 
     Returns an `xarray.Dataset` with dimension `sample` (see the module docstring); failed
     samples are NaN with a non-zero `status` (`status.attrs` maps codes to names).
@@ -355,13 +376,13 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     if per_chunk < 1:
         raise InputError(f"chunk = {chunk!r} must be a positive number of batches")
     chunks = [(s * B, min(n, (s + per_chunk) * B)) for s in range(0, n_batches, per_chunk)]
-    chunk_store = ChunkStore(store, fingerprint(spec, X, chunks), resume) if store is not None else None
+    chunk_store = ChunkStore(store, fingerprint(spec, X), resume, B) if store is not None else None
 
     results: dict[int, dict] = {}
     if chunk_store is not None:
         for i in range(len(chunks)):
-            if chunk_store.has(i):
-                results[i] = chunk_store.load(i)
+            if chunk_store.has(chunks[i]):
+                results[i] = chunk_store.load(chunks[i])
     resumed = len(results)
     todo = [i for i in range(len(chunks)) if i not in results]
     infos, failures = [], {}
@@ -378,8 +399,10 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
                 infos.append(res.pop("_info", {}))
                 results[i] = res
                 if chunk_store is not None:
-                    chunk_store.save(i, res)
+                    chunk_store.save(chunks[i], res)
             bar.update(1)
+            if check is not None:
+                check()
     finally:
         bar.close()
     wall = time.perf_counter() - started

@@ -17,10 +17,11 @@ cloudpickle: module-level right-hand sides by reference, so the worker must be a
 import the model's module; closures and lambdas by value) and the chunk's rows of X. Each
 worker traces and compiles the batched function once per ensemble and keeps it for every
 chunk it runs; JAX's persistent compilation cache is shared where the filesystem is.
-Workers must compute in float64: a LocalCluster is started with JAX_ENABLE_X64=1 in its
-workers' environment, every worker is switched to float64 on connect, and every chunk
-checks it (a worker restarted later imports the toolkit, which switches float64
-on, and a Dask worker started without it silently computes in float32).
+Workers must compute in float64 (a Dask worker started without JAX_ENABLE_X64 silently
+computes in float32): a LocalCluster is started with JAX_ENABLE_X64=1 in its workers'
+environment, every worker is switched to float64 when an executor connects, a restarted
+worker switches when it unpickles its first chunk (importing the toolkit does), and every
+chunk checks it.
 """
 
 from __future__ import annotations
@@ -75,9 +76,8 @@ class DaskExecutor:
     finish; a chunk whose task raised (or whose worker died, Dask then reschedules it) is
     retried `retries` times and then reported with its error."""
 
-    def __init__(self, client, owned: bool = False):
+    def __init__(self, client):
         self.client = client
-        self.owned = owned
         self.name = f"dask:{client.scheduler.address}"
         ok = client.run(_worker_setup)
         bad = [w for w, v in ok.items() if not v]
@@ -101,19 +101,21 @@ class DaskExecutor:
             futures[f] = i
         try:
             for f in as_completed(list(futures)):
-                i = futures[f]
+                i = futures.pop(f)
                 try:
-                    yield i, f.result(), None
+                    result = f.result()
                 except Exception as exc:  # noqa: BLE001 - reported per chunk
                     yield i, None, exc
-                finally:
-                    f.release()
-        finally:
+                else:
+                    yield i, result, None
+                f.release()
+        finally:  # an interrupt: the chunks not yet done are cancelled
             for f in futures:
                 f.cancel()
 
 
-_LOCAL: dict[int, object] = {}
+_LOCAL: dict[int, object] = {}  # LocalCluster clients by worker count, one per process
+_REMOTE: dict[str, object] = {}  # clients of scheduler addresses
 
 
 def local_client(n_workers: int | None = None):
@@ -138,6 +140,23 @@ def local_client(n_workers: int | None = None):
     return client
 
 
+def _remote_client(address: str):
+    """A Client of the scheduler at `address`, connected once per process."""
+    if address in _REMOTE and _REMOTE[address].status == "running":
+        return _REMOTE[address]
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(f"executor = '{address}': Dask is not installed; pip install -e \".[distributed]\"") from None
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"executor = '{address}': cannot reach the Dask scheduler ({exc})") from None
+    _REMOTE[address] = client
+    atexit.register(client.close)
+    return client
+
+
 def resolve_executor(executor):
     """An executor for `executor=`: see the module docstring. Raises InputError for an
     unknown value."""
@@ -153,16 +172,7 @@ def resolve_executor(executor):
                 raise InputError(f"executor = '{executor}': expected local or local:N with N >= 1 workers")
             return DaskExecutor(local_client(int(count) if count else None))
         if "://" in text:
-            try:
-                from distributed import Client
-            except ImportError:
-                raise InputError(f"executor = '{executor}': Dask is not installed; "
-                                 "pip install -e \".[distributed]\"") from None
-            try:
-                client = Client(text, timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise InputError(f"executor = '{executor}': cannot reach the Dask scheduler ({exc})") from None
-            return DaskExecutor(client, owned=True)
+            return DaskExecutor(_remote_client(text))
         raise InputError(f"executor = '{executor}' is unknown; valid: inprocess, local, local:N, "
                          "a scheduler address tcp://host:8786, or a dask.distributed Client")
     if type(executor).__name__ == "Client" and hasattr(executor, "submit"):

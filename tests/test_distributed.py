@@ -19,10 +19,11 @@ import sensitivity as sens
 from sensitivity import models
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.timeout(600)  # a hung cluster fails the module instead of CI
 
 import cloudpickle  # noqa: E402  (a dependency of distributed)
 
-from sensitivity.executors import _LOCAL, DaskExecutor, local_client, resolve_executor  # noqa: E402
+from sensitivity.executors import _LOCAL, _REMOTE, DaskExecutor, local_client, resolve_executor  # noqa: E402
 
 # the workers cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -56,7 +57,7 @@ def in_process(prob):
     return sens.sobol(prob, RANGES, n=128, seed=2, batch=BATCH)
 
 
-def test_local2_gives_exactly_the_in_process_indices(prob, executor, in_process):
+def test_local2_gives_exactly_the_in_process_indices(prob, client, executor, in_process):
     res = sens.sobol(prob, RANGES, n=128, seed=2, batch=BATCH, executor=executor)
     assert res.data.attrs["ensemble_executor"].startswith("dask:")
     assert res.samples.attrs["chunks"] > 1
@@ -66,6 +67,12 @@ def test_local2_gives_exactly_the_in_process_indices(prob, executor, in_process)
     # "local:2" names the same cluster (started once per process)
     again = sens.ensemble(prob, in_process.samples["x"].values[:BATCH], batch=BATCH, executor="local:2")
     np.testing.assert_array_equal(again["outputs"].values, in_process.samples["outputs"].values[:BATCH])
+    # a scheduler address connects a client of its own to the same cluster
+    address = client.scheduler.address
+    by_address = sens.ensemble(prob, in_process.samples["x"].values[:BATCH], batch=BATCH, executor=address)
+    assert by_address.attrs["executor"] == f"dask:{address}"
+    np.testing.assert_array_equal(by_address["outputs"].values, again["outputs"].values)
+    _REMOTE.pop(address).close()  # one client per process from here on
 
 
 def _x64_off_then_setup():
@@ -126,13 +133,23 @@ def test_resume_computes_only_missing_chunks(prob, executor, in_process, tmp_pat
     X = in_process.samples["x"].values[: 6 * BATCH]
     store = tmp_path / "store"
     first = sens.ensemble(prob, X, batch=BATCH, chunk=1, executor=executor, store=store)
-    files = sorted(store.glob("chunk-*.npz"))
+    files = sorted(store.glob("batch-*.npz"))
     assert len(files) == 6
     for f in files[1::2]:
         f.unlink()
     again = sens.ensemble(prob, X, batch=BATCH, chunk=1, executor=executor, store=store, resume=True)
     assert again.attrs["chunks_computed"] == 3 and again.attrs["chunks_resumed"] == 3
     np.testing.assert_array_equal(again["outputs"].values, first["outputs"].values)
+    # the store holds batches: a run of 3 chunks of 2 batches on Dask, cut short, resumes
+    # in process (6 chunks of 1 batch) with what it finished
+    files[0].unlink()
+    files[3].unlink()
+    here = sens.ensemble(prob, X, batch=BATCH, store=store, resume=True)
+    assert here.attrs["chunks"] == 6 and here.attrs["chunks_computed"] == 2 and here.attrs["chunks_resumed"] == 4
+    np.testing.assert_array_equal(here["outputs"].values, first["outputs"].values)
+    files[2].unlink()
+    two = sens.ensemble(prob, X, batch=BATCH, chunk=2, executor=executor, store=store, resume=True)
+    assert two.attrs["chunks_computed"] == 1 and two.attrs["chunks_resumed"] == 2
 
 
 def test_cli_executor_option(prob, client, tmp_path):
@@ -171,9 +188,9 @@ def test_a_worker_killed_mid_run_loses_no_chunk(prob, client, executor, in_proce
         prob, X, batch=BATCH, chunk=1, executor=executor, store=store)))
     run.start()
     deadline = time.time() + 120
-    while len(glob.glob(str(store / "chunk-*.npz"))) < 2 and run.is_alive() and time.time() < deadline:
+    while len(glob.glob(str(store / "batch-*.npz"))) < 2 and run.is_alive() and time.time() < deadline:
         time.sleep(0.005)
-    done_at_kill = len(glob.glob(str(store / "chunk-*.npz")))
+    done_at_kill = len(glob.glob(str(store / "batch-*.npz")))
     os.kill(pids[0], signal.SIGKILL)
     run.join(timeout=300)
     ds = box["ds"]

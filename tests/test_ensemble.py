@@ -70,8 +70,12 @@ def test_one_compile_for_every_batch(prob, X, sim):
         assert abs(g["gradient"].values[i, j] - fd) <= 1e-6 * abs(fd) + 1e-8
 
 
-def test_forward_jacobian_ensemble_against_finite_differences(prob, X, sim):
-    jac = sens.ensemble(prob, X[:3], task="jacobian", mode="forward", batch=16)
+@pytest.fixture(scope="module")
+def jac(prob, X):
+    return sens.ensemble(prob, X[:3], task="jacobian", mode="forward", batch=16)
+
+
+def test_forward_jacobian_ensemble_against_finite_differences(prob, X, sim, jac):
     assert jac["jacobian"].dims == ("sample", "time", "output", "input")
     assert jac.attrs["mode"] == "forward"
     np.testing.assert_allclose(jac["outputs"].values, sim["outputs"].values[:3], rtol=1e-12)
@@ -83,6 +87,20 @@ def test_forward_jacobian_ensemble_against_finite_differences(prob, X, sim):
         fd = (pair[:3] - pair[3:]) / (2 * E[:, j])[:, None, None]
         err = np.abs(jac["jacobian"].values[..., j] - fd)
         assert np.all(err <= 1e-5 * np.abs(fd).max() + 1e-7)
+
+
+def test_other_modes_agree(prob, X, jac):
+    # a forward gradient and an adjoint Jacobian against the adjoint gradient and the
+    # forward Jacobian of the tests above (each mode is its own compiled function)
+    Xs = X[:3]
+    g_fwd = sens.ensemble(prob, Xs, task="gradient", objective=objective, mode="forward", batch=16)
+    g_adj = sens.ensemble(prob, Xs, task="gradient", objective=objective, mode="adjoint", batch=16)
+    assert g_fwd.attrs["mode"] == "forward"
+    np.testing.assert_allclose(g_fwd["gradient"].values, g_adj["gradient"].values, rtol=1e-7)
+    j_adj = sens.ensemble(prob, Xs, task="jacobian", mode="adjoint", batch=16)
+    assert j_adj.attrs["mode"] == "adjoint" and j_adj["jacobian"].shape == (3, TIMES.size, 2, 4)
+    scale = np.abs(jac["jacobian"].values).max()
+    np.testing.assert_allclose(j_adj["jacobian"].values, jac["jacobian"].values, rtol=0, atol=1e-7 * scale)
 
 
 def test_failed_samples_are_marked_not_dropped(prob, X, sim):
@@ -116,7 +134,7 @@ def test_batch_from_memory_budget(prob):
 def test_store_and_resume_compute_only_missing_chunks(prob, X, sim, tmp_path):
     store = tmp_path / "chunks"
     first = sens.ensemble(prob, X, batch=16, store=store)
-    files = sorted(store.glob("chunk-*.npz"))
+    files = sorted(store.glob("batch-*.npz"))
     assert len(files) == 3 and first.attrs["chunks_computed"] == 3
     files[1].unlink()
     again = sens.ensemble(prob, X, batch=16, store=store, resume=True)
@@ -127,6 +145,21 @@ def test_store_and_resume_compute_only_missing_chunks(prob, X, sim, tmp_path):
         sens.ensemble(prob, X[:30], batch=16, store=store, resume=True)
     fresh = sens.ensemble(prob, X, batch=16, store=store)  # without resume: starts afresh
     assert fresh.attrs["chunks_computed"] == 3
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(sens.InputError, match="is not a chunk store"):
+        sens.ensemble(prob, X, batch=16, store=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").exists()
+
+    def stop():  # what the CLI's Ctrl-C check does between chunks
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sens.ensemble(prob, X, batch=16, store=tmp_path / "cut", check=stop)
+    assert len(list((tmp_path / "cut").glob("batch-*.npz"))) == 1
+    rest = sens.ensemble(prob, X, batch=16, store=tmp_path / "cut", resume=True)
+    assert rest.attrs["chunks_resumed"] == 1 and rest.attrs["chunks_computed"] == 2
+    np.testing.assert_array_equal(rest["outputs"].values, first["outputs"].values)
 
 
 def test_bad_input_is_an_input_error(prob, X):

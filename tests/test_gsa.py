@@ -192,7 +192,7 @@ def test_cli_runs_the_analysis_block(tmp_path, prob):
     store = store_root(out) / "sobol"
     first = sens.sobol(prob, ishigami.RANGES, n=256, seed=3, batch=256, chunk=1, store=store)
     assert first.data.attrs["ensemble_chunks"] == 5
-    sorted(store.glob("chunk-*.npz"))[2].unlink()
+    sorted(store.glob("batch-*.npz"))[2].unlink()
     assert cli.main(["run", str(cfg), "--out", str(out), "-q", "--set", "sensitivity.probe=never",
                      "--resume"]) == 0
     for name in ("sobol", "morris", "dgsm"):
@@ -211,7 +211,7 @@ def test_cli_runs_the_analysis_block(tmp_path, prob):
     assert summary["analysis"]["dgsm"]["settings"]["gradients"] == 64
 
 
-def test_config_problems_in_the_analysis_block(tmp_path):
+def test_config_problems_in_the_analysis_block(tmp_path, capsys):
     from sensitivity import cli
 
     bad = CONFIG.replace("x3: [-3.141592653589793, 3.141592653589793]}", "x4: [1, 0]}")
@@ -234,3 +234,7 @@ def test_config_problems_in_the_analysis_block(tmp_path):
     spec = config.load(good)
     assert spec.config.executor.target() == "local:3" and spec.config.executor.retries == 1
     assert spec.config.analysis.ranges_of(spec.config.analysis.sobol)["x1"] == [-math.pi, math.pi]
+    capsys.readouterr()
+    assert cli.main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "analysis.sobol: 256 x (3 + 2) = 1280 solves" in out and "ensembles run local:3" in out

@@ -97,6 +97,7 @@ def dgsm_bars(result, path) -> Path:
     ax.bar(np.arange(len(names)), ds["dgsm"].values, yerr=ds["dgsm_conf"].values, capsize=3)
     ax.set_xticks(np.arange(len(names)), names, rotation=30 if len(names) > 6 else 0)
     ax.set_ylabel("upper bound on S_T")
+    ax.axhline(1.0, color="k", ls=":", lw=0.8)  # S_T <= 1 anyway: a bound above 1 says little
     ax.set_yscale("log" if np.nanmax(ds["dgsm"].values) > 100 * np.nanmin(ds["dgsm"].values) > 0 else "linear")
     ax.set_title(f"{ds.attrs.get('model', '')}: DGSM bound on the total Sobol index", fontsize=10)
     return _save(fig, path)

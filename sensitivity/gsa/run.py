@@ -25,10 +25,12 @@ def store_root(output_dir: Path) -> Path:
     return output_dir.parent / f".{output_dir.name}.chunks"
 
 
-def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress: bool | None = None) -> dict:
+def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress: bool | None = None,
+                 check=None) -> dict:
     """Run every method of spec.config.analysis on spec.problem; returns name -> result.
 
     executor: as for `sens.ensemble` (None: the config's `executor:`, else in process).
+    check: called after every chunk (the CLI's Ctrl-C check: a run stops between chunks).
     """
     from . import dgsm, morris, sobol
 
@@ -41,7 +43,7 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
     retries = ex_cfg.retries if ex_cfg is not None else 2
     stage = stage or (lambda label: nullcontext())
     root = store_root(spec.output_dir)
-    common = dict(executor=executor, resume=resume, retries=retries, progress=progress)
+    common = dict(executor=executor, resume=resume, retries=retries, progress=progress, check=check)
     if cfg.batch:
         common["batch"] = cfg.batch
     out = {}
@@ -66,6 +68,23 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
                 out[name] = dgsm(p, ranges, m.n, objective=spec.objective, mode=m.mode, **opts)
         out[name].data.attrs["wall_seconds"] = time.perf_counter() - started
     return out
+
+
+def describe(spec) -> str:
+    """One line per method of the analysis block: what it computes and how many solves."""
+    cfg = spec.config.analysis
+    lines = []
+    for name, m in cfg.methods().items():
+        d = len(cfg.ranges_of(m))
+        if name == "sobol":
+            lines.append(f"analysis.sobol: {m.n} x ({d} + 2) = {m.n * (d + 2)} solves")
+        elif name == "morris":
+            lines.append(f"analysis.morris: {m.trajectories} x ({d} + 1) = {m.trajectories * (d + 1)} solves")
+        else:
+            lines.append(f"analysis.dgsm: {m.n} gradients of the objective over {d} inputs")
+    ex = getattr(spec.config, "executor", None)
+    where = ex.target() if ex is not None and ex.target() else "in process"
+    return "\n".join(lines + [f"ensembles run {where}"])
 
 
 def write_analyses(folder: Path, results: dict, log_time: bool = False) -> list[str]:

@@ -46,23 +46,36 @@ def sobol_indices(Y: np.ndarray, d: int, num_resamples: int = 100, conf_level: f
     Y = np.asarray(Y, dtype=np.float64)
     Y = Y - Y.mean(axis=0)  # the first-order estimator is not shift-invariant: centre, as SALib does
     extra = Y.shape[1:]
-    Yg = Y.reshape((-1, d + 2) + extra)
-    N = Yg.shape[0]
+    Yg = Y.reshape(Y.shape[0] // (d + 2), d + 2, -1)  # (N, d + 2, K): outputs flattened
+    N, K = Yg.shape[0], Yg.shape[2]
+    r = np.random.default_rng(seed).integers(N, size=(N, num_resamples))
+    z = norm.ppf(0.5 + conf_level / 2)
+    out = {k: np.empty((d, K)) for k in ("S1", "S1_conf", "ST", "ST_conf")}
+    block = max(1, 2**22 // max(N * d, 1))  # outputs at a time: temporaries of ~32 MiB
+    for lo in range(0, K, block):
+        cols = slice(lo, min(K, lo + block))
+        part = _indices(Yg[:, :, cols], d, r, z)
+        for k in out:
+            out[k][:, cols] = part[k]
+    return {k: v.reshape((d,) + extra) for k, v in out.items()}
+
+
+def _indices(Yg: np.ndarray, d: int, r: np.ndarray, z: float) -> dict:
+    """The indices and bootstrap half-widths for values Yg (N, d + 2, k) -> each (d, k)."""
     A, AB, B = Yg[:, 0], Yg[:, 1:d + 1], Yg[:, d + 1]
+    num_resamples = r.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.var(np.concatenate([A, B]), axis=0)
         var = np.where(var > 0, var, np.nan)
         S1, ST = _first(A, AB, B, var), _total(A, AB, var)
-        r = np.random.default_rng(seed).integers(N, size=(N, num_resamples))
-        s1 = np.empty((num_resamples, d) + extra)
-        st = np.empty((num_resamples, d) + extra)
+        s1 = np.empty((num_resamples,) + S1.shape)
+        st = np.empty((num_resamples,) + S1.shape)
         for k in range(num_resamples):
             idx = r[:, k]
             a, ab, b = A[idx], AB[idx], B[idx]
             v = np.var(np.concatenate([a, b]), axis=0)
             v = np.where(v > 0, v, np.nan)
             s1[k], st[k] = _first(a, ab, b, v), _total(a, ab, v)
-    z = norm.ppf(0.5 + conf_level / 2)
     return {"S1": S1, "S1_conf": z * s1.std(axis=0, ddof=1), "ST": ST, "ST_conf": z * st.std(axis=0, ddof=1)}
 
 
