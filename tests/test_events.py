@@ -47,16 +47,33 @@ def _pk_reference(prob):
     return np.asarray(C), np.asarray(J)
 
 
-@pytest.mark.parametrize("mode", ["forward", "adjoint"])
-def test_pk_seven_doses_against_bateman_superposition(pk, mode):
+def test_pk_seven_doses_against_bateman_superposition_forward(pk):
     assert pk.input_names[3:10] == tuple(f"dose[{j}].amount" for j in range(7))
     assert pk.input_names[10:] == tuple(f"dose[{j}].time" for j in range(7))
     C, J = _pk_reference(pk)
-    res = sens.jacobian(pk, mode=mode)
+    res = sens.jacobian(pk, mode="forward")
     np.testing.assert_allclose(res.outputs[:, 0], C, rtol=1e-6, atol=1e-9 * C.max())
     scale = np.abs(J).max(axis=0)  # per input: relative to the derivative's size over time
     err = np.abs(res.values[:, 0, :] - J) / scale
     assert err.max() < 1e-6, dict(zip(res.input_names, err.max(axis=0)))
+
+
+W_PK = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, PK_TIMES.size))
+
+
+def weighted_concentration(ys):
+    return jnp.sum(W_PK * ys[:, 0])
+
+
+def test_pk_seven_doses_against_bateman_superposition_adjoint(pk):
+    """One backward sweep: w^T dC/dx for every input (17 of them) against the closed form."""
+    C, J = _pk_reference(pk)
+    g = sens.gradient(pk, weighted_concentration, mode="adjoint")
+    assert g.mode == "adjoint" and g.variant == "checkpoint"
+    assert abs(g.value / float(W_PK @ C) - 1) < 1e-8
+    ref = np.asarray(W_PK) @ J
+    err = np.abs(g.grad - ref) / (np.asarray(W_PK) @ np.abs(J))
+    assert err.max() < 1e-6, dict(zip(pk.input_names, err))
 
 
 def test_new_dose_times_and_amounts_do_not_recompile(pk):
@@ -165,13 +182,84 @@ def ball():
                         rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("mode", ["forward", "adjoint"])
-def test_bouncing_ball_against_closed_form(ball, mode):
+W_BALL = jnp.asarray(np.random.default_rng(2).standard_normal((BALL_TIMES.size, 2)))
+
+
+def ball_weighted(ys):
+    return jnp.sum(W_BALL * ys)
+
+
+def _ball_reference(ball):
     x = jnp.asarray(ball.x0())
     ref, tk = ball_closed_form(x, jnp.asarray(ball.times))
-    assert float(tk[3]) < BALL_TIMES[-1]  # the last save is after the fourth bounce
+    assert float(tk[3]) < BALL_TIMES[-1] < float(tk[4])  # the last save is after the fourth bounce
     J = jax.jacfwd(lambda x_: ball_closed_form(x_, jnp.asarray(ball.times))[0])(x)
-    res = sens.jacobian(ball, mode=mode)
-    np.testing.assert_allclose(res.outputs, np.asarray(ref), rtol=1e-7, atol=1e-8)
-    # the time of the last bounce before each save, t - since, and its derivatives
-    np.testing.assert_allclose(res.values, np.asarray(J), rtol=1e-6, atol=1e-7)
+    return np.asarray(ref), np.asarray(J)
+
+
+def test_bouncing_ball_against_closed_form_forward(ball):
+    """Height and time since the last bounce (so the bounce times t_k = t - since) and their
+    derivatives by g, e and the initial height, through four located and reset events."""
+    ref, J = _ball_reference(ball)
+    res = sens.jacobian(ball, mode="forward")
+    np.testing.assert_allclose(res.outputs, ref, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(res.values, J, rtol=1e-6, atol=1e-7)
+
+
+def test_bouncing_ball_against_closed_form_adjoint(ball):
+    ref, J = _ball_reference(ball)
+    g = sens.gradient(ball, ball_weighted, mode="adjoint")
+    assert abs(g.value - float(np.sum(np.asarray(W_BALL) * ref))) < 1e-7
+    np.testing.assert_allclose(g.grad, np.einsum("to,toi->i", np.asarray(W_BALL), J), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- fitting with doses
+FIT_TRUE = np.array([1.57, 2.8, 32.0])  # ka, CL, V
+
+
+def _fit_data():
+    x = jnp.concatenate([jnp.asarray(FIT_TRUE), jnp.full(7, 320.0), jnp.arange(7) * 12.0])
+    return np.asarray(bateman(x, jnp.asarray(PK_TIMES), 7))
+
+
+FIT_DATA = jnp.asarray(_fit_data())
+
+
+def fit_loss(ys):
+    return jnp.sum((ys[:, 0] - FIT_DATA) ** 2)
+
+
+def test_fit_ka_cl_v_from_twice_off_with_auto_gradient_hvp_hessian():
+    from scipy.optimize import minimize
+
+    model = models.get("pk_one_compartment_oral")
+    start = sens.Problem(model, PK_TIMES, wrt=["ka", "CL", "V"], parameters=dict(zip(["ka", "CL", "V"], 2 * FIT_TRUE)),
+                         doses=sens.doses("depot", 320.0, every=12.0, count=7), rtol=1e-10, atol=1e-10)
+    compiles = []
+
+    def fun(logx):  # in log parameters: d loss / d log p = p * d loss / d p
+        g = sens.gradient(start.with_inputs(np.exp(logx)), fit_loss, mode="auto", probe_problem=False)
+        compiles.append(g.timings["compile"])
+        return g.value, g.grad * np.exp(logx)
+
+    # bounds at 10x keep the line search away from absurd trial values (V ~ 1e-7 is stiff)
+    bounds = [(np.log(v / 10), np.log(v * 10)) for v in start.x0()]
+    opt = minimize(fun, np.log(start.x0()), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 200})
+    np.testing.assert_allclose(np.exp(opt.x), FIT_TRUE, rtol=1e-5)
+    assert sum(c > 0 for c in compiles) == 1  # every iteration reused one compiled gradient
+
+    at = start.with_inputs(np.exp(opt.x))
+    H = sens.hessian(at, fit_loss)  # "auto"
+    # against central differences of our own gradient (checked against closed forms above)
+    grad = lambda x: sens.gradient(at.with_inputs(x), fit_loss, mode="forward").grad  # noqa: E731
+    x0 = at.x0()
+    H_fd = np.empty((3, 3))
+    for j in range(3):
+        h = 1e-5 * x0[j]
+        e = np.zeros(3)
+        e[j] = h
+        H_fd[:, j] = (grad(x0 + e) - grad(x0 - e)) / (2 * h)
+    np.testing.assert_allclose(H, H_fd, rtol=1e-5, atol=1e-7 * np.abs(H_fd).max())
+    v = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(sens.hvp(at, fit_loss, v), H @ v, rtol=1e-6, atol=1e-9 * np.abs(H @ v).max())
