@@ -263,3 +263,65 @@ def test_fit_ka_cl_v_from_twice_off_with_auto_gradient_hvp_hessian():
     np.testing.assert_allclose(H, H_fd, rtol=1e-5, atol=1e-7 * np.abs(H_fd).max())
     v = np.array([1.0, -2.0, 0.5])
     np.testing.assert_allclose(sens.hvp(at, fit_loss, v), H @ v, rtol=1e-6, atol=1e-9 * np.abs(H @ v).max())
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_bad_dose_event_and_breakpoint_inputs_name_the_field():
+    pk = models.get("pk_one_compartment_oral")
+    ts = np.linspace(0.0, 48.0, 5)
+    with pytest.raises(sens.InputError, match=r"doses\[0\].state = 'dpot'.*did you mean 'depot'"):
+        sens.Problem(pk, ts, doses=[sens.Dose(0.0, "dpot", 1.0)])
+    with pytest.raises(sens.InputError, match=r"doses\[1\].time = 50 is outside the time span \[0, 48\]"):
+        sens.Problem(pk, ts, doses=[sens.Dose(0.0, "depot", 1.0), sens.Dose(50.0, "depot", 1.0)])
+    with pytest.raises(sens.InputError, match="count = -1 must be a non-negative integer"):
+        sens.doses("depot", 1.0, every=12.0, count=-1)
+    with pytest.raises(sens.InputError, match="every = 0.0 must be a positive number"):
+        sens.doses("depot", 1.0, every=0.0, count=3)
+    with pytest.raises(sens.InputError, match=r"Dose.amount = nan must be finite"):
+        sens.Dose(0.0, "depot", float("nan"))
+    schedule = sens.doses("depot", 1.0, every=12.0, count=3)
+    with pytest.raises(sens.InputError, match=r"wrt\[1\] = 'dose\[3\].time': dose index 3 is out of range.*3 doses"):
+        sens.Problem(pk, ts, wrt=["ka", "dose[3].time"], doses=schedule)
+    with pytest.raises(sens.InputError, match=r"wrt\[0\] = 'dose.amount': the problem has no doses"):
+        sens.Problem(pk, ts, wrt=["dose.amount"])
+    with pytest.raises(sens.InputError, match=r"wrt\[0\] = 'dose\[x\].time' is not a dose input"):
+        sens.Problem(pk, ts, wrt=["dose[x].time"], doses=schedule)
+    with pytest.raises(sens.InputError, match=r"breakpoints\[0\] = 'kaa' is not a scalar parameter.*did you mean 'ka'"):
+        sens.Problem(pk, ts, breakpoints=["kaa"])
+    with pytest.raises(sens.ModelError, match=r"breakpoints\[0\] = 'tswitch' is not a parameter.*did you mean 't_switch'"):
+        seir = models.get("seir_intervention")
+        sens.ODEModel("x", seir.states, seir.parameters, seir.rhs, seir.y0, breakpoints=["tswitch"])
+    with pytest.raises(sens.InputError, match="Event.direction = 'sideways' is not valid"):
+        sens.Event(ball_hits_ground, direction="sideways")
+    with pytest.raises(sens.InputError, match="Event.reset = 3 must be callable"):
+        sens.Event(ball_hits_ground, reset=3)
+    with pytest.raises(sens.InputError, match=r"events\[0\] = 'bounce' is not a sensitivity.Event"):
+        sens.Problem(pk, ts, events=["bounce"])
+
+
+def test_yaml_doses_block_and_its_validation(tmp_path):
+    from sensitivity import config
+
+    base = ("model: pk_one_compartment_oral\ntime: {start: 0.0, stop: 48.0, points: 9}\n"
+            "sensitivity: {wrt: [ka, 'dose[1].amount', dose.time]}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(base + "doses:\n  - {time: 30.0, state: depot, amount: 50.0}\n"
+                           "  - {state: depot, amount: 100.0, every: 24.0, count: 2}\nbreakpoints: [40.0]\n")
+    spec = config.load(good)
+    assert [(d.time, d.amount) for d in spec.problem.doses] == [(0.0, 100.0), (24.0, 100.0), (30.0, 50.0)]
+    assert spec.problem.input_names == ("ka", "dose[1].amount", "dose[0].time", "dose[1].time", "dose[2].time")
+    assert spec.problem.fixed_breakpoints == (40.0,)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "doses: [{time: 60.0, state: dpot, amount: 1.0}, {state: depot, amount: 1.0, "
+                          "every: 12.0, count: -2}]\nbreakpoints: [t_swich]\n")
+    with pytest.raises(sens.ConfigError) as info:
+        config.load(bad)
+    text = "\n".join(info.value.problems)
+    assert "doses[1].count = -2: must be greater than or equal to 0" in text
+    bad.write_text(base + "doses: [{time: 60.0, state: dpot, amount: 1.0}]\nbreakpoints: [t_swich]\n")
+    with pytest.raises(sens.ConfigError) as info:
+        config.load(bad)
+    text = "\n".join(info.value.problems)
+    assert "doses[0].state = 'dpot': model 'pk_one_compartment_oral' has no such state (did you mean 'depot'?)" in text
+    assert "doses[0].time: dose time 60 is outside the time span [0, 48]" in text
+    assert "breakpoints[0] = 't_swich': not a scalar parameter" in text
