@@ -296,6 +296,10 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         raise InputError(
             "this route (an augmented right-hand side) does not support doses, breakpoints or "
             "events; use hvp mode 'fwd-over-rev' or hessian mode 'fwd-over-fwd'")
+    if method == "backsolve":
+        raise InputError(
+            "adjoint = 'backsolve' does not support doses, parameter breakpoints or events (diffrax's "
+            "BacksolveAdjoint cannot save at sub-times or stop at events); use adjoint='checkpoint'")
     model = problem.model
     n = model.n_states
     dose_state = np.array([model.states.index(d.state) for d in problem.doses], dtype=int)

@@ -325,3 +325,36 @@ def test_yaml_doses_block_and_its_validation(tmp_path):
     assert "doses[0].state = 'dpot': model 'pk_one_compartment_oral' has no such state (did you mean 'depot'?)" in text
     assert "doses[0].time: dose time 60 is outside the time span [0, 48]" in text
     assert "breakpoints[0] = 't_swich': not a scalar parameter" in text
+
+
+# ----------------------------------------------------------------------------- terminal event
+def decay_rhs(t, y, p):  # an amount decaying, and a clock
+    return jnp.stack([-p["k"] * y[0], jnp.ones_like(y[1])])
+
+
+def below_threshold(t, y, p):
+    return y[0] - p["c"]
+
+
+def test_terminal_event_holds_the_state_at_the_event_and_its_time_derivative():
+    """y' = -k y stops when y = c, at t_e = ln(y0 / c) / k; later saves hold the event state,
+    so the clock there reads t_e, with d t_e / dk = -t_e / k, d t_e / dc = -1 / (k c)."""
+    stop = sens.Event(below_threshold, direction=-1, terminal=True)
+    model = sens.ODEModel("decay_to_threshold", ["y", "clock"], {"k": 0.5, "c": 0.25}, decay_rhs,
+                          {"y": 1.0, "clock": 0.0})
+    times = np.array([0.0, 1.0, 2.0, 3.0, 5.0])
+    prob = sens.Problem(model, times, wrt=["k", "c", "y0.y"], events=[stop], rtol=1e-11, atol=1e-11)
+    res = sens.jacobian(prob, mode="forward")
+    k, c, y0 = 0.5, 0.25, 1.0
+    te = np.log(y0 / c) / k  # 2.77
+    before = times < te
+    np.testing.assert_allclose(res.outputs[before, 0], y0 * np.exp(-k * times[before]), rtol=1e-9)
+    np.testing.assert_allclose(res.outputs[~before], [[c, te]] * int((~before).sum()), rtol=1e-9)
+    dte = np.array([-te / k, -1 / (k * c), 1 / (k * y0)])
+    np.testing.assert_allclose(res.values[~before, 1, :], np.tile(dte, (int((~before).sum()), 1)), rtol=1e-7)
+    # before the event: the plain decay's derivatives (dy/dk = -t y, dy/dy0 = e^{-kt})
+    t = times[before]
+    np.testing.assert_allclose(res.values[before, 0, 0], -t * y0 * np.exp(-k * t), atol=1e-9)
+    np.testing.assert_allclose(res.values[before, 0, 2], np.exp(-k * t), rtol=1e-9)
+    # after the event y is held at c: it moves with c only
+    np.testing.assert_allclose(res.values[~before, 0, :], np.tile([0.0, 1.0, 0.0], (int((~before).sum()), 1)), atol=1e-9)
