@@ -363,7 +363,8 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             ys = jnp.where(inside[:, None], saved, ys)
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
-            stats = {k: stats[k] + sol.stats[k] for k in stats}
+            stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
+                         else stats[k] + sol.stats[k]) for k in stats}
             if events:
                 fired = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
                 fired = fired & (sol.result == diffrax.RESULTS.event_occurred) & ~stopped
@@ -395,7 +396,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return carry, short
 
         stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps")}
         ys0 = jnp.zeros((times.size, n), y0.dtype)
         carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0)
         carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))

@@ -37,7 +37,8 @@ HVP_METHODS = ("fwd-over-rev", "rev-over-fwd")
 def _direct_budget(problem: Problem) -> int:
     """A tight max_steps for DirectAdjoint: twice the probe solve's steps, rounded up to a
     power of two so that nearby problems share one compiled function."""
-    steps = simulate(problem).stats["num_steps"]
+    stats = simulate(problem).stats
+    steps = stats.get("max_piece_steps", stats["num_steps"])  # a split solve: per piece
     return min(problem.max_steps, 2 ** math.ceil(math.log2(2 * steps + 16)))
 
 
