@@ -101,9 +101,9 @@ class Event:
             (dt_e/dp = -(dg/dp) / (dg/dt + dg/dy . f)).
         reset: reset(t, y, p) -> new y (n_states,), applied at the event; None for no jump.
         direction: None (both crossings), +1 / "up" (from negative to positive) or
-            -1 / "down" (from positive to negative). Give a direction for an event with a
-            reset: after the reset the condition starts at its root, and a direction keeps
-            the restarted solve from firing on it again.
+            -1 / "down" (from positive to negative). After a reset the solve restarts on the
+            root: there the event reports the side the flow moves to (the sign of dg/dt
+            along the flow), so the root it starts on is not taken for a new crossing.
         terminal: stop the solve at the event; later save times hold the state at the event.
         max_occurrences: the most times this event may fire in one segment between doses
             (a static bound: the solve has that many restart pieces; more raise SolverError).
@@ -308,13 +308,25 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
 
-    def vector_field(t, y, p):
-        return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
+    def vector_field(t, y, args):  # args = (params, events fired at the piece's start, its start)
+        return jnp.asarray(model.rhs(t, y, args[0]), dtype=y.dtype).reshape(y.shape)
 
     term = diffrax.ODETerm(vector_field)
+
+    def condition(k, ev):
+        def cond(t, y, args, **kw):
+            p, fired_before, start = args
+            g = jnp.asarray(ev.condition(t, y, p), dtype=y.dtype).reshape(())
+            # a restart on the root of the event that just fired: report the side the flow
+            # moves to (the sign of dg/dt along the flow), so the root it starts on is no crossing
+            _, dg = jax.jvp(lambda t_, y_: jnp.asarray(ev.condition(t_, y_, p), y.dtype).reshape(()),
+                            (t, y), (jnp.ones_like(t), vector_field(t, y, args)))
+            tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+            return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+        return cond
+
     if events:
-        conds = [(lambda ev: lambda t, y, args, **kw: jnp.asarray(ev.condition(t, y, args)).reshape(()))(ev)
-                 for ev in events]
+        conds = [condition(k, ev) for k, ev in enumerate(events)]
         dirs = [_DIRECTIONS[ev.direction] for ev in events]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
     else:
@@ -350,10 +362,10 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         is_last = jnp.arange(starts.size) == starts.size - 1
 
         def piece(carry, end, last):
-            t, y, ys, stopped, result, stats, t_stop, y_stop = carry
+            t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
             start = jnp.where(stopped, end, t)
             sol = diffrax.diffeqsolve(
-                term, solver, start, end, None, y, params,
+                term, solver, start, end, None, y, (params, fired_before, start),
                 saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
                                             diffrax.SubSaveAt(t1=True)]),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
@@ -380,13 +392,14 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
                 y_stop = jnp.where(terminal, y_new, y_stop)
                 stopped = stopped | terminal
                 y_new = jnp.where(terminal, y_new, y_after)
-            return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop)
+                fired_before = fired
+            return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop, fired_before)
 
         def segment(carry, seg):
             start, end, jump, last = seg
-            t, y, ys, stopped, result, stats, t_stop, y_stop = carry
+            t, y, ys, stopped, result, stats, t_stop, y_stop, _ = carry
             y = jnp.where(stopped, y, y + jump)
-            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop)
+            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
             if n_pieces == 1:
                 carry = piece(carry, end, last)
             else:
@@ -398,9 +411,10 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
                   for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps")}
         ys0 = jnp.zeros((times.size, n), y0.dtype)
-        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0)
+        no_event = jnp.zeros(len(events), bool)
+        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
         carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))
-        _, _, ys, stopped, result, stats, t_stop, y_stop = carry
+        _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}
         if events:

@@ -152,10 +152,12 @@ def ball_hits_ground(t, y, p):
 
 
 def ball_bounce(t, y, p):
-    return jnp.stack([y[0], -p["e"] * y[1], jnp.zeros_like(y[2])])
+    # the ball restarts a hair below the ground (as a root finder may leave it) and rising: with
+    # direction=None the restarted solve must not take that for a new crossing
+    return jnp.stack([y[0] - 1e-12, -p["e"] * y[1], jnp.zeros_like(y[2])])
 
 
-BALL_EVENT = sens.Event(ball_hits_ground, reset=ball_bounce, direction=-1, max_occurrences=5)
+BALL_EVENT = sens.Event(ball_hits_ground, reset=ball_bounce, direction=None, max_occurrences=5)
 BALL_TIMES = np.array([0.5, 1.0, 2.5, 3.2, 3.5])
 
 
