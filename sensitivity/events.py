@@ -413,7 +413,10 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         ys0 = jnp.zeros((times.size, n), y0.dtype)
         no_event = jnp.zeros(len(events), bool)
         carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
-        carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))
+        if starts.size == 1:  # one segment (events only): no outer loop to compile
+            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0]))
+        else:
+            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))
         _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}
