@@ -140,14 +140,21 @@ class Event:
 
 
 # --------------------------------------------------------------------------- validation
-def check_model_breakpoints(parameters, breakpoints) -> tuple[str, ...]:
-    """Model breakpoints: names of scalar parameters; `ModelError` naming a bad one."""
+def check_model_breakpoints(parameters, breakpoints) -> tuple:
+    """Model breakpoints: names of scalar parameters (switch times: the solve is split
+    there) or numbers (fixed times, e.g. of an SBML piecewise in time: the step controller
+    steps onto them); `ModelError` naming a bad one."""
     if breakpoints is None:
         return ()
-    if isinstance(breakpoints, str):
+    if isinstance(breakpoints, (str, int, float, np.floating)):
         breakpoints = [breakpoints]
     out = []
     for i, name in enumerate(breakpoints):
+        if isinstance(name, (int, float, np.floating)) and not isinstance(name, bool):
+            if not np.isfinite(name):
+                raise ModelError(f"breakpoints[{i}] = {name!r} must be a finite time")
+            out.append(float(name))
+            continue
         if not isinstance(name, str) or name not in parameters:
             raise ModelError(
                 f"breakpoints[{i}] = {name!r} is not a parameter{did_you_mean(str(name), parameters)}; "
@@ -198,9 +205,10 @@ def resolve_doses(model, dose_list, t0: float, t_end: float) -> tuple[Dose, ...]
 
 
 def resolve_fixed_breakpoints(model, breakpoints) -> tuple[tuple[float, ...], tuple[str, ...]]:
-    """Problem breakpoints: numbers (fixed times) and parameter names; returns (times, names)."""
+    """Problem breakpoints: numbers (fixed times) and parameter names; returns (times, names).
+    The model's fixed times join the problem's."""
     if breakpoints is None:
-        return (), ()
+        breakpoints = []
     if isinstance(breakpoints, (str, int, float, np.floating)):
         breakpoints = [breakpoints]
     times, names = [], []
@@ -220,7 +228,8 @@ def resolve_fixed_breakpoints(model, breakpoints) -> tuple[tuple[float, ...], tu
         if not np.isfinite(value):
             raise InputError(f"breakpoints[{i}] = {b!r} must be finite")
         times.append(value)
-    return tuple(sorted(times)), tuple(names)
+    times += [b for b in getattr(model, "breakpoints", ()) if not isinstance(b, str)]
+    return tuple(sorted(set(times))), tuple(names)
 
 
 def dose_input_refs(name: str, i: int, n_doses: int, make_ref: Callable) -> list | None:
@@ -256,7 +265,7 @@ def has_discontinuities(problem) -> bool:
 
 
 def param_breakpoints(problem) -> tuple[str, ...]:
-    names = tuple(getattr(problem.model, "breakpoints", ()) or ())
+    names = tuple(b for b in getattr(problem.model, "breakpoints", ()) or () if isinstance(b, str))
     extra = tuple(n for n in getattr(problem, "param_breakpoints", ()) or () if n not in names)
     return names + extra
 
