@@ -382,3 +382,10 @@ def test_fixed_time_breakpoints_step_onto_the_discontinuity():
     plain = sens.simulate(sens.Problem(sens.ODEModel("infusion_plain", ["A"], {"r": r, "k": k}, infusion_rhs, [0.0]),
                                        ts, rtol=1e-10, atol=1e-10))
     assert tr.stats["num_rejected_steps"] < plain.stats["num_rejected_steps"]
+
+
+def test_more_events_than_max_occurrences_is_a_solver_error(ball):
+    """Six bounces before t = 3.9 with max_occurrences=5: a SolverError, not a silent stop."""
+    later = ball.replace(times=np.array([0.5, 1.0, 2.5, 3.2, 3.9]), t0=0.0)
+    with pytest.raises(sens.SolverError, match="fired more often than their max_occurrences"):
+        sens.jacobian(later, mode="forward")
