@@ -389,3 +389,11 @@ def test_more_events_than_max_occurrences_is_a_solver_error(ball):
     later = ball.replace(times=np.array([0.5, 1.0, 2.5, 3.2, 3.9]), t0=0.0)
     with pytest.raises(sens.SolverError, match="fired more often than their max_occurrences"):
         sens.jacobian(later, mode="forward")
+
+
+def test_bouncing_ball_hessian_against_closed_form(ball):
+    """Second order through located, reset events: d^2 (w . outputs) / d(g, e, h0)^2."""
+    x = jnp.asarray(ball.x0())
+    ref = jax.hessian(lambda x_: ball_weighted(ball_closed_form(x_, jnp.asarray(ball.times))[0]))(x)
+    H = sens.hessian(ball, ball_weighted)  # "auto": forward-over-forward for 3 inputs
+    np.testing.assert_allclose(H, np.asarray(ref), rtol=1e-6, atol=1e-8 * np.abs(ref).max())
