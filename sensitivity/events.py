@@ -444,6 +444,8 @@ def _clip(times, start, end):
 
 def check_aux(problem, aux: dict) -> None:
     """Raise `SolverError` when a segment ran out of event pieces before its end."""
+    if not bool(np.asarray(aux["result"] == diffrax.RESULTS.successful)):
+        return  # a failed piece stops short too: the solver's own message says more
     if "events_exhausted" in aux and bool(np.asarray(aux["events_exhausted"])):
         budget = {i: ev.max_occurrences for i, ev in enumerate(all_events(problem)) if not ev.terminal}
         raise SolverError(
