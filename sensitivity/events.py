@@ -264,6 +264,13 @@ def has_discontinuities(problem) -> bool:
     return has_pieces(problem) or bool(getattr(problem, "fixed_breakpoints", ()))
 
 
+def moving_bounds(problem) -> bool:
+    """Whether an input moves a segment bound (a dose time, a parameter breakpoint)."""
+    bps = set(param_breakpoints(problem))
+    return any((r.kind == "dose" and r.target == "time") or (r.kind == "param" and r.target in bps)
+               for r in problem.wrt)
+
+
 def param_breakpoints(problem) -> tuple[str, ...]:
     names = tuple(b for b in getattr(problem.model, "breakpoints", ()) or () if isinstance(b, str))
     extra = tuple(n for n in getattr(problem, "param_breakpoints", ()) or () if n not in names)
@@ -300,10 +307,17 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
     `params` may hold the dose arrays under DOSE_KEY ({"time": (n_doses,), "amount":
     (n_doses,)}); they are taken out before the rhs sees the parameters.
+
+    With `rhs` given, the solve is of the forward sensitivity system beside the state:
+    z = (y, s), params = (p, dp) with dp the tangent of p (dose arrays included) and
+    rhs(t, z, (p, dp)) its vector field. At a boundary tau with jump J the tangent then jumps
+    by s+ = s- + dJ + (f(tau-, y-) - f(tau+, y+)) dtau: the moving jump (doses and parameter
+    breakpoints; not state events).
     """
-    if rhs is not None:
+    aug = rhs is not None
+    if aug and all_events(problem):
         raise InputError(
-            "this route (an augmented right-hand side) does not support doses, breakpoints or "
+            "this route (the forward sensitivity system beside the state) does not support state "
             "events; use hvp mode 'fwd-over-rev' or hessian mode 'fwd-over-fwd'")
     if method == "backsolve":
         raise InputError(
@@ -317,8 +331,13 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
 
+    field = rhs if aug else model.rhs
+
     def vector_field(t, y, args):  # args = (params, events fired at the piece's start, its start)
-        return jnp.asarray(model.rhs(t, y, args[0]), dtype=y.dtype).reshape(y.shape)
+        return jnp.asarray(field(t, y, args[0]), dtype=y.dtype).reshape(y.shape)
+
+    def f(t, y, p):
+        return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
 
     term = diffrax.ODETerm(vector_field)
 
@@ -343,6 +362,9 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     successful = diffrax.RESULTS.successful
 
     def solve(params, y0, values):
+        if aug:
+            params, dparams = dict(params[0]), dict(params[1])
+            ddose = dparams.pop(DOSE_KEY, None)
         params = dict(params)
         dose = params.pop(DOSE_KEY, None)
         times = values["times"]
@@ -350,31 +372,48 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         ctrl = controller(problem, values)
         adjoint = make_adjoint(ctrl)
         # ---- segment boundaries (K of them) and the jump at each, sorted by time
-        bounds, jumps = [], []
+        bounds, jumps, dbounds, djumps = [], [], [], []
+        scatter = lambda a: jnp.zeros((n_doses, n), y0.dtype).at[jnp.arange(n_doses), dose_state].set(a)  # noqa: E731
         if n_doses:
             bounds.append(dose["time"])
-            jumps.append(jnp.zeros((n_doses, n), y0.dtype).at[jnp.arange(n_doses), dose_state].set(dose["amount"]))
+            jumps.append(scatter(dose["amount"]))
+            if aug:
+                dbounds.append(ddose["time"])
+                djumps.append(scatter(ddose["amount"]))
         if bp_names:
             bounds.append(jnp.stack([jnp.asarray(params[k], y0.dtype) for k in bp_names]))
             jumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+            if aug:
+                dbounds.append(jnp.stack([jnp.asarray(dparams[k], y0.dtype) for k in bp_names]))
+                djumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+        zero_row = jnp.zeros((1, n), y0.dtype)
         if bounds:
             b = jnp.concatenate(bounds)
             J = jnp.concatenate(jumps)
             order = jnp.argsort(jax.lax.stop_gradient(b))
-            b = _clip(b[order], t0, T)
+            b_raw = b[order]
+            b = _clip(b_raw, t0, T)
             J = J[order]
             starts = jnp.concatenate([t0[None], b])
             ends = jnp.concatenate([b, T[None]])
-            J = jnp.concatenate([jnp.zeros((1, n), y0.dtype), J])
+            J = jnp.concatenate([zero_row, J])
+            if aug:  # tangents of the boundaries (none where clipped) and of the jumps
+                db = jnp.where((b_raw >= t0) & (b_raw <= T), jnp.concatenate(dbounds)[order], 0.0)
+                dstarts = jnp.concatenate([jnp.zeros(1, y0.dtype), db])
+                dJ = jnp.concatenate([zero_row, jnp.concatenate(djumps)[order]])
         else:
-            starts, ends, J = t0[None], T[None], jnp.zeros((1, n), y0.dtype)
+            starts, ends, J = t0[None], T[None], zero_row
+            dstarts, dJ = jnp.zeros(1, y0.dtype), zero_row
+        if not aug:
+            dstarts, dJ = jnp.zeros_like(starts), jnp.zeros_like(J)
+        args_p = (params, dparams) if aug else params
         is_last = jnp.arange(starts.size) == starts.size - 1
 
         def piece(carry, end, last):
             t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
             start = jnp.where(stopped, end, t)
             sol = diffrax.diffeqsolve(
-                term, solver, start, end, None, y, (params, fired_before, start),
+                term, solver, start, end, None, y, (args_p, fired_before, start),
                 saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
                                             diffrax.SubSaveAt(t1=True)]),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
@@ -405,9 +444,17 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop, fired_before)
 
         def segment(carry, seg):
-            start, end, jump, last = seg
+            start, end, jump, last, dstart, djump = seg
             t, y, ys, stopped, result, stats, t_stop, y_stop, _ = carry
-            y = jnp.where(stopped, y, y + jump)
+            if aug:  # the state jumps by J, its tangent by dJ + (f(tau-, y-) - f(tau+, y+)) dtau
+                y_, s_ = y[:n], y[n:]
+                y_plus = y_ + jump
+                left = start - jnp.maximum(jnp.abs(start) * 4e-16, 1e-300)  # tau-: an ulp or two before
+                moved = f(left, y_, params) - f(start, y_plus, params)
+                jumped = jnp.concatenate([y_plus, s_ + djump + moved * dstart])
+            else:
+                jumped = y + jump
+            y = jnp.where(stopped, y, jumped)
             carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
             if n_pieces == 1:
                 carry = piece(carry, end, last)
@@ -419,13 +466,13 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
         stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
                   for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps")}
-        ys0 = jnp.zeros((times.size, n), y0.dtype)
+        ys0 = jnp.zeros((times.size, y0.shape[0]), y0.dtype)
         no_event = jnp.zeros(len(events), bool)
         carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
         if starts.size == 1:  # one segment (events only): no outer loop to compile
-            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0]))
+            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0], dstarts[0], dJ[0]))
         else:
-            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))
+            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last, dstarts, dJ))
         _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}

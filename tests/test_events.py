@@ -397,3 +397,21 @@ def test_bouncing_ball_hessian_against_closed_form(ball):
     ref = jax.hessian(lambda x_: ball_weighted(ball_closed_form(x_, jnp.asarray(ball.times))[0]))(x)
     H = sens.hessian(ball, ball_weighted)  # "auto": forward-over-forward for 3 inputs
     np.testing.assert_allclose(H, np.asarray(ref), rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+
+
+def test_hvp_with_dose_inputs_carries_the_moving_jump():
+    """Reverse-over-forward HVP (the tangent jumps by dJ + (f- - f+) dtau at each dose) for
+    inputs that include a dose time and a dose amount, against the Hessian of the closed form."""
+    model = models.get("pk_one_compartment_oral")
+    wrt = ["ka", "CL", "V", "dose[2].amount", "dose[3].time"]
+    prob = sens.Problem(model, PK_TIMES, wrt=wrt, parameters={"ka": 1.2, "CL": 3.0, "V": 30.0},
+                        doses=sens.doses("depot", 320.0, every=12.0, count=7), rtol=1e-11, atol=1e-11)
+    x = jnp.concatenate([jnp.asarray([1.2, 3.0, 30.0]), jnp.full(7, 320.0), jnp.arange(7) * 12.0])
+    full = jax.hessian(lambda x_: fit_loss(bateman(x_, jnp.asarray(PK_TIMES), 7)[:, None]))(x)
+    pick = np.array([0, 1, 2, 3 + 2, 10 + 3])
+    H = np.asarray(full)[np.ix_(pick, pick)]
+    v = np.array([1.0, -2.0, 0.05, 0.01, 0.3])
+    hv = sens.hvp(prob, fit_loss, v)  # "auto" = rev-over-fwd
+    np.testing.assert_allclose(hv, H @ v, rtol=1e-6, atol=1e-8 * np.abs(H @ v).max())
+    with pytest.raises(sens.InputError, match="'fwd-over-rev' cannot differentiate a solve whose segment bounds"):
+        sens.hvp(prob, fit_loss, v, mode="fwd-over-rev")
