@@ -637,7 +637,8 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
             problems.extend(exc.problems)
     if model is not None:
         problems.extend(_name_problems(data, model))
-        span = (lambda ts: (ts[1], float(ts[0][-1])))(_times(cfg)) if cfg is not None else None
+        grid, start = _times(cfg) if cfg is not None else (None, None)
+        span = (start, float(grid[-1])) if cfg is not None else None
         problems.extend(config_events.name_problems(data, model, span))
 
     observations = None
