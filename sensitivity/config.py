@@ -30,6 +30,8 @@ from .errors import ConfigError, InputError, SensitivityError, did_you_mean, lis
 from .gsa.config import AnalysisConfig, ExecutorConfig
 from .gsa.config import name_problems as _analysis_name_problems
 from .problem import ADJOINTS, SOLVERS, Problem
+from . import config_events
+from .config_events import BreakpointsConfig, DosesConfig
 
 PLOTS = ("heatmap", "trajectories", "sensitivities")
 OBJECTIVES = ("sum_of_squares", "final_value", "integral")
@@ -189,6 +191,8 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     analysis: Optional[AnalysisConfig] = None  # global sensitivity (sensitivity/gsa/config.py)
     executor: Optional[ExecutorConfig] = None  # where ensembles run (sensitivity/executors.py)
+    doses: DosesConfig = None
+    breakpoints: BreakpointsConfig = None
 
     @field_validator("parameters")
     @classmethod
@@ -467,7 +471,9 @@ def _name_problems(data: dict, model) -> list[str]:
                             f"{did_you_mean(name, model.states)}; states: {list_names(model.states)}")
     sens = _mapping(data.get("sensitivity"))
     wrt = sens.get("wrt")
-    from .problem import resolve_inputs, resolve_outputs
+    from .problem import resolve_inputs as _resolve_inputs, resolve_outputs
+    n_doses = config_events.count_doses(data)
+    resolve_inputs = lambda m, names: _resolve_inputs(m, names, n_doses)  # noqa: E731
 
     of = sens.get("of")
     for key, names, resolve in (("wrt", wrt, resolve_inputs), ("of", of, resolve_outputs)):
@@ -642,10 +648,12 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
     if model is not None:
         problems.extend(_name_problems(data, model))
         problems.extend(_analysis_name_problems(data, model))
+        grid, start = _times(cfg) if cfg is not None else (None, None)
+        span = (start, float(grid[-1])) if cfg is not None else None
+        problems.extend(config_events.name_problems(data, model, span))
         from . import analysis_runs  # the analysis: block's identifiability and fit entries
 
-        grid = _times(cfg) if cfg is not None else None
-        problems.extend(analysis_runs.check(data, model, base, grid and (grid[1], float(grid[0][-1]))))
+        problems.extend(analysis_runs.check(data, model, base, span))
 
     observations = None
     objective_raw = _mapping(_mapping(data.get("sensitivity")).get("objective"))
@@ -673,7 +681,8 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
         problem = Problem(model, times=times, wrt=s.wrt, of=s.of, parameters=cfg.parameters,
                           y0=cfg.initial_state or None, t0=t0, solver=cfg.solver.method,
                           rtol=cfg.solver.rtol, atol=cfg.solver.atol, max_steps=cfg.solver.max_steps,
-                          adjoint=cfg.solver.adjoint, checkpoints=cfg.solver.checkpoints)
+                          adjoint=cfg.solver.adjoint, checkpoints=cfg.solver.checkpoints,
+                          doses=config_events.build_doses(cfg.doses), breakpoints=cfg.breakpoints)
     except InputError as exc:
         raise _config_error(path, [_problem_key(str(exc))]) from None
     objective = make_objective(s.objective, problem.of, problem.times, observations) if s.objective else None
