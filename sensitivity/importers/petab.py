@@ -1,0 +1,681 @@
+"""PEtab problems: `load("problem.yaml") -> PetabProblem` with nllh, gradient, Fisher, simulate.
+
+    prob = sens.petab.load("Boehm_JProteomeRes2014.yaml")
+    prob.nllh()                 # at the nominal values; x on the parameter scale, (n_estimated,)
+    g = prob.gradient(x)        # g.value, g.grad (n_estimated,), g.mode ("forward" | "adjoint")
+    prob.fisher(x)              # (n_estimated, n_estimated)
+    prob.simulate(x)            # PEtab simulation table (pandas)
+
+The tables are read and validated by the `petab` package. What is supported: simulation
+conditions overriding parameters, species and compartments (numbers or parameter ids);
+preequilibration (run to steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
+differentiated through the solve, which respects conservation laws); measurements with
+`observableParameters` and `noiseParameters` (numbers or parameter ids, per row, so
+time-point-specific); observable and noise formulas; normal and Laplace noise; lin / log /
+log10 observable transformations; parameters on lin / log / log10 scale, fixed or
+estimated, with bounds. Not (yet): `time = inf` measurements, priors (the reference
+likelihoods exclude them), SBML events, mapping tables, several models.
+
+Every experiment (a pair preequilibration + simulation condition) of one problem runs
+through one compiled function: the solve is vmapped over the experiments (those with and
+those without preequilibration form two groups). Piecewise inputs of time are exact: the
+solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
+
+The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
+z = h(measurement), sigma the noise formula's value (on the transformed scale):
+    normal   0.5 log(2 pi sigma^2) + 0.5 ((s - z) / sigma)^2
+    laplace  log(2 sigma) + |s - z| / sigma
+plus log(m) for `log` and log(m ln 10) for `log10` (the change of variables).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from ..errors import InputError, ModelError, SolverError
+from . import sbml as sbml_import
+
+SCALES = ("lin", "log", "log10")
+TRANSFORMS = ("lin", "log", "log10")
+NOISES = ("normal", "laplace")
+_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
+            "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
+            "kencarp5": diffrax.KenCarp5}
+
+
+@dataclass(frozen=True)
+class PetabGradient:
+    """nllh value, its gradient on the parameter scale (n_estimated,), the mode that ran,
+    the cost model's plan (for mode="auto") and timings in seconds (compile apart)."""
+
+    value: float
+    grad: np.ndarray
+    names: tuple
+    mode: str
+    plan: object
+    timings: dict
+
+
+def _scale(v, scale):
+    if scale == "lin":
+        return v
+    with np.errstate(divide="ignore"):  # a bound of 0 on a log scale is -inf
+        return np.log(v) if scale == "log" else np.log10(v)
+
+
+def _parse_refs(value, pids: dict, what: str) -> tuple[int, float]:
+    """A table entry -> (index into theta or -1, constant)."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return -1, float(value)
+    s = str(value).strip()
+    try:
+        return -1, float(s)
+    except ValueError:
+        pass
+    if s not in pids:
+        raise InputError(f"{what} = '{s}' is neither a number nor a parameter of the parameter table")
+    return pids[s], 0.0
+
+
+def load(yaml_path: str | Path, **options) -> "PetabProblem":
+    """Read and validate a PEtab problem (a YAML file listing the tables and the SBML model).
+
+    options: solver ("kvaerno5"), rtol, atol (1e-8), max_steps (100000), validate (True).
+    Raises `InputError` for a missing or invalid problem, `ModelError` for SBML it cannot read.
+    """
+    return PetabProblem(yaml_path, **options)
+
+
+class PetabProblem:
+    """A PEtab parameter-estimation problem: data, noise models and the SBML model.
+
+    Attributes: `x_names` (estimated parameter ids), `x_nominal` (their nominal values on
+    their scales), `lower`, `upper` (bounds on the scales), `scales`, `model` (the
+    `SBMLModel`), `petab` (the `petab.v1.Problem`).
+    """
+
+    def __init__(self, yaml_path, solver: str = "kvaerno5", rtol: float = 1e-8, atol: float = 1e-8,
+                 max_steps: int = 100_000, validate: bool = True):
+        import petab.v1 as pv1
+        import logging
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise InputError(f"petab: problem file '{yaml_path}' not found")
+        if solver not in _SOLVERS:
+            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(_SOLVERS)}")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(tol, (int, float)) and tol > 0):
+                raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
+        try:
+            problem = pv1.Problem.from_yaml(str(path))
+        except Exception as exc:  # the petab package raises many types
+            raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
+        if validate:
+            logging.getLogger("petab").setLevel(logging.CRITICAL)
+            if pv1.lint_problem(problem):
+                raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem "
+                                 "(run `petablint` on it for the list of errors)")
+        self.petab = problem
+        self.path = path
+        self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
+        sbml_files = [problem.model.model_id] if False else None  # noqa: F841 (kept simple)
+        model_path = self._model_path()
+        self.model = sbml_import.read(model_path)
+        self._setup()
+        self._cache: dict = {}
+
+    # ------------------------------------------------------------------ setup
+    def _model_path(self) -> Path:
+        import yaml
+        spec = yaml.safe_load(self.path.read_text())
+        probs = spec.get("problems") or []
+        files = probs[0].get("sbml_files") or probs[0].get("model_files") if probs else None
+        if isinstance(files, dict):
+            files = [v.get("location") for v in files.values()]
+        if not files or len(files) != 1:
+            raise InputError(f"petab: '{self.path}' must name exactly one SBML model file")
+        return (self.path.parent / files[0]).resolve()
+
+    def _setup(self):  # noqa: C901
+        import petab.v1 as pv1
+        P = self.petab
+        m = self.model
+        pdf = P.parameter_df
+        self.theta_names = tuple(pdf.index)
+        pids = {k: i for i, k in enumerate(self.theta_names)}
+        scales = [str(s) for s in pdf[pv1.PARAMETER_SCALE]]
+        for k, s in zip(self.theta_names, scales):
+            if s not in SCALES:
+                raise InputError(f"parameter '{k}': parameterScale = '{s}'; valid: {', '.join(SCALES)}")
+        est = np.asarray(pdf[pv1.ESTIMATE], dtype=int) == 1
+        self.theta_nominal = np.asarray(pdf[pv1.NOMINAL_VALUE], dtype=np.float64)
+        self.est_index = np.flatnonzero(est)
+        self.x_names = tuple(self.theta_names[i] for i in self.est_index)
+        self.scales = tuple(scales[i] for i in self.est_index)
+        self._scale_code = np.array([SCALES.index(s) for s in self.scales], dtype=int)
+        self.x_nominal = np.array([_scale(self.theta_nominal[i], scales[i]) for i in self.est_index])
+        self.lower = np.array([_scale(float(pdf[pv1.LOWER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
+        self.upper = np.array([_scale(float(pdf[pv1.UPPER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
+
+        cdf = P.condition_df
+        mdf = P.measurement_df.copy()
+        if (np.asarray(mdf[pv1.TIME], dtype=float) == np.inf).any():
+            raise InputError("petab: steady-state measurements (time = inf) are not supported yet")
+        if P.mapping_df is not None and len(P.mapping_df):
+            raise InputError("petab: mapping tables are not supported")
+        pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
+        if pre_col not in mdf:
+            mdf[pre_col] = ""
+        mdf[pre_col] = mdf[pre_col].fillna("").astype(str)
+        self.measurements = mdf.reset_index(drop=True)
+
+        n_p, n_x = len(m.parameters), len(m.states)
+        p_default = m.parameter_values
+
+        def condition_arrays(cid: str):
+            """(p_ref, p_const) (n_p,), (y_ref, y_const, y_set) (n_x,) for one condition."""
+            p_ref = np.full(n_p, -1, dtype=int)
+            p_const = p_default.copy()
+            for k, name in enumerate(m.parameters):
+                if name in pids:
+                    p_ref[k] = pids[name]
+            y_ref = np.full(n_x, -1, dtype=int)
+            y_const = np.zeros(n_x)
+            y_set = np.zeros(n_x, dtype=bool)
+            if cid and cid in cdf.index:
+                row = cdf.loc[cid]
+                for col in cdf.columns:
+                    if col == pv1.CONDITION_NAME:
+                        continue
+                    val = row[col]
+                    if isinstance(val, float) and math.isnan(val):
+                        continue  # NaN: keep the model's value
+                    ref, const = _parse_refs(val, pids, f"condition '{cid}', column '{col}'")
+                    if col in m.parameters:
+                        k = m.parameters.index(col)
+                        p_ref[k], p_const[k] = ref, const
+                    elif col in m.states:
+                        k = m.states.index(col)
+                        y_ref[k], y_const[k], y_set[k] = ref, const, True
+                    else:
+                        raise InputError(f"petab: condition table column '{col}' is not a parameter, "
+                                         f"species or compartment of model '{m.id}'")
+            elif cid:
+                raise InputError(f"petab: condition '{cid}' is not in the condition table")
+            return p_ref, p_const, y_ref, y_const, y_set
+
+        # experiments: unique (preequilibration, simulation) pairs; two groups
+        exps = list(dict.fromkeys(zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])))
+        self.experiments = exps
+        groups = {}
+        for e, (pre, sim) in enumerate(exps):
+            groups.setdefault(bool(pre), []).append(e)
+        self._groups = []
+        obs_df = P.observable_df
+        self.observable_ids = tuple(obs_df.index)
+        n_op = max([_count_placeholders(f, "observableParameter", o)
+                    for o, f in zip(obs_df.index, obs_df[pv1.OBSERVABLE_FORMULA])] + [0])
+        n_np = max([_count_placeholders(str(f), "noiseParameter", o)
+                    for o, f in zip(obs_df.index, obs_df[pv1.NOISE_FORMULA])] + [0])
+        self._n_op, self._n_np = n_op, n_np
+
+        # rows -> experiment, time index
+        row_exp = np.array([exps.index(k) for k in zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])])
+        times_all = np.asarray(mdf[pv1.TIME], dtype=np.float64)
+        self._row_exp = row_exp
+        for has_pre, members in sorted(groups.items()):
+            ts_list = [np.unique(times_all[row_exp == e]) for e in members]
+            n_t = max(len(t) for t in ts_list)
+            ts = np.stack([np.concatenate([t, np.full(n_t - len(t), t[-1])]) for t in ts_list])
+            sim = [condition_arrays(exps[e][1]) for e in members]
+            pre = [condition_arrays(exps[e][0]) for e in members] if has_pre else None
+            g = dict(members=np.array(members), has_pre=has_pre, ts=ts,
+                     sim=tuple(np.stack([s[i] for s in sim]) for i in range(5)),
+                     pre=None if pre is None else tuple(np.stack([s[i] for s in pre]) for i in range(5)))
+            self._groups.append(g)
+
+        # measurement rows per observable
+        self._obs = []
+        placeholders = {}
+        for o, oid in enumerate(self.observable_ids):
+            rows = np.flatnonzero(np.asarray(mdf[pv1.OBSERVABLE_ID]) == oid)
+            if rows.size == 0:
+                continue
+            orow = obs_df.loc[oid]
+            trans = str(orow.get(pv1.OBSERVABLE_TRANSFORMATION, "lin") or "lin")
+            trans = "lin" if trans == "nan" else trans
+            noise = str(orow.get(pv1.NOISE_DISTRIBUTION, "normal") or "normal")
+            noise = "normal" if noise == "nan" else noise
+            if trans not in TRANSFORMS:
+                raise InputError(f"observable '{oid}': observableTransformation = '{trans}'; "
+                                 f"valid: {', '.join(TRANSFORMS)}")
+            if noise not in NOISES:
+                raise InputError(f"observable '{oid}': noiseDistribution = '{noise}'; valid: {', '.join(NOISES)}")
+            op_ref, op_const = self._row_overrides(mdf, rows, pv1.OBSERVABLE_PARAMETERS, n_op, pids)
+            np_ref, np_const = self._row_overrides(mdf, rows, pv1.NOISE_PARAMETERS, n_np, pids)
+            group_of = {}
+            for gi, g in enumerate(self._groups):
+                for j, e in enumerate(g["members"]):
+                    group_of[e] = (gi, j)
+            gidx = np.array([group_of[row_exp[r]][0] for r in rows])
+            eidx = np.array([group_of[row_exp[r]][1] for r in rows])
+            tidx = np.array([int(np.searchsorted(self._groups[gi]["ts"][j], times_all[r]))
+                             for r, gi, j in zip(rows, gidx, eidx)])
+            meas = np.asarray(mdf[pv1.MEASUREMENT].iloc[rows], dtype=np.float64)
+            if trans != "lin" and np.any(meas <= 0):
+                raise InputError(f"observable '{oid}' has {trans} transformation but a measurement <= 0")
+            obs_fn, noise_fn = _observable_functions(
+                m, oid, orow[pv1.OBSERVABLE_FORMULA], orow[pv1.NOISE_FORMULA], n_op, n_np, pids)
+            placeholders[oid] = (n_op, n_np)
+            self._obs.append(dict(id=oid, rows=rows, trans=trans, noise=noise, group=gidx, exp=eidx,
+                                  tidx=tidx, meas=meas, times=times_all[rows],
+                                  op=(op_ref, op_const), np=(np_ref, np_const),
+                                  h=obs_fn, sigma=noise_fn))
+
+    @staticmethod
+    def _row_overrides(mdf, rows, col, n, pids):
+        ref = np.full((len(rows), max(n, 1)), -1, dtype=int)
+        const = np.zeros((len(rows), max(n, 1)))
+        if col not in mdf or n == 0:
+            return ref, const
+        import petab.v1 as pv1
+        for i, r in enumerate(rows):
+            val = mdf[col].iloc[r]
+            if isinstance(val, float) and math.isnan(val):
+                continue
+            parts = pv1.split_parameter_replacement_list(val)
+            for k, part in enumerate(parts[:n]):
+                ref[i, k], const[i, k] = _parse_refs(part, pids, f"measurement row {r}, {col}")
+        return ref, const
+
+    # ------------------------------------------------------------------ x <-> theta
+    def theta(self, x) -> jnp.ndarray:
+        """All parameters of the parameter table on the linear scale (n_theta,) for x on the
+        parameter scale (n_estimated,); fixed ones at their nominal values."""
+        x = jnp.asarray(x)
+        lin = jnp.where(self._scale_code == 0, x, jnp.where(self._scale_code == 1, jnp.exp(x), 10.0 ** x))
+        return jnp.asarray(self.theta_nominal).at[self.est_index].set(lin)
+
+    def _check_x(self, x):
+        x = self.x_nominal if x is None else np.asarray(x, dtype=np.float64)
+        if x.shape != (len(self.x_names),):
+            raise InputError(f"x has shape {x.shape}, expected ({len(self.x_names)},): one value per "
+                             f"estimated parameter, on its scale (see .x_names, .scales)")
+        if not np.all(np.isfinite(x)):
+            raise InputError("x contains NaN or inf")
+        return jnp.asarray(x)
+
+    # ------------------------------------------------------------------ simulation
+    def _solve_fn(self, method: str):
+        """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
+        m = self.model
+        solver = _SOLVERS[self.solver]()
+        rtol, atol, max_steps = self.rtol, self.atol, self.max_steps
+
+        def vf(t, y, args):
+            pv, tc = args
+            return m.rhs(t, y, pv, tc)
+
+        term = diffrax.ODETerm(vf)
+
+        def adjoint():
+            return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
+
+        def segment(pv, y0, a, b, tc, ts):
+            sol = diffrax.diffeqsolve(
+                term, solver, a, b, None, y0, (pv, tc),
+                saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                max_steps=max_steps, adjoint=adjoint(), throw=False)
+            return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
+
+        def solve(pv, y0, ts, t0):
+            tend = ts[-1]
+            if m.n_breakpoints == 0:
+                ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts)
+                return ys, res == diffrax.RESULTS.successful, steps
+            bp = jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend))
+            bounds = jnp.concatenate([jnp.reshape(t0, (1,)), bp, jnp.reshape(tend, (1,))])
+
+            def body(carry, ab):
+                y, ys, ok, steps = carry
+                a, b = ab
+                seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts)
+                inside = ((ts >= a) & (ts <= b))[:, None]
+                ys = jnp.where(inside, seg, ys)
+                return (y_end, ys, ok & (res == diffrax.RESULTS.successful), steps + n), None
+
+            init = (y0, jnp.zeros((ts.shape[0], y0.shape[0])), jnp.asarray(True), jnp.asarray(0))
+            (_, ys, ok, steps), _ = jax.lax.scan(body, init, (bounds[:-1], bounds[1:]))
+            return ys, ok, steps
+
+        return solve
+
+    def _steady_fn(self, method: str):
+        """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
+        m = self.model
+        solver = _SOLVERS[self.solver]()
+        rtol, atol = self.rtol, self.atol
+
+        def vf(t, y, pv):
+            return m.rhs(t, y, pv, t)
+
+        def cond(t, y, pv, **kwargs):
+            return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (atol + rtol * jnp.abs(y))) < 1.0
+
+        event = diffrax.Event(cond)
+        term = diffrax.ODETerm(vf)
+
+        def steady(pv, y0):
+            sol = diffrax.diffeqsolve(
+                term, solver, 0.0, jnp.inf, None, y0, pv, saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), event=event,
+                max_steps=self.max_steps,
+                adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
+                throw=False)
+            return sol.ys[0], sol.result, sol.stats["num_steps"]
+
+        return steady
+
+    def _simulate_fn(self, method: str) -> Callable:
+        """theta -> (list per group of ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps)."""
+        m = self.model
+        solve = self._solve_fn(method)
+        steady = self._steady_fn(method)
+        groups = self._groups
+
+        def params(theta, arrays):
+            p_ref, p_const, y_ref, y_const, y_set = arrays
+            pv = jnp.where(p_ref >= 0, theta[jnp.maximum(p_ref, 0)], p_const)
+            yo = jnp.where(y_ref >= 0, theta[jnp.maximum(y_ref, 0)], y_const)
+            return pv, yo, y_set
+
+        def one(theta, sim, pre, ts):
+            pv, yo, y_set = params(theta, sim)
+            ok = jnp.asarray(True)
+            steps = jnp.asarray(0)
+            if pre is not None:
+                pv0, yo0, set0 = params(theta, pre)
+                y0 = jnp.where(set0, yo0, m.initial(pv0))
+                y0, res0, n0 = steady(pv0, y0)
+                ok = ok & (res0 == diffrax.RESULTS.event_occurred)
+                steps = steps + n0
+                y0 = jnp.where(y_set, yo, y0)
+            else:
+                y0 = jnp.where(y_set, yo, m.initial(pv))
+            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0))
+            return ys, pv, ok & ok_solve, steps + n
+
+        def simulate_all(theta):
+            out = []
+            for g in groups:
+                sim = tuple(jnp.asarray(a) for a in g["sim"])
+                pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
+                if pre is None:
+                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts))
+                    out.append(f(sim, jnp.asarray(g["ts"])))
+                else:
+                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts))
+                    out.append(f(sim, pre, jnp.asarray(g["ts"])))
+            return out
+
+        return simulate_all
+
+    def _observations_fn(self, method: str) -> Callable:
+        """theta -> (per observable: (s, z, sigma, jac) arrays over its rows, aux)."""
+        simulate_all = self._simulate_fn(method)
+        obs = self._obs
+
+        def observe(theta):
+            sims = simulate_all(theta)
+            ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
+            steps = sum(jnp.sum(s[3]) for s in sims)
+            results = []
+            for o in obs:
+                ys = jnp.stack([sims[g][0][e, k] for g, e, k in zip(o["group"], o["exp"], o["tidx"])]) \
+                    if False else _gather(sims, o)
+                pvs = _gather_p(sims, o)
+                op = jnp.where(o["op"][0] >= 0, theta[jnp.maximum(o["op"][0], 0)], o["op"][1])
+                npar = jnp.where(o["np"][0] >= 0, theta[jnp.maximum(o["np"][0], 0)], o["np"][1])
+                t = jnp.asarray(o["times"])
+                y_sim = jax.vmap(o["h"], in_axes=(0, 0, 0, None, 0))(t, ys, pvs, theta, op)
+                sigma = jax.vmap(o["sigma"], in_axes=(0, 0, 0, None, 0, 0))(t, ys, pvs, theta, op, npar)
+                results.append((y_sim, sigma))
+            return results, {"ok": ok, "steps": steps}
+
+        return observe
+
+    def _nllh_fn(self, method: str) -> Callable:
+        observe = self._observations_fn(method)
+        obs = self._obs
+
+        def nllh(x):
+            theta = self.theta(x)
+            results, aux = observe(theta)
+            total = 0.0
+            for o, (y_sim, sigma) in zip(obs, results):
+                total = total + jnp.sum(_nllh_terms(y_sim, sigma, o))
+            return total, aux
+
+        return nllh
+
+    def _compiled(self, key, build, *args):
+        if key not in self._cache:
+            start = time.perf_counter()
+            self._cache[key] = jax.jit(build()).lower(*args).compile()
+            self._cache[(key, "compile")] = time.perf_counter() - start
+        return self._cache[key]
+
+    def _run(self, key, build, *args):
+        fn = self._compiled(key, build, *args)
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        return out, {"compile": self._cache[(key, "compile")], "run": time.perf_counter() - start}
+
+    def _check(self, aux, *values):
+        if not bool(aux["ok"]) or not all(np.all(np.isfinite(np.asarray(v))) for v in values):
+            raise SolverError(
+                f"petab problem '{self.path.name}': a solve failed or gave NaN/inf (model '{self.model.id}', "
+                f"solver {self.solver}, rtol={self.rtol:g}, atol={self.atol:g}, max_steps={self.max_steps}). "
+                "Try: other parameter values, a larger max_steps, or another solver.")
+
+    # ------------------------------------------------------------------ public
+    def nllh(self, x=None) -> float:
+        """Negative log-likelihood at x (n_estimated,) on the parameter scale (default: the
+        nominal values). Priors are not included."""
+        x = self._check_x(x)
+        (value, aux), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        self._check(aux, value)
+        return float(value)
+
+    def gradient(self, x=None, mode: str = "auto") -> PetabGradient:
+        """nllh and its gradient with respect to x on the parameter scale, shape (n_estimated,).
+
+        mode: "forward" (n_estimated tangents in one vmapped sweep, diffrax ForwardMode),
+        "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
+        "auto" (the cost model decides from the problem's shape).
+        """
+        from ..ad.cost import Calibration, make_plan
+        from .. import calibration_store
+        if mode not in ("auto", "forward", "adjoint"):
+            raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
+        x = self._check_x(x)
+        plan = None
+        if mode == "auto":
+            n_t = sum(int(g["ts"].size) for g in self._groups)
+            n_exp = sum(len(g["members"]) for g in self._groups)
+            plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
+                             n_states=self.model.n_states if hasattr(self.model, "n_states")
+                             else len(self.model.states) * n_exp, n_times=n_t,
+                             calibration=calibration_store.load() or Calibration(),
+                             max_steps=self.max_steps)
+            mode = plan.mode
+        if mode == "adjoint":
+            def build():
+                f = self._nllh_fn("checkpoint")
+                return lambda x: jax.value_and_grad(f, has_aux=True)(x)
+            ((value, aux), grad), t = self._run(("grad", "adjoint"), build, x)
+        else:
+            def build():
+                f = self._nllh_fn("forward")
+
+                def g(x):
+                    def one(v):
+                        return jax.jvp(f, (x,), (v,), has_aux=True)
+                    value, tangent, aux = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size))
+                    return (value, aux), tangent
+                return g
+            ((value, aux), grad), t = self._run(("grad", "forward"), build, x)
+        self._check(aux, value, grad)
+        return PetabGradient(float(value), np.asarray(grad), self.x_names, mode, plan, t)
+
+    def fisher(self, x=None) -> np.ndarray:
+        """Fisher information of the estimated parameters at x (on their scales), shape
+        (n_estimated, n_estimated): sum over measurements of J_mu^T J_mu / sigma^2 +
+        c J_sigma^T J_sigma / sigma^2, c = 2 (normal) or 1 (Laplace), on the transformed scale;
+        by forward sensitivities."""
+        x = self._check_x(x)
+
+        def build():
+            observe = self._observations_fn("forward")
+            obs = self._obs
+
+            def parts(x):
+                results, aux = observe(self.theta(x))
+                mus, sig, c = [], [], []
+                for o, (y_sim, sigma) in zip(obs, results):
+                    mus.append(_transform(y_sim, o["trans"]))
+                    sig.append(sigma)
+                    c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
+                return jnp.concatenate(mus), jnp.concatenate(sig), (jnp.concatenate(c), aux)
+
+            def F(x):
+                Jm, Js, (c, aux) = jax.jacfwd(parts, has_aux=True)(x)
+                _, sigma, _ = parts(x)
+                w = 1.0 / sigma ** 2
+                return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js, aux
+            return F
+
+        (F, aux), _ = self._run(("fisher",), build, x)
+        self._check(aux, F)
+        return np.asarray(F)
+
+    def simulate(self, x=None):
+        """The PEtab simulation table at x: the measurement table with a `simulation` column
+        in place of `measurement` (pandas DataFrame)."""
+        import petab.v1 as pv1
+        x = self._check_x(x)
+
+        def build():
+            observe = self._observations_fn("checkpoint")
+            return lambda x: observe(self.theta(x))
+
+        (results, aux), _ = self._run(("simulate",), build, x)
+        self._check(aux, *[r[0] for r in results])
+        df = self.measurements.copy()
+        sim = np.full(len(df), np.nan)
+        for o, (y_sim, _) in zip(self._obs, results):
+            sim[o["rows"]] = np.asarray(y_sim)
+        df = df.rename(columns={pv1.MEASUREMENT: pv1.SIMULATION})
+        df[pv1.SIMULATION] = sim
+        return df
+
+    def __repr__(self):
+        return (f"PetabProblem({self.path.name}: model {self.model.id}, {len(self.model.states)} states, "
+                f"{len(self.x_names)} estimated parameters, {len(self.experiments)} experiments, "
+                f"{len(self.measurements)} measurements)")
+
+
+def _gather(sims, o):
+    groups = np.asarray(o["group"])
+    if np.all(groups == groups[0]):
+        return sims[int(groups[0])][0][o["exp"], o["tidx"]]
+    return jnp.stack([sims[int(g)][0][int(e), int(k)] for g, e, k in zip(o["group"], o["exp"], o["tidx"])])
+
+
+def _gather_p(sims, o):
+    groups = np.asarray(o["group"])
+    if np.all(groups == groups[0]):
+        return sims[int(groups[0])][1][o["exp"]]
+    return jnp.stack([sims[int(g)][1][int(e)] for g, e in zip(o["group"], o["exp"])])
+
+
+def _transform(v, trans):
+    return {"lin": lambda a: a, "log": jnp.log, "log10": jnp.log10}[trans](v)
+
+
+def _nllh_terms(y_sim, sigma, o):
+    meas = jnp.asarray(o["meas"])
+    s, z = _transform(y_sim, o["trans"]), _transform(meas, o["trans"])
+    jac = {"lin": 0.0, "log": jnp.log(meas), "log10": jnp.log(meas * math.log(10.0))}[o["trans"]]
+    if o["noise"] == "normal":
+        return 0.5 * jnp.log(2 * math.pi * sigma ** 2) + 0.5 * ((s - z) / sigma) ** 2 + jac
+    return jnp.log(2 * sigma) + jnp.abs(s - z) / sigma + jac
+
+
+def _count_placeholders(formula, kind, oid) -> int:
+    import re
+    found = [int(k) for k in re.findall(rf"\b{kind}(\d+)_{re.escape(oid)}\b", str(formula))]
+    return max(found) if found else 0
+
+
+def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids):
+    """JAX functions h(t, y, pv, theta, op) and sigma(t, y, pv, theta, op, np) of one observable."""
+    from petab.v1.math import sympify_petab
+    try:
+        h = sympify_petab(formula)
+        s = sympify_petab(noise_formula)
+    except Exception as exc:
+        raise InputError(f"observable '{oid}': formula cannot be parsed: {exc}") from None
+    names = {}
+    for i, st in enumerate(m.states):
+        names[sp.Symbol(st, real=True)] = sp.Symbol(f"y[{i}]")
+    for i, p in enumerate(m.parameters):
+        names[sp.Symbol(p, real=True)] = sp.Symbol(f"p[{i}]")
+    rules = {sp.Symbol(k, real=True): v for k, v in m.rules.items()}
+
+    def source(expr, where):
+        expr = sp.sympify(expr)
+        # model rule variables: substitute their expressions (several rounds: rules of rules)
+        for _ in range(len(rules) + 1):
+            if not (expr.free_symbols & set(rules)):
+                break
+            expr = expr.xreplace(rules)
+        expr = expr.xreplace({sbml_import.TC: sbml_import.T})
+        subs = {sbml_import.T: sp.Symbol("t")}
+        for sym in expr.free_symbols:
+            nm = sym.name
+            if sym in names:
+                subs[sym] = names[sym]
+            elif nm.startswith("observableParameter") and nm.endswith("_" + oid):
+                subs[sym] = sp.Symbol(f"op[{int(nm[len('observableParameter'):].split('_')[0]) - 1}]")
+            elif nm.startswith("noiseParameter") and nm.endswith("_" + oid):
+                subs[sym] = sp.Symbol(f"npar[{int(nm[len('noiseParameter'):].split('_')[0]) - 1}]")
+            elif nm in pids:
+                subs[sym] = sp.Symbol(f"theta[{pids[nm]}]")
+            elif nm == "t" or nm == "time":
+                subs[sym] = sp.Symbol("t")
+            elif sym not in subs:
+                raise InputError(f"observable '{oid}': {where} uses '{nm}', which is neither a model "
+                                 "entity, a parameter of the parameter table nor a placeholder")
+        printer = sbml_import._Printer()
+        return printer.doprint(expr.xreplace(subs)).replace("jax.numpy.", "jnp.")
+
+    code = (f"def h(t, y, p, theta, op):\n    return jnp.asarray({source(h, 'observableFormula')}, "
+            f"dtype=jnp.float64) + 0.0 * t\n"
+            f"def sigma(t, y, p, theta, op, npar):\n    return jnp.asarray({source(s, 'noiseFormula')}, "
+            f"dtype=jnp.float64) + 0.0 * t\n")
+    ns = {"jnp": jnp, "jax": jax, "math": math, "__source__": code}
+    exec(compile(code, f"<petab:{oid}>", "exec"), ns)
+    ns["h"].source = code
+    return ns["h"], ns["sigma"]
