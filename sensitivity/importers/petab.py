@@ -132,7 +132,7 @@ class PetabProblem:
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
         self._setup()
-        self._cache: dict = {}
+        self._fingerprint = _fingerprint(path, problem)
 
     # ------------------------------------------------------------------ setup
     def _model_path(self) -> Path:
@@ -176,7 +176,7 @@ class PetabProblem:
         pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
         if pre_col not in mdf:
             mdf[pre_col] = ""
-        mdf[pre_col] = mdf[pre_col].fillna("").astype(str)
+        mdf[pre_col] = [("" if (isinstance(v, float) and math.isnan(v)) else str(v)) for v in mdf[pre_col]]
         self.measurements = mdf.reset_index(drop=True)
 
         n_p, n_x = len(m.parameters), len(m.states)
@@ -320,7 +320,7 @@ class PetabProblem:
         """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
         m = self.model
         solver = _SOLVERS[self.solver]()
-        rtol, atol, max_steps = self.rtol, self.atol, self.max_steps
+        max_steps = self.max_steps
 
         def vf(t, y, args):
             pv, tc = args
@@ -331,18 +331,18 @@ class PetabProblem:
         def adjoint():
             return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
-        def segment(pv, y0, a, b, tc, ts):
+        def segment(pv, y0, a, b, tc, ts, tol):
             sol = diffrax.diffeqsolve(
                 term, solver, a, b, None, y0, (pv, tc),
                 saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
-                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                stepsize_controller=diffrax.PIDController(rtol=tol[0], atol=tol[1]),
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
-        def solve(pv, y0, ts, t0):
+        def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
             if m.n_breakpoints == 0:
-                ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts)
+                ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts, tol)
                 return ys, res == diffrax.RESULTS.successful, steps
             bp = jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend))
             bounds = jnp.concatenate([jnp.reshape(t0, (1,)), bp, jnp.reshape(tend, (1,))])
@@ -350,7 +350,7 @@ class PetabProblem:
             def body(carry, ab):
                 y, ys, ok, steps = carry
                 a, b = ab
-                seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts)
+                seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts, tol)
                 inside = ((ts >= a) & (ts <= b))[:, None]
                 ys = jnp.where(inside, seg, ys)
                 return (y_end, ys, ok & (res == diffrax.RESULTS.successful), steps + n), None
@@ -365,21 +365,21 @@ class PetabProblem:
         """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
         m = self.model
         solver = _SOLVERS[self.solver]()
-        rtol, atol = self.rtol, self.atol
 
-        def vf(t, y, pv):
-            return m.rhs(t, y, pv, t)
+        def vf(t, y, args):
+            return m.rhs(t, y, args[0], t)
 
-        def cond(t, y, pv, **kwargs):
-            return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (atol + rtol * jnp.abs(y))) < 1.0
+        def cond(t, y, args, **kwargs):
+            pv, tol = args
+            return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
 
         event = diffrax.Event(cond)
         term = diffrax.ODETerm(vf)
 
-        def steady(pv, y0):
+        def steady(pv, y0, tol):
             sol = diffrax.diffeqsolve(
-                term, solver, 0.0, jnp.inf, None, y0, pv, saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), event=event,
+                term, solver, 0.0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=diffrax.PIDController(rtol=tol[0], atol=tol[1]), event=event,
                 max_steps=self.max_steps,
                 adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
                 throw=False)
@@ -400,32 +400,32 @@ class PetabProblem:
             yo = jnp.where(y_ref >= 0, theta[jnp.maximum(y_ref, 0)], y_const)
             return pv, yo, y_set
 
-        def one(theta, sim, pre, ts):
+        def one(theta, sim, pre, ts, tol):
             pv, yo, y_set = params(theta, sim)
             ok = jnp.asarray(True)
             steps = jnp.asarray(0)
             if pre is not None:
                 pv0, yo0, set0 = params(theta, pre)
                 y0 = jnp.where(set0, yo0, m.initial(pv0))
-                y0, res0, n0 = steady(pv0, y0)
+                y0, res0, n0 = steady(pv0, y0, tol)
                 ok = ok & (res0 == diffrax.RESULTS.event_occurred)
                 steps = steps + n0
                 y0 = jnp.where(y_set, yo, y0)
             else:
                 y0 = jnp.where(y_set, yo, m.initial(pv))
-            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0))
+            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0), tol)
             return ys, pv, ok & ok_solve, steps + n
 
-        def simulate_all(theta):
+        def simulate_all(theta, tol):
             out = []
             for g in groups:
                 sim = tuple(jnp.asarray(a) for a in g["sim"])
                 pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
                 if pre is None:
-                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts))
+                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol))
                     out.append(f(sim, jnp.asarray(g["ts"])))
                 else:
-                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts))
+                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol))
                     out.append(f(sim, pre, jnp.asarray(g["ts"])))
             return out
 
@@ -436,8 +436,8 @@ class PetabProblem:
         simulate_all = self._simulate_fn(method)
         obs = self._obs
 
-        def observe(theta):
-            sims = simulate_all(theta)
+        def observe(theta, tol):
+            sims = simulate_all(theta, tol)
             ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
             steps = sum(jnp.sum(s[3]) for s in sims)
             results = []
@@ -459,28 +459,34 @@ class PetabProblem:
         observe = self._observations_fn(method)
         obs = self._obs
 
-        def nllh(x):
+        def nllh(x, tol):
             theta = self.theta(x)
-            results, aux = observe(theta)
+            results, aux = observe(theta, tol)
             total = 0.0
             for o, (y_sim, sigma) in zip(obs, results):
                 total = total + jnp.sum(_nllh_terms(y_sim, sigma, o))
-            return total, aux
+            return total, (aux, [r[0] for r in results])
 
         return nllh
 
-    def _compiled(self, key, build, *args):
-        if key not in self._cache:
-            start = time.perf_counter()
-            self._cache[key] = jax.jit(build()).lower(*args).compile()
-            self._cache[(key, "compile")] = time.perf_counter() - start
-        return self._cache[key]
+    def _structure(self) -> tuple:
+        """What compiled functions depend on: the files' contents, solver and step budget
+        (tolerances and parameter values are arguments)."""
+        return (self._fingerprint, self.solver, self.max_steps)
 
-    def _run(self, key, build, *args):
-        fn = self._compiled(key, build, *args)
+    def _run(self, key, build, x):
+        """Compile `build()` once per problem structure and `key` (shared by every
+        PetabProblem of the same files), run it at x; returns (output, timings)."""
+        full = self._structure() + tuple(key)
+        args = (x, jnp.asarray([self.rtol, self.atol]))
+        compile_s = 0.0
+        if full not in _COMPILED:
+            start = time.perf_counter()
+            _COMPILED[full] = jax.jit(build()).lower(*args).compile()
+            compile_s = time.perf_counter() - start
         start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        return out, {"compile": self._cache[(key, "compile")], "run": time.perf_counter() - start}
+        out = jax.block_until_ready(_COMPILED[full](*args))
+        return out, {"compile": compile_s, "run": time.perf_counter() - start}
 
     def _check(self, aux, *values):
         if not bool(aux["ok"]) or not all(np.all(np.isfinite(np.asarray(v))) for v in values):
@@ -494,7 +500,7 @@ class PetabProblem:
         """Negative log-likelihood at x (n_estimated,) on the parameter scale (default: the
         nominal values). Priors are not included."""
         x = self._check_x(x)
-        (value, aux), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        (value, (aux, _)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
         self._check(aux, value)
         return float(value)
 
@@ -523,19 +529,19 @@ class PetabProblem:
         if mode == "adjoint":
             def build():
                 f = self._nllh_fn("checkpoint")
-                return lambda x: jax.value_and_grad(f, has_aux=True)(x)
-            ((value, aux), grad), t = self._run(("grad", "adjoint"), build, x)
+                return lambda x, tol: jax.value_and_grad(f, has_aux=True)(x, tol)
+            ((value, (aux, _)), grad), t = self._run(("grad", "adjoint"), build, x)
         else:
             def build():
                 f = self._nllh_fn("forward")
 
-                def g(x):
+                def g(x, tol):
                     def one(v):
-                        return jax.jvp(f, (x,), (v,), has_aux=True)
+                        return jax.jvp(lambda x_: f(x_, tol), (x,), (v,), has_aux=True)
                     value, tangent, aux = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size))
                     return (value, aux), tangent
                 return g
-            ((value, aux), grad), t = self._run(("grad", "forward"), build, x)
+            ((value, (aux, _)), grad), t = self._run(("grad", "forward"), build, x)
         self._check(aux, value, grad)
         return PetabGradient(float(value), np.asarray(grad), self.x_names, mode, plan, t)
 
@@ -550,8 +556,8 @@ class PetabProblem:
             observe = self._observations_fn("forward")
             obs = self._obs
 
-            def parts(x):
-                results, aux = observe(self.theta(x))
+            def parts(x, tol):
+                results, aux = observe(self.theta(x), tol)
                 mus, sig, c = [], [], []
                 for o, (y_sim, sigma) in zip(obs, results):
                     mus.append(_transform(y_sim, o["trans"]))
@@ -559,9 +565,9 @@ class PetabProblem:
                     c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
                 return jnp.concatenate(mus), jnp.concatenate(sig), (jnp.concatenate(c), aux)
 
-            def F(x):
-                Jm, Js, (c, aux) = jax.jacfwd(parts, has_aux=True)(x)
-                _, sigma, _ = parts(x)
+            def F(x, tol):
+                Jm, Js, (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
+                _, sigma, _ = parts(x, tol)
                 w = 1.0 / sigma ** 2
                 return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js, aux
             return F
@@ -576,15 +582,11 @@ class PetabProblem:
         import petab.v1 as pv1
         x = self._check_x(x)
 
-        def build():
-            observe = self._observations_fn("checkpoint")
-            return lambda x: observe(self.theta(x))
-
-        (results, aux), _ = self._run(("simulate",), build, x)
-        self._check(aux, *[r[0] for r in results])
+        (value, (aux, results)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        self._check(aux, *results)
         df = self.measurements.copy()
         sim = np.full(len(df), np.nan)
-        for o, (y_sim, _) in zip(self._obs, results):
+        for o, y_sim in zip(self._obs, results):
             sim[o["rows"]] = np.asarray(y_sim)
         df = df.rename(columns={pv1.MEASUREMENT: pv1.SIMULATION})
         df[pv1.SIMULATION] = sim
@@ -594,6 +596,19 @@ class PetabProblem:
         return (f"PetabProblem({self.path.name}: model {self.model.id}, {len(self.model.states)} states, "
                 f"{len(self.x_names)} estimated parameters, {len(self.experiments)} experiments, "
                 f"{len(self.measurements)} measurements)")
+
+
+_COMPILED: dict = {}
+
+
+def _fingerprint(path: Path, problem) -> str:
+    """A hash of the problem's tables and model: equal for two loads of the same files."""
+    import hashlib
+    h = hashlib.sha256()
+    for df in (problem.parameter_df, problem.condition_df, problem.measurement_df, problem.observable_df):
+        h.update(df.to_csv().encode())
+    h.update(problem.model.to_sbml_str().encode() if hasattr(problem.model, "to_sbml_str") else str(path).encode())
+    return h.hexdigest()
 
 
 def _gather(sims, o):
