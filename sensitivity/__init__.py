@@ -37,6 +37,7 @@ from .model import ODEModel  # noqa: E402
 from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 from .solve import Trajectory, simulate  # noqa: E402
+from .importers import petab, sbml  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
