@@ -61,6 +61,8 @@ _REGISTRY = {
     "heat_1d": ".heat_1d",
     "neural_ode": ".neural_ode",
     "reaction_chain": ".reaction_chain",
+    "pk_one_compartment_oral": ".pk_one_compartment_oral",
+    "seir_intervention": ".seir_intervention",
 }
 
 DEFAULT_FACTORY = "model"

@@ -34,6 +34,7 @@ from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
+from .events import DiscontinuityWarning, Dose, Event, doses  # noqa: E402
 from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 from .solve import Trajectory, simulate  # noqa: E402
@@ -44,4 +45,5 @@ __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
+    "Dose", "doses", "Event", "DiscontinuityWarning",
 ]

@@ -46,6 +46,10 @@ class ODEModel:
             the model's outputs; otherwise the states are.
         stiff: a hint that an implicit solver is needed (the solver "auto" then picks one).
         doc: one line or more describing the model and its source.
+        breakpoints: names of scalar parameters that are times of a discontinuity of the rhs
+            (`jnp.where(t < p["t_switch"], b0, b1)`): the solve is split there, so the
+            derivative with respect to them is right (see `sensitivity.events`).
+        events: state events (`sensitivity.Event`) that belong to the model (SBML events).
 
     Compiled functions are cached per `structure_key()`: name, rhs, states, parameter
     shapes, observables and the stiffness hint, not values. Define `rhs` (and observables)
@@ -60,6 +64,8 @@ class ODEModel:
     observables: Mapping[str, Observable] = field(default_factory=dict)
     stiff: bool = False
     doc: str = ""
+    breakpoints: tuple[str, ...] = ()
+    events: tuple = ()
 
     def __init__(
         self,
@@ -71,6 +77,8 @@ class ODEModel:
         observables: Mapping[str, Observable] | None = None,
         stiff: bool = False,
         doc: str = "",
+        breakpoints: Sequence[str] | None = None,
+        events: Sequence[object] | None = None,
     ):
         if isinstance(states, (int, np.integer)):
             if states < 1:
@@ -111,11 +119,15 @@ class ODEModel:
         object.__setattr__(self, "observables", obs)
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
+        from .events import check_events, check_model_breakpoints
+        object.__setattr__(self, "breakpoints", check_model_breakpoints(params, breakpoints))
+        object.__setattr__(self, "events", check_events(events, "ODEModel events"))
 
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""
         shapes = tuple((k, v.shape) for k, v in self.parameters.items())
-        return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff)
+        return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff,
+                self.breakpoints, self.events)
 
     @property
     def n_states(self) -> int:

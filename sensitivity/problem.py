@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import InputError, did_you_mean, list_names
+from .events import (Dose, check_events, dose_input_refs, resolve_doses, resolve_fixed_breakpoints,
+                     warn_undeclared)
 from .model import ODEModel
 
 SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "bosh3", "heun", "kvaerno3", "kvaerno4",
@@ -38,8 +40,10 @@ def _entry_name(pname: str, idx: tuple[int, ...]) -> str:
     return f"{pname}[{','.join(str(i) for i in idx)}]"
 
 
-def resolve_inputs(model: ODEModel, wrt: Sequence[str] | None) -> tuple[InputRef, ...]:
-    """Turn input names into `InputRef`s; the default is every scalar parameter.
+def resolve_inputs(model: ODEModel, wrt: Sequence[str] | None, n_doses: int = 0) -> tuple[InputRef, ...]:
+    """Turn input names into `InputRef`s; the default is every scalar parameter. With
+    `n_doses` doses, "dose[j].time", "dose[j].amount", "dose.time", "dose.amount" are inputs
+    too (kind "dose", target the field, flat_index the dose's place in the sorted schedule).
 
     Raises `InputError` naming the bad entry, with the closest valid name.
     """
@@ -58,6 +62,10 @@ def resolve_inputs(model: ODEModel, wrt: Sequence[str] | None) -> tuple[InputRef
         if not isinstance(name, str):
             raise InputError(f"wrt[{i}] = {name!r} is not a name; valid: {list_names(valid)}")
         name = name.strip()
+        dose_refs = dose_input_refs(name, i, n_doses, lambda n, f, j: InputRef(n, "dose", f, j))
+        if dose_refs is not None:
+            refs.extend(dose_refs)
+            continue
         if name.startswith("y0."):
             state = name[3:]
             if state not in model.states:
@@ -206,6 +214,11 @@ class Problem:
             the discrete solve) or "backsolve" (continuous adjoint, O(1) memory, approximate).
         checkpoints: number of checkpoints of the checkpointed adjoint (default: diffrax's,
             about sqrt(max_steps)).
+        doses: `sensitivity.Dose`s (bolus jumps of a state), e.g. `sens.doses(state="depot",
+            amount=100, every=12, count=7)`; sorted by time, inputs "dose[2].time" etc.
+        breakpoints: fixed times of discontinuities of the rhs (numbers: the step controller
+            steps onto them) and/or parameter names (the solve is split there).
+        events: state events (`sensitivity.Event`), in addition to the model's.
     """
 
     model: ODEModel
@@ -221,10 +234,14 @@ class Problem:
     max_steps: int = 100_000
     adjoint: str = "checkpoint"
     checkpoints: int | None = None
+    doses: tuple[Dose, ...] = ()
+    fixed_breakpoints: tuple[float, ...] = ()
+    param_breakpoints: tuple[str, ...] = ()
+    events: tuple = ()
 
     def __init__(self, model: ODEModel, times, wrt=None, of=None, parameters=None, y0=None,
                  t0=None, solver="auto", rtol=1e-8, atol=1e-8, max_steps=100_000,
-                 adjoint="checkpoint", checkpoints=None):
+                 adjoint="checkpoint", checkpoints=None, doses=None, breakpoints=None, events=None):
         if not isinstance(model, ODEModel):
             raise InputError(f"model must be an ODEModel, got {type(model).__name__}")
         ts, start = _check_times(times, t0)
@@ -245,7 +262,12 @@ class Problem:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         set_("model", model)
         set_("times", ts)
-        set_("wrt", resolve_inputs(model, wrt))
+        set_("doses", resolve_doses(model, doses, start, float(ts[-1])))
+        fixed, named = resolve_fixed_breakpoints(model, breakpoints)
+        set_("fixed_breakpoints", fixed)
+        set_("param_breakpoints", named)
+        set_("events", check_events(events))
+        set_("wrt", resolve_inputs(model, wrt, len(self.doses)))
         set_("of", resolve_outputs(model, of))
         set_("parameters", _merge_parameters(model, parameters))
         set_("y0", _merge_y0(model, y0))
@@ -256,6 +278,7 @@ class Problem:
         set_("max_steps", int(max_steps))
         set_("adjoint", adjoint)
         set_("checkpoints", None if checkpoints is None else int(checkpoints))
+        warn_undeclared(self)
 
     # ------------------------------------------------------------------ shapes and names
     @property
@@ -277,6 +300,8 @@ class Problem:
         for i, r in enumerate(self.wrt):
             if r.kind == "y0":
                 out[i] = self.y0[r.target]
+            elif r.kind == "dose":
+                out[i] = getattr(self.doses[r.flat_index], r.target)
             elif r.flat_index is None:
                 out[i] = self.parameters[r.target]
             else:
@@ -291,13 +316,18 @@ class Problem:
             raise InputError(f"x has shape {x.shape}, expected ({self.n_inputs},): one value per input")
         params = {k: v.copy() for k, v in self.parameters.items()}
         y0 = self.y0.copy()
+        dose_list = [dict(time=d.time, state=d.state, amount=d.amount) for d in self.doses]
         for value, r in zip(x, self.wrt):
             if r.kind == "y0":
                 y0[r.target] = value
+            elif r.kind == "dose":
+                dose_list[r.flat_index][r.target] = float(value)
             elif r.flat_index is None:
                 params[r.target] = np.asarray(value)
             else:
                 params[r.target].reshape(-1)[r.flat_index] = value
+        if self.doses:
+            return self.replace(parameters=params, y0=y0, doses=[Dose(**d) for d in dose_list])
         return self.replace(parameters=params, y0=y0)
 
     def replace(self, **changes) -> "Problem":
@@ -310,7 +340,8 @@ class Problem:
             times=self.times, wrt=list(self.input_names), of=list(self.of),
             parameters=dict(self.parameters), y0=self.y0, t0=self.t0, solver=self.solver,
             rtol=self.rtol, atol=self.atol, max_steps=self.max_steps, adjoint=self.adjoint,
-            checkpoints=self.checkpoints,
+            checkpoints=self.checkpoints, doses=list(self.doses),
+            breakpoints=list(self.fixed_breakpoints) + list(self.param_breakpoints), events=list(self.events),
         )
         if "parameters" in changes:
             merged = dict(self.parameters)
@@ -329,7 +360,9 @@ class Problem:
         """What compiled functions depend on: everything but values (parameters, y0, times,
         tolerances are passed as arrays)."""
         return (self.model.structure_key(), self.wrt, self.of, self.times.size, self.solver, self.max_steps,
-                self.adjoint, self.checkpoints, tuple(sorted(extra.items())))
+                self.adjoint, self.checkpoints, tuple(sorted(extra.items())),
+                tuple(d.state for d in self.doses), len(self.fixed_breakpoints), self.param_breakpoints,
+                self.events)
 
     def __repr__(self) -> str:
         return (f"Problem({self.model.name}, n_inputs={self.n_inputs}, of={list(self.of)}, "

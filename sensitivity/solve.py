@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
+from . import compiled, events
 from .errors import SolverError
 from .problem import Problem
 
@@ -46,12 +46,13 @@ def solver_name(problem: Problem) -> str:
 def values_of(problem: Problem) -> dict:
     """The arrays a compiled function takes besides x: changing them does not recompile."""
     return {
-        "params": {k: jnp.asarray(v) for k, v in problem.parameters.items()},
+        "params": {**{k: jnp.asarray(v) for k, v in problem.parameters.items()}, **events.dose_params(problem)},
         "y0": jnp.asarray(problem.y0),
         "times": jnp.asarray(problem.times),
         "t0": jnp.asarray(problem.t0),
         "rtol": jnp.asarray(problem.rtol),
         "atol": jnp.asarray(problem.atol),
+        **events.extra_values(problem),
     }
 
 
@@ -64,6 +65,10 @@ def assemble_function(problem: Problem) -> Callable:
         if ref.kind == "y0":
             y0_pos.append(i)
             y0_idx.append(ref.target)
+        elif ref.kind == "dose":
+            pos, flat = entries.setdefault((events.DOSE_KEY, ref.target), ([], []))
+            pos.append(i)
+            flat.append(ref.flat_index)
         elif ref.flat_index is None:
             scalar[ref.target] = i
         else:
@@ -78,6 +83,11 @@ def assemble_function(problem: Problem) -> Callable:
         for name, i in scalar.items():
             params[name] = x[i]
         for name, (pos, flat) in entries_a.items():
+            if isinstance(name, tuple):  # a dose time or amount
+                dose = dict(params[name[0]])
+                dose[name[1]] = dose[name[1]].at[flat].set(x[pos])
+                params[name[0]] = dose
+                continue
             base = params[name]
             params[name] = base.ravel().at[flat].set(x[pos]).reshape(base.shape)
         if y0_pos:
@@ -103,9 +113,12 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    rhs = problem.model.rhs if rhs is None else rhs
     solver = _SOLVER_CLASSES[solver_name(problem)]()
     steps = problem.max_steps if max_steps is None else max_steps
+    if events.has_pieces(problem):  # doses, parameter breakpoints, state events
+        return events.solve_function(problem, method, steps, rhs,
+                                     lambda c: _adjoint(problem, method, solver, c), solver)
+    rhs = problem.model.rhs if rhs is None else rhs
 
     def vector_field(t, y, p):
         return jnp.asarray(rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
@@ -114,7 +127,7 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
 
     def solve(params, y0, values):
         times = values["times"]
-        controller = diffrax.PIDController(rtol=values["rtol"], atol=values["atol"])
+        controller = events.controller(problem, values)
         sol = diffrax.diffeqsolve(
             term, solver, values["t0"], times[-1], None, y0, params,
             saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
@@ -177,6 +190,7 @@ def output_function(problem: Problem, method: str, max_steps: int | None = None)
 
 def check_solution(problem: Problem, aux: dict, ys) -> None:
     """Raise `SolverError` if the solve failed or produced NaN/inf, saying where and what to try."""
+    events.check_aux(problem, aux)
     ys = np.asarray(ys)
     ok = bool(np.asarray(aux["result"] == diffrax.RESULTS.successful))
     finite_rows = np.all(np.isfinite(ys.reshape(ys.shape[0], -1)), axis=1)

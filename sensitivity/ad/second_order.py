@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
+from ..events import has_pieces
 from ..problem import Problem
 from ..solve import (assemble_function, observe_function, output_function, run_checked, simulate,
                      solve_function, values_of)
@@ -95,6 +96,8 @@ def hvp(problem: Problem, objective: Callable, v, method: str = "rev-over-fwd"
     if method not in HVP_METHODS:
         raise InputError(f"hvp method '{method}' is unknown; valid: {', '.join(HVP_METHODS)}")
     tangent = check_vector(problem, v)
+    if method == "rev-over-fwd" and has_pieces(problem):
+        method = "fwd-over-rev"  # the augmented tangent system does not carry jumps
     if method == "fwd-over-rev":
         (_, hv), info = _hvp_fwd_over_rev(problem, objective, tangent)
     else:
@@ -118,6 +121,8 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
     """
     if method not in HESSIAN_METHODS:
         raise InputError(f"hessian method '{method}' is unknown; valid: {', '.join(HESSIAN_METHODS)}")
+    if method == "rev-over-fwd" and has_pieces(problem):
+        method = "fwd-over-fwd"  # the augmented tangent system does not carry jumps
     if method == "rev-over-fwd":
         def build_columns():
             g = _rev_over_fwd_function(problem, objective)
