@@ -204,16 +204,38 @@ def test_ode_model_simulates_like_the_hand_written_model(tmp_path):
     assert sens.sbml.load(path).structure_key() == model.structure_key()   # one compile per file
     ref = sens.ODEModel("ref", ["A", "B"], {"c": 1.0, "k": 0.7, "r2_k2": 0.3}, _decay_rhs, [2.0, 0.0])
     ts = np.linspace(0, 5, 11)
-    a = sens.simulate(sens.Problem(model, ts, of=["A", "B"])).outputs   # SBML models are "stiff": Kvaerno5
-    b = sens.simulate(sens.Problem(ref, ts, solver="kvaerno5")).outputs
+    a = sens.simulate(sens.Problem(model, ts, of=["A", "B"], solver="tsit5")).outputs
+    b = sens.simulate(sens.Problem(ref, ts, solver="tsit5")).outputs
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     k, k2 = 0.7, 0.3   # and the closed form, to the solver's accuracy
     exact = np.c_[2 * np.exp(-k * ts), 2 * k / (k2 - k) * (np.exp(-k * ts) - np.exp(-k2 * ts))]
     np.testing.assert_allclose(a, exact, rtol=1e-5, atol=1e-7)
 
 
+def test_event_resets_a_state_like_the_closed_form(tmp_path):
+    # A' = -k A from A = 2; when A falls below 0.5 it is reset to 2: t* = ln 4 / k
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=2.0)
+        param(m, "k", 0.7)
+        reaction(m, "r", [("A", 1)], [], "c * k * A")
+        ev = m.createEvent()
+        ev.setId("refill"), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula("A < 0.5")), tr.setInitialValue(False), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
+    model = sens.sbml.load(make(tmp_path, build, name="refill"))
+    assert len(model.events) == 1
+    ts = np.linspace(0.0, 3.0, 7)
+    k, t_star = 0.7, np.log(4) / 0.7
+    exact = np.where(ts < t_star, 2 * np.exp(-k * ts), 2 * np.exp(-k * (ts - t_star)))
+    out = sens.simulate(sens.Problem(model, ts, of=["A"], solver="tsit5")).outputs[:, 0]
+    np.testing.assert_allclose(out, exact, rtol=1e-6)
+
+
 @pytest.mark.parametrize("construct, match", [
-    ("event", "event 'ev'"),
+    ("event", "delayed events"),
     ("algebraic", "algebraic rule"),
     ("delay", "delay"),
     ("fast", "reaction 'r' is fast"),
@@ -230,6 +252,7 @@ def test_unsupported_constructs_are_refused_by_name(tmp_path, construct, match):
         if construct == "event":
             ev = m.createEvent()
             ev.setId("ev"), ev.setUseValuesFromTriggerTime(True)
+            ev.createDelay().setMath(libsbml.parseL3Formula("1"))
             tr = ev.createTrigger()
             tr.setMath(libsbml.parseL3Formula("time > 1")), tr.setInitialValue(False), tr.setPersistent(True)
             ea = ev.createEventAssignment()

@@ -131,6 +131,9 @@ class PetabProblem:
         sbml_files = [problem.model.model_id] if False else None  # noqa: F841 (kept simple)
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
+        if self.model.events:
+            raise ModelError(f"petab: model '{self.model.id}' has SBML events (e.g. '{self.model.events[0][0]}'): "
+                             "events are supported by sens.sbml.load, not yet in PEtab problems")
         self._setup()
         self._fingerprint = _fingerprint(path, problem)
 

@@ -9,8 +9,13 @@ zero rate unless a rate rule drives them), global and kinetic-law (local) parame
 (d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), conversion factors,
 assignment rules, rate rules, initial assignments (the initial state is a function y0(p) of
 the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
-avogadro. Refused with a `ModelError` naming the element: events, algebraic rules, delays,
-fast reactions, variable compartments holding species, stoichiometries changed by rules.
+avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
+fast reactions, variable compartments holding species, stoichiometries changed by rules,
+delayed or prioritised events, compound triggers, event assignments to parameters.
+Events (a trigger `a > b` or `a < b` and assignments to states) become `sensitivity.Event`s
+of the ODEModel (root finding on a - b, direction from the comparison, the assignments as
+the reset); parameters that are switching times of piecewise functions become the
+ODEModel's breakpoints.
 
 Maths: libsbml AST -> sympy -> Python source over `jax.numpy`, compiled once per file
 (keyed by path and content, so two loads share functions and compiled code).
@@ -224,6 +229,7 @@ class SBMLModel:
     rule_values: Callable
     breakpoints: Callable
     source: str = ""
+    events: tuple = ()
     _ode: dict = field(default_factory=dict)
 
     @property
@@ -271,10 +277,20 @@ class SBMLModel:
             raise ModelError(f"SBML model '{self.id}': the initial value of species '{bad[0]}' is "
                              "not finite (missing initialConcentration / initialAmount?)")
         params = dict(zip(self.parameters, self.parameter_values.tolist()))
+        from ..events import Event
+        events = [Event(functools.partial(_wrap_pv, cond, pvec), functools.partial(_wrap_pv, reset, pvec),
+                        direction=direction) for _, cond, reset, direction in self.events]
+        # switching times that are parameters: the solve is cut there (exact, and their
+        # derivatives right); other time conditions are left to the step-size control
+        bps = [str(b) for b in self.breakpoint_exprs if isinstance(b, sp.Symbol) and str(b) in params]
         model = ODEModel(self.id, self.states, params, rhs, y0, observables=obs, stiff=True,
-                         doc=f"Imported from SBML {self.source}")
+                         doc=f"Imported from SBML {self.source}", breakpoints=bps, events=events)
         self._ode["model"] = model
         return model
+
+
+def _wrap_pv(fn, pvec, t, y, p):
+    return fn(t, y, pvec(p))
 
 
 def _state_obs(i, t, y, p):
@@ -334,10 +350,6 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if not (mid[0].isalpha() or mid[0] == "_"):
         mid = "m_" + mid
 
-    for ev in model.getListOfEvents():
-        raise ModelError(f"SBML event '{ev.getId() or ev.getName() or '?'}': events are not supported "
-                         "yet by the SBML import (needs the events machinery); remove it or "
-                         "model the change as a piecewise function of time")
     for rule in model.getListOfRules():
         if rule.isAlgebraic():
             raise ModelError(f"SBML algebraic rule ({L.formulaToL3String(rule.getMath())} = 0): "
@@ -471,6 +483,11 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # ---- order the rules (dependencies among rule variables)
     rules = _topological(rules)
 
+    # ---- events: trigger g(t, y, p) crossing zero, assignments to states
+    events = []
+    for ev in model.getListOfEvents():
+        events.append(_event(ev, conv, states, rules))
+
     # ---- time conditions of piecewise functions -> breakpoints, conditions see TC
     state_syms = {sym(s) for s in states}
     breakpoints: list[sp.Expr] = []
@@ -488,9 +505,39 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if bad_p:
         raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
 
-    rhs, initial, rule_values, bps = _compile(mid, states, params, rules, rates, init_full, breakpoints)
+    rhs, initial, rule_values, bps, ev_fns = _compile(mid, states, params, rules, rates, init_full,
+                                                      breakpoints, events)
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
-                     rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source)
+                     rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
+                     events=tuple(ev_fns))
+
+
+def _event(ev, conv, states, rules):
+    """One SBML event -> (name, g, direction, {state: value expr}); ModelError naming what
+    the event machinery cannot represent."""
+    name = ev.getId() or ev.getName() or "?"
+    where = f"SBML event '{name}'"
+    if ev.isSetDelay():
+        raise ModelError(f"{where}: delayed events are not supported")
+    if ev.isSetPriority():
+        raise ModelError(f"{where}: event priorities are not supported")
+    trig = ev.getTrigger()
+    if trig is None or trig.getMath() is None:
+        raise ModelError(f"{where} has no trigger")
+    cond = conv(trig.getMath(), f"trigger of {where}")
+    if not isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan, sp.StrictLessThan, sp.LessThan)):
+        raise ModelError(f"{where}: trigger '{cond}' is not a single comparison (<, <=, >, >=); "
+                         "compound triggers are not supported")
+    up = isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan))
+    g = cond.lhs - cond.rhs
+    assigns = {}
+    for ea in ev.getListOfEventAssignments():
+        var = ea.getVariable()
+        if var not in states:
+            raise ModelError(f"{where}: assigns to '{var}', which is not a state (species or rate-rule "
+                             "variable); event assignments to parameters are not supported")
+        assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
+    return name, g, (1 if up else -1), assigns
 
 
 def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
@@ -628,7 +675,7 @@ def expression_source(expr, names, printer=None) -> str:
     return printer.doprint(e).replace("jax.numpy.", "jnp.")
 
 
-def _compile(mid, states, params, rules, rates, init, breakpoints):
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
@@ -654,10 +701,19 @@ def _compile(mid, states, params, rules, rates, init, breakpoints):
     else:
         lines.append("    return jnp.zeros((0,))")
     del bp_names
+    for k, (_, g, _, assigns) in enumerate(events):
+        lines += ["", f"def event_condition_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+        lines.append(f"    return jnp.asarray({src(g)}, dtype=jnp.float64) + 0.0 * t")
+        lines += ["", f"def event_reset_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+        new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
+               for i, s_ in enumerate(states)]
+        lines.append("    return jnp.stack([" + ", ".join(new) + "])")
     code = "\n".join(lines)
     namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np}
     try:
         exec(compile(code, f"<sbml:{mid}>", "exec"), namespace)
     except SyntaxError as exc:  # a printer gap: say which model
         raise ModelError(f"SBML model '{mid}': generated code does not compile ({exc})") from None
-    return namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"]
+    ev_fns = [(name, namespace[f"event_condition_{k}"], namespace[f"event_reset_{k}"], direction)
+              for k, (name, _, direction, _) in enumerate(events)]
+    return namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns
