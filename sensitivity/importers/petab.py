@@ -566,11 +566,11 @@ class PetabProblem:
                     mus.append(_transform(y_sim, o["trans"]))
                     sig.append(sigma)
                     c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
-                return jnp.concatenate(mus), jnp.concatenate(sig), (jnp.concatenate(c), aux)
+                return (jnp.concatenate(mus), jnp.concatenate(sig)), (jnp.concatenate(c), aux)
 
             def F(x, tol):
-                Jm, Js, (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
-                _, sigma, _ = parts(x, tol)
+                (Jm, Js), (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
+                (_, sigma), _ = parts(x, tol)
                 w = 1.0 / sigma ** 2
                 return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js, aux
             return F
