@@ -2,6 +2,7 @@
 k, k2 (A + B conserved, so the preequilibration Jacobian is singular), a preequilibration
 condition, per-condition parameter (numeric and parameter-id) and species overrides, an
 initial assignment, observable parameters that differ between rows (time-point specific),
+a steady-state measurement (time = inf),
 normal and Laplace noise, lin and log10 transformations, lin / log / log10 parameter scales.
 The nllh and its gradient (jax.grad of the closed form) are compared with the import's."""
 
@@ -60,6 +61,7 @@ MEAS = [  # obs, preeq, cond, value, time, observableParameters, noiseParameters
     ("obs_A", "", "c2", 2.5, 0.5, "scale_A", "sigma"),
     ("obs_B", "", "c2", 1.1, 1.0, "", "0.1"),
     ("obs_B", "", "c2", 1.9, 3.0, "", "0.2"),
+    ("obs_A", "", "c2", 0.9, "inf", "scale_A", "sigma"),    # a steady-state measurement
 ]
 
 
@@ -99,6 +101,8 @@ def closed_form_nllh(x):
 
     def a_of(t, a0, tot, k):
         a_inf = tot * k2 / (k + k2)
+        if math.isinf(t):
+            return a_inf
         return a_inf + (a0 - a_inf) * jnp.exp(-(k + k2) * t)
 
     a_pre = total * k2 / (0.3 + k2)                       # steady state of the preequilibration
@@ -108,7 +112,7 @@ def closed_form_nllh(x):
             A = a_of(t, a_pre, total, k_c1)
             B = total - A
         else:
-            A = a_of(t, total, total + 0.5, 1.0)
+            A = a_of(float(t), total, total + 0.5, 1.0)         # t = inf: A_inf
             B = total + 0.5 - A
         if obs == "obs_A":
             s = (scale_A if op == "scale_A" else float(op)) * A

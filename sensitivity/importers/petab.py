@@ -13,7 +13,8 @@ differentiated through the solve, which respects conservation laws); measurement
 `observableParameters` and `noiseParameters` (numbers or parameter ids, per row, so
 time-point-specific); observable and noise formulas; normal and Laplace noise; lin / log /
 log10 observable transformations; parameters on lin / log / log10 scale, fixed or
-estimated, with bounds. Not (yet): `time = inf` measurements, priors (the reference
+estimated, with bounds; steady-state measurements (`time = inf`: simulated on from the last
+finite time to a steady state, observables evaluated with t = 0). Not (yet): priors (the reference
 likelihoods exclude them), SBML events, mapping tables, several models.
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
@@ -192,8 +193,6 @@ class PetabProblem:
 
         cdf = P.condition_df
         mdf = P.measurement_df.copy()
-        if (np.asarray(mdf[pv1.TIME], dtype=float) == np.inf).any():
-            raise InputError("petab: steady-state measurements (time = inf) are not supported yet")
         if P.mapping_df is not None and len(P.mapping_df):
             raise InputError("petab: mapping tables are not supported")
         pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
@@ -257,12 +256,16 @@ class PetabProblem:
         times_all = np.asarray(mdf[pv1.TIME], dtype=np.float64)
         self._row_exp = row_exp
         for has_pre, members in sorted(groups.items()):
-            ts_list = [np.unique(times_all[row_exp == e]) for e in members]
+            finite = [times_all[(row_exp == e) & np.isfinite(times_all)] for e in members]
+            ts_list = [np.unique(t) if t.size else np.zeros(1) for t in finite]
             n_t = max(len(t) for t in ts_list)
             ts = np.stack([np.concatenate([t, np.full(n_t - len(t), t[-1])]) for t in ts_list])
+            # steady-state measurements (time = inf): the state after simulating on to a steady
+            # state, saved in an extra slot n_t
+            steady_state = bool(np.any(np.isinf(times_all[np.isin(row_exp, members)])))
             sim = [condition_arrays(exps[e][1]) for e in members]
             pre = [condition_arrays(exps[e][0]) for e in members] if has_pre else None
-            g = dict(members=np.array(members), has_pre=has_pre, ts=ts,
+            g = dict(members=np.array(members), has_pre=has_pre, ts=ts, steady_state=steady_state,
                      sim=tuple(np.stack([s[i] for s in sim]) for i in range(5)),
                      pre=None if pre is None else tuple(np.stack([s[i] for s in pre]) for i in range(5)))
             self._groups.append(g)
@@ -293,6 +296,7 @@ class PetabProblem:
             gidx = np.array([group_of[row_exp[r]][0] for r in rows])
             eidx = np.array([group_of[row_exp[r]][1] for r in rows])
             tidx = np.array([int(np.searchsorted(self._groups[gi]["ts"][j], times_all[r]))
+                             if np.isfinite(times_all[r]) else self._groups[gi]["ts"].shape[1]
                              for r, gi, j in zip(rows, gidx, eidx)])
             meas = np.asarray(mdf[pv1.MEASUREMENT].iloc[rows], dtype=np.float64)
             if trans != "lin" and np.any(meas <= 0):
@@ -402,9 +406,9 @@ class PetabProblem:
         event = diffrax.Event(cond)
         term = diffrax.ODETerm(vf)
 
-        def steady(pv, y0, tol):
+        def steady(pv, y0, tol, t0=0.0):
             sol = diffrax.diffeqsolve(
-                term, solver, 0.0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
+                term, solver, t0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
                 stepsize_controller=diffrax.PIDController(rtol=tol[0], atol=tol[1]), event=event,
                 max_steps=self.max_steps,
                 adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
@@ -426,7 +430,7 @@ class PetabProblem:
             yo = jnp.where(y_ref >= 0, theta[jnp.maximum(y_ref, 0)], y_const)
             return pv, yo, y_set
 
-        def one(theta, sim, pre, ts, tol):
+        def one(theta, sim, pre, ts, tol, steady_state):
             pv, yo, y_set = params(theta, sim)
             ok = jnp.asarray(True)
             steps = jnp.asarray(0)
@@ -440,7 +444,12 @@ class PetabProblem:
             else:
                 y0 = jnp.where(y_set, yo, m.initial(pv))
             ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0), tol)
-            return ys, pv, ok & ok_solve, steps + n
+            ok, steps = ok & ok_solve, steps + n
+            if steady_state:  # on from the last save time to a steady state
+                y_ss, res1, n1 = steady(pv, ys[-1], tol, ts[-1])
+                ys = jnp.concatenate([ys, y_ss[None]])
+                ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1
+            return ys, pv, ok, steps
 
         def simulate_all(theta, tol):
             out = []
@@ -448,10 +457,10 @@ class PetabProblem:
                 sim = tuple(jnp.asarray(a) for a in g["sim"])
                 pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
                 if pre is None:
-                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol))
+                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
                     out.append(f(sim, jnp.asarray(g["ts"])))
                 else:
-                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol))
+                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
                     out.append(f(sim, pre, jnp.asarray(g["ts"])))
             return out
 
@@ -473,7 +482,7 @@ class PetabProblem:
                 pvs = _gather_p(sims, o)
                 op = jnp.where(o["op"][0] >= 0, theta[jnp.maximum(o["op"][0], 0)], o["op"][1])
                 npar = jnp.where(o["np"][0] >= 0, theta[jnp.maximum(o["np"][0], 0)], o["np"][1])
-                t = jnp.asarray(o["times"])
+                t = jnp.asarray(np.where(np.isfinite(o["times"]), o["times"], 0.0))  # t = inf: no time
                 y_sim = jax.vmap(o["h"], in_axes=(0, 0, 0, None, 0))(t, ys, pvs, theta, op)
                 sigma = jax.vmap(o["sigma"], in_axes=(0, 0, 0, None, 0, 0))(t, ys, pvs, theta, op, npar)
                 results.append((y_sim, sigma))
