@@ -38,7 +38,14 @@ from .events import DiscontinuityWarning, Dose, Event, doses  # noqa: E402
 from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 from .solve import Trajectory, simulate  # noqa: E402
-from .importers import petab, sbml  # noqa: E402
+
+
+def __getattr__(name):  # sens.sbml and sens.petab load on first use (sympy, libsbml, petab)
+    if name in ("sbml", "petab"):
+        import importlib
+        return importlib.import_module(f".importers.{name}", __name__)
+    raise AttributeError(f"module 'sensitivity' has no attribute '{name}'")
+
 
 __version__ = "0.1.0"
 __all__ = [
