@@ -4,8 +4,9 @@ For each problem of the PEtab benchmark collection in ../shared/petab (next to t
 repository), at rtol = atol = 1e-8 with Kvaerno5 (Fujita: atol = 1e-12, which its llh
 needs), it measures in one fresh process per problem:
 
-- first call: import of the SBML model and the PEtab tables + trace + compile + one nllh
-  (AMICI's counterpart: model build, SBML import + C++ compile);
+- first call: import of the SBML model and the PEtab tables + trace + compile + one nllh,
+  with JAX's persistent compilation cache off (AMICI's counterpart: model build, SBML
+  import + C++ compile);
 - simulation (nllh), forward gradient, adjoint gradient, auto gradient: the median of
   `repeats` calls of the compiled function, compile time reported apart;
 - |nllh - (-llh_ref)| and the relative difference of forward and adjoint gradients.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,8 +98,10 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
+        # a cold start: no persistent compilation cache, so the first call compiles
+        env = dict(os.environ, SENSITIVITY_NO_DISK_CACHE="1")
         proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(proc.stderr[-2000:], file=sys.stderr)
