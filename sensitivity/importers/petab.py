@@ -149,7 +149,6 @@ class PetabProblem:
         self.petab = problem
         self.path = path
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
-        sbml_files = [problem.model.model_id] if False else None  # noqa: F841 (kept simple)
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
         if self.model.events:
@@ -272,7 +271,6 @@ class PetabProblem:
 
         # measurement rows per observable
         self._obs = []
-        placeholders = {}
         for o, oid in enumerate(self.observable_ids):
             rows = np.flatnonzero(np.asarray(mdf[pv1.OBSERVABLE_ID]) == oid)
             if rows.size == 0:
@@ -303,7 +301,6 @@ class PetabProblem:
                 raise InputError(f"observable '{oid}' has {trans} transformation but a measurement <= 0")
             obs_fn, noise_fn = _observable_functions(
                 m, oid, orow[pv1.OBSERVABLE_FORMULA], orow[pv1.NOISE_FORMULA], n_op, n_np, pids)
-            placeholders[oid] = (n_op, n_np)
             self._obs.append(dict(id=oid, rows=rows, trans=trans, noise=noise, group=gidx, exp=eidx,
                                   tidx=tidx, meas=meas, times=times_all[rows],
                                   op=(op_ref, op_const), np=(np_ref, np_const),
@@ -417,7 +414,7 @@ class PetabProblem:
         return steady
 
     def _simulate_fn(self, method: str) -> Callable:
-        """theta -> (list per group of ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps)."""
+        """(theta, tol) -> per group (ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps)."""
         m = self.model
         solve = self._solve_fn(method)
         steady = self._steady_fn(method)
@@ -466,7 +463,7 @@ class PetabProblem:
         return simulate_all
 
     def _observations_fn(self, method: str) -> Callable:
-        """theta -> (per observable: (s, z, sigma, jac) arrays over its rows, aux)."""
+        """(theta, tol) -> (per observable: (simulated values, sigma) over its rows, aux)."""
         simulate_all = self._simulate_fn(method)
         obs = self._obs
 
@@ -476,8 +473,7 @@ class PetabProblem:
             steps = sum(jnp.sum(s[3]) for s in sims)
             results = []
             for o in obs:
-                ys = jnp.stack([sims[g][0][e, k] for g, e, k in zip(o["group"], o["exp"], o["tidx"])]) \
-                    if False else _gather(sims, o)
+                ys = _gather(sims, o)
                 pvs = _gather_p(sims, o)
                 op = jnp.where(o["op"][0] >= 0, theta[jnp.maximum(o["op"][0], 0)], o["op"][1])
                 npar = jnp.where(o["np"][0] >= 0, theta[jnp.maximum(o["np"][0], 0)], o["np"][1])
@@ -730,7 +726,7 @@ def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids):
             f"dtype=jnp.float64) + 0.0 * t\n"
             f"def sigma(t, y, p, theta, op, npar):\n    return jnp.asarray({source(s, 'noiseFormula')}, "
             f"dtype=jnp.float64) + 0.0 * t\n")
-    ns = {"jnp": jnp, "jax": jax, "math": math, "__source__": code}
+    ns = {"jnp": jnp, "jax": jax, "math": math}
     exec(compile(code, f"<petab:{oid}>", "exec"), ns)
     ns["h"].source = code
     return ns["h"], ns["sigma"]

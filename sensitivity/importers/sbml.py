@@ -692,7 +692,6 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
     lines += ["", "def initial(p):", "    t = tc = 0.0"] + unpack_p
     lines.append("    return jnp.stack([" + ", ".join(
         f"jnp.asarray({src(init[s])}, dtype=jnp.float64) + 0.0 * jnp.sum(p)" for s in states) + "])")
-    bp_names = dict(names)
     lines += ["", "def breakpoints(p):"] + unpack_p
     if breakpoints:
         lines.append("    return jnp.stack([" + ", ".join(
@@ -700,7 +699,6 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
             for b in breakpoints) + "])")
     else:
         lines.append("    return jnp.zeros((0,))")
-    del bp_names
     for k, (_, g, _, assigns) in enumerate(events):
         lines += ["", f"def event_condition_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
         lines.append(f"    return jnp.asarray({src(g)}, dtype=jnp.float64) + 0.0 * t")
