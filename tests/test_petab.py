@@ -115,3 +115,19 @@ def test_bad_inputs_raise_clear_errors(boehm):
         boehm.gradient(mode="sideways")
     with pytest.raises(InputError, match="not found"):
         _load("No_Such_Problem")
+
+
+def test_schwen_priors_are_normal_on_the_parameter_scale():
+    # Schwen's table: parameterScaleNormal priors (mean; sd) on six log10 parameters
+    from scipy.stats import norm
+    prob = _load("Schwen_PONE2014")
+    pdf = prob.petab.parameter_df
+    x = prob.x_nominal + 0.1
+    want = 0.0
+    for i, name in enumerate(prob.x_names):
+        kind = pdf.loc[name, "objectivePriorType"]
+        if isinstance(kind, str) and kind:
+            mean, sd = (float(v) for v in pdf.loc[name, "objectivePriorParameters"].split(";"))
+            want -= norm.logpdf(x[i], mean, sd)
+    value, grad = prob.prior(x)
+    assert len(prob.priors) == 6 and value == pytest.approx(want, rel=1e-12)

@@ -169,3 +169,34 @@ def test_run_config_with_petab_key_and_sbml_model(problem, tmp_path):
                   "sensitivity: {wrt: [k, k2], of: [A, B]}\n")
     spec = config.load(sb)
     assert spec.problem.model.states == ("A", "B") and spec.problem.input_names == ("k", "k2")
+
+
+@pytest.mark.parametrize("kind, a, b", [
+    ("normal", 3.0, 0.3), ("laplace", 3.0, 0.3), ("logNormal", 0.5, 0.4), ("logLaplace", 0.5, 0.4),
+    ("parameterScaleNormal", 0.3, 0.5), ("parameterScaleLaplace", 0.3, 0.5),
+])
+@pytest.mark.parametrize("scale", ["lin", "log", "log10"])
+def test_priors_are_normalised_densities_on_the_parameter_scale(kind, a, b, scale):
+    # exp(-prior) integrates to 1 over x (the parameter-scale value), and its derivative is
+    # the finite difference of the value
+    from scipy.integrate import quad
+    from sensitivity.importers.petab import _prior_term
+    if kind.startswith("parameterScale"):
+        lo, hi = -40.0, 40.0
+    elif scale == "lin" and kind.startswith("log"):
+        lo, hi = 1e-9, 60.0
+    elif scale == "lin":
+        lo, hi = -40.0, 40.0
+    else:
+        lo, hi = -40.0 if scale == "log" else -18.0, 8.0 if scale == "log" else 3.5
+    mass = quad(lambda x: math.exp(-_prior_term(x, scale, kind, a, b)[0]), lo, hi, limit=400, points=[0.0, 0.3, 0.5])[0]
+    assert mass == pytest.approx(1.0, abs=2e-4)
+    x, h = 0.37, 1e-6
+    fd = (_prior_term(x + h, scale, kind, a, b)[0] - _prior_term(x - h, scale, kind, a, b)[0]) / (2 * h)
+    assert _prior_term(x, scale, kind, a, b)[1] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+
+
+def test_priors_add_to_nllh_and_gradient(problem):
+    # the fixture's problem has no priors: nllh(priors=True) equals nllh
+    assert problem.prior()[0] == 0.0
+    assert problem.nllh(priors=True) == problem.nllh()

@@ -14,8 +14,9 @@ differentiated through the solve, which respects conservation laws); measurement
 time-point-specific); observable and noise formulas; normal and Laplace noise; lin / log /
 log10 observable transformations; parameters on lin / log / log10 scale, fixed or
 estimated, with bounds; steady-state measurements (`time = inf`: simulated on from the last
-finite time to a steady state, observables evaluated with t = 0). Not (yet): priors (the reference
-likelihoods exclude them), SBML events, mapping tables, several models.
+finite time to a steady state, observables evaluated with t = 0); objective priors
+(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods). Not
+(yet): SBML events, mapping tables, several models.
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: the solve is vmapped over the experiments (those with and
@@ -189,6 +190,7 @@ class PetabProblem:
         self.x_nominal = np.array([_scale(self.theta_nominal[i], scales[i]) for i in self.est_index])
         self.lower = np.array([_scale(float(pdf[pv1.LOWER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
         self.upper = np.array([_scale(float(pdf[pv1.UPPER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
+        self.priors = _priors(pdf, self.est_index, self.x_names)
 
         cdf = P.condition_df
         mdf = P.measurement_df.copy()
@@ -526,16 +528,28 @@ class PetabProblem:
                 "Try: other parameter values, a larger max_steps, or another solver.")
 
     # ------------------------------------------------------------------ public
-    def nllh(self, x=None) -> float:
+    def nllh(self, x=None, priors: bool = False) -> float:
         """Negative log-likelihood at x (n_estimated,) on the parameter scale (default: the
-        nominal values). Priors are not included."""
+        nominal values); with priors=True plus the negative log-prior density (`prior`)."""
         x = self._check_x(x)
         (value, (aux, _)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
         self._check(aux, value)
-        return float(value)
+        return float(value) + (self.prior(x)[0] if priors else 0.0)
 
-    def gradient(self, x=None, mode: str = "auto") -> PetabGradient:
-        """nllh and its gradient with respect to x on the parameter scale, shape (n_estimated,).
+    def prior(self, x=None) -> tuple[float, np.ndarray]:
+        """Negative log-density of the parameter table's objective priors at x and its
+        gradient (n_estimated,), on the parameter scale (a density over a linear-scale value
+        includes the Jacobian of the scale change). Parameters without a prior contribute 0."""
+        x = np.asarray(self._check_x(x))
+        value, grad = 0.0, np.zeros_like(x)
+        for i, kind, a, b in self.priors:
+            v, d = _prior_term(x[i], self.scales[i], kind, a, b)
+            value, grad[i] = value + v, d
+        return value, grad
+
+    def gradient(self, x=None, mode: str = "auto", priors: bool = False) -> PetabGradient:
+        """nllh (plus the negative log-prior with priors=True) and its gradient with respect
+        to x on the parameter scale, shape (n_estimated,).
 
         mode: "forward" (n_estimated tangents in one vmapped sweep, diffrax ForwardMode),
         "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
@@ -573,7 +587,11 @@ class PetabProblem:
                 return g
             ((value, (aux, _)), grad), t = self._run(("grad", "forward"), build, x)
         self._check(aux, value, grad)
-        return PetabGradient(float(value), np.asarray(grad), self.x_names, mode, plan, t)
+        value, grad = float(value), np.asarray(grad)
+        if priors:
+            pv, pg = self.prior(x)
+            value, grad = value + pv, grad + pg
+        return PetabGradient(value, grad, self.x_names, mode, plan, t)
 
     def fisher(self, x=None) -> np.ndarray:
         """Fisher information of the estimated parameters at x (on their scales), shape
@@ -645,6 +663,61 @@ def _fingerprint(path: Path, problem) -> str:
         h.update(df.to_csv().encode())
     h.update(problem.model.to_sbml_str().encode() if hasattr(problem.model, "to_sbml_str") else str(path).encode())
     return h.hexdigest()
+
+
+def _priors(pdf, est_index, x_names) -> list:
+    """[(index into x, type, a, b)] of the estimated parameters with an objective prior."""
+    import petab.v1 as pv1
+    out = []
+    if pv1.OBJECTIVE_PRIOR_TYPE not in pdf:
+        return out
+    for i, row in enumerate(est_index):
+        kind = pdf[pv1.OBJECTIVE_PRIOR_TYPE].iloc[row]
+        if not isinstance(kind, str) or not kind.strip():
+            continue
+        if kind not in pv1.PRIOR_TYPES:
+            raise InputError(f"parameter '{x_names[i]}': objectivePriorType = '{kind}'; valid: "
+                             f"{', '.join(pv1.PRIOR_TYPES)}")
+        raw = str(pdf[pv1.OBJECTIVE_PRIOR_PARAMETERS].iloc[row]) if pv1.OBJECTIVE_PRIOR_PARAMETERS in pdf else ""
+        try:
+            a, b = (float(v) for v in raw.split(";"))
+        except ValueError:
+            raise InputError(f"parameter '{x_names[i]}': objectivePriorParameters = '{raw}' must be "
+                             "two numbers 'a;b'") from None
+        out.append((i, kind, a, b))
+    return out
+
+
+def _prior_term(x: float, scale: str, kind: str, a: float, b: float) -> tuple[float, float]:
+    """Negative log-density (and its derivative in x) of one prior; x on `scale`.
+
+    parameterScale*: the density is over x itself; otherwise over the linear value
+    v = unscale(x), so -log p(x) = -log p_v(v) - log(dv/dx)."""
+    if kind.startswith("parameterScale"):
+        v, dv, logjac, dlogjac = x, 1.0, 0.0, 0.0
+        kind = kind[len("parameterScale"):].lower()
+    else:
+        kind = kind.lower()
+        c = {"lin": 0.0, "log": 1.0, "log10": math.log(10.0)}[scale]
+        v = {"lin": x, "log": math.exp(x), "log10": 10.0 ** x}[scale]
+        dv = 1.0 if scale == "lin" else c * v
+        logjac, dlogjac = (0.0, 0.0) if scale == "lin" else (math.log(c * v), c)
+    if kind == "normal":
+        val, d = 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((v - a) / b) ** 2, (v - a) / b ** 2
+    elif kind == "laplace":
+        val, d = math.log(2 * b) + abs(v - a) / b, math.copysign(1.0, v - a) / b
+    elif kind == "uniform":
+        val, d = (math.log(b - a), 0.0) if a <= v <= b else (math.inf, 0.0)
+    elif kind in ("lognormal", "loglaplace"):
+        lv = math.log(v)
+        if kind == "lognormal":
+            val, dl = lv + 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((lv - a) / b) ** 2, 1 + (lv - a) / b ** 2
+        else:
+            val, dl = lv + math.log(2 * b) + abs(lv - a) / b, 1 + math.copysign(1.0, lv - a) / b
+        d = dl / v
+    else:  # pragma: no cover - checked in _priors
+        raise InputError(f"prior type '{kind}' is unknown")
+    return val - logjac, d * dv - dlogjac
 
 
 def _gather(sims, o):
