@@ -151,9 +151,15 @@ def test_cli_writes_a_result_folder(problem, tmp_path):
     from sensitivity import cli
     out = tmp_path / "res"
     assert cli.main(["petab", str(problem.path), "--out", str(out), "--rtol", "1e-10", "--atol", "1e-10",
-                     "-q"]) == 0
+                     "--fit", "--maxiter", "20", "-q"]) == 0
     for f in ("summary.json", "simulation.tsv", "gradient.csv", "fisher.csv", "plots/obs_A.png"):
         assert (out / f).is_file(), f
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nllh_nominal"] == pytest.approx(problem.nllh(), abs=1e-9)
+    assert summary["fit"]["nllh"] < summary["nllh_nominal"]        # the fit improved on the start
+    x_fit = np.array([summary["fit"]["x"][n] for n in problem.x_names])
+    assert problem.nllh(x_fit) == pytest.approx(summary["fit"]["nllh"], abs=1e-9)
     assert cli.main(["petab", str(problem.path), "--out", str(out), "-q"]) != 0   # no silent overwrite
 
 
