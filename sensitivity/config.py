@@ -28,6 +28,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from .analysis import Objective
 from .errors import ConfigError, InputError, SensitivityError, did_you_mean, list_names
 from .problem import ADJOINTS, SOLVERS, Problem
+from . import config_events
+from .config_events import BreakpointsConfig, DosesConfig
 
 PLOTS = ("heatmap", "trajectories", "sensitivities")
 OBJECTIVES = ("sum_of_squares", "final_value", "integral")
@@ -185,6 +187,8 @@ class RunConfig(_Strict):
     solver: SolverConfig = SolverConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
     output: OutputConfig = OutputConfig()
+    doses: DosesConfig = None
+    breakpoints: BreakpointsConfig = None
 
     @field_validator("parameters")
     @classmethod
@@ -461,7 +465,9 @@ def _name_problems(data: dict, model) -> list[str]:
                             f"{did_you_mean(name, model.states)}; states: {list_names(model.states)}")
     sens = _mapping(data.get("sensitivity"))
     wrt = sens.get("wrt")
-    from .problem import resolve_inputs, resolve_outputs
+    from .problem import resolve_inputs as _resolve_inputs, resolve_outputs
+    n_doses = config_events.count_doses(data)
+    resolve_inputs = lambda m, names: _resolve_inputs(m, names, n_doses)  # noqa: E731
 
     of = sens.get("of")
     for key, names, resolve in (("wrt", wrt, resolve_inputs), ("of", of, resolve_outputs)):
@@ -634,6 +640,8 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
             problems.extend(exc.problems)
     if model is not None:
         problems.extend(_name_problems(data, model))
+        span = (lambda ts: (ts[1], float(ts[0][-1])))(_times(cfg)) if cfg is not None else None
+        problems.extend(config_events.name_problems(data, model, span))
 
     observations = None
     objective_raw = _mapping(_mapping(data.get("sensitivity")).get("objective"))
@@ -661,7 +669,8 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
         problem = Problem(model, times=times, wrt=s.wrt, of=s.of, parameters=cfg.parameters,
                           y0=cfg.initial_state or None, t0=t0, solver=cfg.solver.method,
                           rtol=cfg.solver.rtol, atol=cfg.solver.atol, max_steps=cfg.solver.max_steps,
-                          adjoint=cfg.solver.adjoint, checkpoints=cfg.solver.checkpoints)
+                          adjoint=cfg.solver.adjoint, checkpoints=cfg.solver.checkpoints,
+                          doses=config_events.build_doses(cfg.doses), breakpoints=cfg.breakpoints)
     except InputError as exc:
         raise _config_error(path, [_problem_key(str(exc))]) from None
     objective = make_objective(s.objective, problem.of, problem.times, observations) if s.objective else None

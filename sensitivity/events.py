@@ -101,9 +101,9 @@ class Event:
             (dt_e/dp = -(dg/dp) / (dg/dt + dg/dy . f)).
         reset: reset(t, y, p) -> new y (n_states,), applied at the event; None for no jump.
         direction: None (both crossings), +1 / "up" (from negative to positive) or
-            -1 / "down" (from positive to negative). Give a direction for an event with a
-            reset: after the reset the condition starts at its root, and a direction keeps
-            the restarted solve from firing on it again.
+            -1 / "down" (from positive to negative). After a reset the solve restarts on the
+            root: there the event reports the side the flow moves to (the sign of dg/dt
+            along the flow), so the root it starts on is not taken for a new crossing.
         terminal: stop the solve at the event; later save times hold the state at the event.
         max_occurrences: the most times this event may fire in one segment between doses
             (a static bound: the solve has that many restart pieces; more raise SolverError).
@@ -140,14 +140,21 @@ class Event:
 
 
 # --------------------------------------------------------------------------- validation
-def check_model_breakpoints(parameters, breakpoints) -> tuple[str, ...]:
-    """Model breakpoints: names of scalar parameters; `ModelError` naming a bad one."""
+def check_model_breakpoints(parameters, breakpoints) -> tuple:
+    """Model breakpoints: names of scalar parameters (switch times: the solve is split
+    there) or numbers (fixed times, e.g. of an SBML piecewise in time: the step controller
+    steps onto them); `ModelError` naming a bad one."""
     if breakpoints is None:
         return ()
-    if isinstance(breakpoints, str):
+    if isinstance(breakpoints, (str, int, float, np.floating)):
         breakpoints = [breakpoints]
     out = []
     for i, name in enumerate(breakpoints):
+        if isinstance(name, (int, float, np.floating)) and not isinstance(name, bool):
+            if not np.isfinite(name):
+                raise ModelError(f"breakpoints[{i}] = {name!r} must be a finite time")
+            out.append(float(name))
+            continue
         if not isinstance(name, str) or name not in parameters:
             raise ModelError(
                 f"breakpoints[{i}] = {name!r} is not a parameter{did_you_mean(str(name), parameters)}; "
@@ -198,9 +205,10 @@ def resolve_doses(model, dose_list, t0: float, t_end: float) -> tuple[Dose, ...]
 
 
 def resolve_fixed_breakpoints(model, breakpoints) -> tuple[tuple[float, ...], tuple[str, ...]]:
-    """Problem breakpoints: numbers (fixed times) and parameter names; returns (times, names)."""
+    """Problem breakpoints: numbers (fixed times) and parameter names; returns (times, names).
+    The model's fixed times join the problem's."""
     if breakpoints is None:
-        return (), ()
+        breakpoints = []
     if isinstance(breakpoints, (str, int, float, np.floating)):
         breakpoints = [breakpoints]
     times, names = [], []
@@ -220,7 +228,8 @@ def resolve_fixed_breakpoints(model, breakpoints) -> tuple[tuple[float, ...], tu
         if not np.isfinite(value):
             raise InputError(f"breakpoints[{i}] = {b!r} must be finite")
         times.append(value)
-    return tuple(sorted(times)), tuple(names)
+    times += [b for b in getattr(model, "breakpoints", ()) if not isinstance(b, str)]
+    return tuple(sorted(set(times))), tuple(names)
 
 
 def dose_input_refs(name: str, i: int, n_doses: int, make_ref: Callable) -> list | None:
@@ -255,8 +264,15 @@ def has_discontinuities(problem) -> bool:
     return has_pieces(problem) or bool(getattr(problem, "fixed_breakpoints", ()))
 
 
+def moving_bounds(problem) -> bool:
+    """Whether an input moves a segment bound (a dose time, a parameter breakpoint)."""
+    bps = set(param_breakpoints(problem))
+    return any((r.kind == "dose" and r.target == "time") or (r.kind == "param" and r.target in bps)
+               for r in problem.wrt)
+
+
 def param_breakpoints(problem) -> tuple[str, ...]:
-    names = tuple(getattr(problem.model, "breakpoints", ()) or ())
+    names = tuple(b for b in getattr(problem.model, "breakpoints", ()) or () if isinstance(b, str))
     extra = tuple(n for n in getattr(problem, "param_breakpoints", ()) or () if n not in names)
     return names + extra
 
@@ -291,11 +307,22 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
     `params` may hold the dose arrays under DOSE_KEY ({"time": (n_doses,), "amount":
     (n_doses,)}); they are taken out before the rhs sees the parameters.
+
+    With `rhs` given, the solve is of the forward sensitivity system beside the state:
+    z = (y, s), params = (p, dp) with dp the tangent of p (dose arrays included) and
+    rhs(t, z, (p, dp)) its vector field. At a boundary tau with jump J the tangent then jumps
+    by s+ = s- + dJ + (f(tau-, y-) - f(tau+, y+)) dtau: the moving jump (doses and parameter
+    breakpoints; not state events).
     """
-    if rhs is not None:
+    aug = rhs is not None
+    if aug and all_events(problem):
         raise InputError(
-            "this route (an augmented right-hand side) does not support doses, breakpoints or "
+            "this route (the forward sensitivity system beside the state) does not support state "
             "events; use hvp mode 'fwd-over-rev' or hessian mode 'fwd-over-fwd'")
+    if method == "backsolve":
+        raise InputError(
+            "adjoint = 'backsolve' does not support doses, parameter breakpoints or events (diffrax's "
+            "BacksolveAdjoint cannot save at sub-times or stop at events); use adjoint='checkpoint'")
     model = problem.model
     n = model.n_states
     dose_state = np.array([model.states.index(d.state) for d in problem.doses], dtype=int)
@@ -304,13 +331,30 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
 
-    def vector_field(t, y, p):
+    field = rhs if aug else model.rhs
+
+    def vector_field(t, y, args):  # args = (params, events fired at the piece's start, its start)
+        return jnp.asarray(field(t, y, args[0]), dtype=y.dtype).reshape(y.shape)
+
+    def f(t, y, p):
         return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
 
     term = diffrax.ODETerm(vector_field)
+
+    def condition(k, ev):
+        def cond(t, y, args, **kw):
+            p, fired_before, start = args
+            g = jnp.asarray(ev.condition(t, y, p), dtype=y.dtype).reshape(())
+            # a restart on the root of the event that just fired: report the side the flow
+            # moves to (the sign of dg/dt along the flow), so the root it starts on is no crossing
+            _, dg = jax.jvp(lambda t_, y_: jnp.asarray(ev.condition(t_, y_, p), y.dtype).reshape(()),
+                            (t, y), (jnp.ones_like(t), vector_field(t, y, args)))
+            tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+            return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+        return cond
+
     if events:
-        conds = [(lambda ev: lambda t, y, args, **kw: jnp.asarray(ev.condition(t, y, args)).reshape(()))(ev)
-                 for ev in events]
+        conds = [condition(k, ev) for k, ev in enumerate(events)]
         dirs = [_DIRECTIONS[ev.direction] for ev in events]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
     else:
@@ -318,6 +362,9 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     successful = diffrax.RESULTS.successful
 
     def solve(params, y0, values):
+        if aug:
+            params, dparams = dict(params[0]), dict(params[1])
+            ddose = dparams.pop(DOSE_KEY, None)
         params = dict(params)
         dose = params.pop(DOSE_KEY, None)
         times = values["times"]
@@ -325,31 +372,48 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         ctrl = controller(problem, values)
         adjoint = make_adjoint(ctrl)
         # ---- segment boundaries (K of them) and the jump at each, sorted by time
-        bounds, jumps = [], []
+        bounds, jumps, dbounds, djumps = [], [], [], []
+        scatter = lambda a: jnp.zeros((n_doses, n), y0.dtype).at[jnp.arange(n_doses), dose_state].set(a)  # noqa: E731
         if n_doses:
             bounds.append(dose["time"])
-            jumps.append(jnp.zeros((n_doses, n), y0.dtype).at[jnp.arange(n_doses), dose_state].set(dose["amount"]))
+            jumps.append(scatter(dose["amount"]))
+            if aug:
+                dbounds.append(ddose["time"])
+                djumps.append(scatter(ddose["amount"]))
         if bp_names:
             bounds.append(jnp.stack([jnp.asarray(params[k], y0.dtype) for k in bp_names]))
             jumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+            if aug:
+                dbounds.append(jnp.stack([jnp.asarray(dparams[k], y0.dtype) for k in bp_names]))
+                djumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+        zero_row = jnp.zeros((1, n), y0.dtype)
         if bounds:
             b = jnp.concatenate(bounds)
             J = jnp.concatenate(jumps)
             order = jnp.argsort(jax.lax.stop_gradient(b))
-            b = _clip(b[order], t0, T)
+            b_raw = b[order]
+            b = _clip(b_raw, t0, T)
             J = J[order]
             starts = jnp.concatenate([t0[None], b])
             ends = jnp.concatenate([b, T[None]])
-            J = jnp.concatenate([jnp.zeros((1, n), y0.dtype), J])
+            J = jnp.concatenate([zero_row, J])
+            if aug:  # tangents of the boundaries (none where clipped) and of the jumps
+                db = jnp.where((b_raw >= t0) & (b_raw <= T), jnp.concatenate(dbounds)[order], 0.0)
+                dstarts = jnp.concatenate([jnp.zeros(1, y0.dtype), db])
+                dJ = jnp.concatenate([zero_row, jnp.concatenate(djumps)[order]])
         else:
-            starts, ends, J = t0[None], T[None], jnp.zeros((1, n), y0.dtype)
+            starts, ends, J = t0[None], T[None], zero_row
+            dstarts, dJ = jnp.zeros(1, y0.dtype), zero_row
+        if not aug:
+            dstarts, dJ = jnp.zeros_like(starts), jnp.zeros_like(J)
+        args_p = (params, dparams) if aug else params
         is_last = jnp.arange(starts.size) == starts.size - 1
 
         def piece(carry, end, last):
-            t, y, ys, stopped, result, stats, t_stop, y_stop = carry
+            t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
             start = jnp.where(stopped, end, t)
             sol = diffrax.diffeqsolve(
-                term, solver, start, end, None, y, params,
+                term, solver, start, end, None, y, (args_p, fired_before, start),
                 saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
                                             diffrax.SubSaveAt(t1=True)]),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
@@ -359,7 +423,8 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             ys = jnp.where(inside[:, None], saved, ys)
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
-            stats = {k: stats[k] + sol.stats[k] for k in stats}
+            stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
+                         else stats[k] + sol.stats[k]) for k in stats}
             if events:
                 fired = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
                 fired = fired & (sol.result == diffrax.RESULTS.event_occurred) & ~stopped
@@ -375,13 +440,22 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
                 y_stop = jnp.where(terminal, y_new, y_stop)
                 stopped = stopped | terminal
                 y_new = jnp.where(terminal, y_new, y_after)
-            return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop)
+                fired_before = fired
+            return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop, fired_before)
 
         def segment(carry, seg):
-            start, end, jump, last = seg
-            t, y, ys, stopped, result, stats, t_stop, y_stop = carry
-            y = jnp.where(stopped, y, y + jump)
-            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop)
+            start, end, jump, last, dstart, djump = seg
+            t, y, ys, stopped, result, stats, t_stop, y_stop, _ = carry
+            if aug:  # the state jumps by J, its tangent by dJ + (f(tau-, y-) - f(tau+, y+)) dtau
+                y_, s_ = y[:n], y[n:]
+                y_plus = y_ + jump
+                left = start - jnp.maximum(jnp.abs(start) * 4e-16, 1e-300)  # tau-: an ulp or two before
+                moved = f(left, y_, params) - f(start, y_plus, params)
+                jumped = jnp.concatenate([y_plus, s_ + djump + moved * dstart])
+            else:
+                jumped = y + jump
+            y = jnp.where(stopped, y, jumped)
+            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
             if n_pieces == 1:
                 carry = piece(carry, end, last)
             else:
@@ -391,11 +465,15 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return carry, short
 
         stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
-        ys0 = jnp.zeros((times.size, n), y0.dtype)
-        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0)
-        carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last))
-        _, _, ys, stopped, result, stats, t_stop, y_stop = carry
+                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps")}
+        ys0 = jnp.zeros((times.size, y0.shape[0]), y0.dtype)
+        no_event = jnp.zeros(len(events), bool)
+        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
+        if starts.size == 1:  # one segment (events only): no outer loop to compile
+            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0], dstarts[0], dJ[0]))
+        else:
+            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last, dstarts, dJ))
+        _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}
         if events:
@@ -413,6 +491,8 @@ def _clip(times, start, end):
 
 def check_aux(problem, aux: dict) -> None:
     """Raise `SolverError` when a segment ran out of event pieces before its end."""
+    if not bool(np.asarray(aux["result"] == diffrax.RESULTS.successful)):
+        return  # a failed piece stops short too: the solver's own message says more
     if "events_exhausted" in aux and bool(np.asarray(aux["events_exhausted"])):
         budget = {i: ev.max_occurrences for i, ev in enumerate(all_events(problem)) if not ev.terminal}
         raise SolverError(

@@ -48,7 +48,8 @@ class ODEModel:
         doc: one line or more describing the model and its source.
         breakpoints: names of scalar parameters that are times of a discontinuity of the rhs
             (`jnp.where(t < p["t_switch"], b0, b1)`): the solve is split there, so the
-            derivative with respect to them is right (see `sensitivity.events`).
+            derivative with respect to them is right (see `sensitivity.events`); numbers are
+            fixed discontinuity times the step controller steps onto.
         events: state events (`sensitivity.Event`) that belong to the model (SBML events).
 
     Compiled functions are cached per `structure_key()`: name, rhs, states, parameter
@@ -64,7 +65,7 @@ class ODEModel:
     observables: Mapping[str, Observable] = field(default_factory=dict)
     stiff: bool = False
     doc: str = ""
-    breakpoints: tuple[str, ...] = ()
+    breakpoints: tuple = ()
     events: tuple = ()
 
     def __init__(

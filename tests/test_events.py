@@ -47,16 +47,33 @@ def _pk_reference(prob):
     return np.asarray(C), np.asarray(J)
 
 
-@pytest.mark.parametrize("mode", ["forward", "adjoint"])
-def test_pk_seven_doses_against_bateman_superposition(pk, mode):
+def test_pk_seven_doses_against_bateman_superposition_forward(pk):
     assert pk.input_names[3:10] == tuple(f"dose[{j}].amount" for j in range(7))
     assert pk.input_names[10:] == tuple(f"dose[{j}].time" for j in range(7))
     C, J = _pk_reference(pk)
-    res = sens.jacobian(pk, mode=mode)
+    res = sens.jacobian(pk, mode="forward")
     np.testing.assert_allclose(res.outputs[:, 0], C, rtol=1e-6, atol=1e-9 * C.max())
     scale = np.abs(J).max(axis=0)  # per input: relative to the derivative's size over time
     err = np.abs(res.values[:, 0, :] - J) / scale
     assert err.max() < 1e-6, dict(zip(res.input_names, err.max(axis=0)))
+
+
+W_PK = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, PK_TIMES.size))
+
+
+def weighted_concentration(ys):
+    return jnp.sum(W_PK * ys[:, 0])
+
+
+def test_pk_seven_doses_against_bateman_superposition_adjoint(pk):
+    """One backward sweep: w^T dC/dx for every input (17 of them) against the closed form."""
+    C, J = _pk_reference(pk)
+    g = sens.gradient(pk, weighted_concentration, mode="adjoint")
+    assert g.mode == "adjoint" and g.variant == "checkpoint"
+    assert abs(g.value / float(W_PK @ C) - 1) < 1e-8
+    ref = np.asarray(W_PK) @ J
+    err = np.abs(g.grad - ref) / (np.asarray(W_PK) @ np.abs(J))
+    assert err.max() < 1e-6, dict(zip(pk.input_names, err))
 
 
 def test_new_dose_times_and_amounts_do_not_recompile(pk):
@@ -135,10 +152,12 @@ def ball_hits_ground(t, y, p):
 
 
 def ball_bounce(t, y, p):
-    return jnp.stack([y[0], -p["e"] * y[1], jnp.zeros_like(y[2])])
+    # the ball restarts a hair below the ground (as a root finder may leave it) and rising: with
+    # direction=None the restarted solve must not take that for a new crossing
+    return jnp.stack([y[0] - 1e-12, -p["e"] * y[1], jnp.zeros_like(y[2])])
 
 
-BALL_EVENT = sens.Event(ball_hits_ground, reset=ball_bounce, direction=-1, max_occurrences=5)
+BALL_EVENT = sens.Event(ball_hits_ground, reset=ball_bounce, direction=None, max_occurrences=5)
 BALL_TIMES = np.array([0.5, 1.0, 2.5, 3.2, 3.5])
 
 
@@ -165,13 +184,234 @@ def ball():
                         rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("mode", ["forward", "adjoint"])
-def test_bouncing_ball_against_closed_form(ball, mode):
+W_BALL = jnp.asarray(np.random.default_rng(2).standard_normal((BALL_TIMES.size, 2)))
+
+
+def ball_weighted(ys):
+    return jnp.sum(W_BALL * ys)
+
+
+def _ball_reference(ball):
     x = jnp.asarray(ball.x0())
     ref, tk = ball_closed_form(x, jnp.asarray(ball.times))
-    assert float(tk[3]) < BALL_TIMES[-1]  # the last save is after the fourth bounce
+    assert float(tk[3]) < BALL_TIMES[-1] < float(tk[4])  # the last save is after the fourth bounce
     J = jax.jacfwd(lambda x_: ball_closed_form(x_, jnp.asarray(ball.times))[0])(x)
-    res = sens.jacobian(ball, mode=mode)
-    np.testing.assert_allclose(res.outputs, np.asarray(ref), rtol=1e-7, atol=1e-8)
-    # the time of the last bounce before each save, t - since, and its derivatives
-    np.testing.assert_allclose(res.values, np.asarray(J), rtol=1e-6, atol=1e-7)
+    return np.asarray(ref), np.asarray(J)
+
+
+def test_bouncing_ball_against_closed_form_forward(ball):
+    """Height and time since the last bounce (so the bounce times t_k = t - since) and their
+    derivatives by g, e and the initial height, through four located and reset events."""
+    ref, J = _ball_reference(ball)
+    res = sens.jacobian(ball, mode="forward")
+    np.testing.assert_allclose(res.outputs, ref, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(res.values, J, rtol=1e-6, atol=1e-7)
+
+
+def test_bouncing_ball_against_closed_form_adjoint(ball):
+    ref, J = _ball_reference(ball)
+    g = sens.gradient(ball, ball_weighted, mode="adjoint")
+    assert abs(g.value - float(np.sum(np.asarray(W_BALL) * ref))) < 1e-7
+    np.testing.assert_allclose(g.grad, np.einsum("to,toi->i", np.asarray(W_BALL), J), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- fitting with doses
+FIT_TRUE = np.array([1.57, 2.8, 32.0])  # ka, CL, V
+
+
+def _fit_data():
+    x = jnp.concatenate([jnp.asarray(FIT_TRUE), jnp.full(7, 320.0), jnp.arange(7) * 12.0])
+    return np.asarray(bateman(x, jnp.asarray(PK_TIMES), 7))
+
+
+FIT_DATA = jnp.asarray(_fit_data())
+
+
+def fit_loss(ys):
+    return jnp.sum((ys[:, 0] - FIT_DATA) ** 2)
+
+
+def test_fit_ka_cl_v_from_twice_off_with_auto_gradient_hvp_hessian():
+    from scipy.optimize import minimize
+
+    model = models.get("pk_one_compartment_oral")
+    start = sens.Problem(model, PK_TIMES, wrt=["ka", "CL", "V"], parameters=dict(zip(["ka", "CL", "V"], 2 * FIT_TRUE)),
+                         doses=sens.doses("depot", 320.0, every=12.0, count=7), rtol=1e-10, atol=1e-10)
+    compiles = []
+
+    def fun(logx):  # in log parameters: d loss / d log p = p * d loss / d p
+        g = sens.gradient(start.with_inputs(np.exp(logx)), fit_loss, mode="auto", probe_problem=False)
+        compiles.append(g.timings["compile"])
+        return g.value, g.grad * np.exp(logx)
+
+    # bounds at 10x keep the line search away from absurd trial values (V ~ 1e-7 is stiff)
+    bounds = [(np.log(v / 10), np.log(v * 10)) for v in start.x0()]
+    opt = minimize(fun, np.log(start.x0()), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 200})
+    np.testing.assert_allclose(np.exp(opt.x), FIT_TRUE, rtol=1e-5)
+    assert sum(c > 0 for c in compiles) == 1  # every iteration reused one compiled gradient
+
+    at = start.with_inputs(np.exp(opt.x))
+    H = sens.hessian(at, fit_loss)  # "auto"
+    # against central differences of our own gradient (checked against closed forms above)
+    grad = lambda x: sens.gradient(at.with_inputs(x), fit_loss, mode="forward").grad  # noqa: E731
+    x0 = at.x0()
+    H_fd = np.empty((3, 3))
+    for j in range(3):
+        h = 1e-5 * x0[j]
+        e = np.zeros(3)
+        e[j] = h
+        H_fd[:, j] = (grad(x0 + e) - grad(x0 - e)) / (2 * h)
+    np.testing.assert_allclose(H, H_fd, rtol=1e-5, atol=1e-7 * np.abs(H_fd).max())
+    v = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(sens.hvp(at, fit_loss, v), H @ v, rtol=1e-6, atol=1e-9 * np.abs(H @ v).max())
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_bad_dose_event_and_breakpoint_inputs_name_the_field():
+    pk = models.get("pk_one_compartment_oral")
+    ts = np.linspace(0.0, 48.0, 5)
+    with pytest.raises(sens.InputError, match=r"doses\[0\].state = 'dpot'.*did you mean 'depot'"):
+        sens.Problem(pk, ts, doses=[sens.Dose(0.0, "dpot", 1.0)])
+    with pytest.raises(sens.InputError, match=r"doses\[1\].time = 50 is outside the time span \[0, 48\]"):
+        sens.Problem(pk, ts, doses=[sens.Dose(0.0, "depot", 1.0), sens.Dose(50.0, "depot", 1.0)])
+    with pytest.raises(sens.InputError, match="count = -1 must be a non-negative integer"):
+        sens.doses("depot", 1.0, every=12.0, count=-1)
+    with pytest.raises(sens.InputError, match="every = 0.0 must be a positive number"):
+        sens.doses("depot", 1.0, every=0.0, count=3)
+    with pytest.raises(sens.InputError, match=r"Dose.amount = nan must be finite"):
+        sens.Dose(0.0, "depot", float("nan"))
+    schedule = sens.doses("depot", 1.0, every=12.0, count=3)
+    with pytest.raises(sens.InputError, match=r"wrt\[1\] = 'dose\[3\].time': dose index 3 is out of range.*3 doses"):
+        sens.Problem(pk, ts, wrt=["ka", "dose[3].time"], doses=schedule)
+    with pytest.raises(sens.InputError, match=r"wrt\[0\] = 'dose.amount': the problem has no doses"):
+        sens.Problem(pk, ts, wrt=["dose.amount"])
+    with pytest.raises(sens.InputError, match=r"wrt\[0\] = 'dose\[x\].time' is not a dose input"):
+        sens.Problem(pk, ts, wrt=["dose[x].time"], doses=schedule)
+    with pytest.raises(sens.InputError, match=r"breakpoints\[0\] = 'kaa' is not a scalar parameter.*did you mean 'ka'"):
+        sens.Problem(pk, ts, breakpoints=["kaa"])
+    with pytest.raises(sens.ModelError, match=r"breakpoints\[0\] = 'tswitch' is not a parameter.*did you mean 't_switch'"):
+        seir = models.get("seir_intervention")
+        sens.ODEModel("x", seir.states, seir.parameters, seir.rhs, seir.y0, breakpoints=["tswitch"])
+    with pytest.raises(sens.InputError, match="Event.direction = 'sideways' is not valid"):
+        sens.Event(ball_hits_ground, direction="sideways")
+    with pytest.raises(sens.InputError, match="Event.reset = 3 must be callable"):
+        sens.Event(ball_hits_ground, reset=3)
+    with pytest.raises(sens.InputError, match=r"events\[0\] = 'bounce' is not a sensitivity.Event"):
+        sens.Problem(pk, ts, events=["bounce"])
+
+
+def test_yaml_doses_block_and_its_validation(tmp_path):
+    from sensitivity import config
+
+    base = ("model: pk_one_compartment_oral\ntime: {start: 0.0, stop: 48.0, points: 9}\n"
+            "sensitivity: {wrt: [ka, 'dose[1].amount', dose.time]}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(base + "doses:\n  - {time: 30.0, state: depot, amount: 50.0}\n"
+                           "  - {state: depot, amount: 100.0, every: 24.0, count: 2}\nbreakpoints: [40.0]\n")
+    spec = config.load(good)
+    assert [(d.time, d.amount) for d in spec.problem.doses] == [(0.0, 100.0), (24.0, 100.0), (30.0, 50.0)]
+    assert spec.problem.input_names == ("ka", "dose[1].amount", "dose[0].time", "dose[1].time", "dose[2].time")
+    assert spec.problem.fixed_breakpoints == (40.0,)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "doses: [{time: 60.0, state: dpot, amount: 1.0}, {state: depot, amount: 1.0, "
+                          "every: 12.0, count: -2}]\nbreakpoints: [t_swich]\n")
+    with pytest.raises(sens.ConfigError) as info:
+        config.load(bad)
+    text = "\n".join(info.value.problems)
+    assert "doses[1].count = -2: must be greater than or equal to 0" in text
+    bad.write_text(base + "doses: [{time: 60.0, state: dpot, amount: 1.0}]\nbreakpoints: [t_swich]\n")
+    with pytest.raises(sens.ConfigError) as info:
+        config.load(bad)
+    text = "\n".join(info.value.problems)
+    assert "doses[0].state = 'dpot': model 'pk_one_compartment_oral' has no such state (did you mean 'depot'?)" in text
+    assert "doses[0].time: dose time 60 is outside the time span [0, 48]" in text
+    assert "breakpoints[0] = 't_swich': not a scalar parameter" in text
+
+
+# ----------------------------------------------------------------------------- terminal event
+def decay_rhs(t, y, p):  # an amount decaying, and a clock
+    return jnp.stack([-p["k"] * y[0], jnp.ones_like(y[1])])
+
+
+def below_threshold(t, y, p):
+    return y[0] - p["c"]
+
+
+def test_terminal_event_holds_the_state_at_the_event_and_its_time_derivative():
+    """y' = -k y stops when y = c, at t_e = ln(y0 / c) / k; later saves hold the event state,
+    so the clock there reads t_e, with d t_e / dk = -t_e / k, d t_e / dc = -1 / (k c)."""
+    stop = sens.Event(below_threshold, direction=-1, terminal=True)
+    model = sens.ODEModel("decay_to_threshold", ["y", "clock"], {"k": 0.5, "c": 0.25}, decay_rhs,
+                          {"y": 1.0, "clock": 0.0})
+    times = np.array([0.0, 1.0, 2.0, 3.0, 5.0])
+    prob = sens.Problem(model, times, wrt=["k", "c", "y0.y"], events=[stop], rtol=1e-11, atol=1e-11)
+    res = sens.jacobian(prob, mode="forward")
+    k, c, y0 = 0.5, 0.25, 1.0
+    te = np.log(y0 / c) / k  # 2.77
+    before = times < te
+    np.testing.assert_allclose(res.outputs[before, 0], y0 * np.exp(-k * times[before]), rtol=1e-9)
+    np.testing.assert_allclose(res.outputs[~before], [[c, te]] * int((~before).sum()), rtol=1e-9)
+    dte = np.array([-te / k, -1 / (k * c), 1 / (k * y0)])
+    np.testing.assert_allclose(res.values[~before, 1, :], np.tile(dte, (int((~before).sum()), 1)), rtol=1e-7)
+    # before the event: the plain decay's derivatives (dy/dk = -t y, dy/dy0 = e^{-kt})
+    t = times[before]
+    np.testing.assert_allclose(res.values[before, 0, 0], -t * y0 * np.exp(-k * t), atol=1e-9)
+    np.testing.assert_allclose(res.values[before, 0, 2], np.exp(-k * t), rtol=1e-9)
+    # after the event y is held at c: it moves with c only
+    np.testing.assert_allclose(res.values[~before, 0, :], np.tile([0.0, 1.0, 0.0], (int((~before).sum()), 1)), atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- fixed-time breakpoints
+def infusion_rhs(t, y, p):  # a constant-rate infusion from t = 2 to t = 5, first-order elimination
+    return jnp.stack([jnp.where((t >= 2.0) & (t < 5.0), p["r"], 0.0) - p["k"] * y[0]])
+
+
+def test_fixed_time_breakpoints_step_onto_the_discontinuity():
+    """Model-level fixed times (an SBML piecewise in time) go to the step controller: the
+    solve matches the closed form to 1e-9 and the controller rejects fewer steps."""
+    ts = np.linspace(0.0, 8.0, 9)
+    k, r = 0.7, 3.0
+    exact = np.where(ts < 2, 0, np.where(ts < 5, r / k * (1 - np.exp(-k * (ts - 2))),
+                                         r / k * (1 - np.exp(-3 * k)) * np.exp(-k * (ts - 5))))
+    declared = sens.ODEModel("infusion", ["A"], {"r": r, "k": k}, infusion_rhs, [0.0], breakpoints=[2.0, 5.0])
+    prob = sens.Problem(declared, ts, rtol=1e-10, atol=1e-10)
+    assert prob.fixed_breakpoints == (2.0, 5.0) == prob.replace(rtol=1e-9).fixed_breakpoints
+    tr = sens.simulate(prob)
+    np.testing.assert_allclose(tr.outputs[:, 0], exact, rtol=0, atol=1e-9)
+    plain = sens.simulate(sens.Problem(sens.ODEModel("infusion_plain", ["A"], {"r": r, "k": k}, infusion_rhs, [0.0]),
+                                       ts, rtol=1e-10, atol=1e-10))
+    assert tr.stats["num_rejected_steps"] < plain.stats["num_rejected_steps"]
+
+
+def test_more_events_than_max_occurrences_is_a_solver_error(ball):
+    """Six bounces before t = 3.9 with max_occurrences=5: a SolverError, not a silent stop."""
+    later = ball.replace(times=np.array([0.5, 1.0, 2.5, 3.2, 3.9]), t0=0.0)
+    with pytest.raises(sens.SolverError, match="fired more often than their max_occurrences"):
+        sens.jacobian(later, mode="forward")
+
+
+def test_bouncing_ball_hessian_against_closed_form(ball):
+    """Second order through located, reset events: d^2 (w . outputs) / d(g, e, h0)^2."""
+    x = jnp.asarray(ball.x0())
+    ref = jax.hessian(lambda x_: ball_weighted(ball_closed_form(x_, jnp.asarray(ball.times))[0]))(x)
+    H = sens.hessian(ball, ball_weighted)  # "auto": forward-over-forward for 3 inputs
+    np.testing.assert_allclose(H, np.asarray(ref), rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+
+
+def test_hvp_with_dose_inputs_carries_the_moving_jump():
+    """Reverse-over-forward HVP (the tangent jumps by dJ + (f- - f+) dtau at each dose) for
+    inputs that include a dose time and a dose amount, against the Hessian of the closed form."""
+    model = models.get("pk_one_compartment_oral")
+    wrt = ["ka", "CL", "V", "dose[2].amount", "dose[3].time"]
+    prob = sens.Problem(model, PK_TIMES, wrt=wrt, parameters={"ka": 1.2, "CL": 3.0, "V": 30.0},
+                        doses=sens.doses("depot", 320.0, every=12.0, count=7), rtol=1e-11, atol=1e-11)
+    x = jnp.concatenate([jnp.asarray([1.2, 3.0, 30.0]), jnp.full(7, 320.0), jnp.arange(7) * 12.0])
+    full = jax.hessian(lambda x_: fit_loss(bateman(x_, jnp.asarray(PK_TIMES), 7)[:, None]))(x)
+    pick = np.array([0, 1, 2, 3 + 2, 10 + 3])
+    H = np.asarray(full)[np.ix_(pick, pick)]
+    v = np.array([1.0, -2.0, 0.05, 0.01, 0.3])
+    hv = sens.hvp(prob, fit_loss, v)  # "auto" = rev-over-fwd
+    np.testing.assert_allclose(hv, H @ v, rtol=1e-6, atol=1e-8 * np.abs(H @ v).max())
+    with pytest.raises(sens.InputError, match="'fwd-over-rev' cannot differentiate a solve whose segment bounds"):
+        sens.hvp(prob, fit_loss, v, mode="fwd-over-rev")

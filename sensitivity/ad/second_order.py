@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
-from ..events import has_pieces
+from ..events import all_events, moving_bounds
 from ..problem import Problem
 from ..solve import (assemble_function, observe_function, output_function, run_checked, simulate,
                      solve_function, values_of)
@@ -37,7 +37,8 @@ HVP_METHODS = ("fwd-over-rev", "rev-over-fwd")
 def _direct_budget(problem: Problem) -> int:
     """A tight max_steps for DirectAdjoint: twice the probe solve's steps, rounded up to a
     power of two so that nearby problems share one compiled function."""
-    steps = simulate(problem).stats["num_steps"]
+    stats = simulate(problem).stats
+    steps = stats.get("max_piece_steps", stats["num_steps"])  # a split solve: per piece
     return min(problem.max_steps, 2 ** math.ceil(math.log2(2 * steps + 16)))
 
 
@@ -96,8 +97,14 @@ def hvp(problem: Problem, objective: Callable, v, method: str = "rev-over-fwd"
     if method not in HVP_METHODS:
         raise InputError(f"hvp method '{method}' is unknown; valid: {', '.join(HVP_METHODS)}")
     tangent = check_vector(problem, v)
-    if method == "rev-over-fwd" and has_pieces(problem):
-        method = "fwd-over-rev"  # the augmented tangent system does not carry jumps
+    if method == "rev-over-fwd" and all_events(problem):
+        method = "fwd-over-rev"  # the augmented tangent system does not carry state events
+    if method == "fwd-over-rev" and moving_bounds(problem):
+        raise InputError(
+            "hvp mode 'fwd-over-rev' cannot differentiate a solve whose segment bounds are inputs (dose "
+            "times, parameter breakpoints): diffrax's DirectAdjoint has no second-order rule there; "
+            "use mode 'rev-over-fwd'" + (" (without state events), or hessian mode 'fwd-over-fwd'"
+                                         if all_events(problem) else ""))
     if method == "fwd-over-rev":
         (_, hv), info = _hvp_fwd_over_rev(problem, objective, tangent)
     else:
@@ -121,8 +128,8 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
     """
     if method not in HESSIAN_METHODS:
         raise InputError(f"hessian method '{method}' is unknown; valid: {', '.join(HESSIAN_METHODS)}")
-    if method == "rev-over-fwd" and has_pieces(problem):
-        method = "fwd-over-fwd"  # the augmented tangent system does not carry jumps
+    if method == "rev-over-fwd" and all_events(problem):
+        method = "fwd-over-fwd"  # the augmented tangent system does not carry state events
     if method == "rev-over-fwd":
         def build_columns():
             g = _rev_over_fwd_function(problem, objective)
