@@ -267,3 +267,27 @@ def test_unsupported_constructs_are_refused_by_name(tmp_path, construct, match):
 def test_missing_file_is_a_model_error(tmp_path):
     with pytest.raises(sens.ModelError, match="cannot be read"):
         sens.sbml.load(tmp_path / "nope.xml")
+
+
+def test_y0_sensitivities_follow_initial_assignments_in_the_core(tmp_path):
+    # A' = -k A with A(0) = a0 (an initial assignment): A = a0 exp(-k t), so
+    # dA/da0 = exp(-k t), dA/dk = -t A; B is a plain species (B(0) = 1, B' = k A)
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=1.0)
+        species(m, "B", "c", conc=1.0)
+        param(m, "a0", 3.0)
+        param(m, "k", 0.5)
+        ia = m.createInitialAssignment()
+        ia.setSymbol("A"), ia.setMath(libsbml.parseL3Formula("a0"))
+        reaction(m, "r", [("A", 1)], [("B", 1)], "c * k * A")
+    model = sens.sbml.load(make(tmp_path, build, name="ia_core"))
+    ts = np.linspace(0.0, 2.0, 5)
+    prob = sens.Problem(model, ts, wrt=["a0", "k"], of=["A", "B"], parameters={"a0": 2.0}, solver="tsit5")
+    J = sens.jacobian(prob, mode="forward")
+    A = 2.0 * np.exp(-0.5 * ts)
+    np.testing.assert_allclose(J.outputs[:, 0], A, rtol=1e-7)
+    np.testing.assert_allclose(J.outputs[:, 1], 1.0 + 2.0 - A, rtol=1e-7)
+    np.testing.assert_allclose(J.values[:, 0, 0], np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(J.values[:, 0, 1], -ts * A, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(J.values[:, 1, 0], 1 - np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)

@@ -250,36 +250,63 @@ class SBMLModel:
 
     def ode_model(self) -> "ODEModel":
         """The `ODEModel` (cached: every call returns the same functions, so compiled code
-        is shared). Observables: every state and every assignment-rule variable."""
+        is shared). Observables: every species (state) and every assignment-rule variable.
+
+        Initial assignments that depend on parameters: the core's y0 is a number, so a state
+        s whose initial value is y0_s(p) is integrated as u_s = s - (y0_s(p) - y0_s(p_default))
+        from u_s(0) = y0_s(p_default); the rhs, events and outputs add the shift back. The
+        output named s is the species (use it, not the raw state, when parameters move its
+        initial value), and derivatives with respect to those parameters include dy0/dp.
+        """
         if "model" in self._ode:
             return self._ode["model"]
+        from ..events import Event
         from ..model import ODEModel
         names = self.parameters
-        rhs_v, rule_values = self.rhs, self.rule_values
+        rhs_v, rule_values, initial = self.rhs, self.rule_values, self.initial
+        y0 = np.asarray(initial(jnp.asarray(self.parameter_values)), dtype=np.float64)
+        bad = [s for s, v in zip(self.states, y0) if not np.isfinite(v)]
+        if bad:
+            raise ModelError(f"SBML model '{self.id}': the initial value of species '{bad[0]}' is "
+                             "not finite (missing initialConcentration / initialAmount?)")
+        psyms = {sp.Symbol(k, real=True) for k in names}
+        mask = np.array([bool(sp.sympify(self.initial_exprs[s]).free_symbols & psyms) for s in self.states])
 
         def pvec(p):
             return jnp.stack([jnp.asarray(p[k], dtype=jnp.float64) for k in names]) if names \
                 else jnp.zeros((0,))
 
-        def rhs(t, y, p):
-            return rhs_v(t, y, pvec(p), t)
+        def species(u, pv):  # the species from the integrated state (see the docstring)
+            if not mask.any():
+                return u
+            return u + jnp.where(mask, initial(pv) - y0, 0.0)
 
-        obs = {}
-        for i, s in enumerate(self.states):
-            obs[s] = functools.partial(_state_obs, i)
-        rule_names = list(self.rules)
-        for j, r in enumerate(rule_names):
+        def rhs(t, u, p):
+            pv = pvec(p)
+            return rhs_v(t, species(u, pv), pv, t)
+
+        def state_obs(i, t, u, p):
+            return species(u, pvec(p))[i]
+
+        def rule_obs(j, t, u, p):
+            pv = pvec(p)
+            return rule_values(t, species(u, pv), pv)[j]
+
+        def condition(fn, t, u, p):
+            pv = pvec(p)
+            return fn(t, species(u, pv), pv)
+
+        def reset(fn, t, u, p):
+            pv = pvec(p)
+            return fn(t, species(u, pv), pv) - (species(u, pv) - u)
+
+        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states)}
+        for j, r in enumerate(self.rules):
             if r not in obs:
-                obs[r] = functools.partial(_rule_obs, rule_values, pvec, j)
-        y0 = np.asarray(self.initial(jnp.asarray(self.parameter_values)), dtype=np.float64)
-        bad = [s for s, v in zip(self.states, y0) if not np.isfinite(v)]
-        if bad:
-            raise ModelError(f"SBML model '{self.id}': the initial value of species '{bad[0]}' is "
-                             "not finite (missing initialConcentration / initialAmount?)")
+                obs[r] = functools.partial(rule_obs, j)
         params = dict(zip(self.parameters, self.parameter_values.tolist()))
-        from ..events import Event
-        events = [Event(functools.partial(_wrap_pv, cond, pvec), functools.partial(_wrap_pv, reset, pvec),
-                        direction=direction) for _, cond, reset, direction in self.events]
+        events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
+                  for _, cond, res, direction in self.events]
         # switching times that are parameters: the solve is cut there (exact, and their
         # derivatives right); other time conditions are left to the step-size control
         bps = [str(b) for b in self.breakpoint_exprs if isinstance(b, sp.Symbol) and str(b) in params]
@@ -287,18 +314,6 @@ class SBMLModel:
                          doc=f"Imported from SBML {self.source}", breakpoints=bps, events=events)
         self._ode["model"] = model
         return model
-
-
-def _wrap_pv(fn, pvec, t, y, p):
-    return fn(t, y, pvec(p))
-
-
-def _state_obs(i, t, y, p):
-    return y[i]
-
-
-def _rule_obs(rule_values, pvec, j, t, y, p):
-    return rule_values(t, y, pvec(p))[j]
 
 
 _CACHE: dict = {}
