@@ -291,3 +291,13 @@ def test_y0_sensitivities_follow_initial_assignments_in_the_core(tmp_path):
     np.testing.assert_allclose(J.values[:, 0, 0], np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(J.values[:, 0, 1], -ts * A, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(J.values[:, 1, 0], 1 - np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)
+
+
+def test_switching_times_become_model_breakpoints(tmp_path):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=0.0)
+        param(m, "T", 2.0)
+        reaction(m, "r", [], [("A", 1)], "c * (piecewise(1, time < T, 0) + piecewise(2, time >= 5, 0))")
+    model = sens.sbml.load(make(tmp_path, build, name="switches"))
+    assert model.breakpoints == ("T", 5.0)

@@ -308,8 +308,10 @@ class SBMLModel:
         events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
                   for _, cond, res, direction in self.events]
         # switching times that are parameters: the solve is cut there (exact, and their
-        # derivatives right); other time conditions are left to the step-size control
+        # derivatives right); fixed numbers: the step controller steps onto them; other
+        # expressions of parameters are left to the step-size control
         bps = [str(b) for b in self.breakpoint_exprs if isinstance(b, sp.Symbol) and str(b) in params]
+        bps += sorted({float(b) for b in self.breakpoint_exprs if b.is_number and b.is_finite})
         model = ODEModel(self.id, self.states, params, rhs, y0, observables=obs, stiff=True,
                          doc=f"Imported from SBML {self.source}", breakpoints=bps, events=events)
         self._ode["model"] = model
