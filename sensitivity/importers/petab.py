@@ -516,6 +516,8 @@ class PetabProblem:
             start = time.perf_counter()
             _COMPILED[full] = jax.jit(build()).lower(*args).compile()
             compile_s = time.perf_counter() - start
+            while len(_COMPILED) > _MAX_COMPILED:  # executables hold memory maps: keep the newest
+                _COMPILED.pop(next(iter(_COMPILED)))
         start = time.perf_counter()
         out = jax.block_until_ready(_COMPILED[full](*args))
         return out, {"compile": compile_s, "run": time.perf_counter() - start}
@@ -647,6 +649,7 @@ class PetabProblem:
 
 
 _COMPILED: dict = {}
+_MAX_COMPILED = 32
 
 
 def _controller(tol):
