@@ -44,6 +44,17 @@ from .solve import Trajectory, simulate  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
 
+
+def __getattr__(name):  # sens.sbml, sens.petab (sympy, libsbml, petab) and sens.models load on first use
+    import importlib
+
+    if name in ("sbml", "petab"):
+        return importlib.import_module(f".importers.{name}", __name__)
+    if name == "models":
+        return importlib.import_module(".models", __name__)
+    raise AttributeError(f"module 'sensitivity' has no attribute '{name}'")
+
+
 __version__ = "0.1.0"
 __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",

@@ -156,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--repeats", type=int, default=3, metavar="N",
                    help="probes to take the median of (default 3; 1 is quicker and noisier)")
     c.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from .importers import petab_cli  # `sensitivity petab PROBLEM` (issue 14)
+    petab_cli.add_parser(sub)
     return p
 
 
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     commands = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "models": cmd_models,
                 "calibrate": cmd_calibrate}
+    from .importers import petab_cli
+    commands["petab"] = petab_cli.command
     try:
         import sensitivity  # noqa: F401  (JAX set-up happens here)
 
@@ -307,6 +311,9 @@ def cmd_calibrate(args) -> int:
 
 def cmd_run(args) -> int:
     """Validate, compute, and write the result folder atomically."""
+    from .importers import petab_cli
+    if petab_cli.is_petab_config(args.config):  # a run config with a `petab:` key (issue 14)
+        return petab_cli.run_config(args)
     with Interrupt().installed() as interrupt:
         return _run(args, interrupt)
 

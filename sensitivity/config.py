@@ -429,6 +429,9 @@ def load_model(spec: str, base: Path, options: Mapping | None = None):
     Raises ConfigError naming the problem."""
     from .model import ODEModel
 
+    if spec.lower().endswith((".xml", ".sbml")):  # an SBML file is a model like any other (issue 14)
+        from .importers.petab_cli import sbml_model
+        return sbml_model(spec, base)
     registry = _registry()
     if registry is None or not hasattr(registry, "load"):
         raise ConfigError("model: the model library `models` is not importable; install the project "

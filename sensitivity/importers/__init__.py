@@ -1,0 +1,1 @@
+"""Importers: SBML models (`sbml.load`) and PEtab problems (`petab.load`)."""

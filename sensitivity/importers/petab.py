@@ -1,0 +1,808 @@
+"""PEtab problems: `load("problem.yaml") -> PetabProblem` with nllh, gradient, Fisher, simulate.
+
+    prob = sens.petab.load("Boehm_JProteomeRes2014.yaml")
+    prob.nllh()                 # at the nominal values; x on the parameter scale, (n_estimated,)
+    g = prob.gradient(x)        # g.value, g.grad (n_estimated,), g.mode ("forward" | "adjoint")
+    prob.fisher(x)              # (n_estimated, n_estimated)
+    prob.simulate(x)            # PEtab simulation table (pandas)
+
+The tables are read and validated by the `petab` package. What is supported: simulation
+conditions overriding parameters, species and compartments (numbers or parameter ids);
+preequilibration (run to steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
+differentiated through the solve, which respects conservation laws); measurements with
+`observableParameters` and `noiseParameters` (numbers or parameter ids, per row, so
+time-point-specific); observable and noise formulas; normal and Laplace noise; lin / log /
+log10 observable transformations; parameters on lin / log / log10 scale, fixed or
+estimated, with bounds; steady-state measurements (`time = inf`: simulated on from the last
+finite time to a steady state, observables evaluated with t = 0); objective priors
+(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods). Not
+(yet): SBML events, mapping tables, several models.
+
+Every experiment (a pair preequilibration + simulation condition) of one problem runs
+through one compiled function: the solve is vmapped over the experiments (those with and
+those without preequilibration form two groups). Piecewise inputs of time are exact: the
+solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
+
+The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
+z = h(measurement), sigma the noise formula's value (on the transformed scale):
+    normal   0.5 log(2 pi sigma^2) + 0.5 ((s - z) / sigma)^2
+    laplace  log(2 sigma) + |s - z| / sigma
+plus log(m) for `log` and log(m ln 10) for `log10` (the change of variables).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from ..errors import InputError, ModelError, SolverError
+from . import sbml as sbml_import
+
+SCALES = ("lin", "log", "log10")
+TRANSFORMS = ("lin", "log", "log10")
+NOISES = ("normal", "laplace")
+_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
+            "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
+            "kencarp5": diffrax.KenCarp5}
+
+
+@dataclass(frozen=True)
+class PetabGradient:
+    """nllh value, its gradient on the parameter scale (n_estimated,), the mode that ran,
+    the cost model's plan (for mode="auto") and timings in seconds (compile apart)."""
+
+    value: float
+    grad: np.ndarray
+    names: tuple
+    mode: str
+    plan: object
+    timings: dict
+
+
+def _scale(v, scale):
+    if scale == "lin":
+        return v
+    with np.errstate(divide="ignore"):  # a bound of 0 on a log scale is -inf
+        return np.log(v) if scale == "log" else np.log10(v)
+
+
+def _parse_refs(value, pids: dict, what: str) -> tuple[int, float]:
+    """A table entry -> (index into theta or -1, constant)."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return -1, float(value)
+    s = str(value).strip()
+    try:
+        return -1, float(s)
+    except ValueError:
+        pass
+    if s not in pids:
+        raise InputError(f"{what} = '{s}' is neither a number nor a parameter of the parameter table")
+    return pids[s], 0.0
+
+
+def load(yaml_path: str | Path, **options) -> "PetabProblem":
+    """Read and validate a PEtab problem (a YAML file listing the tables and the SBML model).
+
+    options: solver ("kvaerno5"), rtol, atol (1e-8), max_steps (100000), validate (True).
+    Raises `InputError` for a missing or invalid problem, `ModelError` for SBML it cannot read.
+    """
+    return PetabProblem(yaml_path, **options)
+
+
+class PetabProblem:
+    """A PEtab parameter-estimation problem: data, noise models and the SBML model.
+
+    Attributes: `x_names` (estimated parameter ids), `x_nominal` (their nominal values on
+    their scales), `lower`, `upper` (bounds on the scales), `scales`, `model` (the
+    `SBMLModel`), `petab` (the `petab.v1.Problem`).
+    """
+
+    def __init__(self, yaml_path, solver: str = "kvaerno5", rtol: float = 1e-8, atol: float = 1e-8,
+                 max_steps: int = 100_000, validate: bool = True):
+        import logging
+        import warnings
+        import petab.v1 as pv1
+        path = Path(yaml_path)
+        self.path = path
+        if not path.is_file():
+            raise InputError(f"petab: problem file '{yaml_path}' not found")
+        if solver not in _SOLVERS:
+            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(_SOLVERS)}")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(tol, (int, float)) and tol > 0):
+                raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
+        try:
+            with warnings.catch_warnings():  # pandas deprecations inside the petab package
+                warnings.simplefilter("ignore")
+                problem = pv1.Problem.from_yaml(str(path))
+        except Exception as exc:  # the petab package raises many types
+            raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
+        if validate:
+            messages: list[str] = []
+
+            class _Collect(logging.Handler):
+                def emit(self, record):
+                    if record.levelno >= logging.ERROR and record.getMessage() != "Not OK":
+                        messages.append(record.getMessage())
+
+            log = logging.getLogger("petab")
+            handler, level, propagate = _Collect(), log.level, log.propagate
+            log.addHandler(handler)
+            log.propagate = False
+            try:
+                bad = pv1.lint_problem(problem)
+            finally:
+                log.removeHandler(handler)
+                log.setLevel(level)
+                log.propagate = propagate
+            if bad:
+                detail = "; ".join(messages[:3]) or "run `petablint` on it for the list of errors"
+                raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem: {detail}")
+        self.petab = problem
+        self.path = path
+        self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
+        model_path = self._model_path()
+        self.model = sbml_import.read(model_path)
+        if self.model.events:
+            raise ModelError(f"petab: model '{self.model.id}' has SBML events (e.g. '{self.model.events[0][0]}'): "
+                             "events are supported by sens.sbml.load, not yet in PEtab problems")
+        self._setup()
+        self._fingerprint = _fingerprint(path, problem)
+
+    # ------------------------------------------------------------------ setup
+    def _model_path(self) -> Path:
+        import yaml
+        spec = yaml.safe_load(self.path.read_text())
+        probs = spec.get("problems") or []
+        files = probs[0].get("sbml_files") or probs[0].get("model_files") if probs else None
+        if isinstance(files, dict):
+            files = [v.get("location") for v in files.values()]
+        if not files or len(files) != 1:
+            raise InputError(f"petab: '{self.path}' must name exactly one SBML model file")
+        return (self.path.parent / files[0]).resolve()
+
+    def _setup(self):  # noqa: C901
+        import petab.v1 as pv1
+        P = self.petab
+        m = self.model
+        pdf = P.parameter_df
+        self.theta_names = tuple(pdf.index)
+        pids = {k: i for i, k in enumerate(self.theta_names)}
+        scales = [str(s) for s in pdf[pv1.PARAMETER_SCALE]]
+        for k, s in zip(self.theta_names, scales):
+            if s not in SCALES:
+                raise InputError(f"parameter '{k}': parameterScale = '{s}'; valid: {', '.join(SCALES)}")
+        est = np.asarray(pdf[pv1.ESTIMATE], dtype=int) == 1
+        self.theta_nominal = np.asarray(pdf[pv1.NOMINAL_VALUE], dtype=np.float64)
+        self.est_index = np.flatnonzero(est)
+        self.x_names = tuple(self.theta_names[i] for i in self.est_index)
+        self.scales = tuple(scales[i] for i in self.est_index)
+        self._scale_code = np.array([SCALES.index(s) for s in self.scales], dtype=int)
+        self.x_nominal = np.array([_scale(self.theta_nominal[i], scales[i]) for i in self.est_index])
+        self.lower = np.array([_scale(float(pdf[pv1.LOWER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
+        self.upper = np.array([_scale(float(pdf[pv1.UPPER_BOUND].iloc[i]), scales[i]) for i in self.est_index])
+        self.priors = _priors(pdf, self.est_index, self.x_names)
+
+        cdf = P.condition_df
+        mdf = P.measurement_df.copy()
+        if P.mapping_df is not None and len(P.mapping_df):
+            raise InputError("petab: mapping tables are not supported")
+        pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
+        if pre_col not in mdf:
+            mdf[pre_col] = ""
+        mdf[pre_col] = [("" if (isinstance(v, float) and math.isnan(v)) else str(v)) for v in mdf[pre_col]]
+        self.measurements = mdf.reset_index(drop=True)
+
+        n_p, n_x = len(m.parameters), len(m.states)
+        p_default = m.parameter_values
+
+        def condition_arrays(cid: str):
+            """(p_ref, p_const) (n_p,), (y_ref, y_const, y_set) (n_x,) for one condition."""
+            p_ref = np.full(n_p, -1, dtype=int)
+            p_const = p_default.copy()
+            for k, name in enumerate(m.parameters):
+                if name in pids:
+                    p_ref[k] = pids[name]
+            y_ref = np.full(n_x, -1, dtype=int)
+            y_const = np.zeros(n_x)
+            y_set = np.zeros(n_x, dtype=bool)
+            if cid and cid in cdf.index:
+                row = cdf.loc[cid]
+                for col in cdf.columns:
+                    if col == pv1.CONDITION_NAME:
+                        continue
+                    val = row[col]
+                    if isinstance(val, float) and math.isnan(val):
+                        continue  # NaN: keep the model's value
+                    ref, const = _parse_refs(val, pids, f"condition '{cid}', column '{col}'")
+                    if col in m.parameters:
+                        k = m.parameters.index(col)
+                        p_ref[k], p_const[k] = ref, const
+                    elif col in m.states:
+                        k = m.states.index(col)
+                        y_ref[k], y_const[k], y_set[k] = ref, const, True
+                    else:
+                        raise InputError(f"petab: condition table column '{col}' is not a parameter, "
+                                         f"species or compartment of model '{m.id}'")
+            elif cid:
+                raise InputError(f"petab: condition '{cid}' is not in the condition table")
+            return p_ref, p_const, y_ref, y_const, y_set
+
+        # experiments: unique (preequilibration, simulation) pairs; two groups
+        exps = list(dict.fromkeys(zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])))
+        self.experiments = exps
+        groups = {}
+        for e, (pre, sim) in enumerate(exps):
+            groups.setdefault(bool(pre), []).append(e)
+        self._groups = []
+        obs_df = P.observable_df
+        self.observable_ids = tuple(obs_df.index)
+        n_op = max([_count_placeholders(f, "observableParameter", o)
+                    for o, f in zip(obs_df.index, obs_df[pv1.OBSERVABLE_FORMULA])] + [0])
+        n_np = max([_count_placeholders(str(f), "noiseParameter", o)
+                    for o, f in zip(obs_df.index, obs_df[pv1.NOISE_FORMULA])] + [0])
+        self._n_op, self._n_np = n_op, n_np
+
+        # rows -> experiment, time index
+        row_exp = np.array([exps.index(k) for k in zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])])
+        times_all = np.asarray(mdf[pv1.TIME], dtype=np.float64)
+        self._row_exp = row_exp
+        for has_pre, members in sorted(groups.items()):
+            finite = [times_all[(row_exp == e) & np.isfinite(times_all)] for e in members]
+            ts_list = [np.unique(t) if t.size else np.zeros(1) for t in finite]
+            n_t = max(len(t) for t in ts_list)
+            ts = np.stack([np.concatenate([t, np.full(n_t - len(t), t[-1])]) for t in ts_list])
+            # steady-state measurements (time = inf): the state after simulating on to a steady
+            # state, saved in an extra slot n_t
+            steady_state = bool(np.any(np.isinf(times_all[np.isin(row_exp, members)])))
+            sim = [condition_arrays(exps[e][1]) for e in members]
+            pre = [condition_arrays(exps[e][0]) for e in members] if has_pre else None
+            g = dict(members=np.array(members), has_pre=has_pre, ts=ts, steady_state=steady_state,
+                     sim=tuple(np.stack([s[i] for s in sim]) for i in range(5)),
+                     pre=None if pre is None else tuple(np.stack([s[i] for s in pre]) for i in range(5)))
+            self._groups.append(g)
+
+        # measurement rows per observable
+        self._obs = []
+        for o, oid in enumerate(self.observable_ids):
+            rows = np.flatnonzero(np.asarray(mdf[pv1.OBSERVABLE_ID]) == oid)
+            if rows.size == 0:
+                continue
+            orow = obs_df.loc[oid]
+            trans = str(orow.get(pv1.OBSERVABLE_TRANSFORMATION, "lin") or "lin")
+            trans = "lin" if trans == "nan" else trans
+            noise = str(orow.get(pv1.NOISE_DISTRIBUTION, "normal") or "normal")
+            noise = "normal" if noise == "nan" else noise
+            if trans not in TRANSFORMS:
+                raise InputError(f"observable '{oid}': observableTransformation = '{trans}'; "
+                                 f"valid: {', '.join(TRANSFORMS)}")
+            if noise not in NOISES:
+                raise InputError(f"observable '{oid}': noiseDistribution = '{noise}'; valid: {', '.join(NOISES)}")
+            op_ref, op_const = self._row_overrides(mdf, rows, pv1.OBSERVABLE_PARAMETERS, n_op, pids)
+            np_ref, np_const = self._row_overrides(mdf, rows, pv1.NOISE_PARAMETERS, n_np, pids)
+            group_of = {}
+            for gi, g in enumerate(self._groups):
+                for j, e in enumerate(g["members"]):
+                    group_of[e] = (gi, j)
+            gidx = np.array([group_of[row_exp[r]][0] for r in rows])
+            eidx = np.array([group_of[row_exp[r]][1] for r in rows])
+            tidx = np.array([int(np.searchsorted(self._groups[gi]["ts"][j], times_all[r]))
+                             if np.isfinite(times_all[r]) else self._groups[gi]["ts"].shape[1]
+                             for r, gi, j in zip(rows, gidx, eidx)])
+            meas = np.asarray(mdf[pv1.MEASUREMENT].iloc[rows], dtype=np.float64)
+            if trans != "lin" and np.any(meas <= 0):
+                raise InputError(f"observable '{oid}' has {trans} transformation but a measurement <= 0")
+            obs_fn, noise_fn = _observable_functions(
+                m, oid, orow[pv1.OBSERVABLE_FORMULA], orow[pv1.NOISE_FORMULA], n_op, n_np, pids)
+            self._obs.append(dict(id=oid, rows=rows, trans=trans, noise=noise, group=gidx, exp=eidx,
+                                  tidx=tidx, meas=meas, times=times_all[rows],
+                                  op=(op_ref, op_const), np=(np_ref, np_const),
+                                  h=obs_fn, sigma=noise_fn))
+
+    @staticmethod
+    def _row_overrides(mdf, rows, col, n, pids):
+        ref = np.full((len(rows), max(n, 1)), -1, dtype=int)
+        const = np.zeros((len(rows), max(n, 1)))
+        if col not in mdf or n == 0:
+            return ref, const
+        import petab.v1 as pv1
+        for i, r in enumerate(rows):
+            val = mdf[col].iloc[r]
+            if isinstance(val, float) and math.isnan(val):
+                continue
+            parts = pv1.split_parameter_replacement_list(val)
+            for k, part in enumerate(parts[:n]):
+                ref[i, k], const[i, k] = _parse_refs(part, pids, f"measurement row {r}, {col}")
+        return ref, const
+
+    # ------------------------------------------------------------------ x <-> theta
+    def theta(self, x) -> jnp.ndarray:
+        """All parameters of the parameter table on the linear scale (n_theta,) for x on the
+        parameter scale (n_estimated,); fixed ones at their nominal values."""
+        x = jnp.asarray(x)
+        lin = jnp.where(self._scale_code == 0, x, jnp.where(self._scale_code == 1, jnp.exp(x), 10.0 ** x))
+        return jnp.asarray(self.theta_nominal).at[self.est_index].set(lin)
+
+    def _check_x(self, x):
+        x = self.x_nominal if x is None else np.asarray(x, dtype=np.float64)
+        if x.shape != (len(self.x_names),):
+            raise InputError(f"x has shape {x.shape}, expected ({len(self.x_names)},): one value per "
+                             f"estimated parameter, on its scale (see .x_names, .scales)")
+        if not np.all(np.isfinite(x)):
+            raise InputError("x contains NaN or inf")
+        return jnp.asarray(x)
+
+    # ------------------------------------------------------------------ simulation
+    def _solve_fn(self, method: str):
+        """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
+        m = self.model
+        solver = _SOLVERS[self.solver]()
+        max_steps = self.max_steps
+
+        def vf(t, y, args):
+            pv, tc = args
+            return m.rhs(t, y, pv, tc)
+
+        term = diffrax.ODETerm(vf)
+
+        def adjoint():
+            return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
+
+        def segment(pv, y0, a, b, tc, ts, tol):
+            sol = diffrax.diffeqsolve(
+                term, solver, a, b, None, y0, (pv, tc),
+                saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
+                # step onto the save times: the implicit solvers' dense output is only
+                # third order, interpolating would cost more accuracy than the tolerances
+                stepsize_controller=diffrax.ClipStepSizeController(_controller(tol), step_ts=jnp.clip(ts, a, b)),
+                max_steps=max_steps, adjoint=adjoint(), throw=False)
+            return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
+
+        def solve(pv, y0, ts, t0, tol):
+            tend = ts[-1]
+            if m.n_breakpoints == 0:
+                ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts, tol)
+                return ys, res == diffrax.RESULTS.successful, steps
+            bp = jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend))
+            bounds = jnp.concatenate([jnp.reshape(t0, (1,)), bp, jnp.reshape(tend, (1,))])
+
+            def body(carry, ab):
+                y, ys, ok, steps = carry
+                a, b = ab
+                seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts, tol)
+                inside = ((ts >= a) & (ts <= b))[:, None]
+                ys = jnp.where(inside, seg, ys)
+                return (y_end, ys, ok & (res == diffrax.RESULTS.successful), steps + n), None
+
+            init = (y0, jnp.zeros((ts.shape[0], y0.shape[0])), jnp.asarray(True), jnp.asarray(0))
+            (_, ys, ok, steps), _ = jax.lax.scan(body, init, (bounds[:-1], bounds[1:]))
+            return ys, ok, steps
+
+        return solve
+
+    def _steady_fn(self, method: str):
+        """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
+        m = self.model
+        solver = _SOLVERS[self.solver]()
+
+        def vf(t, y, args):
+            return m.rhs(t, y, args[0], t)
+
+        def cond(t, y, args, **kwargs):
+            pv, tol = args
+            return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
+
+        event = diffrax.Event(cond)
+        term = diffrax.ODETerm(vf)
+
+        def steady(pv, y0, tol, t0=0.0):
+            sol = diffrax.diffeqsolve(
+                term, solver, t0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=_controller(tol), event=event,
+                max_steps=self.max_steps,
+                adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
+                throw=False)
+            return sol.ys[0], sol.result, sol.stats["num_steps"]
+
+        return steady
+
+    def _simulate_fn(self, method: str) -> Callable:
+        """(theta, tol) -> per group (ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps)."""
+        m = self.model
+        solve = self._solve_fn(method)
+        steady = self._steady_fn(method)
+        groups = self._groups
+
+        def params(theta, arrays):
+            p_ref, p_const, y_ref, y_const, y_set = arrays
+            pv = jnp.where(p_ref >= 0, theta[jnp.maximum(p_ref, 0)], p_const)
+            yo = jnp.where(y_ref >= 0, theta[jnp.maximum(y_ref, 0)], y_const)
+            return pv, yo, y_set
+
+        def one(theta, sim, pre, ts, tol, steady_state):
+            pv, yo, y_set = params(theta, sim)
+            ok = jnp.asarray(True)
+            steps = jnp.asarray(0)
+            if pre is not None:
+                pv0, yo0, set0 = params(theta, pre)
+                y0 = jnp.where(set0, yo0, m.initial(pv0))
+                y0, res0, n0 = steady(pv0, y0, tol)
+                ok = ok & (res0 == diffrax.RESULTS.event_occurred)
+                steps = steps + n0
+                y0 = jnp.where(y_set, yo, y0)
+            else:
+                y0 = jnp.where(y_set, yo, m.initial(pv))
+            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0), tol)
+            ok, steps = ok & ok_solve, steps + n
+            if steady_state:  # on from the last save time to a steady state
+                y_ss, res1, n1 = steady(pv, ys[-1], tol, ts[-1])
+                ys = jnp.concatenate([ys, y_ss[None]])
+                ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1
+            return ys, pv, ok, steps
+
+        def simulate_all(theta, tol):
+            out = []
+            for g in groups:
+                sim = tuple(jnp.asarray(a) for a in g["sim"])
+                pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
+                if pre is None:
+                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
+                    out.append(f(sim, jnp.asarray(g["ts"])))
+                else:
+                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
+                    out.append(f(sim, pre, jnp.asarray(g["ts"])))
+            return out
+
+        return simulate_all
+
+    def _observations_fn(self, method: str) -> Callable:
+        """(theta, tol) -> (per observable: (simulated values, sigma) over its rows, aux)."""
+        simulate_all = self._simulate_fn(method)
+        obs = self._obs
+
+        def observe(theta, tol):
+            sims = simulate_all(theta, tol)
+            ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
+            steps = sum(jnp.sum(s[3]) for s in sims)
+            results = []
+            for o in obs:
+                ys = _gather(sims, o)
+                pvs = _gather_p(sims, o)
+                op = jnp.where(o["op"][0] >= 0, theta[jnp.maximum(o["op"][0], 0)], o["op"][1])
+                npar = jnp.where(o["np"][0] >= 0, theta[jnp.maximum(o["np"][0], 0)], o["np"][1])
+                t = jnp.asarray(np.where(np.isfinite(o["times"]), o["times"], 0.0))  # t = inf: no time
+                y_sim = jax.vmap(o["h"], in_axes=(0, 0, 0, None, 0))(t, ys, pvs, theta, op)
+                sigma = jax.vmap(o["sigma"], in_axes=(0, 0, 0, None, 0, 0))(t, ys, pvs, theta, op, npar)
+                results.append((y_sim, sigma))
+            return results, {"ok": ok, "steps": steps}
+
+        return observe
+
+    def _nllh_fn(self, method: str) -> Callable:
+        observe = self._observations_fn(method)
+        obs = self._obs
+
+        def nllh(x, tol):
+            theta = self.theta(x)
+            results, aux = observe(theta, tol)
+            total = 0.0
+            for o, (y_sim, sigma) in zip(obs, results):
+                total = total + jnp.sum(_nllh_terms(y_sim, sigma, o))
+            return total, (aux, [r[0] for r in results])
+
+        return nllh
+
+    def _structure(self) -> tuple:
+        """What compiled functions depend on: the files' contents, solver and step budget
+        (tolerances and parameter values are arguments)."""
+        return (self._fingerprint, self.solver, self.max_steps)
+
+    def _run(self, key, build, x):
+        """Compile `build()` once per problem structure and `key` (shared by every
+        PetabProblem of the same files), run it at x; returns (output, timings)."""
+        full = self._structure() + tuple(key)
+        args = (x, jnp.asarray([self.rtol, self.atol]))
+        compile_s = 0.0
+        if full not in _COMPILED:
+            start = time.perf_counter()
+            _COMPILED[full] = jax.jit(build()).lower(*args).compile()
+            compile_s = time.perf_counter() - start
+            while len(_COMPILED) > _MAX_COMPILED:  # executables hold memory maps: keep the newest
+                _COMPILED.pop(next(iter(_COMPILED)))
+        start = time.perf_counter()
+        out = jax.block_until_ready(_COMPILED[full](*args))
+        return out, {"compile": compile_s, "run": time.perf_counter() - start}
+
+    def _check(self, aux, *values):
+        if not bool(aux["ok"]) or not all(np.all(np.isfinite(np.asarray(v))) for v in values):
+            raise SolverError(
+                f"petab problem '{self.path.name}': a solve failed or gave NaN/inf (model '{self.model.id}', "
+                f"solver {self.solver}, rtol={self.rtol:g}, atol={self.atol:g}, max_steps={self.max_steps}). "
+                "Try: other parameter values, a larger max_steps, or another solver.")
+
+    # ------------------------------------------------------------------ public
+    def nllh(self, x=None, priors: bool = False) -> float:
+        """Negative log-likelihood at x (n_estimated,) on the parameter scale (default: the
+        nominal values); with priors=True plus the negative log-prior density (`prior`)."""
+        x = self._check_x(x)
+        (value, (aux, _)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        self._check(aux, value)
+        return float(value) + (self.prior(x)[0] if priors else 0.0)
+
+    def prior(self, x=None) -> tuple[float, np.ndarray]:
+        """Negative log-density of the parameter table's objective priors at x and its
+        gradient (n_estimated,), on the parameter scale (a density over a linear-scale value
+        includes the Jacobian of the scale change). Parameters without a prior contribute 0."""
+        x = np.asarray(self._check_x(x))
+        value, grad = 0.0, np.zeros_like(x)
+        for i, kind, a, b in self.priors:
+            v, d = _prior_term(x[i], self.scales[i], kind, a, b)
+            value, grad[i] = value + v, d
+        return value, grad
+
+    def gradient(self, x=None, mode: str = "auto", priors: bool = False) -> PetabGradient:
+        """nllh (plus the negative log-prior with priors=True) and its gradient with respect
+        to x on the parameter scale, shape (n_estimated,).
+
+        mode: "forward" (n_estimated tangents in one vmapped sweep, diffrax ForwardMode),
+        "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
+        "auto" (the cost model decides from the problem's shape).
+        """
+        from ..ad.cost import Calibration, make_plan
+        from .. import calibration_store
+        if mode not in ("auto", "forward", "adjoint"):
+            raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
+        x = self._check_x(x)
+        plan = None
+        if mode == "auto":
+            n_t = sum(int(g["ts"].size) for g in self._groups)
+            n_exp = sum(len(g["members"]) for g in self._groups)
+            plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
+                             n_states=self.model.n_states if hasattr(self.model, "n_states")
+                             else len(self.model.states) * n_exp, n_times=n_t,
+                             calibration=calibration_store.load() or Calibration(),
+                             max_steps=self.max_steps)
+            mode = plan.mode
+        if mode == "adjoint":
+            def build():
+                f = self._nllh_fn("checkpoint")
+                return lambda x, tol: jax.value_and_grad(f, has_aux=True)(x, tol)
+            ((value, (aux, _)), grad), t = self._run(("grad", "adjoint"), build, x)
+        else:
+            def build():
+                f = self._nllh_fn("forward")
+
+                def g(x, tol):
+                    def one(v):
+                        return jax.jvp(lambda x_: f(x_, tol), (x,), (v,), has_aux=True)
+                    value, tangent, aux = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size))
+                    return (value, aux), tangent
+                return g
+            ((value, (aux, _)), grad), t = self._run(("grad", "forward"), build, x)
+        self._check(aux, value, grad)
+        value, grad = float(value), np.asarray(grad)
+        if priors:
+            pv, pg = self.prior(x)
+            value, grad = value + pv, grad + pg
+        return PetabGradient(value, grad, self.x_names, mode, plan, t)
+
+    def fisher(self, x=None) -> np.ndarray:
+        """Fisher information of the estimated parameters at x (on their scales), shape
+        (n_estimated, n_estimated): sum over measurements of J_mu^T J_mu / sigma^2 +
+        c J_sigma^T J_sigma / sigma^2, c = 2 (normal) or 1 (Laplace), on the transformed scale;
+        by forward sensitivities."""
+        x = self._check_x(x)
+
+        def build():
+            observe = self._observations_fn("forward")
+            obs = self._obs
+
+            def parts(x, tol):
+                results, aux = observe(self.theta(x), tol)
+                mus, sig, c = [], [], []
+                for o, (y_sim, sigma) in zip(obs, results):
+                    mus.append(_transform(y_sim, o["trans"]))
+                    sig.append(sigma)
+                    c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
+                return (jnp.concatenate(mus), jnp.concatenate(sig)), (jnp.concatenate(c), aux)
+
+            def F(x, tol):
+                (Jm, Js), (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
+                (_, sigma), _ = parts(x, tol)
+                w = 1.0 / sigma ** 2
+                return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js, aux
+            return F
+
+        (F, aux), _ = self._run(("fisher",), build, x)
+        self._check(aux, F)
+        return np.asarray(F)
+
+    def simulate(self, x=None):
+        """The PEtab simulation table at x: the measurement table with a `simulation` column
+        in place of `measurement` (pandas DataFrame)."""
+        import petab.v1 as pv1
+        x = self._check_x(x)
+
+        (value, (aux, results)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        self._check(aux, *results)
+        df = self.measurements.copy()
+        sim = np.full(len(df), np.nan)
+        for o, y_sim in zip(self._obs, results):
+            sim[o["rows"]] = np.asarray(y_sim)
+        df = df.rename(columns={pv1.MEASUREMENT: pv1.SIMULATION})
+        df[pv1.SIMULATION] = sim
+        return df
+
+    def __repr__(self):
+        return (f"PetabProblem({self.path.name}: model {self.model.id}, {len(self.model.states)} states, "
+                f"{len(self.x_names)} estimated parameters, {len(self.experiments)} experiments, "
+                f"{len(self.measurements)} measurements)")
+
+
+_COMPILED: dict = {}
+_MAX_COMPILED = 32
+
+
+def _controller(tol):
+    """PI step-size control (diffrax's suggestion for stiff problems): a third fewer steps
+    than the default I controller on Boehm (450 vs 678) at the same nllh to 1e-8."""
+    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=0.3, icoeff=0.3)
+
+
+def _fingerprint(path: Path, problem) -> str:
+    """A hash of the problem's tables and model: equal for two loads of the same files."""
+    import hashlib
+    h = hashlib.sha256()
+    for df in (problem.parameter_df, problem.condition_df, problem.measurement_df, problem.observable_df):
+        h.update(df.to_csv().encode())
+    h.update(problem.model.to_sbml_str().encode() if hasattr(problem.model, "to_sbml_str") else str(path).encode())
+    return h.hexdigest()
+
+
+def _priors(pdf, est_index, x_names) -> list:
+    """[(index into x, type, a, b)] of the estimated parameters with an objective prior."""
+    import petab.v1 as pv1
+    out = []
+    if pv1.OBJECTIVE_PRIOR_TYPE not in pdf:
+        return out
+    for i, row in enumerate(est_index):
+        kind = pdf[pv1.OBJECTIVE_PRIOR_TYPE].iloc[row]
+        if not isinstance(kind, str) or not kind.strip():
+            continue
+        if kind not in pv1.PRIOR_TYPES:
+            raise InputError(f"parameter '{x_names[i]}': objectivePriorType = '{kind}'; valid: "
+                             f"{', '.join(pv1.PRIOR_TYPES)}")
+        raw = str(pdf[pv1.OBJECTIVE_PRIOR_PARAMETERS].iloc[row]) if pv1.OBJECTIVE_PRIOR_PARAMETERS in pdf else ""
+        try:
+            a, b = (float(v) for v in raw.split(";"))
+        except ValueError:
+            raise InputError(f"parameter '{x_names[i]}': objectivePriorParameters = '{raw}' must be "
+                             "two numbers 'a;b'") from None
+        out.append((i, kind, a, b))
+    return out
+
+
+def _prior_term(x: float, scale: str, kind: str, a: float, b: float) -> tuple[float, float]:
+    """Negative log-density (and its derivative in x) of one prior; x on `scale`.
+
+    parameterScale*: the density is over x itself; otherwise over the linear value
+    v = unscale(x), so -log p(x) = -log p_v(v) - log(dv/dx)."""
+    if kind.startswith("parameterScale"):
+        v, dv, logjac, dlogjac = x, 1.0, 0.0, 0.0
+        kind = kind[len("parameterScale"):].lower()
+    else:
+        kind = kind.lower()
+        c = {"lin": 0.0, "log": 1.0, "log10": math.log(10.0)}[scale]
+        v = {"lin": x, "log": math.exp(x), "log10": 10.0 ** x}[scale]
+        dv = 1.0 if scale == "lin" else c * v
+        logjac, dlogjac = (0.0, 0.0) if scale == "lin" else (math.log(c * v), c)
+    if kind == "normal":
+        val, d = 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((v - a) / b) ** 2, (v - a) / b ** 2
+    elif kind == "laplace":
+        val, d = math.log(2 * b) + abs(v - a) / b, math.copysign(1.0, v - a) / b
+    elif kind == "uniform":
+        val, d = (math.log(b - a), 0.0) if a <= v <= b else (math.inf, 0.0)
+    elif kind in ("lognormal", "loglaplace"):
+        lv = math.log(v)
+        if kind == "lognormal":
+            val, dl = lv + 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((lv - a) / b) ** 2, 1 + (lv - a) / b ** 2
+        else:
+            val, dl = lv + math.log(2 * b) + abs(lv - a) / b, 1 + math.copysign(1.0, lv - a) / b
+        d = dl / v
+    else:  # pragma: no cover - checked in _priors
+        raise InputError(f"prior type '{kind}' is unknown")
+    return val - logjac, d * dv - dlogjac
+
+
+def _gather(sims, o):
+    groups = np.asarray(o["group"])
+    if np.all(groups == groups[0]):
+        return sims[int(groups[0])][0][o["exp"], o["tidx"]]
+    return jnp.stack([sims[int(g)][0][int(e), int(k)] for g, e, k in zip(o["group"], o["exp"], o["tidx"])])
+
+
+def _gather_p(sims, o):
+    groups = np.asarray(o["group"])
+    if np.all(groups == groups[0]):
+        return sims[int(groups[0])][1][o["exp"]]
+    return jnp.stack([sims[int(g)][1][int(e)] for g, e in zip(o["group"], o["exp"])])
+
+
+def _transform(v, trans):
+    return {"lin": lambda a: a, "log": jnp.log, "log10": jnp.log10}[trans](v)
+
+
+def _nllh_terms(y_sim, sigma, o):
+    meas = jnp.asarray(o["meas"])
+    s, z = _transform(y_sim, o["trans"]), _transform(meas, o["trans"])
+    jac = {"lin": 0.0, "log": jnp.log(meas), "log10": jnp.log(meas * math.log(10.0))}[o["trans"]]
+    if o["noise"] == "normal":
+        return 0.5 * jnp.log(2 * math.pi * sigma ** 2) + 0.5 * ((s - z) / sigma) ** 2 + jac
+    return jnp.log(2 * sigma) + jnp.abs(s - z) / sigma + jac
+
+
+def _count_placeholders(formula, kind, oid) -> int:
+    import re
+    found = [int(k) for k in re.findall(rf"\b{kind}(\d+)_{re.escape(oid)}\b", str(formula))]
+    return max(found) if found else 0
+
+
+def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids):
+    """JAX functions h(t, y, pv, theta, op) and sigma(t, y, pv, theta, op, np) of one observable."""
+    from petab.v1.math import sympify_petab
+    try:
+        h = sympify_petab(formula)
+        s = sympify_petab(noise_formula)
+    except Exception as exc:
+        raise InputError(f"observable '{oid}': formula cannot be parsed: {exc}") from None
+    names = {}
+    for i, st in enumerate(m.states):
+        names[sp.Symbol(st, real=True)] = sp.Symbol(f"y[{i}]")
+    for i, p in enumerate(m.parameters):
+        names[sp.Symbol(p, real=True)] = sp.Symbol(f"p[{i}]")
+    rules = {sp.Symbol(k, real=True): v for k, v in m.rules.items()}
+
+    def source(expr, where):
+        expr = sp.sympify(expr)
+        # model rule variables: substitute their expressions (several rounds: rules of rules)
+        for _ in range(len(rules) + 1):
+            if not (expr.free_symbols & set(rules)):
+                break
+            expr = expr.xreplace(rules)
+        expr = expr.xreplace({sbml_import.TC: sbml_import.T})
+        subs = {sbml_import.T: sp.Symbol("t")}
+        for sym in expr.free_symbols:
+            nm = sym.name
+            if sym in names:
+                subs[sym] = names[sym]
+            elif nm.startswith("observableParameter") and nm.endswith("_" + oid):
+                subs[sym] = sp.Symbol(f"op[{int(nm[len('observableParameter'):].split('_')[0]) - 1}]")
+            elif nm.startswith("noiseParameter") and nm.endswith("_" + oid):
+                subs[sym] = sp.Symbol(f"npar[{int(nm[len('noiseParameter'):].split('_')[0]) - 1}]")
+            elif nm in pids:
+                subs[sym] = sp.Symbol(f"theta[{pids[nm]}]")
+            elif nm == "t" or nm == "time":
+                subs[sym] = sp.Symbol("t")
+            elif sym not in subs:
+                raise InputError(f"observable '{oid}': {where} uses '{nm}', which is neither a model "
+                                 "entity, a parameter of the parameter table nor a placeholder")
+        printer = sbml_import._Printer()
+        return printer.doprint(expr.xreplace(subs)).replace("jax.numpy.", "jnp.")
+
+    code = (f"def h(t, y, p, theta, op):\n    return jnp.asarray({source(h, 'observableFormula')}, "
+            f"dtype=jnp.float64) + 0.0 * t\n"
+            f"def sigma(t, y, p, theta, op, npar):\n    return jnp.asarray({source(s, 'noiseFormula')}, "
+            f"dtype=jnp.float64) + 0.0 * t\n")
+    ns = {"jnp": jnp, "jax": jax, "math": math}
+    exec(compile(code, f"<petab:{oid}>", "exec"), ns)
+    ns["h"].source = code
+    return ns["h"], ns["sigma"]

@@ -1,0 +1,734 @@
+"""SBML import: an SBML file -> `ODEModel` (and the `SBMLModel` the PEtab importer builds on).
+
+    model = sens.sbml.load("model.xml")          # an ODEModel; states and parameters keep SBML ids
+
+What is read (python-libsbml): species as concentrations (amounts when
+`hasOnlySubstanceUnits`), constant compartments, boundary and constant species (states with
+zero rate unless a rate rule drives them), global and kinetic-law (local) parameters (a local
+`k` of reaction `r` becomes the parameter `r_k`), reactions with stoichiometry
+(d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), conversion factors,
+assignment rules, rate rules, initial assignments (the initial state is a function y0(p) of
+the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
+avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
+fast reactions, variable compartments holding species, stoichiometries changed by rules,
+delayed or prioritised events, compound triggers, event assignments to parameters.
+Events (a trigger `a > b` or `a < b` and assignments to states) become `sensitivity.Event`s
+of the ODEModel (root finding on a - b, direction from the comparison, the assignments as
+the reset); parameters that are switching times of piecewise functions become the
+ODEModel's breakpoints.
+
+Maths: libsbml AST -> sympy -> Python source over `jax.numpy`, compiled once per file
+(keyed by path and content, so two loads share functions and compiled code).
+
+Piecewise functions of time (`piecewise(a, t < T, b)`): their switching times are
+*breakpoints*; the conditions are evaluated at a separate "condition time" `tc` so that a
+solver cut into segments at the breakpoints evaluates each segment on one side
+(AMICI treats them as events). `SBMLModel.breakpoints(p)` gives the times.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+from sympy.printing.numpy import JaxPrinter
+
+from ..errors import ModelError
+
+T = sp.Symbol("__time__", real=True)      # SBML time
+TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
+AVOGADRO = 6.02214179e23
+
+
+# --------------------------------------------------------------------------- AST -> sympy
+class _Converter:
+    """libsbml ASTNode -> sympy expression, with function definitions inlined."""
+
+    def __init__(self, functions: dict, where: str = ""):
+        self.functions = functions   # id -> (args tuple of symbols, body)
+        self.where = where
+        self.locals: dict[str, sp.Expr] = {}
+
+    def __call__(self, node, where: str) -> sp.Expr:
+        self.where = where
+        if node is None:
+            raise ModelError(f"{where}: has no math")
+        return self.conv(node)
+
+    def fail(self, what: str):
+        raise ModelError(f"{self.where}: {what} is not supported by the SBML import")
+
+    def conv(self, n) -> sp.Expr:  # noqa: C901 - one dispatch over AST node types
+        import libsbml as L
+        ty = n.getType()
+        kids = [n.getChild(i) for i in range(n.getNumChildren())]
+        c = lambda: [self.conv(k) for k in kids]  # noqa: E731
+        if ty == L.AST_INTEGER:
+            return sp.Integer(n.getInteger())
+        if ty in (L.AST_REAL, L.AST_REAL_E):
+            v = n.getReal()
+            if math.isinf(v):
+                return sp.oo if v > 0 else -sp.oo
+            if math.isnan(v):
+                return sp.nan
+            return sp.Float(v, 17)
+        if ty == L.AST_RATIONAL:
+            return sp.Rational(n.getNumerator(), n.getDenominator())
+        if ty == L.AST_NAME:
+            name = n.getName()
+            if name in self.locals:
+                return self.locals[name]
+            return sp.Symbol(name, real=True)
+        if ty == L.AST_NAME_TIME:
+            return T
+        if ty == L.AST_NAME_AVOGADRO:
+            return sp.Float(AVOGADRO, 17)
+        if ty == L.AST_CONSTANT_E:
+            return sp.E
+        if ty == L.AST_CONSTANT_PI:
+            return sp.pi
+        if ty == L.AST_CONSTANT_TRUE:
+            return sp.true
+        if ty == L.AST_CONSTANT_FALSE:
+            return sp.false
+        if ty == L.AST_PLUS:
+            return sp.Add(*c()) if kids else sp.Integer(0)
+        if ty == L.AST_MINUS:
+            a = c()
+            return -a[0] if len(a) == 1 else a[0] - a[1]
+        if ty == L.AST_TIMES:
+            return sp.Mul(*c()) if kids else sp.Integer(1)
+        if ty == L.AST_DIVIDE:
+            a, b = c()
+            return a / b
+        if ty in (L.AST_POWER, L.AST_FUNCTION_POWER):
+            a, b = c()
+            return a ** b
+        if ty == L.AST_FUNCTION_ROOT:
+            a = c()
+            return a[-1] ** (1 / a[0]) if len(a) == 2 else sp.sqrt(a[0])
+        if ty == L.AST_FUNCTION_LOG:
+            a = c()
+            return sp.log(a[-1], a[0]) if len(a) == 2 else sp.log(a[0], 10)
+        unary = {
+            L.AST_FUNCTION_EXP: sp.exp, L.AST_FUNCTION_LN: sp.log, L.AST_FUNCTION_ABS: sp.Abs,
+            L.AST_FUNCTION_FLOOR: sp.floor, L.AST_FUNCTION_CEILING: sp.ceiling,
+            L.AST_FUNCTION_SIN: sp.sin, L.AST_FUNCTION_COS: sp.cos, L.AST_FUNCTION_TAN: sp.tan,
+            L.AST_FUNCTION_ARCSIN: sp.asin, L.AST_FUNCTION_ARCCOS: sp.acos,
+            L.AST_FUNCTION_ARCTAN: sp.atan, L.AST_FUNCTION_SINH: sp.sinh,
+            L.AST_FUNCTION_COSH: sp.cosh, L.AST_FUNCTION_TANH: sp.tanh,
+            L.AST_FUNCTION_SEC: sp.sec, L.AST_FUNCTION_CSC: sp.csc, L.AST_FUNCTION_COT: sp.cot,
+            L.AST_FUNCTION_ARCSINH: sp.asinh, L.AST_FUNCTION_ARCCOSH: sp.acosh,
+            L.AST_FUNCTION_ARCTANH: sp.atanh, L.AST_LOGICAL_NOT: sp.Not,
+        }
+        if ty in unary:
+            return unary[ty](*c())
+        if ty == L.AST_LOGICAL_AND:
+            return sp.And(*c())
+        if ty == L.AST_LOGICAL_OR:
+            return sp.Or(*c())
+        if ty == L.AST_LOGICAL_XOR:
+            return sp.Xor(*c())
+        rel = {L.AST_RELATIONAL_EQ: sp.Eq, L.AST_RELATIONAL_NEQ: sp.Ne, L.AST_RELATIONAL_LT: sp.Lt,
+               L.AST_RELATIONAL_LEQ: sp.Le, L.AST_RELATIONAL_GT: sp.Gt, L.AST_RELATIONAL_GEQ: sp.Ge}
+        if ty in rel:
+            a = c()
+            if len(a) != 2:
+                return sp.And(*[rel[ty](x, y) for x, y in zip(a[:-1], a[1:])])
+            return rel[ty](a[0], a[1], evaluate=False) if ty not in (L.AST_RELATIONAL_EQ, L.AST_RELATIONAL_NEQ) \
+                else rel[ty](a[0], a[1])
+        if ty == getattr(L, "AST_FUNCTION_MAX", -999):
+            return sp.Max(*c())
+        if ty == getattr(L, "AST_FUNCTION_MIN", -999):
+            return sp.Min(*c())
+        if ty == getattr(L, "AST_FUNCTION_QUOTIENT", -999):
+            a, b = c()
+            return sp.floor(a / b)
+        if ty == getattr(L, "AST_FUNCTION_REM", -999):
+            a, b = c()
+            return a - b * sp.floor(a / b)
+        if ty == L.AST_FUNCTION_PIECEWISE:
+            a = c()
+            pieces = [(a[i], a[i + 1]) for i in range(0, len(a) - 1, 2)]
+            if len(a) % 2 == 1:
+                pieces.append((a[-1], sp.true))
+            return sp.Piecewise(*pieces)
+        if ty == L.AST_FUNCTION_DELAY:
+            self.fail("delay()")
+        if ty == L.AST_FUNCTION:
+            name = n.getName()
+            if name not in self.functions:
+                raise ModelError(f"{self.where}: calls unknown function '{name}'")
+            args, body = self.functions[name]
+            vals = c()
+            if len(vals) != len(args):
+                raise ModelError(f"{self.where}: function '{name}' takes {len(args)} arguments, "
+                                 f"got {len(vals)}")
+            return body.xreplace(dict(zip(args, vals)))
+        if ty == L.AST_LAMBDA:
+            raise ModelError(f"{self.where}: a lambda outside a function definition")
+        self.fail(f"the MathML element '{n.getName() or ty}'")
+
+
+def _function_definitions(model) -> dict:
+    import libsbml as L
+    functions: dict = {}
+    conv = _Converter(functions)
+    for fd in model.getListOfFunctionDefinitions():
+        math_ = fd.getMath()
+        where = f"functionDefinition '{fd.getId()}'"
+        if math_ is None or math_.getType() != L.AST_LAMBDA:
+            raise ModelError(f"{where}: its math is not a lambda")
+        nargs = math_.getNumChildren() - 1
+        args = tuple(sp.Symbol(f"__arg_{fd.getId()}_{math_.getChild(i).getName()}", real=True)
+                     for i in range(nargs))
+        conv.locals = {math_.getChild(i).getName(): args[i] for i in range(nargs)}
+        body = conv(math_.getChild(nargs), where)
+        conv.locals = {}
+        functions[fd.getId()] = (args, body)
+    return functions
+
+
+# --------------------------------------------------------------------------- the model
+@dataclass(frozen=True, eq=False)
+class SBMLModel:
+    """An SBML model as symbolic pieces and compiled JAX functions.
+
+    states: state ids (species, and parameters/compartments driven by rate rules).
+    parameters: free parameter ids with defaults `parameter_values` (global parameters,
+        constant compartments, local parameters as `reaction_local`).
+    rules: assignment-rule variables and constants set by initial assignments, in
+        evaluation order, as sympy expressions of states, parameters and time.
+    Functions (all traced by JAX; `pv` is the parameter vector in `parameters` order):
+        rhs(t, y, pv, tc) -> dy/dt (n_states,); `tc` is the time the piecewise time
+            conditions see (pass t unless solving in segments cut at the breakpoints)
+        initial(pv) -> y0 (n_states,)
+        rule_values(t, y, pv) -> (n_rules,)
+        breakpoints(pv) -> (n_breakpoints,) switching times of piecewise conditions in time
+            (+inf where a condition never switches)
+    """
+
+    id: str
+    states: tuple[str, ...]
+    parameters: tuple[str, ...]
+    parameter_values: np.ndarray
+    rules: dict
+    state_rates: dict
+    initial_exprs: dict
+    breakpoint_exprs: tuple
+    rhs: Callable
+    initial: Callable
+    rule_values: Callable
+    breakpoints: Callable
+    source: str = ""
+    events: tuple = ()
+    _ode: dict = field(default_factory=dict)
+
+    @property
+    def n_breakpoints(self) -> int:
+        return len(self.breakpoint_exprs)
+
+    def symbol(self, name: str) -> sp.Symbol:
+        return sp.Symbol(name, real=True)
+
+    def expression(self, name: str) -> sp.Expr | None:
+        """The sympy expression of a state, parameter or rule variable, in states, parameters
+        and time (rules substituted); None for an unknown name."""
+        if name in self.rules:
+            return self.rules[name]
+        if name in self.states or name in self.parameters:
+            return self.symbol(name)
+        return None
+
+    def ode_model(self) -> "ODEModel":
+        """The `ODEModel` (cached: every call returns the same functions, so compiled code
+        is shared). Observables: every species (state) and every assignment-rule variable.
+
+        Initial assignments that depend on parameters: the core's y0 is a number, so a state
+        s whose initial value is y0_s(p) is integrated as u_s = s - (y0_s(p) - y0_s(p_default))
+        from u_s(0) = y0_s(p_default); the rhs, events and outputs add the shift back. The
+        output named s is the species (use it, not the raw state, when parameters move its
+        initial value), and derivatives with respect to those parameters include dy0/dp.
+        """
+        if "model" in self._ode:
+            return self._ode["model"]
+        from ..events import Event
+        from ..model import ODEModel
+        names = self.parameters
+        rhs_v, rule_values, initial = self.rhs, self.rule_values, self.initial
+        y0 = np.asarray(initial(jnp.asarray(self.parameter_values)), dtype=np.float64)
+        bad = [s for s, v in zip(self.states, y0) if not np.isfinite(v)]
+        if bad:
+            raise ModelError(f"SBML model '{self.id}': the initial value of species '{bad[0]}' is "
+                             "not finite (missing initialConcentration / initialAmount?)")
+        psyms = {sp.Symbol(k, real=True) for k in names}
+        mask = np.array([bool(sp.sympify(self.initial_exprs[s]).free_symbols & psyms) for s in self.states])
+
+        def pvec(p):
+            return jnp.stack([jnp.asarray(p[k], dtype=jnp.float64) for k in names]) if names \
+                else jnp.zeros((0,))
+
+        def species(u, pv):  # the species from the integrated state (see the docstring)
+            if not mask.any():
+                return u
+            return u + jnp.where(mask, initial(pv) - y0, 0.0)
+
+        def rhs(t, u, p):
+            pv = pvec(p)
+            return rhs_v(t, species(u, pv), pv, t)
+
+        def state_obs(i, t, u, p):
+            return species(u, pvec(p))[i]
+
+        def rule_obs(j, t, u, p):
+            pv = pvec(p)
+            return rule_values(t, species(u, pv), pv)[j]
+
+        def condition(fn, t, u, p):
+            pv = pvec(p)
+            return fn(t, species(u, pv), pv)
+
+        def reset(fn, t, u, p):
+            pv = pvec(p)
+            return fn(t, species(u, pv), pv) - (species(u, pv) - u)
+
+        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states)}
+        for j, r in enumerate(self.rules):
+            if r not in obs:
+                obs[r] = functools.partial(rule_obs, j)
+        params = dict(zip(self.parameters, self.parameter_values.tolist()))
+        events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
+                  for _, cond, res, direction in self.events]
+        # switching times that are parameters: the solve is cut there (exact, and their
+        # derivatives right); fixed numbers: the step controller steps onto them; other
+        # expressions of parameters are left to the step-size control
+        bps = [str(b) for b in self.breakpoint_exprs if isinstance(b, sp.Symbol) and str(b) in params]
+        bps += sorted({float(b) for b in self.breakpoint_exprs if b.is_number and b.is_finite})
+        model = ODEModel(self.id, self.states, params, rhs, y0, observables=obs, stiff=True,
+                         doc=f"Imported from SBML {self.source}", breakpoints=bps, events=events)
+        self._ode["model"] = model
+        return model
+
+
+_CACHE: dict = {}
+
+
+def load(path: str | Path) -> "ODEModel":
+    """Read an SBML file into an `ODEModel` whose states and parameters keep their SBML ids.
+
+    Species are concentrations (amounts if `hasOnlySubstanceUnits`); the default y0 is the
+    initial state at the default parameters (initial assignments evaluated). Outputs: every
+    state and every assignment-rule variable. Two loads of the same file return the same
+    model functions (one compile). Raises `ModelError` naming an unsupported element.
+    """
+    return read(path).ode_model()
+
+
+def read(path: str | Path) -> SBMLModel:
+    """Read an SBML file into an `SBMLModel` (cached by path and content)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"SBML file '{path}' cannot be read: {exc.strerror}") from None
+    key = (str(path.resolve()), hashlib.sha256(data).hexdigest())
+    if key not in _CACHE:
+        _CACHE[key] = from_string(data.decode("utf-8"), source=str(path))
+    return _CACHE[key]
+
+
+def from_string(xml: str, source: str = "<string>") -> SBMLModel:
+    """Build an `SBMLModel` from SBML text."""
+    import libsbml as L
+    doc = L.readSBMLFromString(xml)
+    errors = [doc.getError(i) for i in range(doc.getNumErrors())
+              if doc.getError(i).getSeverity() >= L.LIBSBML_SEV_ERROR]
+    if errors:
+        raise ModelError(f"SBML file {source}: {errors[0].getMessage().strip()} "
+                         f"(line {errors[0].getLine()})")
+    model = doc.getModel()
+    if model is None:
+        raise ModelError(f"SBML file {source} holds no model")
+    return _build(model, source)
+
+
+def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics in one place
+    import libsbml as L
+    mid = model.getId() or Path(source).stem or "sbml_model"
+    mid = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in mid)
+    if not (mid[0].isalpha() or mid[0] == "_"):
+        mid = "m_" + mid
+
+    for rule in model.getListOfRules():
+        if rule.isAlgebraic():
+            raise ModelError(f"SBML algebraic rule ({L.formulaToL3String(rule.getMath())} = 0): "
+                             "algebraic rules (DAEs) are not supported")
+    for r in model.getListOfReactions():
+        if r.isSetFast() and r.getFast():
+            raise ModelError(f"SBML reaction '{r.getId()}' is fast: fast reactions are not supported")
+
+    functions = _function_definitions(model)
+    conv = _Converter(functions)
+    sym = lambda name: sp.Symbol(name, real=True)  # noqa: E731
+
+    assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
+    rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
+    init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments()}
+
+    # ---- compartments and parameters
+    params: list[str] = []
+    values: list[float] = []
+    rules: dict[str, sp.Expr] = {}           # assignment rules and IA-derived constants
+    states: list[str] = []
+    rates: dict[str, sp.Expr] = {}
+    init: dict[str, sp.Expr] = {}
+    comp_size: dict[str, sp.Expr] = {}
+
+    def value_or_nan(obj, has, get):
+        return float(get()) if has() else float("nan")
+
+    for comp in model.getListOfCompartments():
+        cid = comp.getId()
+        size = value_or_nan(comp, comp.isSetSize, comp.getSize)
+        if comp.isSetVolume() and not comp.isSetSize():
+            size = comp.getVolume()
+        if math.isnan(size) and cid not in init_assign and cid not in assignment:
+            size = 1.0  # SBML leaves it undefined; 1 is what simulators assume
+        comp_size[cid] = sym(cid)
+        _classify(cid, size, assignment, rate_rules, init_assign, conv, params, values, rules,
+                  states, rates, init, "compartment")
+    for par in model.getListOfParameters():
+        pid = par.getId()
+        val = value_or_nan(par, par.isSetValue, par.getValue)
+        _classify(pid, val, assignment, rate_rules, init_assign, conv, params, values, rules,
+                  states, rates, init, "parameter")
+    compartments_varying = {c for c in comp_size if c in rates or c in assignment}
+
+    # ---- local parameters: renamed reaction_local
+    local_subs: dict[str, dict] = {}
+    for r in model.getListOfReactions():
+        kl = r.getKineticLaw()
+        if kl is None:
+            continue
+        subs = {}
+        for lp in list(kl.getListOfParameters()) + list(getattr(kl, "getListOfLocalParameters", lambda: [])()):
+            new = f"{r.getId()}_{lp.getId()}"
+            if new in params:
+                continue
+            params.append(new)
+            values.append(float(lp.getValue()) if lp.isSetValue() else float("nan"))
+            subs[sym(lp.getId())] = sym(new)
+        local_subs[r.getId()] = subs
+
+    # ---- species
+    species_info = {}
+    for s in model.getListOfSpecies():
+        sid = s.getId()
+        comp = s.getCompartment()
+        if comp in compartments_varying:
+            raise ModelError(f"SBML species '{sid}' lives in compartment '{comp}' whose size changes "
+                             "(rule): variable compartments holding species are not supported")
+        hosu = bool(s.getHasOnlySubstanceUnits())
+        V = comp_size.get(comp, sp.Integer(1))
+        if s.isSetInitialConcentration():
+            base = sp.Float(s.getInitialConcentration(), 17) * (V if hosu else 1)
+        elif s.isSetInitialAmount():
+            base = sp.Float(s.getInitialAmount(), 17) / (1 if hosu else V)
+        else:
+            base = sp.nan
+        cf = s.getConversionFactor() if s.isSetConversionFactor() else (
+            model.getConversionFactor() if model.isSetConversionFactor() else "")
+        species_info[sid] = dict(hosu=hosu, V=V, boundary=bool(s.getBoundaryCondition()),
+                                 constant=bool(s.getConstant()), cf=sym(cf) if cf else sp.Integer(1))
+        if sid in assignment:
+            rules[sid] = conv(assignment[sid].getMath(), f"assignmentRule for '{sid}'")
+            continue
+        states.append(sid)
+        init[sid] = (conv(init_assign[sid].getMath(), f"initialAssignment for '{sid}'")
+                     if sid in init_assign else base)
+        if sid in rate_rules:
+            rates[sid] = conv(rate_rules[sid].getMath(), f"rateRule for '{sid}'")
+        else:
+            rates[sid] = sp.Integer(0)
+
+    # ---- reactions
+    for r in model.getListOfReactions():
+        rid = r.getId()
+        kl = r.getKineticLaw()
+        if kl is None or kl.getMath() is None:
+            raise ModelError(f"SBML reaction '{rid}' has no kinetic law")
+        v = conv(kl.getMath(), f"kineticLaw of reaction '{rid}'").xreplace(local_subs.get(rid, {}))
+        for refs, sign in ((r.getListOfReactants(), -1), (r.getListOfProducts(), 1)):
+            for ref in refs:
+                sid = ref.getSpecies()
+                info = species_info.get(sid)
+                if info is None:
+                    raise ModelError(f"SBML reaction '{rid}' names unknown species '{sid}'")
+                if ref.isSetId() and (ref.getId() in assignment or ref.getId() in rate_rules):
+                    raise ModelError(f"SBML speciesReference '{ref.getId()}' of reaction '{rid}': "
+                                     "stoichiometries changed by rules are not supported")
+                if ref.isSetStoichiometryMath():
+                    n = conv(ref.getStoichiometryMath().getMath(),
+                             f"stoichiometryMath of '{sid}' in reaction '{rid}'")
+                elif ref.isSetId() and ref.getId() in init_assign:
+                    n = conv(init_assign[ref.getId()].getMath(), f"initialAssignment for '{ref.getId()}'")
+                else:
+                    n = sp.Float(ref.getStoichiometry(), 17) if ref.isSetStoichiometry() else sp.Integer(1)
+                    if n == int(n):
+                        n = sp.Integer(int(n))
+                if info["boundary"] or info["constant"] or sid in rate_rules or sid in assignment:
+                    continue
+                term = sign * n * v * info["cf"]
+                rates[sid] = rates[sid] + (term if info["hosu"] else term / info["V"])
+
+    # ---- rate rules on parameters / compartments (states already made by _classify)
+    for name in list(rates):
+        if name not in species_info and name in rate_rules:
+            rates[name] = conv(rate_rules[name].getMath(), f"rateRule for '{name}'")
+    for name, rr in rate_rules.items():
+        if name not in rates:
+            raise ModelError(f"SBML rateRule for '{name}': no species, parameter or compartment of that id")
+
+    # ---- order the rules (dependencies among rule variables)
+    rules = _topological(rules)
+
+    # ---- events: trigger g(t, y, p) crossing zero, assignments to states
+    events = []
+    for ev in model.getListOfEvents():
+        events.append(_event(ev, conv, states, rules))
+
+    # ---- time conditions of piecewise functions -> breakpoints, conditions see TC
+    state_syms = {sym(s) for s in states}
+    breakpoints: list[sp.Expr] = []
+
+    def retime(expr):
+        return _retime_conditions(expr, state_syms, breakpoints, set(rules))
+
+    rules = {k: retime(e) for k, e in rules.items()}
+    rates = {k: retime(e) for k, e in rates.items()}
+
+    # initial values: substitute rules and other initial values, time = 0
+    init_full = _initial_expressions(states, init, rules)
+
+    bad_p = [p for p, v in zip(params, values) if math.isnan(v) and p not in rules]
+    if bad_p:
+        raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
+
+    rhs, initial, rule_values, bps, ev_fns = _compile(mid, states, params, rules, rates, init_full,
+                                                      breakpoints, events)
+    return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
+                     rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
+                     events=tuple(ev_fns))
+
+
+def _event(ev, conv, states, rules):
+    """One SBML event -> (name, g, direction, {state: value expr}); ModelError naming what
+    the event machinery cannot represent."""
+    name = ev.getId() or ev.getName() or "?"
+    where = f"SBML event '{name}'"
+    if ev.isSetDelay():
+        raise ModelError(f"{where}: delayed events are not supported")
+    if ev.isSetPriority():
+        raise ModelError(f"{where}: event priorities are not supported")
+    trig = ev.getTrigger()
+    if trig is None or trig.getMath() is None:
+        raise ModelError(f"{where} has no trigger")
+    cond = conv(trig.getMath(), f"trigger of {where}")
+    if not isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan, sp.StrictLessThan, sp.LessThan)):
+        raise ModelError(f"{where}: trigger '{cond}' is not a single comparison (<, <=, >, >=); "
+                         "compound triggers are not supported")
+    up = isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan))
+    g = cond.lhs - cond.rhs
+    assigns = {}
+    for ea in ev.getListOfEventAssignments():
+        var = ea.getVariable()
+        if var not in states:
+            raise ModelError(f"{where}: assigns to '{var}', which is not a state (species or rate-rule "
+                             "variable); event assignments to parameters are not supported")
+        assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
+    return name, g, (1 if up else -1), assigns
+
+
+def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
+              states, rates, init, kind):
+    """Place a parameter or compartment: a rule variable, a state (rate rule), a derived
+    constant (initial assignment) or a free parameter."""
+    if name in assignment:
+        rules[name] = conv(assignment[name].getMath(), f"assignmentRule for {kind} '{name}'")
+    elif name in rate_rules:
+        states.append(name)
+        rates[name] = sp.Integer(0)  # filled in later
+        init[name] = (conv(init_assign[name].getMath(), f"initialAssignment for '{name}'")
+                      if name in init_assign else sp.Float(value, 17))
+    elif name in init_assign:
+        rules[name] = conv(init_assign[name].getMath(), f"initialAssignment for {kind} '{name}'")
+        if any(s == T for s in rules[name].free_symbols):
+            rules[name] = rules[name].xreplace({T: sp.Integer(0)})
+    else:
+        params.append(name)
+        values.append(value)
+
+
+def _topological(rules: dict) -> dict:
+    names = set(rules)
+    deps = {k: {s.name for s in e.free_symbols} & names for k, e in rules.items()}
+    out: dict = {}
+    while deps:
+        ready = [k for k, d in deps.items() if d <= set(out)]
+        if not ready:
+            raise ModelError(f"SBML assignment rules form a cycle among {sorted(deps)}")
+        for k in ready:
+            out[k] = rules[k]
+            del deps[k]
+    return out
+
+
+def _retime_conditions(expr, state_syms, breakpoints, rule_names):
+    """Replace time by TC inside relations that depend on time but not on states; record the
+    switching times (roots of the affine relation in time) as breakpoints."""
+    if not isinstance(expr, sp.Basic) or not expr.has(sp.Piecewise):
+        return expr
+
+    def fix_rel(rel):
+        if not isinstance(rel, sp.core.relational.Relational):
+            return rel
+        syms = rel.free_symbols
+        if T not in syms or syms & state_syms or {s.name for s in syms} & rule_names:
+            return rel
+        d = sp.expand(rel.lhs - rel.rhs)
+        a = d.coeff(T, 1)
+        b = d.coeff(T, 0)
+        if sp.expand(a * T + b - d) != 0 or a.has(T):
+            return rel  # not affine in time: left to the solver
+        root = sp.simplify(-b / a)
+        if not any(sp.simplify(root - r) == 0 for r in breakpoints):
+            breakpoints.append(root)
+        return rel.xreplace({T: TC})
+
+    def walk(e):
+        if isinstance(e, sp.Piecewise):
+            args = []
+            for val, cond in e.args:
+                cond = cond.replace(lambda x: isinstance(x, sp.core.relational.Relational), fix_rel)
+                args.append((walk(val), cond))
+            return sp.Piecewise(*args, evaluate=False)
+        if e.args:
+            return e.func(*[walk(a) for a in e.args])
+        return e
+
+    return walk(expr)
+
+
+def _initial_expressions(states, init, rules) -> dict:
+    """Initial values in parameters only: rules and other species substituted, time = 0."""
+    subs_rules = {sp.Symbol(k, real=True): v for k, v in rules.items()}
+    state_syms = {sp.Symbol(s, real=True): s for s in states}
+    out = {}
+    current = {s: init[s] for s in states}
+    for _ in range(len(states) + len(rules) + 2):
+        changed = False
+        for s, e in current.items():
+            new = e.xreplace(subs_rules).xreplace({T: sp.Integer(0), TC: sp.Integer(0)})
+            new = new.xreplace({k: current[v] for k, v in state_syms.items() if k in new.free_symbols and v != s})
+            if new != e:
+                changed = True
+            current[s] = new
+        if not changed:
+            break
+    for s, e in current.items():
+        if {x for x in e.free_symbols} & set(state_syms):
+            raise ModelError(f"SBML initial value of '{s}' depends on itself ({e})")
+        out[s] = e
+    return out
+
+
+class _Printer(JaxPrinter):
+    def _print_Piecewise(self, expr):
+        # nested where: value of the first true condition
+        out = "jnp.nan"
+        for val, cond in reversed(expr.args):
+            if cond == sp.true:
+                out = self._print(val)
+            else:
+                out = f"jnp.where({self._print(cond)}, {self._print(val)}, {out})"
+        return out
+
+    def _print_BooleanTrue(self, expr):
+        return "True"
+
+    def _print_BooleanFalse(self, expr):
+        return "False"
+
+
+def _codegen_names(states, params, rules):
+    names = {}
+    for i, s in enumerate(states):
+        names[sp.Symbol(s, real=True)] = sp.Symbol(f"_y{i}", real=True)
+    for i, p in enumerate(params):
+        names[sp.Symbol(p, real=True)] = sp.Symbol(f"_p{i}", real=True)
+    for i, r in enumerate(rules):
+        names[sp.Symbol(r, real=True)] = sp.Symbol(f"_w{i}", real=True)
+    names[T] = sp.Symbol("t", real=True)
+    names[TC] = sp.Symbol("tc", real=True)
+    return names
+
+
+def expression_source(expr, names, printer=None) -> str:
+    """Python source of a sympy expression over jax.numpy, symbols renamed by `names`."""
+    printer = printer or _Printer()
+    e = expr.xreplace(names)
+    unknown = {s.name for s in e.free_symbols} - {n.name for n in names.values()}
+    if unknown:
+        raise ModelError(f"SBML: the symbol '{sorted(unknown)[0]}' is not a species, parameter, "
+                         "compartment or rule variable of the model")
+    return printer.doprint(e).replace("jax.numpy.", "jnp.")
+
+
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
+    names = _codegen_names(states, params, rules)
+    pr = _Printer()
+    src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
+    unpack_p = [f"    _p{i} = p[{i}]" for i in range(len(params))]
+    unpack_y = [f"    _y{i} = y[{i}]" for i in range(len(states))]
+    rule_lines = [f"    _w{i} = {src(e)}" for i, e in enumerate(rules.values())]
+    lines = ["def rhs(t, y, p, tc):"] + unpack_p + unpack_y + rule_lines
+    lines.append("    return jnp.stack([" + ", ".join(
+        f"jnp.asarray({src(rates[s])}, dtype=jnp.float64) + 0.0 * t" for s in states) + "])")
+    lines += ["", "def rule_values(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+    lines.append("    return jnp.stack([" + ", ".join(
+        f"jnp.asarray(_w{i}, dtype=jnp.float64) + 0.0 * t" for i in range(len(rules))) + "])"
+                 if rules else "    return jnp.zeros((0,))")
+    lines += ["", "def initial(p):", "    t = tc = 0.0"] + unpack_p
+    lines.append("    return jnp.stack([" + ", ".join(
+        f"jnp.asarray({src(init[s])}, dtype=jnp.float64) + 0.0 * jnp.sum(p)" for s in states) + "])")
+    lines += ["", "def breakpoints(p):"] + unpack_p
+    if breakpoints:
+        lines.append("    return jnp.stack([" + ", ".join(
+            f"jnp.nan_to_num(jnp.asarray({src(b)}, dtype=jnp.float64), nan=jnp.inf, posinf=jnp.inf, neginf=jnp.inf)"
+            for b in breakpoints) + "])")
+    else:
+        lines.append("    return jnp.zeros((0,))")
+    for k, (_, g, _, assigns) in enumerate(events):
+        lines += ["", f"def event_condition_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+        lines.append(f"    return jnp.asarray({src(g)}, dtype=jnp.float64) + 0.0 * t")
+        lines += ["", f"def event_reset_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+        new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
+               for i, s_ in enumerate(states)]
+        lines.append("    return jnp.stack([" + ", ".join(new) + "])")
+    code = "\n".join(lines)
+    namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np}
+    try:
+        exec(compile(code, f"<sbml:{mid}>", "exec"), namespace)
+    except SyntaxError as exc:  # a printer gap: say which model
+        raise ModelError(f"SBML model '{mid}': generated code does not compile ({exc})") from None
+    ev_fns = [(name, namespace[f"event_condition_{k}"], namespace[f"event_reset_{k}"], direction)
+              for k, (name, _, direction, _) in enumerate(events)]
+    return namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns

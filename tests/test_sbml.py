@@ -1,0 +1,303 @@
+"""SBML import: small SBML files written here with libsbml, one construct each, compared
+with a hand-written right-hand side / initial state of the same system (evaluated at random
+states and parameters, no solve), plus one simulation against a hand-written ODEModel and
+the refusals of unsupported constructs."""
+
+import jax.numpy as jnp
+import libsbml
+import numpy as np
+import pytest
+
+import sensitivity as sens
+from sensitivity.importers import sbml
+
+RNG = np.random.default_rng(0)
+
+
+def make(tmp_path, build, name="m"):
+    """Write an SBML L3V1 file whose model `build(model)` fills in; return its path."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId(name)
+    build(m)
+    path = tmp_path / f"{name}.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    return path
+
+
+def comp(m, cid, size):
+    c = m.createCompartment()
+    c.setId(cid), c.setSize(size), c.setConstant(True), c.setSpatialDimensions(3)
+
+
+def species(m, sid, c, conc=None, amount=None, hosu=False, boundary=False, constant=False):
+    s = m.createSpecies()
+    s.setId(sid), s.setCompartment(c), s.setHasOnlySubstanceUnits(hosu)
+    s.setBoundaryCondition(boundary), s.setConstant(constant)
+    if conc is not None:
+        s.setInitialConcentration(conc)
+    if amount is not None:
+        s.setInitialAmount(amount)
+
+
+def param(m, pid, value, constant=True):
+    p = m.createParameter()
+    p.setId(pid), p.setValue(value), p.setConstant(constant)
+
+
+def reaction(m, rid, reactants, products, law, local=None):
+    r = m.createReaction()
+    r.setId(rid), r.setReversible(False)
+    if hasattr(r, "setFast"):
+        r.setFast(False)
+    for sid, n in reactants:
+        ref = r.createReactant()
+        ref.setSpecies(sid), ref.setStoichiometry(n), ref.setConstant(True)
+    for sid, n in products:
+        ref = r.createProduct()
+        ref.setSpecies(sid), ref.setStoichiometry(n), ref.setConstant(True)
+    kl = r.createKineticLaw()
+    for pid, v in (local or {}).items():
+        lp = kl.createLocalParameter()
+        lp.setId(pid), lp.setValue(v)
+    kl.setMath(libsbml.parseL3Formula(law))
+    return r
+
+
+def check_rhs(model: sbml.SBMLModel, expected, t=0.7, n=3):
+    """rhs at random states and parameters equals expected(t, y, p) (p a dict)."""
+    for _ in range(n):
+        y = RNG.uniform(0.1, 2.0, len(model.states))
+        pv = RNG.uniform(0.1, 2.0, len(model.parameters))
+        p = dict(zip(model.parameters, pv))
+        got = np.asarray(model.rhs(t, jnp.asarray(y), jnp.asarray(pv), t))
+        want = expected(t, dict(zip(model.states, y)), p)
+        if isinstance(want, dict):  # by state name
+            want = [want[s] for s in model.states]
+        want = np.asarray(want, dtype=float)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_mass_action_with_compartment_stoichiometry_and_local_parameter(tmp_path):
+    def build(m):
+        comp(m, "V", 2.0)
+        species(m, "A", "V", conc=1.0)
+        species(m, "B", "V", conc=0.5)
+        species(m, "C", "V", conc=0.0)
+        param(m, "kg", 0.3)
+        # A + B -> 2 C, v = V k A B with a local k; C -> A, v = V kg C
+        reaction(m, "r1", [("A", 1), ("B", 1)], [("C", 2)], "V * k * A * B", local={"k": 1.5})
+        reaction(m, "r2", [("C", 1)], [("A", 1)], "V * kg * C")
+    model = sbml.read(make(tmp_path, build))
+    assert model.states == ("A", "B", "C")
+    assert set(model.parameters) == {"V", "kg", "r1_k"}
+
+    def f(t, y, p):
+        v1 = p["r1_k"] * y["A"] * y["B"]  # the volume cancels: d[S]/dt = n v / V
+        v2 = p["kg"] * y["C"]
+        return [-v1 + v2, -v1, 2 * v1 - v2]
+    check_rhs(model, f)
+
+
+def test_amounts_concentrations_boundary_and_constant_species(tmp_path):
+    def build(m):
+        comp(m, "V", 4.0)
+        species(m, "S", "V", amount=8.0, hosu=True)      # an amount
+        species(m, "X", "V", amount=8.0)                 # a concentration: 8 / 4
+        species(m, "E", "V", conc=3.0, boundary=True)    # fixed by the environment
+        species(m, "K", "V", conc=2.0, constant=True)
+        param(m, "k", 0.5)
+        reaction(m, "deg", [("S", 1), ("E", 1)], [("X", 1)], "k * S * E * K")
+    model = sbml.read(make(tmp_path, build))
+    y0 = np.asarray(model.initial(jnp.asarray(model.parameter_values)))
+    np.testing.assert_allclose(y0, [8.0, 2.0, 3.0, 2.0])
+
+    def f(t, y, p):
+        v = p["k"] * y["S"] * y["E"] * y["K"]            # amount / time
+        return [-v, v / p["V"], 0.0, 0.0]
+    check_rhs(model, f)
+
+
+def test_assignment_rule_rate_rule_function_definition(tmp_path):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=1.0)
+        param(m, "k", 2.0)
+        param(m, "w", 0.0, constant=False)
+        param(m, "P", 3.0, constant=False)
+        fd = m.createFunctionDefinition()
+        fd.setId("hill")
+        fd.setMath(libsbml.parseL3Formula("lambda(x, K, x^2 / (K^2 + x^2))"))
+        rule = m.createAssignmentRule()
+        rule.setVariable("w"), rule.setMath(libsbml.parseL3Formula("k * hill(A, P)"))
+        rr = m.createRateRule()
+        rr.setVariable("P"), rr.setMath(libsbml.parseL3Formula("-0.1 * P + w"))
+        reaction(m, "r", [("A", 1)], [], "c * w * A")
+    model = sbml.read(make(tmp_path, build))
+    assert set(model.states) == {"A", "P"} and "w" in model.rules
+
+    def f(t, y, p):
+        w = p["k"] * y["A"] ** 2 / (y["P"] ** 2 + y["A"] ** 2)
+        return {"A": -w * y["A"], "P": -0.1 * y["P"] + w}
+    check_rhs(model, f)
+    y = jnp.asarray([0.5, 1.5] if model.states == ("A", "P") else [1.5, 0.5])
+    pv = jnp.asarray(model.parameter_values)
+    k = model.parameter_values[list(model.parameters).index("k")]
+    np.testing.assert_allclose(model.rule_values(0.0, y, pv)[0], k * 0.25 / (2.25 + 0.25), rtol=1e-14)
+
+
+def test_initial_assignments_make_y0_a_function_of_parameters(tmp_path):
+    def build(m):
+        comp(m, "c", 2.0)
+        species(m, "A", "c", conc=1.0)
+        species(m, "B", "c", conc=1.0)
+        param(m, "a0", 3.0)
+        param(m, "ratio", 0.25)
+        for sid, formula in (("A", "a0 * ratio"), ("B", "a0 - A")):
+            ia = m.createInitialAssignment()
+            ia.setSymbol(sid), ia.setMath(libsbml.parseL3Formula(formula))
+        reaction(m, "r", [("A", 1)], [("B", 1)], "c * A")
+    model = sbml.read(make(tmp_path, build))
+    names = list(model.parameters)
+    for a0, ratio in ((3.0, 0.25), (5.0, 0.5)):
+        pv = model.parameter_values.copy()
+        pv[names.index("a0")], pv[names.index("ratio")] = a0, ratio
+        np.testing.assert_allclose(model.initial(jnp.asarray(pv)), [a0 * ratio, a0 - a0 * ratio])
+    import jax
+    pv = jnp.asarray(model.parameter_values)
+    J = jax.jacfwd(model.initial)(pv)   # y0 sensitivities follow the parameters
+    np.testing.assert_allclose(J[:, names.index("a0")], [0.25, 0.75])
+
+
+def test_piecewise_of_time_gives_breakpoints_and_csymbol_time(tmp_path):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=0.0)
+        param(m, "T", 2.0)
+        param(m, "u", 1.0)
+        # an infusion u until time T, plus a time-dependent decay
+        reaction(m, "r", [], [("A", 1)], "piecewise(u, time < T, 0) - A * time / (1 + time)")
+    model = sbml.read(make(tmp_path, build))
+    assert model.n_breakpoints == 1
+    np.testing.assert_allclose(model.breakpoints(jnp.asarray(model.parameter_values)), [2.0])
+    for t in (0.5, 3.0):
+        check_rhs(model, lambda t_, y, p: [((p["u"] if t_ < p["T"] else 0.0) - y["A"] * t_ / (1 + t_)) / p["c"]], t=t)
+    # the condition sees tc: at t = 1.0 on a segment whose midpoint lies after T, the input is off
+    pv = jnp.asarray(model.parameter_values)
+    assert float(model.rhs(1.0, jnp.zeros(1), pv, 2.5)[0]) == 0.0
+
+
+def _decay_rhs(t, y, p):
+    return jnp.stack([-p["k"] * y[0], p["k"] * y[0] - p["r2_k2"] * y[1]])
+
+
+def test_ode_model_simulates_like_the_hand_written_model(tmp_path):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=2.0)
+        species(m, "B", "c", conc=0.0)
+        param(m, "k", 0.7)
+        reaction(m, "r1", [("A", 1)], [("B", 1)], "c * k * A")
+        reaction(m, "r2", [("B", 1)], [], "c * k2 * B", local={"k2": 0.3})
+    path = make(tmp_path, build)
+    model = sens.sbml.load(path)
+    assert sens.sbml.load(path).structure_key() == model.structure_key()   # one compile per file
+    ref = sens.ODEModel("ref", ["A", "B"], {"c": 1.0, "k": 0.7, "r2_k2": 0.3}, _decay_rhs, [2.0, 0.0])
+    ts = np.linspace(0, 5, 11)
+    a = sens.simulate(sens.Problem(model, ts, of=["A", "B"], solver="tsit5")).outputs
+    b = sens.simulate(sens.Problem(ref, ts, solver="tsit5")).outputs
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    k, k2 = 0.7, 0.3   # and the closed form, to the solver's accuracy
+    exact = np.c_[2 * np.exp(-k * ts), 2 * k / (k2 - k) * (np.exp(-k * ts) - np.exp(-k2 * ts))]
+    np.testing.assert_allclose(a, exact, rtol=1e-5, atol=1e-7)
+
+
+def test_event_resets_a_state_like_the_closed_form(tmp_path):
+    # A' = -k A from A = 2; when A falls below 0.5 it is reset to 2: t* = ln 4 / k
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=2.0)
+        param(m, "k", 0.7)
+        reaction(m, "r", [("A", 1)], [], "c * k * A")
+        ev = m.createEvent()
+        ev.setId("refill"), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula("A < 0.5")), tr.setInitialValue(False), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
+    model = sens.sbml.load(make(tmp_path, build, name="refill"))
+    assert len(model.events) == 1
+    ts = np.linspace(0.0, 3.0, 7)
+    k, t_star = 0.7, np.log(4) / 0.7
+    exact = np.where(ts < t_star, 2 * np.exp(-k * ts), 2 * np.exp(-k * (ts - t_star)))
+    out = sens.simulate(sens.Problem(model, ts, of=["A"], solver="tsit5")).outputs[:, 0]
+    np.testing.assert_allclose(out, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("construct, match", [
+    ("event", "delayed events"),
+    ("algebraic", "algebraic rule"),
+    ("delay", "delay"),
+    ("fast", "reaction 'r' is fast"),
+])
+def test_unsupported_constructs_are_refused_by_name(tmp_path, construct, match):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=1.0)
+        param(m, "k", 1.0, constant=construct != "algebraic")
+        law = "c * delay(A, 1) * k" if construct == "delay" else "c * k * A"
+        r = reaction(m, "r", [("A", 1)], [], law)
+        if construct == "fast":
+            r.setFast(True)
+        if construct == "event":
+            ev = m.createEvent()
+            ev.setId("ev"), ev.setUseValuesFromTriggerTime(True)
+            ev.createDelay().setMath(libsbml.parseL3Formula("1"))
+            tr = ev.createTrigger()
+            tr.setMath(libsbml.parseL3Formula("time > 1")), tr.setInitialValue(False), tr.setPersistent(True)
+            ea = ev.createEventAssignment()
+            ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
+        if construct == "algebraic":
+            ar = m.createAlgebraicRule()
+            ar.setMath(libsbml.parseL3Formula("k - A"))
+    with pytest.raises(sens.ModelError, match=match):
+        sbml.read(make(tmp_path, build, name=f"m_{construct}"))
+
+
+def test_missing_file_is_a_model_error(tmp_path):
+    with pytest.raises(sens.ModelError, match="cannot be read"):
+        sens.sbml.load(tmp_path / "nope.xml")
+
+
+def test_y0_sensitivities_follow_initial_assignments_in_the_core(tmp_path):
+    # A' = -k A with A(0) = a0 (an initial assignment): A = a0 exp(-k t), so
+    # dA/da0 = exp(-k t), dA/dk = -t A; B is a plain species (B(0) = 1, B' = k A)
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=1.0)
+        species(m, "B", "c", conc=1.0)
+        param(m, "a0", 3.0)
+        param(m, "k", 0.5)
+        ia = m.createInitialAssignment()
+        ia.setSymbol("A"), ia.setMath(libsbml.parseL3Formula("a0"))
+        reaction(m, "r", [("A", 1)], [("B", 1)], "c * k * A")
+    model = sens.sbml.load(make(tmp_path, build, name="ia_core"))
+    ts = np.linspace(0.0, 2.0, 5)
+    prob = sens.Problem(model, ts, wrt=["a0", "k"], of=["A", "B"], parameters={"a0": 2.0}, solver="tsit5")
+    J = sens.jacobian(prob, mode="forward")
+    A = 2.0 * np.exp(-0.5 * ts)
+    np.testing.assert_allclose(J.outputs[:, 0], A, rtol=1e-7)
+    np.testing.assert_allclose(J.outputs[:, 1], 1.0 + 2.0 - A, rtol=1e-7)
+    np.testing.assert_allclose(J.values[:, 0, 0], np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(J.values[:, 0, 1], -ts * A, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(J.values[:, 1, 0], 1 - np.exp(-0.5 * ts), rtol=1e-6, atol=1e-9)
+
+
+def test_switching_times_become_model_breakpoints(tmp_path):
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=0.0)
+        param(m, "T", 2.0)
+        reaction(m, "r", [], [("A", 1)], "c * (piecewise(1, time < T, 0) + piecewise(2, time >= 5, 0))")
+    model = sens.sbml.load(make(tmp_path, build, name="switches"))
+    assert model.breakpoints == ("T", 5.0)
