@@ -46,6 +46,9 @@ class ODEModel:
             the model's outputs; otherwise the states are.
         stiff: a hint that an implicit solver is needed (the solver "auto" then picks one).
         doc: one line or more describing the model and its source.
+        jacobian_sparsity: the pattern of d rhs / d y, for implicit solvers' linear algebra:
+            None (detect it from the rhs), "dense" (no structure), an (n_states, n_states)
+            boolean array, a SciPy sparse matrix or a list of (row, col) pairs (declared).
 
     Compiled functions are cached per `structure_key()`: name, rhs, states, parameter
     shapes, observables and the stiffness hint, not values. Define `rhs` (and observables)
@@ -60,6 +63,7 @@ class ODEModel:
     observables: Mapping[str, Observable] = field(default_factory=dict)
     stiff: bool = False
     doc: str = ""
+    jacobian_sparsity: object = None
 
     def __init__(
         self,
@@ -71,6 +75,7 @@ class ODEModel:
         observables: Mapping[str, Observable] | None = None,
         stiff: bool = False,
         doc: str = "",
+        jacobian_sparsity=None,
     ):
         if isinstance(states, (int, np.integer)):
             if states < 1:
@@ -111,11 +116,14 @@ class ODEModel:
         object.__setattr__(self, "observables", obs)
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
+        object.__setattr__(self, "jacobian_sparsity", _sparsity(jacobian_sparsity, len(state_names)))
 
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""
         shapes = tuple((k, v.shape) for k, v in self.parameters.items())
-        return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff)
+        sparsity = getattr(self.jacobian_sparsity, "digest", lambda: self.jacobian_sparsity)()
+        return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff,
+                sparsity)
 
     @property
     def n_states(self) -> int:
@@ -146,6 +154,18 @@ class ODEModel:
 
     def __repr__(self) -> str:
         return f"ODEModel({self.name!r}, states={self.n_states}, parameters={list(self.parameters)})"
+
+
+def _sparsity(value, n: int):
+    """None, "dense" or a `sparsity.Pattern` (validated; see `sensitivity.sparsity.declared`)."""
+    if value is None or (isinstance(value, str) and value == "dense"):
+        return value
+    if isinstance(value, str):
+        raise ModelError(f"jacobian_sparsity = {value!r}: valid are None (detect), 'dense', "
+                         f"or an ({n}, {n}) boolean array / sparse matrix / (row, col) pairs")
+    from .sparsity import declared
+
+    return declared(value, n)
 
 
 def _initial_state(y0, state_names: tuple[str, ...]) -> np.ndarray:

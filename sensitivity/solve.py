@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
+from . import compiled, stiff_linear
 from .errors import SolverError
 from .problem import Problem
 
@@ -103,8 +103,9 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
+    root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
     rhs = problem.model.rhs if rhs is None else rhs
-    solver = _SOLVER_CLASSES[solver_name(problem)]()
+    solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
     steps = problem.max_steps if max_steps is None else max_steps
 
     def vector_field(t, y, p):
