@@ -61,6 +61,7 @@ _REGISTRY = {
     "heat_1d": ".heat_1d",
     "neural_ode": ".neural_ode",
     "reaction_chain": ".reaction_chain",
+    "brusselator_1d": ".brusselator_1d",
 }
 
 DEFAULT_FACTORY = "model"
