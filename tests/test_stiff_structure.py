@@ -172,3 +172,23 @@ def test_banded_path_equals_dense_path_adjoint_gradient(bruss_pair):
     fwd = sens.jacobian(bruss_pair[1], mode="forward")
     chain = np.einsum("to,toi->i", 2.0 * fwd.outputs, fwd.values)
     np.testing.assert_allclose(band.grad, chain, rtol=1e-6, atol=1e-7 * np.abs(chain).max())
+
+
+def test_derivative_solves_never_form_the_dense_matrix(bruss_pair):
+    """Forward tangents and adjoint sweeps go through root_find's implicit derivative: on
+    the banded path no n x n array appears in the traced program (on the dense path it does)."""
+    from sensitivity import solve
+
+    def traced(prob, method):
+        f = solve.output_function(prob, method)
+        values, x = solve.values_of(prob), jnp.asarray(prob.x0())
+        if method == "forward":
+            g = lambda x: jax.jacfwd(lambda x: f(x, values)[0])(x)  # noqa: E731
+        else:
+            g = lambda x: jax.grad(lambda x: jnp.sum(f(x, values)[0] ** 2))(x)  # noqa: E731
+        return str(jax.make_jaxpr(g)(x))
+
+    dense, band = bruss_pair
+    assert "f64[50,50]" in traced(dense, "forward")
+    assert "f64[50,50]" not in traced(band, "forward")
+    assert "f64[50,50]" not in traced(band, "checkpoint")
