@@ -130,12 +130,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="25 and 100 states, 1 repeat")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
     ap.add_argument("--dense-max", type=int, default=400, help="largest size for the dense variants")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([25, 100] if args.quick else [25, 100, 400, 1600])
     repeats = args.repeats or (1 if args.quick else 3)
     rows = []
-    for system in SYSTEMS:
+    for system in args.systems:
         for n in sizes:
             prob = problem(system, n, dense=False)
             row = {"system": system, "n": prob.model.n_states}
@@ -173,8 +174,8 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SYSTEMS), figsize=(12, 4.5))
-    for ax, system in zip(np.atleast_1d(axes), SYSTEMS):
+    fig, axes = plt.subplots(1, len(args.systems), figsize=(6 * len(args.systems), 4.5))
+    for ax, system in zip(np.atleast_1d(axes), args.systems):
         rs = [r for r in rows if r["system"] == system]
         n = [r["n"] for r in rs]
         for key, label, style in (("simulate", "simulate", "o-"), ("forward", "forward Jacobian", "s-"),
