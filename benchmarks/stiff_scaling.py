@@ -218,7 +218,8 @@ def targets(rows) -> list[str]:
             continue
         o = r["ours"]
         if "scipy" in r:
-            out.append(f"heat_1d {n}: simulate / SciPy BDF (no sparsity) = {o['simulate'] / r['scipy']:.2g} (target <= 1)")
+            out.append(f"heat_1d {n}: simulate / SciPy BDF (no sparsity) = "
+                       f"{o['simulate'] / r['scipy']:.2g} (target <= 1)")
         out.append(f"heat_1d {n}: forward Jacobian / simulate = {o['forward'] / o['simulate']:.2g} (target <= 3), "
                    f"adjoint gradient / simulate = {o['adjoint'] / o['simulate']:.2g} (target <= 5)")
     if 400 in heat and 1600 in heat:

@@ -39,7 +39,7 @@ from lineax import RESULTS
 from .sparsity import Structure
 
 
-class _Layout:
+class Layout:
     """Static index arrays mapping the compressed Jacobian into block storage.
 
     gather: (3, N, m, m) indices into concat(B^T.ravel(), [0]) for blocks (L, D, U);
@@ -78,7 +78,7 @@ class _Layout:
         return hash(self.key)
 
     def __eq__(self, other):
-        return isinstance(other, _Layout) and other.key == self.key
+        return isinstance(other, Layout) and other.key == self.key
 
 
 def block_size(bandwidth: int, n: int) -> int:
@@ -87,7 +87,7 @@ def block_size(bandwidth: int, n: int) -> int:
     return int(min(max(bandwidth, 8), n))
 
 
-def _blocks(layout: _Layout, operator) -> jax.Array:
+def _blocks(layout: Layout, operator) -> jax.Array:
     """(3, N, m, m) blocks L, D, U of the reordered operator, from c JVPs."""
     seeds = jnp.asarray(layout.seeds)
     compressed = jax.vmap(operator.mv)(seeds)  # (c, n) = (A S)^T
@@ -165,7 +165,7 @@ class BandedLU(lx.AbstractLinearSolver):
     The state is (factors, transposed flag); `transpose` flips the flag, so reverse mode
     through `lineax.linear_solve` reuses the factorisation."""
 
-    layout: _Layout = eqx.field(static=True)
+    layout: Layout = eqx.field(static=True)
 
     def init(self, operator, options: dict[str, Any]):
         del options

@@ -21,6 +21,19 @@ Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n /
     dense   n JVPs + (2/3) n^3 flops (LU)
     banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps
 A solve with the factors costs 2 n^2 (dense) against ~4 n m (banded).
+
+Reuse across steps (the BDF/CVODES strategy) is not done. diffrax's Runge-Kutta `step`
+rebuilds the Newton matrix on every step inside one long method (`eval_f_jac`, then
+`root_find(..., options=dict(init_state=jac_f))`) and its solver state holds only the FSAL
+value, so no factorisation can outlive a step without replacing that method. What it
+would take: an implicit-solver subclass whose solver state also carries (compressed J,
+the gamma h it was factorised at, the factors, a refresh flag), whose `step` decides to
+refresh (previous step rejected, Newton diverged, |gamma h / gamma h_old - 1| > 0.3) and
+otherwise hands the cached factors to a root finder whose `init` returns them (diffrax's
+`VeryChord` already accepts a ready `init_state`), and a step-size controller that keeps h
+fixed across small changes so the factors stay valid. With the banded path a fresh
+Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs evaluations' worth, so reuse
+would now save a constant factor, not an order of growth.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import diffrax
 import optimistix as optx
 
 from . import sparsity
-from .banded import BandedLU, _Layout, block_size
+from .banded import BandedLU, Layout, block_size
 
 IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
                     "implicit_euler")
@@ -129,7 +142,7 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
         f"flops per Newton matrix (bandwidth {st.reordered_bandwidth} of {n} states).", st, None)
 
 
-_LAYOUTS: dict[tuple, _Layout] = {}
+_LAYOUTS: dict[tuple, Layout] = {}
 
 
 def root_finder_for(problem):
@@ -142,7 +155,7 @@ def root_finder_for(problem):
            None if choice.structure.perm is None else choice.structure.perm.tobytes())
     layout = _LAYOUTS.get(key)
     if layout is None:
-        layout = _LAYOUTS[key] = _Layout(choice.structure, choice.block)
+        layout = _LAYOUTS[key] = Layout(choice.structure, choice.block)
     _install_adjoint_hook()
     return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
 

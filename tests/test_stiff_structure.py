@@ -87,7 +87,7 @@ def test_banded_solver_solves_transposes_and_differentiates(scramble):
         q = rng.permutation(n)
         A = A[q][:, q]
     st = sparsity.analyse(sparsity.declared(A != 0, n))
-    solver = banded.BandedLU(banded._Layout(st, banded.block_size(st.reordered_bandwidth, n)))
+    solver = banded.BandedLU(banded.Layout(st, banded.block_size(st.reordered_bandwidth, n)))
     r = rng.standard_normal(n)
     op = lx.MatrixLinearOperator(jnp.asarray(A))
     x = lx.linear_solve(op, jnp.asarray(r), solver).value
