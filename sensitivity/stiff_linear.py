@@ -135,8 +135,8 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
         return LinearChoice(
             "banded", f"Block-tridiagonal LU with {m} x {m} blocks on a colour-compressed "
             f"Jacobian, ~{dense / banded:.3g}x fewer estimated flops per Newton matrix than "
-            f"dense LU ({banded:.3g} vs {dense:.3g}); forward tangents and adjoint sweeps "
-            "solve with the same factors.", st, m)
+            f"dense LU ({banded:.3g} vs {dense:.3g}); the derivative solves of forward tangents "
+            "and adjoint sweeps use it too (the adjoint its transpose).", st, m)
     return LinearChoice(
         "dense", f"Dense LU: the banded path would cost {banded:.3g} vs {dense:.3g} estimated "
         f"flops per Newton matrix (bandwidth {st.reordered_bandwidth} of {n} states).", st, None)
