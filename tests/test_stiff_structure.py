@@ -192,3 +192,22 @@ def test_derivative_solves_never_form_the_dense_matrix(bruss_pair):
     assert "f64[50,50]" in traced(dense, "forward")
     assert "f64[50,50]" not in traced(band, "forward")
     assert "f64[50,50]" not in traced(band, "checkpoint")
+
+
+def test_choice_follows_the_pattern_grid_banded_and_arrowhead_dense():
+    """A 2-D five-point stencil (10 x 10 grid) is banded with bandwidth 10; an arrowhead
+    (one state coupled to all) cannot be reordered to a small band: dense LU."""
+    side, n = 10, 100
+    k = np.arange(n)
+    grid = [(i, j) for i in k for j in (i - 1, i + 1, i - side, i + side)
+            if 0 <= j < n and (abs(j - i) == side or j // side == i // side)]
+    arrow = [(0, j) for j in range(n)] + [(j, 0) for j in range(n)] + [(j, j + 1) for j in range(n - 1)]
+    rhs = lambda t, y, p: -p["k"] * y  # noqa: E731 (never evaluated: the patterns are declared)
+    times = np.linspace(0.0, 1.0, 3)
+    kinds = {}
+    for name, pattern in (("grid", grid), ("arrow", arrow)):
+        m = sens.ODEModel(f"pattern_{name}", n, {"k": 1.0}, rhs, np.ones(n), stiff=True, jacobian_sparsity=pattern)
+        kinds[name] = stiff_linear.choose(sens.Problem(m, times=times))
+    assert kinds["grid"].kind == "banded" and kinds["grid"].structure.reordered_bandwidth <= side
+    assert kinds["grid"].block == side and kinds["grid"].structure.n_colours <= 2 * side + 1
+    assert kinds["arrow"].kind == "dense" and "would cost" in kinds["arrow"].reason
