@@ -49,9 +49,13 @@ from .banded import BandedLU, Layout, block_size
 
 IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
                     "implicit_euler")
-MIN_STATES = 64  # below this a dense LU costs microseconds: no structure analysis at all
+# Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
+# banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
+# was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
+MIN_STATES = 128  # below this: dense, and the structure is not even analysed
 SCAN_STEP_FLOPS = 4000.0  # what one scan step's overhead is worth in flops (CPU)
-SPEEDUP_NEEDED = 2.0  # structured only when estimated at least this much cheaper
+SOLVES_PER_MATRIX = 10.0  # linear solves per Newton matrix (stages x chord iterations)
+SPEEDUP_NEEDED = 2.0  # a detected pattern runs banded only when estimated this much cheaper
 
 
 @dataclass(frozen=True)
@@ -96,24 +100,26 @@ def structure_of(problem) -> sparsity.Structure:
 
 
 def costs(structure: sparsity.Structure, block: int) -> tuple[float, float]:
-    """(dense, banded) estimated flops of one Newton matrix (Jacobian by JVPs, counting a
-    JVP as 10 flops per nonzero, plus the factorisation)."""
+    """(dense, banded) estimated flops of one Newton matrix and the solves made with it:
+    the Jacobian by JVPs (10 flops per nonzero each), the factorisation, and
+    `SOLVES_PER_MATRIX` solves (2 n^2 dense; 2 scans of N steps with ~4 m^2 flops banded)."""
     n, nnz = structure.n, structure.pattern.nnz
     jvp = 10.0 * nnz
     N = -(-n // block)
-    dense = n * jvp + (2.0 / 3.0) * n ** 3
-    banded = structure.n_colours * jvp + 5.0 * N * block ** 3 + 3 * N * SCAN_STEP_FLOPS
+    dense = n * jvp + (2.0 / 3.0) * n ** 3 + SOLVES_PER_MATRIX * 2.0 * n ** 2
+    banded = (structure.n_colours * jvp + N * (5.0 * block ** 3 + SCAN_STEP_FLOPS)
+              + SOLVES_PER_MATRIX * N * (4.0 * block ** 2 + 2.0 * SCAN_STEP_FLOPS))
     return dense, banded
 
 
 def choose(problem, solver: str | None = None) -> LinearChoice:
     """The linear solver for `problem` run with `solver` (default: the problem's).
 
-    Rules: explicit solvers need none; `jacobian_sparsity="dense"` forces dense; fewer
-    than `MIN_STATES` states without a declared pattern stay dense (not analysed); else
-    the pattern (declared or detected) is reordered for a small bandwidth and the banded
-    path runs when its estimated cost is at least `SPEEDUP_NEEDED` times lower (a
-    declared pattern: whenever it is estimated cheaper at all)."""
+    Rules: explicit solvers need none; `jacobian_sparsity="dense"` forces dense; a declared
+    pattern runs banded whenever it is banded at all (blocks smaller than n / 2, after
+    reordering): declaring it asks for it; without a declaration, fewer than `MIN_STATES`
+    states stay dense (not analysed), and otherwise the detected pattern runs banded when
+    `costs` estimates it at least `SPEEDUP_NEEDED` times cheaper."""
     from .solve import solver_name
 
     name = solver or solver_name(problem)
@@ -125,18 +131,19 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
         return LinearChoice("dense", "The model declares jacobian_sparsity='dense'.")
     n = model.n_states
     if declared is None and n < MIN_STATES:
-        return LinearChoice("dense", f"{n} states (< {MIN_STATES}): a dense LU costs "
-                                     "microseconds; structure not analysed.")
+        return LinearChoice("dense", f"{n} states (< {MIN_STATES}): dense LU is as fast at "
+                                     "this size; structure not analysed.")
     st = structure_of(problem)
     m = block_size(st.reordered_bandwidth, n)
     dense, banded = costs(st, m)
-    need = 1.0 if st.pattern.source == "declared" else SPEEDUP_NEEDED
-    if m < n and banded * need < dense:
+    declared_band = st.pattern.source == "declared" and 2 * m <= n
+    if declared_band or (m < n and banded * SPEEDUP_NEEDED < dense):
+        why = ("the model declares its pattern" if declared_band else
+               f"~{dense / banded:.3g}x fewer estimated flops per Newton matrix than dense LU")
         return LinearChoice(
             "banded", f"Block-tridiagonal LU with {m} x {m} blocks on a colour-compressed "
-            f"Jacobian, ~{dense / banded:.3g}x fewer estimated flops per Newton matrix than "
-            f"dense LU ({banded:.3g} vs {dense:.3g}); the derivative solves of forward tangents "
-            "and adjoint sweeps use it too (the adjoint its transpose).", st, m)
+            f"Jacobian: {why} ({banded:.3g} vs {dense:.3g}); the derivative solves of forward "
+            "tangents and adjoint sweeps use it too (the adjoint its transpose).", st, m)
     return LinearChoice(
         "dense", f"Dense LU: the banded path would cost {banded:.3g} vs {dense:.3g} estimated "
         f"flops per Newton matrix (bandwidth {st.reordered_bandwidth} of {n} states).", st, None)
