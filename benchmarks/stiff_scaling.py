@@ -18,7 +18,7 @@ The median of `--repeats` runs is reported (compile apart). Dense variants run u
 targets, and writes benchmarks/results/stiff_scaling[_quick].{md,json,png}.
 
     python benchmarks/stiff_scaling.py            # 25, 100, 400, 1600 states
-    python benchmarks/stiff_scaling.py --quick    # 25 and 100 states, 1 repeat
+    python benchmarks/stiff_scaling.py --quick    # 25 and 200 states, 1 repeat
 """
 
 from __future__ import annotations
@@ -127,14 +127,17 @@ def time_scipy(system, n, repeats, with_sparsity):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="25 and 100 states, 1 repeat")
+    ap.add_argument("--quick", action="store_true",
+                    help="25 and 200 states (dense variants at 25 only), 1 repeat")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
-    ap.add_argument("--dense-max", type=int, default=400, help="largest size for the dense variants")
+    ap.add_argument("--dense-max", type=int, default=None,
+                    help="largest size for the dense variants (default 400; 25 with --quick)")
     args = ap.parse_args(argv)
-    sizes = args.sizes or ([25, 100] if args.quick else [25, 100, 400, 1600])
+    sizes = args.sizes or ([25, 200] if args.quick else [25, 100, 400, 1600])
     repeats = args.repeats or (1 if args.quick else 3)
+    dense_max = args.dense_max if args.dense_max is not None else (25 if args.quick else 400)
     rows = []
     for system in args.systems:
         for n in sizes:
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
             row["linear_solver"] = choice.kind
             row["bandwidth"] = None if choice.structure is None else choice.structure.reordered_bandwidth
             row["ours"] = time_ours(prob, repeats)
-            if n <= args.dense_max:
+            if n <= dense_max:
                 row["ours_dense"] = time_ours(problem(system, n, dense=True), repeats)
                 row["diffrax"] = time_diffrax(system, n, repeats)[1]
                 row["scipy"] = time_scipy(system, n, repeats, False)
