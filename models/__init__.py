@@ -64,6 +64,7 @@ _REGISTRY = {
     "pk_one_compartment_oral": ".pk_one_compartment_oral",
     "seir_intervention": ".seir_intervention",
     "ishigami": ".ishigami",
+    "brusselator_1d": ".brusselator_1d",
 }
 
 DEFAULT_FACTORY = "model"

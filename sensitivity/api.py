@@ -14,7 +14,7 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from . import calibration_store
+from . import calibration_store, stiff_linear
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan
 from .errors import InputError
@@ -93,7 +93,7 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     shape = dict(task=task, n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
                  n_states=problem.model.n_states, n_times=problem.times.size,
                  max_steps=problem.max_steps, checkpoints=problem.checkpoints,
-                 memory_budget=memory_budget)
+                 memory_budget=memory_budget, extra_notes=stiff_linear.notes(problem))
     force = None if mode == "auto" else (mode, problem.adjoint if mode == "adjoint" else None)
     first = make_plan(calibration=cal, force=force, **shape)
     if probe_problem is False or (probe_problem is None and (force or not _close_call(first))):

@@ -51,6 +51,9 @@ class ODEModel:
             derivative with respect to them is right (see `sensitivity.events`); numbers are
             fixed discontinuity times the step controller steps onto.
         events: state events (`sensitivity.Event`) that belong to the model (SBML events).
+        jacobian_sparsity: the pattern of d rhs / d y, for implicit solvers' linear algebra:
+            None (detect it from the rhs), "dense" (no structure), an (n_states, n_states)
+            boolean array, a SciPy sparse matrix or a list of (row, col) pairs (declared).
 
     Compiled functions are cached per `structure_key()`: name, rhs, states, parameter
     shapes, observables and the stiffness hint, not values. Define `rhs` (and observables)
@@ -67,6 +70,7 @@ class ODEModel:
     doc: str = ""
     breakpoints: tuple = ()
     events: tuple = ()
+    jacobian_sparsity: object = None
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class ODEModel:
         doc: str = "",
         breakpoints: Sequence[str] | None = None,
         events: Sequence[object] | None = None,
+        jacobian_sparsity=None,
     ):
         if isinstance(states, (int, np.integer)):
             if states < 1:
@@ -120,6 +125,7 @@ class ODEModel:
         object.__setattr__(self, "observables", obs)
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
+        object.__setattr__(self, "jacobian_sparsity", _sparsity(jacobian_sparsity, len(state_names)))
         from .events import check_events, check_model_breakpoints
         object.__setattr__(self, "breakpoints", check_model_breakpoints(params, breakpoints))
         object.__setattr__(self, "events", check_events(events, "ODEModel events"))
@@ -130,8 +136,9 @@ class ODEModel:
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""
         shapes = tuple((k, v.shape) for k, v in self.parameters.items())
+        sparsity = getattr(self.jacobian_sparsity, "digest", lambda: self.jacobian_sparsity)()
         return (self.name, self.rhs, self.states, shapes, tuple(self.observables.items()), self.stiff,
-                self.breakpoints, self.events)
+                self.breakpoints, self.events, sparsity)
 
     @property
     def n_states(self) -> int:
@@ -162,6 +169,18 @@ class ODEModel:
 
     def __repr__(self) -> str:
         return f"ODEModel({self.name!r}, states={self.n_states}, parameters={list(self.parameters)})"
+
+
+def _sparsity(value, n: int):
+    """None, "dense" or a `sparsity.Pattern` (validated; see `sensitivity.sparsity.declared`)."""
+    if value is None or (isinstance(value, str) and value == "dense"):
+        return value
+    if isinstance(value, str):
+        raise ModelError(f"jacobian_sparsity = {value!r}: valid are None (detect), 'dense', "
+                         f"or an ({n}, {n}) boolean array / sparse matrix / (row, col) pairs")
+    from .sparsity import declared
+
+    return declared(value, n)
 
 
 def _initial_state(y0, state_names: tuple[str, ...]) -> np.ndarray:

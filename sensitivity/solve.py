@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled, events
+from . import compiled, events, stiff_linear
 from .errors import SolverError
 from .problem import Problem
 
@@ -113,7 +113,8 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    solver = _SOLVER_CLASSES[solver_name(problem)]()
+    root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
+    solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events
         return events.solve_function(problem, method, steps, rhs,

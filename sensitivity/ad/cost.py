@@ -182,18 +182,19 @@ def _recompute_factor(steps: int, checkpoints: int) -> float:
 def make_plan(task: str, n_inputs: int, n_outputs: int, n_states: int, n_times: int,
               calibration: Calibration, steps: int | None = None, max_steps: int = 100_000,
               checkpoints: int | None = None, memory_budget: int | None = None,
-              force: tuple[str, str | None] | None = None) -> Plan:
+              force: tuple[str, str | None] | None = None, extra_notes: tuple[str, ...] = ()) -> Plan:
     """Estimate every candidate and choose the cheapest that fits the memory budget.
 
     n_outputs is the number of scalar outputs wanted (1 for a gradient). `force` =
-    (mode, variant) records a caller's choice instead of the cheapest.
+    (mode, variant) records a caller's choice instead of the cheapest. `extra_notes` are
+    lines for `explain()` (e.g. which linear solver an implicit solver runs).
     """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     cal = calibration
     n, m = n_inputs, (1 if task in ("gradient", "hvp", "hessian") else n_outputs)
     result_bytes = n_outputs * n * BYTES if task == "jacobian" else n * n * BYTES * (task == "hessian")
     S = cal.solve_seconds
-    notes: list[str] = []
+    notes: list[str] = list(extra_notes)
 
     def est(mode, variant, sweeps, solves, memory, **kw):
         return Estimate(mode, variant, sweeps, solves, None if S is None else solves * S,
