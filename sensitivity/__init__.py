@@ -17,8 +17,9 @@ and raises a `SolverError` instead.
 
 import os as _os
 
-if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
-    _os.environ.setdefault("EQX_ON_ERROR", "nan")
+# always, not only with the disk cache: host callbacks also push every call of a compiled
+# function off JAX's fast C++ path onto its Python fallback
+_os.environ.setdefault("EQX_ON_ERROR", "nan")
 
 import jax as _jax  # noqa: E402
 

@@ -89,7 +89,39 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     if task not in ("jacobian", "gradient", "hvp", "hessian"):
         raise InputError(f"task = '{task}' is unknown; valid: jacobian, gradient, hvp, hessian")
     _check_mode(mode)
-    cal = calibration or calibration_store.load() or Calibration()
+    cal = calibration or _stored_calibration() or Calibration()
+    # a decision is remembered per structure and calibration: a repeated call (auto mode in
+    # a loop) costs what the chosen mode costs, not a re-timing of solves
+    key = (problem.structure_key(fn="plan"), task, mode, cal, probe_problem, memory_budget)
+    hit = _PLANS.get(key)
+    if hit is None:
+        hit = _plan(problem, task, mode, cal, probe_problem, memory_budget)
+        if len(_PLANS) >= 256:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = hit
+    return hit
+
+
+_PLANS: dict = {}
+_CALIBRATION: dict = {}
+
+
+def _stored_calibration() -> Calibration | None:
+    """`calibration_store.load()`, read again only when the file changes."""
+    where = calibration_store.path()
+    try:
+        stamp = where.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (str(where), stamp)
+    if key not in _CALIBRATION:
+        _CALIBRATION.clear()
+        _CALIBRATION[key] = calibration_store.load(where) if stamp is not None else None
+    return _CALIBRATION[key]
+
+
+def _plan(problem: Problem, task: str, mode: str, cal: Calibration, probe_problem: bool | None,
+          memory_budget: int | None) -> Plan:
     shape = dict(task=task, n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
                  n_states=problem.model.n_states, n_times=problem.times.size,
                  max_steps=problem.max_steps, checkpoints=problem.checkpoints,
@@ -133,7 +165,8 @@ def _adjoint_problem(problem: Problem, p: Plan) -> Problem:
     ck = p.chosen.checkpoints if p.chosen.note else problem.checkpoints
     if p.variant == problem.adjoint and ck == problem.checkpoints:
         return problem
-    return problem.replace(adjoint=p.variant, checkpoints=ck)
+    return problem.memo(("adjoint_problem", p.variant, ck),
+                        lambda: problem.replace(adjoint=p.variant, checkpoints=ck))
 
 
 def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianResult:

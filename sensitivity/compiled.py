@@ -22,7 +22,7 @@ _MAX_ENTRIES = 64  # each executable holds memory mappings; a process has ~65k
 
 def _signature(args) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    return treedef, tuple((getattr(a, "shape", ()), str(getattr(a, "dtype", type(a)))) for a in leaves)
+    return treedef, tuple([(getattr(a, "shape", ()), getattr(a, "dtype", type(a))) for a in leaves])
 
 
 def compiled(key: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Callable, float]:

@@ -245,7 +245,7 @@ class Problem:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         set_("model", model)
         set_("times", ts)
-        set_("wrt", resolve_inputs(model, wrt))
+        set_("wrt", _resolve_inputs_cached(model, wrt))
         set_("of", resolve_outputs(model, of))
         set_("parameters", _merge_parameters(model, parameters))
         set_("y0", _merge_y0(model, y0))
@@ -256,6 +256,7 @@ class Problem:
         set_("max_steps", int(max_steps))
         set_("adjoint", adjoint)
         set_("checkpoints", None if checkpoints is None else int(checkpoints))
+        set_("_memo", {})  # per-problem caches (keys, device values, functions): see `memo`
 
     # ------------------------------------------------------------------ shapes and names
     @property
@@ -272,7 +273,10 @@ class Problem:
         return self.times.size * len(self.of)
 
     def x0(self) -> np.ndarray:
-        """The current values of the inputs, shape (n_inputs,)."""
+        """The current values of the inputs, shape (n_inputs,) (a fresh copy)."""
+        return self.memo("x0", self._x0).copy()
+
+    def _x0(self) -> np.ndarray:
         out = np.empty(self.n_inputs)
         for i, r in enumerate(self.wrt):
             if r.kind == "y0":
@@ -325,9 +329,32 @@ class Problem:
         kwargs.update(changes)
         return Problem(self.model, **kwargs)
 
+    def memo(self, key, make):
+        """`make()`, computed once per problem and `key` (values never change: the problem
+        is immutable), e.g. its structure keys, its values on the device, its functions."""
+        memo = self._memo
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = make()
+            return value
+
+    def __getstate__(self):  # the per-problem caches hold closures and device arrays
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_memo"] = {}
+
     def structure_key(self, **extra) -> tuple:
         """What compiled functions depend on: everything but values (parameters, y0, times,
-        tolerances are passed as arrays)."""
+        tolerances are passed as arrays). Computed once per problem and `extra`; its hash
+        is computed once too (a `wrt` of a thousand inputs is costly to hash)."""
+        items = tuple(sorted(extra.items()))
+        return self.memo(("structure_key", items), lambda: _HashedTuple(self._structure_key(items)))
+
+    def _structure_key(self, items: tuple) -> tuple:
+        extra = dict(items)
         return (self.model.structure_key(), self.wrt, self.of, self.times.size, self.solver, self.max_steps,
                 self.adjoint, self.checkpoints, tuple(sorted(extra.items())))
 
@@ -335,3 +362,35 @@ class Problem:
         return (f"Problem({self.model.name}, n_inputs={self.n_inputs}, of={list(self.of)}, "
                 f"n_times={self.times.size}, solver={self.solver})")
 
+
+
+class _HashedTuple(tuple):
+    """A tuple that computes its hash once (structure keys are looked up on every call)."""
+
+    def __new__(cls, parts):
+        self = super().__new__(cls, parts)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+
+_RESOLVED: dict = {}
+
+
+def _resolve_inputs_cached(model: ODEModel, wrt) -> tuple[InputRef, ...]:
+    """`resolve_inputs`, remembered per model and names: problems built from one another
+    (`replace`, `with_inputs`) share one tuple of refs, so their structure keys compare by
+    identity instead of entry by entry."""
+    try:
+        key = (model, None if wrt is None else (wrt,) if isinstance(wrt, str) else tuple(wrt))
+        hit = _RESOLVED.get(key)
+    except TypeError:  # unhashable names: let resolve_inputs say what is wrong
+        return resolve_inputs(model, wrt)
+    if hit is None:
+        hit = resolve_inputs(model, wrt)
+        if len(_RESOLVED) > 256:
+            _RESOLVED.pop(next(iter(_RESOLVED)))
+        _RESOLVED[key] = hit
+    return hit
