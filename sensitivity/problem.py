@@ -393,4 +393,6 @@ def _resolve_inputs_cached(model: ODEModel, wrt) -> tuple[InputRef, ...]:
         if len(_RESOLVED) > 256:
             _RESOLVED.pop(next(iter(_RESOLVED)))
         _RESOLVED[key] = hit
+        # `replace` passes the resolved names back in: let them find the same refs
+        _RESOLVED.setdefault((model, tuple(r.name for r in hit)), hit)
     return hit
