@@ -17,12 +17,11 @@ from typing import Callable, ContextManager, Optional
 
 import numpy as np
 
-from .api import gradient as _gradient
-from .api import hessian as _hessian
-from .api import jacobian as _jacobian
 from .problem import Problem
 from .results import GradientResult, JacobianResult
-from .solve import Trajectory, simulate
+
+# the solver side (.api, .solve: JAX and diffrax) is imported inside `run`, so that reading
+# a config (which uses `Objective`) does not import it
 
 
 # --------------------------------------------------------------------------- arrays
@@ -158,6 +157,11 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
     entered around each step (for progress display).
     Raises SolverError when a solve fails.
     """
+    from .api import gradient as _gradient
+    from .api import hessian as _hessian
+    from .api import jacobian as _jacobian
+    from .solve import simulate
+
     stage = stage or (lambda name: nullcontext())
     plan_options = {"probe_problem": PROBE[probe]}
     timings: dict = {}

@@ -289,7 +289,7 @@ class Problem:
 
     def with_inputs(self, x) -> "Problem":
         """The problem with its inputs set to x (n_inputs,): the inverse of `x0()`; the
-        compiled functions are reused."""
+        compiled functions are reused, and so is the solver "auto" chose for this problem."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.n_inputs,):
             raise InputError(f"x has shape {x.shape}, expected ({self.n_inputs},): one value per input")
@@ -302,7 +302,10 @@ class Problem:
                 params[r.target] = np.asarray(value)
             else:
                 params[r.target].reshape(-1)[r.flat_index] = value
-        return self.replace(parameters=params, y0=y0)
+        moved = self.replace(parameters=params, y0=y0)
+        if "solver_choice" in self._memo:  # a fit keeps its solver: no re-estimate, no recompile
+            moved._memo["solver_choice"] = self._memo["solver_choice"]
+        return moved
 
     def replace(self, **changes) -> "Problem":
         """A copy with some fields changed, e.g. `prob.replace(parameters={"k": 2.0})`.

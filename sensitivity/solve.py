@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
+from . import compiled, stiffness
 from .errors import SolverError
 from .problem import Problem
 
@@ -37,9 +37,10 @@ METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
 
 def solver_name(problem: Problem) -> str:
-    """The solver that runs: "auto" is Kvaerno5 for a stiff model, else Tsit5."""
+    """The solver that runs: "auto" is Kvaerno5 for a model flagged stiff or whose rhs
+    Jacobian shows stiffness at the start (`sensitivity.stiffness`), else Tsit5."""
     if problem.solver == "auto":
-        return "kvaerno5" if problem.model.stiff else "tsit5"
+        return stiffness.choice(problem).solver
     return problem.solver
 
 
@@ -281,6 +282,7 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     """Compile (cached per problem structure and `key`) and run a function returning
     `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
     solver statistics and timings."""
+    key = dict(key, solver_used=solver_name(problem))  # "auto" resolves per problem's values
     (status, outputs, aux, *results), timings = compiled.run(problem.structure_key(**key),
                                                              lambda: _with_status(build), args)
     status = np.asarray(status)  # the one value fetched to check: [ok, solver statistics...]
