@@ -283,12 +283,13 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
     solver statistics and timings."""
     key = dict(key, solver_used=solver_name(problem))  # "auto" resolves per problem's values
-    (status, outputs, aux, *results), timings = compiled.run(problem.structure_key(**key),
-                                                             lambda: _with_status(build), args)
-    status = np.asarray(status)  # the one value fetched to check: [ok, solver statistics...]
+    (status, outputs, *results), timings, meta = compiled.run_with_meta(
+        problem.structure_key(**key), lambda: _with_status(build), args)
+    status = np.asarray(status)  # the one value fetched to check: [ok, result, statistics...]
+    stats = dict(zip(meta["stats"], status[2:].tolist()))
     if status[0]:
-        stats = dict(zip(sorted(k for k in aux if k != "result"), status[1:].tolist()))
         return results, {"stats": stats, "timings": timings, "outputs": np.asarray(outputs)}
+    aux = dict(stats, result=_result_item(int(status[1])))
     check_solution(problem, aux, outputs)
     for r in results:
         if not np.all(np.isfinite(np.asarray(r))):
@@ -303,21 +304,35 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
 
 def _with_status(build: Callable[[], Callable]) -> Callable:
     """The program of `build()`, `(*args) -> (outputs, aux, *results)`, with the checks of
-    `run_checked` folded in: it returns `(status, outputs, aux, *results)`, status an int
-    array [ok, then aux's solver statistics in sorted order], ok = 1 when the solve succeeded
-    and outputs and results are finite. One small fetch instead of a host check per array."""
+    `run_checked` folded in: it returns `(status, outputs, *results)`, status an int array
+    [ok, diffrax's result code, then aux's solver statistics], ok = 1 when the solve
+    succeeded and outputs and results are finite. One small fetch instead of a host check
+    per array; no custom pytree in the outputs, so the program can be exported
+    (`export_store`). The statistics' names go into `g.meta["stats"]` while tracing."""
     f = build()
 
     def g(*args):
         outputs, aux, *results = f(*args)
         ok = jnp.all(jnp.isfinite(outputs))
+        code = jnp.zeros((), jnp.int64)
         if "result" in aux:
             ok = ok & (aux["result"] == diffrax.RESULTS.successful)
+            code = jnp.asarray(aux["result"]._value).astype(jnp.int64)
         for leaf in jax.tree_util.tree_leaves(results):
             if jnp.issubdtype(leaf.dtype, jnp.inexact):
                 ok = ok & jnp.all(jnp.isfinite(leaf))
-        stats = [jnp.asarray(aux[k]).astype(jnp.int64).reshape(()) for k in sorted(aux) if k != "result"]
-        status = jnp.stack([ok.astype(jnp.int64), *stats])
-        return (status, outputs, aux, *results)
+        names = sorted(k for k in aux if k != "result")
+        g.meta["stats"] = names
+        stats = [jnp.asarray(aux[k]).astype(jnp.int64).reshape(()) for k in names]
+        status = jnp.stack([ok.astype(jnp.int64), code, *stats])
+        return (status, outputs, *results)
 
+    g.meta = {}
     return g
+
+
+def _result_item(code: int):
+    """diffrax's result (an enumeration item) from its integer code, for `check_solution`."""
+    from equinox._enum import EnumerationItem
+
+    return EnumerationItem(np.asarray(code, dtype=np.int32), diffrax.RESULTS)
