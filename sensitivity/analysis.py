@@ -160,6 +160,7 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
     from .api import gradient as _gradient
     from .api import hessian as _hessian
     from .api import jacobian as _jacobian
+    from .fused import trajectory_and_jacobian
     from .solve import simulate
 
     stage = stage or (lambda name: nullcontext())
@@ -174,11 +175,13 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
         timings[key] = {"wall": time.perf_counter() - start}
 
     with timed("simulate", "compiling and simulating"):
-        traj = simulate(problem)
+        # in forward mode, one program gives both (sensitivity.fused): one trace, one compile
+        both = trajectory_and_jacobian(problem, mode, **plan_options)
+        traj = both[0] if both else simulate(problem)
     timings["simulate"].update(traj.timings)
     with timed("jacobian", f"Jacobian ({problem.times.size} times x {len(problem.of)} outputs x "
                            f"{problem.n_inputs} inputs, mode {mode})"):
-        jac = _jacobian(problem, mode=mode, **plan_options)
+        jac = both[1] if both else _jacobian(problem, mode=mode, **plan_options)
     timings["jacobian"].update(jac.timings)
     S = jac.normalized() if normalize == "log" else jac.values
     ranking = rank_inputs(problem.times, S, jac.input_names, jac.output_names)

@@ -79,3 +79,15 @@ def test_structure_keys_are_cached_and_problems_pickle():
     back = pickle.loads(pickle.dumps(prob))
     np.testing.assert_array_equal(back.x0(), prob.x0())
     np.testing.assert_array_equal(sens.simulate(back).states, sens.simulate(prob).states)
+
+
+def test_fused_trajectory_and_jacobian_match_the_separate_calls():
+    from sensitivity.fused import trajectory_and_jacobian
+
+    prob = sens.Problem(make_model(), TIMES, wrt=["W", "y0.a", "y0.b"])
+    traj, jac = trajectory_and_jacobian(prob, "forward")
+    alone = sens.simulate(prob)
+    np.testing.assert_allclose(traj.states, alone.states, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(jac.values, sens.jacobian(prob, mode="forward").values)
+    assert traj.stats == alone.stats
+    assert trajectory_and_jacobian(prob, "adjoint") is None  # only forward mode fuses
