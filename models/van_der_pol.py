@@ -16,11 +16,9 @@ Jacobian (`sensitivity.stiffness`) and picks the implicit method all the same.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "van_der_pol"
 DEFAULTS = {"mu": 1.0}
