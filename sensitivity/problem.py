@@ -199,7 +199,8 @@ class Problem:
         parameters: overrides of the model's default parameter values.
         y0: overrides of the initial state: a mapping state -> value, or a full array.
         t0: start time (default times[0]).
-        solver: "auto" (Tsit5, or Kvaerno5 for a stiff model) or a name from `SOLVERS`.
+        solver: "auto" (Kvaerno5 for a model flagged stiff or found stiff by
+            `sensitivity.stiffness`, else Tsit5) or a name from `SOLVERS`.
         rtol, atol: tolerances of the adaptive step-size controller (> 0).
         max_steps: the solver's step budget; the checkpointed adjoint's memory grows with it.
         adjoint: the reverse-mode variant, "checkpoint" (discretise-then-optimise, exact for
