@@ -97,7 +97,12 @@ def choose(problem) -> SolverChoice:
     if problem.model.stiff:
         return SolverChoice(IMPLICIT, f"model '{problem.model.name}' is flagged stiff")
     span = float(problem.times[-1] - problem.t0)
-    index, lam = stiffness_index(rhs_jacobians(problem), span)
+    try:
+        jacobians = rhs_jacobians(problem)
+    except Exception as exc:  # noqa: BLE001 - a broken rhs is reported by the solve itself
+        return SolverChoice(EXPLICIT, f"stiffness not estimated (the rhs Jacobian failed: "
+                                      f"{type(exc).__name__}); the default explicit solver")
+    index, lam = stiffness_index(jacobians, span)
     where = "" if lam is None else f" (eigenvalue {lam.real:.3g}{lam.imag:+.3g}i of the rhs Jacobian)"
     if index > STIFF_INDEX:
         return SolverChoice(IMPLICIT, f"stiff: T max(-Re lambda) = {index:.3g} > {STIFF_INDEX:g}{where}, "
