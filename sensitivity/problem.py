@@ -306,6 +306,11 @@ class Problem:
         moved = self.replace(parameters=params, y0=y0)
         if "solver_choice" in self._memo:  # a fit keeps its solver: no re-estimate, no recompile
             moved._memo["solver_choice"] = self._memo["solver_choice"]
+        # the structure is the same: share what depends on it alone (keys, output functions)
+        for key, value in self._memo.items():
+            if isinstance(key, tuple) and key[0] in ("structure_key", "output_function"):
+                moved._memo[key] = value
+        moved._memo["x0"] = x.copy()
         return moved
 
     def replace(self, **changes) -> "Problem":
