@@ -10,8 +10,11 @@ process start fast as well.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable
 
 import jax
@@ -52,7 +55,31 @@ def compiled_with_meta(key: tuple, build: Callable[[], Callable], args: tuple) -
     return exe, seconds, meta
 
 
+@contextmanager
+def _errors_as_configured():
+    """Trace with equinox's runtime errors as `EQX_ON_ERROR` says (nan, set by
+    `sensitivity/__init__`), also when equinox was imported before this package and read
+    the variable too early: otherwise its host callbacks would block export and push every
+    call onto JAX's slow Python path."""
+    module = sys.modules.get("equinox._errors")
+    wanted = os.environ.get("EQX_ON_ERROR")
+    if module is None or not wanted or getattr(module, "EQX_ON_ERROR", wanted) == wanted:
+        yield
+        return
+    before = module.EQX_ON_ERROR
+    module.EQX_ON_ERROR = wanted
+    try:
+        yield
+    finally:
+        module.EQX_ON_ERROR = before
+
+
 def _trace_or_load(full: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Callable, dict]:
+    with _errors_as_configured():
+        return _trace_or_load_now(full, build, args)
+
+
+def _trace_or_load_now(full: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Callable, dict]:
     digest = export_store.fingerprint(full) if export_store.enabled() else None
     if digest is not None:
         stored = export_store.load(digest)

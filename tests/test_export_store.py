@@ -74,3 +74,23 @@ def test_functions_without_a_source_file_are_not_stored():
     exec("f = lambda t, y, p: -y", {"jnp": jnp}, namespace)  # no file: cannot be fingerprinted
     model = sens.ODEModel("store_lambda", ["y"], {"k": 1.0}, namespace["f"], [1.0])
     assert export_store.fingerprint(sens.Problem(model, [0.0, 1.0]).structure_key()) is None
+
+
+def test_equinox_imported_first_still_gives_programs_without_host_callbacks(tmp_path):
+    """equinox reads EQX_ON_ERROR when imported: imported before the toolkit, it would put
+    host callbacks into the programs (no export, JAX's slow Python call path)."""
+    script = textwrap.dedent("""
+        import equinox, diffrax  # before the toolkit
+        import numpy as np, jax.numpy as jnp, sys
+        import sensitivity as sens
+        from sensitivity import compiled
+        sys.path.insert(0, %r)
+        import test_export_store as t
+        sens.gradient(t.make_problem(), lambda ys: jnp.sum(ys ** 2), mode="adjoint")
+        exe, _ = next(iter(compiled._CACHE.values()))
+        print(exe._executable.unsafe_call.has_host_callbacks)
+    """ % str(__file__.rsplit("/", 1)[0]))
+    env = dict(__import__("os").environ, XDG_CACHE_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         timeout=300, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "False"
