@@ -119,6 +119,7 @@ def release_compiled() -> None:
 
     compiled.clear()
     api._PROBES.clear()
+    api._PLANS.clear()
     jax.clear_caches()
 
 

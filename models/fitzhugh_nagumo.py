@@ -13,12 +13,11 @@ root of  -v^3/3 + (1 - 1/b) v + I_ext - a/b = 0. Non-stiff at these values.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "fitzhugh_nagumo"
 DEFAULTS = {"a": 0.7, "b": 0.8, "tau": 12.5, "I_ext": 0.5}

@@ -15,12 +15,11 @@ Defaults (nondimensional): D = 1, r = 1, n = 100. The stiffness ratio grows like
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "heat_1d"
 DEFAULTS = {"D": 1.0, "r": 1.0}

@@ -21,11 +21,9 @@ Lyapunov times, give meaningful pointwise sensitivities.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "lorenz"
 DEFAULTS = {"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0}

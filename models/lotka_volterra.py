@@ -12,11 +12,9 @@ which the tests use as an independent check.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "lotka_volterra"
 DEFAULTS = {"alpha": 1.0, "beta": 0.1, "gamma": 1.5, "delta": 0.75}

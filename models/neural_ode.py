@@ -15,10 +15,11 @@ data/spiral.csv by data/make_spiral_data.py.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
+
+from ._common import jnp  # jax.numpy, imported on first use
 
 NAME = "neural_ode"
 N_STATES = 2

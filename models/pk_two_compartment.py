@@ -17,11 +17,9 @@ A = D/V1 (alpha - k21)/(alpha - beta), B = D/V1 (k21 - beta)/(alpha - beta).
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "pk_two_compartment"
 DEFAULTS = {"ka": 1.0, "CL": 1.0, "V1": 20.0, "Q": 2.0, "V2": 10.0}

@@ -16,12 +16,11 @@ so the model is stiff (stiff=True). n scales to hundreds: `model(n=300)`.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "reaction_chain"
 

@@ -16,11 +16,9 @@ digits printed, also the output of SUNDIALS' cvRoberts_dns example: 7.1583e-01,
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "robertson"
 DEFAULTS = {"k1": 0.04, "k2": 3.0e7, "k3": 1.0e4}

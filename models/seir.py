@@ -16,11 +16,9 @@ ln(S_inf / S0) = -R0 (1 - S_inf / N) with R0 = beta / gamma, holds for the SEIR 
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "seir"
 DEFAULTS = {"beta": 2.2 / 2.3, "sigma": 1.0 / 5.2, "gamma": 1.0 / 2.3}

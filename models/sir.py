@@ -15,11 +15,9 @@ ln(S_inf / S0) = -R0 (1 - S_inf / N).
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "sir"
 DEFAULTS = {"beta": 1.66, "gamma": 0.44}

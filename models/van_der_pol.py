@@ -10,16 +10,15 @@ zero crossings of x after the transient). The problem becomes stiff as mu grows 
 slow branches take time ~ mu, the jumps ~ 1/mu; mu = 1000 is Hairer & Wanner II's
 stiff test, section IV.1): `model(mu=...)` with mu >= 100 returns a model flagged
 stiff, so the solver "auto" picks an implicit method. Changing mu only in a Problem's
-`parameters` keeps the model's flag: pass solver="kvaerno5" yourself then.
+`parameters` keeps the model's flag, but "auto" then finds the stiffness in the rhs
+Jacobian (`sensitivity.stiffness`) and picks the implicit method all the same.
 """
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "van_der_pol"
 DEFAULTS = {"mu": 1.0}

@@ -16,43 +16,66 @@ and raises a `SolverError` instead.
 """
 
 import os as _os
+import sys as _sys
 
-if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
-    _os.environ.setdefault("EQX_ON_ERROR", "nan")
+# always, not only with the disk cache: host callbacks also push every call of a compiled
+# function off JAX's fast C++ path onto its Python fallback
+_os.environ.setdefault("EQX_ON_ERROR", "nan")
 
-import jax as _jax  # noqa: E402
 
-_jax.config.update("jax_enable_x64", True)
-if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
-    from .calibration_store import cache_dir as _cache_dir
+def _jax_settings() -> dict:
+    """JAX options the toolkit needs: float64, and the persistent compile cache."""
+    settings = {"jax_enable_x64": True}
+    if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
+        from .calibration_store import cache_dir as _cache_dir
 
-    _jax.config.update("jax_compilation_cache_dir", str(_cache_dir() / "jax"))
-    _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        settings["jax_compilation_cache_dir"] = str(_cache_dir() / "jax")
+        # every program, also the small ones (the stiffness probe): a warm process then
+        # compiles nothing
+        settings["jax_persistent_cache_min_compile_time_secs"] = 0.0
+    return settings
+
+
+# JAX is imported lazily (`sensitivity validate` and `models` need no solver): its options go
+# into the environment, where JAX reads them when it is first imported; if it already is,
+# they are set directly.
+for _name, _value in _jax_settings().items():
+    _os.environ[_name.upper()] = str(_value).lower() if isinstance(_value, bool) else str(_value)
+if "jax" in _sys.modules:
+    for _name, _value in _jax_settings().items():
+        _sys.modules["jax"].config.update(_name, _value)
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
-from .api import gradient, hessian, hvp, jacobian, plan  # noqa: E402
-from .ensemble import ensemble  # noqa: E402
-from .gsa import dgsm, morris, sobol  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
-from .events import DiscontinuityWarning, Dose, Event, doses  # noqa: E402
 from .problem import Problem  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
-from .solve import Trajectory, simulate  # noqa: E402
 
-from .fit import FitResult, fit  # noqa: E402
-from .identifiability import Fisher, Identifiability, fisher, identifiability  # noqa: E402
+# the names that need JAX and diffrax, imported on first use
+_LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "plan": "api",
+         "simulate": "solve", "Trajectory": "solve",
+         "Dose": "events", "doses": "events", "Event": "events", "DiscontinuityWarning": "events",
+         "ensemble": "ensemble", "sobol": "gsa", "morris": "gsa", "dgsm": "gsa",
+         "fit": "fit", "FitResult": "fit",
+         "fisher": "identifiability", "identifiability": "identifiability",
+         "Fisher": "identifiability", "Identifiability": "identifiability"}
+_IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
-def __getattr__(name):  # sens.sbml, sens.petab (sympy, libsbml, petab) and sens.models load on first use
+def __getattr__(name):
     import importlib
+    import importlib.util
 
-    if name in ("sbml", "petab"):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _IMPORTERS:
         return importlib.import_module(f".importers.{name}", __name__)
-    if name == "models":
-        return importlib.import_module(".models", __name__)
-    raise AttributeError(f"module 'sensitivity' has no attribute '{name}'")
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)  # a submodule: sens.api, sens.solve
+    raise AttributeError(f"module 'sensitivity' has no attribute {name!r}")
 
 
 __version__ = "0.1.0"

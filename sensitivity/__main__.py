@@ -1,7 +1,5 @@
 """`python -m sensitivity ...`: the same as the `sensitivity` command."""
 
-import sys
+from .startup import console_main
 
-from .cli import main
-
-sys.exit(main())
+console_main()

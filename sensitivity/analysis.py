@@ -17,12 +17,11 @@ from typing import Callable, ContextManager, Optional
 
 import numpy as np
 
-from .api import gradient as _gradient
-from .api import hessian as _hessian
-from .api import jacobian as _jacobian
 from .problem import Problem
 from .results import GradientResult, JacobianResult
-from .solve import Trajectory, simulate
+
+# the solver side (.api, .solve: JAX and diffrax) is imported inside `run`, so that reading
+# a config (which uses `Objective`) does not import it
 
 
 # --------------------------------------------------------------------------- arrays
@@ -158,6 +157,12 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
     entered around each step (for progress display).
     Raises SolverError when a solve fails.
     """
+    from .api import gradient as _gradient
+    from .api import hessian as _hessian
+    from .api import jacobian as _jacobian
+    from .fused import trajectory_and_jacobian
+    from .solve import simulate
+
     stage = stage or (lambda name: nullcontext())
     plan_options = {"probe_problem": PROBE[probe]}
     timings: dict = {}
@@ -170,11 +175,13 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
         timings[key] = {"wall": time.perf_counter() - start}
 
     with timed("simulate", "compiling and simulating"):
-        traj = simulate(problem)
+        # in forward mode, one program gives both (sensitivity.fused): one trace, one compile
+        both = trajectory_and_jacobian(problem, mode, **plan_options)
+        traj = both[0] if both else simulate(problem)
     timings["simulate"].update(traj.timings)
     with timed("jacobian", f"Jacobian ({problem.times.size} times x {len(problem.of)} outputs x "
                            f"{problem.n_inputs} inputs, mode {mode})"):
-        jac = _jacobian(problem, mode=mode, **plan_options)
+        jac = both[1] if both else _jacobian(problem, mode=mode, **plan_options)
     timings["jacobian"].update(jac.timings)
     S = jac.normalized() if normalize == "log" else jac.values
     ranking = rank_inputs(problem.times, S, jac.input_names, jac.output_names)

@@ -14,14 +14,14 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from . import calibration_store, stiff_linear
+from . import calibration_store, stiff_linear, stiffness
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan
 from .errors import InputError
 from .model import ODEModel
 from .problem import Problem
 from .results import GradientResult, JacobianResult
-from .solve import simulate
+from .solve import simulate, solver_name
 
 MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider
@@ -53,7 +53,7 @@ def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibratio
     (k = the inputs / outputs the task has, between 2 and 64, since vectorisation makes the
     marginal cost depend on the width), each compiled once and timed as the best of 3.
     Returns the calibrated constants and the steps the solver takes. Cached per structure."""
-    key = problem.structure_key(fn="probe")
+    key = problem.structure_key(fn="probe", solver_used=solver_name(problem))
     if key in _PROBES:
         return _PROBES[key]
     base = base or calibration_store.load() or Calibration()
@@ -89,7 +89,41 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     if task not in ("jacobian", "gradient", "hvp", "hessian"):
         raise InputError(f"task = '{task}' is unknown; valid: jacobian, gradient, hvp, hessian")
     _check_mode(mode)
-    cal = calibration or calibration_store.load() or Calibration()
+    cal = calibration or _stored_calibration() or Calibration()
+    # a decision is remembered per structure and calibration: a repeated call (auto mode in
+    # a loop) costs what the chosen mode costs, not a re-timing of solves
+    key = (problem.structure_key(fn="plan", solver_used=solver_name(problem)), task, mode, cal,
+           probe_problem, memory_budget)
+    hit = _PLANS.get(key)
+    if hit is None:
+        hit = _plan(problem, task, mode, cal, probe_problem, memory_budget)
+        hit = replace(hit, notes=hit.notes + (stiffness.note(problem),))
+        if len(_PLANS) >= 256:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = hit
+    return hit
+
+
+_PLANS: dict = {}
+_CALIBRATION: dict = {}
+
+
+def _stored_calibration() -> Calibration | None:
+    """`calibration_store.load()`, read again only when the file changes."""
+    where = calibration_store.path()
+    try:
+        stamp = where.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (str(where), stamp)
+    if key not in _CALIBRATION:
+        _CALIBRATION.clear()
+        _CALIBRATION[key] = calibration_store.load(where) if stamp is not None else None
+    return _CALIBRATION[key]
+
+
+def _plan(problem: Problem, task: str, mode: str, cal: Calibration, probe_problem: bool | None,
+          memory_budget: int | None) -> Plan:
     shape = dict(task=task, n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
                  n_states=problem.model.n_states, n_times=problem.times.size,
                  max_steps=problem.max_steps, checkpoints=problem.checkpoints,
@@ -133,7 +167,8 @@ def _adjoint_problem(problem: Problem, p: Plan) -> Problem:
     ck = p.chosen.checkpoints if p.chosen.note else problem.checkpoints
     if p.variant == problem.adjoint and ck == problem.checkpoints:
         return problem
-    return problem.replace(adjoint=p.variant, checkpoints=ck)
+    return problem.memo(("adjoint_problem", p.variant, ck),
+                        lambda: problem.replace(adjoint=p.variant, checkpoints=ck))
 
 
 def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianResult:
@@ -208,7 +243,7 @@ def calibrate_machine(repeats: int = 3) -> Calibration:
     prob = Problem(model, np.linspace(0, 5, 100), wrt=["W1"], rtol=1e-6, atol=1e-6)
     runs = []
     for _ in range(repeats):
-        _PROBES.pop(prob.structure_key(fn="probe"), None)
+        _PROBES.pop(prob.structure_key(fn="probe", solver_used=solver_name(prob)), None)
         runs.append(probe(prob, Calibration())[0])
     mean = lambda k: float(np.median([getattr(c, k) for c in runs]))  # noqa: E731
     today = datetime.date.today().isoformat()

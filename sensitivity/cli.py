@@ -448,6 +448,9 @@ def _report(spec, result) -> None:
     why = next((ln for ln in jac.plan.explain().splitlines() if " chosen" in ln or " forced" in ln), "")
     print(f"Jacobian {tuple(jac.values.shape)} (time, output, input) by {jac.mode}"
           + (f" ({jac.variant})" if jac.mode == "adjoint" else "") + (f": {why}" if why else ""))
+    solver = next((ln for ln in jac.plan.explain().splitlines() if ln.startswith("Solver ")), "")
+    if solver:  # which solver ran and why (sensitivity.stiffness)
+        print(solver)
     top = ", ".join(f"{r['input']} ({r['share']:.0%})" for r in result.ranking[:5])
     print(f"most influential inputs: {top}")
     if result.gradient is not None:

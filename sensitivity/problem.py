@@ -207,7 +207,8 @@ class Problem:
         parameters: overrides of the model's default parameter values.
         y0: overrides of the initial state: a mapping state -> value, or a full array.
         t0: start time (default times[0]).
-        solver: "auto" (Tsit5, or Kvaerno5 for a stiff model) or a name from `SOLVERS`.
+        solver: "auto" (Kvaerno5 for a model flagged stiff or found stiff by
+            `sensitivity.stiffness`, else Tsit5) or a name from `SOLVERS`.
         rtol, atol: tolerances of the adaptive step-size controller (> 0).
         max_steps: the solver's step budget; the checkpointed adjoint's memory grows with it.
         adjoint: the reverse-mode variant, "checkpoint" (discretise-then-optimise, exact for
@@ -267,7 +268,7 @@ class Problem:
         set_("fixed_breakpoints", fixed)
         set_("param_breakpoints", named)
         set_("events", check_events(events))
-        set_("wrt", resolve_inputs(model, wrt, len(self.doses)))
+        set_("wrt", _resolve_inputs_cached(model, wrt, len(self.doses)))
         set_("of", resolve_outputs(model, of))
         set_("parameters", _merge_parameters(model, parameters))
         set_("y0", _merge_y0(model, y0))
@@ -278,6 +279,7 @@ class Problem:
         set_("max_steps", int(max_steps))
         set_("adjoint", adjoint)
         set_("checkpoints", None if checkpoints is None else int(checkpoints))
+        set_("_memo", {})  # per-problem caches (keys, device values, functions): see `memo`
         warn_undeclared(self)
 
     # ------------------------------------------------------------------ shapes and names
@@ -295,7 +297,10 @@ class Problem:
         return self.times.size * len(self.of)
 
     def x0(self) -> np.ndarray:
-        """The current values of the inputs, shape (n_inputs,)."""
+        """The current values of the inputs, shape (n_inputs,) (a fresh copy)."""
+        return self.memo("x0", self._x0).copy()
+
+    def _x0(self) -> np.ndarray:
         out = np.empty(self.n_inputs)
         for i, r in enumerate(self.wrt):
             if r.kind == "y0":
@@ -310,7 +315,7 @@ class Problem:
 
     def with_inputs(self, x) -> "Problem":
         """The problem with its inputs set to x (n_inputs,): the inverse of `x0()`; the
-        compiled functions are reused."""
+        compiled functions are reused, and so is the solver "auto" chose for this problem."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.n_inputs,):
             raise InputError(f"x has shape {x.shape}, expected ({self.n_inputs},): one value per input")
@@ -326,9 +331,16 @@ class Problem:
                 params[r.target] = np.asarray(value)
             else:
                 params[r.target].reshape(-1)[r.flat_index] = value
-        if self.doses:
-            return self.replace(parameters=params, y0=y0, doses=[Dose(**d) for d in dose_list])
-        return self.replace(parameters=params, y0=y0)
+        moved = self.replace(parameters=params, y0=y0,
+                             **({"doses": [Dose(**d) for d in dose_list]} if self.doses else {}))
+        if "solver_choice" in self._memo:  # a fit keeps its solver: no re-estimate, no recompile
+            moved._memo["solver_choice"] = self._memo["solver_choice"]
+        # the structure is the same: share what depends on it alone (keys, output functions)
+        for key, value in self._memo.items():
+            if isinstance(key, tuple) and key[0] in ("structure_key", "output_function"):
+                moved._memo[key] = value
+        moved._memo["x0"] = x.copy()
+        return moved
 
     def replace(self, **changes) -> "Problem":
         """A copy with some fields changed, e.g. `prob.replace(parameters={"k": 2.0})`.
@@ -356,9 +368,32 @@ class Problem:
         kwargs.update(changes)
         return Problem(self.model, **kwargs)
 
+    def memo(self, key, make):
+        """`make()`, computed once per problem and `key` (values never change: the problem
+        is immutable), e.g. its structure keys, its values on the device, its functions."""
+        memo = self._memo
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = make()
+            return value
+
+    def __getstate__(self):  # the per-problem caches hold closures and device arrays
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_memo"] = {}
+
     def structure_key(self, **extra) -> tuple:
         """What compiled functions depend on: everything but values (parameters, y0, times,
-        tolerances are passed as arrays)."""
+        tolerances are passed as arrays). Computed once per problem and `extra`; its hash
+        is computed once too (a `wrt` of a thousand inputs is costly to hash)."""
+        items = tuple(sorted(extra.items()))
+        return self.memo(("structure_key", items), lambda: _HashedTuple(self._structure_key(items)))
+
+    def _structure_key(self, items: tuple) -> tuple:
+        extra = dict(items)
         return (self.model.structure_key(), self.wrt, self.of, self.times.size, self.solver, self.max_steps,
                 self.adjoint, self.checkpoints, tuple(sorted(extra.items())),
                 tuple(d.state for d in self.doses), len(self.fixed_breakpoints), self.param_breakpoints,
@@ -368,3 +403,37 @@ class Problem:
         return (f"Problem({self.model.name}, n_inputs={self.n_inputs}, of={list(self.of)}, "
                 f"n_times={self.times.size}, solver={self.solver})")
 
+
+
+class _HashedTuple(tuple):
+    """A tuple that computes its hash once (structure keys are looked up on every call)."""
+
+    def __new__(cls, parts):
+        self = super().__new__(cls, parts)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+
+_RESOLVED: dict = {}
+
+
+def _resolve_inputs_cached(model: ODEModel, wrt, n_doses: int = 0) -> tuple[InputRef, ...]:
+    """`resolve_inputs`, remembered per model and names: problems built from one another
+    (`replace`, `with_inputs`) share one tuple of refs, so their structure keys compare by
+    identity instead of entry by entry."""
+    try:
+        key = (model, n_doses, None if wrt is None else (wrt,) if isinstance(wrt, str) else tuple(wrt))
+        hit = _RESOLVED.get(key)
+    except TypeError:  # unhashable names: let resolve_inputs say what is wrong
+        return resolve_inputs(model, wrt, n_doses)
+    if hit is None:
+        hit = resolve_inputs(model, wrt, n_doses)
+        if len(_RESOLVED) > 256:
+            _RESOLVED.pop(next(iter(_RESOLVED)))
+        _RESOLVED[key] = hit
+        # `replace` passes the resolved names back in: let them find the same refs
+        _RESOLVED.setdefault((model, n_doses, tuple(r.name for r in hit)), hit)
+    return hit

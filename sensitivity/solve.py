@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled, events, stiff_linear
+from . import compiled, events, stiff_linear, stiffness
 from .errors import SolverError
 from .problem import Problem
 
@@ -37,14 +37,25 @@ METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
 
 def solver_name(problem: Problem) -> str:
-    """The solver that runs: "auto" is Kvaerno5 for a stiff model, else Tsit5."""
+    """The solver that runs: "auto" is Kvaerno5 for a model flagged stiff or whose rhs
+    Jacobian shows stiffness at the start (`sensitivity.stiffness`), else Tsit5."""
     if problem.solver == "auto":
-        return "kvaerno5" if problem.model.stiff else "tsit5"
+        return stiffness.choice(problem).solver
     return problem.solver
 
 
 def values_of(problem: Problem) -> dict:
-    """The arrays a compiled function takes besides x: changing them does not recompile."""
+    """The arrays a compiled function takes besides x: changing them does not recompile.
+    Moved to the device once per problem (a problem's values never change)."""
+    return problem.memo("values", lambda: _values_of(problem))
+
+
+def x0_of(problem: Problem):
+    """The inputs' values x (n_inputs,) as a device array, moved there once per problem."""
+    return problem.memo("x0_device", lambda: jnp.asarray(problem.x0()))
+
+
+def _values_of(problem: Problem) -> dict:
     return {
         "params": {**{k: jnp.asarray(v) for k, v in problem.parameters.items()}, **events.dose_params(problem)},
         "y0": jnp.asarray(problem.y0),
@@ -77,6 +88,12 @@ def assemble_function(problem: Problem) -> Callable:
             flat.append(ref.flat_index)
     y0_pos_a, y0_idx_a = np.array(y0_pos, dtype=int), np.array(y0_idx, dtype=int)
     entries_a = {k: (np.array(p, dtype=int), np.array(f, dtype=int)) for k, (p, f) in entries.items()}
+    # a whole array (every entry, in order, side by side in x) is a slice of x, not a scatter
+    # (dose times and amounts, keyed by a tuple, are always scattered)
+    shapes = {k: problem.parameters[k].shape for k in entries if not isinstance(k, tuple)}
+    whole = {k: int(pos[0]) for k, (pos, flat) in entries_a.items()
+             if k in shapes and _is_run(pos, flat, int(np.prod(shapes[k])))}
+    y0_whole = _is_run(y0_pos_a, y0_idx_a, problem.model.n_states) if y0_pos else False
 
     def assemble(x, params, y0):
         params = dict(params)
@@ -89,12 +106,23 @@ def assemble_function(problem: Problem) -> Callable:
                 params[name[0]] = dose
                 continue
             base = params[name]
+            if name in whole:
+                params[name] = x[whole[name]:whole[name] + flat.size].reshape(base.shape)
+                continue
             params[name] = base.ravel().at[flat].set(x[pos]).reshape(base.shape)
-        if y0_pos:
+        if y0_whole:
+            y0 = x[int(y0_pos_a[0]):int(y0_pos_a[0]) + y0_idx_a.size].astype(y0.dtype)
+        elif y0_pos:
             y0 = y0.at[y0_idx_a].set(x[y0_pos_a])
         return params, y0
 
     return assemble
+
+
+def _is_run(pos: np.ndarray, idx: np.ndarray, size: int) -> bool:
+    """Whether positions `pos` of x fill indices `idx` = 0..size-1 in order, side by side."""
+    return (idx.size == size and bool(np.all(idx == np.arange(size)))
+            and bool(np.all(np.diff(pos) == 1)))
 
 
 def _adjoint(problem: Problem, method: str, solver, controller):
@@ -147,6 +175,8 @@ def observe_function(problem: Problem) -> Callable:
     model = problem.model
     if not any(name in model.observables for name in problem.of):
         idx = np.array([model.states.index(name) for name in problem.of], dtype=int)
+        if idx.size == model.n_states and np.all(idx == np.arange(idx.size)):
+            return lambda times, ys, params: ys  # every state in order: no copy
         return lambda times, ys, params: ys[:, idx]
 
     def one(name):
@@ -179,7 +209,13 @@ def states_and_outputs_function(problem: Problem, method: str, max_steps: int | 
 
 
 def output_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
-    """f(x, values) -> (outputs (n_times, n_of), aux): the map every AD mode differentiates."""
+    """f(x, values) -> (outputs (n_times, n_of), aux): the map every AD mode differentiates.
+    Built once per problem, method and max_steps."""
+    return problem.memo(("output_function", method, max_steps),
+                        lambda: _output_function(problem, method, max_steps))
+
+
+def _output_function(problem: Problem, method: str, max_steps: int | None) -> Callable:
     g = states_and_outputs_function(problem, method, max_steps)
 
     def f(x, values):
@@ -227,16 +263,19 @@ def simulate(problem: Problem) -> Trajectory:
     Returns a `Trajectory` with states (n_times, n_states), outputs (n_times, n_of), the
     steps taken and rejected, and timings. Raises `SolverError` if the solver fails.
     """
+    same = problem.of == problem.model.states  # outputs are the states: return them once
+
     def build():
         g = states_and_outputs_function(problem, "checkpoint")
 
         def f(x, values):
             ys, outputs, aux = g(x, values)
-            return outputs, aux, ys
+            return (outputs, aux) if same else (outputs, aux, ys)
         return f
 
-    args = (jnp.asarray(problem.x0()), values_of(problem))
-    (ys,), info = run_checked(problem, build, args, fn="simulate")
+    args = (x0_of(problem), values_of(problem))
+    results, info = run_checked(problem, build, args, fn="simulate")
+    ys = info["outputs"] if same else results[0]
     return Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
                       problem.of, info["stats"], info["timings"])
 
@@ -245,7 +284,14 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     """Compile (cached per problem structure and `key`) and run a function returning
     `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
     solver statistics and timings."""
-    (outputs, aux, *results), timings = compiled.run(problem.structure_key(**key), build, args)
+    key = dict(key, solver_used=solver_name(problem))  # "auto" resolves per problem's values
+    (status, outputs, *results), timings, meta = compiled.run_with_meta(
+        problem.structure_key(**key), lambda: _with_status(build), args)
+    status = np.asarray(status)  # the one value fetched to check: [ok, result, statistics...]
+    stats = dict(zip(meta["stats"], status[2:].tolist()))
+    if status[0]:
+        return results, {"stats": stats, "timings": timings, "outputs": np.asarray(outputs)}
+    aux = dict(stats, result=_result_item(int(status[1])))
     check_solution(problem, aux, outputs)
     for r in results:
         if not np.all(np.isfinite(np.asarray(r))):
@@ -256,3 +302,39 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
                 "stiff solver (solver='kvaerno5'), tighter tolerances or more max_steps."
             )
     return results, {"stats": solver_stats(aux), "timings": timings, "outputs": np.asarray(outputs)}
+
+
+def _with_status(build: Callable[[], Callable]) -> Callable:
+    """The program of `build()`, `(*args) -> (outputs, aux, *results)`, with the checks of
+    `run_checked` folded in: it returns `(status, outputs, *results)`, status an int array
+    [ok, diffrax's result code, then aux's solver statistics], ok = 1 when the solve
+    succeeded and outputs and results are finite. One small fetch instead of a host check
+    per array; no custom pytree in the outputs, so the program can be exported
+    (`export_store`). The statistics' names go into `g.meta["stats"]` while tracing."""
+    f = build()
+
+    def g(*args):
+        outputs, aux, *results = f(*args)
+        ok = jnp.all(jnp.isfinite(outputs))
+        code = jnp.zeros((), jnp.int64)
+        if "result" in aux:
+            ok = ok & (aux["result"] == diffrax.RESULTS.successful)
+            code = jnp.asarray(aux["result"]._value).astype(jnp.int64)
+        for leaf in jax.tree_util.tree_leaves(results):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                ok = ok & jnp.all(jnp.isfinite(leaf))
+        names = sorted(k for k in aux if k != "result")
+        g.meta["stats"] = names
+        stats = [jnp.asarray(aux[k]).astype(jnp.int64).reshape(()) for k in names]
+        status = jnp.stack([ok.astype(jnp.int64), code, *stats])
+        return (status, outputs, *results)
+
+    g.meta = {}
+    return g
+
+
+def _result_item(code: int):
+    """diffrax's result (an enumeration item) from its integer code, for `check_solution`."""
+    from equinox._enum import EnumerationItem
+
+    return EnumerationItem(np.asarray(code, dtype=np.int32), diffrax.RESULTS)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..problem import Problem
-from ..solve import output_function, run_checked, values_of
+from ..solve import output_function, run_checked, values_of, x0_of
 from .objective import loss_function, scalar_objective
 
 ROWS_PER_BATCH = 128  # cotangents vmapped together by the reverse Jacobian
@@ -54,7 +54,7 @@ def vjp_batch(problem: Problem, W, variant: str | None = None) -> tuple[np.ndarr
             return out, aux, jax.vmap(lambda w: pullback(w)[0])(W)
         return g
 
-    (rows,), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem),
+    (rows,), info = run_checked(problem, build, (x0_of(problem), values_of(problem),
                                                  jnp.asarray(W)), fn="vjp", method=method)
     return np.asarray(rows), info
 
@@ -79,7 +79,7 @@ def jacobian(problem: Problem, variant: str | None = None) -> tuple[np.ndarray, 
             return out, aux, rows.reshape(n_times, n_of, x.size)
         return g
 
-    (J,), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem)),
+    (J,), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                              fn="jacobian_reverse", method=method)
     return np.asarray(J), info
 
@@ -98,6 +98,6 @@ def gradient(problem: Problem, objective: Callable, variant: str | None = None
             return out, aux, value, grad
         return g
 
-    (value, grad), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem)),
+    (value, grad), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                                       fn="gradient_adjoint", method=method, objective=objective)
     return float(value), np.asarray(grad), info

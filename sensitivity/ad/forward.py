@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..problem import Problem
-from ..solve import output_function, run_checked, values_of
+from ..solve import output_function, run_checked, values_of, x0_of
 from .objective import scalar_objective
 
 
@@ -52,7 +52,7 @@ def jvp_batch(problem: Problem, V) -> tuple[np.ndarray, dict]:
             return _push(f, x, values, V)
         return g
 
-    (t,), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem),
+    (t,), info = run_checked(problem, build, (x0_of(problem), values_of(problem),
                                               jnp.asarray(V)), fn="jvp")
     return np.asarray(t), info
 
@@ -68,7 +68,7 @@ def jacobian(problem: Problem) -> tuple[np.ndarray, dict]:
             return out, aux, jnp.moveaxis(t, 0, -1)
         return g
 
-    (J,), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem)),
+    (J,), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                              fn="jacobian_forward")
     return np.asarray(J), info
 
@@ -88,6 +88,6 @@ def gradient(problem: Problem, objective: Callable) -> tuple[float, np.ndarray, 
             return out, aux, value, t[0]
         return g
 
-    (value, grad), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem)),
+    (value, grad), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                                       fn="gradient_forward", objective=objective)
     return float(value), np.asarray(grad), info

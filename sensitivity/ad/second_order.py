@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..events import all_events, moving_bounds
 from ..problem import Problem
 from ..solve import (assemble_function, observe_function, output_function, run_checked, simulate,
-                     solve_function, values_of)
+                     solve_function, values_of, x0_of)
 from .forward import check_vector
 from .objective import loss_function, scalar_objective
 
@@ -53,7 +53,7 @@ def _hvp_fwd_over_rev(problem: Problem, objective: Callable, v):
             return out, aux, gx, hv
         return g
 
-    return run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem), v),
+    return run_checked(problem, build, (x0_of(problem), values_of(problem), v),
                        fn="hvp_fwd_over_rev", objective=objective, direct_steps=steps)
 
 
@@ -110,7 +110,7 @@ def hvp(problem: Problem, objective: Callable, v, method: str = "rev-over-fwd"
     else:
         (hv,), info = run_checked(
             problem, lambda: _rev_over_fwd_function(problem, objective),
-            (jnp.asarray(problem.x0()), values_of(problem), tangent),
+            (x0_of(problem), values_of(problem), tangent),
             fn="hvp_rev_over_fwd", objective=objective)
     return np.asarray(hv), info
 
@@ -140,7 +140,7 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
                 return first[0], first[1], H
             return columns
 
-        (H,), info = run_checked(problem, build_columns, (jnp.asarray(problem.x0()), values_of(problem)),
+        (H,), info = run_checked(problem, build_columns, (x0_of(problem), values_of(problem)),
                                  fn="hessian_rev_over_fwd", objective=objective)
         return np.asarray(H), info
     f = output_function(problem, "forward")
@@ -154,6 +154,6 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
             return out, aux, H
         return g
 
-    (H,), info = run_checked(problem, build, (jnp.asarray(problem.x0()), values_of(problem)),
+    (H,), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                              fn="hessian", objective=objective)
     return np.asarray(H), info
