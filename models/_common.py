@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import types
 from typing import Mapping
 
 from sensitivity.errors import InputError, did_you_mean, list_names
+from sensitivity.lazy import LazyModule
 
 
-class _LazyModule(types.ModuleType):
-    """A module imported on first attribute use: the model files use `jnp` only inside
-    their right-hand sides, so `sensitivity validate` and `sensitivity models` can build
-    models without importing JAX."""
-
-    __file__ = None
-
-    def __getattr__(self, attr):
-        return getattr(importlib.import_module(self.__name__), attr)
-
-
-jnp = _LazyModule("jax.numpy")  # jax.numpy, imported when an rhs is first traced
+jnp = LazyModule("jax.numpy")  # jax.numpy, imported when an rhs is first traced
 
 
 def merge_defaults(model_name: str, defaults: Mapping[str, object],

@@ -17,6 +17,7 @@ and raises a `SolverError` instead.
 
 import os as _os
 import sys as _sys
+import types as _types
 
 # always, not only with the disk cache: host callbacks also push every call of a compiled
 # function off JAX's fast C++ path onto its Python fallback
@@ -61,6 +62,21 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "fisher": "identifiability", "identifiability": "identifiability",
          "Fisher": "identifiability", "Identifiability": "identifiability"}
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
+_SAME_NAME = ("ensemble", "fit", "identifiability")  # a function named as its module
+
+
+class _Package(_types.ModuleType):
+    """The package module. Importing the submodule `sensitivity.ensemble` binds it to the
+    package's attribute `ensemble`, which would hide the public function `sens.ensemble`
+    (likewise `fit`, `identifiability`): the function is kept."""
+
+    def __setattr__(self, name, value):
+        if name in _SAME_NAME and isinstance(value, _types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):

@@ -32,13 +32,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import diffrax
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from .errors import InputError, ModelError, SolverError, did_you_mean, list_names
+from .lazy import LazyModule
+
+# imported on first use: a Problem with doses is built without importing the solver stack
+diffrax, jax, jnp, optx = (LazyModule(m) for m in ("diffrax", "jax", "jax.numpy", "optimistix"))
 
 DOSE_KEY = "__doses__"  # where dose times/amounts ride in the parameter mapping of a solve
 _DOSE_INPUT = re.compile(r"^dose(?:\[(\d+)\])?\.(time|amount)$")

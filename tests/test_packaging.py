@@ -37,3 +37,17 @@ def test_every_package_folder_is_listed_in_pyproject():
     assert found <= listed, f"add these to [tool.setuptools] packages: {sorted(found - listed)}"
     assert cfg["package-dir"]["sensitivity.models"] == "models"
     assert importlib.util.find_spec("sensitivity.models") is not None
+
+
+def test_public_functions_survive_importing_their_modules_and_jax_loads_late():
+    # `import sensitivity.ensemble` binds the submodule to the package attribute of the same
+    # name; sens.ensemble (and fit, identifiability) must stay the functions. And a bare
+    # `import sensitivity` must not import JAX (validate and models stay fast).
+    code = ("import sys, sensitivity as s; assert 'jax' not in sys.modules, 'jax imported eagerly'; "
+            "import sensitivity.ensemble, sensitivity.fit, sensitivity.identifiability; "
+            "assert all(callable(f) and f.__name__ == n for n, f in "
+            "[('ensemble', s.ensemble), ('fit', s.fit), ('identifiability', s.identifiability), "
+            "('sobol', s.sobol), ('Dose', s.Dose)]), 'a public name is a module'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -1,0 +1,16 @@
+"""Modules imported on first attribute use, so that `import sensitivity`, `sensitivity
+validate` and `sensitivity models` do not pay for importing JAX, diffrax and optimistix."""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+
+class LazyModule(types.ModuleType):
+    """Stands for the module `name` and imports it when an attribute is first read."""
+
+    __file__ = None
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self.__name__), attr)
