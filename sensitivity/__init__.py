@@ -41,7 +41,7 @@ def _jax_settings() -> dict:
 # into the environment, where JAX reads them when it is first imported; if it already is,
 # they are set directly.
 for _name, _value in _jax_settings().items():
-    _os.environ[_name.upper()] = str(_value).lower() if isinstance(_value, bool) else str(_value)
+    _os.environ[_name.upper()] = ("1" if _value else "0") if isinstance(_value, bool) else str(_value)
 if "jax" in _sys.modules:
     for _name, _value in _jax_settings().items():
         _sys.modules["jax"].config.update(_name, _value)

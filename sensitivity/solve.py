@@ -320,6 +320,8 @@ def _with_status(build: Callable[[], Callable]) -> Callable:
         if "result" in aux:
             ok = ok & (aux["result"] == diffrax.RESULTS.successful)
             code = jnp.asarray(aux["result"]._value).astype(jnp.int64)
+        if "events_exhausted" in aux:  # a segment ran out of event pieces: events.check_aux says so
+            ok = ok & ~jnp.asarray(aux["events_exhausted"]).astype(bool)
         for leaf in jax.tree_util.tree_leaves(results):
             if jnp.issubdtype(leaf.dtype, jnp.inexact):
                 ok = ok & jnp.all(jnp.isfinite(leaf))
