@@ -19,8 +19,11 @@ finite time to a steady state, observables evaluated with t = 0); objective prio
 (yet): SBML events, mapping tables, several models.
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
-through one compiled function: the solve is vmapped over the experiments (those with and
-those without preequilibration form two groups). Piecewise inputs of time are exact: the
+through one compiled function: `lax.map` runs the experiments' solves one after another
+(those with and those without preequilibration form two groups), each with its own step
+sizes. (Vmapping them runs every experiment in lockstep with the slowest and vmaps the
+implicit solver's nested loops: the forward gradient was 2-3x slower on Brannmark and
+Schwen, `batch = "vmap"` keeps that variant for comparison.) Piecewise inputs of time are exact: the
 solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
 
 The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
@@ -150,6 +153,8 @@ class PetabProblem:
         self.petab = problem
         self.path = path
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
+        # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
+        self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
         if self.model.events:
@@ -357,13 +362,18 @@ class PetabProblem:
         def adjoint():
             return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
+        save, pid = self.save, self.pid
+
         def segment(pv, y0, a, b, tc, ts, tol):
+            ctrl = _controller(tol, pid)
+            if save == "step":
+                ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, a, b))
             sol = diffrax.diffeqsolve(
                 term, solver, a, b, None, y0, (pv, tc),
                 saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
                 # step onto the save times: the implicit solvers' dense output is only
                 # third order, interpolating would cost more accuracy than the tolerances
-                stepsize_controller=diffrax.ClipStepSizeController(_controller(tol), step_ts=jnp.clip(ts, a, b)),
+                stepsize_controller=ctrl,
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
@@ -407,7 +417,7 @@ class PetabProblem:
         def steady(pv, y0, tol, t0=0.0):
             sol = diffrax.diffeqsolve(
                 term, solver, t0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=_controller(tol), event=event,
+                stepsize_controller=_controller(tol, self.pid), event=event,
                 max_steps=self.max_steps,
                 adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
                 throw=False)
@@ -449,16 +459,18 @@ class PetabProblem:
                 ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1
             return ys, pv, ok, steps
 
+        batch = jax.vmap if self.batch == "vmap" else (lambda f: lambda *a: jax.lax.map(lambda z: f(*z), a))
+
         def simulate_all(theta, tol):
             out = []
             for g in groups:
                 sim = tuple(jnp.asarray(a) for a in g["sim"])
                 pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
                 if pre is None:
-                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
+                    f = batch(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
                     out.append(f(sim, jnp.asarray(g["ts"])))
                 else:
-                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
+                    f = batch(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
                     out.append(f(sim, pre, jnp.asarray(g["ts"])))
             return out
 
@@ -504,7 +516,7 @@ class PetabProblem:
     def _structure(self) -> tuple:
         """What compiled functions depend on: the files' contents, solver and step budget
         (tolerances and parameter values are arguments)."""
-        return (self._fingerprint, self.solver, self.max_steps)
+        return (self._fingerprint, self.solver, self.max_steps, self.save, self.batch, self.pid)
 
     def _run(self, key, build, x):
         """Compile `build()` once per problem structure and `key` (shared by every
@@ -652,10 +664,10 @@ _COMPILED: dict = {}
 _MAX_COMPILED = 32
 
 
-def _controller(tol):
+def _controller(tol, pid=(0.3, 0.3)):
     """PI step-size control (diffrax's suggestion for stiff problems): a third fewer steps
     than the default I controller on Boehm (450 vs 678) at the same nllh to 1e-8."""
-    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=0.3, icoeff=0.3)
+    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
 
 
 def _fingerprint(path: Path, problem) -> str:
