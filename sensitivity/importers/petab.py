@@ -348,6 +348,9 @@ class PetabProblem:
         return jnp.asarray(x)
 
     # ------------------------------------------------------------------ simulation
+    def _implicit(self) -> bool:
+        return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
+
     def _solver(self):
         """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
         times the step tolerance (see `_NEWTON_KAPPA`)."""
@@ -582,6 +585,7 @@ class PetabProblem:
         """
         from ..ad.cost import Calibration, make_plan
         from .. import calibration_store
+        _IMPLICIT_CALIBRATION = _implicit_calibration()
         if mode not in ("auto", "forward", "adjoint"):
             raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
         x = self._check_x(x)
@@ -592,7 +596,8 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=calibration_store.load() or Calibration(),
+                             calibration=(_IMPLICIT_CALIBRATION if self._implicit()
+                                          else calibration_store.load() or Calibration()),
                              max_steps=self.max_steps)
             mode = plan.mode
         if mode == "adjoint":
@@ -672,6 +677,18 @@ class PetabProblem:
 
 
 _COMPILED: dict = {}
+
+
+def _implicit_calibration():
+    """Cost constants (in simulations) of the gradient modes with an implicit solver, from
+    the PEtab problems here (Kvaerno5, rtol = atol = 1e-8, in one process): a forward
+    gradient cost 2.9 / 1.75 / 2.1 / 1.2 simulations on Boehm (9 inputs) / Elowitz (21) /
+    Brannmark (22) / Schwen (30), the adjoint 4.0 / 3.2 / 4.0 / 1.7: the Newton iterations
+    of the primal dominate, a tangent adds ~0.01-0.2 of a solve. The machine's calibration
+    file (Tsit5 on a neural ODE) would pick the slower adjoint from ~20 inputs on."""
+    from ..ad.cost import Calibration
+    return Calibration(tangent=0.05, record=2.5, cotangent=0.5,
+                       source="PEtab problems with Kvaerno5 (sensitivity/importers/petab.py)")
 # Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2 a
 # third of Kvaerno5's steps on Boehm are rejected because Newton has not converged within
 # its budget, and the controller shrinks the step; at 0.3 (Hairer & Wanner suggest 1e-2 to
