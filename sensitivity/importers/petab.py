@@ -21,9 +21,11 @@ finite time to a steady state, observables evaluated with t = 0); objective prio
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another
 (those with and those without preequilibration form two groups), each with its own step
-sizes. (Vmapping them runs every experiment in lockstep with the slowest and vmaps the
-implicit solver's nested loops: the forward gradient was 2-3x slower on Brannmark and
-Schwen, `batch = "vmap"` keeps that variant for comparison.) Piecewise inputs of time are exact: the
+sizes. Vmapping them in lockstep, with the forward tangents vmapped inside, made the forward
+gradient 2-3.5x slower on Brannmark and Schwen, though the simulation and the adjoint
+1.3-1.7x faster (`benchmarks/petab_solver.py`; `batch = "vmap"` switches). One batching
+for every function: a vmapped solve takes other steps (other kernels, other rounding), and
+nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Piecewise inputs of time are exact: the
 solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
 
 The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
