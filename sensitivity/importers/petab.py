@@ -691,9 +691,10 @@ def _implicit_calibration():
     from ..ad.cost import Calibration
     return Calibration(tangent=0.05, record=2.5, cotangent=0.5,
                        source="PEtab problems with Kvaerno5 (sensitivity/importers/petab.py)")
-# Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2 a
-# third of Kvaerno5's steps on Boehm are rejected because Newton has not converged within
-# its budget, and the controller shrinks the step; at 0.3 (Hairer & Wanner suggest 1e-2 to
+# Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2,
+# 94 of Kvaerno5's 458 steps on Boehm are rejected, most (judging by how the count falls
+# with a looser stop) because Newton has not converged within its 10 iterations, and the
+# controller then shrinks the step; at 0.3 (Hairer & Wanner suggest 1e-2 to
 # 1e-1 times the tolerance; the iteration error is still well below the local error
 # tolerance) Boehm takes 236 instead of 458 steps, 0.53x the time, Elowitz 837 instead of
 # 1440, 0.59x, and the states stay within 1e-8 (Boehm) / 1.1e-7 (Elowitz, 6.5e-8 at 1e-2)
