@@ -515,9 +515,62 @@ def _subjaxprs(eqn):
                 yield s
 
 
-def _walk(jaxpr, deps_in: list[frozenset], found: set) -> list[frozenset]:
+# elementwise primitives: with operands of one shape, element i of the result depends on
+# element i of each operand only
+_ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "exp", "log", "log1p", "expm1", "pow",
+                "integer_pow", "sqrt", "rsqrt", "abs", "sign", "max", "min", "select_n",
+                "convert_element_type", "tanh", "logistic", "sin", "cos", "square", "copy", "copy_p",
+                "and", "or", "not"} | _COMPARISONS
+
+
+def _union(d) -> frozenset:
+    return frozenset().union(*d) if isinstance(d, tuple) else d
+
+
+def _elements(d, n: int):
+    return d if isinstance(d, tuple) else (d,) * n
+
+
+def _shape(v):
+    return getattr(getattr(v, "aval", None), "shape", None)
+
+
+def _per_element(eqn, ins):
+    """Per-element sources of the outputs of the index and layout primitives a model's rhs
+    uses to pack and unpack parameter vectors (stack, concatenate, slice, squeeze) and of
+    elementwise primitives; None where that is not known (then every output depends on
+    every input)."""
+    name = eqn.primitive.name
+    out_shape = _shape(eqn.outvars[0]) if len(eqn.outvars) == 1 else None
+    if out_shape is None or len(out_shape) > 1:
+        return None
+    if name == "stack" and eqn.params.get("axis", 0) == 0 and all(_shape(v) == () for v in eqn.invars):
+        return tuple(_union(d) for d in ins)
+    if name == "concatenate" and eqn.params.get("dimension", 0) == 0 and \
+            all(_shape(v) is not None and len(_shape(v)) == 1 for v in eqn.invars):
+        return sum((_elements(d, _shape(v)[0]) for d, v in zip(ins, eqn.invars)), ())
+    if name == "broadcast_in_dim" and len(eqn.invars) == 1 and _shape(eqn.invars[0]) == ():
+        return _union(ins[0])
+    if name == "slice" and len(out_shape) == 1 and isinstance(ins[0], tuple) and \
+            eqn.params.get("strides") in (None, (1,)):
+        return ins[0][eqn.params["start_indices"][0]:eqn.params["limit_indices"][0]]
+    if name == "squeeze" and out_shape == () and isinstance(ins[0], tuple) and len(ins[0]) == 1:
+        return ins[0][0]
+    if name in _ELEMENTWISE:
+        n = out_shape[0] if out_shape else None
+        if n is None or all(not isinstance(d, tuple) for d in ins):
+            return frozenset().union(*[_union(d) for d in ins]) if ins else frozenset()
+        if all(_shape(v) in ((), (n,)) or not hasattr(v, "aval") for v in eqn.invars):
+            cols = [_elements(d, n) for d in ins]
+            return tuple(frozenset().union(*[c[k] for c in cols]) for k in range(n))
+    return None
+
+
+def _walk(jaxpr, deps_in: list, found: set) -> list:
     """Propagate, through the jaxpr, which sources ("t" or a parameter name) each variable
-    depends on; record parameters compared against a t-dependent value in `found`."""
+    depends on (per element for the 1-D vectors a parameter vector is packed into, so that
+    p[i] depends on parameter i only); record in `found` the parameters an operand of a
+    comparison with a t-dependent operand depends on."""
     env = {}
     for v, d in zip(jaxpr.invars, deps_in):
         env[v] = d
@@ -527,9 +580,12 @@ def _walk(jaxpr, deps_in: list[frozenset], found: set) -> list[frozenset]:
 
     for eqn in jaxpr.eqns:
         ins = [get(v) for v in eqn.invars]
-        union = frozenset().union(*ins) if ins else frozenset()
-        if eqn.primitive.name in _COMPARISONS and "t" in union:
-            found.update(x for x in union if x != "t")
+        union = frozenset().union(*[_union(d) for d in ins]) if ins else frozenset()
+        if eqn.primitive.name in _COMPARISONS:
+            operands = [_union(d) for d in ins]
+            if any("t" in d for d in operands):
+                for d in operands:
+                    found.update(x for x in d if x != "t")
         subs = list(_subjaxprs(eqn))
         outs = None
         for sub in subs:
@@ -539,6 +595,10 @@ def _walk(jaxpr, deps_in: list[frozenset], found: set) -> list[frozenset]:
                     outs = res
             else:  # cond branches, loops: conservatively everything depends on every input
                 _walk(sub, [union] * len(sub.invars), found)
+        if outs is None and not subs:
+            one = _per_element(eqn, ins)
+            if one is not None:
+                outs = [one]
         if outs is None:
             outs = [union] * len(eqn.outvars)
         for v, d in zip(eqn.outvars, outs):

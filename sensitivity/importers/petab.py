@@ -19,8 +19,13 @@ finite time to a steady state, observables evaluated with t = 0); objective prio
 (yet): SBML events, mapping tables, several models.
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
-through one compiled function: the solve is vmapped over the experiments (those with and
-those without preequilibration form two groups). Piecewise inputs of time are exact: the
+through one compiled function: `lax.map` runs the experiments' solves one after another
+(those with and those without preequilibration form two groups), each with its own step
+sizes. Vmapping them in lockstep, with the forward tangents vmapped inside, made the forward
+gradient 2-3.5x slower on Brannmark and Schwen, though the simulation and the adjoint
+1.3-1.7x faster (`benchmarks/petab_solver.py`; `batch = "vmap"` switches). One batching
+for every function: a vmapped solve takes other steps (other kernels, other rounding), and
+nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Piecewise inputs of time are exact: the
 solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
 
 The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
@@ -150,6 +155,9 @@ class PetabProblem:
         self.petab = problem
         self.path = path
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
+        # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
+        self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
+        self.newton_kappa = _NEWTON_KAPPA
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
         if self.model.events:
@@ -342,10 +350,22 @@ class PetabProblem:
         return jnp.asarray(x)
 
     # ------------------------------------------------------------------ simulation
+    def _implicit(self) -> bool:
+        return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
+
+    def _solver(self):
+        """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
+        times the step tolerance (see `_NEWTON_KAPPA`)."""
+        cls = _SOLVERS[self.solver]
+        if issubclass(cls, diffrax.AbstractImplicitSolver):
+            # tolerances from the step-size controller: traced, so one executable serves all
+            return cls(root_finder=diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(kappa=self.newton_kappa))
+        return cls()
+
     def _solve_fn(self, method: str):
         """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
         m = self.model
-        solver = _SOLVERS[self.solver]()
+        solver = self._solver()
         max_steps = self.max_steps
 
         def vf(t, y, args):
@@ -357,13 +377,18 @@ class PetabProblem:
         def adjoint():
             return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
+        save, pid = self.save, self.pid
+
         def segment(pv, y0, a, b, tc, ts, tol):
+            ctrl = _controller(tol, pid)
+            if save == "step":
+                ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, a, b))
             sol = diffrax.diffeqsolve(
                 term, solver, a, b, None, y0, (pv, tc),
                 saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
                 # step onto the save times: the implicit solvers' dense output is only
                 # third order, interpolating would cost more accuracy than the tolerances
-                stepsize_controller=diffrax.ClipStepSizeController(_controller(tol), step_ts=jnp.clip(ts, a, b)),
+                stepsize_controller=ctrl,
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
@@ -392,7 +417,7 @@ class PetabProblem:
     def _steady_fn(self, method: str):
         """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
         m = self.model
-        solver = _SOLVERS[self.solver]()
+        solver = self._solver()
 
         def vf(t, y, args):
             return m.rhs(t, y, args[0], t)
@@ -407,7 +432,7 @@ class PetabProblem:
         def steady(pv, y0, tol, t0=0.0):
             sol = diffrax.diffeqsolve(
                 term, solver, t0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=_controller(tol), event=event,
+                stepsize_controller=_controller(tol, self.pid), event=event,
                 max_steps=self.max_steps,
                 adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
                 throw=False)
@@ -449,16 +474,18 @@ class PetabProblem:
                 ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1
             return ys, pv, ok, steps
 
+        batch = jax.vmap if self.batch == "vmap" else (lambda f: lambda *a: jax.lax.map(lambda z: f(*z), a))
+
         def simulate_all(theta, tol):
             out = []
             for g in groups:
                 sim = tuple(jnp.asarray(a) for a in g["sim"])
                 pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
                 if pre is None:
-                    f = jax.vmap(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
+                    f = batch(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
                     out.append(f(sim, jnp.asarray(g["ts"])))
                 else:
-                    f = jax.vmap(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
+                    f = batch(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
                     out.append(f(sim, pre, jnp.asarray(g["ts"])))
             return out
 
@@ -504,7 +531,8 @@ class PetabProblem:
     def _structure(self) -> tuple:
         """What compiled functions depend on: the files' contents, solver and step budget
         (tolerances and parameter values are arguments)."""
-        return (self._fingerprint, self.solver, self.max_steps)
+        return (self._fingerprint, self.solver, self.max_steps, self.save, self.batch, self.pid,
+                self.newton_kappa)
 
     def _run(self, key, build, x):
         """Compile `build()` once per problem structure and `key` (shared by every
@@ -559,6 +587,7 @@ class PetabProblem:
         """
         from ..ad.cost import Calibration, make_plan
         from .. import calibration_store
+        _IMPLICIT_CALIBRATION = _implicit_calibration()
         if mode not in ("auto", "forward", "adjoint"):
             raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
         x = self._check_x(x)
@@ -569,7 +598,8 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=calibration_store.load() or Calibration(),
+                             calibration=(_IMPLICIT_CALIBRATION if self._implicit()
+                                          else calibration_store.load() or Calibration()),
                              max_steps=self.max_steps)
             mode = plan.mode
         if mode == "adjoint":
@@ -649,13 +679,34 @@ class PetabProblem:
 
 
 _COMPILED: dict = {}
+
+
+def _implicit_calibration():
+    """Cost constants (in simulations) of the gradient modes with an implicit solver, from
+    the PEtab problems here (Kvaerno5, rtol = atol = 1e-8, in one process): a forward
+    gradient cost 2.9 / 1.75 / 2.1 / 1.2 simulations on Boehm (9 inputs) / Elowitz (21) /
+    Brannmark (22) / Schwen (30), the adjoint 4.0 / 3.2 / 4.0 / 1.7: the Newton iterations
+    of the primal dominate, a tangent adds ~0.01-0.2 of a solve. The machine's calibration
+    file (Tsit5 on a neural ODE) would pick the slower adjoint from ~20 inputs on."""
+    from ..ad.cost import Calibration
+    return Calibration(tangent=0.05, record=2.5, cotangent=0.5,
+                       source="PEtab problems with Kvaerno5 (sensitivity/importers/petab.py)")
+# Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2,
+# 94 of Kvaerno5's 458 steps on Boehm are rejected, most (judging by how the count falls
+# with a looser stop) because Newton has not converged within its 10 iterations, and the
+# controller then shrinks the step; at 0.3 (Hairer & Wanner suggest 1e-2 to
+# 1e-1 times the tolerance; the iteration error is still well below the local error
+# tolerance) Boehm takes 236 instead of 458 steps, 0.53x the time, Elowitz 837 instead of
+# 1440, 0.59x, and the states stay within 1e-8 (Boehm) / 1.1e-7 (Elowitz, 6.5e-8 at 1e-2)
+# relative of a solve at rtol = atol = 1e-12.
+_NEWTON_KAPPA = 0.3
 _MAX_COMPILED = 32
 
 
-def _controller(tol):
+def _controller(tol, pid=(0.3, 0.3)):
     """PI step-size control (diffrax's suggestion for stiff problems): a third fewer steps
     than the default I controller on Boehm (450 vs 678) at the same nllh to 1e-8."""
-    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=0.3, icoeff=0.3)
+    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
 
 
 def _fingerprint(path: Path, problem) -> str:
