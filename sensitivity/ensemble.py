@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import compiled
-from .ad import forward
+from .ad import adjoint, forward
 from .ad.objective import loss_function, scalar_objective
 from .errors import InputError, SensitivityError
 from .problem import Problem
@@ -58,7 +58,6 @@ BYTES = 8
 # status codes: 0 and the solver's own codes (diffrax.RESULTS), then the toolkit's
 NON_FINITE = 100  # the solver reported success but a value is NaN or inf
 CHUNK_FAILED = 101  # the chunk holding the sample failed on every try (an executor fault)
-_ROWS_PER_BATCH = 128  # cotangents vmapped together by a reverse Jacobian
 
 
 def status_meanings() -> dict[int, str]:
@@ -103,23 +102,16 @@ class EnsembleSpec:
             f = output_function(p, "forward")
 
             def g(x, values):
-                out, aux, t = forward._push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
-                return out, aux, {"jacobian": jnp.moveaxis(t, 0, -1)}
+                out, aux, J = forward.forward_jacobian(f, x, values)
+                return out, aux, {"jacobian": J}
             return g
         if task == "jacobian":
             f = output_function(p, p.adjoint)
             n_times, n_of = p.times.size, len(p.of)
-            m = n_times * n_of
 
             def g(x, values):
-                out, pullback, aux = jax.vjp(lambda x_: f(x_, values), x, has_aux=True)
-
-                def row(i):
-                    w = jnp.zeros(m, dtype=x.dtype).at[i].set(1.0).reshape(n_times, n_of)
-                    return pullback(w)[0]
-
-                rows = jax.lax.map(row, jnp.arange(m), batch_size=min(m, _ROWS_PER_BATCH))
-                return out, aux, {"jacobian": rows.reshape(n_times, n_of, x.size)}
+                out, aux, J = adjoint.reverse_jacobian(f, x, values, n_times, n_of)
+                return out, aux, {"jacobian": J}
             return g
         obj = scalar_objective(self.objective)
         if mode == "forward":
@@ -220,7 +212,7 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
         from .ad.cost import default_checkpoints
 
         ck = problem.checkpoints or default_checkpoints(None, problem.max_steps)
-        width = min(T * O, _ROWS_PER_BATCH) if task == "jacobian" else 1
+        width = min(T * O, adjoint.ROWS_PER_BATCH) if task == "jacobian" else 1
         work = (ck + width) * 8 * S + width * n
     return int(2 * BYTES * (results + solve + work))
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
-from .ad.forward import _push
+from .ad.forward import forward_jacobian
 from .problem import Problem
 from .results import JacobianResult
 from .solve import Trajectory, run_checked, states_and_outputs_function, values_of, x0_of
@@ -37,8 +36,8 @@ def trajectory_and_jacobian(problem: Problem, mode: str = "auto", **plan_options
 
     def build():
         def h(x, values):
-            out, (aux, ys), t = _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
-            return out, aux, ys, jnp.moveaxis(t, 0, -1)
+            out, (aux, ys), J = forward_jacobian(f, x, values)
+            return out, aux, ys, J
         return h
 
     (ys, J), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),

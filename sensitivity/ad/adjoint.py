@@ -59,24 +59,31 @@ def vjp_batch(problem: Problem, W, variant: str | None = None) -> tuple[np.ndarr
     return np.asarray(rows), info
 
 
+def reverse_jacobian(f: Callable, x, values, n_times: int, n_of: int):
+    """(outputs, aux, J (n_times, n_of, n_inputs)) of an output map f(x, values) ->
+    (outputs, aux), traced: m = n_times * n_of backward sweeps over one forward solve,
+    vmapped in batches of ROWS_PER_BATCH cotangents."""
+    m = n_times * n_of
+    out, pullback, aux = jax.vjp(lambda x_: f(x_, values), x, has_aux=True)
+
+    def row(i):
+        w = jnp.zeros(m, dtype=x.dtype).at[i].set(1.0).reshape(n_times, n_of)
+        return pullback(w)[0]
+
+    rows = jax.lax.map(row, jnp.arange(m), batch_size=min(m, ROWS_PER_BATCH))
+    return out, aux, rows.reshape(n_times, n_of, x.size)
+
+
 def jacobian(problem: Problem, variant: str | None = None) -> tuple[np.ndarray, dict]:
     """The full Jacobian by m = n_times * n_of backward sweeps (vmapped in batches over one
     shared forward solve), shape (n_times, n_of, n_inputs)."""
     method = _method(problem, variant)
     f = output_function(problem, method)
     n_times, n_of = problem.times.size, len(problem.of)
-    m = n_times * n_of
 
     def build():
         def g(x, values):
-            out, pullback, aux = jax.vjp(lambda x_: f(x_, values), x, has_aux=True)
-
-            def row(i):
-                w = jnp.zeros(m, dtype=x.dtype).at[i].set(1.0).reshape(n_times, n_of)
-                return pullback(w)[0]
-
-            rows = jax.lax.map(row, jnp.arange(m), batch_size=min(m, ROWS_PER_BATCH))
-            return out, aux, rows.reshape(n_times, n_of, x.size)
+            return reverse_jacobian(f, x, values, n_times, n_of)
         return g
 
     (J,), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),

@@ -57,6 +57,13 @@ def jvp_batch(problem: Problem, V) -> tuple[np.ndarray, dict]:
     return np.asarray(t), info
 
 
+def forward_jacobian(f: Callable, x, values):
+    """(outputs, aux, J (..., n_inputs)) of f(x, values) -> (outputs, aux), traced: all n
+    input tangents in one vectorised sweep, the input axis last."""
+    out, aux, t = _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
+    return out, aux, jnp.moveaxis(t, 0, -1)
+
+
 def jacobian(problem: Problem) -> tuple[np.ndarray, dict]:
     """The full Jacobian d outputs / d inputs, shape (n_times, n_of, n_inputs), all n
     tangents vectorised in one forward sweep."""
@@ -64,8 +71,7 @@ def jacobian(problem: Problem) -> tuple[np.ndarray, dict]:
 
     def build():
         def g(x, values):
-            out, aux, t = _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
-            return out, aux, jnp.moveaxis(t, 0, -1)
+            return forward_jacobian(f, x, values)
         return g
 
     (J,), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
