@@ -14,12 +14,11 @@ n = 2N = 100 states.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "brusselator_1d"
 DEFAULTS = {"A": 1.0, "B": 3.0, "alpha": 0.02}

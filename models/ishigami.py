@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "ishigami"
 DEFAULTS = {"x1": 0.5, "x2": 0.5, "x3": 0.5, "a": 7.0, "b": 0.1}

@@ -18,9 +18,8 @@ C(t) = sum over doses with t_i <= t of D_i ka / (V (ka - k)) (exp(-k (t - t_i)) 
 from __future__ import annotations
 
 import sensitivity as sens
-import jax.numpy as jnp
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "pk_one_compartment_oral"
 DEFAULTS = {"ka": 1.57, "CL": 2.8, "V": 32.0}

@@ -14,11 +14,10 @@ Time in days.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 
 import sensitivity as sens
 
-from ._common import merge_defaults
+from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use
 
 NAME = "seir_intervention"
 DEFAULTS = {"beta0": 2.2 / 2.3, "beta1": 1.1 / 2.3, "sigma": 1.0 / 5.2, "gamma": 1.0 / 2.3,

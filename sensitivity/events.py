@@ -636,8 +636,13 @@ def warn_undeclared(problem) -> None:
         compared = _WARNED.get(key)
     except TypeError:
         compared = None
-    if compared is None:
-        compared = time_compared_parameters(problem.model)
+    if compared is None:  # remembered across processes: `sensitivity validate` need not import JAX
+        from . import check_store
+
+        digest, stored = check_store.recall(problem.model, "time_compared")
+        compared = set(stored) if isinstance(stored, list) else time_compared_parameters(problem.model)
+        if stored is None:
+            check_store.record(digest, "time_compared", sorted(compared))
         try:
             _WARNED[key] = compared
         except TypeError:

@@ -23,12 +23,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from . import check_store
 from .blame import describe_function, first_line as _first_line, user_frame, where
 from .errors import ModelError, did_you_mean, list_names
+from .lazy import LazyModule
+
+# imported on first use: a model that passed in an earlier process (`check_store`) is not
+# evaluated again, and `sensitivity validate` then does not import JAX at all
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
 
 _CHECKED: set = set()  # structure keys of models already checked (a model built twice is checked once)
 
@@ -185,6 +190,11 @@ def check_model(model) -> None:
     key = _key(model)
     if key is not None and key in _CHECKED:
         return
+    digest, passed = check_store.recall(model, "passed")
+    if passed:  # in an earlier process
+        if key is not None:
+            _CHECKED.add(key)
+        return
     args = _abstract_args(model)
     n = model.n_states
     _check_signature(model, "rhs", model.rhs)
@@ -206,6 +216,7 @@ def check_model(model) -> None:
                       expected="a scalar, shape () (e.g. y[0] / p['V'], not y[0:1])")
     if key is not None:
         _CHECKED.add(key)
+    check_store.record(digest, "passed", True)
 
 
 def _check_result(model, what, fn, out, described, size, expected) -> None:
