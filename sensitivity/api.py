@@ -7,6 +7,7 @@ chosen AD routine and attaches the plan to the result.
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from dataclasses import replace
 from typing import Callable
@@ -106,13 +107,17 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
 
 _PLANS: dict = {}
 _CALIBRATION: dict = {}
+_CALIBRATION_PATHS: dict = {}
 
 
 def _stored_calibration() -> Calibration | None:
     """`calibration_store.load()`, read again only when the file changes."""
-    where = calibration_store.path()
+    env = (os.environ.get("SENSITIVITY_CALIBRATION"), os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    where = _CALIBRATION_PATHS.get(env)
+    if where is None:  # building the path costs more than the stat below: once per environment
+        where = _CALIBRATION_PATHS[env] = calibration_store.path()
     try:
-        stamp = where.stat().st_mtime_ns
+        stamp = os.stat(where).st_mtime_ns
     except OSError:
         stamp = None
     key = (str(where), stamp)

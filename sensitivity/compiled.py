@@ -25,6 +25,11 @@ _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
 _MAX_ENTRIES = 64  # each executable holds memory mappings; a process has ~65k
 
 
+def signature(args) -> tuple:
+    """The argument structure, shapes and dtypes a compiled function is specific to."""
+    return _signature(args)
+
+
 def _signature(args) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return treedef, tuple([(getattr(a, "shape", ()), getattr(a, "dtype", type(a))) for a in leaves])
@@ -37,11 +42,13 @@ def compiled(key: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Ca
     return exe, seconds
 
 
-def compiled_with_meta(key: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Callable, float, dict]:
+def compiled_with_meta(key: tuple, build: Callable[[], Callable], args: tuple,
+                       signature: tuple | None = None) -> tuple[Callable, float, dict]:
     """As `compiled`, with the metadata the traced function left in its `meta` dict attribute
     (if any) while it was traced. A miss first looks in the store of traced programs
-    (`export_store`): a warm process then compiles (from JAX's disk cache) without tracing."""
-    full = (key, _signature(args))
+    (`export_store`): a warm process then compiles (from JAX's disk cache) without tracing.
+    `signature`: `signature(args)` if the caller already has it (it costs a few us a call)."""
+    full = (key, signature or _signature(args))
     hit = _CACHE.get(full)
     if hit is not None:
         _CACHE.move_to_end(full)
@@ -106,9 +113,10 @@ def run(key: tuple, build: Callable[[], Callable], args: tuple) -> tuple[object,
     return out, timings
 
 
-def run_with_meta(key: tuple, build: Callable[[], Callable], args: tuple) -> tuple[object, dict, dict]:
+def run_with_meta(key: tuple, build: Callable[[], Callable], args: tuple,
+                  signature: tuple | None = None) -> tuple[object, dict, dict]:
     """As `run`, with the traced function's metadata (see `compiled_with_meta`)."""
-    exe, compile_s, meta = compiled_with_meta(key, build, args)
+    exe, compile_s, meta = compiled_with_meta(key, build, args, signature)
     start = time.perf_counter()
     out = jax.block_until_ready(exe(*args))
     return out, {"compile": compile_s, "run": time.perf_counter() - start}, meta

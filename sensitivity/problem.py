@@ -285,7 +285,9 @@ class Problem:
     # ------------------------------------------------------------------ shapes and names
     @property
     def input_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.wrt)
+        if "_memo" not in self.__dict__:  # during __init__
+            return tuple(r.name for r in self.wrt)
+        return self.memo("input_names", lambda: tuple(r.name for r in self.wrt))  # once: a call reads it
 
     @property
     def n_inputs(self) -> int:

@@ -285,8 +285,12 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
     solver statistics and timings."""
     key = dict(key, solver_used=solver_name(problem))  # "auto" resolves per problem's values
+    signature = None
+    if len(args) == 2 and args[0] is x0_of(problem) and args[1] is values_of(problem):
+        # the problem's own device values: their signature is computed once per problem
+        signature = problem.memo("values_signature", lambda: compiled.signature(args))
     (status, outputs, *results), timings, meta = compiled.run_with_meta(
-        problem.structure_key(**key), lambda: _with_status(build), args)
+        problem.structure_key(**key), lambda: _with_status(build), args, signature)
     status = np.asarray(status)  # the one value fetched to check: [ok, result, statistics...]
     stats = dict(zip(meta["stats"], status[2:].tolist()))
     if status[0]:
