@@ -16,6 +16,15 @@ tolerances, save times, max_steps and adjoint, called on arrays already on the d
 - Neural ODE (8 states, 1096 weights, 100 save times in [0, 5], Tsit5, 1e-6): simulate
   and the adjoint gradient with respect to every weight.
 
+With --sync-dispatch both sides run with JAX's `jax_cpu_enable_async_dispatch=False`
+(every CPU program on the calling thread): XLA's CPU client otherwise runs a program on a
+worker thread unless its cost analysis counts fewer than 1000 flops. The hand-written
+solve, with its save times compiled in as constants, stays under that count and runs inline;
+the toolkit's, with the save times, t0 and tolerances passed as arrays (so new values do not
+recompile), does not, and pays a thread hand-off per call. The option shows what that
+hand-off costs, and what running bigger programs (Jacobians, gradients) on the calling
+thread costs them; it writes overhead_sync[_quick].md and .png.
+
 Prints the table and writes benchmarks/results/overhead.md and overhead.png.
 """
 
@@ -125,7 +134,11 @@ def interleaved(toolkit, baseline, calls: int) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few calls, small problems (a smoke test)")
+    ap.add_argument("--sync-dispatch", action="store_true",
+                    help="run every CPU program on the calling thread (jax_cpu_enable_async_dispatch=False)")
     args = ap.parse_args(argv)
+    if args.sync_dispatch:  # before the first JAX operation creates the CPU client
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     calls = 10 if args.quick else 200
     cases = lv_cases(100 if args.quick else 1000) + neural_cases(20 if args.quick else 100)
     rows = []
@@ -150,15 +163,16 @@ def main(argv=None) -> int:
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("toolkit / hand-written (median per call)")
-    ax.set_title("Per-call overhead" + (" (quick)" if args.quick else ""))
+    ax.set_title("Per-call overhead" + (" (quick)" if args.quick else "")
+                 + (", synchronous dispatch" if args.sync_dispatch else ""))
     ax.legend(loc="lower right")
     fig.tight_layout()
     RESULTS.mkdir(exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_sync" if args.sync_dispatch else "") + ("_quick" if args.quick else "")
     fig.savefig(RESULTS / f"overhead{suffix}.png", dpi=120)
     (RESULTS / f"overhead{suffix}.md").write_text(
         f"# Per-call overhead against hand-written diffrax\n\nWritten by `python benchmarks/overhead.py"
-        f"{' --quick' if args.quick else ''}` on {date.today().isoformat()}: medians of {calls} "
+        f"{' --quick' if args.quick else ''}{' --sync-dispatch' if args.sync_dispatch else ''}` on {date.today().isoformat()}: medians of {calls} "
         f"interleaved calls after compiling.\n\n{text}\n\n![ratios](overhead{suffix}.png)\n")
     return 0
 
