@@ -162,8 +162,9 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
             saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
             max_steps=steps, adjoint=_adjoint(problem, method, solver, controller), throw=False,
         )
+        # diffrax counts num_steps = accepted + rejected; returning all three would keep one
+        # more counter (an XLA kernel) in every solver step: accepted is derived on the host
         aux = {"result": sol.result, "num_steps": sol.stats["num_steps"],
-               "num_accepted_steps": sol.stats["num_accepted_steps"],
                "num_rejected_steps": sol.stats["num_rejected_steps"]}
         return sol.ys, aux
 
@@ -254,7 +255,16 @@ class Trajectory:
 
 
 def solver_stats(aux: dict) -> dict:
-    return {k: int(np.asarray(v)) for k, v in aux.items() if k != "result"}
+    return with_accepted({k: int(np.asarray(v)) for k, v in aux.items() if k != "result"})
+
+
+def with_accepted(stats: dict) -> dict:
+    """`stats` with num_accepted_steps = num_steps - num_rejected_steps when it is missing
+    (a plain solve returns only the two; every diffrax step is accepted or rejected)."""
+    if "num_accepted_steps" not in stats and "num_steps" in stats and "num_rejected_steps" in stats:
+        stats = dict(stats, num_accepted_steps=stats["num_steps"] - stats["num_rejected_steps"])
+        stats = dict(sorted(stats.items()))
+    return stats
 
 
 def simulate(problem: Problem) -> Trajectory:
@@ -292,7 +302,7 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
     (status, outputs, *results), timings, meta = compiled.run_with_meta(
         problem.structure_key(**key), lambda: _with_status(build), args, signature)
     status = np.asarray(status)  # the one value fetched to check: [ok, result, statistics...]
-    stats = dict(zip(meta["stats"], status[2:].tolist()))
+    stats = with_accepted(dict(zip(meta["stats"], status[2:].tolist())))
     if status[0]:
         return results, {"stats": stats, "timings": timings, "outputs": np.asarray(outputs)}
     aux = dict(stats, result=_result_item(int(status[1])))

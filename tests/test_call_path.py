@@ -42,3 +42,22 @@ def test_a_new_problem_of_the_same_structure_reuses_the_program(prob):
                                      parameters=dict(other.parameters)))
     np.testing.assert_array_equal(tr.states, ref.states)
     assert not np.allclose(tr.states, sens.simulate(prob).states)  # the new value took effect
+
+
+def test_step_counts_match_diffrax_with_accepted_derived_on_the_host(prob):
+    """The compiled solve returns num_steps and num_rejected_steps only (one counter less in
+    every solver step); num_accepted_steps = num_steps - num_rejected_steps must equal what
+    diffrax itself counts for the same solve."""
+    import diffrax
+    import jax.numpy as jnp
+
+    tr = sens.simulate(prob)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(prob.model.rhs), diffrax.Tsit5(), prob.t0, float(prob.times[-1]), None,
+        jnp.asarray(prob.y0), {k: jnp.asarray(v) for k, v in prob.parameters.items()},
+        saveat=diffrax.SaveAt(ts=jnp.asarray(prob.times)),
+        stepsize_controller=diffrax.PIDController(rtol=prob.rtol, atol=prob.atol), max_steps=prob.max_steps)
+    expected = {k: int(v) for k, v in sol.stats.items()
+                if k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+    assert tr.stats == expected
+    assert expected["num_rejected_steps"] > 0  # else accepted = steps would be a weaker check
