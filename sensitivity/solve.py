@@ -195,9 +195,12 @@ def observe_function(problem: Problem) -> Callable:
     return observe
 
 
-def states_and_outputs_function(problem: Problem, method: str, max_steps: int | None = None) -> Callable:
-    """f(x, values) -> (states (n_times, n_states), outputs (n_times, n_of), aux)."""
-    assemble = assemble_function(problem)
+def states_and_outputs_function(problem: Problem, method: str, max_steps: int | None = None,
+                                assemble_inputs: bool = True) -> Callable:
+    """f(x, values) -> (states (n_times, n_states), outputs (n_times, n_of), aux).
+    assemble_inputs=False: x is the problem's own x0, whose values `values` already holds
+    (a plain simulation): it is not written into the parameters again."""
+    assemble = assemble_function(problem) if assemble_inputs else (lambda x, params, y0: (params, y0))
     solve = solve_function(problem, method, max_steps)
     observe = observe_function(problem)
 
@@ -275,8 +278,8 @@ def simulate(problem: Problem) -> Trajectory:
     """
     same = problem.of == problem.model.states  # outputs are the states: return them once
 
-    def build():
-        g = states_and_outputs_function(problem, "checkpoint")
+    def build():  # x below is x0, already in the values: no input assembly in the program
+        g = states_and_outputs_function(problem, "checkpoint", assemble_inputs=False)
 
         def f(x, values):
             ys, outputs, aux = g(x, values)
