@@ -230,6 +230,8 @@ class SBMLModel:
     breakpoints: Callable
     source: str = ""
     events: tuple = ()
+    event_meta: tuple = ()
+    event_times: Callable | None = None
     _ode: dict = field(default_factory=dict)
 
     @property
@@ -382,6 +384,12 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
     rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
     init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments()}
+    # parameters changed by event assignments are states with zero rate (piecewise constant)
+    event_targets = {ea.getVariable() for ev in model.getListOfEvents() for ea in ev.getListOfEventAssignments()}
+    for comp in model.getListOfCompartments():
+        if comp.getId() in event_targets:
+            raise ModelError(f"SBML compartment '{comp.getId()}' is assigned by an event: compartment sizes "
+                             "changed by events are not supported")
 
     # ---- compartments and parameters
     params: list[str] = []
@@ -409,7 +417,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
         pid = par.getId()
         val = value_or_nan(par, par.isSetValue, par.getValue)
         _classify(pid, val, assignment, rate_rules, init_assign, conv, params, values, rules,
-                  states, rates, init, "parameter")
+                  states, rates, init, "parameter", event_target=pid in event_targets)
     compartments_varying = {c for c in comp_size if c in rates or c in assignment}
 
     # ---- local parameters: renamed reaction_local
@@ -501,9 +509,11 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     rules = _topological(rules)
 
     # ---- events: trigger g(t, y, p) crossing zero, assignments to states
-    events = []
+    events, event_meta = [], []
     for ev in model.getListOfEvents():
-        events.append(_event(ev, conv, states, rules))
+        name, g, direction, assigns, meta = _event(ev, conv, states, rules)
+        events.append((name, g, direction, assigns))
+        event_meta.append(meta)
 
     # ---- time conditions of piecewise functions -> breakpoints, conditions see TC
     state_syms = {sym(s) for s in states}
@@ -522,16 +532,23 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if bad_p:
         raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
 
-    rhs, initial, rule_values, bps, ev_fns = _compile(mid, states, params, rules, rates, init_full,
-                                                      breakpoints, events)
+    rhs, initial, rule_values, bps, ev_fns, ev_times = _compile(
+        mid, states, params, rules, rates, init_full, breakpoints, events,
+        [meta["time"] for meta in event_meta])
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
-                     events=tuple(ev_fns))
+                     events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times)
 
 
 def _event(ev, conv, states, rules):
-    """One SBML event -> (name, g, direction, {state: value expr}); ModelError naming what
-    the event machinery cannot represent."""
+    """One SBML event -> (name, g, direction, {state: value expr}, meta); ModelError naming
+    what the event machinery cannot represent.
+
+    The trigger `a > b` (or >=) fires where g = a - b crosses zero upwards, `a < b` (<=)
+    downwards. meta: {"name", "direction", "initial_value" (the trigger's initialValue: False
+    means a trigger already true at the start fires there), "time": T(p) when the trigger is
+    `time >= T` / `time > T` with T free of states and rule variables that change (a time
+    event: the solve can be cut at T), else None}."""
     name = ev.getId() or ev.getName() or "?"
     where = f"SBML event '{name}'"
     if ev.isSetDelay():
@@ -551,19 +568,32 @@ def _event(ev, conv, states, rules):
     for ea in ev.getListOfEventAssignments():
         var = ea.getVariable()
         if var not in states:
-            raise ModelError(f"{where}: assigns to '{var}', which is not a state (species or rate-rule "
-                             "variable); event assignments to parameters are not supported")
+            raise ModelError(f"{where}: assigns to '{var}', which is not a species, parameter or "
+                             "rate-rule variable (assignment-rule variables cannot be assigned)")
         assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
-    return name, g, (1 if up else -1), assigns
+    # a time event: g = a t + b with a a positive number and b free of states / rule variables
+    t_event = None
+    state_syms = {sp.Symbol(s_, real=True) for s_ in states} | {sp.Symbol(r, real=True) for r in rules}
+    d = sp.expand(g if up else -g)
+    a, b = d.coeff(T, 1), d.coeff(T, 0)
+    if (a.is_number and a > 0 and sp.expand(a * T + b - d) == 0 and not b.has(T)
+            and not (b.free_symbols & state_syms)):
+        t_event = sp.simplify(-b / a)
+    initial_value = bool(trig.getInitialValue()) if trig.isSetInitialValue() else True
+    meta = {"name": name, "direction": 1 if up else -1, "initial_value": initial_value, "time": t_event}
+    return name, g, (1 if up else -1), assigns, meta
 
 
 def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
-              states, rates, init, kind):
-    """Place a parameter or compartment: a rule variable, a state (rate rule), a derived
-    constant (initial assignment) or a free parameter."""
+              states, rates, init, kind, event_target=False):
+    """Place a parameter or compartment: a rule variable, a state (rate rule, or a parameter
+    assigned by an event: zero rate), a derived constant (initial assignment) or a free
+    parameter."""
     if name in assignment:
+        if event_target:
+            raise ModelError(f"SBML {kind} '{name}' has an assignment rule and is assigned by an event")
         rules[name] = conv(assignment[name].getMath(), f"assignmentRule for {kind} '{name}'")
-    elif name in rate_rules:
+    elif name in rate_rules or event_target:
         states.append(name)
         rates[name] = sp.Integer(0)  # filled in later
         init[name] = (conv(init_assign[name].getMath(), f"initialAssignment for '{name}'")
@@ -692,7 +722,7 @@ def expression_source(expr, names, printer=None) -> str:
     return printer.doprint(e).replace("jax.numpy.", "jnp.")
 
 
-def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=()):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
@@ -723,6 +753,13 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
         new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
                for i, s_ in enumerate(states)]
         lines.append("    return jnp.stack([" + ", ".join(new) + "])")
+    lines += ["", "def event_times(p):"] + unpack_p
+    if events:
+        lines.append("    return jnp.stack([" + ", ".join(
+            "jnp.asarray(jnp.inf)" if te is None else f"jnp.asarray({src(te)}, dtype=jnp.float64) + 0.0 * jnp.sum(p)"
+            for te in event_times) + "])")
+    else:
+        lines.append("    return jnp.zeros((0,))")
     code = "\n".join(lines)
     namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np}
     try:
@@ -731,4 +768,5 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
         raise ModelError(f"SBML model '{mid}': generated code does not compile ({exc})") from None
     ev_fns = [(name, namespace[f"event_condition_{k}"], namespace[f"event_reset_{k}"], direction)
               for k, (name, _, direction, _) in enumerate(events)]
-    return namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns
+    return (namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns,
+            namespace["event_times"])

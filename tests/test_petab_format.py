@@ -1,0 +1,181 @@
+"""PEtab format features on problems written here, against closed forms: SBML events in a
+PEtab problem (a time event at an estimated time, a state event assigning a parameter, a
+trigger already true at t = 0 with initialValue false / true), a mapping table, NaN in the
+condition table (keep the model's value), and an optional run over the PEtab test suite's
+cases when the `petabtests` package is installed."""
+
+import math
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import libsbml
+import numpy as np
+import pytest
+
+import sensitivity as sens
+
+PARAMS = [  # id, scale, lower, upper, nominal, estimate
+    ("k_fast", "log10", 0.01, 10, 0.7, 1),   # mapped to the model's k (mapping table)
+    ("k_slow", "lin", 0.0, 5, 0.3, 1),
+    ("t_dose", "lin", 1.5, 4, 2.0, 1),
+    ("dose", "log", 0.1, 10, 1.5, 1),
+    ("a0_c1", "lin", 1.1, 10, 2.0, 1),
+]
+MEAS = [  # observable, condition, time, measurement
+    ("obs_A", "c1", 0.0, 2.1), ("obs_A", "c1", 0.5, 1.3), ("obs_A", "c1", 1.5, 0.9),
+    ("obs_A", "c1", 2.0, 2.3),   # at the dose time: the state after the event
+    ("obs_A", "c1", 3.0, 1.6), ("obs_A", "c1", 5.0, 0.9),
+    ("obs_B", "c1", 1.0, 4.2), ("obs_A", "c2", 1.0, 1.5), ("obs_A", "c2", 4.0, 0.8),
+    ("obs_B", "c2", 2.0, 5.8),
+]
+
+
+def _sbml(path):
+    """A' = -k A; k switches to k_slow when A falls below 1 (a state event on a parameter);
+    A jumps by `dose` at t = t_dose (a time event); B = 2 A(0) from t = 0 (trigger A > 0 true at
+    the start, initialValue false); a twin with initialValue true never fires."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("ev")
+    c = m.createCompartment()
+    c.setId("c"), c.setSize(1.0), c.setConstant(True)
+    for sid, x0 in (("A", 2.0), ("B", 0.0)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("c"), s.setInitialConcentration(x0)
+        s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
+    for pid, v, const in (("k", 0.7, False), ("k_slow", 0.3, True), ("t_dose", 2.0, True), ("dose", 1.5, True)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(const)
+    r = m.createReaction()
+    r.setId("decay"), r.setReversible(False), r.setFast(False)
+    x = r.createReactant()
+    x.setSpecies("A"), x.setStoichiometry(1), x.setConstant(True)
+    r.createKineticLaw().setMath(libsbml.parseL3Formula("c * k * A"))
+
+    def event(eid, trigger, assigns, initial_value=True):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula(trigger)), tr.setInitialValue(initial_value), tr.setPersistent(True)
+        for var, formula in assigns:
+            ea = ev.createEventAssignment()
+            ea.setVariable(var), ea.setMath(libsbml.parseL3Formula(formula))
+
+    event("slow_down", "A < 1", [("k", "k_slow")])
+    event("dosing", "time >= t_dose", [("A", "A + dose")])
+    event("label", "A > 0", [("B", "2 * A")], initial_value=False)
+    event("never", "A > 0", [("B", "100")], initial_value=True)
+    libsbml.writeSBMLToFile(doc, str(path))
+
+
+def _write_problem(d: Path):
+    _sbml(d / "model.xml")
+    # c1: A from an estimated parameter, B NaN (the model's 0); c2: A = 3, B NaN
+    (d / "conditions.tsv").write_text("conditionId\tA\tB\nc1\ta0_c1\tNaN\nc2\t3.0\t\n")
+    (d / "observables.tsv").write_text(textwrap.dedent("""\
+        observableId\tobservableFormula\tnoiseFormula
+        obs_A\tA\t0.1
+        obs_B\tB\t0.2
+        """))
+    rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
+    rows += ["\t".join(str(v) for v in r) for r in MEAS]
+    (d / "measurements.tsv").write_text("\n".join(rows) + "\n")
+    prow = ["parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\testimate"]
+    prow += ["\t".join(str(v) for v in r) for r in PARAMS]
+    (d / "parameters.tsv").write_text("\n".join(prow) + "\n")
+    (d / "mapping.tsv").write_text("petabEntityId\tmodelEntityId\nk_fast\tk\n")
+    (d / "problem.yaml").write_text(textwrap.dedent("""\
+        format_version: 1
+        parameter_file: parameters.tsv
+        problems:
+        - condition_files: [conditions.tsv]
+          measurement_files: [measurements.tsv]
+          observable_files: [observables.tsv]
+          mapping_files: [mapping.tsv]
+          sbml_files: [model.xml]
+        """))
+    return d / "problem.yaml"
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory):
+    path = _write_problem(tmp_path_factory.mktemp("petab_events"))
+    return sens.petab.load(path, rtol=1e-10, atol=1e-10)
+
+
+def _a_of(t, a0, k1, k2, T, d):
+    """A(t): decay at k1 until A = 1 (t* = ln(a0) / k1), then at k2; + d at T (> t*)."""
+    t_star = jnp.log(a0) / k1
+    before_dose = jnp.where(t < t_star, a0 * jnp.exp(-k1 * t), jnp.exp(-k2 * (t - t_star)))
+    after_dose = (jnp.exp(-k2 * (T - t_star)) + d) * jnp.exp(-k2 * (t - T))
+    return jnp.where(t < T, before_dose, after_dose)
+
+
+def closed_form_nllh(x):
+    k1, k2, T, d, a0_c1 = 10 ** x[0], x[1], x[2], jnp.exp(x[3]), x[4]
+    out = 0.0
+    for obs, cond, t, meas in MEAS:
+        a0 = a0_c1 if cond == "c1" else 3.0
+        if obs == "obs_A":
+            y, sigma = _a_of(t, a0, k1, k2, T, d), 0.1
+        else:
+            y, sigma = 2 * a0, 0.2   # B set at t = 0 by the initialValue-false event only
+        out += 0.5 * jnp.log(2 * math.pi * sigma ** 2) + 0.5 * ((y - meas) / sigma) ** 2
+    return out
+
+
+def test_events_mapping_and_nan_overrides_match_the_closed_form(problem):
+    assert problem.x_names == ("k_fast", "k_slow", "t_dose", "dose", "a0_c1")
+    x = problem.x_nominal
+    assert 1.0 < 2.0 * np.exp(-0.7 * 2.0) + 1.5  # the dose lifts A above 1 again (a second crossing)
+    np.testing.assert_allclose(problem.nllh(x), float(closed_form_nllh(jnp.asarray(x))), rtol=1e-7)
+    sim = problem.simulate(x)
+    row = sim[(sim.simulationConditionId == "c1") & (sim.time == 2.0)]
+    np.testing.assert_allclose(row.simulation, float(_a_of(2.0, 2.0, 0.7, 0.3, 2.0, 1.5)), rtol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["forward", "adjoint"])
+def test_event_gradients_match_the_closed_form(problem, mode):
+    # the event times move with k_fast, a0 (state event) and t_dose (time event)
+    x = problem.x_nominal + np.array([0.05, -0.02, 0.1, 0.1, 0.2])
+    g = problem.gradient(x, mode=mode)
+    ref = np.asarray(jax.grad(closed_form_nllh)(jnp.asarray(x)))
+    np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_events_with_preequilibration_are_refused(tmp_path):
+    path = _write_problem(tmp_path)
+    meas = (tmp_path / "measurements.tsv").read_text().splitlines()
+    meas[0] += "\tpreequilibrationConditionId"
+    meas[1:] = [r + "\tc2" for r in meas[1:]]
+    (tmp_path / "measurements.tsv").write_text("\n".join(meas) + "\n")
+    with pytest.raises(sens.ModelError, match="events during preequilibration"):
+        sens.petab.load(tmp_path / "problem.yaml")
+
+
+def test_bad_mapping_is_an_input_error(tmp_path):
+    path = _write_problem(tmp_path)
+    (tmp_path / "mapping.tsv").write_text("petabEntityId\tmodelEntityId\nk_fast\tnot_there\n")
+    with pytest.raises(sens.InputError, match="modelEntityId 'not_there'"):
+        sens.petab.load(path, validate=False)
+
+
+# ---------------------------------------------------------------- the PEtab test suite
+def _suite_cases():
+    try:
+        import petabtests
+    except ImportError:
+        return []
+    root = Path(petabtests.__file__).parent / "cases" / "v1.0.0" / "sbml"
+    return sorted(p for p in root.glob("0*") if (p / f"_{p.name}_solution.yaml").is_file())
+
+
+@pytest.mark.skipif(not _suite_cases(), reason="the petabtests package (PEtab test suite) is not installed")
+@pytest.mark.parametrize("case", _suite_cases(), ids=lambda p: p.name)
+def test_petab_test_suite_case(case):
+    import yaml
+    sol = yaml.safe_load((case / f"_{case.name}_solution.yaml").read_text())
+    prob = sens.petab.load(case / f"_{case.name}.yaml", rtol=1e-10, atol=1e-10)
+    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol.get("tol_llh", 1e-3))
