@@ -15,8 +15,11 @@ time-point-specific); observable and noise formulas; normal and Laplace noise; l
 log10 observable transformations; parameters on lin / log / log10 scale, fixed or
 estimated, with bounds; steady-state measurements (`time = inf`: simulated on from the last
 finite time to a steady state, observables evaluated with t = 0); objective priors
-(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods). Not
-(yet): SBML events, mapping tables, several models.
+(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods); SBML
+events (`petab_events`: time events cut the solve at their times, state events by root
+finding; not with preequilibration or steady-state measurements); mapping tables (PEtab ids
+as aliases of model entities); a parameter-table entry for a parameter that events change
+(a state) sets its initial value. Not: several models (InputError).
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another

@@ -11,11 +11,13 @@ assignment rules, rate rules, initial assignments (the initial state is a functi
 the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
 avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
 fast reactions, variable compartments holding species, stoichiometries changed by rules,
-delayed or prioritised events, compound triggers, event assignments to parameters.
-Events (a trigger `a > b` or `a < b` and assignments to states) become `sensitivity.Event`s
+delayed or prioritised events, compound triggers, event assignments to compartments.
+Events (a trigger `a > b` or `a < b` and assignments to species and parameters; a parameter
+that an event assigns becomes a state with zero rate) become `sensitivity.Event`s
 of the ODEModel (root finding on a - b, direction from the comparison, the assignments as
-the reset); parameters that are switching times of piecewise functions become the
-ODEModel's breakpoints.
+the reset); `SBMLModel.event_meta` keeps each trigger's initialValue and, for triggers
+`time >= T(p)`, the event time T (the PEtab importer cuts its solve there); parameters that
+are switching times of piecewise functions become the ODEModel's breakpoints.
 
 Maths: libsbml AST -> sympy -> Python source over `jax.numpy`, compiled once per file
 (keyed by path and content, so two loads share functions and compiled code).
