@@ -1,7 +1,7 @@
 """PEtab format features on problems written here, against closed forms: SBML events in a
 PEtab problem (a time event at an estimated time, a state event assigning a parameter, a
 trigger already true at t = 0 with initialValue false / true), a mapping table, NaN in the
-condition table (keep the model's value), and an optional run over the PEtab test suite's
+condition table (keep the model's value), a noise formula of a state, and an optional run over the PEtab test suite's
 cases when the `petabtests` package is installed."""
 
 import math
@@ -77,7 +77,7 @@ def _write_problem(d: Path):
     (d / "observables.tsv").write_text(textwrap.dedent("""\
         observableId\tobservableFormula\tnoiseFormula
         obs_A\tA\t0.1
-        obs_B\tB\t0.2
+        obs_B\tB\t0.1 + 0.05 * B
         """))
     rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
     rows += ["\t".join(str(v) for v in r) for r in MEAS]
@@ -121,7 +121,8 @@ def closed_form_nllh(x):
         if obs == "obs_A":
             y, sigma = _a_of(t, a0, k1, k2, T, d), 0.1
         else:
-            y, sigma = 2 * a0, 0.2   # B set at t = 0 by the initialValue-false event only
+            y = 2 * a0   # B set at t = 0 by the initialValue-false event only
+            sigma = 0.1 + 0.05 * y   # a noise formula of the model's state
         out += 0.5 * jnp.log(2 * math.pi * sigma ** 2) + 0.5 * ((y - meas) / sigma) ** 2
     return out
 
@@ -179,3 +180,47 @@ def test_petab_test_suite_case(case):
     sol = yaml.safe_load((case / f"_{case.name}_solution.yaml").read_text())
     prob = sens.petab.load(case / f"_{case.name}.yaml", rtol=1e-10, atol=1e-10)
     assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol.get("tol_llh", 1e-3))
+
+
+# ---------------------------------------------------------------- variable compartments
+def test_species_in_a_growing_compartment_follow_the_closed_form(tmp_path):
+    """V' = g (rate rule), X (a concentration) decays by k V X (amount/time), Y (an amount,
+    hasOnlySubstanceUnits) by k2 Y; an event at t = 1 sets the concentration X = 5. Amount
+    n = [X] V: n(t) = n0 e^{-k t}, n(1+) = 5 V(1)."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("grow")
+    c = m.createCompartment()
+    c.setId("V"), c.setSize(2.0), c.setConstant(False)
+    for sid, hosu in (("X", False), ("Y", True)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("V"), s.setHasOnlySubstanceUnits(hosu)
+        s.setBoundaryCondition(False), s.setConstant(False)
+        s.setInitialConcentration(3.0) if sid == "X" else s.setInitialAmount(1.0)
+    for pid, v in (("g", 0.5), ("k", 0.4), ("k2", 0.3)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(True)
+    rr = m.createRateRule()
+    rr.setVariable("V"), rr.setMath(libsbml.parseL3Formula("g"))
+    for rid, sid, law in (("rx", "X", "k * V * X"), ("ry", "Y", "k2 * Y")):
+        r = m.createReaction()
+        r.setId(rid), r.setReversible(False), r.setFast(False)
+        x = r.createReactant()
+        x.setSpecies(sid), x.setStoichiometry(1), x.setConstant(True)
+        r.createKineticLaw().setMath(libsbml.parseL3Formula(law))
+    ev = m.createEvent()
+    ev.setId("refill"), ev.setUseValuesFromTriggerTime(True)
+    tr = ev.createTrigger()
+    tr.setMath(libsbml.parseL3Formula("time >= 1")), tr.setInitialValue(True), tr.setPersistent(True)
+    ea = ev.createEventAssignment()
+    ea.setVariable("X"), ea.setMath(libsbml.parseL3Formula("5"))
+    path = tmp_path / "grow.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    model = sens.sbml.load(path)
+    ts = np.array([0.0, 0.5, 0.9, 1.5, 3.0])
+    out = sens.simulate(sens.Problem(model, ts, of=["X", "Y", "V"], solver="tsit5", rtol=1e-10, atol=1e-10)).outputs
+    V = 2.0 + 0.5 * ts
+    n = np.where(ts < 1.0, 6.0 * np.exp(-0.4 * ts), 5.0 * 2.5 * np.exp(-0.4 * (ts - 1.0)))
+    np.testing.assert_allclose(out[:, 0], n / V, rtol=1e-7)
+    np.testing.assert_allclose(out[:, 1], np.exp(-0.3 * ts), rtol=1e-7)
+    np.testing.assert_allclose(out[:, 2], V, rtol=1e-9)

@@ -252,6 +252,10 @@ class PetabProblem:
                     elif col in m.states:
                         k = m.states.index(col)
                         y_ref[k], y_const[k], y_set[k] = ref, const, True
+                    elif col in m.rules:
+                        raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
+                                         f"variable of model '{m.id}' (or a species in a compartment whose "
+                                         "size changes): the condition table cannot set it")
                     else:
                         raise InputError(f"petab: condition table column '{col}' is not a parameter, "
                                          f"species or compartment of model '{m.id}'")

@@ -6,11 +6,13 @@ What is read (python-libsbml): species as concentrations (amounts when
 `hasOnlySubstanceUnits`), constant compartments, boundary and constant species (states with
 zero rate unless a rate rule drives them), global and kinetic-law (local) parameters (a local
 `k` of reaction `r` becomes the parameter `r_k`), reactions with stoichiometry
-(d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), conversion factors,
+(d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), compartments whose size
+changes (rate or assignment rule: a species' state is then its amount n_S, d n_S/dt =
+sum_r n_rS v_r, and its id the rule [S] = n_S / V_S), conversion factors,
 assignment rules, rate rules, initial assignments (the initial state is a function y0(p) of
 the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
 avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
-fast reactions, variable compartments holding species, stoichiometries changed by rules,
+fast reactions, stoichiometries changed by rules,
 delayed or prioritised events, compound triggers, event assignments to compartments.
 Events (a trigger `a > b` or `a < b` and assignments to species and parameters; a parameter
 that an event assigns becomes a state with zero rate) become `sensitivity.Event`s
@@ -443,9 +445,6 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     for s in model.getListOfSpecies():
         sid = s.getId()
         comp = s.getCompartment()
-        if comp in compartments_varying:
-            raise ModelError(f"SBML species '{sid}' lives in compartment '{comp}' whose size changes "
-                             "(rule): variable compartments holding species are not supported")
         hosu = bool(s.getHasOnlySubstanceUnits())
         V = comp_size.get(comp, sp.Integer(1))
         if s.isSetInitialConcentration():
@@ -460,6 +459,21 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                  constant=bool(s.getConstant()), cf=sym(cf) if cf else sp.Integer(1))
         if sid in assignment:
             rules[sid] = conv(assignment[sid].getMath(), f"assignmentRule for '{sid}'")
+            continue
+        if comp in compartments_varying and not hosu and sid not in rate_rules:
+            # a concentration in a compartment whose size changes: the state is the amount
+            # n = [S] V (d n/dt = sum_r n_rS v_r), the concentration the rule [S] = n / V
+            amt = f"{sid}_amount"
+            if amt in comp_size or model.getElementBySId(amt) is not None:
+                raise ModelError(f"SBML species '{sid}' in the variable compartment '{comp}': the id "
+                                 f"'{amt}' for its amount is taken")
+            species_info[sid]["amount_state"] = amt
+            states.append(amt)
+            c0 = (conv(init_assign[sid].getMath(), f"initialAssignment for '{sid}'")
+                  if sid in init_assign else base)
+            init[amt] = c0 * V
+            rates[amt] = sp.Integer(0)
+            rules[sid] = sym(amt) / V
             continue
         states.append(sid)
         init[sid] = (conv(init_assign[sid].getMath(), f"initialAssignment for '{sid}'")
@@ -497,7 +511,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                 if info["boundary"] or info["constant"] or sid in rate_rules or sid in assignment:
                     continue
                 term = sign * n * v * info["cf"]
-                rates[sid] = rates[sid] + (term if info["hosu"] else term / info["V"])
+                if "amount_state" in info:
+                    rates[info["amount_state"]] = rates[info["amount_state"]] + term
+                else:
+                    rates[sid] = rates[sid] + (term if info["hosu"] else term / info["V"])
 
     # ---- rate rules on parameters / compartments (states already made by _classify)
     for name in list(rates):
@@ -513,7 +530,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # ---- events: trigger g(t, y, p) crossing zero, assignments to states
     events, event_meta = [], []
     for ev in model.getListOfEvents():
-        name, g, direction, assigns, meta = _event(ev, conv, states, rules)
+        name, g, direction, assigns, meta = _event(ev, conv, states, rules, species_info)
         events.append((name, g, direction, assigns))
         event_meta.append(meta)
 
@@ -542,7 +559,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                      events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times)
 
 
-def _event(ev, conv, states, rules):
+def _event(ev, conv, states, rules, species_info=None):
     """One SBML event -> (name, g, direction, {state: value expr}, meta); ModelError naming
     what the event machinery cannot represent.
 
@@ -569,6 +586,10 @@ def _event(ev, conv, states, rules):
     assigns = {}
     for ea in ev.getListOfEventAssignments():
         var = ea.getVariable()
+        info = (species_info or {}).get(var, {})
+        if "amount_state" in info:  # a concentration in a variable compartment: set the amount
+            assigns[info["amount_state"]] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}") * info["V"]
+            continue
         if var not in states:
             raise ModelError(f"{where}: assigns to '{var}', which is not a species, parameter or "
                              "rate-rule variable (assignment-rule variables cannot be assigned)")
