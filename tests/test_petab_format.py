@@ -224,3 +224,15 @@ def test_species_in_a_growing_compartment_follow_the_closed_form(tmp_path):
     np.testing.assert_allclose(out[:, 0], n / V, rtol=1e-7)
     np.testing.assert_allclose(out[:, 1], np.exp(-0.3 * ts), rtol=1e-7)
     np.testing.assert_allclose(out[:, 2], V, rtol=1e-9)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda y: y.replace("format_version: 1", "format_version: 2.0.0"), "format_version 2.0.0"),
+    (lambda y: y.replace("sbml_files: [model.xml]", "sbml_files: [model.xml, model.xml]"), "multiple models"),
+    (lambda y: y + y[y.index("- condition_files"):], "single model"),
+])
+def test_unsupported_problem_files_are_refused(tmp_path, change, match):
+    path = _write_problem(tmp_path)
+    path.write_text(change(path.read_text()))
+    with pytest.raises(sens.InputError, match=match):
+        sens.petab.load(path)

@@ -130,6 +130,14 @@ class PetabProblem:
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
         try:
+            import yaml
+            version = str((yaml.safe_load(path.read_text()) or {}).get("format_version", "1"))
+        except Exception as exc:
+            raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
+        if not version.startswith("1"):
+            raise InputError(f"petab: '{yaml_path}' has format_version {version}; this importer reads "
+                             "PEtab version 1 problems (format_version: 1)")
+        try:
             with warnings.catch_warnings():  # pandas deprecations inside the petab package
                 warnings.simplefilter("ignore")
                 problem = pv1.Problem.from_yaml(str(path))
