@@ -28,20 +28,21 @@ MEAS = [  # observable, condition, time, measurement
     ("obs_A", "c1", 2.0, 2.3),   # at the dose time: the state after the event
     ("obs_A", "c1", 3.0, 1.6), ("obs_A", "c1", 5.0, 0.9),
     ("obs_B", "c1", 1.0, 4.2), ("obs_A", "c2", 1.0, 1.5), ("obs_A", "c2", 4.0, 0.8),
-    ("obs_B", "c2", 2.0, 5.8),
+    ("obs_B", "c2", 2.0, 5.8), ("obs_D", "c1", 1.0, 6.5),
 ]
 
 
 def _sbml(path):
     """A' = -k A; k switches to k_slow when A falls below 1 (a state event on a parameter);
     A jumps by `dose` at t = t_dose (a time event); B = 2 A(0) from t = 0 (trigger A > 0 true at
-    the start, initialValue false); a twin with initialValue true never fires."""
+    the start, initialValue false); a twin with initialValue true never fires; D = 7 from t = 0
+(`time >= 0`, initialValue false)."""
     doc = libsbml.SBMLDocument(3, 1)
     m = doc.createModel()
     m.setId("ev")
     c = m.createCompartment()
     c.setId("c"), c.setSize(1.0), c.setConstant(True)
-    for sid, x0 in (("A", 2.0), ("B", 0.0)):
+    for sid, x0 in (("A", 2.0), ("B", 0.0), ("D", 0.0)):
         s = m.createSpecies()
         s.setId(sid), s.setCompartment("c"), s.setInitialConcentration(x0)
         s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
@@ -67,6 +68,7 @@ def _sbml(path):
     event("dosing", "time >= t_dose", [("A", "A + dose")])
     event("label", "A > 0", [("B", "2 * A")], initial_value=False)
     event("never", "A > 0", [("B", "100")], initial_value=True)
+    event("start", "time >= 0", [("D", "7")], initial_value=False)   # true at t = 0: fires there
     libsbml.writeSBMLToFile(doc, str(path))
 
 
@@ -78,6 +80,7 @@ def _write_problem(d: Path):
         observableId\tobservableFormula\tnoiseFormula
         obs_A\tA\t0.1
         obs_B\tB\t0.1 + 0.05 * B
+        obs_D\tD\t0.5
         """))
     rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
     rows += ["\t".join(str(v) for v in r) for r in MEAS]
@@ -120,6 +123,8 @@ def closed_form_nllh(x):
         a0 = a0_c1 if cond == "c1" else 3.0
         if obs == "obs_A":
             y, sigma = _a_of(t, a0, k1, k2, T, d), 0.1
+        elif obs == "obs_D":
+            y, sigma = 7.0, 0.5   # `time >= 0` with initialValue false fires at t = 0
         else:
             y = 2 * a0   # B set at t = 0 by the initialValue-false event only
             sigma = 0.1 + 0.05 * y   # a noise formula of the model's state

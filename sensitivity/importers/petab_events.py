@@ -11,7 +11,7 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In a PEtab solve:
   root finder (`diffrax.Event`, differentiated implicitly) and the solve restarts from the
   reset state, up to `pieces` times per segment;
 - a trigger already true at t = 0 fires there when its `initialValue` is false (SBML), not
-  when it is true;
+  when it is true; `time > T` with T = 0 turns true just after 0 and fires at 0;
 - events firing at the same time evaluate their assignments on the state before any of
   them (SBML's useValuesFromTriggerTime without delays) and each sets its own variables;
 - a measurement at an event's time sees the state after the event.
@@ -48,9 +48,11 @@ def check(problem) -> None:
                              "measurements (time = inf): events in a run to steady state are not supported")
 
 
-def _fires(g, direction):
-    """The trigger's truth from g = lhs - rhs (direction +1: lhs > rhs)."""
-    return g > 0 if direction > 0 else g < 0
+def _true(g, direction, strict):
+    """The trigger's truth from g = lhs - rhs (direction +1: lhs > rhs or lhs >= rhs)."""
+    if direction > 0:
+        return g > 0 if strict else g >= 0
+    return g < 0 if strict else g <= 0
 
 
 def solve_function(m, solver, controller, max_steps: int, method: str, save: str):
@@ -62,6 +64,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
     resets = [fn for _, _, fn, _ in m.events]
     directions = [int(d["direction"]) for d in meta]
     initial_value = np.array([bool(d["initial_value"]) for d in meta])
+    strict = [bool(d.get("strict", True)) for d in meta]
     is_time = np.array([d["time"] is not None for d in meta])
     state_ev = [k for k in range(n_ev) if not is_time[k]]
     n_pieces = 1 + PIECES_PER_STATE_EVENT * len(state_ev)
@@ -142,12 +145,14 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
 
     def solve(pv, y0, ts, t0, tol):
         tend = ts[-1]
-        # triggers already true at t0 fire there when their initialValue is false
+        # triggers already true at t0 fire there when their initialValue is false; `time > T`
+        # with T = t0 turns true just after t0 and fires there too
         g0 = jnp.stack([jnp.asarray(c(t0, y0, pv), y0.dtype).reshape(()) for c in conds])
-        true0 = jnp.stack([_fires(g0[k], directions[k]) for k in range(n_ev)])
-        y0 = apply(true0 & ~jnp.asarray(initial_value), t0, y0, pv)
-        # segment boundaries: piecewise breakpoints (no reset) and event times in (t0, tend]
+        true0 = jnp.stack([_true(g0[k], directions[k], strict[k]) for k in range(n_ev)])
         te = jnp.where(jnp.asarray(is_time), m.event_times(pv), jnp.inf)
+        at_start = jnp.asarray(is_time) & jnp.asarray(strict) & (te == t0)
+        y0 = apply((true0 & ~jnp.asarray(initial_value)) | at_start, t0, y0, pv)
+        # segment boundaries: piecewise breakpoints (no reset) and event times in (t0, tend]
         te_in = (te > t0) & (te <= tend)
         bp = m.breakpoints(pv) if m.n_breakpoints else jnp.zeros((0,), y0.dtype)
         raw = jnp.concatenate([bp, jnp.where(te_in, te, jnp.inf)])

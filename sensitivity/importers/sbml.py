@@ -564,7 +564,7 @@ def _event(ev, conv, states, rules, species_info=None):
     what the event machinery cannot represent.
 
     The trigger `a > b` (or >=) fires where g = a - b crosses zero upwards, `a < b` (<=)
-    downwards. meta: {"name", "direction", "initial_value" (the trigger's initialValue: False
+    downwards. meta: {"name", "direction", "strict" (< or >), "initial_value" (the trigger's initialValue: False
     means a trigger already true at the start fires there), "time": T(p) when the trigger is
     `time >= T` / `time > T` with T free of states and rule variables that change (a time
     event: the solve can be cut at T), else None}."""
@@ -603,7 +603,9 @@ def _event(ev, conv, states, rules, species_info=None):
             and not (b.free_symbols & state_syms)):
         t_event = sp.simplify(-b / a)
     initial_value = bool(trig.getInitialValue()) if trig.isSetInitialValue() else True
-    meta = {"name": name, "direction": 1 if up else -1, "initial_value": initial_value, "time": t_event}
+    strict = isinstance(cond, (sp.StrictGreaterThan, sp.StrictLessThan))
+    meta = {"name": name, "direction": 1 if up else -1, "strict": strict, "initial_value": initial_value,
+            "time": t_event}
     return name, g, (1 if up else -1), assigns, meta
 
 
