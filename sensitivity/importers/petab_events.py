@@ -104,6 +104,11 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
         return out
 
     def piece(carry, b, ts, pv, tc, tol):
+        # pieces after the segment's end are skipped (the solves run one after another under
+        # lax.map; a vmapped batch evaluates both branches)
+        return jax.lax.cond(carry[-1], lambda c: c, lambda c: run_piece(c, b, ts, pv, tc, tol), carry)
+
+    def run_piece(carry, b, ts, pv, tc, tol):
         t, y, ys, ok, steps, fired_before, done = carry
         start = jnp.where(done, b, t)
         ctrl = controller(tol)
