@@ -241,3 +241,42 @@ def test_unsupported_problem_files_are_refused(tmp_path, change, match):
     path.write_text(change(path.read_text()))
     with pytest.raises(sens.InputError, match=match):
         sens.petab.load(path)
+
+
+def test_sbml_load_fires_initial_value_false_events_at_t0(tmp_path):
+    """sens.sbml.load (the ODEModel route): `time >= 0` with initialValue false sets S1 = 2 k at
+    t = 0 (SBML test-suite case 00929 with initialValue false); its twin with initialValue
+    true does not fire. S1' = -k S1: S1 = 2 k e^{-k t}, and dS1/dk follows."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("t0fire")
+    c = m.createCompartment()
+    c.setId("C"), c.setSize(1.0), c.setConstant(True)
+    for sid in ("S1", "S2"):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("C"), s.setInitialAmount(1.5e-4), s.setHasOnlySubstanceUnits(False)
+        s.setBoundaryCondition(False), s.setConstant(False)
+    p = m.createParameter()
+    p.setId("k"), p.setValue(0.7), p.setConstant(True)
+    r = m.createReaction()
+    r.setId("r"), r.setReversible(False), r.setFast(False)
+    x = r.createReactant()
+    x.setSpecies("S1"), x.setStoichiometry(1), x.setConstant(True)
+    r.createKineticLaw().setMath(libsbml.parseL3Formula("k * S1 * C"))
+    for eid, var, iv in (("fires", "S1", False), ("does_not", "S2", True)):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula("time >= 0")), tr.setInitialValue(iv), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable(var), ea.setMath(libsbml.parseL3Formula("2 * k"))
+    path = tmp_path / "t0fire.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    model = sens.sbml.load(path)
+    ts = np.array([0.0, 0.5, 2.0])
+    prob = sens.Problem(model, ts, of=["S1", "S2"], wrt=["k"], solver="tsit5", rtol=1e-10, atol=1e-10)
+    out = sens.simulate(prob).outputs
+    np.testing.assert_allclose(out[:, 0], 1.4 * np.exp(-0.7 * ts), rtol=1e-7)
+    np.testing.assert_allclose(out[:, 1], 1.5e-4, rtol=1e-9)
+    jac = sens.jacobian(prob, mode="forward").values[:, 0, 0]
+    np.testing.assert_allclose(jac, (2 - 1.4 * ts) * np.exp(-0.7 * ts), rtol=1e-6)

@@ -182,6 +182,12 @@ class _Converter:
         self.fail(f"the MathML element '{n.getName() or ty}'")
 
 
+def _starts_at_zero(meta) -> bool:
+    """A trigger `time > 0`: false at t = 0, true just after, so it fires at the start."""
+    T = meta["time"]
+    return T is not None and T.is_number and T == 0 and meta.get("strict", True)
+
+
 def _function_definitions(model) -> dict:
     import libsbml as L
     functions: dict = {}
@@ -236,7 +242,30 @@ class SBMLModel:
     events: tuple = ()
     event_meta: tuple = ()
     event_times: Callable | None = None
+    _event_exprs: tuple = ()
     _ode: dict = field(default_factory=dict)
+
+    def _initial_with_t0_events(self):
+        """initial(pv) followed by the events whose trigger is true at t = 0 and whose
+        initialValue is false (SBML: they fire at the start), as one function of pv."""
+        fire = [k for k, meta in enumerate(self.event_meta) if not meta["initial_value"] or _starts_at_zero(meta)]
+        if not fire:
+            return self.initial
+        initial, events, meta = self.initial, self.events, self.event_meta
+
+        def init(pv):
+            y = initial(pv)
+            t0 = jnp.zeros((), y.dtype)
+            out = y
+            for k in fire:
+                g = jnp.asarray(events[k][1](t0, y, pv), y.dtype).reshape(())
+                up, strict = meta[k]["direction"] > 0, meta[k].get("strict", True)
+                true = (g > 0 if strict else g >= 0) if up else (g < 0 if strict else g <= 0)
+                if meta[k]["initial_value"]:  # `time > 0`: turns true just after the start
+                    true = jnp.asarray(True)
+                out = out + jnp.where(true, jnp.asarray(events[k][2](t0, y, pv), y.dtype) - y, 0.0)
+            return out
+        return init
 
     @property
     def n_breakpoints(self) -> int:
@@ -269,7 +298,8 @@ class SBMLModel:
         from ..events import Event
         from ..model import ODEModel
         names = self.parameters
-        rhs_v, rule_values, initial = self.rhs, self.rule_values, self.initial
+        rhs_v, rule_values = self.rhs, self.rule_values
+        initial = self._initial_with_t0_events()
         y0 = np.asarray(initial(jnp.asarray(self.parameter_values)), dtype=np.float64)
         bad = [s for s, v in zip(self.states, y0) if not np.isfinite(v)]
         if bad:
@@ -277,6 +307,9 @@ class SBMLModel:
                              "not finite (missing initialConcentration / initialAmount?)")
         psyms = {sp.Symbol(k, real=True) for k in names}
         mask = np.array([bool(sp.sympify(self.initial_exprs[s]).free_symbols & psyms) for s in self.states])
+        for (_, _, _, assigns), meta in zip(self._event_exprs, self.event_meta):
+            if not meta["initial_value"] or _starts_at_zero(meta):  # may fire at t = 0: y0 may depend on p
+                mask |= np.array([s in assigns for s in self.states])
 
         def pvec(p):
             return jnp.stack([jnp.asarray(p[k], dtype=jnp.float64) for k in names]) if names \
@@ -311,8 +344,11 @@ class SBMLModel:
             if r not in obs:
                 obs[r] = functools.partial(rule_obs, j)
         params = dict(zip(self.parameters, self.parameter_values.tolist()))
+        # a trigger `time >= T` (or >) with a number T <= 0 is true from the start on and never
+        # turns true again: it can only fire at t = 0 (handled in the initial state)
         events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
-                  for _, cond, res, direction in self.events]
+                  for (_, cond, res, direction), meta in zip(self.events, self.event_meta)
+                  if not (meta["time"] is not None and meta["time"].is_number and meta["time"] <= 0)]
         # switching times that are parameters: the solve is cut there (exact, and their
         # derivatives right); fixed numbers: the step controller steps onto them; other
         # expressions of parameters are left to the step-size control
@@ -556,7 +592,8 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
         [meta["time"] for meta in event_meta])
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
-                     events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times)
+                     events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
+                     _event_exprs=tuple(events))
 
 
 def _event(ev, conv, states, rules, species_info=None):
