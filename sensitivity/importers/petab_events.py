@@ -12,8 +12,10 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In a PEtab solve:
   reset state, up to `pieces` times per segment;
 - a trigger already true at t = 0 fires there when its `initialValue` is false (SBML), not
   when it is true; `time > T` with T = 0 turns true just after 0 and fires at 0;
-- events firing at the same time evaluate their assignments on the state before any of
-  them (SBML's useValuesFromTriggerTime without delays) and each sets its own variables;
+- state events found at the same root, and events firing at t = 0, evaluate their
+  assignments on the state before any of them (SBML's useValuesFromTriggerTime without
+  delays) and each sets its own variables; time events at the same time fire one after
+  another in the order of the SBML file (their order is undefined in SBML without priorities);
 - a measurement at an event's time sees the state after the event.
 
 Not supported (refused by `check` with a ModelError naming the event): events together with
