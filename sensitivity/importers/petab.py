@@ -242,7 +242,7 @@ class PetabProblem:
             y_const = np.zeros(n_x)
             y_set = np.zeros(n_x, dtype=bool)
             for k, name in enumerate(m.states):  # a parameter that events change is a state
-                if name in pids or name in via_mapping:
+                if name in m.event_parameters and (name in pids or name in via_mapping):
                     y_ref[k], y_set[k] = pids.get(name, via_mapping.get(name)), True
             if cid and cid in cdf.index:
                 row = cdf.loc[cid]

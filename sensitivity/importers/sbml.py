@@ -243,6 +243,7 @@ class SBMLModel:
     event_meta: tuple = ()
     event_times: Callable | None = None
     _event_exprs: tuple = ()
+    event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -593,7 +594,8 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
                      events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
-                     _event_exprs=tuple(events))
+                     _event_exprs=tuple(events),
+                     event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
 
 
 def _event(ev, conv, states, rules, species_info=None):
