@@ -280,3 +280,11 @@ def test_sbml_load_fires_initial_value_false_events_at_t0(tmp_path):
     np.testing.assert_allclose(out[:, 1], 1.5e-4, rtol=1e-9)
     jac = sens.jacobian(prob, mode="forward").values[:, 0, 0]
     np.testing.assert_allclose(jac, (2 - 1.4 * ts) * np.exp(-0.7 * ts), rtol=1e-6)
+
+
+def test_invalid_sbml_in_a_problem_names_the_sbml_error(tmp_path):
+    path = _write_problem(tmp_path)
+    xml = (tmp_path / "model.xml").read_text()
+    (tmp_path / "model.xml").write_text(xml.replace(' fast="false"', ""))
+    with pytest.raises(sens.InputError, match="'fast' is missing"):
+        sens.petab.load(path)

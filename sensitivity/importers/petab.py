@@ -162,6 +162,8 @@ class PetabProblem:
                 log.setLevel(level)
                 log.propagate = propagate
             if bad:
+                if not messages:  # an invalid SBML model: petab's linter logs nothing above INFO
+                    messages = _sbml_errors(problem)
                 detail = "; ".join(messages[:3]) or "run `petablint` on it for the list of errors"
                 raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem: {detail}")
         self.petab = problem
@@ -736,6 +738,18 @@ def _controller(tol, pid=(0.3, 0.3)):
     """PI step-size control (diffrax's suggestion for stiff problems): a third fewer steps
     than the default I controller on Boehm (450 vs 678) at the same nllh to 1e-8."""
     return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
+
+
+def _sbml_errors(problem) -> list[str]:
+    """The SBML consistency errors of the problem's model, as 'SBML line N: message'."""
+    import libsbml
+    doc = getattr(problem.model, "sbml_document", None)
+    if doc is None:
+        return []
+    doc.checkConsistency()
+    errors = [doc.getError(i) for i in range(doc.getNumErrors())]
+    return [f"SBML line {e.getLine()}: {e.getMessage().strip()}" for e in errors
+            if e.getSeverity() >= libsbml.LIBSBML_SEV_ERROR][:3]
 
 
 def _fingerprint(path: Path, problem) -> str:
