@@ -288,3 +288,46 @@ def test_invalid_sbml_in_a_problem_names_the_sbml_error(tmp_path):
     (tmp_path / "model.xml").write_text(xml.replace(' fast="false"', ""))
     with pytest.raises(sens.InputError, match="'fast' is missing"):
         sens.petab.load(path)
+
+
+def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
+    """X = 2 (no reactions); at t = 1 a time event sets X = 0.5, which makes the trigger
+    X < 1 of a second event true: it sets Y = 3 at t = 1 (a cascade; no root to find)."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("cascade")
+    c = m.createCompartment()
+    c.setId("c"), c.setSize(1.0), c.setConstant(True)
+    for sid, x0 in (("X", 2.0), ("Y", 0.0)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("c"), s.setInitialConcentration(x0), s.setHasOnlySubstanceUnits(False)
+        s.setBoundaryCondition(False), s.setConstant(False)
+    p = m.createParameter()
+    p.setId("t_cut"), p.setValue(1.0), p.setConstant(True)
+    for eid, trig, var, val in (("cut", "time >= t_cut", "X", "0.5"), ("low", "X < 1", "Y", "3")):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula(trig)), tr.setInitialValue(True), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable(var), ea.setMath(libsbml.parseL3Formula(val))
+    libsbml.writeSBMLToFile(doc, str(tmp_path / "model.xml"))
+    (tmp_path / "conditions.tsv").write_text("conditionId\nc0\n")
+    (tmp_path / "observables.tsv").write_text("observableId\tobservableFormula\tnoiseFormula\n"
+                                              "obs_X\tX\t1\nobs_Y\tY\t1\n")
+    (tmp_path / "measurements.tsv").write_text("observableId\tsimulationConditionId\ttime\tmeasurement\n"
+                                               "obs_X\tc0\t0.5\t2\nobs_Y\tc0\t0.5\t0\n"
+                                               "obs_X\tc0\t2\t0.5\nobs_Y\tc0\t2\t3\n")
+    (tmp_path / "parameters.tsv").write_text("parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\t"
+                                             "estimate\nt_cut\tlin\t0.5\t1.5\t1.0\t1\n")
+    (tmp_path / "problem.yaml").write_text(textwrap.dedent("""\
+        format_version: 1
+        parameter_file: parameters.tsv
+        problems:
+        - condition_files: [conditions.tsv]
+          measurement_files: [measurements.tsv]
+          observable_files: [observables.tsv]
+          sbml_files: [model.xml]
+        """))
+    sim = sens.petab.load(tmp_path / "problem.yaml").simulate()
+    np.testing.assert_allclose(sim["simulation"], [2.0, 0.0, 0.5, 3.0], atol=1e-9)

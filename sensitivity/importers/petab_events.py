@@ -16,6 +16,8 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In a PEtab solve:
   assignments on the state before any of them (SBML's useValuesFromTriggerTime without
   delays) and each sets its own variables; time events at the same time fire one after
   another in the order of the SBML file (their order is undefined in SBML without priorities);
+- an event whose trigger another event's assignments turn true fires at the same time
+  (one round of such cascades);
 - a measurement at an event's time sees the state after the event.
 
 Not supported (refused by `check` with a ModelError naming the event): events together with
@@ -105,6 +107,16 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
             out = out + jnp.where(mask[k], r - y, 0.0)
         return out
 
+    def truth(t, y, pv):
+        return jnp.stack([_true(jnp.asarray(conds[k](t, y, pv), y.dtype).reshape(()), directions[k], strict[k])
+                          for k in range(n_ev)])
+
+    def cascade(t, y_before, y_after, pv):
+        """Events whose trigger the resets at t turned from false to true fire there too (one
+        round: their assignments see the state after the first resets)."""
+        newly = ~truth(t, y_before, pv) & truth(t, y_after, pv)
+        return apply(newly, t, y_after, pv)
+
     def piece(carry, b, ts, pv, tc, tol):
         # pieces after the segment's end are skipped (the solves run one after another under
         # lax.map; a vmapped batch evaluates both branches)
@@ -133,7 +145,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
             fired = jnp.zeros(n_ev, bool)
             for j, k in enumerate(state_ev):
                 fired = fired.at[k].set(leaves[j] & hit)
-            y_new = apply(fired, t_new, y_new, pv)
+            y_new = cascade(t_new, y_new, apply(fired, t_new, y_new, pv), pv)
             # a save time equal to the event time gets the state after the event
             ys = jnp.where(((ts == t_new) & hit)[:, None], y_new[None], ys)
             fired_before = fired
@@ -158,7 +170,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
         true0 = jnp.stack([_true(g0[k], directions[k], strict[k]) for k in range(n_ev)])
         te = jnp.where(jnp.asarray(is_time), m.event_times(pv), jnp.inf)
         at_start = jnp.asarray(is_time) & jnp.asarray(strict) & (te == t0)
-        y0 = apply((true0 & ~jnp.asarray(initial_value)) | at_start, t0, y0, pv)
+        y0 = cascade(t0, y0, apply((true0 & ~jnp.asarray(initial_value)) | at_start, t0, y0, pv), pv)
         # segment boundaries: piecewise breakpoints (no reset) and event times in (t0, tend]
         te_in = (te > t0) & (te <= tend)
         bp = m.breakpoints(pv) if m.n_breakpoints else jnp.zeros((0,), y0.dtype)
@@ -176,7 +188,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
             y, ys, ok, steps = carry
             a, b, mask = seg
             y_end, ys, ok, steps = segment(pv, y, a, b, 0.5 * (a + b), ts, tol, ys, ok, steps)
-            y_next = apply(mask, b, y_end, pv)
+            y_next = cascade(b, y_end, apply(mask, b, y_end, pv), pv)
             # a save time on a time event gets the state after it
             ys = jnp.where(((ts == b) & jnp.any(mask))[:, None], y_next[None], ys)
             return (y_next, ys, ok, steps), None
