@@ -331,3 +331,32 @@ def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
         """))
     sim = sens.petab.load(tmp_path / "problem.yaml").simulate()
     np.testing.assert_allclose(sim["simulation"], [2.0, 0.0, 0.5, 3.0], atol=1e-9)
+
+
+def _suite_mapping_case():
+    import importlib.util
+    spec = importlib.util.find_spec("petabtests")
+    if spec is None or not spec.origin:
+        return None
+    case = Path(spec.origin).parent / "cases" / "v2.0.0" / "sbml" / "0019"
+    return case if (case / "_mapping.tsv").is_file() else None
+
+
+@pytest.mark.skipif(_suite_mapping_case() is None, reason="the petabtests package (PEtab test suite) is not installed")
+def test_petab_test_suite_mapping_table_case(tmp_path):
+    """The suite's mapping-table case (v2.0.0/sbml/0019; its tables are PEtab 1 tables) with a
+    version-1 problem file."""
+    import shutil
+    import yaml
+    case = _suite_mapping_case()
+    for f in case.glob("_*.tsv"):
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(case / "_model.xml", tmp_path / "_model.xml")
+    spec = yaml.safe_load((case / "_0019.yaml").read_text())
+    problem = spec["problems"][0]
+    problem["sbml_files"] = [v["location"] for v in problem.pop("model_files").values()]
+    spec["format_version"] = 1
+    (tmp_path / "problem.yaml").write_text(yaml.safe_dump(spec))
+    sol = yaml.safe_load((case / "_0019_solution.yaml").read_text())
+    prob = sens.petab.load(tmp_path / "problem.yaml", rtol=1e-10, atol=1e-10)
+    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol["tol_llh"])
