@@ -360,3 +360,13 @@ def test_petab_test_suite_mapping_table_case(tmp_path):
     sol = yaml.safe_load((case / "_0019_solution.yaml").read_text())
     prob = sens.petab.load(tmp_path / "problem.yaml", rtol=1e-10, atol=1e-10)
     assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol["tol_llh"])
+
+
+def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path, monkeypatch):
+    from sensitivity.importers import petab_events
+    monkeypatch.setattr(petab_events, "PIECES_PER_STATE_EVENT", 0)   # no restart after an event
+    path = _write_problem(tmp_path)
+    prob = sens.petab.load(path, rtol=1e-8, atol=1e-8)
+    prob.max_steps = 99_999   # not the fixture's compiled function (the structure key holds it)
+    with pytest.raises(sens.SolverError, match="fires more than 0 times"):
+        prob.nllh()

@@ -586,7 +586,8 @@ class PetabProblem:
             raise SolverError(
                 f"petab problem '{self.path.name}': a solve failed or gave NaN/inf (model '{self.model.id}', "
                 f"solver {self.solver}, rtol={self.rtol:g}, atol={self.atol:g}, max_steps={self.max_steps}). "
-                "Try: other parameter values, a larger max_steps, or another solver.")
+                "Try: other parameter values, a larger max_steps, or another solver."
+                + petab_events.failure_hint(self.model))
 
     # ------------------------------------------------------------------ public
     def nllh(self, x=None, priors: bool = False) -> float:

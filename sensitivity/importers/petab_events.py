@@ -52,6 +52,14 @@ def check(problem) -> None:
                              "measurements (time = inf): events in a run to steady state are not supported")
 
 
+def failure_hint(m) -> str:
+    """What else may have stopped a solve of a model with state events ('' without)."""
+    if not any(meta["time"] is None for meta in m.event_meta):
+        return ""
+    return (f" With state events: a solve also stops when one fires more than {PIECES_PER_STATE_EVENT} "
+            "times between two time events or breakpoints (petab_events.PIECES_PER_STATE_EVENT).")
+
+
 def _true(g, direction, strict):
     """The trigger's truth from g = lhs - rhs (direction +1: lhs > rhs or lhs >= rhs)."""
     if direction > 0:
