@@ -15,8 +15,11 @@ time-point-specific); observable and noise formulas; normal and Laplace noise; l
 log10 observable transformations; parameters on lin / log / log10 scale, fixed or
 estimated, with bounds; steady-state measurements (`time = inf`: simulated on from the last
 finite time to a steady state, observables evaluated with t = 0); objective priors
-(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods). Not
-(yet): SBML events, mapping tables, several models.
+(`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods); SBML
+events (`petab_events`: time events cut the solve at their times, state events by root
+finding; not with preequilibration or steady-state measurements); mapping tables (PEtab ids
+as aliases of model entities); a parameter-table entry for a parameter that events change
+(a state) sets its initial value. Not: several models (InputError).
 
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another
@@ -50,6 +53,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import InputError, ModelError, SolverError
+from . import petab_events
 from . import sbml as sbml_import
 
 SCALES = ("lin", "log", "log10")
@@ -126,6 +130,14 @@ class PetabProblem:
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
         try:
+            import yaml
+            version = str((yaml.safe_load(path.read_text()) or {}).get("format_version", "1"))
+        except Exception as exc:
+            raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
+        if not version.startswith("1"):
+            raise InputError(f"petab: '{yaml_path}' has format_version {version}; this importer reads "
+                             "PEtab version 1 problems (format_version: 1)")
+        try:
             with warnings.catch_warnings():  # pandas deprecations inside the petab package
                 warnings.simplefilter("ignore")
                 problem = pv1.Problem.from_yaml(str(path))
@@ -150,6 +162,8 @@ class PetabProblem:
                 log.setLevel(level)
                 log.propagate = propagate
             if bad:
+                if not messages:  # an invalid SBML model: petab's linter logs nothing above INFO
+                    messages = _sbml_errors(problem)
                 detail = "; ".join(messages[:3]) or "run `petablint` on it for the list of errors"
                 raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem: {detail}")
         self.petab = problem
@@ -160,10 +174,8 @@ class PetabProblem:
         self.newton_kappa = _NEWTON_KAPPA
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
-        if self.model.events:
-            raise ModelError(f"petab: model '{self.model.id}' has SBML events (e.g. '{self.model.events[0][0]}'): "
-                             "events are supported by sens.sbml.load, not yet in PEtab problems")
         self._setup()
+        petab_events.check(self)
         self._fingerprint = _fingerprint(path, problem)
 
     # ------------------------------------------------------------------ setup
@@ -202,8 +214,16 @@ class PetabProblem:
 
         cdf = P.condition_df
         mdf = P.measurement_df.copy()
+        # mapping table: PEtab entity id -> model entity id (an alias in every table)
+        self.mapping = {}
         if P.mapping_df is not None and len(P.mapping_df):
-            raise InputError("petab: mapping tables are not supported")
+            for pid_, mid_ in zip(P.mapping_df.index, P.mapping_df[pv1.MODEL_ENTITY_ID]):
+                mid_ = "" if (isinstance(mid_, float) and math.isnan(mid_)) else str(mid_).strip()
+                if not mid_ or (m.expression(mid_) is None and mid_ not in pids):
+                    raise InputError(f"petab: mapping table row '{pid_}': modelEntityId '{mid_}' is not "
+                                     f"a parameter, species, compartment or rule variable of model '{m.id}'")
+                self.mapping[str(pid_)] = mid_
+        via_mapping = {mid_: pids[pid_] for pid_, mid_ in self.mapping.items() if pid_ in pids}
         pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
         if pre_col not in mdf:
             mdf[pre_col] = ""
@@ -218,11 +238,14 @@ class PetabProblem:
             p_ref = np.full(n_p, -1, dtype=int)
             p_const = p_default.copy()
             for k, name in enumerate(m.parameters):
-                if name in pids:
-                    p_ref[k] = pids[name]
+                if name in pids or name in via_mapping:
+                    p_ref[k] = pids.get(name, via_mapping.get(name))
             y_ref = np.full(n_x, -1, dtype=int)
             y_const = np.zeros(n_x)
             y_set = np.zeros(n_x, dtype=bool)
+            for k, name in enumerate(m.states):  # a parameter that events change is a state
+                if name in m.event_parameters and (name in pids or name in via_mapping):
+                    y_ref[k], y_set[k] = pids.get(name, via_mapping.get(name)), True
             if cid and cid in cdf.index:
                 row = cdf.loc[cid]
                 for col in cdf.columns:
@@ -232,12 +255,17 @@ class PetabProblem:
                     if isinstance(val, float) and math.isnan(val):
                         continue  # NaN: keep the model's value
                     ref, const = _parse_refs(val, pids, f"condition '{cid}', column '{col}'")
+                    col = self.mapping.get(col, col)
                     if col in m.parameters:
                         k = m.parameters.index(col)
                         p_ref[k], p_const[k] = ref, const
                     elif col in m.states:
                         k = m.states.index(col)
                         y_ref[k], y_const[k], y_set[k] = ref, const, True
+                    elif col in m.rules:
+                        raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
+                                         f"variable of model '{m.id}' (or a species in a compartment whose "
+                                         "size changes): the condition table cannot set it")
                     else:
                         raise InputError(f"petab: condition table column '{col}' is not a parameter, "
                                          f"species or compartment of model '{m.id}'")
@@ -310,7 +338,7 @@ class PetabProblem:
             if trans != "lin" and np.any(meas <= 0):
                 raise InputError(f"observable '{oid}' has {trans} transformation but a measurement <= 0")
             obs_fn, noise_fn = _observable_functions(
-                m, oid, orow[pv1.OBSERVABLE_FORMULA], orow[pv1.NOISE_FORMULA], n_op, n_np, pids)
+                m, oid, orow[pv1.OBSERVABLE_FORMULA], orow[pv1.NOISE_FORMULA], n_op, n_np, pids, self.mapping)
             self._obs.append(dict(id=oid, rows=rows, trans=trans, noise=noise, group=gidx, exp=eidx,
                                   tidx=tidx, meas=meas, times=times_all[rows],
                                   op=(op_ref, op_const), np=(np_ref, np_const),
@@ -378,6 +406,9 @@ class PetabProblem:
             return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
         save, pid = self.save, self.pid
+        if m.events:  # SBML events: segments cut at event times, state events inside them
+            return petab_events.solve_function(m, solver, lambda tol: _controller(tol, pid), max_steps,
+                                               method, save)
 
         def segment(pv, y0, a, b, tc, ts, tol):
             ctrl = _controller(tol, pid)
@@ -555,7 +586,8 @@ class PetabProblem:
             raise SolverError(
                 f"petab problem '{self.path.name}': a solve failed or gave NaN/inf (model '{self.model.id}', "
                 f"solver {self.solver}, rtol={self.rtol:g}, atol={self.atol:g}, max_steps={self.max_steps}). "
-                "Try: other parameter values, a larger max_steps, or another solver.")
+                "Try: other parameter values, a larger max_steps, or another solver."
+                + petab_events.failure_hint(self.model))
 
     # ------------------------------------------------------------------ public
     def nllh(self, x=None, priors: bool = False) -> float:
@@ -709,6 +741,18 @@ def _controller(tol, pid=(0.3, 0.3)):
     return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
 
 
+def _sbml_errors(problem) -> list[str]:
+    """The SBML consistency errors of the problem's model, as 'SBML line N: message'."""
+    import libsbml
+    doc = getattr(problem.model, "sbml_document", None)
+    if doc is None:
+        return []
+    doc.checkConsistency()
+    errors = [doc.getError(i) for i in range(doc.getNumErrors())]
+    return [f"SBML line {e.getLine()}: {e.getMessage().strip()}" for e in errors
+            if e.getSeverity() >= libsbml.LIBSBML_SEV_ERROR][:3]
+
+
 def _fingerprint(path: Path, problem) -> str:
     """A hash of the problem's tables and model: equal for two loads of the same files."""
     import hashlib
@@ -807,8 +851,9 @@ def _count_placeholders(formula, kind, oid) -> int:
     return max(found) if found else 0
 
 
-def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids):
-    """JAX functions h(t, y, pv, theta, op) and sigma(t, y, pv, theta, op, np) of one observable."""
+def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids, mapping=None):
+    """JAX functions h(t, y, pv, theta, op) and sigma(t, y, pv, theta, op, np) of one observable
+    (mapping: PEtab entity ids -> model entity ids, substituted first)."""
     from petab.v1.math import sympify_petab
     try:
         h = sympify_petab(formula)
@@ -824,6 +869,9 @@ def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids):
 
     def source(expr, where):
         expr = sp.sympify(expr)
+        if mapping:
+            expr = expr.xreplace({sym: sp.Symbol(mapping[sym.name], real=True) for sym in expr.free_symbols
+                                  if sym.name in mapping and mapping[sym.name] not in pids})
         # model rule variables: substitute their expressions (several rounds: rules of rules)
         for _ in range(len(rules) + 1):
             if not (expr.free_symbols & set(rules)):

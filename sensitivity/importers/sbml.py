@@ -6,16 +6,20 @@ What is read (python-libsbml): species as concentrations (amounts when
 `hasOnlySubstanceUnits`), constant compartments, boundary and constant species (states with
 zero rate unless a rate rule drives them), global and kinetic-law (local) parameters (a local
 `k` of reaction `r` becomes the parameter `r_k`), reactions with stoichiometry
-(d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), conversion factors,
+(d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), compartments whose size
+changes (rate or assignment rule: a species' state is then its amount n_S, d n_S/dt =
+sum_r n_rS v_r, and its id the rule [S] = n_S / V_S), conversion factors,
 assignment rules, rate rules, initial assignments (the initial state is a function y0(p) of
 the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
 avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
-fast reactions, variable compartments holding species, stoichiometries changed by rules,
-delayed or prioritised events, compound triggers, event assignments to parameters.
-Events (a trigger `a > b` or `a < b` and assignments to states) become `sensitivity.Event`s
+fast reactions, stoichiometries changed by rules,
+delayed or prioritised events, compound triggers, event assignments to compartments.
+Events (a trigger `a > b` or `a < b` and assignments to species and parameters; a parameter
+that an event assigns becomes a state with zero rate) become `sensitivity.Event`s
 of the ODEModel (root finding on a - b, direction from the comparison, the assignments as
-the reset); parameters that are switching times of piecewise functions become the
-ODEModel's breakpoints.
+the reset); `SBMLModel.event_meta` keeps each trigger's initialValue and, for triggers
+`time >= T(p)`, the event time T (the PEtab importer cuts its solve there); parameters that
+are switching times of piecewise functions become the ODEModel's breakpoints.
 
 Maths: libsbml AST -> sympy -> Python source over `jax.numpy`, compiled once per file
 (keyed by path and content, so two loads share functions and compiled code).
@@ -178,6 +182,12 @@ class _Converter:
         self.fail(f"the MathML element '{n.getName() or ty}'")
 
 
+def _starts_at_zero(meta) -> bool:
+    """A trigger `time > 0`: false at t = 0, true just after, so it fires at the start."""
+    T = meta["time"]
+    return T is not None and T.is_number and T == 0 and meta.get("strict", True)
+
+
 def _function_definitions(model) -> dict:
     import libsbml as L
     functions: dict = {}
@@ -230,7 +240,33 @@ class SBMLModel:
     breakpoints: Callable
     source: str = ""
     events: tuple = ()
+    event_meta: tuple = ()
+    event_times: Callable | None = None
+    _event_exprs: tuple = ()
+    event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
     _ode: dict = field(default_factory=dict)
+
+    def _initial_with_t0_events(self):
+        """initial(pv) followed by the events whose trigger is true at t = 0 and whose
+        initialValue is false (SBML: they fire at the start), as one function of pv."""
+        fire = [k for k, meta in enumerate(self.event_meta) if not meta["initial_value"] or _starts_at_zero(meta)]
+        if not fire:
+            return self.initial
+        initial, events, meta = self.initial, self.events, self.event_meta
+
+        def init(pv):
+            y = initial(pv)
+            t0 = jnp.zeros((), y.dtype)
+            out = y
+            for k in fire:
+                g = jnp.asarray(events[k][1](t0, y, pv), y.dtype).reshape(())
+                up, strict = meta[k]["direction"] > 0, meta[k].get("strict", True)
+                true = (g > 0 if strict else g >= 0) if up else (g < 0 if strict else g <= 0)
+                if meta[k]["initial_value"]:  # `time > 0`: turns true just after the start
+                    true = jnp.asarray(True)
+                out = out + jnp.where(true, jnp.asarray(events[k][2](t0, y, pv), y.dtype) - y, 0.0)
+            return out
+        return init
 
     @property
     def n_breakpoints(self) -> int:
@@ -263,7 +299,8 @@ class SBMLModel:
         from ..events import Event
         from ..model import ODEModel
         names = self.parameters
-        rhs_v, rule_values, initial = self.rhs, self.rule_values, self.initial
+        rhs_v, rule_values = self.rhs, self.rule_values
+        initial = self._initial_with_t0_events()
         y0 = np.asarray(initial(jnp.asarray(self.parameter_values)), dtype=np.float64)
         bad = [s for s, v in zip(self.states, y0) if not np.isfinite(v)]
         if bad:
@@ -271,6 +308,9 @@ class SBMLModel:
                              "not finite (missing initialConcentration / initialAmount?)")
         psyms = {sp.Symbol(k, real=True) for k in names}
         mask = np.array([bool(sp.sympify(self.initial_exprs[s]).free_symbols & psyms) for s in self.states])
+        for (_, _, _, assigns), meta in zip(self._event_exprs, self.event_meta):
+            if not meta["initial_value"] or _starts_at_zero(meta):  # may fire at t = 0: y0 may depend on p
+                mask |= np.array([s in assigns for s in self.states])
 
         def pvec(p):
             return jnp.stack([jnp.asarray(p[k], dtype=jnp.float64) for k in names]) if names \
@@ -305,8 +345,11 @@ class SBMLModel:
             if r not in obs:
                 obs[r] = functools.partial(rule_obs, j)
         params = dict(zip(self.parameters, self.parameter_values.tolist()))
+        # a trigger `time >= T` (or >) with a number T <= 0 is true from the start on and never
+        # turns true again: it can only fire at t = 0 (handled in the initial state)
         events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
-                  for _, cond, res, direction in self.events]
+                  for (_, cond, res, direction), meta in zip(self.events, self.event_meta)
+                  if not (meta["time"] is not None and meta["time"].is_number and meta["time"] <= 0)]
         # switching times that are parameters: the solve is cut there (exact, and their
         # derivatives right); fixed numbers: the step controller steps onto them; other
         # expressions of parameters are left to the step-size control
@@ -382,6 +425,12 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
     rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
     init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments()}
+    # parameters changed by event assignments are states with zero rate (piecewise constant)
+    event_targets = {ea.getVariable() for ev in model.getListOfEvents() for ea in ev.getListOfEventAssignments()}
+    for comp in model.getListOfCompartments():
+        if comp.getId() in event_targets:
+            raise ModelError(f"SBML compartment '{comp.getId()}' is assigned by an event: compartment sizes "
+                             "changed by events are not supported")
 
     # ---- compartments and parameters
     params: list[str] = []
@@ -409,7 +458,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
         pid = par.getId()
         val = value_or_nan(par, par.isSetValue, par.getValue)
         _classify(pid, val, assignment, rate_rules, init_assign, conv, params, values, rules,
-                  states, rates, init, "parameter")
+                  states, rates, init, "parameter", event_target=pid in event_targets)
     compartments_varying = {c for c in comp_size if c in rates or c in assignment}
 
     # ---- local parameters: renamed reaction_local
@@ -433,9 +482,6 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     for s in model.getListOfSpecies():
         sid = s.getId()
         comp = s.getCompartment()
-        if comp in compartments_varying:
-            raise ModelError(f"SBML species '{sid}' lives in compartment '{comp}' whose size changes "
-                             "(rule): variable compartments holding species are not supported")
         hosu = bool(s.getHasOnlySubstanceUnits())
         V = comp_size.get(comp, sp.Integer(1))
         if s.isSetInitialConcentration():
@@ -450,6 +496,21 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                  constant=bool(s.getConstant()), cf=sym(cf) if cf else sp.Integer(1))
         if sid in assignment:
             rules[sid] = conv(assignment[sid].getMath(), f"assignmentRule for '{sid}'")
+            continue
+        if comp in compartments_varying and not hosu and sid not in rate_rules:
+            # a concentration in a compartment whose size changes: the state is the amount
+            # n = [S] V (d n/dt = sum_r n_rS v_r), the concentration the rule [S] = n / V
+            amt = f"{sid}_amount"
+            if amt in comp_size or model.getElementBySId(amt) is not None:
+                raise ModelError(f"SBML species '{sid}' in the variable compartment '{comp}': the id "
+                                 f"'{amt}' for its amount is taken")
+            species_info[sid]["amount_state"] = amt
+            states.append(amt)
+            c0 = (conv(init_assign[sid].getMath(), f"initialAssignment for '{sid}'")
+                  if sid in init_assign else base)
+            init[amt] = c0 * V
+            rates[amt] = sp.Integer(0)
+            rules[sid] = sym(amt) / V
             continue
         states.append(sid)
         init[sid] = (conv(init_assign[sid].getMath(), f"initialAssignment for '{sid}'")
@@ -487,7 +548,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                 if info["boundary"] or info["constant"] or sid in rate_rules or sid in assignment:
                     continue
                 term = sign * n * v * info["cf"]
-                rates[sid] = rates[sid] + (term if info["hosu"] else term / info["V"])
+                if "amount_state" in info:
+                    rates[info["amount_state"]] = rates[info["amount_state"]] + term
+                else:
+                    rates[sid] = rates[sid] + (term if info["hosu"] else term / info["V"])
 
     # ---- rate rules on parameters / compartments (states already made by _classify)
     for name in list(rates):
@@ -501,9 +565,11 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     rules = _topological(rules)
 
     # ---- events: trigger g(t, y, p) crossing zero, assignments to states
-    events = []
+    events, event_meta = [], []
     for ev in model.getListOfEvents():
-        events.append(_event(ev, conv, states, rules))
+        name, g, direction, assigns, meta = _event(ev, conv, states, rules, species_info)
+        events.append((name, g, direction, assigns))
+        event_meta.append(meta)
 
     # ---- time conditions of piecewise functions -> breakpoints, conditions see TC
     state_syms = {sym(s) for s in states}
@@ -522,16 +588,25 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if bad_p:
         raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
 
-    rhs, initial, rule_values, bps, ev_fns = _compile(mid, states, params, rules, rates, init_full,
-                                                      breakpoints, events)
+    rhs, initial, rule_values, bps, ev_fns, ev_times = _compile(
+        mid, states, params, rules, rates, init_full, breakpoints, events,
+        [meta["time"] for meta in event_meta])
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
-                     events=tuple(ev_fns))
+                     events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
+                     _event_exprs=tuple(events),
+                     event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
 
 
-def _event(ev, conv, states, rules):
-    """One SBML event -> (name, g, direction, {state: value expr}); ModelError naming what
-    the event machinery cannot represent."""
+def _event(ev, conv, states, rules, species_info=None):
+    """One SBML event -> (name, g, direction, {state: value expr}, meta); ModelError naming
+    what the event machinery cannot represent.
+
+    The trigger `a > b` (or >=) fires where g = a - b crosses zero upwards, `a < b` (<=)
+    downwards. meta: {"name", "direction", "strict" (< or >), "initial_value" (the trigger's initialValue: False
+    means a trigger already true at the start fires there), "time": T(p) when the trigger is
+    `time >= T` / `time > T` with T free of states and rule variables that change (a time
+    event: the solve can be cut at T), else None}."""
     name = ev.getId() or ev.getName() or "?"
     where = f"SBML event '{name}'"
     if ev.isSetDelay():
@@ -550,20 +625,39 @@ def _event(ev, conv, states, rules):
     assigns = {}
     for ea in ev.getListOfEventAssignments():
         var = ea.getVariable()
+        info = (species_info or {}).get(var, {})
+        if "amount_state" in info:  # a concentration in a variable compartment: set the amount
+            assigns[info["amount_state"]] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}") * info["V"]
+            continue
         if var not in states:
-            raise ModelError(f"{where}: assigns to '{var}', which is not a state (species or rate-rule "
-                             "variable); event assignments to parameters are not supported")
+            raise ModelError(f"{where}: assigns to '{var}', which is not a species, parameter or "
+                             "rate-rule variable (assignment-rule variables cannot be assigned)")
         assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
-    return name, g, (1 if up else -1), assigns
+    # a time event: g = a t + b with a a positive number and b free of states / rule variables
+    t_event = None
+    state_syms = {sp.Symbol(s_, real=True) for s_ in states} | {sp.Symbol(r, real=True) for r in rules}
+    d = sp.expand(g if up else -g)
+    a, b = d.coeff(T, 1), d.coeff(T, 0)
+    if (a.is_number and a > 0 and sp.expand(a * T + b - d) == 0 and not b.has(T)
+            and not (b.free_symbols & state_syms)):
+        t_event = sp.simplify(-b / a)
+    initial_value = bool(trig.getInitialValue()) if trig.isSetInitialValue() else True
+    strict = isinstance(cond, (sp.StrictGreaterThan, sp.StrictLessThan))
+    meta = {"name": name, "direction": 1 if up else -1, "strict": strict, "initial_value": initial_value,
+            "time": t_event}
+    return name, g, (1 if up else -1), assigns, meta
 
 
 def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
-              states, rates, init, kind):
-    """Place a parameter or compartment: a rule variable, a state (rate rule), a derived
-    constant (initial assignment) or a free parameter."""
+              states, rates, init, kind, event_target=False):
+    """Place a parameter or compartment: a rule variable, a state (rate rule, or a parameter
+    assigned by an event: zero rate), a derived constant (initial assignment) or a free
+    parameter."""
     if name in assignment:
+        if event_target:
+            raise ModelError(f"SBML {kind} '{name}' has an assignment rule and is assigned by an event")
         rules[name] = conv(assignment[name].getMath(), f"assignmentRule for {kind} '{name}'")
-    elif name in rate_rules:
+    elif name in rate_rules or event_target:
         states.append(name)
         rates[name] = sp.Integer(0)  # filled in later
         init[name] = (conv(init_assign[name].getMath(), f"initialAssignment for '{name}'")
@@ -692,7 +786,7 @@ def expression_source(expr, names, printer=None) -> str:
     return printer.doprint(e).replace("jax.numpy.", "jnp.")
 
 
-def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=()):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
@@ -723,6 +817,13 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
         new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
                for i, s_ in enumerate(states)]
         lines.append("    return jnp.stack([" + ", ".join(new) + "])")
+    lines += ["", "def event_times(p):"] + unpack_p
+    if events:
+        lines.append("    return jnp.stack([" + ", ".join(
+            "jnp.asarray(jnp.inf)" if te is None else f"jnp.asarray({src(te)}, dtype=jnp.float64) + 0.0 * jnp.sum(p)"
+            for te in event_times) + "])")
+    else:
+        lines.append("    return jnp.zeros((0,))")
     code = "\n".join(lines)
     namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np}
     try:
@@ -731,4 +832,5 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=()):
         raise ModelError(f"SBML model '{mid}': generated code does not compile ({exc})") from None
     ev_fns = [(name, namespace[f"event_condition_{k}"], namespace[f"event_reset_{k}"], direction)
               for k, (name, _, direction, _) in enumerate(events)]
-    return namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns
+    return (namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns,
+            namespace["event_times"])

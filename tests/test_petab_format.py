@@ -1,0 +1,372 @@
+"""PEtab format features on problems written here, against closed forms: SBML events in a
+PEtab problem (a time event at an estimated time, a state event assigning a parameter, a
+trigger already true at t = 0 with initialValue false / true), a mapping table, NaN in the
+condition table (keep the model's value), a noise formula of a state, and an optional run over the PEtab test suite's
+cases when the `petabtests` package is installed."""
+
+import math
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import libsbml
+import numpy as np
+import pytest
+
+import sensitivity as sens
+
+PARAMS = [  # id, scale, lower, upper, nominal, estimate
+    ("k_fast", "log10", 0.01, 10, 0.7, 1),   # mapped to the model's k (mapping table)
+    ("k_slow", "lin", 0.0, 5, 0.3, 1),
+    ("t_dose", "lin", 1.5, 4, 2.0, 1),
+    ("dose", "log", 0.1, 10, 1.5, 1),
+    ("a0_c1", "lin", 1.1, 10, 2.0, 1),
+]
+MEAS = [  # observable, condition, time, measurement
+    ("obs_A", "c1", 0.0, 2.1), ("obs_A", "c1", 0.5, 1.3), ("obs_A", "c1", 1.5, 0.9),
+    ("obs_A", "c1", 2.0, 2.3),   # at the dose time: the state after the event
+    ("obs_A", "c1", 3.0, 1.6), ("obs_A", "c1", 5.0, 0.9),
+    ("obs_B", "c1", 1.0, 4.2), ("obs_A", "c2", 1.0, 1.5), ("obs_A", "c2", 4.0, 0.8),
+    ("obs_B", "c2", 2.0, 5.8), ("obs_D", "c1", 1.0, 6.5),
+]
+
+
+def _sbml(path):
+    """A' = -k A; k switches to k_slow when A falls below 1 (a state event on a parameter);
+    A jumps by `dose` at t = t_dose (a time event); B = 2 A(0) from t = 0 (trigger A > 0 true at
+    the start, initialValue false); a twin with initialValue true never fires; D = 7 from t = 0
+(`time >= 0`, initialValue false)."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("ev")
+    c = m.createCompartment()
+    c.setId("c"), c.setSize(1.0), c.setConstant(True)
+    for sid, x0 in (("A", 2.0), ("B", 0.0), ("D", 0.0)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("c"), s.setInitialConcentration(x0)
+        s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
+    for pid, v, const in (("k", 0.7, False), ("k_slow", 0.3, True), ("t_dose", 2.0, True), ("dose", 1.5, True)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(const)
+    r = m.createReaction()
+    r.setId("decay"), r.setReversible(False), r.setFast(False)
+    x = r.createReactant()
+    x.setSpecies("A"), x.setStoichiometry(1), x.setConstant(True)
+    r.createKineticLaw().setMath(libsbml.parseL3Formula("c * k * A"))
+
+    def event(eid, trigger, assigns, initial_value=True):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula(trigger)), tr.setInitialValue(initial_value), tr.setPersistent(True)
+        for var, formula in assigns:
+            ea = ev.createEventAssignment()
+            ea.setVariable(var), ea.setMath(libsbml.parseL3Formula(formula))
+
+    event("slow_down", "A < 1", [("k", "k_slow")])
+    event("dosing", "time >= t_dose", [("A", "A + dose")])
+    event("label", "A > 0", [("B", "2 * A")], initial_value=False)
+    event("never", "A > 0", [("B", "100")], initial_value=True)
+    event("start", "time >= 0", [("D", "7")], initial_value=False)   # true at t = 0: fires there
+    libsbml.writeSBMLToFile(doc, str(path))
+
+
+def _write_problem(d: Path):
+    _sbml(d / "model.xml")
+    # c1: A from an estimated parameter, B NaN (the model's 0); c2: A = 3, B NaN
+    (d / "conditions.tsv").write_text("conditionId\tA\tB\nc1\ta0_c1\tNaN\nc2\t3.0\t\n")
+    (d / "observables.tsv").write_text(textwrap.dedent("""\
+        observableId\tobservableFormula\tnoiseFormula
+        obs_A\tA\t0.1
+        obs_B\tB\t0.1 + 0.05 * B
+        obs_D\tD\t0.5
+        """))
+    rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
+    rows += ["\t".join(str(v) for v in r) for r in MEAS]
+    (d / "measurements.tsv").write_text("\n".join(rows) + "\n")
+    prow = ["parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\testimate"]
+    prow += ["\t".join(str(v) for v in r) for r in PARAMS]
+    (d / "parameters.tsv").write_text("\n".join(prow) + "\n")
+    (d / "mapping.tsv").write_text("petabEntityId\tmodelEntityId\nk_fast\tk\n")
+    (d / "problem.yaml").write_text(textwrap.dedent("""\
+        format_version: 1
+        parameter_file: parameters.tsv
+        problems:
+        - condition_files: [conditions.tsv]
+          measurement_files: [measurements.tsv]
+          observable_files: [observables.tsv]
+          mapping_files: [mapping.tsv]
+          sbml_files: [model.xml]
+        """))
+    return d / "problem.yaml"
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory):
+    path = _write_problem(tmp_path_factory.mktemp("petab_events"))
+    return sens.petab.load(path, rtol=1e-10, atol=1e-10)
+
+
+def _a_of(t, a0, k1, k2, T, d):
+    """A(t): decay at k1 until A = 1 (t* = ln(a0) / k1), then at k2; + d at T (> t*)."""
+    t_star = jnp.log(a0) / k1
+    before_dose = jnp.where(t < t_star, a0 * jnp.exp(-k1 * t), jnp.exp(-k2 * (t - t_star)))
+    after_dose = (jnp.exp(-k2 * (T - t_star)) + d) * jnp.exp(-k2 * (t - T))
+    return jnp.where(t < T, before_dose, after_dose)
+
+
+def closed_form_nllh(x):
+    k1, k2, T, d, a0_c1 = 10 ** x[0], x[1], x[2], jnp.exp(x[3]), x[4]
+    out = 0.0
+    for obs, cond, t, meas in MEAS:
+        a0 = a0_c1 if cond == "c1" else 3.0
+        if obs == "obs_A":
+            y, sigma = _a_of(t, a0, k1, k2, T, d), 0.1
+        elif obs == "obs_D":
+            y, sigma = 7.0, 0.5   # `time >= 0` with initialValue false fires at t = 0
+        else:
+            y = 2 * a0   # B set at t = 0 by the initialValue-false event only
+            sigma = 0.1 + 0.05 * y   # a noise formula of the model's state
+        out += 0.5 * jnp.log(2 * math.pi * sigma ** 2) + 0.5 * ((y - meas) / sigma) ** 2
+    return out
+
+
+def test_events_mapping_and_nan_overrides_match_the_closed_form(problem):
+    assert problem.x_names == ("k_fast", "k_slow", "t_dose", "dose", "a0_c1")
+    x = problem.x_nominal
+    assert 1.0 < 2.0 * np.exp(-0.7 * 2.0) + 1.5  # the dose lifts A above 1 again (a second crossing)
+    np.testing.assert_allclose(problem.nllh(x), float(closed_form_nllh(jnp.asarray(x))), rtol=1e-7)
+    sim = problem.simulate(x)
+    row = sim[(sim.simulationConditionId == "c1") & (sim.time == 2.0)]
+    np.testing.assert_allclose(row.simulation, float(_a_of(2.0, 2.0, 0.7, 0.3, 2.0, 1.5)), rtol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["forward", "adjoint"])
+def test_event_gradients_match_the_closed_form(problem, mode):
+    # the event times move with k_fast, a0 (state event) and t_dose (time event)
+    x = problem.x_nominal + np.array([0.05, -0.02, 0.1, 0.1, 0.2])
+    g = problem.gradient(x, mode=mode)
+    ref = np.asarray(jax.grad(closed_form_nllh)(jnp.asarray(x)))
+    np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_events_with_preequilibration_are_refused(tmp_path):
+    path = _write_problem(tmp_path)
+    meas = (tmp_path / "measurements.tsv").read_text().splitlines()
+    meas[0] += "\tpreequilibrationConditionId"
+    meas[1:] = [r + "\tc2" for r in meas[1:]]
+    (tmp_path / "measurements.tsv").write_text("\n".join(meas) + "\n")
+    with pytest.raises(sens.ModelError, match="events during preequilibration"):
+        sens.petab.load(tmp_path / "problem.yaml")
+
+
+def test_bad_mapping_is_an_input_error(tmp_path):
+    path = _write_problem(tmp_path)
+    (tmp_path / "mapping.tsv").write_text("petabEntityId\tmodelEntityId\nk_fast\tnot_there\n")
+    with pytest.raises(sens.InputError, match="modelEntityId 'not_there'"):
+        sens.petab.load(path, validate=False)
+
+
+# ---------------------------------------------------------------- the PEtab test suite
+def _suite_cases():
+    import importlib.util
+    spec = importlib.util.find_spec("petabtests")   # located, not imported (it imports pysb)
+    if spec is None or not spec.origin:
+        return []
+    root = Path(spec.origin).parent / "cases" / "v1.0.0" / "sbml"
+    return sorted(p for p in root.glob("0*") if (p / f"_{p.name}_solution.yaml").is_file())
+
+
+@pytest.mark.skipif(not _suite_cases(), reason="the petabtests package (PEtab test suite) is not installed")
+@pytest.mark.parametrize("case", _suite_cases(), ids=lambda p: p.name)
+def test_petab_test_suite_case(case):
+    import yaml
+    sol = yaml.safe_load((case / f"_{case.name}_solution.yaml").read_text())
+    prob = sens.petab.load(case / f"_{case.name}.yaml", rtol=1e-10, atol=1e-10)
+    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol.get("tol_llh", 1e-3))
+
+
+# ---------------------------------------------------------------- variable compartments
+def test_species_in_a_growing_compartment_follow_the_closed_form(tmp_path):
+    """V' = g (rate rule), X (a concentration) decays by k V X (amount/time), Y (an amount,
+    hasOnlySubstanceUnits) by k2 Y; an event at t = 1 sets the concentration X = 5. Amount
+    n = [X] V: n(t) = n0 e^{-k t}, n(1+) = 5 V(1)."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("grow")
+    c = m.createCompartment()
+    c.setId("V"), c.setSize(2.0), c.setConstant(False)
+    for sid, hosu in (("X", False), ("Y", True)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("V"), s.setHasOnlySubstanceUnits(hosu)
+        s.setBoundaryCondition(False), s.setConstant(False)
+        s.setInitialConcentration(3.0) if sid == "X" else s.setInitialAmount(1.0)
+    for pid, v in (("g", 0.5), ("k", 0.4), ("k2", 0.3)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(True)
+    rr = m.createRateRule()
+    rr.setVariable("V"), rr.setMath(libsbml.parseL3Formula("g"))
+    for rid, sid, law in (("rx", "X", "k * V * X"), ("ry", "Y", "k2 * Y")):
+        r = m.createReaction()
+        r.setId(rid), r.setReversible(False), r.setFast(False)
+        x = r.createReactant()
+        x.setSpecies(sid), x.setStoichiometry(1), x.setConstant(True)
+        r.createKineticLaw().setMath(libsbml.parseL3Formula(law))
+    ev = m.createEvent()
+    ev.setId("refill"), ev.setUseValuesFromTriggerTime(True)
+    tr = ev.createTrigger()
+    tr.setMath(libsbml.parseL3Formula("time >= 1")), tr.setInitialValue(True), tr.setPersistent(True)
+    ea = ev.createEventAssignment()
+    ea.setVariable("X"), ea.setMath(libsbml.parseL3Formula("5"))
+    path = tmp_path / "grow.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    model = sens.sbml.load(path)
+    ts = np.array([0.0, 0.5, 0.9, 1.5, 3.0])
+    out = sens.simulate(sens.Problem(model, ts, of=["X", "Y", "V"], solver="tsit5", rtol=1e-10, atol=1e-10)).outputs
+    V = 2.0 + 0.5 * ts
+    n = np.where(ts < 1.0, 6.0 * np.exp(-0.4 * ts), 5.0 * 2.5 * np.exp(-0.4 * (ts - 1.0)))
+    np.testing.assert_allclose(out[:, 0], n / V, rtol=1e-7)
+    np.testing.assert_allclose(out[:, 1], np.exp(-0.3 * ts), rtol=1e-7)
+    np.testing.assert_allclose(out[:, 2], V, rtol=1e-9)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda y: y.replace("format_version: 1", "format_version: 2.0.0"), "format_version 2.0.0"),
+    (lambda y: y.replace("sbml_files: [model.xml]", "sbml_files: [model.xml, model.xml]"), "multiple models"),
+    (lambda y: y + y[y.index("- condition_files"):], "single model"),
+])
+def test_unsupported_problem_files_are_refused(tmp_path, change, match):
+    path = _write_problem(tmp_path)
+    path.write_text(change(path.read_text()))
+    with pytest.raises(sens.InputError, match=match):
+        sens.petab.load(path)
+
+
+def test_sbml_load_fires_initial_value_false_events_at_t0(tmp_path):
+    """sens.sbml.load (the ODEModel route): `time >= 0` with initialValue false sets S1 = 2 k at
+    t = 0 (SBML test-suite case 00929 with initialValue false); its twin with initialValue
+    true does not fire. S1' = -k S1: S1 = 2 k e^{-k t}, and dS1/dk follows."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("t0fire")
+    c = m.createCompartment()
+    c.setId("C"), c.setSize(1.0), c.setConstant(True)
+    for sid in ("S1", "S2"):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("C"), s.setInitialAmount(1.5e-4), s.setHasOnlySubstanceUnits(False)
+        s.setBoundaryCondition(False), s.setConstant(False)
+    p = m.createParameter()
+    p.setId("k"), p.setValue(0.7), p.setConstant(True)
+    r = m.createReaction()
+    r.setId("r"), r.setReversible(False), r.setFast(False)
+    x = r.createReactant()
+    x.setSpecies("S1"), x.setStoichiometry(1), x.setConstant(True)
+    r.createKineticLaw().setMath(libsbml.parseL3Formula("k * S1 * C"))
+    for eid, var, iv in (("fires", "S1", False), ("does_not", "S2", True)):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula("time >= 0")), tr.setInitialValue(iv), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable(var), ea.setMath(libsbml.parseL3Formula("2 * k"))
+    path = tmp_path / "t0fire.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    model = sens.sbml.load(path)
+    ts = np.array([0.0, 0.5, 2.0])
+    prob = sens.Problem(model, ts, of=["S1", "S2"], wrt=["k"], solver="tsit5", rtol=1e-10, atol=1e-10)
+    out = sens.simulate(prob).outputs
+    np.testing.assert_allclose(out[:, 0], 1.4 * np.exp(-0.7 * ts), rtol=1e-7)
+    np.testing.assert_allclose(out[:, 1], 1.5e-4, rtol=1e-9)
+    jac = sens.jacobian(prob, mode="forward").values[:, 0, 0]
+    np.testing.assert_allclose(jac, (2 - 1.4 * ts) * np.exp(-0.7 * ts), rtol=1e-6)
+
+
+def test_invalid_sbml_in_a_problem_names_the_sbml_error(tmp_path):
+    path = _write_problem(tmp_path)
+    xml = (tmp_path / "model.xml").read_text()
+    (tmp_path / "model.xml").write_text(xml.replace(' fast="false"', ""))
+    with pytest.raises(sens.InputError, match="'fast' is missing"):
+        sens.petab.load(path)
+
+
+def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
+    """X = 2 (no reactions); at t = 1 a time event sets X = 0.5, which makes the trigger
+    X < 1 of a second event true: it sets Y = 3 at t = 1 (a cascade; no root to find)."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("cascade")
+    c = m.createCompartment()
+    c.setId("c"), c.setSize(1.0), c.setConstant(True)
+    for sid, x0 in (("X", 2.0), ("Y", 0.0)):
+        s = m.createSpecies()
+        s.setId(sid), s.setCompartment("c"), s.setInitialConcentration(x0), s.setHasOnlySubstanceUnits(False)
+        s.setBoundaryCondition(False), s.setConstant(False)
+    p = m.createParameter()
+    p.setId("t_cut"), p.setValue(1.0), p.setConstant(True)
+    for eid, trig, var, val in (("cut", "time >= t_cut", "X", "0.5"), ("low", "X < 1", "Y", "3")):
+        ev = m.createEvent()
+        ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+        tr = ev.createTrigger()
+        tr.setMath(libsbml.parseL3Formula(trig)), tr.setInitialValue(True), tr.setPersistent(True)
+        ea = ev.createEventAssignment()
+        ea.setVariable(var), ea.setMath(libsbml.parseL3Formula(val))
+    libsbml.writeSBMLToFile(doc, str(tmp_path / "model.xml"))
+    (tmp_path / "conditions.tsv").write_text("conditionId\nc0\n")
+    (tmp_path / "observables.tsv").write_text("observableId\tobservableFormula\tnoiseFormula\n"
+                                              "obs_X\tX\t1\nobs_Y\tY\t1\n")
+    (tmp_path / "measurements.tsv").write_text("observableId\tsimulationConditionId\ttime\tmeasurement\n"
+                                               "obs_X\tc0\t0.5\t2\nobs_Y\tc0\t0.5\t0\n"
+                                               "obs_X\tc0\t2\t0.5\nobs_Y\tc0\t2\t3\n")
+    (tmp_path / "parameters.tsv").write_text("parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\t"
+                                             "estimate\nt_cut\tlin\t0.5\t1.5\t1.0\t1\n")
+    (tmp_path / "problem.yaml").write_text(textwrap.dedent("""\
+        format_version: 1
+        parameter_file: parameters.tsv
+        problems:
+        - condition_files: [conditions.tsv]
+          measurement_files: [measurements.tsv]
+          observable_files: [observables.tsv]
+          sbml_files: [model.xml]
+        """))
+    sim = sens.petab.load(tmp_path / "problem.yaml").simulate()
+    np.testing.assert_allclose(sim["simulation"], [2.0, 0.0, 0.5, 3.0], atol=1e-9)
+
+
+def _suite_mapping_case():
+    import importlib.util
+    spec = importlib.util.find_spec("petabtests")
+    if spec is None or not spec.origin:
+        return None
+    case = Path(spec.origin).parent / "cases" / "v2.0.0" / "sbml" / "0019"
+    return case if (case / "_mapping.tsv").is_file() else None
+
+
+@pytest.mark.skipif(_suite_mapping_case() is None, reason="the petabtests package (PEtab test suite) is not installed")
+def test_petab_test_suite_mapping_table_case(tmp_path):
+    """The suite's mapping-table case (v2.0.0/sbml/0019; its tables are PEtab 1 tables) with a
+    version-1 problem file."""
+    import shutil
+    import yaml
+    case = _suite_mapping_case()
+    for f in case.glob("_*.tsv"):
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(case / "_model.xml", tmp_path / "_model.xml")
+    spec = yaml.safe_load((case / "_0019.yaml").read_text())
+    problem = spec["problems"][0]
+    problem["sbml_files"] = [v["location"] for v in problem.pop("model_files").values()]
+    spec["format_version"] = 1
+    (tmp_path / "problem.yaml").write_text(yaml.safe_dump(spec))
+    sol = yaml.safe_load((case / "_0019_solution.yaml").read_text())
+    prob = sens.petab.load(tmp_path / "problem.yaml", rtol=1e-10, atol=1e-10)
+    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol["tol_llh"])
+
+
+def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path, monkeypatch):
+    from sensitivity.importers import petab_events
+    monkeypatch.setattr(petab_events, "PIECES_PER_STATE_EVENT", 0)   # no restart after an event
+    path = _write_problem(tmp_path)
+    prob = sens.petab.load(path, rtol=1e-8, atol=1e-8)
+    prob.max_steps = 99_999   # not the fixture's compiled function (the structure key holds it)
+    with pytest.raises(sens.SolverError, match="fires more than 0 times"):
+        prob.nllh()
