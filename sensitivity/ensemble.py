@@ -42,18 +42,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
+from . import compiled, lean_rk
 from .ad import adjoint, forward
 from .ad.objective import loss_function, scalar_objective
 from .errors import InputError, SensitivityError
 from .problem import Problem
-from .solve import output_function, values_of
+from .solve import output_function, solver_name, values_of
 
 TASKS = ("simulate", "jacobian", "gradient")
 MODES = ("auto", "forward", "adjoint")
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes a batch may use (results and solver work arrays)
 MAX_BATCH = 256  # more samples per batch gain little once the vector units are full
 BYTES = 8
+LEAN = True  # simulate Tsit5 problems with lean_rk (False: always diffrax; for comparisons)
 
 # status codes: 0 and the solver's own codes (diffrax.RESULTS), then the toolkit's
 NON_FINITE = 100  # the solver reported success but a value is NaN or inf
@@ -92,7 +93,9 @@ class EnsembleSpec:
         """g(x, values) -> (outputs (n_times, n_of), aux, results dict) for one input vector."""
         p, task, mode = self.problem, self.task, self.mode
         if task == "simulate":
-            f = output_function(p, "checkpoint")
+            # Tsit5 without events: the lean solve, diffrax's steps without its per-step
+            # machinery (3-6x faster vmapped; lean_rk.py), else diffrax's
+            f = lean_rk.output_function(p) if self.lean() else output_function(p, "checkpoint")
 
             def g(x, values):
                 out, aux = f(x, values)
@@ -131,9 +134,14 @@ class EnsembleSpec:
             return out, aux, {"value": value, "gradient": grad}
         return g
 
+    def lean(self) -> bool:
+        """Whether the simulate task runs the lean Tsit5 solve (`lean_rk.applies`)."""
+        return self.task == "simulate" and LEAN and lean_rk.applies(self.problem)
+
     def key(self) -> tuple:
         return self.problem.structure_key(fn=f"ensemble_{self.task}", mode=self.mode,
-                                          objective=self.objective)
+                                          objective=self.objective, solver_used=solver_name(self.problem),
+                                          lean=self.lean())
 
     def build(self) -> Callable:
         """The batched function G(X (batch, n_inputs), values) -> dict of arrays with a
