@@ -135,17 +135,23 @@ class EnsembleSpec:
         return g
 
     def lean(self) -> bool:
-        """Whether the simulate task runs the lean Tsit5 solve (`lean_rk.applies`)."""
-        return self.task == "simulate" and LEAN and lean_rk.applies(self.problem)
+        """Whether the task runs the lean Tsit5 solve (`lean_rk.applies`): simulate, and
+        gradient by the adjoint (lean_rk's discrete adjoint, equal to diffrax's
+        checkpointed one to rounding)."""
+        return (LEAN and (self.task == "simulate" or (self.task == "gradient" and self.mode == "adjoint"))
+                and lean_rk.applies(self.problem))
 
-    def key(self) -> tuple:
+    def key(self, capacity: int = 0) -> tuple:
         return self.problem.structure_key(fn=f"ensemble_{self.task}", mode=self.mode,
                                           objective=self.objective, solver_used=solver_name(self.problem),
-                                          lean=self.lean())
+                                          lean=self.lean(), capacity=capacity)
 
-    def build(self) -> Callable:
+    def build(self, capacity: int = 0) -> Callable:
         """The batched function G(X (batch, n_inputs), values) -> dict of arrays with a
-        leading batch axis: outputs, result (solver code), num_steps, and the task's results."""
+        leading batch axis: outputs, result (solver code), num_steps, and the task's results
+        (a lean gradient also `accepted`, checked against `capacity`, its stored steps)."""
+        if self.task == "gradient" and self.lean():
+            return lean_rk.gradient_function(self.problem, self.objective, capacity)
         g = self.per_sample()
 
         def one(x, values):
@@ -156,6 +162,7 @@ class EnsembleSpec:
 
 
 _SPECS: dict[str, EnsembleSpec] = {}  # token -> the first copy a process saw (keeps compiles)
+_CAPACITY: dict[str, int] = {}  # token -> the lean adjoint's stored steps that sufficed so far
 
 
 def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
@@ -173,6 +180,7 @@ def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
     X = np.asarray(X, dtype=np.float64)
     k, B = X.shape[0], spec.batch
     values = values_of(spec.problem)
+    lean_gradient = spec.task == "gradient" and spec.lean()
     parts: list[dict] = []
     compiles, compile_s, run_s = 0, 0.0, 0.0
     for start in range(0, k, B):
@@ -181,12 +189,22 @@ def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
         if n_real < B:
             Xb = np.concatenate([Xb, np.repeat(Xb[:1], B - n_real, axis=0)])
         args = (jnp.asarray(Xb), values)
-        exe, seconds = compiled.compiled(spec.key(), spec.build, args)
-        compiles += seconds > 0
-        compile_s += seconds
-        t = time.perf_counter()
-        out = jax.block_until_ready(exe(*args))
-        run_s += time.perf_counter() - t
+        while True:
+            cap = _CAPACITY.get(spec.token, lean_rk.initial_capacity(spec.problem, B)) if lean_gradient else 0
+            exe, seconds = compiled.compiled(spec.key(cap), lambda: spec.build(cap), args)
+            compiles += seconds > 0
+            compile_s += seconds
+            t = time.perf_counter()
+            out = jax.block_until_ready(exe(*args))
+            run_s += time.perf_counter() - t
+            if not lean_gradient:
+                break
+            most = int(np.max(np.asarray(out.pop("accepted"))))
+            if most <= cap:
+                break
+            # a sample took more accepted steps than the lean adjoint stored: rerun the
+            # batch storing enough (a power of 2, kept for the next batches)
+            _CAPACITY[spec.token] = 1 << (most - 1).bit_length()
         parts.append({name: np.asarray(a)[:n_real] for name, a in out.items()})
     res = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     status = res.pop("result").astype(np.int64)
@@ -315,6 +333,10 @@ def _mode(problem: Problem, task: str, objective, mode: str) -> tuple[Problem, s
         return problem, None, None
     from .api import _adjoint_problem, plan
 
+    if task == "gradient" and mode == "auto" and LEAN and lean_rk.applies(problem):
+        # lean_rk's discrete adjoint: a gradient costs a few solves whatever the number of
+        # inputs (forward mode carries one tangent per input)
+        mode = "adjoint"
     p = plan(problem, objective, task=task, mode=mode, probe_problem=False)
     if p.mode == "adjoint":
         problem = _adjoint_problem(problem, p)
@@ -419,7 +441,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
                       f"(chunk_failed)", RuntimeWarning, stacklevel=2)
     ds = _dataset(spec, X, chunks, results)
     ds.attrs.update({
-        "task": task, "mode": str(run_mode), "variant": str(run_problem.adjoint if run_mode == "adjoint" else None),
+        "task": task, "mode": str(run_mode),
+        "variant": "lean" if spec.lean() else str(run_problem.adjoint if run_mode == "adjoint" else None),
         "batch": B, "n_batches": n_batches, "chunks": len(chunks), "batches_per_chunk": per_chunk,
         "chunks_computed": len(chunks) - resumed - len(failures), "chunks_resumed": resumed,
         "chunks_failed": json.dumps(failed_report), "executor": ex.name,
