@@ -53,6 +53,7 @@ TASKS = ("simulate", "jacobian", "gradient")
 MODES = ("auto", "forward", "adjoint")
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes a batch may use (results and solver work arrays)
 MAX_BATCH = 256  # more samples per batch gain little once the vector units are full
+MAX_BATCH_SIMULATE = 1024  # plain solves are cheap: larger batches cut the per-batch overhead
 BYTES = 8
 LEAN = True  # simulate Tsit5 problems with lean_rk (False: always diffrax; for comparisons)
 
@@ -246,13 +247,15 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
 def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
                  memory_budget: int | None = None) -> int:
     """The batch size: a power of 2, as many samples as the memory budget holds, at most
-    MAX_BATCH and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
+    MAX_BATCH (MAX_BATCH_SIMULATE for task "simulate", whose samples are cheap enough for
+    the ~0.2 ms of Python and transfers per batch to count) and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
     then share one compiled function; a small one pads at most 2x), at least 1."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     per = memory_per_sample(problem, task, mode)
     fit = max(1, budget // max(per, 1))
     want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
-    return int(max(1, min(MAX_BATCH, want, 1 << (int(fit).bit_length() - 1))))
+    cap = MAX_BATCH_SIMULATE if task == "simulate" else MAX_BATCH
+    return int(max(1, min(cap, want, 1 << (int(fit).bit_length() - 1))))
 
 
 # --------------------------------------------------------------------------- store
