@@ -100,7 +100,7 @@ def sobol_case(label, model, ranges, n, t_end, output, repeats):
     assert again.data.attrs["ensemble_compiles"] == 0
     ens.LEAN = False  # the same with diffrax's vmapped Tsit5: what the lean solve gains
     try:
-        sens.sobol(prob, ranges, n=64, objective=last_value, seed=1)  # compile it
+        sens.sobol(prob, ranges, n=n, objective=last_value, seed=1)  # compile it (same n: same batch size)
         start = time.perf_counter()
         dfx = sens.sobol(prob, ranges, n=n, objective=last_value, seed=1)
         diffrax_s = time.perf_counter() - start
