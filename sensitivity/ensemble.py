@@ -255,7 +255,34 @@ def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
     fit = max(1, budget // max(per, 1))
     want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
     cap = MAX_BATCH_SIMULATE if task == "simulate" else MAX_BATCH
+    if task != "simulate" and mode == "adjoint" and _lapack_may_deadlock(problem):
+        cap = min(cap, IMPLICIT_ADJOINT_BATCH)
     return int(max(1, min(cap, want, 1 << (int(fit).bit_length() - 1))))
+
+
+IMPLICIT_ADJOINT_BATCH = 8  # see _lapack_may_deadlock
+
+
+def _lapack_may_deadlock(problem: Problem) -> bool:
+    """Whether a vmapped adjoint of this problem may hang in jaxlib's CPU LAPACK: the solver
+    is implicit (batched LU inside), jaxlib is older than 0.11.2, and multithreaded Eigen is
+    on. jaxlib 0.10's batched getrf (`jax::ParallelBatchMap`) splits a batch into tasks on
+    XLA's intra-op pool and waits for them on a pool thread; when as many LU calls run at
+    once as the pool has threads (2 on a 2-core machine), every thread waits and nothing
+    runs: 0% CPU, forever (gdb stack in benchmarks/results/xla_hang.md). Batches of 8 did not
+    hang in any try; so an automatic batch size stays at 8 there (a `batch=` given is used
+    as it is)."""
+    import jaxlib
+
+    if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    try:
+        version = tuple(int(v) for v in jaxlib.__version__.split(".")[:3])
+    except ValueError:
+        return True
+    if version >= (0, 11, 2):
+        return False
+    return solver_name(problem) not in ("tsit5", "dopri5", "dopri8", "bosh3", "heun")
 
 
 # --------------------------------------------------------------------------- store

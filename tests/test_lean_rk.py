@@ -110,3 +110,14 @@ def test_lean_adjoint_gradient_equals_diffrax_adjoint(lv):
         up, dn = sens.ensemble(prob, np.stack([X[i] + e, X[i] - e]))["outputs"].values
         fd.append((objective(jnp.asarray(up)) - objective(jnp.asarray(dn))) / (2 * h * X[i, j]))
     np.testing.assert_allclose(lean["gradient"].values[i], np.array(fd), rtol=1e-5)
+
+
+def test_implicit_adjoint_batches_stay_small_where_lapack_may_deadlock():
+    from sensitivity.ensemble import IMPLICIT_ADJOINT_BATCH, _lapack_may_deadlock, choose_batch
+
+    rob = sens.Problem(models.get("robertson"), [0.0, 1.0], wrt=["k1", "k2", "k3"])
+    b = choose_batch(rob, "gradient", "adjoint", 1000)
+    assert b == IMPLICIT_ADJOINT_BATCH if _lapack_may_deadlock(rob) else b > IMPLICIT_ADJOINT_BATCH
+    assert choose_batch(rob, "simulate", None, 1000) > IMPLICIT_ADJOINT_BATCH  # plain solves never hung
+    lv = sens.Problem(models.get("lotka_volterra"), [0.0, 1.0], wrt=["alpha"])
+    assert not _lapack_may_deadlock(lv)  # Tsit5: no LU
