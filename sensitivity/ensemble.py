@@ -42,18 +42,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
+from . import compiled, lean_rk
 from .ad import adjoint, forward
 from .ad.objective import loss_function, scalar_objective
 from .errors import InputError, SensitivityError
 from .problem import Problem
-from .solve import output_function, values_of
+from .solve import output_function, solver_name, values_of
 
 TASKS = ("simulate", "jacobian", "gradient")
 MODES = ("auto", "forward", "adjoint")
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes a batch may use (results and solver work arrays)
 MAX_BATCH = 256  # more samples per batch gain little once the vector units are full
+MAX_BATCH_SIMULATE = 1024  # plain solves are cheap: larger batches cut the per-batch overhead
+LEAN_ELEMENTS = 4096  # lean solves: batch x n_states at most this (the working set in cache)
 BYTES = 8
+LEAN = True  # simulate Tsit5 problems with lean_rk (False: always diffrax; for comparisons)
 
 # status codes: 0 and the solver's own codes (diffrax.RESULTS), then the toolkit's
 NON_FINITE = 100  # the solver reported success but a value is NaN or inf
@@ -92,7 +95,9 @@ class EnsembleSpec:
         """g(x, values) -> (outputs (n_times, n_of), aux, results dict) for one input vector."""
         p, task, mode = self.problem, self.task, self.mode
         if task == "simulate":
-            f = output_function(p, "checkpoint")
+            # Tsit5 without events: the lean solve, diffrax's steps without its per-step
+            # machinery (3-6x faster vmapped; lean_rk.py), else diffrax's
+            f = lean_rk.output_function(p) if self.lean() else output_function(p, "checkpoint")
 
             def g(x, values):
                 out, aux = f(x, values)
@@ -131,13 +136,24 @@ class EnsembleSpec:
             return out, aux, {"value": value, "gradient": grad}
         return g
 
-    def key(self) -> tuple:
-        return self.problem.structure_key(fn=f"ensemble_{self.task}", mode=self.mode,
-                                          objective=self.objective)
+    def lean(self) -> bool:
+        """Whether the task runs the lean Tsit5 solve (`lean_rk.applies`): simulate, and
+        gradient by the adjoint (lean_rk's discrete adjoint, equal to diffrax's
+        checkpointed one to rounding)."""
+        return (LEAN and (self.task == "simulate" or (self.task == "gradient" and self.mode == "adjoint"))
+                and lean_rk.applies(self.problem))
 
-    def build(self) -> Callable:
+    def key(self, capacity: int = 0) -> tuple:
+        return self.problem.structure_key(fn=f"ensemble_{self.task}", mode=self.mode,
+                                          objective=self.objective, solver_used=solver_name(self.problem),
+                                          lean=self.lean(), capacity=capacity)
+
+    def build(self, capacity: int = 0) -> Callable:
         """The batched function G(X (batch, n_inputs), values) -> dict of arrays with a
-        leading batch axis: outputs, result (solver code), num_steps, and the task's results."""
+        leading batch axis: outputs, result (solver code), num_steps, and the task's results
+        (a lean gradient also `accepted`, checked against `capacity`, its stored steps)."""
+        if self.task == "gradient" and self.lean():
+            return lean_rk.gradient_function(self.problem, self.objective, capacity)
         g = self.per_sample()
 
         def one(x, values):
@@ -148,6 +164,7 @@ class EnsembleSpec:
 
 
 _SPECS: dict[str, EnsembleSpec] = {}  # token -> the first copy a process saw (keeps compiles)
+_CAPACITY: dict[str, int] = {}  # token -> the lean adjoint's stored steps that sufficed so far
 
 
 def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
@@ -165,6 +182,7 @@ def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
     X = np.asarray(X, dtype=np.float64)
     k, B = X.shape[0], spec.batch
     values = values_of(spec.problem)
+    lean_gradient = spec.task == "gradient" and spec.lean()
     parts: list[dict] = []
     compiles, compile_s, run_s = 0, 0.0, 0.0
     for start in range(0, k, B):
@@ -173,12 +191,22 @@ def run_chunk(spec: EnsembleSpec, X: np.ndarray) -> dict:
         if n_real < B:
             Xb = np.concatenate([Xb, np.repeat(Xb[:1], B - n_real, axis=0)])
         args = (jnp.asarray(Xb), values)
-        exe, seconds = compiled.compiled(spec.key(), spec.build, args)
-        compiles += seconds > 0
-        compile_s += seconds
-        t = time.perf_counter()
-        out = jax.block_until_ready(exe(*args))
-        run_s += time.perf_counter() - t
+        while True:
+            cap = _CAPACITY.get(spec.token, lean_rk.initial_capacity(spec.problem, B)) if lean_gradient else 0
+            exe, seconds = compiled.compiled(spec.key(cap), lambda: spec.build(cap), args)
+            compiles += seconds > 0
+            compile_s += seconds
+            t = time.perf_counter()
+            out = jax.block_until_ready(exe(*args))
+            run_s += time.perf_counter() - t
+            if not lean_gradient:
+                break
+            most = int(np.max(np.asarray(out.pop("accepted"))))
+            if most <= cap:
+                break
+            # a sample took more accepted steps than the lean adjoint stored: rerun the
+            # batch storing enough (a power of 2, kept for the next batches)
+            _CAPACITY[spec.token] = 1 << (most - 1).bit_length()
         parts.append({name: np.asarray(a)[:n_real] for name, a in out.items()})
     res = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     status = res.pop("result").astype(np.int64)
@@ -220,13 +248,49 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
 def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
                  memory_budget: int | None = None) -> int:
     """The batch size: a power of 2, as many samples as the memory budget holds, at most
-    MAX_BATCH and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
+    MAX_BATCH (MAX_BATCH_SIMULATE for task "simulate", whose samples are cheap enough for
+    the ~0.2 ms of Python and transfers per batch to count; for the lean solve at most
+    LEAN_ELEMENTS / n_states, its arrays then stay in cache) and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
     then share one compiled function; a small one pads at most 2x), at least 1."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     per = memory_per_sample(problem, task, mode)
     fit = max(1, budget // max(per, 1))
     want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
-    return int(max(1, min(MAX_BATCH, want, 1 << (int(fit).bit_length() - 1))))
+    cap = MAX_BATCH_SIMULATE if task == "simulate" else MAX_BATCH
+    if LEAN and (task == "simulate" or (task == "gradient" and mode == "adjoint")) and lean_rk.applies(problem):
+        # the lean loop's arrays (batch, n_states) should stay in cache: on the 51-species
+        # chain batches of 64 ran 1.4-2.8x faster than 1024 (simulate) and 2.2x than 256
+        # (gradient); 11 species: 128-256 best
+        fit_cache = max(1, LEAN_ELEMENTS // max(problem.model.n_states, 1))
+        cap = min(cap, 1 << (int(fit_cache).bit_length() - 1))
+    if task != "simulate" and mode == "adjoint" and _lapack_may_deadlock(problem):
+        cap = min(cap, IMPLICIT_ADJOINT_BATCH)
+    return int(max(1, min(cap, want, 1 << (int(fit).bit_length() - 1))))
+
+
+IMPLICIT_ADJOINT_BATCH = 8  # see _lapack_may_deadlock
+
+
+def _lapack_may_deadlock(problem: Problem) -> bool:
+    """Whether a vmapped adjoint of this problem may hang in jaxlib's CPU LAPACK: the solver
+    is implicit (batched LU inside), jaxlib is older than 0.11.2, and multithreaded Eigen is
+    on. jaxlib 0.10's batched getrf (`jax::ParallelBatchMap`) splits a batch into tasks on
+    XLA's intra-op pool and waits for them on a pool thread; when as many LU calls run at
+    once as the pool has threads (2 on a 2-core machine), every thread waits and nothing
+    runs: 0% CPU, forever (gdb stack in benchmarks/results/xla_hang.md). Batches of 8 did not
+    hang in any try; so an automatic batch size stays at 8 there (a `batch=` given is used
+    as it is)."""
+    import jaxlib
+
+    if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    try:
+        version = tuple(int(v) for v in jaxlib.__version__.split(".")[:3])
+    except ValueError:
+        return True
+    if version >= (0, 11, 2):
+        return False
+    return solver_name(problem) not in ("tsit5", "dopri5", "dopri8", "bosh3", "heun")
 
 
 # --------------------------------------------------------------------------- store
@@ -307,6 +371,10 @@ def _mode(problem: Problem, task: str, objective, mode: str) -> tuple[Problem, s
         return problem, None, None
     from .api import _adjoint_problem, plan
 
+    if task == "gradient" and mode == "auto" and LEAN and lean_rk.applies(problem):
+        # lean_rk's discrete adjoint: a gradient costs a few solves whatever the number of
+        # inputs (forward mode carries one tangent per input)
+        mode = "adjoint"
     p = plan(problem, objective, task=task, mode=mode, probe_problem=False)
     if p.mode == "adjoint":
         problem = _adjoint_problem(problem, p)
@@ -411,7 +479,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
                       f"(chunk_failed)", RuntimeWarning, stacklevel=2)
     ds = _dataset(spec, X, chunks, results)
     ds.attrs.update({
-        "task": task, "mode": str(run_mode), "variant": str(run_problem.adjoint if run_mode == "adjoint" else None),
+        "task": task, "mode": str(run_mode),
+        "variant": "lean" if spec.lean() else str(run_problem.adjoint if run_mode == "adjoint" else None),
         "batch": B, "n_batches": n_batches, "chunks": len(chunks), "batches_per_chunk": per_chunk,
         "chunks_computed": len(chunks) - resumed - len(failures), "chunks_resumed": resumed,
         "chunks_failed": json.dumps(failed_report), "executor": ex.name,

@@ -8,7 +8,7 @@ import pytest
 
 import sensitivity as sens
 from sensitivity import models
-from sensitivity.ensemble import MAX_BATCH, choose_batch, memory_per_sample
+from sensitivity.ensemble import MAX_BATCH, MAX_BATCH_SIMULATE, choose_batch, memory_per_sample
 
 TIMES = np.linspace(0.0, 6.0, 13)
 TRACES = {"objective": 0}
@@ -122,7 +122,8 @@ def test_batch_from_memory_budget(prob):
     assert per > 8 * TIMES.size * 2 * prob.n_inputs  # at least the Jacobian itself
     assert choose_batch(prob, "jacobian", "forward", 1000, memory_budget=10 * per) == 8  # a power of 2
     assert choose_batch(prob, "simulate", None, 1000, memory_budget=1) == 1
-    assert choose_batch(prob, "simulate", None, 1000) == MAX_BATCH
+    assert choose_batch(prob, "simulate", None, 1000) == min(MAX_BATCH_SIMULATE, 1024)
+    assert choose_batch(prob, "gradient", "adjoint", 1000) == MAX_BATCH
     assert choose_batch(prob, "simulate", None, 7) == 8
     assert choose_batch(prob, "simulate", None, 1) == 1
     # the adjoint's checkpoints cost memory: fewer samples per batch than forward

@@ -32,16 +32,26 @@ def setup(problem: Problem, ranges: Mapping, of=None, at=None) -> tuple[Problem,
         raise InputError(f"{where}: {exc}") from None
 
 
+_OBJECTIVES: dict = {}  # objective -> its jitted vmap (a new jit per call re-traces: ~10 ms)
+
+
 def objective_values(objective: Callable, outputs: np.ndarray) -> np.ndarray:
     """objective(ys) for every sample's outputs (n, n_times, n_of) -> (n,), in one jitted
-    vmap; NaN rows stay NaN."""
+    vmap (kept per objective); NaN rows stay NaN."""
     import jax
     import jax.numpy as jnp
 
     from ..ad.objective import scalar_objective
 
-    obj = scalar_objective(objective)
-    return np.asarray(jax.jit(jax.vmap(obj))(jnp.asarray(outputs)))
+    try:
+        g = _OBJECTIVES.get(objective)
+    except TypeError:  # an unhashable callable: jit it afresh
+        return np.asarray(jax.jit(jax.vmap(scalar_objective(objective)))(jnp.asarray(outputs)))
+    if g is None:
+        if len(_OBJECTIVES) > 32:
+            _OBJECTIVES.pop(next(iter(_OBJECTIVES)))
+        g = _OBJECTIVES[objective] = jax.jit(jax.vmap(scalar_objective(objective)))
+    return np.asarray(g(jnp.asarray(outputs)))
 
 
 def evaluate(problem: Problem, X: np.ndarray, objective: Callable | None, **ensemble_options):

@@ -8,8 +8,9 @@ For a scalar objective f(x) and inputs with distributions of Poincare constant C
 with C_i = (b - a)^2 / pi^2 for x_i uniform on [a, b] and sd^2 for a normal. For a
 log-uniform input the bound is taken in z = ln x_i (uniform on [ln a, ln b]):
 df/dz = x_i df/dx_i. The gradients are exact: one `sens.ensemble(task="gradient")` over N
-scrambled Sobol' points, forward or adjoint as the cost model chooses, so DGSM costs N
-gradients where SALib's finite differences cost N (D + 1) solves. The variance V comes
+scrambled Sobol' points (for a Tsit5 solve without events, `lean_rk`'s discrete adjoint:
+a few solves per gradient whatever D; else forward or adjoint as the cost model chooses),
+so DGSM costs N gradients where SALib's finite differences cost N (D + 1) solves. The variance V comes
 from the same N objective values.
 """
 

@@ -68,14 +68,20 @@ def _indices(Yg: np.ndarray, d: int, r: np.ndarray, z: float) -> dict:
         var = np.var(np.concatenate([A, B]), axis=0)
         var = np.where(var > 0, var, np.nan)
         S1, ST = _first(A, AB, B, var), _total(A, AB, var)
-        s1 = np.empty((num_resamples,) + S1.shape)
-        st = np.empty((num_resamples,) + S1.shape)
-        for k in range(num_resamples):
-            idx = r[:, k]
-            a, ab, b = A[idx], AB[idx], B[idx]
-            v = np.var(np.concatenate([a, b]), axis=0)
-            v = np.where(v > 0, v, np.nan)
-            s1[k], st[k] = _first(a, ab, b, v), _total(a, ab, v)
+        # every resample's means at once: a resample draws rows with multiplicities, so its
+        # mean of any per-row quantity g is counts @ g / N, counts (num_resamples, N); the
+        # quantities: A, B, A^2, B^2, B (AB_i - A), (A - AB_i)^2
+        N = A.shape[0]
+        counts = np.bincount((r.T + N * np.arange(num_resamples)[:, None]).ravel(),
+                             minlength=N * num_resamples).reshape(num_resamples, N).astype(np.float64)
+        G = np.concatenate([A[:, None], B[:, None], A[:, None] ** 2, B[:, None] ** 2,
+                            B[:, None] * (AB - A[:, None]), (A[:, None] - AB) ** 2], axis=1)  # (N, 4 + 2d, k)
+        M = (counts @ G.reshape(N, -1)).reshape((num_resamples,) + G.shape[1:]) / N
+        mean = 0.5 * (M[:, 0] + M[:, 1])
+        v = 0.5 * (M[:, 2] + M[:, 3]) - mean ** 2  # the variance over the resampled A and B rows
+        v = np.where(v > 0, v, np.nan)[:, None]
+        s1 = M[:, 4:4 + d] / v
+        st = 0.5 * M[:, 4 + d:] / v
     return {"S1": S1, "S1_conf": z * s1.std(axis=0, ddof=1), "ST": ST, "ST_conf": z * st.std(axis=0, ddof=1)}
 
 
