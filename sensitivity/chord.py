@@ -16,13 +16,18 @@ nonconvergence as divergence": 845 -> 242 steps in their example).
 correction scaled by atol + rtol |y|, max norm): converged when
 |d_k| rate / (1 - rate) < kappa, or |d_k| is at rounding level; diverged when rate >= 1
 (or not finite); otherwise iterate, up to the solver's `root_find_max_steps` (then
-"max steps reached": a failed stage, the step is rejected). Everything else (one Newton
-matrix per step, built in `init`, reused by every stage) is VeryChord's.
+"max steps reached": a failed stage, the step is rejected). An iterate that is not finite
+is not taken (the previous one is kept and the iteration reports divergence), so a failed
+stage leaves finite values: diffrax differentiates rejected steps too (with zero
+cotangents), and a NaN there turns the whole reverse pass into NaN (0 * NaN). Everything
+else (one Newton matrix per step, built in `init`, reused by every stage) is VeryChord's.
 """
 
 from __future__ import annotations
 
 import diffrax
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import optimistix as optx
 from diffrax._root_finder._verychord import _small
@@ -32,6 +37,14 @@ class Chord(diffrax.VeryChord):
     """diffrax's `VeryChord` whose iteration runs until it converges, diverges or
     reaches `root_find_max_steps` (see the module docstring). Same fields: rtol, atol,
     norm, kappa (1e-2), linear_solver."""
+
+    def step(self, fn, y, args, options, state, tags):
+        new_y, new_state, aux = super().step(fn, y, args, options, state, tags)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(new_y)]))
+        new_y = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new_y, y)
+        diffsize = jnp.where(finite, new_state.diffsize, jnp.inf)
+        new_state = eqx.tree_at(lambda s: s.diffsize, new_state, diffsize)
+        return new_y, new_state, aux
 
     def terminate(self, fn, y, args, options, state, tags):
         del fn, y, args, options, tags

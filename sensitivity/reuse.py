@@ -108,11 +108,18 @@ class ScaledBandedLU(BandedLU):
         return (factors, eqx.internal.Static(not transposed.value), scale), {}
 
 
+def _ratio(gh, gh_factored):
+    """gh / gh_factored; 1 when both are 0 (diffrax's masked zero-length steps: a NaN there
+    would reach the reverse pass as 0 * NaN), NaN when nothing is factorised yet."""
+    safe = jnp.where(gh_factored == 0, 1.0, gh_factored)
+    return jnp.where(gh_factored == 0, jnp.where(gh == 0, 1.0, jnp.inf), gh / safe)
+
+
 def _scale(gh, gh_factored):
     """CVODES' correction scale 2 / (1 + r), r = gh / gh_factored, for chord iterations
     with I - gh_factored J in place of I - gh J: the contraction on both stiff and non-stiff
     modes becomes |r - 1| / (r + 1) instead of |r - 1| (0.13 instead of 0.3 at r = 1.3)."""
-    return 2.0 / (1.0 + gh / gh_factored)
+    return 2.0 / (1.0 + _ratio(gh, gh_factored))
 
 
 class _Kind:
@@ -276,7 +283,7 @@ class _ReuseMixin:
                                    (jac, jnp.zeros_like(cache.age), cache.n_jac + 1))
 
             c = jax.lax.cond(need_jac, fresh, lambda: cache)
-            refactor = need_jac | ~(jnp.abs(gh / c.gh - 1.0) <= self.dgmax)  # NaN gh: refactor
+            refactor = need_jac | ~(jnp.abs(_ratio(gh, c.gh) - 1.0) <= self.dgmax)  # NaN: refactor
 
             def refac():
                 return eqx.tree_at(lambda c_: (c_.factors, c_.gh, c_.n_factor), c,
