@@ -257,6 +257,8 @@ def main(argv=None) -> int:
     fig.tight_layout()
     RESULTS.mkdir(exist_ok=True)
     stem = ("stiff_scaling_quick" if args.quick else "stiff_scaling") + ("_reuse" if args.reuse else "")
+    if sorted(args.systems) != sorted(SYSTEMS):
+        stem += "_" + "_".join(args.systems)
     fig.savefig(RESULTS / f"{stem}.png", dpi=120)
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / f"{stem}.md").write_text(
