@@ -163,3 +163,17 @@ def test_newton_failure_on_a_stale_jacobian_is_recovered_by_a_refresh():
 def test_jacobian_reuse_must_be_a_bool():
     with pytest.raises(sens.InputError, match="jacobian_reuse"):
         sens.Problem(robertson.model(), times=[1.0], t0=0.0, jacobian_reuse="yes")
+
+
+def test_reuse_derivative_solves_stay_banded(bruss_pair):
+    """Item 3: the stage solves' tangents (implicit function theorem at each root) run the
+    banded solver on the reuse path too: no n x n array in the traced forward program
+    (tracing only; the reverse sweep transposes the same solves, which
+    test_stiff_structure checks on the path without reuse)."""
+    from sensitivity import solve
+
+    prob = bruss_pair[1]
+    values, x = solve.values_of(prob), jnp.asarray(prob.x0())
+    f = solve.output_function(prob, "forward")
+    jaxpr = str(jax.make_jaxpr(lambda x: jax.jacfwd(lambda x: f(x, values)[0])(x))(x))
+    assert "f64[50,50]" not in jaxpr
