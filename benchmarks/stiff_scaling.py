@@ -188,8 +188,12 @@ def main(argv=None) -> int:
                                                            repeats)
             else:
                 row["ours"] = time_ours(prob, repeats)
-            if n <= dense_max:
+            if n <= dense_max and args.reuse:  # dense LU every step, with and without reuse
+                row["ours_dense"], row["ours_dense_reuse"] = time_pair(
+                    [problem(system, n, dense=True), problem(system, n, dense=True, reuse=True)], repeats)
+            elif n <= dense_max:
                 row["ours_dense"] = time_ours(problem(system, n, dense=True), repeats)
+            if n <= dense_max:
                 row["diffrax"] = time_diffrax(system, n, repeats)[1]
             if n <= max(dense_max, args.scipy_max):
                 row["scipy"] = time_scipy(system, n, repeats, False)
@@ -216,10 +220,14 @@ def main(argv=None) -> int:
                   "| system | states | path | steps (rejected) | J | LU | retries | ms/step | simulate ms "
                   "| forward Jacobian ms | adjoint gradient ms | reuse / default (sim, fwd, adj) |", "|" + "---|" * 12]
         for r in rows:
-            for key, label in (("ours", "default"), ("ours_reuse", "reuse")):
+            for key, label, base in (("ours", "default", None), ("ours_reuse", "reuse", "ours"),
+                                     ("ours_dense", "dense LU", None),
+                                     ("ours_dense_reuse", "dense LU, reuse", "ours_dense")):
+                if key not in r or (key == "ours_dense" and "ours_dense_reuse" not in r):
+                    continue
                 o = r[key]
-                ratio = "" if key == "ours" else " / ".join(
-                    f"{o[k] / r['ours'][k]:.2f}" for k in ("simulate", "forward", "adjoint"))
+                ratio = "" if base is None else " / ".join(
+                    f"{o[k] / r[base][k]:.2f}" for k in ("simulate", "forward", "adjoint"))
                 lines.append(f"| {r['system']} | {r['n']} | {label} | {o['steps']} ({o['rejected']}) | "
                              f"{'-' if o['jacobians'] is None else o['jacobians']} | "
                              f"{'-' if o['factorisations'] is None else o['factorisations']} | "
@@ -259,6 +267,8 @@ def main(argv=None) -> int:
     stem = ("stiff_scaling_quick" if args.quick else "stiff_scaling") + ("_reuse" if args.reuse else "")
     if sorted(args.systems) != sorted(SYSTEMS):
         stem += "_" + "_".join(args.systems)
+    if args.sizes:
+        stem += "_" + "_".join(map(str, args.sizes))
     fig.savefig(RESULTS / f"{stem}.png", dpi=120)
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / f"{stem}.md").write_text(
@@ -298,10 +308,12 @@ def targets(rows) -> list[str]:
         out.append(f"brusselator_1d 400: simulate / SciPy BDF + jac_sparsity = "
                    f"{br[400]['ours']['simulate'] / br[400]['scipy_sparse']:.2g} (target <= 2)")
     for r in rows:
-        if "ours_reuse" in r:
-            o, d = r["ours_reuse"], r["ours"]
-            out.append(f"{r['system']} {r['n']}: reuse / default simulate = {o['simulate'] / d['simulate']:.2f}, "
-                       f"forward = {o['forward'] / d['forward']:.2f}, adjoint = {o['adjoint'] / d['adjoint']:.2f}")
+        for key, base, what in (("ours_reuse", "ours", "reuse / default"),
+                                ("ours_dense_reuse", "ours_dense", "dense LU: reuse / no reuse")):
+            if key in r:
+                o, d = r[key], r[base]
+                out.append(f"{r['system']} {r['n']}: {what} simulate = {o['simulate'] / d['simulate']:.2f}, "
+                           f"forward = {o['forward'] / d['forward']:.2f}, adjoint = {o['adjoint'] / d['adjoint']:.2f}")
     for r in rows:
         if r["n"] <= 100 and "ours_dense" in r:
             ratio = max(r["ours"][k] / r["ours_dense"][k] for k in ("simulate", "forward", "adjoint"))
