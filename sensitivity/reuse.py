@@ -394,6 +394,14 @@ def solver_for(problem, cls: type, structured: bool = True):
     return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(**kw))
 
 
+def notes(problem) -> tuple[str, ...]:
+    """A line for `Plan.explain()` when the reuse solver runs."""
+    if not enabled(problem):
+        return ()
+    return (f"Jacobian reuse: on (kept up to {MAX_AGE} accepted steps, refactorised when gamma h "
+            f"changes by more than {DGMAX:.0%}, refreshed at once when Newton fails on it).",)
+
+
 def _solver_classes() -> dict:
     from .solve import _SOLVER_CLASSES
 

@@ -167,7 +167,11 @@ def root_finder_for(problem):
 def notes(problem) -> tuple[str, ...]:
     """Lines for `Plan.explain()`: which linear solver runs and why."""
     choice = choose(problem)
-    return () if choice.kind == "none" else (choice.explain(),)
+    if choice.kind == "none":
+        return ()
+    from . import reuse
+
+    return (choice.explain(),) + reuse.notes(problem)
 
 
 class _OptimistixForStages:

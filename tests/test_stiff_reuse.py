@@ -177,3 +177,8 @@ def test_reuse_derivative_solves_stay_banded(bruss_pair):
     f = solve.output_function(prob, "forward")
     jaxpr = str(jax.make_jaxpr(lambda x: jax.jacfwd(lambda x: f(x, values)[0])(x))(x))
     assert "f64[50,50]" not in jaxpr
+
+
+def test_plan_says_reuse_is_on(rob_pair):
+    assert "Jacobian reuse: on" in sens.plan(rob_pair[1]).explain()
+    assert "Jacobian reuse" not in sens.plan(rob_pair[0]).explain()
