@@ -13,8 +13,9 @@ carry in the solver state
     age     accepted steps since J was evaluated; counters of J evaluations,
             factorisations and recovered Newton failures
 
-and run diffrax's own step with a root finder (`_CachedChord`, a `VeryChord`) whose
-`init` hands back those factors instead of linearising. Rules, per step attempt:
+and run diffrax's own step with a root finder (`_CachedChord`, a `chord.Chord`) whose
+`init` hands back those factors instead of linearising, the correction scaled by CVODES'
+2 / (1 + gamma h / gh). Rules, per step attempt:
 
 - J is re-evaluated at (t0, y0) after `max_age` accepted steps, after a jump, and on the
   first step;
@@ -23,8 +24,8 @@ and run diffrax's own step with a root finder (`_CachedChord`, a `VeryChord`) wh
   so the next attempt sees the old cache and a changed h);
 - if the Newton iteration fails with a stale J (diverged, or not converged within the
   solver's `root_find_max_steps`), the step is recomputed at once with a fresh J and
-  factorisation (a `lax.scan` of two attempts, the second skipped by `lax.cond` when the
-  first succeeded), so a stale matrix never costs more than one extra attempt and a
+  factorisation (a second attempt under `lax.cond`, run only when the first failed on a
+  stale J), so a stale matrix never costs more than one extra attempt and a
   diverged Newton never gives an accepted step: a failure with a fresh J is reported to
   the step-size controller as usual (infinite error estimate: the step is rejected).
 
@@ -38,7 +39,16 @@ used. Their linear solves use the Jacobian at the root (dense LU, or `BandedLU` 
 `stiff_linear`'s hook: one colour-compressed Jacobian and block LU per stage solve).
 
 Only `accepted` work is counted in the statistics (diffrax discards a rejected step's
-solver state): `jacobian_evaluations` and `factorisations` along the accepted steps.
+solver state): `jacobian_evaluations`, `factorisations` and `newton_retries` along the
+accepted steps.
+
+Measured (benchmarks/stiff_scaling.py --reuse): no faster than rebuilding on heat_1d and
+brusselator_1d, banded or dense, hence `Problem.jacobian_reuse` defaults to False. Item 3
+of issue 15 as far as it goes here: the derivative solves use the structured (banded)
+solver, but with the Jacobian at each stage root, not the cached factors: those belong to
+another matrix (older J, other gamma h), and reaching the exact tangent from them would
+take preconditioned iterations (a JVP and a solve each), dearer than a fresh banded
+factorisation.
 """
 
 from __future__ import annotations
