@@ -9,6 +9,10 @@ reordering, t in [0, 10], hundreds of steps). For each size it times, after comp
                   sens.gradient(mode="adjoint", 2 parameters + n initial values): the linear
                   solver chosen by `stiff_linear.choose` (banded when cheaper)
     ours dense    the same with jacobian_sparsity="dense" (the path before issue 15)
+    ours reuse    (--reuse) the same with jacobian_reuse=True: Jacobian and factorisation kept
+                  across steps (sensitivity/reuse.py); timed interleaved with "ours" (run k of
+                  one, then run k of the other), with steps, Jacobian evaluations and
+                  factorisations along the accepted steps, and time per step
     diffrax       hand-written diffrax.diffeqsolve with Kvaerno5's defaults (dense LU), jit
     scipy         solve_ivp(method="BDF") on the same (jitted) rhs, without and with
                   jac_sparsity
@@ -48,6 +52,7 @@ SYSTEMS = {
                            times=np.linspace(0.2, 10.0, 50)),
 }
 RTOL, ATOL = 1e-6, 1e-8
+LOAD = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
 
 
 def objective(ys):
@@ -61,13 +66,41 @@ def median(call, repeats):
     return first[0] + first[1], statistics.median(runs)
 
 
-def problem(system, n, dense):
+def problem(system, n, dense, reuse=False):
     spec = SYSTEMS[system]
     m = spec["factory"](n)
     if dense:
         m = sens.ODEModel(m.name, m.n_states, m.parameters, m.rhs, m.y0, stiff=True, jacobian_sparsity="dense")
     return sens.Problem(m, times=spec["times"], t0=spec["t0"], wrt=spec["params"], solver="kvaerno5",
-                        rtol=RTOL, atol=ATOL)
+                        rtol=RTOL, atol=ATOL, jacobian_reuse=reuse)
+
+
+def time_pair(probs, repeats):
+    """`time_ours` for several problems, interleaved: each task's compile+first call for all,
+    then run k of each in turn; medians. Also the solver statistics of one simulate."""
+    t = lambda r: (r.timings["compile"], r.timings["run"])  # noqa: E731
+    adj = [p.replace(wrt=list(p.input_names) + [f"y0.{s}" for s in p.model.states]) for p in probs]
+    tasks = {"simulate": [lambda p=p: t(sens.simulate(p)) for p in probs],
+             "forward": [lambda p=p: t(sens.jacobian(p, mode="forward")) for p in probs],
+             "adjoint": [lambda a=a: t(sens.gradient(a, objective, mode="adjoint")) for a in adj]}
+    outs = [dict() for _ in probs]
+    for key, calls in tasks.items():
+        firsts = [sum(c()) for c in calls]
+        runs = [[] for _ in calls]
+        for _ in range(repeats):
+            for i, c in enumerate(calls):
+                runs[i].append(c()[1])
+        for i, o in enumerate(outs):
+            o[f"{key}_first"], o[key] = firsts[i], statistics.median(runs[i])
+    for p, o in zip(probs, outs):
+        st = sens.simulate(p).stats
+        o["steps"] = st["num_steps"]
+        o["rejected"] = st["num_rejected_steps"]
+        o["jacobians"] = st.get("jacobian_evaluations")
+        o["factorisations"] = st.get("factorisations")
+        o["retries"] = st.get("newton_retries")
+        o["ms_per_step"] = 1e3 * o["simulate"] / max(o["steps"], 1)
+    return outs
 
 
 def time_ours(prob, repeats):
@@ -134,6 +167,10 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
     ap.add_argument("--dense-max", type=int, default=None,
                     help="largest size for the dense variants (default 400; 25 with --quick)")
+    ap.add_argument("--scipy-max", type=int, default=1600,
+                    help="largest size for SciPy BDF without jac_sparsity (default 1600)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="also time jacobian_reuse=True, interleaved with the default path")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([25, 200] if args.quick else [25, 100, 400, 1600])
     repeats = args.repeats or (1 if args.quick else 3)
@@ -146,10 +183,19 @@ def main(argv=None) -> int:
             choice = stiff_linear.choose(prob)
             row["linear_solver"] = choice.kind
             row["bandwidth"] = None if choice.structure is None else choice.structure.reordered_bandwidth
-            row["ours"] = time_ours(prob, repeats)
-            if n <= dense_max:
+            if args.reuse:
+                row["ours"], row["ours_reuse"] = time_pair([prob, problem(system, n, dense=False, reuse=True)],
+                                                           repeats)
+            else:
+                row["ours"] = time_ours(prob, repeats)
+            if n <= dense_max and args.reuse:  # dense LU every step, with and without reuse
+                row["ours_dense"], row["ours_dense_reuse"] = time_pair(
+                    [problem(system, n, dense=True), problem(system, n, dense=True, reuse=True)], repeats)
+            elif n <= dense_max:
                 row["ours_dense"] = time_ours(problem(system, n, dense=True), repeats)
+            if n <= dense_max:
                 row["diffrax"] = time_diffrax(system, n, repeats)[1]
+            if n <= max(dense_max, args.scipy_max):
                 row["scipy"] = time_scipy(system, n, repeats, False)
             row["scipy_sparse"] = time_scipy(system, n, repeats, True)
             rows.append(row)
@@ -167,6 +213,26 @@ def main(argv=None) -> int:
             f"{ms(o['simulate'])} | {ms(o['forward'])} | {ms(o['adjoint'])} | {dense} | {ms(r.get('diffrax'))} | "
             f"{ms(r.get('scipy'))} | {ms(r['scipy_sparse'])} | {o['simulate_first']:.2g}, "
             f"{o['forward_first']:.2g}, {o['adjoint_first']:.2g} |")
+    if args.reuse:
+        lines += ["", "Jacobian reuse (jacobian_reuse=True) against the default path, interleaved in one process "
+                  "(J: Jacobian evaluations, LU: factorisations, along the accepted steps; retries: steps redone "
+                  "with a fresh Jacobian after the Newton iteration failed on a stale one):", "",
+                  "| system | states | path | steps (rejected) | J | LU | retries | ms/step | simulate ms "
+                  "| forward Jacobian ms | adjoint gradient ms | reuse / default (sim, fwd, adj) |", "|" + "---|" * 12]
+        for r in rows:
+            for key, label, base in (("ours", "default", None), ("ours_reuse", "reuse", "ours"),
+                                     ("ours_dense", "dense LU", None),
+                                     ("ours_dense_reuse", "dense LU, reuse", "ours_dense")):
+                if key not in r or (key == "ours_dense" and "ours_dense_reuse" not in r):
+                    continue
+                o = r[key]
+                ratio = "" if base is None else " / ".join(
+                    f"{o[k] / r[base][k]:.2f}" for k in ("simulate", "forward", "adjoint"))
+                lines.append(f"| {r['system']} | {r['n']} | {label} | {o['steps']} ({o['rejected']}) | "
+                             f"{'-' if o['jacobians'] is None else o['jacobians']} | "
+                             f"{'-' if o['factorisations'] is None else o['factorisations']} | "
+                             f"{'-' if o['retries'] is None else o['retries']} | {o['ms_per_step']:.3g} | "
+                             f"{ms(o['simulate'])} | {ms(o['forward'])} | {ms(o['adjoint'])} | {ratio} |")
     text = "\n".join(lines)
     checks = targets(rows)
     print(text)
@@ -198,12 +264,17 @@ def main(argv=None) -> int:
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
     RESULTS.mkdir(exist_ok=True)
-    stem = "stiff_scaling_quick" if args.quick else "stiff_scaling"
+    stem = ("stiff_scaling_quick" if args.quick else "stiff_scaling") + ("_reuse" if args.reuse else "")
+    if sorted(args.systems) != sorted(SYSTEMS):
+        stem += "_" + "_".join(args.systems)
+    if args.sizes:
+        stem += "_" + "_".join(map(str, args.sizes))
     fig.savefig(RESULTS / f"{stem}.png", dpi=120)
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / f"{stem}.md").write_text(
         f"# Stiff systems: time against states\n\nWritten by `python benchmarks/stiff_scaling.py"
-        f"{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}: Kvaerno5, rtol {RTOL:g}, "
+        f"{' '.join([''] + (argv if argv is not None else sys.argv[1:]))}` on {time.strftime('%Y-%m-%d')} "
+        f"(load average before: {LOAD}): Kvaerno5, rtol {RTOL:g}, "
         f"atol {ATOL:g}, 50 save times; median of {repeats} run(s) after compiling. Forward Jacobian: "
         "2 parameters; adjoint gradient: 2 parameters + every initial value, sum of squares.\n\n"
         + text + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\n![scaling]({stem}.png)\n")
@@ -233,6 +304,16 @@ def targets(rows) -> list[str]:
     if 400 in br and "scipy" in br[400]:
         out.append(f"brusselator_1d 400: simulate / SciPy BDF = {br[400]['ours']['simulate'] / br[400]['scipy']:.2g} "
                    "(target <= 2)")
+    if 400 in br:
+        out.append(f"brusselator_1d 400: simulate / SciPy BDF + jac_sparsity = "
+                   f"{br[400]['ours']['simulate'] / br[400]['scipy_sparse']:.2g} (target <= 2)")
+    for r in rows:
+        for key, base, what in (("ours_reuse", "ours", "reuse / default"),
+                                ("ours_dense_reuse", "ours_dense", "dense LU: reuse / no reuse")):
+            if key in r:
+                o, d = r[key], r[base]
+                out.append(f"{r['system']} {r['n']}: {what} simulate = {o['simulate'] / d['simulate']:.2f}, "
+                           f"forward = {o['forward'] / d['forward']:.2f}, adjoint = {o['adjoint'] / d['adjoint']:.2f}")
     for r in rows:
         if r["n"] <= 100 and "ours_dense" in r:
             ratio = max(r["ours"][k] / r["ours_dense"][k] for k in ("simulate", "forward", "adjoint"))

@@ -220,6 +220,9 @@ class Problem:
         breakpoints: fixed times of discontinuities of the rhs (numbers: the step controller
             steps onto them) and/or parameter names (the solve is split there).
         events: state events (`sensitivity.Event`), in addition to the model's.
+        jacobian_reuse: keep the Newton matrix's Jacobian and factorisation across steps
+            (Kvaerno3/4/5 only; `sensitivity.reuse`). Off by default: measured no faster on
+            the library's stiff models (benchmarks/stiff_scaling.py --reuse).
     """
 
     model: ODEModel
@@ -239,10 +242,12 @@ class Problem:
     fixed_breakpoints: tuple[float, ...] = ()
     param_breakpoints: tuple[str, ...] = ()
     events: tuple = ()
+    jacobian_reuse: bool = False
 
     def __init__(self, model: ODEModel, times, wrt=None, of=None, parameters=None, y0=None,
                  t0=None, solver="auto", rtol=1e-8, atol=1e-8, max_steps=100_000,
-                 adjoint="checkpoint", checkpoints=None, doses=None, breakpoints=None, events=None):
+                 adjoint="checkpoint", checkpoints=None, doses=None, breakpoints=None, events=None,
+                 jacobian_reuse=False):
         if not isinstance(model, ODEModel):
             raise InputError(f"model must be an ODEModel, got {type(model).__name__}")
         ts, start = _check_times(times, t0)
@@ -279,6 +284,9 @@ class Problem:
         set_("max_steps", int(max_steps))
         set_("adjoint", adjoint)
         set_("checkpoints", None if checkpoints is None else int(checkpoints))
+        if not isinstance(jacobian_reuse, (bool, np.bool_)):
+            raise InputError(f"jacobian_reuse = {jacobian_reuse!r} must be True or False")
+        set_("jacobian_reuse", bool(jacobian_reuse))
         set_("_memo", {})  # per-problem caches (keys, device values, functions): see `memo`
         warn_undeclared(self)
 
@@ -356,6 +364,7 @@ class Problem:
             rtol=self.rtol, atol=self.atol, max_steps=self.max_steps, adjoint=self.adjoint,
             checkpoints=self.checkpoints, doses=list(self.doses),
             breakpoints=list(self.fixed_breakpoints) + list(self.param_breakpoints), events=list(self.events),
+            jacobian_reuse=self.jacobian_reuse,
         )
         if "parameters" in changes:
             merged = dict(self.parameters)
@@ -399,7 +408,7 @@ class Problem:
         return (self.model.structure_key(), self.wrt, self.of, self.times.size, self.solver, self.max_steps,
                 self.adjoint, self.checkpoints, tuple(sorted(extra.items())),
                 tuple(d.state for d in self.doses), len(self.fixed_breakpoints), self.param_breakpoints,
-                self.events)
+                self.events, self.jacobian_reuse)
 
     def __repr__(self) -> str:
         return (f"Problem({self.model.name}, n_inputs={self.n_inputs}, of={list(self.of)}, "

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled, events, stiff_linear, stiffness
+from . import compiled, events, reuse, stiff_linear, stiffness
 from .errors import SolverError
 from .problem import Problem
 
@@ -141,8 +141,8 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
-    solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
+    solver = reuse.solver_for(problem, _SOLVER_CLASSES[solver_name(problem)], structured=rhs is None)
+    counted = rhs is None and reuse.enabled(problem) and method != "backsolve"  # reuse counters
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events
         return events.solve_function(problem, method, steps, rhs,
@@ -159,13 +159,15 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
         controller = events.controller(problem, values)
         sol = diffrax.diffeqsolve(
             term, solver, values["t0"], times[-1], None, y0, params,
-            saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
+            saveat=diffrax.SaveAt(ts=times, solver_state=counted), stepsize_controller=controller,
             max_steps=steps, adjoint=_adjoint(problem, method, solver, controller), throw=False,
         )
         # diffrax counts num_steps = accepted + rejected; returning all three would keep one
         # more counter (an XLA kernel) in every solver step: accepted is derived on the host
         aux = {"result": sol.result, "num_steps": sol.stats["num_steps"],
                "num_rejected_steps": sol.stats["num_rejected_steps"]}
+        if counted:
+            aux.update(reuse.stats(sol.solver_state))
         return sol.ys, aux
 
     return solve

@@ -22,18 +22,15 @@ Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n /
     banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps
 A solve with the factors costs 2 n^2 (dense) against ~4 n m (banded).
 
-Reuse across steps (the BDF/CVODES strategy) is not done. diffrax's Runge-Kutta `step`
-rebuilds the Newton matrix on every step inside one long method (`eval_f_jac`, then
-`root_find(..., options=dict(init_state=jac_f))`) and its solver state holds only the FSAL
-value, so no factorisation can outlive a step without replacing that method. What it
-would take: an implicit-solver subclass whose solver state also carries (compressed J,
-the gamma h it was factorised at, the factors, a refresh flag), whose `step` decides to
-refresh (previous step rejected, Newton diverged, |gamma h / gamma h_old - 1| > 0.3) and
-otherwise hands the cached factors to a root finder whose `init` returns them (diffrax's
-`VeryChord` already accepts a ready `init_state`), and a step-size controller that keeps h
-fixed across small changes so the factors stay valid. With the banded path a fresh
-Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs evaluations' worth, so reuse
-would now save a constant factor, not an order of growth.
+Reuse across steps (the BDF/CVODES strategy) is in `reuse.py`, opt-in
+(`Problem(jacobian_reuse=True)`): an ESDIRK subclass whose solver state carries J, the
+gamma h it was factorised at and the factors, refreshed after 20 accepted steps, when gamma h
+changed by more than 30 %, or at once when the Newton iteration fails on a stale matrix.
+With the banded path a fresh Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs
+evaluations' worth, and the extra chord iterations a stale matrix costs outweighed that
+on the library's models (benchmarks/stiff_scaling.py --reuse), hence off by default.
+The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
+the iteration run past two steps); `solve.py` builds the solver with `reuse.solver_for`.
 """
 
 from __future__ import annotations
@@ -170,7 +167,11 @@ def root_finder_for(problem):
 def notes(problem) -> tuple[str, ...]:
     """Lines for `Plan.explain()`: which linear solver runs and why."""
     choice = choose(problem)
-    return () if choice.kind == "none" else (choice.explain(),)
+    if choice.kind == "none":
+        return ()
+    from . import reuse
+
+    return (choice.explain(),) + reuse.notes(problem)
 
 
 class _OptimistixForStages:
