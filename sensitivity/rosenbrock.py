@@ -150,6 +150,10 @@ class _Dense:
     def solve(factors, r):
         return jsl.lu_solve(factors, r)
 
+    @staticmethod
+    def solve_t(factors, r):
+        return jsl.lu_solve(factors, r, trans=1)
+
 
 class _BandedW:
     """W as a lineax-like operator for `banded._blocks`: v -> v / (h gamma) - J v."""
@@ -170,12 +174,15 @@ class _Banded:
     def factor(self, f_y, y0, scale):
         return banded.factor(banded._blocks(self.layout, _BandedW(f_y, y0, scale)))
 
-    def solve(self, factors, r):
+    def solve(self, factors, r, which=banded.solve):
         lay = self.layout
         v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
         v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
-        x = banded.solve(factors, v).reshape(-1)[: lay.n]
+        x = which(factors, v).reshape(-1)[: lay.n]
         return x if lay.identity_order else x[jnp.asarray(lay.inv)]
+
+    def solve_t(self, factors, r):
+        return self.solve(factors, r, banded.solve_transpose)
 
 
 class Rodas5P(diffrax.AbstractAdaptiveSolver):
@@ -184,6 +191,7 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
     None for dense LU. Use with a `PIDController`; see the module docstring."""
 
     layout: banded.Layout | None = eqx.field(static=True, default=None)
+    scan_stages: bool = eqx.field(static=True, default=True)
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = RodasInterpolation
@@ -203,18 +211,8 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
     def _linear(self):
         return _Dense() if self.layout is None else _Banded(self.layout)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del solver_state, made_jump
-        if y0.ndim != 1:
-            raise ValueError(f"Rodas5P solves 1-D states, got shape {y0.shape}")
-        dtype = y0.dtype
-        h = (t1 - t0).astype(dtype)
-        f = lambda t, y: jnp.asarray(terms.vf(t, y, args), dtype=dtype)  # noqa: E731
-        f_y = lambda y: f(t0, y)  # noqa: E731
-        # f(t0, y0) and T = df/dt in one JVP (T is zero, and free, when f ignores t)
-        f0, T = jax.jvp(lambda t: f(t, y0), (jnp.asarray(t0, dtype),), (jnp.ones((), dtype),))
-        lin = self._linear()
-        factors = lin.factor(f_y, y0, 1.0 / (h * GAMMA))
+    @staticmethod
+    def _stages_unrolled(f, solve, t0, t1, h, y0, f0, T):
         ks = []
         for i in range(STAGES):
             if i == 0:
@@ -227,10 +225,61 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
                 r = r + (float(D_COEFFS[i]) * h) * T
             if i > 0:
                 r = r + sum(float(C_MATRIX[i, j]) * ks[j] for j in range(i)) / h
-            ks.append(lin.solve(factors, r))
-        y1 = y0 + sum(float(B_WEIGHTS[j]) * ks[j] for j in range(STAGES))
-        kstack = jnp.stack(ks)
-        dense = dict(y0=y0, y1=y1, k=jnp.asarray(H_MATRIX, dtype) @ kstack)
+            ks.append(solve(r))
+        return jnp.stack(ks)
+
+    @staticmethod
+    def _stages_scanned(f, solve, t0, t1, h, y0, f0, T):
+        """The stages as a `lax.scan` (one traced rhs and solve instead of 8: smaller
+        programs, faster compiles, especially of derivatives)."""
+        dtype = y0.dtype
+        k0 = solve(f0 + (float(D_COEFFS[0]) * h) * T)
+        K = jnp.zeros((STAGES,) + y0.shape, dtype).at[0].set(k0)
+        xs = (jnp.arange(1, STAGES), jnp.asarray(A_MATRIX[1:], dtype), jnp.asarray(C_MATRIX[1:], dtype),
+              jnp.asarray(C_NODES[1:], dtype), jnp.asarray(D_COEFFS[1:], dtype))
+
+        def body(K, x):
+            i, a, c, node, d = x
+            fi = f(t0 + node * (t1 - t0), y0 + a @ K)
+            k = solve(fi + (d * h) * T + (c @ K) / h)
+            return K.at[i].set(k), None
+
+        K, _ = jax.lax.scan(body, K, xs)
+        return K
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        if y0.ndim != 1:
+            raise ValueError(f"Rodas5P solves 1-D states, got shape {y0.shape}")
+        dtype = y0.dtype
+        h = jnp.asarray(t1 - t0, dtype)
+        f = lambda t, y: jnp.asarray(terms.vf(t, y, args), dtype=dtype)  # noqa: E731
+        f_y = lambda y: f(t0, y)  # noqa: E731
+        # f(t0, y0) and T = df/dt in one JVP (T is zero, and free, when f ignores t)
+        f0, T = jax.jvp(lambda t: f(t, y0), (jnp.asarray(t0, dtype),), (jnp.ones((), dtype),))
+        lin = self._linear()
+        scale = 1.0 / (h * GAMMA)
+        # W's factors carry no derivative: tangents and cotangents of the stage solves come
+        # from implicit differentiation, dk = W^-1 (dr - dW k), with dW k one second-order
+        # JVP of f (custom_linear_solve), not from differentiating J and the LU (n or c
+        # second-order JVPs and O(n^3) or O(n m^2) factor derivatives per direction)
+        sg = jax.lax.stop_gradient
+        args_sg = jax.tree_util.tree_map(sg, args)
+        factors = lin.factor(lambda y: jnp.asarray(terms.vf(sg(t0), y, args_sg), dtype=dtype), sg(y0), sg(scale))
+
+        def matvec(v):  # W v = v / (h gamma) - J v
+            return v * scale - jax.jvp(f_y, (y0,), (v,))[1]
+
+        def solve(r):
+            return jax.lax.custom_linear_solve(matvec, r, lambda _, b: lin.solve(factors, b),
+                                               lambda _, b: lin.solve_t(factors, b))
+
+        if self.scan_stages:
+            ks = self._stages_scanned(f, solve, t0, t1, h, y0, f0, T)
+        else:
+            ks = self._stages_unrolled(f, solve, t0, t1, h, y0, f0, T)
+        y1 = y0 + jnp.asarray(B_WEIGHTS, dtype) @ ks
+        dense = dict(y0=y0, y1=y1, k=jnp.asarray(H_MATRIX, dtype) @ ks)
         ok = jnp.all(jnp.isfinite(y1))
         # a singular W gives non-finite stages: report a huge error so the controller
         # rejects the step and shrinks h, rather than failing the solve
