@@ -165,16 +165,84 @@ class _BandedW:
         return v * self.scale - jax.jvp(self.f_y, (self.y0,), (v,))[1]
 
 
+def _factor_inv(blocks):
+    """Block LU of the block-tridiagonal W (blocks (3, N, m, m): L, D, U) keeping explicit
+    inverses of the Schur complements: (Sinv (N, m, m), E (N, m, m), L). S_i = D_i - L_i
+    E_{i-1}, E_i = S_i^-1 U_i. Explicit m x m inverses (partial pivoting inside the block)
+    make each solve two scans of plain mat-vecs: measured 10x cheaper than `banded.solve`'s
+    per-block `lu_solve` (triangular-solve calls and row permutations) at 400 states."""
+    L, D, U = blocks[0], blocks[1], blocks[2]
+    m = D.shape[-1]
+
+    def body(E_prev, xs):
+        Li, Di, Ui = xs
+        Sinv = jnp.linalg.inv(Di - Li @ E_prev)
+        E = Sinv @ Ui
+        return E, (Sinv, E)
+
+    _, (Sinv, E) = jax.lax.scan(body, jnp.zeros((m, m), D.dtype), (L, D, U))
+    return Sinv, E.at[-1].set(0.0), L
+
+
+def _solve_inv(factors, r):
+    """x with W x = r, r (N, m): w_i = S_i^-1 (r_i - L_i w_{i-1}), x_i = w_i - E_i x_{i+1}."""
+    Sinv, E, L = factors
+
+    def fwd(w_prev, xs):
+        Si, Li, ri = xs
+        w = Si @ (ri - Li @ w_prev)
+        return w, w
+
+    _, w = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (Sinv, L, r))
+
+    def bwd(x_next, xs):
+        wi, Ei = xs
+        x = wi - Ei @ x_next
+        return x, x
+
+    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (w, E), reverse=True)
+    return x
+
+
+def _solve_inv_t(factors, r):
+    """x with W^T x = r: y_i = r_i - E_{i-1}^T y_{i-1}, x_i = S_i^-T (y_i - L_{i+1}^T x_{i+1})."""
+    Sinv, E, L = factors
+    E_prev = jnp.concatenate([jnp.zeros_like(E[:1]), E[:-1]])
+
+    def fwd(y_prev, xs):
+        Ep, ri = xs
+        y = ri - Ep.T @ y_prev
+        return y, y
+
+    _, y = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (E_prev, r))
+    L_next = jnp.concatenate([L[1:], jnp.zeros_like(L[:1])])
+
+    def bwd(x_next, xs):
+        Si, Ln, yi = xs
+        x = Si.T @ (yi - Ln.T @ x_next)
+        return x, x
+
+    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (Sinv, L_next, y), reverse=True)
+    return x
+
+
+def block_size(bandwidth: int, n: int) -> int:
+    """Blocks for the banded path: at least the bandwidth and at least 16 (fewer scan steps;
+    at 400 states the factorisation took 110 us with 16 x 16 blocks, 270 us with 8 x 8)."""
+    return int(min(max(bandwidth, 16), n))
+
+
 class _Banded:
-    """W factorised by `banded`: colour-compressed J (c JVPs), block-tridiagonal LU."""
+    """W factorised blockwise: colour-compressed J (c JVPs), block-tridiagonal LU with
+    explicit block inverses (`_factor_inv`)."""
 
     def __init__(self, layout: banded.Layout):
         self.layout = layout
 
     def factor(self, f_y, y0, scale):
-        return banded.factor(banded._blocks(self.layout, _BandedW(f_y, y0, scale)))
+        return _factor_inv(banded._blocks(self.layout, _BandedW(f_y, y0, scale)))
 
-    def solve(self, factors, r, which=banded.solve):
+    def solve(self, factors, r, which=_solve_inv):
         lay = self.layout
         v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
         v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
@@ -182,7 +250,7 @@ class _Banded:
         return x if lay.identity_order else x[jnp.asarray(lay.inv)]
 
     def solve_t(self, factors, r):
-        return self.solve(factors, r, banded.solve_transpose)
+        return self.solve(factors, r, _solve_inv_t)
 
 
 class Rodas5P(diffrax.AbstractAdaptiveSolver):

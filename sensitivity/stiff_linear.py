@@ -164,22 +164,25 @@ def root_finder_for(problem):
     return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
 
 
-def _layout(choice: LinearChoice) -> Layout:
-    key = (choice.structure.pattern.digest(), choice.block,
+def _layout(choice: LinearChoice, block: int | None = None) -> Layout:
+    block = choice.block if block is None else block
+    key = (choice.structure.pattern.digest(), block,
            None if choice.structure.perm is None else choice.structure.perm.tobytes())
     layout = _LAYOUTS.get(key)
     if layout is None:
-        layout = _LAYOUTS[key] = Layout(choice.structure, choice.block)
+        layout = _LAYOUTS[key] = Layout(choice.structure, block)
     return layout
 
 
 def rosenbrock_for(problem):
     """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
     Its derivatives need no hook: the solver's linear algebra is plain JAX."""
-    from .rosenbrock import Rodas5P
+    from .rosenbrock import Rodas5P, block_size
 
     choice = choose(problem)
-    return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
+    if choice.kind != "banded":
+        return Rodas5P()
+    return Rodas5P(layout=_layout(choice, block_size(choice.structure.reordered_bandwidth, choice.structure.n)))
 
 
 def notes(problem) -> tuple[str, ...]:
