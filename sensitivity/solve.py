@@ -38,7 +38,7 @@ METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
 
 def solver_name(problem: Problem) -> str:
-    """The solver that runs: "auto" is Kvaerno5 for a model flagged stiff or whose rhs
+    """The solver that runs: "auto" is Rodas5P for a model flagged stiff or whose rhs
     Jacobian shows stiffness at the start (`sensitivity.stiffness`), else Tsit5."""
     if problem.solver == "auto":
         return stiffness.choice(problem).solver
@@ -142,11 +142,14 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    if solver_name(problem) in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
-        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[solver_name(problem)]()
+    name = solver_name(problem)
+    if name in stiff_linear.ROSENBROCK_SOLVERS and method == "backsolve":
+        name = "kvaerno5"  # BacksolveAdjoint solves a pytree state backwards; Rodas5P takes 1-D states
+    if name in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
+        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[name]()
     else:
         root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
-        solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
+        solver = _SOLVER_CLASSES[name](**({} if root_finder is None else {"root_finder": root_finder}))
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events
         return events.solve_function(problem, method, steps, rhs,
