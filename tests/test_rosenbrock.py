@@ -15,6 +15,7 @@ import sensitivity as sens
 from sensitivity import models, stiff_linear
 from sensitivity.models import brusselator_1d, robertson, van_der_pol
 from sensitivity.rosenbrock import Rodas5P
+from sensitivity.solve import solver_name
 
 
 def _scipy(model, times, params=None, y0=None, rtol=1e-12, atol=1e-14):
@@ -35,6 +36,10 @@ def test_robertson_against_radau():
     ref = _scipy(prob.model, times)
     np.testing.assert_allclose(traj.states, ref, rtol=3e-8, atol=1e-13)
     assert traj.stats["num_steps"] < 1000  # Kvaerno5 needs ~3000 here
+    auto = sens.Problem(robertson.model(), times=times)  # flagged stiff: "auto" picks Rodas5P, and says why
+    assert solver_name(auto) == "rodas5p"
+    assert "Solver rodas5p: model 'robertson' is flagged stiff; Rodas5P: linearly implicit" in \
+        sens.plan(auto, probe_problem=False).explain()
 
 
 def test_stiff_van_der_pol_against_radau():
