@@ -17,6 +17,11 @@ when, and only when, the root finder's linear solver is a `BandedLU`; every othe
 unchanged. Without that hook (e.g. a future diffrax that calls root_find elsewhere)
 results stay correct and only the derivative solves fall back to dense LU.
 
+Rodas5P (`rosenbrock.py`, solver "rodas5p") takes the same choice through
+`rosenbrock_for(problem)`: dense, or the same colour-compressed Jacobian and block layout
+(16-row blocks, explicit block inverses); it needs no hook, its derivative solves are
+`jax.lax.custom_linear_solve`s with the same factors.
+
 Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n / m:
     dense   n JVPs + (2/3) n^3 flops (LU)
     banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps

@@ -125,23 +125,34 @@ def rob_forward(rob):
     return sens.jacobian(rob, mode="forward")
 
 
-def test_forward_jacobian_against_finite_differences_and_kvaerno5(rob, rob_forward):
+@pytest.fixture(scope="module")
+def rob_references(rob):
+    """Central finite differences of Rodas5P solves, and Kvaerno5's forward Jacobian."""
+    return _fd(rob), sens.jacobian(rob.replace(solver="kvaerno5"), mode="forward").values
+
+
+def test_forward_jacobian_against_finite_differences_and_kvaerno5(rob_forward, rob_references):
     J = rob_forward.values
+    fd, kv = rob_references
     scale = np.abs(J).max(axis=(0, 1))  # per input
-    fd = _fd(rob)
     assert (np.abs(J - fd) / scale).max() < 1e-5  # FD truncation ~1e-10 and solver noise 1e-10 / 1e-5
-    kv = sens.jacobian(rob.replace(solver="kvaerno5"), mode="forward").values
     assert (np.abs(J - kv) / scale).max() < 1e-6
 
 
-def test_adjoint_gradient_against_forward_chain_rule(rob, rob_forward):
+def test_adjoint_gradient_against_finite_differences_forward_and_kvaerno5(rob, rob_forward, rob_references):
     """Reverse mode through the checkpointed adjoint equals the chain rule through forward
-    tangents (both differentiate the same discrete scheme), hence also FD and Kvaerno5."""
+    tangents to rounding (both differentiate the same discrete scheme), and the chain rule
+    through finite differences and through Kvaerno5's Jacobian to the tolerances above."""
     g = sens.gradient(rob, _objective, mode="adjoint")
     assert g.variant == "checkpoint"
-    chain = np.einsum("to,toi->i", np.asarray(OBJ_W), rob_forward.values)
+    W = np.asarray(OBJ_W)
+    chain = np.einsum("to,toi->i", W, rob_forward.values)
     np.testing.assert_allclose(g.grad, chain, rtol=1e-9)
-    np.testing.assert_allclose(g.value, float(np.sum(np.asarray(OBJ_W) * rob_forward.outputs)), rtol=1e-12)
+    np.testing.assert_allclose(g.value, float(np.sum(W * rob_forward.outputs)), rtol=1e-12)
+    fd, kv = rob_references
+    scale = np.einsum("to,toi->i", W, np.abs(rob_forward.values))  # per input
+    assert (np.abs(g.grad - np.einsum("to,toi->i", W, fd)) / scale).max() < 1e-5
+    assert (np.abs(g.grad - np.einsum("to,toi->i", W, kv)) / scale).max() < 1e-6
 
 
 # ----------------------------------------------------------------------------- dense vs banded
