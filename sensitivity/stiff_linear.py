@@ -141,6 +141,10 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
                                      "this size; structure not analysed.")
     st = structure_of(problem)
     m = block_size(st.reordered_bandwidth, n)
+    if name in ROSENBROCK_SOLVERS:  # Rodas5P's banded path: larger blocks, explicit inverses
+        from .rosenbrock import block_size as rosenbrock_block
+
+        m = rosenbrock_block(st.reordered_bandwidth, n)
     dense, banded = costs(st, m)
     declared_band = st.pattern.source == "declared" and 2 * m <= n
     if declared_band or (m < n and banded * SPEEDUP_NEEDED < dense):
@@ -182,12 +186,10 @@ def _layout(choice: LinearChoice, block: int | None = None) -> Layout:
 def rosenbrock_for(problem):
     """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
     Its derivatives need no hook: the solver's linear algebra is plain JAX."""
-    from .rosenbrock import Rodas5P, block_size
+    from .rosenbrock import Rodas5P
 
-    choice = choose(problem)
-    if choice.kind != "banded":
-        return Rodas5P()
-    return Rodas5P(layout=_layout(choice, block_size(choice.structure.reordered_bandwidth, choice.structure.n)))
+    choice = choose(problem, "rodas5p")
+    return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
 
 
 def notes(problem) -> tuple[str, ...]:
