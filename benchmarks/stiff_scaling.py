@@ -1,6 +1,7 @@
 """Large stiff systems: time against the number of states (issue 15).
 
-Two method-of-lines PDEs from the model library, Kvaerno5 at rtol 1e-6, atol 1e-8, 50 save
+Two method-of-lines PDEs from the model library, Kvaerno5 and Rodas5P (`--solvers`, a row
+each) at rtol 1e-6, atol 1e-8, 50 save
 times: `heat_1d` (linear, tridiagonal Jacobian, t in [0, 0.5]) and `brusselator_1d`
 (nonlinear reaction-diffusion, Jacobian of bandwidth n/2 in the stored order and 2 after
 reordering, t in [0, 10], hundreds of steps). For each size it times, after compiling:
@@ -66,12 +67,12 @@ def median(call, repeats):
     return first[0] + first[1], statistics.median(runs)
 
 
-def problem(system, n, dense, reuse=False):
+def problem(system, n, dense, solver="kvaerno5", reuse=False):
     spec = SYSTEMS[system]
     m = spec["factory"](n)
     if dense:
         m = sens.ODEModel(m.name, m.n_states, m.parameters, m.rhs, m.y0, stiff=True, jacobian_sparsity="dense")
-    return sens.Problem(m, times=spec["times"], t0=spec["t0"], wrt=spec["params"], solver="kvaerno5",
+    return sens.Problem(m, times=spec["times"], t0=spec["t0"], wrt=spec["params"], solver=solver,
                         rtol=RTOL, atol=ATOL, jacobian_reuse=reuse)
 
 
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
+    ap.add_argument("--solvers", nargs="*", default=["kvaerno5", "rodas5p"], choices=["kvaerno5", "rodas5p"],
+                    help="our stiff solvers to time (rows per solver)")
     ap.add_argument("--dense-max", type=int, default=None,
                     help="largest size for the dense variants (default 400; 25 with --quick)")
     ap.add_argument("--scipy-max", type=int, default=1600,
@@ -178,39 +181,42 @@ def main(argv=None) -> int:
     rows = []
     for system in args.systems:
         for n in sizes:
-            prob = problem(system, n, dense=False)
-            row = {"system": system, "n": prob.model.n_states}
-            choice = stiff_linear.choose(prob)
-            row["linear_solver"] = choice.kind
-            row["bandwidth"] = None if choice.structure is None else choice.structure.reordered_bandwidth
-            if args.reuse:
-                row["ours"], row["ours_reuse"] = time_pair([prob, problem(system, n, dense=False, reuse=True)],
-                                                           repeats)
-            else:
-                row["ours"] = time_ours(prob, repeats)
-            if n <= dense_max and args.reuse:  # dense LU every step, with and without reuse
-                row["ours_dense"], row["ours_dense_reuse"] = time_pair(
-                    [problem(system, n, dense=True), problem(system, n, dense=True, reuse=True)], repeats)
-            elif n <= dense_max:
-                row["ours_dense"] = time_ours(problem(system, n, dense=True), repeats)
+            ref = {"scipy_sparse": time_scipy(system, n, repeats, True)}
             if n <= dense_max:
-                row["diffrax"] = time_diffrax(system, n, repeats)[1]
+                ref["diffrax"] = time_diffrax(system, n, repeats)[1]
             if n <= max(dense_max, args.scipy_max):
-                row["scipy"] = time_scipy(system, n, repeats, False)
-            row["scipy_sparse"] = time_scipy(system, n, repeats, True)
-            rows.append(row)
-            print(f"{system} n={n} done", file=sys.stderr, flush=True)
+                ref["scipy"] = time_scipy(system, n, repeats, False)
+            for solver in args.solvers:
+                prob = problem(system, n, dense=False, solver=solver)
+                row = {"system": system, "n": prob.model.n_states, "solver": solver, **ref}
+                choice = stiff_linear.choose(prob)
+                row["linear_solver"] = choice.kind
+                row["bandwidth"] = None if choice.structure is None else choice.structure.reordered_bandwidth
+                reuse = args.reuse and solver in ("kvaerno3", "kvaerno4", "kvaerno5")
+                if reuse:  # reuse vs default, interleaved; also the dense pair
+                    row["ours"], row["ours_reuse"] = time_pair(
+                        [prob, problem(system, n, dense=False, solver=solver, reuse=True)], repeats)
+                else:
+                    row["ours"] = time_ours(prob, repeats)
+                if n <= dense_max and reuse:
+                    row["ours_dense"], row["ours_dense_reuse"] = time_pair(
+                        [problem(system, n, dense=True, solver=solver),
+                         problem(system, n, dense=True, solver=solver, reuse=True)], repeats)
+                elif n <= dense_max:
+                    row["ours_dense"] = time_ours(problem(system, n, dense=True, solver=solver), repeats)
+                rows.append(row)
+                print(f"{system} n={n} {solver} done", file=sys.stderr, flush=True)
 
     ms = lambda x: "-" if x is None else f"{x * 1e3:.3g}"  # noqa: E731
-    lines = ["| system | states | linear solver | steps | simulate ms | forward Jacobian ms | adjoint gradient ms "
+    lines = ["| system | states | solver | linear solver | steps | simulate ms | ms / step | forward Jacobian ms | adjoint gradient ms "
              "| dense: simulate / fwd / adj ms | diffrax ms | SciPy BDF ms | SciPy BDF + jac_sparsity ms "
-             "| compile+first s (sim, fwd, adj) |", "|" + "---|" * 12]
+             "| compile+first s (sim, fwd, adj) |", "|" + "---|" * 14]
     for r in rows:
         o, d = r["ours"], r.get("ours_dense")
         dense = "-" if d is None else f"{ms(d['simulate'])} / {ms(d['forward'])} / {ms(d['adjoint'])}"
         lines.append(
-            f"| {r['system']} | {r['n']} | {r['linear_solver']} (b={r['bandwidth']}) | {o['steps']} | "
-            f"{ms(o['simulate'])} | {ms(o['forward'])} | {ms(o['adjoint'])} | {dense} | {ms(r.get('diffrax'))} | "
+            f"| {r['system']} | {r['n']} | {r['solver']} | {r['linear_solver']} (b={r['bandwidth']}) | {o['steps']} | "
+            f"{ms(o['simulate'])} | {ms(o['simulate'] / o['steps'])} | {ms(o['forward'])} | {ms(o['adjoint'])} | {dense} | {ms(r.get('diffrax'))} | "
             f"{ms(r.get('scipy'))} | {ms(r['scipy_sparse'])} | {o['simulate_first']:.2g}, "
             f"{o['forward_first']:.2g}, {o['adjoint_first']:.2g} |")
     if args.reuse:
@@ -245,14 +251,18 @@ def main(argv=None) -> int:
 
     fig, axes = plt.subplots(1, len(args.systems), figsize=(6 * len(args.systems), 4.5))
     for ax, system in zip(np.atleast_1d(axes), args.systems):
-        rs = [r for r in rows if r["system"] == system]
+        rs_all = [r for r in rows if r["system"] == system]
+        for solver in args.solvers:
+            rs = [r for r in rs_all if r["solver"] == solver]
+            n = [r["n"] for r in rs]
+            for key, label, style in (("simulate", "simulate", "o-"), ("forward", "forward Jacobian", "s-"),
+                                      ("adjoint", "adjoint gradient", "^-")):
+                ax.loglog(n, [r["ours"][key] for r in rs], style, label=f"{solver}: {label}")
+                dn = [(r["n"], r["ours_dense"][key]) for r in rs if "ours_dense" in r]
+                if dn:
+                    ax.loglog(*zip(*dn), style, alpha=0.35, label=f"{solver} dense LU: {label}")
+        rs = [r for r in rs_all if r["solver"] == args.solvers[0]]
         n = [r["n"] for r in rs]
-        for key, label, style in (("simulate", "simulate", "o-"), ("forward", "forward Jacobian", "s-"),
-                                  ("adjoint", "adjoint gradient", "^-")):
-            ax.loglog(n, [r["ours"][key] for r in rs], style, label=f"ours: {label}")
-            dn = [(r["n"], r["ours_dense"][key]) for r in rs if "ours_dense" in r]
-            if dn:
-                ax.loglog(*zip(*dn), style, alpha=0.35, label=f"dense LU: {label}")
         sc = [(r["n"], r["scipy"]) for r in rs if "scipy" in r]
         if sc:
             ax.loglog(*zip(*sc), "k--", label="SciPy BDF")
@@ -274,7 +284,7 @@ def main(argv=None) -> int:
     (RESULTS / f"{stem}.md").write_text(
         f"# Stiff systems: time against states\n\nWritten by `python benchmarks/stiff_scaling.py"
         f"{' '.join([''] + (argv if argv is not None else sys.argv[1:]))}` on {time.strftime('%Y-%m-%d')} "
-        f"(load average before: {LOAD}): Kvaerno5, rtol {RTOL:g}, "
+        f"(load average before: {LOAD}): {', '.join(args.solvers)}, rtol {RTOL:g}, "
         f"atol {ATOL:g}, 50 save times; median of {repeats} run(s) after compiling. Forward Jacobian: "
         "2 parameters; adjoint gradient: 2 parameters + every initial value, sum of squares.\n\n"
         + text + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\n![scaling]({stem}.png)\n")
@@ -283,7 +293,14 @@ def main(argv=None) -> int:
 
 
 def targets(rows) -> list[str]:
-    """The issue's targets, checked on what was measured."""
+    """The issue's targets, checked on what was measured (per solver)."""
+    out = []
+    for solver in dict.fromkeys(r.get("solver", "kvaerno5") for r in rows):
+        out += [f"{solver}: {c}" for c in _targets([r for r in rows if r.get("solver", "kvaerno5") == solver])]
+    return out
+
+
+def _targets(rows) -> list[str]:
     out = []
     heat = {r["n"]: r for r in rows if r["system"] == "heat_1d"}
     for n in (400, 1600):

@@ -25,19 +25,20 @@ import numpy as np
 from . import compiled, events, reuse, stiff_linear, stiffness
 from .errors import SolverError
 from .problem import Problem
+from .rosenbrock import Rodas5P
 
 _SOLVER_CLASSES = {
     "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
     "bosh3": diffrax.Bosh3, "heun": diffrax.Heun, "kvaerno3": diffrax.Kvaerno3,
     "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5, "kencarp3": diffrax.KenCarp3,
     "kencarp4": diffrax.KenCarp4, "kencarp5": diffrax.KenCarp5,
-    "implicit_euler": diffrax.ImplicitEuler,
+    "implicit_euler": diffrax.ImplicitEuler, "rodas5p": Rodas5P,
 }
 METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
 
 def solver_name(problem: Problem) -> str:
-    """The solver that runs: "auto" is Kvaerno5 for a model flagged stiff or whose rhs
+    """The solver that runs: "auto" is Rodas5P for a model flagged stiff or whose rhs
     Jacobian shows stiffness at the start (`sensitivity.stiffness`), else Tsit5."""
     if problem.solver == "auto":
         return stiffness.choice(problem).solver
@@ -141,7 +142,13 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    solver = reuse.solver_for(problem, _SOLVER_CLASSES[solver_name(problem)], structured=rhs is None)
+    name = solver_name(problem)
+    if name in stiff_linear.ROSENBROCK_SOLVERS and method == "backsolve":
+        name = "kvaerno5"  # BacksolveAdjoint solves a pytree state backwards; Rodas5P takes 1-D states
+    if name in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
+        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[name]()
+    else:  # explicit, or implicit with chord.Chord (+ banded linear solver, + reuse if asked)
+        solver = reuse.solver_for(problem, _SOLVER_CLASSES[name], structured=rhs is None)
     counted = rhs is None and reuse.enabled(problem) and method != "backsolve"  # reuse counters
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events

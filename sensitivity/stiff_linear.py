@@ -17,6 +17,11 @@ when, and only when, the root finder's linear solver is a `BandedLU`; every othe
 unchanged. Without that hook (e.g. a future diffrax that calls root_find elsewhere)
 results stay correct and only the derivative solves fall back to dense LU.
 
+Rodas5P (`rosenbrock.py`, solver "rodas5p") takes the same choice through
+`rosenbrock_for(problem)`: dense, or the same colour-compressed Jacobian and block layout
+(16-row blocks, explicit block inverses); it needs no hook, its derivative solves are
+`jax.lax.custom_linear_solve`s with the same factors.
+
 Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n / m:
     dense   n JVPs + (2/3) n^3 flops (LU)
     banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps
@@ -46,6 +51,7 @@ from .banded import BandedLU, Layout, block_size
 
 IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
                     "implicit_euler")
+ROSENBROCK_SOLVERS = ("rodas5p",)  # linearly implicit: one matrix per step, no Newton iterations
 # Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
 # banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
 # was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
@@ -120,7 +126,7 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
     from .solve import solver_name
 
     name = solver or solver_name(problem)
-    if name not in IMPLICIT_SOLVERS:
+    if name not in IMPLICIT_SOLVERS + ROSENBROCK_SOLVERS:
         return LinearChoice("none", f"{name} is explicit: no Newton iterations.")
     model = problem.model
     declared = getattr(model, "jacobian_sparsity", None)
@@ -132,6 +138,10 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
                                      "this size; structure not analysed.")
     st = structure_of(problem)
     m = block_size(st.reordered_bandwidth, n)
+    if name in ROSENBROCK_SOLVERS:  # Rodas5P's banded path: larger blocks, explicit inverses
+        from .rosenbrock import block_size as rosenbrock_block
+
+        m = rosenbrock_block(st.reordered_bandwidth, n)
     dense, banded = costs(st, m)
     declared_band = st.pattern.source == "declared" and 2 * m <= n
     if declared_band or (m < n and banded * SPEEDUP_NEEDED < dense):
@@ -155,13 +165,28 @@ def root_finder_for(problem):
     choice = choose(problem)
     if choice.kind != "banded":
         return None
-    key = (choice.structure.pattern.digest(), choice.block,
+    layout = _layout(choice)
+    _install_adjoint_hook()
+    return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
+
+
+def _layout(choice: LinearChoice, block: int | None = None) -> Layout:
+    block = choice.block if block is None else block
+    key = (choice.structure.pattern.digest(), block,
            None if choice.structure.perm is None else choice.structure.perm.tobytes())
     layout = _LAYOUTS.get(key)
     if layout is None:
-        layout = _LAYOUTS[key] = Layout(choice.structure, choice.block)
-    _install_adjoint_hook()
-    return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
+        layout = _LAYOUTS[key] = Layout(choice.structure, block)
+    return layout
+
+
+def rosenbrock_for(problem):
+    """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
+    Its derivatives need no hook: the solver's linear algebra is plain JAX."""
+    from .rosenbrock import Rodas5P
+
+    choice = choose(problem, "rodas5p")
+    return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
 
 
 def notes(problem) -> tuple[str, ...]:
