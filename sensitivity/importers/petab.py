@@ -50,6 +50,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import InputError, ModelError, SolverError
+from . import petab_rodas
 from . import sbml as sbml_import
 
 SCALES = ("lin", "log", "log10")
@@ -120,8 +121,8 @@ class PetabProblem:
         self.path = path
         if not path.is_file():
             raise InputError(f"petab: problem file '{yaml_path}' not found")
-        if solver not in _SOLVERS:
-            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(_SOLVERS)}")
+        if solver not in _SOLVERS and solver != "rodas4":
+            raise InputError(f"solver = '{solver}' is unknown; valid: rodas4, {', '.join(_SOLVERS)}")
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
@@ -351,11 +352,15 @@ class PetabProblem:
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
+        if self.solver == "rodas4":
+            return True
         return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
 
     def _solver(self):
         """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
         times the step tolerance (see `_NEWTON_KAPPA`)."""
+        if self.solver == "rodas4":
+            return None  # not a diffrax solver: petab_rodas.py
         cls = _SOLVERS[self.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver):
             # tolerances from the step-size controller: traced, so one executable serves all
@@ -391,6 +396,9 @@ class PetabProblem:
                 stepsize_controller=ctrl,
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
+
+        if self.solver == "rodas4":  # the lean Rosenbrock loop (petab_rodas.py)
+            segment = petab_rodas.segment_fn(m, method, max_steps)
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
@@ -438,6 +446,8 @@ class PetabProblem:
                 throw=False)
             return sol.ys[0], sol.result, sol.stats["num_steps"]
 
+        if self.solver == "rodas4":
+            return petab_rodas.steady_fn(m, method, self.max_steps)
         return steady
 
     def _simulate_fn(self, method: str) -> Callable:
