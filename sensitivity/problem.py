@@ -19,7 +19,7 @@ from .events import (Dose, check_events, dose_input_refs, resolve_doses, resolve
 from .model import ODEModel
 
 SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "bosh3", "heun", "kvaerno3", "kvaerno4",
-           "kvaerno5", "kencarp3", "kencarp4", "kencarp5", "implicit_euler")
+           "kvaerno5", "kencarp3", "kencarp4", "kencarp5", "implicit_euler", "rodas5p")
 ADJOINTS = ("checkpoint", "backsolve")
 
 _ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([0-9,\s]+)\]$")

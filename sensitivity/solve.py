@@ -25,13 +25,14 @@ import numpy as np
 from . import compiled, events, stiff_linear, stiffness
 from .errors import SolverError
 from .problem import Problem
+from .rosenbrock import Rodas5P
 
 _SOLVER_CLASSES = {
     "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
     "bosh3": diffrax.Bosh3, "heun": diffrax.Heun, "kvaerno3": diffrax.Kvaerno3,
     "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5, "kencarp3": diffrax.KenCarp3,
     "kencarp4": diffrax.KenCarp4, "kencarp5": diffrax.KenCarp5,
-    "implicit_euler": diffrax.ImplicitEuler,
+    "implicit_euler": diffrax.ImplicitEuler, "rodas5p": Rodas5P,
 }
 METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
@@ -141,8 +142,11 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
                    rhs: Callable | None = None) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
-    root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
-    solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
+    if solver_name(problem) in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
+        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[solver_name(problem)]()
+    else:
+        root_finder = stiff_linear.root_finder_for(problem) if rhs is None else None  # structured or None
+        solver = _SOLVER_CLASSES[solver_name(problem)](**({} if root_finder is None else {"root_finder": root_finder}))
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events
         return events.solve_function(problem, method, steps, rhs,

@@ -49,6 +49,7 @@ from .banded import BandedLU, Layout, block_size
 
 IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
                     "implicit_euler")
+ROSENBROCK_SOLVERS = ("rodas5p",)  # linearly implicit: one matrix per step, no Newton iterations
 # Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
 # banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
 # was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
@@ -123,7 +124,7 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
     from .solve import solver_name
 
     name = solver or solver_name(problem)
-    if name not in IMPLICIT_SOLVERS:
+    if name not in IMPLICIT_SOLVERS + ROSENBROCK_SOLVERS:
         return LinearChoice("none", f"{name} is explicit: no Newton iterations.")
     model = problem.model
     declared = getattr(model, "jacobian_sparsity", None)
@@ -158,13 +159,27 @@ def root_finder_for(problem):
     choice = choose(problem)
     if choice.kind != "banded":
         return None
+    layout = _layout(choice)
+    _install_adjoint_hook()
+    return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
+
+
+def _layout(choice: LinearChoice) -> Layout:
     key = (choice.structure.pattern.digest(), choice.block,
            None if choice.structure.perm is None else choice.structure.perm.tobytes())
     layout = _LAYOUTS.get(key)
     if layout is None:
         layout = _LAYOUTS[key] = Layout(choice.structure, choice.block)
-    _install_adjoint_hook()
-    return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
+    return layout
+
+
+def rosenbrock_for(problem):
+    """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
+    Its derivatives need no hook: the solver's linear algebra is plain JAX."""
+    from .rosenbrock import Rodas5P
+
+    choice = choose(problem)
+    return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
 
 
 def notes(problem) -> tuple[str, ...]:

@@ -1,0 +1,238 @@
+"""Rodas5P: a linearly implicit (Rosenbrock) stiff solver as a diffrax solver.
+
+A Rosenbrock method replaces the Newton iterations of an implicit Runge-Kutta method by
+one linear solve per stage with one matrix per step. For y' = f(t, y), step h from
+(t0, y0), with J = df/dy(t0, y0), T = df/dt(t0, y0) and W = I / (h gamma) - J:
+
+    U_i = y0 + sum_{j<i} a_ij k_j,
+    W k_i = f(t0 + c_i h, U_i) + h d_i T + sum_{j<i} (C_ij / h) k_j,     i = 1..8
+    y1 = U_8 + k_8,  error estimate k_8 (the embedded order-4 solution is U_8)
+
+(Hairer & Wanner's transformed form, as in rodas.f and OrdinaryDiffEq.jl; stages 6-8 sit at
+t0 + h with d = 0, U_7 = U_6 + k_6, U_8 = U_7 + k_7). Per step: one Jacobian, one time
+derivative (a JVP in t; zero work when f does not read t), one factorisation of W,
+8 rhs evaluations and 8 solves with the factors; no iteration, no convergence test, so
+the cost of a step is fixed and known. Compare diffrax's Kvaerno5 (ESDIRK, `VeryChord`):
+one Jacobian and factorisation too, but ~10 Newton solves and rhs evaluations plus an
+optimistix root-find loop per stage.
+
+Method: Rodas5P (Steinebach, "Construction of Rosenbrock-Wanner method Rodas5P and
+numerical benchmarks within the Julia Differential Equations package", BIT Numerical
+Mathematics 63, 27 (2023)): order 5, embedded order 4, stiffly accurate, L-stable, with
+a dense output of order 4 built from the stages (no extra rhs evaluation):
+
+    y(t0 + theta h) = (1 - theta) y0 + theta (y1 + (1 - theta)(K1 + theta (K2 + theta K3))),
+    K_r = sum_j H_rj k_j.
+
+Coefficients (a, C, gamma, c, d, H) are those of `Rodas5PTableau` in OrdinaryDiffEq.jl
+(lib/OrdinaryDiffEqRosenbrock/src/rosenbrock_tableaus.jl). The method's own dense output
+is used rather than a cubic Hermite interpolant because the Hermite one is of order 3
+(error O(h^4) between steps against O(h^5) at the steps), which at rtol 1e-8..1e-10 and a
+few hundred steps would make SaveAt(ts) values visibly worse than the step values; the
+Rodas5P interpolant costs three linear combinations of the stages per step.
+`tests/test_rosenbrock.py` checks the orders empirically (fixed steps, a smooth nonlinear
+problem), which a wrong coefficient would break.
+
+Linear algebra, chosen per problem by `stiff_linear.choose` (see there): dense
+(`jax.jacfwd` + `jax.scipy.linalg.lu_factor`/`lu_solve`, O(n^3) per step) or banded (the
+colour-compressed Jacobian in c JVPs and the block-tridiagonal LU of `banded`, O(n m^2)).
+Everything is plain JAX, so forward mode (ForwardMode, DirectAdjoint) and reverse mode
+(RecursiveCheckpointAdjoint) differentiate the discrete scheme exactly
+(discretise-then-optimise); the price is that tangents and cotangents pass through J
+itself, i.e. second derivatives of f (c or n of them per step and direction).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from diffrax._local_interpolation import AbstractLocalInterpolation
+from diffrax._misc import linear_rescale
+
+from . import banded
+
+# Rodas5P, from OrdinaryDiffEq.jl's Rodas5PTableau (Steinebach 2023).
+GAMMA = 0.21193756319429014
+_A = {  # a_ij of stages 2..6 (U_i = y0 + sum a_ij k_j)
+    2: [3.0],
+    3: [2.849394379747939, 0.45842242204463923],
+    4: [-6.954028509809101, 2.489845061869568, -10.358996098473584],
+    5: [2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641],
+    6: [-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256,
+        0.030198172008377946],
+}
+_C = {  # C_ij (the stage couplings, divided by h)
+    2: [-14.155112264123755],
+    3: [-17.97296035885952, -2.859693295451294],
+    4: [147.12150275711716, -1.41221402718213, 71.68940251302358],
+    5: [165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306],
+    6: [24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125,
+        -0.6610691825249471],
+    7: [30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783,
+        -19.097331116725623, -28.087943162872662],
+    8: [37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047,
+        -40.06618937091002, -54.66780262877968, -9.48861652309627],
+}
+_c = [0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664,
+      1.0, 1.0, 1.0]
+_d = [0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
+      2.325825639765069, 0.0, 0.0, 0.0]
+_H = [
+    [25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
+     0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493],
+    [-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
+     20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372],
+    [11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
+     -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722],
+]
+STAGES = 8
+
+
+def _stage_matrices():
+    """(A (8, 8), C (8, 8), b (8,)): U_i = y0 + A[i] @ k, y1 = y0 + b @ k, with stages 7
+    and 8 written as U_6 + k_6 and U_7 + k_7."""
+    A = np.zeros((STAGES, STAGES))
+    C = np.zeros((STAGES, STAGES))
+    for i, row in _A.items():
+        A[i - 1, : len(row)] = row
+    A[6] = A[5]
+    A[6, 5] = 1.0
+    A[7] = A[6]
+    A[7, 6] = 1.0
+    for i, row in _C.items():
+        C[i - 1, : len(row)] = row
+    b = A[7].copy()
+    b[7] = 1.0
+    return A, C, b
+
+
+A_MATRIX, C_MATRIX, B_WEIGHTS = _stage_matrices()
+C_NODES = np.array(_c)
+D_COEFFS = np.array(_d)
+H_MATRIX = np.array(_H)
+
+
+class RodasInterpolation(AbstractLocalInterpolation):
+    """Rodas5P's dense output on [t0, t1] (order 4): y0, y1 (n,) and K (3, n)."""
+
+    t0: jax.Array
+    t1: jax.Array
+    y0: jax.Array
+    y1: jax.Array
+    k: jax.Array
+
+    def evaluate(self, t0, t1=None, left: bool = True):
+        del left
+        if t1 is not None:
+            return self.evaluate(t1) - self.evaluate(t0)
+        th = linear_rescale(self.t0, t0, self.t1)
+        th1 = 1.0 - th
+        k = self.k
+        return th1 * self.y0 + th * (self.y1 + th1 * (k[0] + th * (k[1] + th * k[2])))
+
+
+class _Dense:
+    """W = I / (h gamma) - J factorised densely: J by `jax.jacfwd` (n JVPs), LU by LAPACK."""
+
+    @staticmethod
+    def factor(f_y, y0, scale):
+        J = jax.jacfwd(f_y)(y0)
+        W = jnp.diag(jnp.full(y0.shape, scale)) - J
+        return jsl.lu_factor(W)
+
+    @staticmethod
+    def solve(factors, r):
+        return jsl.lu_solve(factors, r)
+
+
+class _BandedW:
+    """W as a lineax-like operator for `banded._blocks`: v -> v / (h gamma) - J v."""
+
+    def __init__(self, f_y, y0, scale):
+        self.f_y, self.y0, self.scale = f_y, y0, scale
+
+    def mv(self, v):
+        return v * self.scale - jax.jvp(self.f_y, (self.y0,), (v,))[1]
+
+
+class _Banded:
+    """W factorised by `banded`: colour-compressed J (c JVPs), block-tridiagonal LU."""
+
+    def __init__(self, layout: banded.Layout):
+        self.layout = layout
+
+    def factor(self, f_y, y0, scale):
+        return banded.factor(banded._blocks(self.layout, _BandedW(f_y, y0, scale)))
+
+    def solve(self, factors, r):
+        lay = self.layout
+        v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
+        v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
+        x = banded.solve(factors, v).reshape(-1)[: lay.n]
+        return x if lay.identity_order else x[jnp.asarray(lay.inv)]
+
+
+class Rodas5P(diffrax.AbstractAdaptiveSolver):
+    """Rodas5P (order 5, embedded 4, L-stable, stiffly accurate) for `diffrax.ODETerm`s on a
+    1-D state. `layout`: a `banded.Layout` for the block-tridiagonal linear algebra, or
+    None for dense LU. Use with a `PIDController`; see the module docstring."""
+
+    layout: banded.Layout | None = eqx.field(static=True, default=None)
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = RodasInterpolation
+
+    def order(self, terms):
+        return 5
+
+    def error_order(self, terms):
+        return 5  # local error of the embedded order-4 solution: O(h^5)
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def _linear(self):
+        return _Dense() if self.layout is None else _Banded(self.layout)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        if y0.ndim != 1:
+            raise ValueError(f"Rodas5P solves 1-D states, got shape {y0.shape}")
+        dtype = y0.dtype
+        h = (t1 - t0).astype(dtype)
+        f = lambda t, y: jnp.asarray(terms.vf(t, y, args), dtype=dtype)  # noqa: E731
+        f_y = lambda y: f(t0, y)  # noqa: E731
+        # f(t0, y0) and T = df/dt in one JVP (T is zero, and free, when f ignores t)
+        f0, T = jax.jvp(lambda t: f(t, y0), (jnp.asarray(t0, dtype),), (jnp.ones((), dtype),))
+        lin = self._linear()
+        factors = lin.factor(f_y, y0, 1.0 / (h * GAMMA))
+        ks = []
+        for i in range(STAGES):
+            if i == 0:
+                fi = f0
+            else:
+                Ui = y0 + sum(float(A_MATRIX[i, j]) * ks[j] for j in range(i) if A_MATRIX[i, j] != 0.0)
+                fi = f(t0 + float(C_NODES[i]) * (t1 - t0), Ui)
+            r = fi
+            if D_COEFFS[i] != 0.0:
+                r = r + (float(D_COEFFS[i]) * h) * T
+            if i > 0:
+                r = r + sum(float(C_MATRIX[i, j]) * ks[j] for j in range(i)) / h
+            ks.append(lin.solve(factors, r))
+        y1 = y0 + sum(float(B_WEIGHTS[j]) * ks[j] for j in range(STAGES))
+        kstack = jnp.stack(ks)
+        dense = dict(y0=y0, y1=y1, k=jnp.asarray(H_MATRIX, dtype) @ kstack)
+        ok = jnp.all(jnp.isfinite(y1))
+        # a singular W gives non-finite stages: report a huge error so the controller
+        # rejects the step and shrinks h, rather than failing the solve
+        err = jnp.where(ok, ks[-1], jnp.inf)
+        return y1, err, dense, None, diffrax.RESULTS.successful
