@@ -59,6 +59,7 @@ NOISES = ("normal", "laplace")
 _SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
             "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
             "kencarp5": diffrax.KenCarp5}
+_SOLVERS["rodas5p_diffrax"] = __import__("sensitivity.rosenbrock", fromlist=["Rodas5P"]).Rodas5P  # in diffrax
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,9 @@ class PetabProblem:
         self.path = path
         if not path.is_file():
             raise InputError(f"petab: problem file '{yaml_path}' not found")
-        if solver not in _SOLVERS and solver != "rodas4":
-            raise InputError(f"solver = '{solver}' is unknown; valid: rodas4, {', '.join(_SOLVERS)}")
+        if solver not in _SOLVERS and solver not in petab_rodas.TABLEAUS:
+            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(petab_rodas.TABLEAUS)}, "
+                             f"{', '.join(_SOLVERS)}")
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
@@ -352,14 +354,14 @@ class PetabProblem:
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
-        if self.solver == "rodas4":
+        if self.solver in petab_rodas.TABLEAUS:
             return True
         return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
 
     def _solver(self):
         """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
         times the step tolerance (see `_NEWTON_KAPPA`)."""
-        if self.solver == "rodas4":
+        if self.solver in petab_rodas.TABLEAUS:
             return None  # not a diffrax solver: petab_rodas.py
         cls = _SOLVERS[self.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver):
@@ -397,8 +399,8 @@ class PetabProblem:
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
-        if self.solver == "rodas4":  # the lean Rosenbrock loop (petab_rodas.py)
-            segment = petab_rodas.segment_fn(m, method, max_steps)
+        if self.solver in petab_rodas.TABLEAUS:  # the lean Rosenbrock loop (petab_rodas.py)
+            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
@@ -446,8 +448,8 @@ class PetabProblem:
                 throw=False)
             return sol.ys[0], sol.result, sol.stats["num_steps"]
 
-        if self.solver == "rodas4":
-            return petab_rodas.steady_fn(m, method, self.max_steps)
+        if self.solver in petab_rodas.TABLEAUS:
+            return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)
         return steady
 
     def _simulate_fn(self, method: str) -> Callable:

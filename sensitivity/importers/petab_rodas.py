@@ -23,6 +23,7 @@ Solving ODEs II (1996), Rodas4, in the form with C = Gamma^-1 transformed stages
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import equinox.internal as eqxi
 import jax
@@ -51,7 +52,28 @@ for _i in range(1, 6):
         _A[_i, _j], _C[_i, _j] = _a[_k], _c[_k]
         _k += 1
 _M = np.array([_a[6], _a[7], _a[8], _a[9], 1.0, 1.0])
-_ORDER = 4.0  # of the error estimate + 1: h_new = h * 0.9 err^(-1/4)
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """A Rosenbrock method in the transformed form: gamma, A and C (s, s) strictly lower,
+    b (s,) solution weights, c (s,) stage times, d (s,) time-derivative weights; the error
+    estimate is the last stage; `order`: exponent of the step-size control (1 / order)."""
+    gamma: float
+    A: np.ndarray
+    C: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    order: float
+
+
+def _rodas5p() -> Tableau:
+    from .. import rosenbrock as r  # Rodas5P's coefficients (Steinebach 2023)
+    return Tableau(r.GAMMA, r.A_MATRIX, r.C_MATRIX, r.B_WEIGHTS, r.C_NODES, r.D_COEFFS, 5.0)
+
+
+TABLEAUS = {"rodas4": lambda: Tableau(_GAMMA, _A, _C, _M, _ALPHA, _GAMMAS, 4.0), "rodas5p": _rodas5p}
 _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0
 
 
@@ -76,33 +98,36 @@ def _stage_solve_jvp(f, primals, tangents):
     return k, Ginv @ (dr + djk)
 
 
-def rodas_step(f, t, y, h, args, autonomous: bool):
-    """One Rodas4 step of y' = f(t, y, args): (y_new (n,), error estimate (n,)).
+def rodas_step(f, t, y, h, args, autonomous: bool, tab: Tableau):
+    """One Rosenbrock step of y' = f(t, y, args): (y_new (n,), error estimate (n,)).
 
     Differentiable in (y, args) without differentiating the matrix inverse (see
     `_stage_solve`); h and t are constants (their derivatives are stopped by the step-size
     control), so the derivative is that of the discrete map with the chosen steps."""
     n = y.shape[0]
+    s = len(tab.b)
     sg = jax.lax.stop_gradient
     y_c, args_c = sg(y), sg(args)
     J = jax.jacfwd(lambda y_: f(t, y_, args_c))(y_c)
-    G = jnp.eye(n, dtype=y.dtype) / (h * _GAMMA) - J
+    G = jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J
     Ginv = sg(jnp.linalg.inv(G))  # n <= ~30: a product per stage beats two triangular solves
     if not autonomous:
         dfdt = jax.jvp(lambda t_: f(t_, y, args), (t,), (jnp.ones_like(t),))[1]
     ks = []
-    for i in range(6):
+    for i in range(s):
         if i == 0:
             fi = f(t, y, args)
         else:
-            yi = y + sum(float(_A[i, j]) * ks[j] for j in range(i) if _A[i, j] != 0.0)
-            fi = f(t + float(_ALPHA[i]) * h, yi, args)
-        r = fi + sum(float(_C[i, j]) * ks[j] for j in range(i)) / h
-        if not autonomous and _GAMMAS[i] != 0.0:
-            r = r + float(_GAMMAS[i]) * h * dfdt
+            yi = y + sum(float(tab.A[i, j]) * ks[j] for j in range(i) if tab.A[i, j] != 0.0)
+            fi = f(t + float(tab.c[i]) * h, yi, args)
+        r = fi
+        if i > 0:
+            r = r + sum(float(tab.C[i, j]) * ks[j] for j in range(i) if tab.C[i, j] != 0.0) / h
+        if not autonomous and tab.d[i] != 0.0:
+            r = r + float(tab.d[i]) * h * dfdt
         ks.append(_stage_solve(f, Ginv, r, sg(t), y, args))
-    y_new = y + sum(float(_M[i]) * ks[i] for i in range(6))
-    return y_new, ks[5]
+    y_new = y + sum(float(tab.b[i]) * ks[i] for i in range(s) if tab.b[i] != 0.0)
+    return y_new, ks[-1]
 
 
 def _initial_h(f, t0, y0, args, span, rtol, atol):
@@ -115,7 +140,7 @@ def _initial_h(f, t0, y0, args, span, rtol, atol):
 
 
 def solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-          steady=None, h0=None):
+          steady=None, h0=None, method: str = "rodas4"):
     """Integrate y' = f(t, y, args) from t0 to t1, saving at ts (clipped to [t0, t1]).
 
     f(t, y, args) -> (n,); ts (n_t,) sorted; tol = (rtol, atol); kind "lax" (forward-mode
@@ -124,6 +149,7 @@ def solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", auton
     Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
     """
     rtol, atol = tol[0], tol[1]
+    tab = TABLEAUS[method]()
     ts = jnp.clip(ts, t0, t1)
     ys0 = jnp.where((ts <= t0)[:, None], y0, jnp.zeros((ts.shape[0], y0.shape[0]), y0.dtype))
     span = jnp.where(jnp.isfinite(t1), t1 - t0, 1e6)
@@ -146,12 +172,12 @@ def solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", auton
         nxt = jnp.min(jnp.where(ts > t, ts, t1))
         h_use = jnp.minimum(h, nxt - t)
         clipped = h >= nxt - t
-        y_new, err = rodas_step(f, t, y, h_use, args, autonomous)
+        y_new, err = rodas_step(f, t, y, h_use, args, autonomous, tab)
         scale = atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y_new))
         e = jax.lax.stop_gradient(jnp.sqrt(jnp.mean((err / scale) ** 2)))
         ok = (e <= 1.0) & jnp.all(jnp.isfinite(y_new))
         e_safe = jnp.where(jnp.isfinite(e), e, 1e10)
-        fac = jnp.clip(_SAFETY * jnp.maximum(e_safe, 1e-10) ** (-1.0 / _ORDER), _FAC_MIN, _FAC_MAX)
+        fac = jnp.clip(_SAFETY * jnp.maximum(e_safe, 1e-10) ** (-1.0 / tab.order), _FAC_MIN, _FAC_MAX)
         fac = jnp.where(ok, fac, jnp.minimum(fac, 1.0))
         h_next = h_use * fac
         h_next = jnp.where(ok & clipped, jnp.maximum(h_next, h), h_next)
@@ -177,7 +203,7 @@ def _result(ok, success):
     return diffrax.RESULTS.where(ok, success, diffrax.RESULTS.max_steps_reached)
 
 
-def segment_fn(model, method: str, max_steps: int):
+def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
     """The PEtab pipeline's segment solve with Rodas4: (pv, y0, a, b, tc, ts, tol) ->
     (ys at clip(ts, a, b) (n_t, n), y(b), diffrax result, steps)."""
     import diffrax
@@ -188,13 +214,13 @@ def segment_fn(model, method: str, max_steps: int):
         return model.rhs(t, y, pv, tc)
 
     def segment(pv, y0, a, b, tc, ts, tol):
-        ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind)
+        ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind, method=solver)
         return ys, y, _result(ok, diffrax.RESULTS.successful), n
 
     return segment
 
 
-def steady_fn(model, method: str, max_steps: int):
+def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
     """(pv, y0, tol, t0) -> (steady state, diffrax result (event_occurred when reached),
     steps): simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
     import diffrax
@@ -208,7 +234,7 @@ def steady_fn(model, method: str, max_steps: int):
             return jnp.max(jnp.abs(model.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
         t0 = jnp.asarray(t0, dtype=y0.dtype)
         _, y, t, ok, n = solve(f, y0, t0, jnp.inf, jnp.reshape(t0, (1,)), pv, tol, max_steps, kind=kind,
-                               steady=reached)
+                               steady=reached, method=solver)
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 
     return steady
