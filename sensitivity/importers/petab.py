@@ -610,7 +610,8 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=(_IMPLICIT_CALIBRATION if self._implicit()
+                             calibration=(petab_rodas.calibration() if self.solver in petab_rodas.TABLEAUS
+                                          else _IMPLICIT_CALIBRATION if self._implicit()
                                           else calibration_store.load() or Calibration()),
                              max_steps=self.max_steps)
             mode = plan.mode
