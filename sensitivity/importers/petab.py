@@ -99,7 +99,8 @@ def _parse_refs(value, pids: dict, what: str) -> tuple[int, float]:
 def load(yaml_path: str | Path, **options) -> "PetabProblem":
     """Read and validate a PEtab problem (a YAML file listing the tables and the SBML model).
 
-    options: solver ("kvaerno5"), rtol, atol (1e-8), max_steps (100000), validate (True).
+    options: solver ("rodas5p": the lean Rosenbrock loop of petab_rodas.py; "rodas4"; or a
+    diffrax solver: "kvaerno5", ...), rtol, atol (1e-8), max_steps (100000), validate (True).
     Raises `InputError` for a missing or invalid problem, `ModelError` for SBML it cannot read.
     """
     return PetabProblem(yaml_path, **options)
@@ -113,7 +114,7 @@ class PetabProblem:
     `SBMLModel`), `petab` (the `petab.v1.Problem`).
     """
 
-    def __init__(self, yaml_path, solver: str = "kvaerno5", rtol: float = 1e-8, atol: float = 1e-8,
+    def __init__(self, yaml_path, solver: str = "rodas5p", rtol: float = 1e-8, atol: float = 1e-8,
                  max_steps: int = 100_000, validate: bool = True):
         import logging
         import warnings
@@ -400,6 +401,7 @@ class PetabProblem:
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
         if self.solver in petab_rodas.TABLEAUS:  # the lean Rosenbrock loop (petab_rodas.py)
+            petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
             segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
 
         def solve(pv, y0, ts, t0, tol):
