@@ -270,33 +270,11 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
 
 def calibration():
     """Cost constants of the gradient modes with this loop, in simulations, measured on the
-    PEtab problems (Rodas5P, rtol = atol = 1e-8, one process): a forward tangent costs
-    ~0.35 of a simulation (Boehm 9 inputs: 2.6 ms vs 0.62 ms; Elowitz 21: 33 vs 4.0 ms),
-    the checkpointed reverse sweep ~12 simulations (Boehm); forward mode up to ~35 inputs."""
+    five PEtab problems (Rodas5P, rtol = atol = 1e-8, one process each, load ~7-10): a forward
+    tangent cost 0.36 (Boehm), 0.24 (Elowitz), 0.09 (Brannmark), 0.05 (Fujita), 0.014 (Schwen)
+    of a simulation, the checkpointed reverse sweep 7.3, 16, 2.4, 3.8, 7.1 simulations; the
+    auto gradient then picks forward mode up to ~30 inputs (slower than the adjoint only on
+    Brannmark, by ~1.3x)."""
     from ..ad.cost import Calibration
-    return Calibration(tangent=0.35, record=12.0, cotangent=1.0,
+    return Calibration(tangent=0.2, record=7.0, cotangent=1.0,
                        source="PEtab problems with the Rodas5P loop (sensitivity/importers/petab_rodas.py)")
-
-
-def check_breakpoints(model, groups, est_index, theta_names):
-    """The loop treats segment and save times as constants: refuse a problem whose piecewise
-    switching times (`model.breakpoint_exprs`) depend on an estimated parameter.
-    groups: the PetabProblem's experiment groups (their `sim` / `pre` p_ref arrays)."""
-    from ..errors import InputError
-    est = set(int(i) for i in est_index)
-    for expr in model.breakpoint_exprs:
-        for sym in getattr(expr, "free_symbols", ()):
-            if sym.name not in model.parameters:
-                continue
-            k = model.parameters.index(sym.name)
-            for g in groups:
-                for arrays in (g["sim"], g["pre"]):
-                    if arrays is None:
-                        continue
-                    refs = set(int(r) for r in np.asarray(arrays[0])[:, k] if r >= 0)
-                    if refs & est:
-                        name = theta_names[min(refs & est)]
-                        raise InputError(
-                            f"petab: the switching time '{expr}' of a piecewise input depends on the "
-                            f"estimated parameter '{name}'; the rodas solvers treat switching times as "
-                            "constants: use solver='kvaerno5' for this problem")
