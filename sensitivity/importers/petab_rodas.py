@@ -278,3 +278,27 @@ def calibration():
     from ..ad.cost import Calibration
     return Calibration(tangent=0.2, record=7.0, cotangent=1.0,
                        source="PEtab problems with the Rodas5P loop (sensitivity/importers/petab_rodas.py)")
+
+
+def check_breakpoints(model, groups, est_index, theta_names):
+    """The loop treats segment and save times as constants: refuse a problem whose piecewise
+    switching times (`model.breakpoint_exprs`) depend on an estimated parameter.
+    groups: the PetabProblem's experiment groups (their `sim` / `pre` p_ref arrays)."""
+    from ..errors import InputError
+    est = set(int(i) for i in est_index)
+    for expr in model.breakpoint_exprs:
+        for sym in getattr(expr, "free_symbols", ()):
+            if sym.name not in model.parameters:
+                continue
+            k = model.parameters.index(sym.name)
+            for g in groups:
+                for arrays in (g["sim"], g["pre"]):
+                    if arrays is None:
+                        continue
+                    refs = set(int(r) for r in np.asarray(arrays[0])[:, k] if r >= 0)
+                    if refs & est:
+                        name = theta_names[min(refs & est)]
+                        raise InputError(
+                            f"petab: the switching time '{expr}' of a piecewise input depends on the "
+                            f"estimated parameter '{name}'; the rodas solvers treat switching times as "
+                            "constants: use solver='kvaerno5' for this problem")
