@@ -18,6 +18,11 @@ finite time to a steady state, observables evaluated with t = 0); objective prio
 (`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods). Not
 (yet): SBML events, mapping tables, several models.
 
+The default solver is the lean Rodas5P loop of `petab_rodas.py` (a Rosenbrock method in one
+`lax.while_loop`, exact forward tangents by a custom JVP per step, reverse mode through a
+checkpointed loop); `solver="kvaerno5"` etc. run diffrax's solvers (the text below on
+batching and Newton constants is about those).
+
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another
 (those with and those without preequilibration form two groups), each with its own step
