@@ -1,8 +1,9 @@
 """PEtab benchmark problems: our times beside AMICI's (../shared/petab/README.md).
 
 For each problem of the PEtab benchmark collection in ../shared/petab (next to the
-repository), at rtol = atol = 1e-8 with Kvaerno5 (Fujita: atol = 1e-12, which its llh
-needs), it measures in one fresh process per problem:
+repository), at rtol = atol = 1e-8 with the default solver (the Rodas5P loop of
+sensitivity/importers/petab_rodas.py; `--solver kvaerno5` for diffrax's Kvaerno5) (Fujita:
+atol = 1e-12, which its llh needs), it measures in one fresh process per problem:
 
 - first call: import of the SBML model and the PEtab tables + trace + compile + one nllh,
   with JAX's persistent compilation cache off (AMICI's counterpart: model build, SBML
@@ -13,6 +14,7 @@ needs), it measures in one fresh process per problem:
 
     python benchmarks/petab.py            # all five problems, 5 repeats
     python benchmarks/petab.py --quick    # Boehm only, 2 repeats
+    python benchmarks/petab.py --solver kvaerno5
 
 It prints the table, writes benchmarks/results/petab.md and petab.png. AMICI's figures are
 copied from the test data's README (AMICI 1.1, CVODES, one thread, a 2-core machine).
@@ -45,13 +47,13 @@ AMICI = {
 }
 
 
-def measure(name: str, repeats: int) -> dict:
+def measure(name: str, repeats: int, solver: str = "rodas5p") -> dict:
     """Run in a fresh process: times in seconds."""
     import numpy as np
     start = time.perf_counter()
     import sensitivity as sens
     llh_ref, *_, options = AMICI[name]
-    prob = sens.petab.load(DATA / name / f"{name}.yaml", **options)
+    prob = sens.petab.load(DATA / name / f"{name}.yaml", solver=solver, **options)
     value = prob.nllh()
     first = time.perf_counter() - start
 
@@ -85,10 +87,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Boehm only, 2 repeats")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--solver", default="rodas5p", help="rodas5p (default), rodas4, kvaerno5, ...")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one problem, print JSON
     args = ap.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(measure(args.one, args.repeats)))
+        print("RESULT " + json.dumps(measure(args.one, args.repeats, args.solver)))
         return 0
     if not DATA.is_dir():
         print(f"PEtab problems not found at {DATA}", file=sys.stderr)
@@ -96,17 +99,21 @@ def main(argv=None) -> int:
     names = ["Boehm_JProteomeRes2014"] if args.quick else list(AMICI)
     repeats = 2 if args.quick else args.repeats
     rows = []
+    loads = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
         # a cold start: no persistent compilation cache, so the first call compiles
         env = dict(os.environ, SENSITIVITY_NO_DISK_CACHE="1")
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats)],
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats),
+                               "--solver", args.solver],
                               capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(proc.stderr[-2000:], file=sys.stderr)
             return 1
         rows.append(json.loads(line[len("RESULT "):]))
+        loads.append(float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").exists() else 0.0)
+    load = "/".join(f"{v:.1f}" for v in loads)  # 1-minute load average after each problem
     header = ("| problem | nllh error | first call s (AMICI build s) | sim ms (AMICI) | fwd grad ms (AMICI) "
               "| adj grad ms (AMICI) | auto grad ms [mode] | auto vs AMICI best | fwd vs adj |")
     lines = [header, "| " + " | ".join(["---"] + ["---:"] * 8) + " |"]
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
     (RESULTS / "petab.md").write_text(
         "# PEtab benchmark problems: ours vs AMICI\n\n"
         f"Written by `python benchmarks/petab.py{' --quick' if args.quick else ''}` ({note}); rtol = atol = "
-        "1e-8 (Fujita atol 1e-12), Kvaerno5. AMICI's figures in parentheses, from ../shared/petab/README.md. "
+        f"1e-8 (Fujita atol 1e-12), solver {args.solver}, load average {load} during the run. "
+        "AMICI's figures in parentheses, from ../shared/petab/README.md. "
         "'auto vs AMICI best' = AMICI's faster gradient / our auto gradient (> 1: we are faster).\n\n"
         + table + "\n\nCompile times (s): "
         + "; ".join(f"{r['problem']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["compile_s"].items())

@@ -2,7 +2,8 @@
 time of each variant as a ratio to the first (absolute times on a loaded machine mislead;
 ratios within one process do not).
 
-Variants (knobs of `PetabProblem`, part of its compiled-function key):
+Variants of the diffrax pipeline with Kvaerno5 (knobs of `PetabProblem`, part of its compiled-function
+key; the default Rodas5P loop of petab_rodas.py has none of them):
 - batch: "vmap" (all experiments in lockstep) or "map" (one after another, `lax.map`);
 - newton_kappa: the Newton stopping constant of Kvaerno5 (diffrax's default 1e-2);
 - save: "step" (the solver steps onto every save time) or "interp" (dense output).
@@ -41,7 +42,7 @@ def measure(name: str, repeats: int) -> list[dict]:
     import sensitivity as sens
     probs = []
     for label, batch, kappa, save in VARIANTS:
-        p = sens.petab.load(DATA / name / f"{name}.yaml", validate=False, **PROBLEMS[name])
+        p = sens.petab.load(DATA / name / f"{name}.yaml", validate=False, solver="kvaerno5", **PROBLEMS[name])
         p.batch, p.newton_kappa, p.save = batch, kappa, save
         (value, (aux, _)), _ = p._run(("nllh",), lambda: p._nllh_fn("checkpoint"), p._check_x(None))
         g = p.gradient(mode="forward")

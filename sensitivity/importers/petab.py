@@ -21,6 +21,11 @@ finding; not with preequilibration or steady-state measurements); mapping tables
 as aliases of model entities); a parameter-table entry for a parameter that events change
 (a state) sets its initial value. Not: several models (InputError).
 
+The default solver is the lean Rodas5P loop of `petab_rodas.py` (a Rosenbrock method in one
+`lax.while_loop`, exact forward tangents by a custom JVP per step, reverse mode through a
+checkpointed loop); `solver="kvaerno5"` etc. run diffrax's solvers (the text below on
+batching and Newton constants is about those).
+
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another
 (those with and those without preequilibration form two groups), each with its own step
@@ -52,8 +57,9 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from ..chord import Chord
 from ..errors import InputError, ModelError, SolverError
-from . import petab_events
+from . import petab_events, petab_rodas
 from . import sbml as sbml_import
 
 SCALES = ("lin", "log", "log10")
@@ -62,6 +68,7 @@ NOISES = ("normal", "laplace")
 _SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
             "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
             "kencarp5": diffrax.KenCarp5}
+_SOLVERS["rodas5p_diffrax"] = __import__("sensitivity.rosenbrock", fromlist=["Rodas5P"]).Rodas5P  # in diffrax
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,8 @@ def _parse_refs(value, pids: dict, what: str) -> tuple[int, float]:
 def load(yaml_path: str | Path, **options) -> "PetabProblem":
     """Read and validate a PEtab problem (a YAML file listing the tables and the SBML model).
 
-    options: solver ("kvaerno5"), rtol, atol (1e-8), max_steps (100000), validate (True).
+    options: solver ("rodas5p": the lean Rosenbrock loop of petab_rodas.py; "rodas4"; or a
+    diffrax solver: "kvaerno5", ...), rtol, atol (1e-8), max_steps (100000), validate (True).
     Raises `InputError` for a missing or invalid problem, `ModelError` for SBML it cannot read.
     """
     return PetabProblem(yaml_path, **options)
@@ -115,7 +123,7 @@ class PetabProblem:
     `SBMLModel`), `petab` (the `petab.v1.Problem`).
     """
 
-    def __init__(self, yaml_path, solver: str = "kvaerno5", rtol: float = 1e-8, atol: float = 1e-8,
+    def __init__(self, yaml_path, solver: str = "rodas5p", rtol: float = 1e-8, atol: float = 1e-8,
                  max_steps: int = 100_000, validate: bool = True):
         import logging
         import warnings
@@ -124,8 +132,9 @@ class PetabProblem:
         self.path = path
         if not path.is_file():
             raise InputError(f"petab: problem file '{yaml_path}' not found")
-        if solver not in _SOLVERS:
-            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(_SOLVERS)}")
+        if solver not in _SOLVERS and solver not in petab_rodas.TABLEAUS:
+            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(petab_rodas.TABLEAUS)}, "
+                             f"{', '.join(_SOLVERS)}")
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
@@ -379,15 +388,19 @@ class PetabProblem:
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
+        if self.solver in petab_rodas.TABLEAUS:
+            return True
         return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
 
     def _solver(self):
         """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
         times the step tolerance (see `_NEWTON_KAPPA`)."""
+        if self.solver in petab_rodas.TABLEAUS:
+            return None  # not a diffrax solver: petab_rodas.py
         cls = _SOLVERS[self.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver):
             # tolerances from the step-size controller: traced, so one executable serves all
-            return cls(root_finder=diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(kappa=self.newton_kappa))
+            return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(kappa=self.newton_kappa))
         return cls()
 
     def _solve_fn(self, method: str):
@@ -407,6 +420,8 @@ class PetabProblem:
 
         save, pid = self.save, self.pid
         if m.events:  # SBML events: segments cut at event times, state events inside them
+            if solver is None:  # the lean loop has no root finding: diffrax's Rodas5P instead
+                solver = _SOLVERS["rodas5p_diffrax"]()
             return petab_events.solve_function(m, solver, lambda tol: _controller(tol, pid), max_steps,
                                                method, save)
 
@@ -422,6 +437,10 @@ class PetabProblem:
                 stepsize_controller=ctrl,
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
+
+        if self.solver in petab_rodas.TABLEAUS:  # the lean Rosenbrock loop (petab_rodas.py)
+            petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
+            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
@@ -469,6 +488,8 @@ class PetabProblem:
                 throw=False)
             return sol.ys[0], sol.result, sol.stats["num_steps"]
 
+        if self.solver in petab_rodas.TABLEAUS:
+            return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)
         return steady
 
     def _simulate_fn(self, method: str) -> Callable:
@@ -630,7 +651,8 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=(_IMPLICIT_CALIBRATION if self._implicit()
+                             calibration=(petab_rodas.calibration() if self.solver in petab_rodas.TABLEAUS
+                                          else _IMPLICIT_CALIBRATION if self._implicit()
                                           else calibration_store.load() or Calibration()),
                              max_steps=self.max_steps)
             mode = plan.mode

@@ -10,7 +10,7 @@ fisher.csv and plots/*.png; it is written atomically and never silently replaced
 A run config for a PEtab problem:
 
     petab: path/to/problem.yaml        # relative to the config file
-    solver: {method: kvaerno5, rtol: 1.0e-8, atol: 1.0e-8, max_steps: 100000}
+    solver: {method: rodas5p, rtol: 1.0e-8, atol: 1.0e-8, max_steps: 100000}
     mode: auto                         # auto | forward | adjoint
     fit: {enabled: false, maxiter: 200}
     output: {dir: results/boehm, plots: true}
@@ -36,7 +36,8 @@ class _Strict(BaseModel):
 
 
 class PetabSolver(_Strict):
-    method: Literal["kvaerno5", "kvaerno4", "kvaerno3", "tsit5", "dopri5", "kencarp4", "kencarp5"] = "kvaerno5"
+    method: Literal["rodas5p", "rodas4", "kvaerno5", "kvaerno4", "kvaerno3", "tsit5", "dopri5", "kencarp4",
+                    "kencarp5"] = "rodas5p"
     rtol: float = Field(1e-8, gt=0)
     atol: float = Field(1e-8, gt=0)
     max_steps: int = Field(100_000, ge=1)
@@ -96,7 +97,7 @@ def add_parser(sub) -> None:
                                    "fit, and write a result folder with plots of simulation vs data.")
     c.add_argument("problem", metavar="PROBLEM", help="the PEtab problem YAML file")
     c.add_argument("--mode", choices=("auto", "forward", "adjoint"), default="auto")
-    c.add_argument("--solver", default="kvaerno5")
+    c.add_argument("--solver", default="rodas5p")
     c.add_argument("--rtol", type=float, default=1e-8)
     c.add_argument("--atol", type=float, default=1e-8)
     c.add_argument("--fit", action="store_true", help="fit the estimated parameters (L-BFGS-B)")

@@ -1,0 +1,114 @@
+"""The lean Rosenbrock loop of the PEtab pipeline (sensitivity/importers/petab_rodas.py)
+against closed forms and SciPy: values at save times, steady states, and its forward and
+reverse derivatives (exact for the discrete solve, so they agree to rounding with each other
+and to the tolerance with the closed-form sensitivities)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+from scipy.linalg import expm
+
+from sensitivity.importers import petab_rodas
+
+TOL = jnp.asarray([1e-9, 1e-9])
+TS = jnp.asarray([0.0, 0.3, 1.0, 2.5, 2.5, 4.0])  # a repeated time, as in padded PEtab arrays
+
+
+def _matrix(p):
+    # stiff (eigenvalues ~ -1000 and ~ -p1), parameters in every entry
+    return jnp.array([[-p[0], p[1], 0.0], [p[0], -p[1] - p[2], 1.0], [0.0, p[2], -1.0]])
+
+
+def _linear(t, y, p):
+    return _matrix(p) @ y
+
+
+P = jnp.array([1000.0, 0.5, 2.0])
+Y0 = jnp.array([1.0, 0.0, 0.5])
+
+
+def _closed(p):
+    A = np.asarray(_matrix(p))
+    return np.stack([expm(A * float(t)) @ np.asarray(Y0) for t in TS])
+
+
+@pytest.mark.parametrize("method", sorted(petab_rodas.TABLEAUS))
+def test_values_at_save_times_match_the_matrix_exponential(method):
+    ys, y_end, t_end, ok, n = jax.jit(
+        lambda p: petab_rodas.solve(_linear, Y0, 0.0, 4.0, TS, p, TOL, 10_000, autonomous=True,
+                                    method=method))(P)
+    assert bool(ok) and float(t_end) == 4.0 and 5 < int(n) < 2000
+    want = _closed(P)
+    assert np.max(np.abs(np.asarray(ys) - want)) < 1e-7
+    assert np.allclose(y_end, want[-1], atol=1e-7)
+
+
+def test_time_dependent_rhs_matches_scipy():
+    def f(t, y, k):
+        return -k * (y - jnp.sin(t))
+
+    ys, *_ , ok, _ = petab_rodas.solve(f, jnp.array([1.0]), 0.0, 4.0, TS, 50.0, TOL, 10_000,
+                                       method="rodas5p")
+    ref = solve_ivp(lambda t, y: -50.0 * (y - np.sin(t)), (0, 4), [1.0], method="Radau",
+                    dense_output=True, rtol=1e-12, atol=1e-12)
+    assert bool(ok) and np.max(np.abs(np.asarray(ys)[:, 0] - ref.sol(np.asarray(TS))[0])) < 1e-7
+
+
+def test_steady_state_stops_where_the_rate_is_below_the_tolerance():
+    # y' = k1 - k2 y: steady state k1 / k2; the stop needs |f| < atol + rtol |y|
+    def f(t, y, k):
+        return k[0] - k[1] * y
+
+    k = jnp.array([2.0, 0.5])
+    _, y, t, ok, _ = petab_rodas.solve(f, jnp.array([0.0]), 0.0, jnp.inf, jnp.zeros(1), k, TOL, 10_000,
+                                       autonomous=True, method="rodas5p",
+                                       steady=lambda t, y: jnp.all(jnp.abs(f(t, y, k)) < 1e-9 + 1e-9 * jnp.abs(y)))
+    assert bool(ok) and np.isfinite(float(t))
+    assert abs(float(y[0]) - 4.0) < 1e-8 / 0.5 * 1.01
+
+
+@pytest.fixture(scope="module")
+def derivatives():
+    def out(p, kind):
+        ys = petab_rodas.solve(_linear, Y0 * p[1], 0.0, 4.0, TS, p, TOL, 10_000, kind=kind,
+                               autonomous=True, method="rodas5p")[0]
+        return jnp.sum(ys ** 2)
+
+    fwd = jax.jit(jax.jacfwd(lambda p: out(p, "lax")))(P)
+    rev = jax.jit(jax.grad(lambda p: out(p, "checkpointed")))(P)
+    return out, np.asarray(fwd), np.asarray(rev)
+
+
+def test_forward_and_reverse_derivatives_agree(derivatives):
+    _, fwd, rev = derivatives
+    assert np.linalg.norm(fwd - rev) < 1e-10 * np.linalg.norm(fwd)
+
+
+def test_derivative_matches_the_closed_form(derivatives):
+    # d/dp sum_t |expm(A(p) t) y0(p)|^2 by central differences of the closed form
+    _, fwd, _ = derivatives
+
+    def exact(p):
+        A = np.asarray(_matrix(p))
+        return sum(float(np.sum((expm(A * float(t)) @ (np.asarray(Y0) * p[1])) ** 2)) for t in TS)
+
+    p = np.asarray(P)
+    fd = np.array([(exact(p + h * e) - exact(p - h * e)) / (2 * h)
+                   for e, h in zip(np.eye(3), 1e-6 * np.maximum(np.abs(p), 1.0))])
+    assert np.linalg.norm(fwd - fd) < 1e-6 * np.linalg.norm(fd)
+
+
+def test_switching_times_depending_on_estimated_parameters_are_refused():
+    import sympy as sp
+    from types import SimpleNamespace
+    from sensitivity import InputError
+    model = SimpleNamespace(parameters=("k", "t_on"), breakpoint_exprs=(sp.Symbol("t_on", real=True),))
+    # p_ref: parameter k -> theta 0, t_on -> theta 1 (estimated) or -1 (a condition constant)
+    fixed = [dict(sim=(np.array([[0, -1]]),), pre=None)]
+    petab_rodas.check_breakpoints(model, fixed, np.array([0, 1]), ("k", "t_on"))
+    estimated = [dict(sim=(np.array([[0, 1]]),), pre=None)]
+    with pytest.raises(InputError, match="t_on"):
+        petab_rodas.check_breakpoints(model, estimated, np.array([0, 1]), ("k", "t_on"))
+    petab_rodas.check_breakpoints(model, estimated, np.array([0]), ("k", "t_on"))  # t_on fixed
