@@ -370,3 +370,69 @@ def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path,
     prob.max_steps = 99_999   # not the fixture's compiled function (the structure key holds it)
     with pytest.raises(sens.SolverError, match="fires more than 0 times"):
         prob.nllh()
+
+
+def _switch_problem(d: Path) -> Path:
+    """A' = -k A once t >= t_on (an SBML piecewise of time), A(0) = 2; t_on and k estimated:
+    a switching time that moves with a parameter, which the lean Rodas5P loop cannot trace."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("switch")
+    c = m.createCompartment()
+    c.setId("c"), c.setSize(1.0), c.setConstant(True)
+    s = m.createSpecies()
+    s.setId("A"), s.setCompartment("c"), s.setInitialConcentration(2.0)
+    s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
+    for pid, v in (("k", 0.8), ("t_on", 1.0)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(True)
+    r = m.createReaction()
+    r.setId("decay"), r.setReversible(False), r.setFast(False)
+    x = r.createReactant()
+    x.setSpecies("A"), x.setStoichiometry(1), x.setConstant(True)
+    r.createKineticLaw().setMath(libsbml.parseL3Formula("c * k * A * piecewise(1, time >= t_on, 0)"))
+    libsbml.writeSBMLToFile(doc, str(d / "model.xml"))
+    (d / "conditions.tsv").write_text("conditionId\nc1\n")
+    (d / "observables.tsv").write_text("observableId\tobservableFormula\tnoiseFormula\nobs_A\tA\t0.1\n")
+    rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
+    rows += [f"obs_A\tc1\t{t}\t{v}" for t, v in SWITCH_MEAS]
+    (d / "measurements.tsv").write_text("\n".join(rows) + "\n")
+    (d / "parameters.tsv").write_text(
+        "parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\testimate\n"
+        "k\tlog10\t0.01\t10\t0.8\t1\nt_on\tlin\t0.2\t2.5\t1.0\t1\n")
+    (d / "problem.yaml").write_text(textwrap.dedent("""\
+        format_version: 1
+        parameter_file: parameters.tsv
+        problems:
+        - condition_files: [conditions.tsv]
+          measurement_files: [measurements.tsv]
+          observable_files: [observables.tsv]
+          sbml_files: [model.xml]
+        """))
+    return d / "problem.yaml"
+
+
+SWITCH_MEAS = [(0.5, 2.05), (1.5, 1.3), (2.0, 0.95), (3.0, 0.4)]
+
+
+def _switch_nllh(x):
+    k, t_on = 10 ** x[0], x[1]
+    out = 0.0
+    for t, meas in SWITCH_MEAS:
+        y = jnp.where(t < t_on, 2.0, 2.0 * jnp.exp(-k * (t - t_on)))
+        out += 0.5 * jnp.log(2 * math.pi * 0.1 ** 2) + 0.5 * ((y - meas) / 0.1) ** 2
+    return out
+
+
+def test_an_estimated_switching_time_runs_rodas5p_in_diffrax(tmp_path):
+    """The default solver's lean loop treats switching times as constants; with one that
+    moves with an estimated parameter the same method runs in diffrax, and nllh and its
+    gradient (d/d t_on included) equal the closed form. rodas4 has no such twin: refused."""
+    prob = sens.petab.load(_switch_problem(tmp_path), rtol=1e-10, atol=1e-10)
+    x = prob.x_nominal + np.array([0.05, 0.2])
+    g = prob.gradient(x, mode="forward")
+    np.testing.assert_allclose(g.value, float(_switch_nllh(jnp.asarray(x))), rtol=1e-7)
+    ref = np.asarray(jax.grad(_switch_nllh)(jnp.asarray(x)))
+    np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    with pytest.raises(sens.InputError, match="t_on"):
+        sens.petab.load(tmp_path / "problem.yaml", solver="rodas4").nllh(x)

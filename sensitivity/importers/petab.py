@@ -439,8 +439,15 @@ class PetabProblem:
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
         if self.solver in petab_rodas.TABLEAUS:  # the lean Rosenbrock loop (petab_rodas.py)
-            petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
-            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
+            try:
+                petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
+                segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
+            except InputError:
+                if self.solver != "rodas5p":
+                    raise
+                # switching times that move with an estimated parameter: the same method in
+                # diffrax (sensitivity/rosenbrock.py), whose segment bounds are traced
+                solver = _SOLVERS["rodas5p_diffrax"]()
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]

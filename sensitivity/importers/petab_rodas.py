@@ -301,4 +301,4 @@ def check_breakpoints(model, groups, est_index, theta_names):
                         raise InputError(
                             f"petab: the switching time '{expr}' of a piecewise input depends on the "
                             f"estimated parameter '{name}'; the rodas solvers treat switching times as "
-                            "constants: use solver='kvaerno5' for this problem")
+                            "constants: use solver='rodas5p' (it then runs in diffrax) or 'kvaerno5'")
