@@ -21,7 +21,7 @@ import numpy as np
 
 BLOW_UP = 1e100  # |state| beyond this counts as unbounded growth
 GROWTH = 1e12  # ... and so does growth by this factor from the last good point
-_STIFF_ADVICE = "if the model is stiff, use an implicit solver (solver='kvaerno5')"
+_STIFF_ADVICE = "if the model is stiff, use an implicit solver (solver='rodas5p' or 'kvaerno5')"
 _EXPLICIT = ("tsit5", "dopri5", "dopri8", "bosh3", "heun")
 
 
@@ -200,7 +200,7 @@ def explain_failure(problem, aux: dict, outputs, solver: str, diffrax_message: s
     else:  # pragma: no cover
         message = "the solution became non-finite (inf)"
     if solver in _EXPLICIT:
-        hint.append("the model is marked stiff: use an implicit solver (solver='kvaerno5')"
+        hint.append("the model is marked stiff: use an implicit solver (solver='rodas5p' or 'kvaerno5')"
                     if model.stiff else _STIFF_ADVICE)
     hint.append("check parameter values and the time span")
     return f"{head}: {message.rstrip('.')}.{before} Try: {'; '.join(hint)}."

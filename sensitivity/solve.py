@@ -325,7 +325,7 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **
                 f"the derivatives of model '{problem.model.name}' ({key.get('fn', 'result')}) "
                 "contain NaN or inf although the solve succeeded: a backward or tangent solve "
                 "failed. Try: mode='forward' or the checkpointed adjoint instead of backsolve, a "
-                "stiff solver (solver='kvaerno5'), tighter tolerances or more max_steps."
+                "stiff solver (solver='rodas5p' or 'kvaerno5'), tighter tolerances or more max_steps."
             )
     return results, {"stats": solver_stats(aux), "timings": timings, "outputs": np.asarray(outputs)}
 
