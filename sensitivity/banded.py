@@ -116,16 +116,17 @@ def factor(blocks: jax.Array) -> tuple:
     return lu, piv, E, L
 
 
-def solve(factors: tuple, r: jax.Array) -> jax.Array:
-    """x with A x = r, r of shape (N, m)."""
-    lu, piv, E, L = factors
+def block_solve(diag, diag_solve, E: jax.Array, L: jax.Array, r: jax.Array) -> jax.Array:
+    """x with A x = r from a block LU of block-tridiagonal A: w_i = S_i^{-1}(r_i - L_i w_{i-1}),
+    then x_i = w_i - E_i x_{i+1}. `diag`: per-block factors of the Schur complements S_i
+    (leading axis N), `diag_solve(d_i, v) = S_i^{-1} v`; r (N, m) or (N, m, k)."""
 
     def fwd(w_prev, xs):
-        lui, pivi, Li, ri = xs
-        w = jsl.lu_solve((lui, pivi), ri - Li @ w_prev)
+        di, Li, ri = xs
+        w = diag_solve(di, ri - Li @ w_prev)
         return w, w
 
-    _, w = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (lu, piv, L, r))
+    _, w = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (diag, L, r))
 
     def bwd(x_next, xs):
         wi, Ei = xs
@@ -136,9 +137,9 @@ def solve(factors: tuple, r: jax.Array) -> jax.Array:
     return x
 
 
-def solve_transpose(factors: tuple, r: jax.Array) -> jax.Array:
-    """x with A^T x = r: y_i = r_i - E_{i-1}^T y_{i-1}, then x_i = S_i^{-T}(y_i - L_{i+1}^T x_{i+1})."""
-    lu, piv, E, L = factors
+def block_solve_transpose(diag, diag_solve_t, E: jax.Array, L: jax.Array, r: jax.Array) -> jax.Array:
+    """x with A^T x = r: y_i = r_i - E_{i-1}^T y_{i-1}, then x_i = S_i^{-T}(y_i - L_{i+1}^T x_{i+1});
+    `diag_solve_t(d_i, v) = S_i^{-T} v` (see `block_solve`)."""
     E_prev = jnp.concatenate([jnp.zeros_like(E[:1]), E[:-1]])
 
     def fwd(y_prev, xs):
@@ -150,12 +151,24 @@ def solve_transpose(factors: tuple, r: jax.Array) -> jax.Array:
     L_next = jnp.concatenate([L[1:], jnp.zeros_like(L[:1])])
 
     def bwd(x_next, xs):
-        lui, pivi, Ln, yi = xs
-        x = jsl.lu_solve((lui, pivi), yi - Ln.T @ x_next, trans=1)
+        di, Ln, yi = xs
+        x = diag_solve_t(di, yi - Ln.T @ x_next)
         return x, x
 
-    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (lu, piv, L_next, y), reverse=True)
+    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (diag, L_next, y), reverse=True)
     return x
+
+
+def solve(factors: tuple, r: jax.Array) -> jax.Array:
+    """x with A x = r, r of shape (N, m)."""
+    lu, piv, E, L = factors
+    return block_solve((lu, piv), jsl.lu_solve, E, L, r)
+
+
+def solve_transpose(factors: tuple, r: jax.Array) -> jax.Array:
+    """x with A^T x = r."""
+    lu, piv, E, L = factors
+    return block_solve_transpose((lu, piv), lambda d, v: jsl.lu_solve(d, v, trans=1), E, L, r)
 
 
 class BandedLU(lx.AbstractLinearSolver):

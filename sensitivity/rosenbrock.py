@@ -195,45 +195,15 @@ def _factor_inv(blocks):
 
 
 def _solve_inv(factors, r):
-    """x with W x = r, r (N, m): w_i = S_i^-1 (r_i - L_i w_{i-1}), x_i = w_i - E_i x_{i+1}."""
+    """x with W x = r, r (N, m) or (N, m, k): `banded.block_solve` with the inverses."""
     Sinv, E, L = factors
-
-    def fwd(w_prev, xs):
-        Si, Li, ri = xs
-        w = Si @ (ri - Li @ w_prev)
-        return w, w
-
-    _, w = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (Sinv, L, r))
-
-    def bwd(x_next, xs):
-        wi, Ei = xs
-        x = wi - Ei @ x_next
-        return x, x
-
-    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (w, E), reverse=True)
-    return x
+    return banded.block_solve(Sinv, jnp.matmul, E, L, r)
 
 
 def _solve_inv_t(factors, r):
-    """x with W^T x = r: y_i = r_i - E_{i-1}^T y_{i-1}, x_i = S_i^-T (y_i - L_{i+1}^T x_{i+1})."""
+    """x with W^T x = r."""
     Sinv, E, L = factors
-    E_prev = jnp.concatenate([jnp.zeros_like(E[:1]), E[:-1]])
-
-    def fwd(y_prev, xs):
-        Ep, ri = xs
-        y = ri - Ep.T @ y_prev
-        return y, y
-
-    _, y = jax.lax.scan(fwd, jnp.zeros_like(r[0]), (E_prev, r))
-    L_next = jnp.concatenate([L[1:], jnp.zeros_like(L[:1])])
-
-    def bwd(x_next, xs):
-        Si, Ln, yi = xs
-        x = Si.T @ (yi - Ln.T @ x_next)
-        return x, x
-
-    _, x = jax.lax.scan(bwd, jnp.zeros_like(r[0]), (Sinv, L_next, y), reverse=True)
-    return x
+    return banded.block_solve_transpose(Sinv, lambda S, v: S.T @ v, E, L, r)
 
 
 def block_size(bandwidth: int, n: int) -> int:
