@@ -32,6 +32,16 @@ MEAS = [  # observable, condition, time, measurement
 ]
 
 
+def _write_problem_yaml(d: Path, mapping: bool = False) -> Path:
+    """The PEtab version-1 problem file over the tables written in `d` (and mapping.tsv)."""
+    mapping_line = "  mapping_files: [mapping.tsv]\n" if mapping else ""
+    (d / "problem.yaml").write_text(
+        "format_version: 1\nparameter_file: parameters.tsv\nproblems:\n"
+        "- condition_files: [conditions.tsv]\n  measurement_files: [measurements.tsv]\n"
+        f"  observable_files: [observables.tsv]\n{mapping_line}  sbml_files: [model.xml]\n")
+    return d / "problem.yaml"
+
+
 def _sbml(path):
     """A' = -k A; k switches to k_slow when A falls below 1 (a state event on a parameter);
     A jumps by `dose` at t = t_dose (a time event); B = 2 A(0) from t = 0 (trigger A > 0 true at
@@ -89,17 +99,7 @@ def _write_problem(d: Path):
     prow += ["\t".join(str(v) for v in r) for r in PARAMS]
     (d / "parameters.tsv").write_text("\n".join(prow) + "\n")
     (d / "mapping.tsv").write_text("petabEntityId\tmodelEntityId\nk_fast\tk\n")
-    (d / "problem.yaml").write_text(textwrap.dedent("""\
-        format_version: 1
-        parameter_file: parameters.tsv
-        problems:
-        - condition_files: [conditions.tsv]
-          measurement_files: [measurements.tsv]
-          observable_files: [observables.tsv]
-          mapping_files: [mapping.tsv]
-          sbml_files: [model.xml]
-        """))
-    return d / "problem.yaml"
+    return _write_problem_yaml(d, mapping=True)
 
 
 @pytest.fixture(scope="module")
@@ -320,15 +320,7 @@ def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
                                                "obs_X\tc0\t2\t0.5\nobs_Y\tc0\t2\t3\n")
     (tmp_path / "parameters.tsv").write_text("parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\t"
                                              "estimate\nt_cut\tlin\t0.5\t1.5\t1.0\t1\n")
-    (tmp_path / "problem.yaml").write_text(textwrap.dedent("""\
-        format_version: 1
-        parameter_file: parameters.tsv
-        problems:
-        - condition_files: [conditions.tsv]
-          measurement_files: [measurements.tsv]
-          observable_files: [observables.tsv]
-          sbml_files: [model.xml]
-        """))
+    _write_problem_yaml(tmp_path)
     sim = sens.petab.load(tmp_path / "problem.yaml").simulate()
     np.testing.assert_allclose(sim["simulation"], [2.0, 0.0, 0.5, 3.0], atol=1e-9)
 
@@ -400,16 +392,7 @@ def _switch_problem(d: Path) -> Path:
     (d / "parameters.tsv").write_text(
         "parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\testimate\n"
         "k\tlog10\t0.01\t10\t0.8\t1\nt_on\tlin\t0.2\t2.5\t1.0\t1\n")
-    (d / "problem.yaml").write_text(textwrap.dedent("""\
-        format_version: 1
-        parameter_file: parameters.tsv
-        problems:
-        - condition_files: [conditions.tsv]
-          measurement_files: [measurements.tsv]
-          observable_files: [observables.tsv]
-          sbml_files: [model.xml]
-        """))
-    return d / "problem.yaml"
+    return _write_problem_yaml(d)
 
 
 SWITCH_MEAS = [(0.5, 2.05), (1.5, 1.3), (2.0, 0.95), (3.0, 0.4)]
