@@ -59,6 +59,7 @@ import sympy as sp
 
 from ..chord import Chord
 from ..errors import InputError, ModelError, SolverError
+from ..rosenbrock import Rodas5P
 from . import petab_events, petab_rodas
 from . import sbml as sbml_import
 
@@ -67,8 +68,7 @@ TRANSFORMS = ("lin", "log", "log10")
 NOISES = ("normal", "laplace")
 _SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
             "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
-            "kencarp5": diffrax.KenCarp5}
-_SOLVERS["rodas5p_diffrax"] = __import__("sensitivity.rosenbrock", fromlist=["Rodas5P"]).Rodas5P  # in diffrax
+            "kencarp5": diffrax.KenCarp5, "rodas5p_diffrax": Rodas5P}  # Rodas5P as a diffrax solver
 
 
 @dataclass(frozen=True)
@@ -421,7 +421,7 @@ class PetabProblem:
         save, pid = self.save, self.pid
         if m.events:  # SBML events: segments cut at event times, state events inside them
             if solver is None:  # the lean loop has no root finding: diffrax's Rodas5P instead
-                solver = _SOLVERS["rodas5p_diffrax"]()
+                solver = Rodas5P()
             return petab_events.solve_function(m, solver, lambda tol: _controller(tol, pid), max_steps,
                                                method, save)
 
@@ -447,7 +447,7 @@ class PetabProblem:
                     raise
                 # switching times that move with an estimated parameter: the same method in
                 # diffrax (sensitivity/rosenbrock.py), whose segment bounds are traced
-                solver = _SOLVERS["rodas5p_diffrax"]()
+                solver = Rodas5P()
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
