@@ -1,4 +1,5 @@
-"""A lean stiff integrator for the PEtab pipeline: Rodas4 (Hairer & Wanner) in one loop.
+"""A lean stiff integrator for the PEtab pipeline: a Rosenbrock method in one loop, Rodas5P
+(the default, coefficients from `sensitivity/rosenbrock.py`) or Rodas4 (Hairer & Wanner).
 
 Why: diffrax's implicit solvers spend most of a step in their machinery (Newton iterations
 of each stage, the root finder's state, the general step-size controller): 15-70 us per step
@@ -16,8 +17,8 @@ loop (`equinox.internal.while_loop`) differentiate the same discrete solve. The 
 are chosen on values with their derivatives stopped (`lax.stop_gradient`), as for a solve
 with a given step sequence: forward and adjoint gradients agree to rounding.
 
-Steps land exactly on the save times (no dense output). Coefficients: Hairer & Wanner,
-Solving ODEs II (1996), Rodas4, in the form with C = Gamma^-1 transformed stages.
+Steps land exactly on the save times (no dense output). Rodas4's coefficients: Hairer &
+Wanner, Solving ODEs II (1996), in the form with C = Gamma^-1 transformed stages.
 """
 
 from __future__ import annotations
