@@ -140,8 +140,7 @@ class EnsembleSpec:
         """Whether the task runs the lean Tsit5 solve (`lean_rk.applies`): simulate, and
         gradient by the adjoint (lean_rk's discrete adjoint, equal to diffrax's
         checkpointed one to rounding)."""
-        return (LEAN and (self.task == "simulate" or (self.task == "gradient" and self.mode == "adjoint"))
-                and lean_rk.applies(self.problem))
+        return uses_lean(self.problem, self.task, self.mode)
 
     def key(self, capacity: int = 0) -> tuple:
         return self.problem.structure_key(fn=f"ensemble_{self.task}", mode=self.mode,
@@ -245,6 +244,13 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
     return int(2 * BYTES * (results + solve + work))
 
 
+def uses_lean(problem: Problem, task: str, mode: str | None) -> bool:
+    """Whether `task` runs the lean Tsit5 solve of `lean_rk`: simulate, or a gradient by the
+    adjoint, of a problem `lean_rk.applies` to (and `LEAN` on)."""
+    return (LEAN and (task == "simulate" or (task == "gradient" and mode == "adjoint"))
+            and lean_rk.applies(problem))
+
+
 def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
                  memory_budget: int | None = None) -> int:
     """The batch size: a power of 2, as many samples as the memory budget holds, at most
@@ -257,7 +263,7 @@ def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
     fit = max(1, budget // max(per, 1))
     want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
     cap = MAX_BATCH_SIMULATE if task == "simulate" else MAX_BATCH
-    if LEAN and (task == "simulate" or (task == "gradient" and mode == "adjoint")) and lean_rk.applies(problem):
+    if uses_lean(problem, task, mode):
         # the lean loop's arrays (batch, n_states) should stay in cache: on the 51-species
         # chain batches of 64 ran 1.4-2.8x faster than 1024 (simulate) and 2.2x than 256
         # (gradient); 11 species: 128-256 best
