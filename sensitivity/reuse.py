@@ -386,14 +386,14 @@ def enabled(problem) -> bool:
 ESDIRK = {"kvaerno3": diffrax.Kvaerno3, "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5}
 
 
-def solver_for(problem, cls: type, structured: bool = True):
-    """The diffrax solver instance `problem` runs: `cls` itself for explicit solvers; for
-    implicit ones `cls` with the `chord.Chord` root finder (and `stiff_linear`'s banded
-    linear solver when `structured` and chosen); with `jacobian_reuse` on an ESDIRK
-    method, the reuse subclass (dense or banded like the choice above)."""
+def solver_for(problem, name: str, cls: type, structured: bool = True):
+    """The diffrax solver instance `problem` runs, `cls` the class of the solver `name`:
+    `cls` itself for explicit solvers; for implicit ones `cls` with the `chord.Chord` root
+    finder (and `stiff_linear`'s banded linear solver when `structured` and chosen); with
+    `jacobian_reuse` on an ESDIRK method, the reuse subclass (dense or banded like the
+    choice above)."""
     from . import stiff_linear
 
-    name = next((k for k, v in _solver_classes().items() if v is cls), None)
     if name not in stiff_linear.IMPLICIT_SOLVERS:
         return cls()
     banded_rf = stiff_linear.root_finder_for(problem) if structured else None
@@ -410,9 +410,3 @@ def notes(problem) -> tuple[str, ...]:
         return ()
     return (f"Jacobian reuse: on (kept up to {MAX_AGE} accepted steps, refactorised when gamma h "
             f"changes by more than {DGMAX:.0%}, refreshed at once when Newton fails on it).",)
-
-
-def _solver_classes() -> dict:
-    from .solve import _SOLVER_CLASSES
-
-    return _SOLVER_CLASSES

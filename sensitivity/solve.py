@@ -148,7 +148,7 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
     if name in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
         solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[name]()
     else:  # explicit, or implicit with chord.Chord (+ banded linear solver, + reuse if asked)
-        solver = reuse.solver_for(problem, _SOLVER_CLASSES[name], structured=rhs is None)
+        solver = reuse.solver_for(problem, name, _SOLVER_CLASSES[name], structured=rhs is None)
     counted = rhs is None and reuse.enabled(problem) and method != "backsolve"  # reuse counters
     steps = problem.max_steps if max_steps is None else max_steps
     if events.has_pieces(problem):  # doses, parameter breakpoints, state events
