@@ -397,11 +397,9 @@ def solver_for(problem, name: str, cls: type, structured: bool = True):
     if name not in stiff_linear.IMPLICIT_SOLVERS:
         return cls()
     banded_rf = stiff_linear.root_finder_for(problem) if structured else None
-    linear = None if banded_rf is None else banded_rf.linear_solver
     if structured and enabled(problem) and name in ESDIRK:
-        return make(cls, problem.model.n_states, None if linear is None else linear.layout)
-    kw = {} if linear is None else {"linear_solver": linear}
-    return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(**kw))
+        return make(cls, problem.model.n_states, None if banded_rf is None else banded_rf.linear_solver.layout)
+    return cls(root_finder=banded_rf if banded_rf is not None else diffrax.with_stepsize_controller_tols(Chord)())
 
 
 def notes(problem) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ O(n^3) per step. The derivative of each stage solve (what forward tangents and a
 sweeps go through) is a second linear solve with the same matrix, by the implicit
 function theorem in `optimistix.root_find`'s `ImplicitAdjoint`, again dense by default.
 
-`root_finder_for(problem)` returns a `VeryChord` whose linear solver is
+`root_finder_for(problem)` returns a `chord.Chord` whose linear solver is
 `banded.BandedLU` when the Jacobian's pattern makes that cheaper (see `choose`), else
 None (diffrax's default, dense). For the derivative solves to use it too, diffrax's two
 modules that call `optx.root_find` for stage equations see an optimistix namespace whose
@@ -160,18 +160,20 @@ _LAYOUTS: dict[tuple, Layout] = {}
 
 
 def root_finder_for(problem):
-    """A diffrax root finder (VeryChord with the step-size controller's tolerances) whose
-    linear solver is `BandedLU` when `choose` says so, else None (diffrax's default)."""
+    """A diffrax root finder (`chord.Chord` with the step-size controller's tolerances) whose
+    linear solver is `BandedLU` when `choose` says so, else None (dense: the caller's default)."""
+    from .chord import Chord
+
     choice = choose(problem)
     if choice.kind != "banded":
         return None
     layout = _layout(choice)
     _install_adjoint_hook()
-    return diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=BandedLU(layout))
+    return diffrax.with_stepsize_controller_tols(Chord)(linear_solver=BandedLU(layout))
 
 
-def _layout(choice: LinearChoice, block: int | None = None) -> Layout:
-    block = choice.block if block is None else block
+def _layout(choice: LinearChoice) -> Layout:
+    block = choice.block
     key = (choice.structure.pattern.digest(), block,
            None if choice.structure.perm is None else choice.structure.perm.tobytes())
     layout = _LAYOUTS.get(key)
