@@ -13,6 +13,9 @@ tolerances, save times, max_steps and adjoint, called on arrays already on the d
   simulate; forward Jacobian (jacfwd through ForwardMode); adjoint gradient of a sum of
   squares (grad through RecursiveCheckpointAdjoint); the same gradient with mode="auto",
   repeated, against the toolkit's own call forced to the mode auto chose.
+- The same simulate on a second time grid: the toolkit compiles the first save times a
+  structure meets in as constants and runs any other grid through one general program
+  taking them as an array; the hand-written side here takes them as an array too.
 - Neural ODE (8 states, 1096 weights, 100 save times in [0, 5], Tsit5, 1e-6): simulate
   and the adjoint gradient with respect to every weight.
 
@@ -20,10 +23,10 @@ With --sync-dispatch both sides run with JAX's `jax_cpu_enable_async_dispatch=Fa
 (every CPU program on the calling thread): XLA's CPU client otherwise runs a program on a
 worker thread unless its cost analysis counts fewer than 1000 flops. The hand-written
 solve, with its save times compiled in as constants, stays under that count and runs inline;
-the toolkit's, with the save times, t0 and tolerances passed as arrays (so new values do not
-recompile), does not, and pays a thread hand-off per call. The option shows what that
-hand-off costs, and what running bigger programs (Jacobians, gradients) on the calling
-thread costs them; it writes overhead_sync[_quick].md and .png.
+so does the toolkit's simulate, which compiles the first save times and tolerances a
+structure meets in as constants too (`solve.run_checked`) and checks finiteness on the host.
+The option shows what the hand-off costs the programs above the count (Jacobians,
+gradients); it writes overhead_sync[_quick].md and .png.
 
 Prints the table and writes benchmarks/results/overhead.md and overhead.png.
 """
@@ -65,6 +68,18 @@ def _solve(rhs, t1, times, rtol, atol, adjoint, max_steps=100_000):
     return solve
 
 
+def _solve_times_given(rhs, rtol, atol, max_steps=100_000):
+    """Hand-written: (params, y0, times) -> ys, the save times an array argument."""
+    term = diffrax.ODETerm(rhs)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+
+    def solve(params, y0, times):
+        return diffrax.diffeqsolve(term, diffrax.Tsit5(), times[0], times[-1], None, y0, params,
+                                   saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
+                                   max_steps=max_steps, throw=False).ys
+    return solve
+
+
 def lv_loss(ys):
     return jnp.sum(ys ** 2) / ys.shape[0]
 
@@ -84,9 +99,15 @@ def lv_cases(n_times: int):
     jac = jax.jit(jax.jacfwd(fwd))
     grad = jax.jit(jax.value_and_grad(lambda p, y: lv_loss(plain(p, y))))
     auto_mode = sens.gradient(prob, lv_loss, mode="auto").mode
+    sens.simulate(prob)  # its times are the first this structure meets: they are compiled in
+    other = prob.replace(times=np.linspace(0.0, 12.0, n_times))
+    other_times = jnp.asarray(other.times)
+    simulate_times_given = jax.jit(_solve_times_given(rhs, 1e-8, 1e-8))
     return [
         ("Lotka-Volterra simulate (4 params, %d saves)" % n_times,
          lambda: sens.simulate(prob), lambda: simulate(params, y0)),
+        ("the same on a second time grid (times as an array on both sides)",
+         lambda: sens.simulate(other), lambda: simulate_times_given(params, y0, other_times)),
         ("Lotka-Volterra forward Jacobian",
          lambda: sens.jacobian(prob, mode="forward"), lambda: jac(params, y0)),
         ("Lotka-Volterra adjoint gradient",

@@ -1,8 +1,10 @@
 """A cache of ahead-of-time compiled functions, keyed by problem structure.
 
-Everything that only changes values (parameters, y0, save times, tolerances) is passed as
-array arguments, so a second call with new values reuses the compiled executable; the key
-holds what changes the program (model, wrt/of, number of save times, solver, mode...).
+Everything that only changes values (parameters, y0) is passed as array arguments, so a
+second call with new values reuses the compiled executable; the key holds what changes the
+program (model, wrt/of, number of save times, solver, mode...). A simulate's settings (save
+times, t0, tolerances) are compiled in as constants the first time its structure meets them
+and passed as arrays after that (`solve.run_checked` says why).
 Compile time is measured apart from run time, so results and benchmarks can report both.
 JAX's persistent compilation cache (configured in `sensitivity/__init__.py`) makes a second
 process start fast as well.

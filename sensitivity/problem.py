@@ -398,7 +398,8 @@ class Problem:
 
     def structure_key(self, **extra) -> tuple:
         """What compiled functions depend on: everything but values (parameters, y0, times,
-        tolerances are passed as arrays). Computed once per problem and `extra`; its hash
+        tolerances; `solve.run_checked` compiles the first times and tolerances a simulate's
+        structure meets in as constants). Computed once per problem and `extra`; its hash
         is computed once too (a `wrt` of a thousand inputs is costly to hash)."""
         items = tuple(sorted(extra.items()))
         return self.memo(("structure_key", items), lambda: _HashedTuple(self._structure_key(items)))

@@ -10,6 +10,12 @@ step counts. `method` fixes how diffrax differentiates the solve:
     "checkpoint"  diffrax.RecursiveCheckpointAdjoint  reverse mode only (vjp, grad, jacrev)
     "backsolve"   diffrax.BacksolveAdjoint        reverse mode, continuous adjoint, O(1) memory
     "direct"      diffrax.DirectAdjoint           both, so forward-over-reverse second order
+
+`run_checked` compiles and runs such functions with the checks of the solve. For
+`simulate` it compiles a problem's settings (save times, t0, tolerances) in as constants
+for the first settings a structure meets in the process, so that a small model's program is
+small enough for XLA to run inline; other settings of that structure share one general
+program.
 """
 
 from __future__ import annotations
@@ -296,65 +302,127 @@ def simulate(problem: Problem) -> Trajectory:
         return f
 
     args = (x0_of(problem), values_of(problem))
-    results, info = run_checked(problem, build, args, fn="simulate")
+    results, info = run_checked(problem, build, args, settings_compiled_in=True, fn="simulate")
     ys = info["outputs"] if same else results[0]
     return Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
                       problem.of, info["stats"], info["timings"])
 
 
-def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, **key) -> tuple:
+def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, *,
+                settings_compiled_in: bool = False, **key) -> tuple:
     """Compile (cached per problem structure and `key`) and run a function returning
     `(outputs, aux, *results)`; check the solve and return (results, info) where info holds
-    solver statistics and timings."""
+    solver statistics and timings.
+
+    With `settings_compiled_in` and `args` the problem's own values (`x0_of`, `values_of`,
+    ...), its settings (save times, t0, tolerances) are compiled in as constants for the
+    first settings this process meets per structure and `key`, and passed as arrays for any
+    other (see `_FIRST_SETTINGS`). `simulate` asks for it: its program is the one small
+    enough to gain; a derivative's counts its flops times the inputs, far above XLA's
+    threshold, and would only pay a second compile for new settings."""
     key = dict(key, solver_used=solver_name(problem))  # "auto" resolves per problem's values
+    structure = problem.structure_key(**key)
     signature = None
-    if len(args) == 2 and args[0] is x0_of(problem) and args[1] is values_of(problem):
-        # the problem's own device values: their signature is computed once per problem
-        signature = problem.memo("values_signature", lambda: compiled.signature(args))
+    own_values = len(args) >= 2 and args[0] is x0_of(problem) and args[1] is values_of(problem)
+    inline = False
+    if own_values and settings_compiled_in:
+        constants, digest = problem.memo("settings", lambda: _settings_of(problem))
+        inline = _FIRST_SETTINGS.setdefault(structure, digest) == digest
+        if inline:
+            structure = (structure, "settings", digest)
+            args = (args[0], problem.memo("values_without_settings", lambda: _without_settings(problem)),
+                    *args[2:])
+            build = _with_constants(build, constants)
+    if own_values and len(args) == 2:  # the problem's own device values: signature computed once
+        signature = problem.memo(("values_signature", inline), lambda: compiled.signature(args))
     (status, outputs, *results), timings, meta = compiled.run_with_meta(
-        problem.structure_key(**key), lambda: _with_status(build), args, signature)
-    status = np.asarray(status)  # the one value fetched to check: [ok, result, statistics...]
-    stats = with_accepted(dict(zip(meta["stats"], status[2:].tolist())))
-    if status[0]:
-        return results, {"stats": stats, "timings": timings, "outputs": np.asarray(outputs)}
-    aux = dict(stats, result=_result_item(int(status[1])))
+        structure, lambda: _with_status(build), args, signature)
+    status = np.asarray(status)  # the one value fetched: [diffrax's result code, statistics...]
+    stats = with_accepted(dict(zip(meta["stats"], status[1:].tolist())))
+    outputs = np.asarray(outputs)
+    if status[0] == _SUCCESSFUL and not stats.get("events_exhausted") and np.isfinite(outputs).all() \
+            and all(np.isfinite(r).all() for r in _inexact_leaves(results)):
+        return results, {"stats": stats, "timings": timings, "outputs": outputs}
+    aux = dict(stats, result=_result_item(int(status[0])))
     check_solution(problem, aux, outputs)
-    for r in results:
-        if not np.all(np.isfinite(np.asarray(r))):
-            raise SolverError(
-                f"the derivatives of model '{problem.model.name}' ({key.get('fn', 'result')}) "
-                "contain NaN or inf although the solve succeeded: a backward or tangent solve "
-                "failed. Try: mode='forward' or the checkpointed adjoint instead of backsolve, a "
-                "stiff solver (solver='rodas5p' or 'kvaerno5'), tighter tolerances or more max_steps."
-            )
-    return results, {"stats": solver_stats(aux), "timings": timings, "outputs": np.asarray(outputs)}
+    raise SolverError(
+        f"the derivatives of model '{problem.model.name}' ({key.get('fn', 'result')}) "
+        "contain NaN or inf although the solve succeeded: a backward or tangent solve "
+        "failed. Try: mode='forward' or the checkpointed adjoint instead of backsolve, a "
+        "stiff solver (solver='rodas5p' or 'kvaerno5'), tighter tolerances or more max_steps."
+    )
+
+
+_SUCCESSFUL = int(np.asarray(diffrax.RESULTS.successful._value))
+_SETTINGS = ("times", "t0", "rtol", "atol")
+# Settings compiled in. XLA's CPU client runs a program on the calling thread only when its
+# cost analysis counts fewer than 1000 flops, and diffrax's checks of save times passed as
+# an array alone count 10,000 at 1000 save times: a small model's solve then pays a thread
+# hand-off and those checks on every call (0.07 ms of 0.35 ms on Lotka-Volterra). With the
+# times constant, XLA folds the checks away and runs the solve inline. So the first settings
+# (times, t0, tolerances) a simulate's structure meets in this process are compiled in; any other
+# settings of that structure share one general program taking them as arrays, so a loop
+# over time grids compiles twice, not once per grid.
+_FIRST_SETTINGS: dict = {}  # structure key -> digest of the settings compiled in
+
+
+def _settings_of(problem: Problem) -> tuple[dict, str]:
+    """The problem's settings as numpy constants, and a digest of their values."""
+    values = values_of(problem)
+    constants = {k: np.asarray(values[k]) for k in _SETTINGS}
+    return constants, _digest(constants)
+
+
+def _digest(constants: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in _SETTINGS:
+        value = np.ascontiguousarray(constants[name])
+        h.update(f"{name}{value.shape}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()[:24]
+
+
+def _without_settings(problem: Problem) -> dict:
+    return {k: v for k, v in values_of(problem).items() if k not in _SETTINGS}
+
+
+def _with_constants(build: Callable[[], Callable], constants: dict) -> Callable[[], Callable]:
+    """`build` for a program whose values lack the settings: they are put back as constants."""
+    def build_constant():
+        f = build()
+
+        def g(x, values, *rest):
+            return f(x, {**values, **{k: jnp.asarray(v) for k, v in constants.items()}}, *rest)
+        return g
+    return build_constant
+
+
+def _inexact_leaves(results) -> list:
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(results)]
+    return [leaf for leaf in leaves if np.issubdtype(leaf.dtype, np.inexact)]
 
 
 def _with_status(build: Callable[[], Callable]) -> Callable:
-    """The program of `build()`, `(*args) -> (outputs, aux, *results)`, with the checks of
-    `run_checked` folded in: it returns `(status, outputs, *results)`, status an int array
-    [ok, diffrax's result code, then aux's solver statistics], ok = 1 when the solve
-    succeeded and outputs and results are finite. One small fetch instead of a host check
-    per array; no custom pytree in the outputs, so the program can be exported
+    """The program of `build()`, `(*args) -> (outputs, aux, *results)`, returning
+    `(status, outputs, *results)` with status an int array [diffrax's result code, then
+    aux's solver statistics]: one small fetch for the checks of `run_checked`. Finiteness
+    is checked on the host (numpy on arrays fetched anyway): inside the program it would
+    count as many flops as values, and XLA hands a program of over 1000 flops to a worker
+    thread. No custom pytree in the outputs, so the program can be exported
     (`export_store`). The statistics' names go into `g.meta["stats"]` while tracing."""
     f = build()
 
     def g(*args):
         outputs, aux, *results = f(*args)
-        ok = jnp.all(jnp.isfinite(outputs))
-        code = jnp.zeros((), jnp.int64)
+        code = jnp.zeros((), jnp.int64) + _SUCCESSFUL
         if "result" in aux:
-            ok = ok & (aux["result"] == diffrax.RESULTS.successful)
             code = jnp.asarray(aux["result"]._value).astype(jnp.int64)
-        if "events_exhausted" in aux:  # a segment ran out of event pieces: events.check_aux says so
-            ok = ok & ~jnp.asarray(aux["events_exhausted"]).astype(bool)
-        for leaf in jax.tree_util.tree_leaves(results):
-            if jnp.issubdtype(leaf.dtype, jnp.inexact):
-                ok = ok & jnp.all(jnp.isfinite(leaf))
         names = sorted(k for k in aux if k != "result")
         g.meta["stats"] = names
         stats = [jnp.asarray(aux[k]).astype(jnp.int64).reshape(()) for k in names]
-        status = jnp.stack([ok.astype(jnp.int64), code, *stats])
+        status = jnp.stack([code, *stats])
         return (status, outputs, *results)
 
     g.meta = {}
