@@ -95,6 +95,7 @@ class SolverConfig(_Strict):
     max_steps: Annotated[int, Field(ge=1)] = 100_000
     adjoint: Literal[ADJOINTS] = "checkpoint"  # type: ignore[valid-type]
     checkpoints: Optional[Annotated[int, Field(ge=1)]] = None
+    jacobian_reuse: bool = False
 
 
 class ObjectiveConfig(_Strict):
@@ -685,6 +686,7 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
                           y0=cfg.initial_state or None, t0=t0, solver=cfg.solver.method,
                           rtol=cfg.solver.rtol, atol=cfg.solver.atol, max_steps=cfg.solver.max_steps,
                           adjoint=cfg.solver.adjoint, checkpoints=cfg.solver.checkpoints,
+                          jacobian_reuse=cfg.solver.jacobian_reuse,
                           doses=config_events.build_doses(cfg.doses), breakpoints=cfg.breakpoints)
     except InputError as exc:
         raise _config_error(path, [_problem_key(str(exc))]) from None

@@ -330,6 +330,8 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     bp_names = param_breakpoints(problem)
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
+    from . import reuse
+    counted = not aug and reuse.enabled(problem)  # the reuse solver's counters, summed over pieces
 
     field = rhs if aug else model.rhs
 
@@ -415,7 +417,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             sol = diffrax.diffeqsolve(
                 term, solver, start, end, None, y, (args_p, fired_before, start),
                 saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
-                                            diffrax.SubSaveAt(t1=True)]),
+                                            diffrax.SubSaveAt(t1=True)], solver_state=counted),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
             (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
             inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
@@ -423,8 +425,9 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             ys = jnp.where(inside[:, None], saved, ys)
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
+            piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
             stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
-                         else stats[k] + sol.stats[k]) for k in stats}
+                         else stats[k] + piece_stats[k]) for k in stats}
             if events:
                 fired = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
                 fired = fired & (sol.result == diffrax.RESULTS.event_occurred) & ~stopped
@@ -465,7 +468,8 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return carry, short
 
         stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps")}
+                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps",
+                            *(reuse.COUNTERS if counted else ()))}
         ys0 = jnp.zeros((times.size, y0.shape[0]), y0.dtype)
         no_event = jnp.zeros(len(events), bool)
         carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)

@@ -364,14 +364,17 @@ def make(base: type, n: int, layout: Layout | None = None, root_finder=None, **k
     return reuse_class(base)(linear=lin, **extra, **kw)
 
 
+COUNTERS = ("jacobian_evaluations", "factorisations", "newton_retries")
+
+
 def stats(solver_state) -> dict:
-    """Counters of a final solver state of a reuse solver (accepted steps' work)."""
+    """Counters of a final solver state of a reuse solver (accepted steps' work), named
+    as in `COUNTERS`."""
     if not (isinstance(solver_state, tuple) and len(solver_state) == 2
             and isinstance(solver_state[1], Cache)):
         return {}
     c = solver_state[1]
-    return {"jacobian_evaluations": c.n_jac, "factorisations": c.n_factor,
-            "newton_retries": c.n_retry}
+    return dict(zip(COUNTERS, (c.n_jac, c.n_factor, c.n_retry)))
 
 
 # ----------------------------------------------------------------------------- wiring

@@ -52,6 +52,16 @@ def test_valid_config_builds_the_problem_it_describes(tmp_path):
     assert spec.output_dir.as_posix() == "results/c"  # default: results/<config name>
 
 
+def test_jacobian_reuse_reaches_the_problem(tmp_path):
+    from sensitivity import reuse
+    text = "model: robertson\ntimes: [1.0, 10.0]\nsolver: {method: kvaerno5, jacobian_reuse: true}\n"
+    p = config.load(write(tmp_path, text)).problem
+    assert p.jacobian_reuse is True and reuse.enabled(p)
+    assert config.load(write(tmp_path, LV)).problem.jacobian_reuse is False
+    assert any("solver.jacobian_reuse" in m
+               for m in problems_of(write(tmp_path, text.replace("true", "often"))))
+
+
 def test_every_problem_is_reported_with_its_key_path(tmp_path):
     path = write(tmp_path, """
         model: lotka_volterra
