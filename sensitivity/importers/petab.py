@@ -9,7 +9,8 @@
 The tables are read and validated by the `petab` package. What is supported: simulation
 conditions overriding parameters, species and compartments (numbers or parameter ids);
 preequilibration (run to steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
-differentiated through the solve, which respects conservation laws); measurements with
+then one Newton step with its matrix held constant, so that derivatives are the implicit
+function theorem's, conservation laws included: `steady_state.py`); measurements with
 `observableParameters` and `noiseParameters` (numbers or parameter ids, per row, so
 time-point-specific); observable and noise formulas; normal and Laplace noise; lin / log /
 log10 observable transformations; parameters on lin / log / log10 scale, fixed or
@@ -62,6 +63,7 @@ from ..errors import InputError, ModelError, SolverError
 from ..rosenbrock import Rodas5P
 from . import petab_events, petab_rodas
 from . import sbml as sbml_import
+from .steady_state import newton_polish
 
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
@@ -472,7 +474,9 @@ class PetabProblem:
         return solve
 
     def _steady_fn(self, method: str):
-        """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
+        """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
+        then one Newton step that makes the derivatives the implicit function theorem's
+        (`steady_state.newton_polish`)."""
         m = self.model
         solver = self._solver()
 
@@ -493,7 +497,9 @@ class PetabProblem:
                 max_steps=self.max_steps,
                 adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
                 throw=False)
-            return sol.ys[0], sol.result, sol.stats["num_steps"]
+            t = sol.ts[0]
+            y = newton_polish(lambda u: m.rhs(t, u, pv, t), sol.ys[0])
+            return y, sol.result, sol.stats["num_steps"]
 
         if self.solver in petab_rodas.TABLEAUS:
             return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)

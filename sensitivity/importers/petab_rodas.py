@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .steady_state import newton_polish
+
 # Rodas4: alpha (stage times), gamma_i (sums of the gamma row), A and C (strictly lower),
 # M (solution weights); the error estimate is K_6 (E = e_6).
 _GAMMA = 0.25
@@ -251,7 +253,8 @@ def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
 
 def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
     """(pv, y0, tol, t0) -> (steady state, diffrax result (event_occurred when reached),
-    steps): simulate until max_i |f_i| / (atol + rtol |y_i|) < 1."""
+    steps): simulate until max_i |f_i| / (atol + rtol |y_i|) < 1, then
+    `steady_state.newton_polish`."""
     import diffrax
     kind = "checkpointed" if method == "checkpoint" else "lax"
 
@@ -264,6 +267,7 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
         t0 = jnp.asarray(t0, dtype=y0.dtype)
         _, y, t, ok, n = solve(f, y0, t0, jnp.inf, jnp.reshape(t0, (1,)), pv, tol, max_steps, kind=kind,
                                steady=reached, method=solver)
+        y = newton_polish(lambda u: model.rhs(t, u, pv, t), y)  # derivatives by the IFT
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 
     return steady
