@@ -50,7 +50,7 @@ from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
 from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
                      SolverError)
 from .model import ODEModel  # noqa: E402
-from .problem import Problem  # noqa: E402
+from .problem import Problem, ToleranceWarning  # noqa: E402
 from .results import GradientResult, JacobianResult  # noqa: E402
 
 # the names that need JAX and diffrax, imported on first use
@@ -99,7 +99,7 @@ __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
-    "Dose", "doses", "Event", "DiscontinuityWarning",
+    "Dose", "doses", "Event", "DiscontinuityWarning", "ToleranceWarning",
     "ensemble", "sobol", "morris", "dgsm",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]

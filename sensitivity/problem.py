@@ -8,6 +8,7 @@ Outputs (`of`) are the model's observables, else its states.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -194,6 +195,28 @@ def _check_times(times, t0) -> tuple[np.ndarray, float]:
     return ts, start
 
 
+class ToleranceWarning(UserWarning):
+    """A setting of the solve that likely makes its result inaccurate."""
+
+
+def _warn_small_initial_states(problem: "Problem") -> None:
+    """Warn when a nonzero initial state is below atol: the solver then controls its error
+    only to about atol, so a state that starts small and grows (an epidemic's first infected
+    fraction, a trace species) starts from a value it does not resolve, and everything that
+    grows from it is off (seen: 3 % on a model of population fractions of 1e-9)."""
+    y0 = np.asarray(problem.y0, dtype=float)
+    small = np.flatnonzero((y0 != 0) & (np.abs(y0) < problem.atol))
+    if small.size:
+        k = int(small[np.argmin(np.abs(y0[small]))])
+        warnings.warn(
+            f"model '{problem.model.name}': initial state '{problem.model.states[k]}' = {y0[k]:g} is "
+            f"below atol = {problem.atol:g}"
+            + (f" ({small.size} states are)" if small.size > 1 else "")
+            + ": the solver controls its error only to about atol, so it and what grows from it may "
+            f"be inaccurate; pass an atol well below it (e.g. atol={10 ** np.floor(np.log10(abs(y0[k]))) * 1e-6:g}) "
+            "and let rtol set the accuracy", ToleranceWarning, stacklevel=3)
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """What to differentiate: model + values + save times + solver settings + wrt/of.
@@ -289,6 +312,7 @@ class Problem:
         set_("jacobian_reuse", bool(jacobian_reuse))
         set_("_memo", {})  # per-problem caches (keys, device values, functions): see `memo`
         warn_undeclared(self)
+        _warn_small_initial_states(self)
 
     # ------------------------------------------------------------------ shapes and names
     @property
