@@ -20,6 +20,7 @@ program.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -374,8 +375,6 @@ def _settings_of(problem: Problem) -> tuple[dict, str]:
 
 
 def _digest(constants: dict) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for name in _SETTINGS:
         value = np.ascontiguousarray(constants[name])
