@@ -273,10 +273,6 @@ class Trajectory:
     timings: dict
 
 
-def solver_stats(aux: dict) -> dict:
-    return with_accepted({k: int(np.asarray(v)) for k, v in aux.items() if k != "result"})
-
-
 def with_accepted(stats: dict) -> dict:
     """`stats` with num_accepted_steps = num_steps - num_rejected_steps when it is missing
     (a plain solve returns only the two; every diffrax step is accepted or rejected)."""
