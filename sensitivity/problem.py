@@ -199,6 +199,9 @@ class ToleranceWarning(UserWarning):
     """A setting of the solve that likely makes its result inaccurate."""
 
 
+_WARNED_SMALL: set = set()  # (model, state, atol) already warned about
+
+
 def _warn_small_initial_states(problem: "Problem") -> None:
     """Warn when a nonzero initial state is below atol: the solver then controls its error
     only to about atol, so a state that starts small and grows (an epidemic's first infected
@@ -208,6 +211,10 @@ def _warn_small_initial_states(problem: "Problem") -> None:
     small = np.flatnonzero((y0 != 0) & (np.abs(y0) < problem.atol))
     if small.size:
         k = int(small[np.argmin(np.abs(y0[small]))])
+        key = (problem.model.name, problem.model.states[k], problem.atol)
+        if key in _WARNED_SMALL:  # once: a fit or an ensemble moving y0 would repeat it per call
+            return
+        _WARNED_SMALL.add(key)
         warnings.warn(
             f"model '{problem.model.name}': initial state '{problem.model.states[k]}' = {y0[k]:g} is "
             f"below atol = {problem.atol:g}"
