@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 
 import sensitivity as sens  # noqa: E402
 from sensitivity import models  # noqa: E402
-from sensitivity.executors import local_client, resolve_executor  # noqa: E402
-from sensitivity.gsa.sampling import parse_ranges, sobol_points, to_values  # noqa: E402
+from sensitivity.analyses.executors import local_client, resolve_executor  # noqa: E402
+from sensitivity.analyses.gsa.sampling import parse_ranges, sobol_points, to_values  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 128

@@ -38,7 +38,7 @@ import numpy as np
 import sensitivity as sens
 from sensitivity import models
 from sensitivity.models import ishigami, reaction_chain
-from sensitivity.solve import solver_name
+from sensitivity.integrate.solve import solver_name
 
 RESULTS = Path(__file__).parent / "results"
 RTOL, ATOL = 1e-8, 1e-10
@@ -84,7 +84,7 @@ def sobol_case(label, model, ranges, n, t_end, output, repeats):
 
     from SALib import ProblemSpec
 
-    ens = importlib.import_module("sensitivity.ensemble")  # sens.ensemble is the function
+    ens = importlib.import_module("sensitivity.analyses.ensemble")  # sens.ensemble is the function
     prob = sens.Problem(model, [t_end], t0=0.0, wrt=list(ranges), of=[model.outputs[output]], rtol=RTOL,
                         atol=ATOL)
     start = time.perf_counter()

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
-from sensitivity.ad import adjoint, forward
+from sensitivity.ad import adjoint
+from sensitivity.ad import forward
 
 RESULTS = Path(__file__).parent / "results"
 N_STATES, HIDDEN = 8, 64  # W1 (64 x 8) and W2 (8 x 64): 1024 weights
@@ -115,7 +116,8 @@ def release_compiled() -> None:
     them runs out of memory mappings (LLVM "Unable to allocate section memory")."""
     import jax
 
-    from sensitivity import api, compiled
+    from sensitivity import api
+    from sensitivity.integrate import compiled
 
     compiled.clear()
     api._PROBES.clear()

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 import sensitivity as sens
-from sensitivity import models, stiffness
-from sensitivity.solve import solver_name
+from sensitivity import models
+from sensitivity.solvers import stiffness
+from sensitivity.integrate.solve import solver_name
 
 RESULTS = Path(__file__).parent / "results"
 SOLVERS = ("tsit5", "kvaerno5", "rodas5p")

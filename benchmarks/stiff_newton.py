@@ -23,7 +23,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import sensitivity  # noqa: F401  (float64)
-from sensitivity.chord import Chord
+from sensitivity.solvers.newton.chord import Chord
 from sensitivity.models import brusselator_1d
 
 RESULTS = Path(__file__).parent / "results"

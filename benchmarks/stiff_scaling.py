@@ -42,7 +42,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import sensitivity as sens
-from sensitivity import sparsity, stiff_linear
+from sensitivity.core import sparsity
+from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, heat_1d
 
 RESULTS = Path(__file__).parent / "results"

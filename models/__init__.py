@@ -45,8 +45,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from sensitivity.errors import InputError, ModelError, did_you_mean, list_names
-from sensitivity.model import ODEModel
+from sensitivity.core.errors import InputError, ModelError, did_you_mean, list_names
+from sensitivity.core.model import ODEModel
 
 # name -> module (relative to this package); each module has a factory `model`.
 _REGISTRY = {
@@ -157,7 +157,7 @@ _FILE_MODULES: dict = {}
 
 def _at(exc: BaseException) -> str:
     """', at file.py:12 (`code`)': the user's line that raised `exc`, or ''."""
-    from sensitivity.blame import user_frame, where
+    from sensitivity.core.checks.fault import user_frame, where
 
     frame = user_frame(exc)
     return f", at {where(frame)}" if frame is not None else ""

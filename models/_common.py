@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from sensitivity.errors import InputError, did_you_mean, list_names
-from sensitivity.lazy import LazyModule
+from sensitivity.core.errors import InputError, did_you_mean, list_names
+from sensitivity.core.lazy import LazyModule
 
 
 jnp = LazyModule("jax.numpy")  # jax.numpy, imported when an rhs is first traced

@@ -17,7 +17,6 @@ and raises a `SolverError` instead.
 
 import os as _os
 import sys as _sys
-import types as _types
 
 # always, not only with the disk cache: host callbacks also push every call of a compiled
 # function off JAX's fast C++ path onto its Python fallback
@@ -28,7 +27,7 @@ def _jax_settings() -> dict:
     """JAX options the toolkit needs: float64, and the persistent compile cache."""
     settings = {"jax_enable_x64": True}
     if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
-        from .calibration_store import cache_dir as _cache_dir
+        from .stores.calibration import cache_dir as _cache_dir
 
         settings["jax_compilation_cache_dir"] = str(_cache_dir() / "jax")
         # every program, also the small ones (the stiffness probe): a warm process then
@@ -47,36 +46,21 @@ if "jax" in _sys.modules:
         _sys.modules["jax"].config.update(_name, _value)
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
-from .errors import (ConfigError, InputError, ModelError, SensitivityError,  # noqa: E402
-                     SolverError)
-from .model import ODEModel  # noqa: E402
-from .problem import Problem, ToleranceWarning  # noqa: E402
-from .results import GradientResult, JacobianResult  # noqa: E402
+from .core.errors import ConfigError, InputError, ModelError, SensitivityError, SolverError
+from .core.model import ODEModel  # noqa: E402
+from .core.problem import Problem, ToleranceWarning  # noqa: E402
+from .core.results import GradientResult, JacobianResult  # noqa: E402
 
 # the names that need JAX and diffrax, imported on first use
 _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "plan": "api",
-         "simulate": "solve", "Trajectory": "solve",
-         "Dose": "events", "doses": "events", "Event": "events", "DiscontinuityWarning": "events",
-         "ensemble": "ensemble", "sobol": "gsa", "morris": "gsa", "dgsm": "gsa",
-         "fit": "fit", "FitResult": "fit",
-         "fisher": "identifiability", "identifiability": "identifiability",
-         "Fisher": "identifiability", "Identifiability": "identifiability"}
+         "simulate": "integrate.solve", "Trajectory": "integrate.solve",
+         "Dose": "core.schedule", "doses": "core.schedule", "Event": "core.schedule",
+         "DiscontinuityWarning": "core.schedule",
+         "ensemble": "analyses.ensemble", "sobol": "analyses.gsa", "morris": "analyses.gsa",
+         "dgsm": "analyses.gsa", "fit": "analyses.fit", "FitResult": "analyses.fit",
+         "fisher": "analyses.identifiability", "identifiability": "analyses.identifiability",
+         "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability"}
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
-_SAME_NAME = ("ensemble", "fit", "identifiability")  # a function named as its module
-
-
-class _Package(_types.ModuleType):
-    """The package module. Importing the submodule `sensitivity.ensemble` binds it to the
-    package's attribute `ensemble`, which would hide the public function `sens.ensemble`
-    (likewise `fit`, `identifiability`): the function is kept."""
-
-    def __setattr__(self, name, value):
-        if name in _SAME_NAME and isinstance(value, _types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):

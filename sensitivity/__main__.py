@@ -1,5 +1,5 @@
 """`python -m sensitivity ...`: the same as the `sensitivity` command."""
 
-from .startup import console_main
+from .app.startup import console_main
 
 console_main()

@@ -10,19 +10,25 @@ import datetime
 import os
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
-from . import calibration_store, stiff_linear, stiffness
-from .ad import adjoint, forward, second_order
-from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan
-from .errors import InputError
-from .model import ODEModel
-from .problem import Problem
-from .results import GradientResult, JacobianResult
-from .solve import simulate, solver_name
+from .stores import calibration as calibration_store
+from .solvers import linear as stiff_linear
+from .solvers import stiffness
+from .ad import adjoint
+from .ad import forward
+from .ad import second_order
+from .ad.forward import forward_jacobian
+from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan, stored_calibration
+from .core.errors import InputError
+from .core.model import ODEModel
+from .core.problem import Problem
+from .core.results import GradientResult, JacobianResult
+from .integrate.solve import (Trajectory, run_checked, simulate, solver_name, states_and_outputs_function,
+                               values_of, x0_of)
 
 MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider
@@ -57,7 +63,7 @@ def probe(problem: Problem, base: Calibration | None = None) -> tuple[Calibratio
     key = problem.structure_key(fn="probe", solver_used=solver_name(problem))
     if key in _PROBES:
         return _PROBES[key]
-    base = base or calibration_store.load() or Calibration()
+    base = base or stored_calibration() or Calibration()
     rng = np.random.default_rng(0)
     k_t = int(np.clip(problem.n_inputs, 2, PROBE_WIDTH))
     k_c = int(np.clip(problem.n_outputs, 2, PROBE_WIDTH))
@@ -111,7 +117,7 @@ _CALIBRATION_PATHS: dict = {}
 
 
 def _stored_calibration() -> Calibration | None:
-    """`calibration_store.load()`, read again only when the file changes."""
+    """`stored_calibration()`, read again only when the file changes."""
     env = (os.environ.get("SENSITIVITY_CALIBRATION"), os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
     where = _CALIBRATION_PATHS.get(env)
     if where is None:  # building the path costs more than the stat below: once per environment
@@ -123,7 +129,7 @@ def _stored_calibration() -> Calibration | None:
     key = (str(where), stamp)
     if key not in _CALIBRATION:
         _CALIBRATION.clear()
-        _CALIBRATION[key] = calibration_store.load(where) if stamp is not None else None
+        _CALIBRATION[key] = stored_calibration(where) if stamp is not None else None
     return _CALIBRATION[key]
 
 
@@ -240,7 +246,7 @@ def _reference_rhs(t, y, p):
 def calibrate_machine(repeats: int = 3) -> Calibration:
     """Measure this machine's cost constants on a reference problem (a small neural ODE,
     8 states, 16 inputs, 100 save points) as `probe` does, averaged over `repeats` probes.
-    Store the result with `calibration_store.save` (the `sensitivity calibrate` command)."""
+    Store the result with `ad.cost.save_calibration` (the `sensitivity calibrate` command)."""
     rng = np.random.default_rng(0)
     params = dict(W1=rng.standard_normal((16, 8)) / 3, b=0.1 * rng.standard_normal(16),
                   W2=rng.standard_normal((8, 16)) / 4, lam=np.full(8, 0.5))
@@ -254,3 +260,38 @@ def calibrate_machine(repeats: int = 3) -> Calibration:
     today = datetime.date.today().isoformat()
     return Calibration(mean("tangent"), mean("record"), mean("cotangent"), None,
                        f"sensitivity calibrate on {today}")
+
+
+# --------------------------------------------------------------------------- a run that needs both
+# A config run simulates and then takes the Jacobian. In forward mode the Jacobian's sweep
+# solves the very same ODE (the tangents ride along the primal solve, which they do not
+# steer), so the states can come out of that program: one trace and one compile instead of
+# two, which is most of a cold run's time on a small model.
+def trajectory_and_jacobian(problem: Problem, mode: str = "auto", **plan_options
+                            ) -> Optional[tuple[Trajectory, JacobianResult]]:
+    """(Trajectory, JacobianResult) from one compiled program when the plan for the
+    Jacobian is forward mode; None otherwise (the caller then simulates and asks
+    `jacobian`). States (n_times, n_states), Jacobian (n_times, n_of, n_inputs)."""
+    p = plan(problem, task="jacobian", mode=mode, **plan_options)
+    if p.mode != "forward":
+        return None
+    g = states_and_outputs_function(problem, "forward")
+
+    def f(x, values):
+        ys, outputs, aux = g(x, values)
+        return outputs, (aux, ys)  # the states as aux: carried, not differentiated
+
+    def build():
+        def h(x, values):
+            out, (aux, ys), J = forward_jacobian(f, x, values)
+            return out, aux, ys, J
+        return h
+
+    (ys, J), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
+                                fn="trajectory_and_jacobian_forward")
+    trajectory = Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
+                            problem.of, info["stats"], info["timings"])
+    jac = JacobianResult(np.asarray(J), info["outputs"], problem.times, problem.of, problem.input_names,
+                         problem.x0(), "forward", None, p, info["stats"], info["timings"])
+    return trajectory, jac
+

@@ -14,7 +14,8 @@ import pytest
 import xarray as xr
 
 import sensitivity as sens
-from sensitivity import cli, config
+from sensitivity.app import cli
+from sensitivity.app.config import run as config
 
 MODEL = '''
 import jax.numpy as jnp

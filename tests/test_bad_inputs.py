@@ -26,8 +26,13 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import ConfigError, InputError, ModelError, SolverError, cli, compiled, config, models
-from sensitivity.writable import OutputPathError, check_output_dir
+from sensitivity.app import cli
+from sensitivity.integrate import compiled
+from sensitivity.app.config import run as config
+from sensitivity import models
+from sensitivity import ConfigError, InputError, ModelError, SolverError
+from sensitivity.core.errors import OutputPathError
+from sensitivity.app.output.writable import check_output_dir
 
 FAST = 2.0  # seconds: a fault knowable before compiling is rejected within this
 
@@ -375,12 +380,12 @@ def test_nan_is_named_not_max_steps(tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_result(tmp_path, capsys, monkeypatch):
-    from sensitivity import analysis
+    from sensitivity.app.runners import local
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(analysis, "run", interrupted)
+    monkeypatch.setattr(local, "run", interrupted)
     out = tmp_path / "res" / "lv"
     code, _, err, _, _ = run_main(capsys, "run", write(tmp_path / "c.yaml", GOOD), "--out", out, "-q")
     assert code == 130 and "interrupted; no result was written" in err and "Traceback" not in err
@@ -390,12 +395,12 @@ def test_interrupt_leaves_no_result(tmp_path, capsys, monkeypatch):
 def test_exit_3_only_for_toolkit_bugs(tmp_path, capsys, monkeypatch):
     """A bug of the toolkit is an internal error (3); the same exception raised in the
     user's own code, past the model check, is bad input (2) naming their line."""
-    from sensitivity import analysis
+    from sensitivity.app.runners import local
 
     # a function whose code lives in the toolkit's own file, as a bug there would
     namespace = {}
-    exec(compile("def run(*args, **kwargs):\n    return {}['missing']\n", analysis.__file__, "exec"), namespace)
-    monkeypatch.setattr(analysis, "run", namespace["run"])
+    exec(compile("def run(*args, **kwargs):\n    return {}['missing']\n", local.__file__, "exec"), namespace)
+    monkeypatch.setattr(local, "run", namespace["run"])
     cfg = write(tmp_path / "c.yaml", GOOD)
     code, _, err, _, _ = run_main(capsys, "run", cfg, "--out", tmp_path / "o1", "-q")
     assert code == 3 and "internal error: KeyError" in err and "please report it" in err, err
@@ -405,7 +410,7 @@ def test_exit_3_only_for_toolkit_bugs(tmp_path, capsys, monkeypatch):
     try:
         import helpers  # noqa: F401  (a user's module, imported as their model would)
 
-        monkeypatch.setattr(analysis, "run", helpers.weights)
+        monkeypatch.setattr(local, "run", helpers.weights)
         code, _, err, _, _ = run_main(capsys, "run", cfg, "--out", tmp_path / "o2", "-q")
     finally:
         sys.path.remove(str(tmp_path))

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import compiled, models, solve
+from sensitivity.integrate import compiled
+from sensitivity import models
+from sensitivity.integrate import solve
 
 
 @pytest.fixture(scope="module")

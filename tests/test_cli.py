@@ -22,7 +22,9 @@ from scipy.integrate import trapezoid
 
 from sensitivity import models
 import sensitivity as sens
-from sensitivity import cli, config
+from sensitivity.app import cli
+from sensitivity.app.config import run as config
+from sensitivity.ad.cost import stored_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -308,7 +310,7 @@ def test_calibrate_stores_and_prints_the_measured_constants(tmp_path, capsys, mo
     data = json.loads(target.read_text())
     assert (data["tangent"], data["record"], data["cotangent"]) == (0.0123, 1.75, 0.0456)
     assert "a = 0.0123" in out and "r = 1.75" in out and "b = 0.0456" in out and f"saved to {target}" in out
-    loaded = sens.calibration_store.load(target)
+    loaded = stored_calibration(target)
     assert (loaded.tangent, loaded.record, loaded.cotangent) == (0.0123, 1.75, 0.0456)
 
 

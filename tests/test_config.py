@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid as scipy_trapezoid
 
-from sensitivity import ConfigError, analysis, config, io
+from sensitivity.app.config import run as config
+from sensitivity.app.output import files as io
+from sensitivity import ConfigError
+from sensitivity.analyses import metrics
 
 LV = """
 model: lotka_volterra
@@ -53,7 +56,7 @@ def test_valid_config_builds_the_problem_it_describes(tmp_path):
 
 
 def test_jacobian_reuse_reaches_the_problem(tmp_path):
-    from sensitivity import reuse
+    from sensitivity.solvers.newton import reuse
     text = "model: robertson\ntimes: [1.0, 10.0]\nsolver: {method: kvaerno5, jacobian_reuse: true}\n"
     p = config.load(write(tmp_path, text)).problem
     assert p.jacobian_reuse is True and reuse.enabled(p)
@@ -244,15 +247,15 @@ def test_trapezoid_ranking_and_time_mean():
     S[:, 1, 0] = [-1.0, -1.0, -1.0]  # |.| integral 3, signed mean -1
     S[:, 0, 1] = [np.nan, 1.0, 1.0]  # NaN counts as 0: 0.5 + 2 = 2.5
     S[:, 1, 2] = [0.0, 0.0, 10.0]    # 10
-    rows = analysis.rank_inputs(times, S, ["p", "q", "r"], ["A", "B"])
+    rows = metrics.rank_inputs(times, S, ["p", "q", "r"], ["A", "B"])
     assert [r["input"] for r in rows] == ["r", "p", "q"]
     assert [r["score"] for r in rows] == pytest.approx([10.0, 8.0, 2.5])
     assert rows[1]["A"] == pytest.approx(5.0) and rows[1]["B"] == pytest.approx(3.0)
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
-    mean = analysis.time_mean(times, S)
+    mean = metrics.time_mean(times, S)
     assert mean[1, 0] == pytest.approx(-1.0) and mean[0, 0] == pytest.approx(5.0 / 3.0)
-    np.testing.assert_allclose(analysis.trapezoid(times, S[:, 1, 2]), scipy_trapezoid(S[:, 1, 2], times))
-    assert analysis.nearest_indices(times, [0.9, 1.1, 2.9]) == [1, 2]
+    np.testing.assert_allclose(metrics.trapezoid(times, S[:, 1, 2]), scipy_trapezoid(S[:, 1, 2], times))
+    assert metrics.nearest_indices(times, [0.9, 1.1, 2.9]) == [1, 2]
 
 
 def test_output_folder_is_atomic(tmp_path):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
-from sensitivity import compiled
+from sensitivity.integrate import compiled
 
 
 def rhs(t, y, p):

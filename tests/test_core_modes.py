@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.ad import adjoint, forward
+from sensitivity.ad import adjoint
+from sensitivity.ad import forward
 
 
 def lv_rhs(t, y, p):

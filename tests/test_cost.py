@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import calibration_store
+from sensitivity.stores import calibration as calibration_store
 from sensitivity.ad.cost import Calibration, calibrated, make_plan
 
 
@@ -100,16 +100,16 @@ def test_calibration_from_timings():
 
 def test_calibration_round_trips_through_its_file(tmp_path, monkeypatch):
     cal = Calibration(tangent=0.07, record=1.3, cotangent=0.2, solve_seconds=0.01, source="test")
-    path = calibration_store.save(cal, tmp_path / "cal.json")
-    back = calibration_store.load(path)
+    path = save_calibration(cal, tmp_path / "cal.json")
+    back = stored_calibration(path)
     assert (back.tangent, back.record, back.cotangent) == (0.07, 1.3, 0.2)
     assert str(path) in back.source
     monkeypatch.setenv("SENSITIVITY_CALIBRATION", str(path))
-    p = make_plan("gradient", 3, 1, 2, 5, calibration_store.load())
+    p = make_plan("gradient", 3, 1, 2, 5, stored_calibration())
     assert p.calibration.tangent == 0.07
     (tmp_path / "bad.json").write_text('{"tangent": -1}')
     with pytest.raises(sens.SensitivityError, match="invalid"):
-        calibration_store.load(tmp_path / "bad.json")
+        stored_calibration(tmp_path / "bad.json")
 
 
 def test_close_call_on_a_cheap_problem_is_not_worth_a_probe(one_rate_many_outputs):

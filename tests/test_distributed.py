@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(600)  # a hung cluster fails the module instead
 
 import cloudpickle  # noqa: E402  (a dependency of distributed)
 
-from sensitivity.executors import _LOCAL, _REMOTE, DaskExecutor, local_client, resolve_executor  # noqa: E402
+from sensitivity.analyses.executors import _LOCAL, _REMOTE, DaskExecutor, local_client, resolve_executor  # noqa: E402
 
 # the workers cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -77,7 +77,7 @@ def test_local2_gives_exactly_the_in_process_indices(prob, client, executor, in_
 
 def _x64_off_then_setup():
     jax.config.update("jax_enable_x64", False)
-    from sensitivity.executors import _worker_setup
+    from sensitivity.analyses.executors import _worker_setup
 
     return _worker_setup()
 
@@ -153,7 +153,7 @@ def test_resume_computes_only_missing_chunks(prob, executor, in_process, tmp_pat
 
 
 def test_cli_executor_option(prob, client, tmp_path):
-    from sensitivity import cli
+    from sensitivity.app import cli
 
     cfg = tmp_path / "lv.yaml"
     cfg.write_text("""

@@ -8,7 +8,7 @@ import pytest
 
 import sensitivity as sens
 from sensitivity import models
-from sensitivity.ensemble import MAX_BATCH, MAX_BATCH_SIMULATE, choose_batch, memory_per_sample
+from sensitivity.analyses.ensemble import MAX_BATCH, MAX_BATCH_SIMULATE, choose_batch, memory_per_sample
 
 TIMES = np.linspace(0.0, 6.0, 13)
 TRACES = {"objective": 0}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import compiled, models
+from sensitivity.integrate import compiled
+from sensitivity import models
 
 # ----------------------------------------------------------------------------- oral PK
 PK_TIMES = np.linspace(0.0, 84.0, 29)  # every 3 h: the dose times 0, 12, ... are save times
@@ -339,7 +340,7 @@ def test_bad_dose_event_and_breakpoint_inputs_name_the_field():
 
 
 def test_yaml_doses_block_and_its_validation(tmp_path):
-    from sensitivity import config
+    from sensitivity.app.config import run as config
 
     base = ("model: pk_one_compartment_oral\ntime: {start: 0.0, stop: 48.0, points: 9}\n"
             "sensitivity: {wrt: [ka, 'dose[1].amount', dose.time]}\n")

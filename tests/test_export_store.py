@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import compiled, export_store
+from sensitivity.integrate import compiled
+from sensitivity.stores import programs as export_store
 
 RATE = 0.3
 

@@ -11,7 +11,7 @@ import pytest
 import jax.numpy as jnp
 
 import sensitivity as sens
-from sensitivity.fit import fit, read_data, union_times
+from sensitivity.analyses.fit import fit, read_data, union_times
 
 SIGMA = 0.1
 T_DATA = np.linspace(0.3, 9.7, 15)  # between the grid's points: merged into the save times
@@ -117,7 +117,7 @@ def test_bounds_and_multistart(problem, clean):
 
 def test_screening_costs_match_single_solves(problem, clean):
     """The vmapped ensemble's costs equal those of one simulate per point."""
-    from sensitivity.fit import _sample_starts, _screen
+    from sensitivity.analyses.fit import _sample_starts, _screen
 
     merged = problem.replace(times=union_times(problem.times, T_DATA), t0=problem.t0)
     X = _sample_starts(merged, {"r": (0.2, 2.0), "K": (5.0, 20.0), "y0.N": (0.1, 1.0)}, 24, True, 3)
@@ -178,7 +178,7 @@ def test_linear_parameters(problem, clean, noisy_fit):
 def test_auto_takes_trust_ncg_when_the_jacobian_is_dear():
     """400 inputs, 200 save times: a Jacobian costs far more than a gradient (cost model
     only, nothing is compiled)."""
-    from sensitivity.fit import _choose_method, _Evaluator
+    from sensitivity.analyses.fit import _choose_method, _Evaluator
 
     def rhs(t, y, p):
         return jnp.tanh(p["W"] @ y) - y

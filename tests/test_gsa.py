@@ -10,8 +10,8 @@ import pytest
 
 import sensitivity as sens
 from sensitivity import models
-from sensitivity.gsa.dgsm import dgsm_measures
-from sensitivity.gsa.sampling import parse_ranges, salib_problem, saltelli_design, to_values
+from sensitivity.analyses.gsa.dgsm import dgsm_measures
+from sensitivity.analyses.gsa.sampling import parse_ranges, salib_problem, saltelli_design, to_values
 from sensitivity.models import ishigami
 
 BATCH = 256  # one compiled solve for every ensemble of this module
@@ -182,8 +182,8 @@ def test_cli_runs_the_analysis_block(tmp_path, prob):
 
     import xarray as xr
 
-    from sensitivity import cli
-    from sensitivity.gsa.run import store_root
+    from sensitivity.app import cli
+    from sensitivity.app.runners.gsa import store_root
 
     cfg = tmp_path / "ish.yaml"
     cfg.write_text(CONFIG)
@@ -212,7 +212,7 @@ def test_cli_runs_the_analysis_block(tmp_path, prob):
 
 
 def test_config_problems_in_the_analysis_block(tmp_path, capsys):
-    from sensitivity import cli
+    from sensitivity.app import cli
 
     bad = CONFIG.replace("x3: [-3.141592653589793, 3.141592653589793]}", "x4: [1, 0]}")
     bad = bad.replace("sobol: {n: 256, seed: 3}", "sobol: {n: 100}").replace(
@@ -220,7 +220,7 @@ def test_config_problems_in_the_analysis_block(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(bad + "executor: {local: 2, address: tcp://h:1}\n")
     with pytest.raises(sens.ConfigError) as info:
-        from sensitivity import config
+        from sensitivity.app.config import run as config
         config.load(cfg)
     text = "\n".join(info.value.problems)
     assert "analysis.sobol.n: 100 is not a power of 2" in text

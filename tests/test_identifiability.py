@@ -9,7 +9,7 @@ import pytest
 import jax.numpy as jnp
 
 import sensitivity as sens
-from sensitivity.identifiability import collinearity_indices, describe_direction, fisher, identifiability
+from sensitivity.analyses.identifiability import collinearity_indices, describe_direction, fisher, identifiability
 
 SIGMA = 0.1
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import lean_rk, models
+from sensitivity.solvers import lean as lean_rk
+from sensitivity import models
 from sensitivity.models import reaction_chain
-from sensitivity.solve import output_function, values_of
+from sensitivity.integrate.solve import output_function, values_of
 
-ens_mod = importlib.import_module("sensitivity.ensemble")  # sens.ensemble is the function
+ens_mod = importlib.import_module("sensitivity.analyses.ensemble")  # sens.ensemble is the function
 
 
 def both(prob, X):
@@ -113,7 +114,7 @@ def test_lean_adjoint_gradient_equals_diffrax_adjoint(lv):
 
 
 def test_implicit_adjoint_batches_stay_small_where_lapack_may_deadlock():
-    from sensitivity.ensemble import IMPLICIT_ADJOINT_BATCH, _lapack_may_deadlock, choose_batch
+    from sensitivity.analyses.ensemble import IMPLICIT_ADJOINT_BATCH, _lapack_may_deadlock, choose_batch
 
     rob = sens.Problem(models.get("robertson"), [0.0, 1.0], wrt=["k1", "k2", "k3"])
     b = choose_batch(rob, "gradient", "adjoint", 1000)

@@ -176,7 +176,7 @@ def test_simulation_table(problem):
 
 
 def test_cli_writes_a_result_folder(problem, tmp_path):
-    from sensitivity import cli
+    from sensitivity.app import cli
     out = tmp_path / "res"
     assert cli.main(["petab", str(problem.path), "--out", str(out), "--rtol", "1e-10", "--atol", "1e-10",
                      "--fit", "--maxiter", "20", "-q"]) == 0
@@ -192,7 +192,8 @@ def test_cli_writes_a_result_folder(problem, tmp_path):
 
 
 def test_run_config_with_petab_key_and_sbml_model(problem, tmp_path):
-    from sensitivity import cli, config
+    from sensitivity.app import cli
+    from sensitivity.app.config import run as config
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"petab: {problem.path}\nsolver: {{rtol: 1.0e-10, atol: 1.0e-10}}\n"
                    f"output: {{dir: {tmp_path / 'out'}, plots: false}}\n")

@@ -10,7 +10,7 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from sensitivity.importers import petab_rodas
+from sensitivity.solvers import lean_rodas as petab_rodas
 
 TOL = jnp.asarray([1e-9, 1e-9])
 TS = jnp.asarray([0.0, 0.3, 1.0, 2.5, 2.5, 4.0])  # a repeated time, as in padded PEtab arrays

@@ -12,10 +12,11 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import sensitivity as sens
-from sensitivity import models, stiff_linear
+from sensitivity import models
+from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, robertson, van_der_pol
-from sensitivity.rosenbrock import Rodas5P
-from sensitivity.solve import solver_name
+from sensitivity.solvers.rosenbrock import Rodas5P
+from sensitivity.integrate.solve import solver_name
 
 
 def _scipy(model, times, params=None, y0=None, rtol=1e-12, atol=1e-14):

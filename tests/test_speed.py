@@ -82,7 +82,7 @@ def test_structure_keys_are_cached_and_problems_pickle():
 
 
 def test_fused_trajectory_and_jacobian_match_the_separate_calls():
-    from sensitivity.fused import trajectory_and_jacobian
+    from sensitivity.api import trajectory_and_jacobian
 
     prob = sens.Problem(make_model(), TIMES, wrt=["W", "y0.a", "y0.b"])
     traj, jac = trajectory_and_jacobian(prob, "forward")

@@ -14,7 +14,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import sensitivity as sens
-from sensitivity import stiff_linear
+from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, robertson
 
 
@@ -170,7 +170,7 @@ def test_reuse_derivative_solves_stay_banded(bruss_pair):
     banded solver on the reuse path too: no n x n array in the traced forward program
     (tracing only; the reverse sweep transposes the same solves, which
     test_stiff_structure checks on the path without reuse)."""
-    from sensitivity import solve
+    from sensitivity.integrate import solve
 
     prob = bruss_pair[1]
     values, x = solve.values_of(prob), jnp.asarray(prob.x0())

@@ -12,7 +12,9 @@ import pytest
 import scipy.sparse as sp
 
 import sensitivity as sens
-from sensitivity import banded, sparsity, stiff_linear
+from sensitivity.solvers import banded
+from sensitivity.core import sparsity
+from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, heat_1d
 
 
@@ -177,7 +179,7 @@ def test_banded_path_equals_dense_path_adjoint_gradient(bruss_pair):
 def test_derivative_solves_never_form_the_dense_matrix(bruss_pair):
     """Forward tangents and adjoint sweeps go through root_find's implicit derivative: on
     the banded path no n x n array appears in the traced program (on the dense path it does)."""
-    from sensitivity import solve
+    from sensitivity.integrate import solve
 
     def traced(prob, method):
         f = solve.output_function(prob, method)

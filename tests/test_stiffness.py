@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity import models, stiffness
-from sensitivity.solve import solver_name
+from sensitivity import models
+from sensitivity.solvers import stiffness
+from sensitivity.integrate.solve import solver_name
 
 
 def vdp(mu: float, stop: float) -> sens.Problem:

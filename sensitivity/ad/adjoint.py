@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError
-from ..problem import Problem
-from ..solve import output_function, run_checked, values_of, x0_of
+from ..core.errors import InputError
+from ..core.problem import Problem
+from ..integrate.solve import output_function, run_checked, values_of, x0_of
 from .objective import loss_function, scalar_objective
 
 ROWS_PER_BATCH = 128  # cotangents vmapped together by the reverse Jacobian

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..core.errors import SensitivityError
+from ..stores import calibration as calibration_store
 
 PROBE_WIDTH = 64  # at most this many tangents / cotangents in a calibration probe
 BYTES = 8  # float64
@@ -58,6 +62,26 @@ class Calibration:
                 raise ValueError(f"calibration constant {k} = {known[k]!r} must be a positive number")
         return cls(**known)
 
+
+
+def stored_calibration(where: Path | str | None = None) -> Calibration | None:
+    """The constants of the machine file (`sensitivity calibrate`), or None if there is no
+    file. A corrupt file is an error naming it."""
+    try:
+        found = calibration_store.load(where)
+        if found is None:
+            return None
+        data, source = found
+        cal = Calibration.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise SensitivityError(f"calibration file {where or calibration_store.path()} is invalid ({exc}); "
+                               "rerun `sensitivity calibrate` or delete it") from exc
+    return Calibration(cal.tangent, cal.record, cal.cotangent, None, f"the machine file {source}")
+
+
+def save_calibration(calibration: Calibration, where: Path | str | None = None) -> Path:
+    """Write the constants to the machine file (or `where`), atomically; returns the path."""
+    return calibration_store.save(calibration.to_dict(), where)
 
 @dataclass(frozen=True)
 class Estimate:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 def scalar_objective(objective: Callable) -> Callable:

@@ -58,12 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from ..chord import Chord
-from ..errors import InputError, ModelError, SolverError
-from ..rosenbrock import Rodas5P
-from . import petab_events, petab_rodas
+from ..solvers.newton.chord import Chord
+from ..core.errors import InputError, ModelError, SolverError
+from ..solvers.rosenbrock import Rodas5P
+from . import petab_events
+from ..solvers import lean_rodas as petab_rodas
 from . import sbml as sbml_import
-from .steady_state import newton_polish
+from ..solvers.newton.steady_state import newton_polish
 
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
@@ -652,7 +653,7 @@ class PetabProblem:
         "auto" (the cost model decides from the problem's shape).
         """
         from ..ad.cost import Calibration, make_plan
-        from .. import calibration_store
+        from ..stores import calibration as calibration_store
         _IMPLICIT_CALIBRATION = _implicit_calibration()
         if mode not in ("auto", "forward", "adjoint"):
             raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
@@ -666,7 +667,7 @@ class PetabProblem:
                              else len(self.model.states) * n_exp, n_times=n_t,
                              calibration=(petab_rodas.calibration() if self.solver in petab_rodas.TABLEAUS
                                           else _IMPLICIT_CALIBRATION if self._implicit()
-                                          else calibration_store.load() or Calibration()),
+                                          else stored_calibration() or Calibration()),
                              max_steps=self.max_steps)
             mode = plan.mode
         if mode == "adjoint":

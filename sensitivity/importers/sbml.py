@@ -45,7 +45,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
@@ -296,8 +296,8 @@ class SBMLModel:
         """
         if "model" in self._ode:
             return self._ode["model"]
-        from ..events import Event
-        from ..model import ODEModel
+        from ..core.schedule import Event
+        from ..core.model import ODEModel
         names = self.parameters
         rhs_v, rule_values = self.rhs, self.rule_values
         initial = self._initial_with_t0_events()

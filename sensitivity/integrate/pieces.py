@@ -1,0 +1,276 @@
+"""Doses, breakpoints and state events: how a solve is cut into pieces.
+
+A solve over [t0, T] is split at *segment boundaries* and, inside each segment, at *state
+events*:
+
+- a dose (`Dose(time, state, amount)`) is a bolus: the state jumps by `amount` at `time`;
+- a parameter breakpoint (`ODEModel(..., breakpoints=["t_switch"])`) is a parameter that is
+  the time of a discontinuity of the rhs (`jnp.where(t < p["t_switch"], b0, b1)`);
+- a fixed-time breakpoint (`Problem(..., breakpoints=[30.0])`) is handed to the step-size
+  controller (`jump_ts`), so the solver steps exactly onto it;
+- a state event (`Event(condition, reset, direction, terminal)`) fires where
+  `condition(t, y, p)` crosses zero, located by a Newton root finder and differentiated
+  implicitly (diffrax `Event` + optimistix); `reset(t, y, p) -> y` restarts the solve from
+  the new state, `terminal=True` stops it.
+
+Dose times and parameter breakpoints are sorted (traced) into one array of K boundaries and
+the solve is a `lax.scan` over the K + 1 segments with traced bounds: one compiled function
+serves every dose schedule of the same count, and the derivative with respect to a dose
+time or a breakpoint comes from diffrax's differentiable t0/t1 (the end of one segment and
+the start of the next move with the boundary). Every segment saves at all save times
+(clipped into the segment) and a mask keeps those that fall inside it: a save time equal to
+a boundary gets the state *after* the jump. Inside a segment, the solve runs up to
+`1 + sum(max_occurrences)` pieces, each ending at the next event (or the segment's end).
+
+After a terminal event, the remaining save times hold the state at the event.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from ..core.errors import InputError, SolverError
+from ..core.schedule import DIRECTIONS, DOSE_KEY, all_events, param_breakpoints
+
+def dose_values(problem) -> dict:
+    """The dose arrays a compiled function takes: times (n_doses,), amounts (n_doses,)."""
+    ds = problem.doses
+    return {"time": jnp.asarray(np.array([d.time for d in ds], dtype=np.float64)),
+            "amount": jnp.asarray(np.array([d.amount for d in ds], dtype=np.float64))}
+
+
+def controller(problem, values):
+    """The PID controller, clipped onto the fixed-time breakpoints when there are any."""
+    pid = diffrax.PIDController(rtol=values["rtol"], atol=values["atol"])
+    if getattr(problem, "fixed_breakpoints", ()):
+        return diffrax.ClipStepSizeController(pid, jump_ts=values["jump_ts"])
+    return pid
+
+
+def root_finder():
+    return optx.Newton(rtol=1e-12, atol=1e-12)
+
+
+def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_adjoint: Callable,
+                   solver) -> Callable:
+    """(params, y0, values) -> (ys (n_times, n_states), aux): the solve cut at doses,
+    parameter breakpoints and state events, differentiable in every AD mode.
+
+    `params` may hold the dose arrays under DOSE_KEY ({"time": (n_doses,), "amount":
+    (n_doses,)}); they are taken out before the rhs sees the parameters.
+
+    With `rhs` given, the solve is of the forward sensitivity system beside the state:
+    z = (y, s), params = (p, dp) with dp the tangent of p (dose arrays included) and
+    rhs(t, z, (p, dp)) its vector field. At a boundary tau with jump J the tangent then jumps
+    by s+ = s- + dJ + (f(tau-, y-) - f(tau+, y+)) dtau: the moving jump (doses and parameter
+    breakpoints; not state events).
+    """
+    aug = rhs is not None
+    if aug and all_events(problem):
+        raise InputError(
+            "this route (the forward sensitivity system beside the state) does not support state "
+            "events; use hvp mode 'fwd-over-rev' or hessian mode 'fwd-over-fwd'")
+    if method == "backsolve":
+        raise InputError(
+            "adjoint = 'backsolve' does not support doses, parameter breakpoints or events (diffrax's "
+            "BacksolveAdjoint cannot save at sub-times or stop at events); use adjoint='checkpoint'")
+    model = problem.model
+    n = model.n_states
+    dose_state = np.array([model.states.index(d.state) for d in problem.doses], dtype=int)
+    n_doses = len(problem.doses)
+    bp_names = param_breakpoints(problem)
+    events = all_events(problem)
+    n_pieces = 1 + sum(ev.pieces for ev in events)
+    from ..solvers.newton import reuse
+    counted = not aug and reuse.enabled(problem)  # the reuse solver's counters, summed over pieces
+
+    field = rhs if aug else model.rhs
+
+    def vector_field(t, y, args):  # args = (params, events fired at the piece's start, its start)
+        return jnp.asarray(field(t, y, args[0]), dtype=y.dtype).reshape(y.shape)
+
+    def f(t, y, p):
+        return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
+
+    term = diffrax.ODETerm(vector_field)
+
+    def condition(k, ev):
+        def cond(t, y, args, **kw):
+            p, fired_before, start = args
+            g = jnp.asarray(ev.condition(t, y, p), dtype=y.dtype).reshape(())
+            # a restart on the root of the event that just fired: report the side the flow
+            # moves to (the sign of dg/dt along the flow), so the root it starts on is no crossing
+            _, dg = jax.jvp(lambda t_, y_: jnp.asarray(ev.condition(t_, y_, p), y.dtype).reshape(()),
+                            (t, y), (jnp.ones_like(t), vector_field(t, y, args)))
+            tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+            return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+        return cond
+
+    if events:
+        conds = [condition(k, ev) for k, ev in enumerate(events)]
+        dirs = [DIRECTIONS[ev.direction] for ev in events]
+        event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
+    else:
+        event = None
+    successful = diffrax.RESULTS.successful
+
+    def solve(params, y0, values):
+        if aug:
+            params, dparams = dict(params[0]), dict(params[1])
+            ddose = dparams.pop(DOSE_KEY, None)
+        params = dict(params)
+        dose = params.pop(DOSE_KEY, None)
+        times = values["times"]
+        t0, T = values["t0"], times[-1]
+        ctrl = controller(problem, values)
+        adjoint = make_adjoint(ctrl)
+        # ---- segment boundaries (K of them) and the jump at each, sorted by time
+        bounds, jumps, dbounds, djumps = [], [], [], []
+        scatter = lambda a: jnp.zeros((n_doses, n), y0.dtype).at[jnp.arange(n_doses), dose_state].set(a)  # noqa: E731
+        if n_doses:
+            bounds.append(dose["time"])
+            jumps.append(scatter(dose["amount"]))
+            if aug:
+                dbounds.append(ddose["time"])
+                djumps.append(scatter(ddose["amount"]))
+        if bp_names:
+            bounds.append(jnp.stack([jnp.asarray(params[k], y0.dtype) for k in bp_names]))
+            jumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+            if aug:
+                dbounds.append(jnp.stack([jnp.asarray(dparams[k], y0.dtype) for k in bp_names]))
+                djumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+        zero_row = jnp.zeros((1, n), y0.dtype)
+        if bounds:
+            b = jnp.concatenate(bounds)
+            J = jnp.concatenate(jumps)
+            order = jnp.argsort(jax.lax.stop_gradient(b))
+            b_raw = b[order]
+            b = _clip(b_raw, t0, T)
+            J = J[order]
+            starts = jnp.concatenate([t0[None], b])
+            ends = jnp.concatenate([b, T[None]])
+            J = jnp.concatenate([zero_row, J])
+            if aug:  # tangents of the boundaries (none where clipped) and of the jumps
+                db = jnp.where((b_raw >= t0) & (b_raw <= T), jnp.concatenate(dbounds)[order], 0.0)
+                dstarts = jnp.concatenate([jnp.zeros(1, y0.dtype), db])
+                dJ = jnp.concatenate([zero_row, jnp.concatenate(djumps)[order]])
+        else:
+            starts, ends, J = t0[None], T[None], zero_row
+            dstarts, dJ = jnp.zeros(1, y0.dtype), zero_row
+        if not aug:
+            dstarts, dJ = jnp.zeros_like(starts), jnp.zeros_like(J)
+        args_p = (params, dparams) if aug else params
+        is_last = jnp.arange(starts.size) == starts.size - 1
+
+        def piece(carry, end, last):
+            t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
+            start = jnp.where(stopped, end, t)
+            sol = diffrax.diffeqsolve(
+                term, solver, start, end, None, y, (args_p, fired_before, start),
+                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
+                                            diffrax.SubSaveAt(t1=True)], solver_state=counted),
+                stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
+            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
+            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
+            inside = inside & ~stopped
+            ys = jnp.where(inside[:, None], saved, ys)
+            bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
+            result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
+            piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
+            stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
+                         else stats[k] + piece_stats[k]) for k in stats}
+            if events:
+                fired = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
+                fired = fired & (sol.result == diffrax.RESULTS.event_occurred) & ~stopped
+                y_after = y_new
+                terminal = jnp.asarray(False)
+                for k, ev in enumerate(events):
+                    if ev.reset is not None:
+                        reset = jnp.asarray(ev.reset(t_new, y_new, params), y_new.dtype).reshape(y_new.shape)
+                        y_after = jnp.where(fired[k], reset, y_after)
+                    if ev.terminal:
+                        terminal = terminal | fired[k]
+                t_stop = jnp.where(terminal, t_new, t_stop)
+                y_stop = jnp.where(terminal, y_new, y_stop)
+                stopped = stopped | terminal
+                y_new = jnp.where(terminal, y_new, y_after)
+                fired_before = fired
+            return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop, fired_before)
+
+        def segment(carry, seg):
+            start, end, jump, last, dstart, djump = seg
+            t, y, ys, stopped, result, stats, t_stop, y_stop, _ = carry
+            if aug:  # the state jumps by J, its tangent by dJ + (f(tau-, y-) - f(tau+, y+)) dtau
+                y_, s_ = y[:n], y[n:]
+                y_plus = y_ + jump
+                left = start - jnp.maximum(jnp.abs(start) * 4e-16, 1e-300)  # tau-: an ulp or two before
+                moved = f(left, y_, params) - f(start, y_plus, params)
+                jumped = jnp.concatenate([y_plus, s_ + djump + moved * dstart])
+            else:
+                jumped = y + jump
+            y = jnp.where(stopped, y, jumped)
+            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
+            if n_pieces == 1:
+                carry = piece(carry, end, last)
+            else:
+                carry, _ = jax.lax.scan(lambda c, _: (piece(c, end, last), None), carry, None, length=n_pieces)
+            t = carry[0]
+            short = (t < end) & ~carry[3]
+            return carry, short
+
+        stats0 = {k: jnp.zeros((), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+                  for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "max_piece_steps",
+                            *(reuse.COUNTERS if counted else ()))}
+        ys0 = jnp.zeros((times.size, y0.shape[0]), y0.dtype)
+        no_event = jnp.zeros(len(events), bool)
+        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
+        if starts.size == 1:  # one segment (events only): no outer loop to compile
+            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0], dstarts[0], dJ[0]))
+        else:
+            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last, dstarts, dJ))
+        _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
+        ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
+        aux = {"result": result, **stats}
+        if events:
+            aux["events_exhausted"] = jnp.any(short)
+        return ys, aux
+
+    return solve
+
+
+def _clip(times, start, end):
+    """times clipped into [start, end] by selection, so a save time equal to a bound keeps
+    no derivative with respect to the bound (jnp.clip would split it at the tie)."""
+    return jnp.where(times < start, start, jnp.where(times > end, end, times))
+
+
+def check_aux(problem, aux: dict) -> None:
+    """Raise `SolverError` when a segment ran out of event pieces before its end."""
+    if not bool(np.asarray(aux["result"] == diffrax.RESULTS.successful)):
+        return  # a failed piece stops short too: the solver's own message says more
+    if "events_exhausted" in aux and bool(np.asarray(aux["events_exhausted"])):
+        budget = {i: ev.max_occurrences for i, ev in enumerate(all_events(problem)) if not ev.terminal}
+        raise SolverError(
+            f"model '{problem.model.name}': the events fired more often than their max_occurrences "
+            f"({budget}) allow between two doses, so the solve stopped early. Try: raise "
+            "Event(..., max_occurrences=...), or make the event terminal.")
+
+
+def extra_values(problem) -> dict:
+    """What `solve.values_of` adds: fixed breakpoint times (jump_ts) and, inside the
+    parameters, the dose arrays."""
+    out = {}
+    if getattr(problem, "fixed_breakpoints", ()):
+        out["jump_ts"] = jnp.asarray(np.array(problem.fixed_breakpoints, dtype=np.float64))
+    return out
+
+
+def dose_params(problem) -> dict:
+    """The dose arrays, under DOSE_KEY, for the parameter mapping of a compiled function."""
+    return {DOSE_KEY: dose_values(problem)} if getattr(problem, "doses", ()) else {}

@@ -1,0 +1,226 @@
+"""Which linear solver an implicit ODE solver runs, and wiring it into diffrax.
+
+diffrax's implicit solvers (Kvaerno, KenCarp, ImplicitEuler) solve each stage's equations
+with an optimistix root finder (`VeryChord`: one Newton matrix I - gamma h J per step,
+reused by every stage and Newton iteration of that step) whose `linear_solver` is a
+lineax solver; by default that materialises J densely (n JVPs) and LU-factorises it,
+O(n^3) per step. The derivative of each stage solve (what forward tangents and adjoint
+sweeps go through) is a second linear solve with the same matrix, by the implicit
+function theorem in `optimistix.root_find`'s `ImplicitAdjoint`, again dense by default.
+
+`root_finder_for(problem)` returns a `chord.Chord` whose linear solver is
+`banded.BandedLU` when the Jacobian's pattern makes that cheaper (see `choose`), else
+None (diffrax's default, dense). For the derivative solves to use it too, diffrax's two
+modules that call `optx.root_find` for stage equations see an optimistix namespace whose
+`root_find` passes `adjoint=ImplicitAdjoint(linear_solver=<the root finder's solver>)`
+when, and only when, the root finder's linear solver is a `BandedLU`; every other call is
+unchanged. Without that hook (e.g. a future diffrax that calls root_find elsewhere)
+results stay correct and only the derivative solves fall back to dense LU.
+
+Rodas5P (`rosenbrock.py`, solver "rodas5p") takes the same choice through
+`rosenbrock_for(problem)`: dense, or the same colour-compressed Jacobian and block layout
+(16-row blocks, explicit block inverses); it needs no hook, its derivative solves are
+`jax.lax.custom_linear_solve`s with the same factors.
+
+Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n / m:
+    dense   n JVPs + (2/3) n^3 flops (LU)
+    banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps
+A solve with the factors costs 2 n^2 (dense) against ~4 n m (banded).
+
+Reuse across steps (the BDF/CVODES strategy) is in `reuse.py`, opt-in
+(`Problem(jacobian_reuse=True)`): an ESDIRK subclass whose solver state carries J, the
+gamma h it was factorised at and the factors, refreshed after 20 accepted steps, when gamma h
+changed by more than 30 %, or at once when the Newton iteration fails on a stale matrix.
+With the banded path a fresh Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs
+evaluations' worth, and the extra chord iterations a stale matrix costs outweighed that
+on the library's models (benchmarks/stiff_scaling.py --reuse), hence off by default.
+The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
+the iteration run past two steps); `solve.py` builds the solver with `reuse.solver_for`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import diffrax
+import optimistix as optx
+
+from ..core import sparsity
+from .banded import BandedLU, Layout, block_size
+
+IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
+                    "implicit_euler")
+ROSENBROCK_SOLVERS = ("rodas5p",)  # linearly implicit: one matrix per step, no Newton iterations
+# Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
+# banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
+# was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
+MIN_STATES = 128  # below this: dense, and the structure is not even analysed
+SCAN_STEP_FLOPS = 4000.0  # what one scan step's overhead is worth in flops (CPU)
+SOLVES_PER_MATRIX = 10.0  # linear solves per Newton matrix (stages x chord iterations)
+SPEEDUP_NEEDED = 2.0  # a detected pattern runs banded only when estimated this much cheaper
+
+
+@dataclass(frozen=True)
+class LinearChoice:
+    """The linear solver of an implicit solver's Newton iterations: `kind` "dense" or
+    "banded" (none for explicit solvers), the `structure` when analysed, the block size,
+    and a sentence saying why."""
+
+    kind: str
+    reason: str
+    structure: sparsity.Structure | None = None
+    block: int | None = None
+
+    def explain(self) -> str:
+        lines = [f"Linear solver: {self.kind}. {self.reason}"]
+        if self.structure is not None:
+            lines.append(self.structure.describe() + ".")
+        return "\n".join(lines)
+
+
+_STRUCTURES: dict[tuple, sparsity.Structure] = {}
+
+
+def structure_of(problem) -> sparsity.Structure:
+    """The model's declared pattern, or one detected at (t0, y0, parameters) of the
+    problem; analysed (bandwidth, ordering, colouring) once per model structure."""
+    model = problem.model
+    key = model.structure_key()
+    hit = _STRUCTURES.get(key)
+    if hit is not None:
+        return hit
+    declared = getattr(model, "jacobian_sparsity", None)
+    if isinstance(declared, sparsity.Pattern):
+        pattern = declared
+    else:
+        pattern = sparsity.detect(model.rhs, problem.t0, problem.y0, problem.parameters)
+    result = sparsity.analyse(pattern)
+    if len(_STRUCTURES) > 256:
+        _STRUCTURES.clear()
+    _STRUCTURES[key] = result
+    return result
+
+
+def costs(structure: sparsity.Structure, block: int) -> tuple[float, float]:
+    """(dense, banded) estimated flops of one Newton matrix and the solves made with it:
+    the Jacobian by JVPs (10 flops per nonzero each), the factorisation, and
+    `SOLVES_PER_MATRIX` solves (2 n^2 dense; 2 scans of N steps with ~4 m^2 flops banded)."""
+    n, nnz = structure.n, structure.pattern.nnz
+    jvp = 10.0 * nnz
+    N = -(-n // block)
+    dense = n * jvp + (2.0 / 3.0) * n ** 3 + SOLVES_PER_MATRIX * 2.0 * n ** 2
+    banded = (structure.n_colours * jvp + N * (5.0 * block ** 3 + SCAN_STEP_FLOPS)
+              + SOLVES_PER_MATRIX * N * (4.0 * block ** 2 + 2.0 * SCAN_STEP_FLOPS))
+    return dense, banded
+
+
+def choose(problem, solver: str | None = None) -> LinearChoice:
+    """The linear solver for `problem` run with `solver` (default: the problem's).
+
+    Rules: explicit solvers need none; `jacobian_sparsity="dense"` forces dense; a declared
+    pattern runs banded whenever it is banded at all (blocks smaller than n / 2, after
+    reordering): declaring it asks for it; without a declaration, fewer than `MIN_STATES`
+    states stay dense (not analysed), and otherwise the detected pattern runs banded when
+    `costs` estimates it at least `SPEEDUP_NEEDED` times cheaper."""
+    from ..integrate.solve import solver_name
+
+    name = solver or solver_name(problem)
+    if name not in IMPLICIT_SOLVERS + ROSENBROCK_SOLVERS:
+        return LinearChoice("none", f"{name} is explicit: no Newton iterations.")
+    model = problem.model
+    declared = getattr(model, "jacobian_sparsity", None)
+    if isinstance(declared, str) and declared == "dense":
+        return LinearChoice("dense", "The model declares jacobian_sparsity='dense'.")
+    n = model.n_states
+    if declared is None and n < MIN_STATES:
+        return LinearChoice("dense", f"{n} states (< {MIN_STATES}): dense LU is as fast at "
+                                     "this size; structure not analysed.")
+    st = structure_of(problem)
+    m = block_size(st.reordered_bandwidth, n)
+    if name in ROSENBROCK_SOLVERS:  # Rodas5P's banded path: larger blocks, explicit inverses
+        from .rosenbrock import block_size as rosenbrock_block
+
+        m = rosenbrock_block(st.reordered_bandwidth, n)
+    dense, banded = costs(st, m)
+    declared_band = st.pattern.source == "declared" and 2 * m <= n
+    if declared_band or (m < n and banded * SPEEDUP_NEEDED < dense):
+        why = ("the model declares its pattern" if declared_band else
+               f"~{dense / banded:.3g}x fewer estimated flops per Newton matrix than dense LU")
+        return LinearChoice(
+            "banded", f"Block-tridiagonal LU with {m} x {m} blocks on a colour-compressed "
+            f"Jacobian: {why} ({banded:.3g} vs {dense:.3g}); the derivative solves of forward "
+            "tangents and adjoint sweeps use it too (the adjoint its transpose).", st, m)
+    return LinearChoice(
+        "dense", f"Dense LU: the banded path would cost {banded:.3g} vs {dense:.3g} estimated "
+        f"flops per Newton matrix (bandwidth {st.reordered_bandwidth} of {n} states).", st, None)
+
+
+_LAYOUTS: dict[tuple, Layout] = {}
+
+
+def root_finder_for(problem):
+    """A diffrax root finder (`chord.Chord` with the step-size controller's tolerances) whose
+    linear solver is `BandedLU` when `choose` says so, else None (dense: the caller's default)."""
+    from .newton.chord import Chord
+
+    choice = choose(problem)
+    if choice.kind != "banded":
+        return None
+    layout = _layout(choice)
+    _install_adjoint_hook()
+    return diffrax.with_stepsize_controller_tols(Chord)(linear_solver=BandedLU(layout))
+
+
+def _layout(choice: LinearChoice) -> Layout:
+    block = choice.block
+    key = (choice.structure.pattern.digest(), block,
+           None if choice.structure.perm is None else choice.structure.perm.tobytes())
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _LAYOUTS[key] = Layout(choice.structure, block)
+    return layout
+
+
+def rosenbrock_for(problem):
+    """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
+    Its derivatives need no hook: the solver's linear algebra is plain JAX."""
+    from .rosenbrock import Rodas5P
+
+    choice = choose(problem, "rodas5p")
+    return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
+
+
+def notes(problem) -> tuple[str, ...]:
+    """Lines for `Plan.explain()`: which linear solver runs and why."""
+    choice = choose(problem)
+    if choice.kind == "none":
+        return ()
+    from .newton import reuse
+
+    return (choice.explain(),) + reuse.notes(problem)
+
+
+class _OptimistixForStages:
+    """optimistix, except that `root_find` with a `BandedLU` root finder differentiates
+    by the implicit function theorem with that same linear solver."""
+
+    def __getattr__(self, name):
+        return getattr(optx, name)
+
+    @staticmethod
+    def root_find(fn, solver, y0, args=None, options=None, **kwargs):
+        linear = getattr(solver, "linear_solver", None)
+        if isinstance(linear, BandedLU) and "adjoint" not in kwargs:
+            kwargs["adjoint"] = optx.ImplicitAdjoint(linear_solver=linear)
+        return optx.root_find(fn, solver, y0, args, options, **kwargs)
+
+
+_STAGE_MODULES = ("diffrax._solver.runge_kutta", "diffrax._solver.implicit_euler")
+
+
+def _install_adjoint_hook() -> None:
+    for name in _STAGE_MODULES:
+        mod = importlib.import_module(name)
+        if getattr(mod, "optx", None) is optx:
+            mod.optx = _OptimistixForStages()
