@@ -38,7 +38,7 @@ import numpy as np
 import sensitivity as sens
 from sensitivity import models
 from sensitivity.models import ishigami, reaction_chain
-from sensitivity.integrate.solve import solver_name
+from sensitivity.solvers.registry import solver_name
 
 RESULTS = Path(__file__).parent / "results"
 RTOL, ATOL = 1e-8, 1e-10

@@ -24,7 +24,7 @@ import numpy as np
 import sensitivity as sens
 from sensitivity import models
 from sensitivity.solvers import stiffness
-from sensitivity.integrate.solve import solver_name
+from sensitivity.solvers.registry import solver_name
 
 RESULTS = Path(__file__).parent / "results"
 SOLVERS = ("tsit5", "kvaerno5", "rodas5p")

@@ -6,7 +6,7 @@ import pytest
 import sensitivity as sens
 from sensitivity import models
 from sensitivity.solvers import stiffness
-from sensitivity.integrate.solve import solver_name
+from sensitivity.solvers.registry import solver_name
 
 
 def vdp(mu: float, stop: float) -> sens.Problem:

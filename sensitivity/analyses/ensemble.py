@@ -49,7 +49,10 @@ from ..ad import forward
 from ..ad.objective import loss_function, scalar_objective
 from ..core.errors import InputError, SensitivityError
 from ..core.problem import Problem
-from ..integrate.solve import output_function, solver_name, values_of
+from ..core.solvers import TABLE
+from ..integrate.solve import output_function, values_of
+from ..solvers.compat import result_code, result_names
+from ..solvers.registry import solver_name
 
 TASKS = ("simulate", "jacobian", "gradient")
 MODES = ("auto", "forward", "adjoint")
@@ -67,8 +70,7 @@ CHUNK_FAILED = 101  # the chunk holding the sample failed on every try (an execu
 
 def status_meanings() -> dict[int, str]:
     """Status code -> name: 0 successful, the solver's failure codes, non_finite, chunk_failed."""
-    items = diffrax.RESULTS._name_to_item
-    out = {int(item._value): name for name, item in items.items()}
+    out = result_names(diffrax.RESULTS)
     out[NON_FINITE] = "non_finite"
     out[CHUNK_FAILED] = "chunk_failed"
     return dict(sorted(out.items()))
@@ -159,7 +161,7 @@ class EnsembleSpec:
 
         def one(x, values):
             out, aux, res = g(x, values)
-            return {"outputs": out, "result": aux["result"]._value, "num_steps": aux["num_steps"], **res}
+            return {"outputs": out, "result": result_code(aux["result"]), "num_steps": aux["num_steps"], **res}
 
         return jax.vmap(one, in_axes=(0, None))
 
@@ -298,7 +300,7 @@ def _lapack_may_deadlock(problem: Problem) -> bool:
         return True
     if version >= (0, 11, 2):
         return False
-    return solver_name(problem) not in ("tsit5", "dopri5", "dopri8", "bosh3", "heun")
+    return TABLE[solver_name(problem)].stiff
 
 
 # --------------------------------------------------------------------------- store

@@ -19,9 +19,7 @@ from .schedule import Dose, check_events, dose_input_refs, resolve_doses, resolv
 from .checks.discontinuity import warn_undeclared
 from .model import ODEModel
 
-SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "bosh3", "heun", "kvaerno3", "kvaerno4",
-           "kvaerno5", "kencarp3", "kencarp4", "kencarp5", "implicit_euler", "rodas5p")
-ADJOINTS = ("checkpoint", "backsolve")
+from .solvers import ADJOINTS, SOLVERS  # noqa: E402  (the one solver table, core/solvers.py)
 
 _ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([0-9,\s]+)\]$")
 
@@ -237,8 +235,9 @@ class Problem:
         parameters: overrides of the model's default parameter values.
         y0: overrides of the initial state: a mapping state -> value, or a full array.
         t0: start time (default times[0]).
-        solver: "auto" (Kvaerno5 for a model flagged stiff or found stiff by
-            `sensitivity.stiffness`, else Tsit5) or a name from `SOLVERS`.
+        solver: "auto" (Rodas5P for a model flagged stiff or found stiff by
+            `solvers.stiffness`, else Tsit5: `core.solvers.AUTO_STIFF`, `AUTO_NONSTIFF`)
+            or a name from `SOLVERS`.
         rtol, atol: tolerances of the adaptive step-size controller (> 0).
         max_steps: the solver's step budget; the checkpointed adjoint's memory grows with it.
         adjoint: the reverse-mode variant, "checkpoint" (discretise-then-optimise, exact for

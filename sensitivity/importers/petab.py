@@ -60,7 +60,8 @@ import sympy as sp
 
 from ..solvers.newton.chord import Chord
 from ..core.errors import InputError, ModelError, SolverError
-from ..solvers.rosenbrock import Rodas5P
+from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
+from ..solvers.registry import solver_class
 from . import petab_events
 from ..solvers import lean_rodas as petab_rodas
 from . import sbml as sbml_import
@@ -69,9 +70,8 @@ from ..solvers.newton.steady_state import newton_polish
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
 NOISES = ("normal", "laplace")
-_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno4": diffrax.Kvaerno4, "kvaerno3": diffrax.Kvaerno3,
-            "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "kencarp4": diffrax.KenCarp4,
-            "kencarp5": diffrax.KenCarp5, "rodas5p_diffrax": Rodas5P}  # Rodas5P as a diffrax solver
+# the solver table's PEtab solvers: lean Rosenbrock loops (petab_rodas.py) and solver classes
+_SOLVERS = {name: solver_class(name) for name in PETAB_SOLVERS if name not in LEAN_RODAS}
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,8 @@ class PetabProblem:
         self.path = path
         if not path.is_file():
             raise InputError(f"petab: problem file '{yaml_path}' not found")
-        if solver not in _SOLVERS and solver not in petab_rodas.TABLEAUS:
-            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(petab_rodas.TABLEAUS)}, "
-                             f"{', '.join(_SOLVERS)}")
+        if solver not in PETAB_SOLVERS:
+            raise InputError(f"solver = '{solver}' is unknown; valid: {', '.join(PETAB_SOLVERS)}")
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
@@ -391,14 +390,14 @@ class PetabProblem:
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
-        if self.solver in petab_rodas.TABLEAUS:
+        if self.solver in LEAN_RODAS:
             return True
         return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
 
     def _solver(self):
         """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
         times the step tolerance (see `_NEWTON_KAPPA`)."""
-        if self.solver in petab_rodas.TABLEAUS:
+        if self.solver in LEAN_RODAS:
             return None  # not a diffrax solver: petab_rodas.py
         cls = _SOLVERS[self.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver):
@@ -441,7 +440,7 @@ class PetabProblem:
                 max_steps=max_steps, adjoint=adjoint(), throw=False)
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
-        if self.solver in petab_rodas.TABLEAUS:  # the lean Rosenbrock loop (petab_rodas.py)
+        if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
             try:
                 petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
                 segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
@@ -502,7 +501,7 @@ class PetabProblem:
             y = newton_polish(lambda u: m.rhs(t, u, pv, t), sol.ys[0])
             return y, sol.result, sol.stats["num_steps"]
 
-        if self.solver in petab_rodas.TABLEAUS:
+        if self.solver in LEAN_RODAS:
             return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)
         return steady
 
@@ -665,7 +664,7 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=(petab_rodas.calibration() if self.solver in petab_rodas.TABLEAUS
+                             calibration=(petab_rodas.calibration() if self.solver in LEAN_RODAS
                                           else _IMPLICIT_CALIBRATION if self._implicit()
                                           else stored_calibration() or Calibration()),
                              max_steps=self.max_steps)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import jax
 
+from ..solvers.compat import equinox_errors_module
 from ..stores import programs as export_store
 
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
@@ -70,7 +71,7 @@ def _errors_as_configured():
     `sensitivity/__init__`), also when equinox was imported before this package and read
     the variable too early: otherwise its host callbacks would block export and push every
     call onto JAX's slow Python path."""
-    module = sys.modules.get("equinox._errors")
+    module = equinox_errors_module()
     wanted = os.environ.get("EQX_ON_ERROR")
     if module is None or not wanted or getattr(module, "EQX_ON_ERROR", wanted) == wanted:
         yield

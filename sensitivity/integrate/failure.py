@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.solvers import EXPLICIT
+
 BLOW_UP = 1e100  # |state| beyond this counts as unbounded growth
 GROWTH = 1e12  # ... and so does growth by this factor from the last good point
 _STIFF_ADVICE = "if the model is stiff, use an implicit solver (solver='rodas5p' or 'kvaerno5')"
-_EXPLICIT = ("tsit5", "dopri5", "dopri8", "bosh3", "heun")
+_EXPLICIT = EXPLICIT  # the solver table's explicit solvers
 
 
 @dataclass(frozen=True)

@@ -37,24 +37,11 @@ from ..core import schedule
 from . import pieces
 from ..core.errors import SolverError
 from ..core.problem import Problem
-from ..solvers.rosenbrock import Rodas5P
+from ..core.solvers import BACKSOLVE_FALLBACK, ROSENBROCK, TABLE
+from ..solvers.compat import result_code, result_item
+from ..solvers.registry import solver_class, solver_name
 
-_SOLVER_CLASSES = {
-    "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3, "heun": diffrax.Heun, "kvaerno3": diffrax.Kvaerno3,
-    "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5, "kencarp3": diffrax.KenCarp3,
-    "kencarp4": diffrax.KenCarp4, "kencarp5": diffrax.KenCarp5,
-    "implicit_euler": diffrax.ImplicitEuler, "rodas5p": Rodas5P,
-}
 METHODS = ("forward", "checkpoint", "backsolve", "direct")
-
-
-def solver_name(problem: Problem) -> str:
-    """The solver that runs: "auto" is Rodas5P for a model flagged stiff or whose rhs
-    Jacobian shows stiffness at the start (`sensitivity.stiffness`), else Tsit5."""
-    if problem.solver == "auto":
-        return stiffness.choice(problem).solver
-    return problem.solver
 
 
 def values_of(problem: Problem) -> dict:
@@ -155,12 +142,12 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
     name = solver_name(problem)
-    if name in stiff_linear.ROSENBROCK_SOLVERS and method == "backsolve":
-        name = "kvaerno5"  # BacksolveAdjoint solves a pytree state backwards; Rodas5P takes 1-D states
-    if name in stiff_linear.ROSENBROCK_SOLVERS:  # Rodas5P: dense or banded linear algebra
-        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else _SOLVER_CLASSES[name]()
+    if method not in TABLE[name].adjoints:  # Rodas5P: backsolve solves a pytree state backwards
+        name = BACKSOLVE_FALLBACK
+    if name in ROSENBROCK:  # Rodas5P: dense or banded linear algebra
+        solver = stiff_linear.rosenbrock_for(problem) if rhs is None else solver_class(name)()
     else:  # explicit, or implicit with chord.Chord (+ banded linear solver, + reuse if asked)
-        solver = reuse.solver_for(problem, name, _SOLVER_CLASSES[name], structured=rhs is None)
+        solver = stiff_linear.solver_for(problem, name, solver_class(name), structured=rhs is None)
     counted = rhs is None and reuse.enabled(problem) and method != "backsolve"  # reuse counters
     steps = problem.max_steps if max_steps is None else max_steps
     if schedule.has_pieces(problem):  # doses, parameter breakpoints, state events
@@ -355,7 +342,7 @@ def run_checked(problem: Problem, build: Callable[[], Callable], args: tuple, *,
     )
 
 
-_SUCCESSFUL = int(np.asarray(diffrax.RESULTS.successful._value))
+_SUCCESSFUL = int(np.asarray(result_code(diffrax.RESULTS.successful)))
 _SETTINGS = ("times", "t0", "rtol", "atol")
 # Settings compiled in. XLA's CPU client runs a program on the calling thread only when its
 # cost analysis counts fewer than 1000 flops, and diffrax's checks of save times passed as
@@ -418,7 +405,7 @@ def _with_status(build: Callable[[], Callable]) -> Callable:
         outputs, aux, *results = f(*args)
         code = jnp.zeros((), jnp.int64) + _SUCCESSFUL
         if "result" in aux:
-            code = jnp.asarray(aux["result"]._value).astype(jnp.int64)
+            code = jnp.asarray(result_code(aux["result"])).astype(jnp.int64)
         names = sorted(k for k in aux if k != "result")
         g.meta["stats"] = names
         stats = [jnp.asarray(aux[k]).astype(jnp.int64).reshape(()) for k in names]
@@ -431,6 +418,4 @@ def _with_status(build: Callable[[], Callable]) -> Callable:
 
 def _result_item(code: int):
     """diffrax's result (an enumeration item) from its integer code, for `check_solution`."""
-    from equinox._enum import EnumerationItem
-
-    return EnumerationItem(np.asarray(code, dtype=np.int32), diffrax.RESULTS)
+    return result_item(code)

@@ -37,6 +37,7 @@ import numpy as np
 from lineax import RESULTS
 
 from ..core.sparsity import Structure
+from .compat import Static
 
 
 class Layout:
@@ -187,7 +188,7 @@ class BandedLU(lx.AbstractLinearSolver):
             raise ValueError(f"BandedLU was built for {n} x {n} operators, got "
                              f"{operator.out_size()} x {operator.in_size()}")
         factors = factor(_blocks(self.layout, operator))
-        return factors, eqx.internal.Static(False)
+        return factors, Static(False)
 
     def _vector(self, vector):
         leaves = jax.tree_util.tree_leaves(vector)
@@ -210,7 +211,7 @@ class BandedLU(lx.AbstractLinearSolver):
 
     def transpose(self, state, options: dict[str, Any]):
         factors, transposed = state
-        return (factors, eqx.internal.Static(not transposed.value)), {}
+        return (factors, Static(not transposed.value)), {}
 
     def conj(self, state, options: dict[str, Any]):
         return state, {}  # real matrices only

@@ -32,6 +32,8 @@ from typing import Callable
 import numpy as np
 
 from ..core.problem import Problem
+from .compat import result_code
+from .registry import solver_name
 
 SAFETY, FACTOR_MIN, FACTOR_MAX = 0.9, 0.2, 10.0  # diffrax.PIDController's defaults
 ORDER = 5  # Tsit5; diffrax's error_order for an ODE is the solver's order
@@ -43,8 +45,6 @@ def applies(problem: Problem) -> bool:
     """Whether the lean solve reproduces `solve.solve_function(problem)`: the solver
     resolves to Tsit5, and no doses, parameter breakpoints or state events cut the solve."""
     from ..core import schedule
-    from ..integrate.solve import solver_name
-
     if solver_name(problem) != "tsit5":
         return False
     if schedule.has_pieces(problem) or getattr(problem, "fixed_breakpoints", ()):
@@ -53,8 +53,9 @@ def applies(problem: Problem) -> bool:
 
 
 def _tableau():
-    from diffrax._solver.tsit5 import _tsit5_tableau as tab
+    import diffrax
 
+    tab = diffrax.Tsit5.tableau
     a = [np.asarray(row, dtype=np.float64) for row in tab.a_lower]
     return a, np.asarray(tab.c, np.float64), np.asarray(tab.b_sol, np.float64), np.asarray(tab.b_error, np.float64)
 
@@ -321,7 +322,7 @@ def batched_solve_function(problem: Problem, capacity: int) -> Callable:
 def _max_steps_code() -> int:
     import diffrax
 
-    return int(diffrax.RESULTS.max_steps_reached._value)
+    return int(result_code(diffrax.RESULTS.max_steps_reached))
 
 
 def gradient_function(problem: Problem, objective: Callable, capacity: int) -> Callable:

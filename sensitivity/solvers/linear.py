@@ -35,7 +35,10 @@ With the banded path a fresh Newton matrix costs c JVPs plus O(n m^2) flops, a f
 evaluations' worth, and the extra chord iterations a stale matrix costs outweighed that
 on the library's models (benchmarks/stiff_scaling.py --reuse), hence off by default.
 The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
-the iteration run past two steps); `solve.py` builds the solver with `reuse.solver_for`.
+the iteration run past two steps); `integrate.solve` builds the solver with `solver_for`.
+
+Imports run one way: this module uses `newton.reuse` (the reuse solver class, its notes),
+`rosenbrock` and `registry`; none of them imports this one.
 """
 
 from __future__ import annotations
@@ -47,11 +50,18 @@ import diffrax
 import optimistix as optx
 
 from ..core import sparsity
+from ..core.solvers import ESDIRK, NEWTON, ROSENBROCK, TABLE
 from .banded import BandedLU, Layout, block_size
+from .compat import STAGE_ROOT_FIND_MODULES
+from .newton import reuse
+from .newton.chord import Chord
+from .registry import solver_name
+from .rosenbrock import Rodas5P
+from .rosenbrock import block_size as rosenbrock_block
 
-IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5",
-                    "implicit_euler")
-ROSENBROCK_SOLVERS = ("rodas5p",)  # linearly implicit: one matrix per step, no Newton iterations
+# the solver table's sets, under the names callers know
+IMPLICIT_SOLVERS = NEWTON  # stage equations solved by Newton (chord) iterations
+ROSENBROCK_SOLVERS = ROSENBROCK  # linearly implicit: one matrix per step, no Newton iterations
 # Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
 # banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
 # was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
@@ -123,10 +133,8 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
     reordering): declaring it asks for it; without a declaration, fewer than `MIN_STATES`
     states stay dense (not analysed), and otherwise the detected pattern runs banded when
     `costs` estimates it at least `SPEEDUP_NEEDED` times cheaper."""
-    from ..integrate.solve import solver_name
-
     name = solver or solver_name(problem)
-    if name not in IMPLICIT_SOLVERS + ROSENBROCK_SOLVERS:
+    if not TABLE[name].stiff:
         return LinearChoice("none", f"{name} is explicit: no Newton iterations.")
     model = problem.model
     declared = getattr(model, "jacobian_sparsity", None)
@@ -139,8 +147,6 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
     st = structure_of(problem)
     m = block_size(st.reordered_bandwidth, n)
     if name in ROSENBROCK_SOLVERS:  # Rodas5P's banded path: larger blocks, explicit inverses
-        from .rosenbrock import block_size as rosenbrock_block
-
         m = rosenbrock_block(st.reordered_bandwidth, n)
     dense, banded = costs(st, m)
     declared_band = st.pattern.source == "declared" and 2 * m <= n
@@ -162,8 +168,6 @@ _LAYOUTS: dict[tuple, Layout] = {}
 def root_finder_for(problem):
     """A diffrax root finder (`chord.Chord` with the step-size controller's tolerances) whose
     linear solver is `BandedLU` when `choose` says so, else None (dense: the caller's default)."""
-    from .newton.chord import Chord
-
     choice = choose(problem)
     if choice.kind != "banded":
         return None
@@ -185,10 +189,23 @@ def _layout(choice: LinearChoice) -> Layout:
 def rosenbrock_for(problem):
     """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
     Its derivatives need no hook: the solver's linear algebra is plain JAX."""
-    from .rosenbrock import Rodas5P
-
     choice = choose(problem, "rodas5p")
     return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
+
+
+def solver_for(problem, name: str, cls: type, structured: bool = True):
+    """The diffrax solver instance `problem` runs, `cls` the class of the solver `name`:
+    `cls` itself for explicit solvers; for implicit ones `cls` with the `chord.Chord` root
+    finder (and the banded linear solver when `structured` and chosen); with
+    `jacobian_reuse` on an ESDIRK method, the reuse subclass (dense or banded like the
+    choice above)."""
+    if name not in IMPLICIT_SOLVERS:
+        return cls()
+    banded_rf = root_finder_for(problem) if structured else None
+    if structured and reuse.enabled(problem) and name in ESDIRK:
+        return reuse.make(cls, problem.model.n_states,
+                          None if banded_rf is None else banded_rf.linear_solver.layout)
+    return cls(root_finder=banded_rf if banded_rf is not None else diffrax.with_stepsize_controller_tols(Chord)())
 
 
 def notes(problem) -> tuple[str, ...]:
@@ -196,8 +213,6 @@ def notes(problem) -> tuple[str, ...]:
     choice = choose(problem)
     if choice.kind == "none":
         return ()
-    from .newton import reuse
-
     return (choice.explain(),) + reuse.notes(problem)
 
 
@@ -216,7 +231,7 @@ class _OptimistixForStages:
         return optx.root_find(fn, solver, y0, args, options, **kwargs)
 
 
-_STAGE_MODULES = ("diffrax._solver.runge_kutta", "diffrax._solver.implicit_euler")
+_STAGE_MODULES = STAGE_ROOT_FIND_MODULES
 
 
 def _install_adjoint_hook() -> None:

@@ -62,10 +62,10 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-from diffrax._local_interpolation import AbstractLocalInterpolation
-from diffrax._misc import linear_rescale
+from diffrax import AbstractLocalInterpolation
 
 from . import banded
+from .compat import linear_rescale
 
 # Rodas5P, from OrdinaryDiffEq.jl's Rodas5PTableau (Steinebach 2023).
 GAMMA = 0.21193756319429014

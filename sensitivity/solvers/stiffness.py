@@ -25,8 +25,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.solvers import AUTO_NONSTIFF, AUTO_STIFF
+
 STIFF_INDEX = 1.0e4  # s above this: ~3000 or more stability-limited explicit steps
-IMPLICIT, EXPLICIT = "rodas5p", "tsit5"
+IMPLICIT, EXPLICIT = AUTO_STIFF, AUTO_NONSTIFF  # "auto"'s two picks, from the solver table
 # why the implicit solver is Rodas5P and not Kvaerno5 (benchmarks/solver_choice.py measures it)
 WHY_IMPLICIT = ("Rodas5P: linearly implicit, one Jacobian, one factorisation and 8 linear solves "
                 "per step, no Newton iterations; fewer and cheaper steps than Kvaerno5 on every "

@@ -29,7 +29,8 @@ from ...analyses.metrics import Objective
 from ...core.errors import ConfigError, InputError, SensitivityError, did_you_mean, list_names
 from .analyses import AnalysisConfig, ExecutorConfig
 from .analyses import name_problems as _analysis_name_problems
-from ...core.problem import ADJOINTS, SOLVERS, Problem
+from ...core.solvers import ADJOINTS, SOLVERS
+from ...core.problem import Problem
 from . import doses as config_events
 from .doses import BreakpointsConfig, DosesConfig
 

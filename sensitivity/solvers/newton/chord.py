@@ -30,7 +30,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from diffrax._root_finder._verychord import _small
+
+from ..compat import chord_small
 
 
 class Chord(diffrax.VeryChord):
@@ -51,7 +52,7 @@ class Chord(diffrax.VeryChord):
         at_least_two = state.step >= 2
         rate = state.diffsize / state.diffsize_prev
         factor = state.diffsize * rate / (1 - rate)
-        small = _small(state.diffsize)
+        small = chord_small(state.diffsize)
         diverged = ~jnp.isfinite(rate) | (rate >= 1)
         converged = (factor >= 0) & (factor < self.kappa)
         terminate = at_least_two & (small | diverged | converged)

@@ -62,12 +62,14 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import lineax as lx
 import optimistix as optx
-from diffrax._root_finder._verychord import _VeryChordState
 from lineax import RESULTS as LX_RESULTS
 
 from .. import banded
 from .chord import Chord
 from ..banded import BandedLU, Layout
+from ..compat import Static, VeryChordState
+from ..registry import solver_name
+from ...core.solvers import ESDIRK
 
 MAX_AGE = 20  # accepted steps before the Jacobian is re-evaluated (CVODES: 50 for BDF)
 DGMAX = 0.3  # refactorise when gamma h changed by more than this fraction (CVODES)
@@ -81,7 +83,7 @@ class DenseLU(lx.AbstractLinearSolver):
 
     def init(self, operator, options: dict[str, Any]):
         del options
-        return jsl.lu_factor(operator.as_matrix()), eqx.internal.Static(False), jnp.array(1.0)
+        return jsl.lu_factor(operator.as_matrix()), Static(False), jnp.array(1.0)
 
     def compute(self, state, vector, options: dict[str, Any]):
         del options
@@ -91,7 +93,7 @@ class DenseLU(lx.AbstractLinearSolver):
 
     def transpose(self, state, options: dict[str, Any]):
         factors, transposed, scale = state
-        return (factors, eqx.internal.Static(not transposed.value), scale), {}
+        return (factors, Static(not transposed.value), scale), {}
 
     def conj(self, state, options: dict[str, Any]):
         return state, {}
@@ -115,7 +117,7 @@ class ScaledBandedLU(BandedLU):
 
     def transpose(self, state, options: dict[str, Any]):
         factors, transposed, scale = state
-        return (factors, eqx.internal.Static(not transposed.value), scale), {}
+        return (factors, Static(not transposed.value), scale), {}
 
 
 def _ratio(gh, gh_factored):
@@ -188,10 +190,13 @@ class _Banded(_Kind):
         return banded.factor(blocks)
 
     def identity(self, dtype):
+        """`banded.factor` of the identity, so its pytree is whatever `factor` returns;
+        computed while tracing (constants in, constants out), not in the program."""
         lay = self.layout
-        eye = jnp.broadcast_to(jnp.eye(lay.m, dtype=dtype), (lay.N, lay.m, lay.m))
-        zero = jnp.zeros((lay.N, lay.m, lay.m), dtype)
-        return eye, jnp.broadcast_to(jnp.arange(lay.m, dtype=jnp.int32), (lay.N, lay.m)), zero, zero
+        with jax.ensure_compile_time_eval():
+            eye = jnp.broadcast_to(jnp.eye(lay.m, dtype=dtype), (lay.N, lay.m, lay.m))
+            zero = jnp.zeros((lay.N, lay.m, lay.m), dtype)
+            return banded.factor(jnp.stack([zero, eye, zero]))
 
 
 class Cache(eqx.Module):
@@ -231,8 +236,8 @@ class _CachedChord(Chord):
         explicit = args[1] == 0  # diffrax's stage relation args: (stage, diagonal, ...)
         factors = jax.tree_util.tree_map(lambda a, b: jnp.where(explicit, a, b), ident, factors)
         scale = jnp.where(explicit, 1.0, scale)
-        return _VeryChordState(
-            linear_state=(operator, (factors, eqx.internal.Static(False), scale)),
+        return VeryChordState(
+            linear_state=(operator, (factors, Static(False), scale)),
             diff=jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.inf, x.dtype), y),
             diffsize=jnp.array(jnp.inf, dtype=dtype),
             diffsize_prev=jnp.array(1.0, dtype=dtype),
@@ -380,29 +385,9 @@ def stats(solver_state) -> dict:
 # ----------------------------------------------------------------------------- wiring
 def enabled(problem) -> bool:
     """Whether `problem` runs the Jacobian-reuse solver: asked for (`jacobian_reuse=True`)
-    and its solver is an ESDIRK method (Kvaerno3/4/5)."""
-    from ...integrate.solve import solver_name
-
+    and its solver is an ESDIRK method with one diagonal value (Kvaerno3/4/5, the table's
+    `jacobian_reuse` entries)."""
     return bool(getattr(problem, "jacobian_reuse", False)) and solver_name(problem) in ESDIRK
-
-
-ESDIRK = {"kvaerno3": diffrax.Kvaerno3, "kvaerno4": diffrax.Kvaerno4, "kvaerno5": diffrax.Kvaerno5}
-
-
-def solver_for(problem, name: str, cls: type, structured: bool = True):
-    """The diffrax solver instance `problem` runs, `cls` the class of the solver `name`:
-    `cls` itself for explicit solvers; for implicit ones `cls` with the `chord.Chord` root
-    finder (and `stiff_linear`'s banded linear solver when `structured` and chosen); with
-    `jacobian_reuse` on an ESDIRK method, the reuse subclass (dense or banded like the
-    choice above)."""
-    from .. import linear as stiff_linear
-
-    if name not in stiff_linear.IMPLICIT_SOLVERS:
-        return cls()
-    banded_rf = stiff_linear.root_finder_for(problem) if structured else None
-    if structured and enabled(problem) and name in ESDIRK:
-        return make(cls, problem.model.n_states, None if banded_rf is None else banded_rf.linear_solver.layout)
-    return cls(root_finder=banded_rf if banded_rf is not None else diffrax.with_stepsize_controller_tols(Chord)())
 
 
 def notes(problem) -> tuple[str, ...]:

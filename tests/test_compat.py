@@ -1,0 +1,81 @@
+"""One test per private name of diffrax/equinox in `sensitivity.solvers.compat`: each fails
+when an upgrade moves the name, changes its kind, or changes what the toolkit relies on."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from sensitivity.solvers import compat
+
+
+def test_linear_rescale_maps_t_into_0_1_and_handles_equal_ends():
+    assert callable(compat.linear_rescale)
+    assert float(compat.linear_rescale(1.0, 1.5, 3.0)) == 0.25
+    assert float(compat.linear_rescale(2.0, 2.0, 2.0)) == 0.0  # t0 == t1: zero, not NaN
+    grads = jax.grad(lambda a: compat.linear_rescale(a, a, a), argnums=0)(2.0)
+    assert float(grads) == 0.0
+
+
+def test_very_chord_state_is_the_state_verychord_builds():
+    assert issubclass(compat.VeryChordState, eqx.Module)
+    rf = diffrax.VeryChord(rtol=1e-6, atol=1e-6)
+    y = jnp.ones(2)
+    state = rf.init(lambda y, a: (y - 1.0, None), y, None, {}, jax.eval_shape(lambda: y), None, frozenset())
+    assert type(state) is compat.VeryChordState
+    # the fields the Jacobian-reuse chord fills in
+    fields = set(compat.VeryChordState.__dataclass_fields__)
+    assert {"linear_state", "diff", "diffsize", "diffsize_prev", "result", "step"} <= fields
+    compat.VeryChordState(linear_state=state.linear_state, diff=y, diffsize=jnp.array(1.0),
+                          diffsize_prev=jnp.array(1.0), result=optx.RESULTS.successful, step=jnp.array(0))
+
+
+def test_chord_small_is_true_below_float_resolution_only():
+    assert bool(compat.chord_small(jnp.array(1e-20)))
+    assert not bool(compat.chord_small(jnp.array(1e-6)))
+
+
+def test_static_keeps_a_python_value_out_of_the_leaves():
+    s = compat.Static(True)
+    assert s.value is True
+    assert jax.tree_util.tree_leaves(s) == []
+    assert jax.tree_util.tree_leaves((jnp.ones(2), compat.Static(False))) != []
+
+
+def test_result_codes_round_trip_and_name_every_item():
+    item = diffrax.RESULTS.max_steps_reached
+    code = int(np.asarray(compat.result_code(item)))
+    assert int(np.asarray(compat.result_code(diffrax.RESULTS.successful))) == 0
+    back = compat.result_item(code)
+    assert isinstance(back, compat.EnumerationItem)
+    assert bool(back == diffrax.RESULTS.max_steps_reached)
+    names = compat.result_names()
+    assert names[0] == "successful" and names[code] == "max_steps_reached"
+    # traced: the code is an integer array inside jit
+    out = jax.jit(lambda r: compat.result_code(r))(diffrax.RESULTS.max_steps_reached)
+    assert int(out) == code
+
+
+def test_equinox_errors_module_has_eqx_on_error():
+    module = compat.equinox_errors_module()
+    assert module is not None and hasattr(module, "EQX_ON_ERROR")
+
+
+def test_public_names_used_instead_of_private_ones():
+    # rosenbrock.py subclasses the public AbstractLocalInterpolation; lean.py reads Tsit5's tableau
+    assert issubclass(diffrax.AbstractLocalInterpolation, eqx.Module)
+    tab = diffrax.Tsit5.tableau
+    assert len(tab.a_lower) == 6 and np.asarray(tab.c).shape == (6,) and np.asarray(tab.b_sol).shape == (7,)
+
+
+def test_stage_root_find_modules_call_optimistix_root_find():
+    """solvers.linear's derivative hook needs these modules to reach root_find as `optx.root_find`."""
+    import importlib
+    import inspect
+
+    for name in compat.STAGE_ROOT_FIND_MODULES:
+        mod = importlib.import_module(name)
+        assert getattr(mod, "optx", None) is not None
+        assert "optx.root_find(" in inspect.getsource(mod)
