@@ -15,6 +15,8 @@ into NaN (EQX_ON_ERROR=nan), and the toolkit checks every result for non-finite 
 and raises a `SolverError` instead.
 """
 
+import importlib as _importlib
+import importlib.util as _importlib_util
 import os as _os
 import sys as _sys
 
@@ -22,13 +24,13 @@ import sys as _sys
 # function off JAX's fast C++ path onto its Python fallback
 _os.environ.setdefault("EQX_ON_ERROR", "nan")
 
+from .stores.folder import cache_dir as _cache_dir  # noqa: E402
+
 
 def _jax_settings() -> dict:
     """JAX options the toolkit needs: float64, and the persistent compile cache."""
     settings = {"jax_enable_x64": True}
     if not _os.environ.get("SENSITIVITY_NO_DISK_CACHE"):
-        from .stores.calibration import cache_dir as _cache_dir
-
         settings["jax_compilation_cache_dir"] = str(_cache_dir() / "jax")
         # every program, also the small ones (the stiffness probe): a warm process then
         # compiles nothing
@@ -46,16 +48,15 @@ if "jax" in _sys.modules:
         _sys.modules["jax"].config.update(_name, _value)
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
-from .core.errors import ConfigError, InputError, ModelError, SensitivityError, SolverError
+from .core.errors import ConfigError, InputError, ModelError, SensitivityError, SolverError  # noqa: E402
 from .core.model import ODEModel  # noqa: E402
 from .core.problem import Problem, ToleranceWarning  # noqa: E402
 from .core.results import GradientResult, JacobianResult  # noqa: E402
+from .core.schedule import DiscontinuityWarning, Dose, Event, doses  # noqa: E402
 
 # the names that need JAX and diffrax, imported on first use
 _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "plan": "api",
          "simulate": "integrate.solve", "Trajectory": "integrate.solve",
-         "Dose": "core.schedule", "doses": "core.schedule", "Event": "core.schedule",
-         "DiscontinuityWarning": "core.schedule",
          "ensemble": "analyses.ensemble", "sobol": "analyses.gsa", "morris": "analyses.gsa",
          "dgsm": "analyses.gsa", "fit": "analyses.fit", "FitResult": "analyses.fit",
          "fisher": "analyses.identifiability", "identifiability": "analyses.identifiability",
@@ -64,17 +65,14 @@ _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
 def __getattr__(name):
-    import importlib
-    import importlib.util
-
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     if name in _IMPORTERS:
-        return importlib.import_module(f".importers.{name}", __name__)
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f".{name}", __name__)  # a submodule: sens.api, sens.solve
+        return _importlib.import_module(f".importers.{name}", __name__)
+    if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+        return _importlib.import_module(f".{name}", __name__)  # a submodule: sens.api, sens.solve
     raise AttributeError(f"module 'sensitivity' has no attribute {name!r}")
 
 

@@ -32,7 +32,7 @@ from sensitivity.app.config import run as config
 from sensitivity import models
 from sensitivity import ConfigError, InputError, ModelError, SolverError
 from sensitivity.core.errors import OutputPathError
-from sensitivity.app.output.writable import check_output_dir
+from sensitivity.app.output.files import check_output_dir
 
 FAST = 2.0  # seconds: a fault knowable before compiling is rejected within this
 

@@ -1,6 +1,7 @@
 """Where the chunks of an ensemble run: this process, or a Dask cluster.
 
-An executor has one method, `run(spec, X, chunks, todo, retries)`, which yields
+An executor has one method, `run(work, spec, X, chunks, todo, retries)`, which calls
+`work(spec, rows)` (`ensemble.run_chunk`) on each chunk's rows and yields
 `(chunk index, result dict, None)` for each finished chunk, or `(index, None, error)` for
 a chunk that failed on every try, in any order; and `default_chunk(n_batches)`, the
 batches per chunk it prefers. `resolve_executor` turns the user's `executor=` into one:
@@ -46,12 +47,10 @@ class InProcess:
     def default_chunk(self, n_batches: int) -> int:
         return 1
 
-    def run(self, spec, X, chunks, todo, retries) -> Iterator[tuple]:
-        from .ensemble import run_chunk
-
+    def run(self, work, spec, X, chunks, todo, retries) -> Iterator[tuple]:
         for i in todo:
             a, b = chunks[i]
-            yield i, run_chunk(spec, X[a:b]), None
+            yield i, work(spec, X[a:b]), None
 
 
 def _worker_setup():
@@ -59,16 +58,8 @@ def _worker_setup():
     os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
 
-    import sensitivity  # noqa: F401  (switches x64 on and sets the compilation cache)
-
     jax.config.update("jax_enable_x64", True)
     return bool(jax.config.read("jax_enable_x64"))
-
-
-def _run_remote(spec, X):
-    from .ensemble import run_chunk
-
-    return run_chunk(spec, X)
 
 
 class DaskExecutor:
@@ -90,13 +81,13 @@ class DaskExecutor:
     def default_chunk(self, n_batches: int) -> int:
         return max(1, math.ceil(n_batches / (CHUNKS_PER_WORKER * self.n_workers())))
 
-    def run(self, spec, X, chunks, todo, retries) -> Iterator[tuple]:
+    def run(self, work, spec, X, chunks, todo, retries) -> Iterator[tuple]:
         from distributed import as_completed
 
         futures = {}
         for i in todo:
             a, b = chunks[i]
-            f = self.client.submit(_run_remote, spec, X[a:b], key=f"sensitivity-chunk-{spec.token}-{i}",
+            f = self.client.submit(work, spec, X[a:b], key=f"sensitivity-chunk-{spec.token}-{i}",
                                    retries=retries, pure=False)
             futures[f] = i
         try:

@@ -37,7 +37,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..core.errors import InputError, SolverError, did_you_mean, list_names
+from ..core.data import read_data
 from ..core.problem import Problem
+from ..plots.analyses import fit_figure
+from ..integrate.solve import simulate
+from .metrics import Objective
+from .ensemble import ensemble
+from .. import api
+from ..api import plan
+from .identifiability import fisher as _fisher
+from .identifiability import identifiability as _ident
 
 METHODS = ("auto", "least_squares", "trust-ncg")
 JACOBIAN_VS_GRADIENT = 10.0
@@ -45,70 +54,6 @@ TRUST_GTOL = 1e-6  # the trust-region methods' gradient tolerance (in ln p units
 
 
 # --------------------------------------------------------------------------- data
-def read_data(data, outputs: Sequence[str]):
-    """The observations as a long pandas DataFrame with columns time, output, value and,
-    if given, sigma; rows with a missing value dropped, sorted by time (stable).
-
-    data: a DataFrame or a mapping of equal-length arrays, long (time, output, value[,
-    sigma]) or wide (time plus one column per output), or a path to such a CSV file.
-    outputs: the names a data column or output entry may take.
-    """
-    import pandas as pd
-
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise InputError(f"data = '{data}': file not found")
-        try:
-            data = pd.read_csv(path, skipinitialspace=True)
-        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds
-            raise InputError(f"data = '{path}': cannot read it as CSV: {exc}") from None
-    elif isinstance(data, Mapping):
-        try:
-            data = pd.DataFrame({k: np.asarray(v) if not np.isscalar(v) else [v] for k, v in data.items()})
-        except ValueError as exc:
-            raise InputError(f"data: the columns must have equal lengths ({exc})") from None
-    if not isinstance(data, pd.DataFrame):
-        raise InputError(f"data must be a pandas DataFrame, a mapping of arrays or a CSV path, got "
-                         f"{type(data).__name__}")
-    df = data.rename(columns=lambda c: str(c).strip())
-    if "time" not in df.columns:
-        raise InputError(f"data has no 'time' column{did_you_mean('time', df.columns)}; columns: "
-                         f"{list_names(df.columns)}")
-    if {"output", "value"} <= set(df.columns):
-        extra = set(df.columns) - {"time", "output", "value", "sigma"}
-        if extra:
-            raise InputError(f"data: unknown columns {sorted(extra)}; a long table has time, output, value "
-                             "and optionally sigma")
-        long = df[[c for c in ("time", "output", "value", "sigma") if c in df.columns]].copy()
-        long["output"] = long["output"].astype(str).str.strip()
-    else:
-        cols = [c for c in df.columns if c not in ("time", "sigma")]
-        if not cols:
-            raise InputError("data has no output columns: give time plus one column per output, or the "
-                             "columns time, output, value")
-        long = df.melt(id_vars="time", value_vars=cols, var_name="output", value_name="value")
-    for c in ("time", "value") + (("sigma",) if "sigma" in long.columns else ()):
-        try:
-            long[c] = pd.to_numeric(long[c])
-        except (ValueError, TypeError):
-            raise InputError(f"data: column '{c}' holds something that is not a number") from None
-    bad = sorted(set(long["output"]) - set(outputs))
-    if bad:
-        raise InputError(f"data names output '{bad[0]}', which the model does not have"
-                         f"{did_you_mean(bad[0], outputs)}; outputs: {list_names(outputs)}")
-    long = long[np.isfinite(long["value"].to_numpy(dtype=float))]
-    if long.empty:
-        raise InputError("data holds no observed value")
-    if not np.all(np.isfinite(long["time"].to_numpy(dtype=float))):
-        raise InputError("data has a row without a time (NaN or inf)")
-    if "sigma" in long.columns:
-        s = long["sigma"].to_numpy(dtype=float)
-        if not np.all(np.isfinite(s) & (s > 0)):
-            raise InputError("data: every sigma must be a positive number")
-    return long.sort_values("time", kind="stable").reset_index(drop=True)
-
-
 def union_times(grid: np.ndarray, extra: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     """The sorted union of two sets of times; times within rtol * span of a grid time count
     as that time."""
@@ -207,8 +152,6 @@ class FitResult:
     def plot(self, path=None, title: str = ""):
         """The fitted outputs against the data (with +-sigma bars) and the residuals.
         Returns the Figure; writes a PNG when `path` is given."""
-        from ..plots.analyses import fit_figure
-
         return fit_figure(self, path, title)
 
     def summary(self) -> str:
@@ -322,8 +265,6 @@ class _Evaluator:
         self.counts["solver_steps"] += int((stats or {}).get("num_steps", 0))
 
     def residuals(self, theta) -> np.ndarray:
-        from ..integrate.solve import simulate
-
         key = np.asarray(theta).tobytes()
         if key not in self._res:
             self.counts["simulate"] += 1
@@ -343,13 +284,11 @@ class _Evaluator:
 
     def jacobian(self, theta) -> np.ndarray:
         """d r / d theta, shape (n_data, n_inputs)."""
-        from ..api import jacobian
-
         key = np.asarray(theta).tobytes()
         if key not in self._jac:
             self.counts["jacobian"] += 1
             x = self.x(theta)
-            res = jacobian(self.problem.with_inputs(x), mode=self.jac_mode, probe_problem=False)
+            res = api.jacobian(self.problem.with_inputs(x), mode=self.jac_mode, probe_problem=False)
             self._time(res.timings, res.stats)
             r = (res.outputs[self.rows, self.cols] - self.target) * self.w
             self._res = {key: r}
@@ -366,20 +305,16 @@ class _Evaluator:
     @property
     def objective(self):
         if self._objective is None:
-            from .metrics import Objective
-
             self._objective = Objective("sum_of_squares", tuple(int(c) for c in self.cols),
                                         tuple(int(r) for r in self.rows), tuple(map(float, self.target)),
                                         tuple(map(float, self.w)))
         return self._objective
 
     def _gradient_x(self, theta):
-        from ..api import gradient
-
         key = np.asarray(theta).tobytes()
         if key not in self._grad:
             self.counts["gradient"] += 1
-            g = gradient(self.problem.with_inputs(self.x(theta)), self.objective, probe_problem=False)
+            g = api.gradient(self.problem.with_inputs(self.x(theta)), self.objective, probe_problem=False)
             self._time(g.timings, g.stats)
             self._grad = {key: (0.5 * g.value, 0.5 * g.grad)}
             self.path.append((0.5 * g.value, self.x(theta)))
@@ -392,13 +327,11 @@ class _Evaluator:
 
     def hvp(self, theta, v) -> np.ndarray:
         """H_theta v: for theta = ln p, D H_p D v + diag(D g_p) v with D = diag(p)."""
-        from ..api import hvp
-
         x = self.x(theta)
         v = np.asarray(v, dtype=np.float64)
         self.counts["hvp"] += 1
         u = v * x if self.log else v
-        hu = 0.5 * hvp(self.problem.with_inputs(x), self.objective, u)
+        hu = 0.5 * api.hvp(self.problem.with_inputs(x), self.objective, u)
         if not self.log:
             return hu
         _, gx = self._gradient_x(theta)
@@ -408,8 +341,6 @@ class _Evaluator:
 def _screen(problem: Problem, X: np.ndarray, rows, cols, target, w) -> np.ndarray:
     """The cost 1/2 sum r^2 at every row of X (k, n_inputs), by one `sensitivity.ensemble`
     simulate (vmapped batches through one compiled function); inf where the solve failed."""
-    from .ensemble import ensemble
-
     ds = ensemble(problem, X, task="simulate", progress=False)
     out = ds["outputs"].values  # (k, n_times, n_of)
     r = (out[:, rows, cols] - target[None, :]) * w[None, :]
@@ -419,8 +350,6 @@ def _screen(problem: Problem, X: np.ndarray, rows, cols, target, w) -> np.ndarra
 
 def _choose_method(problem: Problem, method: str, evaluator: _Evaluator) -> tuple[str, str]:
     """The method to run and a note on why."""
-    from ..api import plan
-
     if method not in METHODS:
         raise InputError(f"method = '{method}' is unknown{did_you_mean(method, METHODS)}; "
                          f"valid: {', '.join(METHODS)}")
@@ -488,8 +417,6 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     """
     import pandas as pd
 
-    from .identifiability import fisher as _fisher
-    from ..integrate.solve import simulate
 
     began = time.perf_counter()
     if not isinstance(problem, Problem):
@@ -592,7 +519,6 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     sig = np.where(wsum > 0, 1.0 / np.sqrt(np.where(wsum > 0, wsum, 1.0)), np.inf)
     scale = "log" if log_params else "linear"
     fi = _fisher(prob.with_inputs(x_hat), sigma=sig, scale=scale, jacobian=jres)
-    from .identifiability import identifiability as _ident
 
     se_fit = _ident(fi, max_subset=1).dataset["standard_error"].values * (s_hat or 1.0)
     se_nat = se_fit * x_hat if log_params else se_fit

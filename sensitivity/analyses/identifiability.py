@@ -39,6 +39,8 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.problem import Problem
 from ..core.results import JacobianResult
+from ..api import jacobian as _jacobian
+from ..plots.analyses import identifiability_figure
 
 SCALES = ("log", "linear")
 MAX_SUBSETS = 200_000  # subsets whose collinearity index is computed, at most
@@ -164,8 +166,6 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
     Jacobian is computed, "auto" (the cost model) | "forward" | "adjoint"; or pass a
     computed `jacobian` of this problem.
     """
-    from ..api import jacobian as _jacobian
-
     _check_scale(scale)
     if of is not None:
         problem = problem.replace(of=list([of] if isinstance(of, str) else of))
@@ -306,8 +306,6 @@ class Identifiability:
         """The eigen-spectrum (eigenvalues relative to the largest, sloppy ones labelled with
         their inputs) beside the correlation matrix of the estimates. Returns the matplotlib
         Figure; writes a PNG when `path` is given."""
-        from ..plots.analyses import identifiability_figure
-
         return identifiability_figure(self, path, title)
 
 

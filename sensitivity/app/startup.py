@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
+from .cli import main
+
 
 def console_main() -> None:
     """Entry point of the `sensitivity` console script: `cli.main()`, then a fast exit with
     its status. An exception escaping `main` (only with --traceback) ends the usual way."""
-    from .cli import main
-
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -13,7 +13,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .checks.model import check_model
 from .errors import ModelError, did_you_mean
+from .schedule import check_events, check_model_breakpoints
+from .sparsity import declared
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -126,12 +129,9 @@ class ODEModel:
         object.__setattr__(self, "stiff", bool(stiff))
         object.__setattr__(self, "doc", doc)
         object.__setattr__(self, "jacobian_sparsity", _sparsity(jacobian_sparsity, len(state_names)))
-        from .schedule import check_events, check_model_breakpoints
         object.__setattr__(self, "breakpoints", check_model_breakpoints(params, breakpoints))
         object.__setattr__(self, "events", check_events(events, "ODEModel events"))
-        from .checks.model import check_model  # the user's code is input: evaluate it abstractly now
-
-        check_model(self)
+        check_model(self)  # the user's code is input: evaluate it abstractly now
 
     def structure_key(self) -> tuple:
         """What compiled code depends on (values are passed as arguments)."""
@@ -178,8 +178,6 @@ def _sparsity(value, n: int):
     if isinstance(value, str):
         raise ModelError(f"jacobian_sparsity = {value!r}: valid are None (detect), 'dense', "
                          f"or an ({n}, {n}) boolean array / sparse matrix / (row, col) pairs")
-    from .sparsity import declared
-
     return declared(value, n)
 
 

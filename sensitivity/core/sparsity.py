@@ -21,13 +21,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from .errors import ModelError
+from .lazy import LazyModule
+
+# imported on first use: a model declares its pattern without importing JAX
+jax, jnp = LazyModule("jax"), LazyModule("jax.numpy")
 
 
 @dataclass(frozen=True, eq=False)

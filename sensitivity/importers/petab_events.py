@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.errors import ModelError
+from ..integrate.pieces import root_finder
 
 PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the solve reports failure)
 
@@ -101,7 +102,6 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
                 tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
                 return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
             return cond
-        from ..integrate.pieces import root_finder
         event = diffrax.Event([make_cond(k) for k in state_ev], root_finder=root_finder(),
                               direction=[directions[k] > 0 for k in state_ev])
     else:

@@ -46,6 +46,8 @@ import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
 from ..core.errors import ModelError
+from ..core.model import ODEModel
+from ..core.schedule import Event
 
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
@@ -296,8 +298,6 @@ class SBMLModel:
         """
         if "model" in self._ode:
             return self._ode["model"]
-        from ..core.schedule import Event
-        from ..core.model import ODEModel
         names = self.parameters
         rhs_v, rule_values = self.rhs, self.rule_values
         initial = self._initial_with_t0_events()

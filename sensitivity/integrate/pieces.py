@@ -37,6 +37,7 @@ import optimistix as optx
 
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DIRECTIONS, DOSE_KEY, all_events, param_breakpoints
+from ..solvers.newton import reuse
 
 def dose_values(problem) -> dict:
     """The dose arrays a compiled function takes: times (n_doses,), amounts (n_doses,)."""
@@ -87,7 +88,6 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     bp_names = param_breakpoints(problem)
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
-    from ..solvers.newton import reuse
     counted = not aug and reuse.enabled(problem)  # the reuse solver's counters, summed over pieces
 
     field = rhs if aug else model.rhs

@@ -7,6 +7,7 @@ time). Each takes arrays and names, writes one file and returns its path.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,6 @@ import numpy as np
 def _pyplot():
     """pyplot on a non-interactive backend, unless one was chosen already (a notebook's
     inline backend stays as it is)."""
-    import sys
 
     import matplotlib
 

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import programs as export_store
+from .folder import cache_dir
+
 _SALT: list[str] = []
 _DIGESTS: dict = {}
 
@@ -40,8 +43,6 @@ def enabled() -> bool:
 
 
 def folder() -> Path:
-    from .calibration import cache_dir
-
     return cache_dir() / "checked"
 
 
@@ -72,8 +73,6 @@ def fingerprint(model) -> str | None:
 
 
 def _fingerprint(model) -> str | None:
-    from . import programs as export_store
-
     h = hashlib.sha256()
     try:
         for part in _salt():

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .folder import cache_dir
+
 _FILE_HASHES: dict[str, str] = {}
 _SALT: list[str] = []
 _LIBRARY_DIRS = tuple(p for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "purelib", "platlib")} if p)
@@ -54,8 +56,6 @@ def enabled() -> bool:
 
 
 def folder() -> Path:
-    from .calibration import cache_dir
-
     return cache_dir() / "exported"
 
 

@@ -11,6 +11,8 @@ import numpy as np
 from ...core.errors import InputError
 from ...core.problem import Problem
 from .sampling import Range, parse_ranges
+from ...ad.objective import scalar_objective
+from ..ensemble import ensemble
 
 
 def setup(problem: Problem, ranges: Mapping, of=None, at=None) -> tuple[Problem, tuple[Range, ...]]:
@@ -41,7 +43,6 @@ def objective_values(objective: Callable, outputs: np.ndarray) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
-    from ...ad.objective import scalar_objective
 
     try:
         g = _OBJECTIVES.get(objective)
@@ -57,8 +58,6 @@ def objective_values(objective: Callable, outputs: np.ndarray) -> np.ndarray:
 def evaluate(problem: Problem, X: np.ndarray, objective: Callable | None, **ensemble_options):
     """Y for every row of X: the outputs (n, n_times, n_of), or objective values (n,) with
     an objective; and the ensemble Dataset (status, timings)."""
-    from ..ensemble import ensemble
-
     ds = ensemble(problem, X, task="simulate", **ensemble_options)
     Y = ds["outputs"].values
     if objective is not None:

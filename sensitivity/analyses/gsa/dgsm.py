@@ -24,6 +24,8 @@ from ...core.errors import InputError
 from ...core.problem import Problem
 from .common import GSAResult, complete_groups, setup
 from .sampling import sobol_points, to_values
+from ...plots.gsa import dgsm_bars
+from ..ensemble import ensemble
 
 
 def dgsm_measures(X: np.ndarray, values: np.ndarray, grads: np.ndarray, ranges, num_resamples: int = 100,
@@ -58,8 +60,6 @@ class DGSMResult(GSAResult):
 
     def plot(self, path, **_):
         """Bars of the DGSM bound on S_T with confidence intervals."""
-        from ...plots.gsa import dgsm_bars
-
         return dgsm_bars(self, path)
 
 
@@ -76,7 +76,6 @@ def dgsm(problem: Problem, ranges: Mapping, n: int = 1024, objective: Callable |
     """
     import xarray as xr
 
-    from ..ensemble import ensemble
 
     if objective is None:
         raise InputError("dgsm needs an objective: objective(ys) -> scalar, ys (n_times, n_of)")

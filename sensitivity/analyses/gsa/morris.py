@@ -20,6 +20,7 @@ import numpy as np
 from ...core.problem import Problem
 from .common import GSAResult, complete_groups, evaluate, extra_dims, setup
 from .sampling import morris_design, to_values
+from ...plots.gsa import morris_scatter
 
 
 def elementary_effects(U: np.ndarray, Y: np.ndarray, d: int, levels: int) -> np.ndarray:
@@ -65,8 +66,6 @@ class MorrisResult(GSAResult):
 
     def plot(self, path, output: str | None = None, time: float | None = None):
         """mu* against sigma, one labelled point per input."""
-        from ...plots.gsa import morris_scatter
-
         return morris_scatter(self, path, output, time)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ...core.problem import Problem
 from .common import GSAResult, complete_groups, evaluate, extra_dims, setup
 from .sampling import saltelli_design, to_values
+from ...plots.gsa import sobol_bars, sobol_over_time
 
 
 def _first(A, AB, B, var):
@@ -96,8 +97,6 @@ class SobolResult(GSAResult):
     def plot(self, path, output: str | None = None, time: float | None = None, over_time: bool = False):
         """Bars of S1 and ST with their confidence intervals at one output and time; with
         over_time=True, the indices of every input over the save times instead."""
-        from ...plots.gsa import sobol_bars, sobol_over_time
-
         if over_time:
             return sobol_over_time(self, path, output)
         return sobol_bars(self, path, output, time)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...analyses.gsa import dgsm, morris, sobol
+
 METHODS = ("sobol", "morris", "dgsm")
 
 
@@ -32,10 +34,6 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
     executor: as for `sens.ensemble` (None: the config's `executor:`, else in process).
     check: called after every chunk (the CLI's Ctrl-C check: a run stops between chunks).
     """
-    from ...analyses.gsa import dgsm
-    from ...analyses.gsa import morris
-    from ...analyses.gsa import sobol
-
     cfg = spec.config.analysis
     if cfg is None:
         return {}
@@ -70,23 +68,6 @@ def run_analyses(spec, executor=None, resume: bool = False, stage=None, progress
                 out[name] = dgsm(p, ranges, m.n, objective=spec.objective, mode=m.mode, **opts)
         out[name].data.attrs["wall_seconds"] = time.perf_counter() - started
     return out
-
-
-def describe(spec) -> str:
-    """One line per method of the analysis block: what it computes and how many solves."""
-    cfg = spec.config.analysis
-    lines = []
-    for name, m in cfg.methods().items():
-        d = len(cfg.ranges_of(m))
-        if name == "sobol":
-            lines.append(f"analysis.sobol: {m.n} x ({d} + 2) = {m.n * (d + 2)} solves")
-        elif name == "morris":
-            lines.append(f"analysis.morris: {m.trajectories} x ({d} + 1) = {m.trajectories * (d + 1)} solves")
-        else:
-            lines.append(f"analysis.dgsm: {m.n} gradients of the objective over {d} inputs")
-    ex = getattr(spec.config, "executor", None)
-    where = ex.target() if ex is not None and ex.target() else "in process"
-    return "\n".join(lines + [f"ensembles run {where}"])
 
 
 def write_analyses(folder: Path, results: dict, log_time: bool = False) -> list[str]:

@@ -15,6 +15,11 @@ import numpy as np
 from ...analyses.metrics import rank_inputs
 from ...core.problem import Problem
 from ...core.results import GradientResult, JacobianResult
+from ...api import gradient as _gradient
+from ...api import hessian as _hessian
+from ...api import jacobian as _jacobian
+from ...api import trajectory_and_jacobian
+from ...integrate.solve import Trajectory, simulate
 
 
 # --------------------------------------------------------------------------- a run
@@ -54,12 +59,6 @@ def run(problem: Problem, objective: Optional[Callable] = None, mode: str = "aut
     entered around each step (for progress display).
     Raises SolverError when a solve fails.
     """
-    from ...api import gradient as _gradient
-    from ...api import hessian as _hessian
-    from ...api import jacobian as _jacobian
-    from ...api import trajectory_and_jacobian
-    from ...integrate.solve import simulate
-
     stage = stage or (lambda name: nullcontext())
     plan_options = {"probe_problem": PROBE[probe]}
     timings: dict = {}

@@ -13,11 +13,14 @@ or the toolkit's. No JAX here: the command line uses it to choose the exit statu
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import linecache
 import os
 import sysconfig
 import traceback
 from typing import Callable
+
+from ..errors import ConfigError, InputError, ModelError, OutputExistsError, SensitivityError
 
 EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3
 _THIRD_PARTY = ("jax", "jaxlib", "equinox", "diffrax", "lineax", "optimistix", "numpy", "scipy",
@@ -110,8 +113,6 @@ def where(frame: traceback.FrameSummary | None) -> str:
 
 def describe_function(fn: Callable) -> str:
     """'`rhs` in models/decay.py:12' for a function; its name for other callables."""
-    import inspect
-
     target = inspect.unwrap(fn) if callable(fn) else fn
     name = getattr(target, "__qualname__", None) or type(target).__name__
     code = getattr(target, "__code__", None)
@@ -128,9 +129,6 @@ def first_line(exc: BaseException) -> str:
 
 def exit_status(exc: BaseException) -> tuple[int, str]:
     """(exit status, message) of the command line for an exception (see the module doc)."""
-    from ..errors import ConfigError, InputError, ModelError, SensitivityError
-    from ..errors import OutputExistsError
-
     if isinstance(exc, (ConfigError, InputError, ModelError, OutputExistsError)):
         return EXIT_INPUT, f"error: {exc}"
     if isinstance(exc, SensitivityError):

@@ -21,6 +21,7 @@ the toolkit or of JAX (`blame.user_frame` finds that line).
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -151,8 +152,6 @@ def _fault(model, what: str, fn: Callable, exc: BaseException) -> ModelError:
 
 def _check_signature(model, what: str, fn: Callable) -> None:
     """fn must take (t, y, p) positionally; SciPy's odeint order (y, t) is named as such."""
-    import inspect
-
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or C callable: nothing to check
