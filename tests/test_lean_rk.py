@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.solvers import lean as lean_rk
+from sensitivity.integrate import lean as lean_rk
 from sensitivity import models
 from sensitivity.models import reaction_chain
 from sensitivity.integrate.solve import output_function, values_of

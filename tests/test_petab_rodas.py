@@ -1,7 +1,8 @@
-"""The lean Rosenbrock loop of the PEtab pipeline (sensitivity/importers/petab_rodas.py)
-against closed forms and SciPy: values at save times, steady states, and its forward and
-reverse derivatives (exact for the discrete solve, so they agree to rounding with each other
-and to the tolerance with the closed-form sensitivities)."""
+"""The lean Rosenbrock loop of the PEtab pipeline (sensitivity/solvers/lean_rodas.py, on the
+loop of solvers/lean.py and the stage kernel of solvers/rosenbrock.py) against closed forms
+and SciPy: values at save times, steady states, and its forward and reverse derivatives
+(exact for the discrete solve, so they agree to rounding with each other and to the
+tolerance with the closed-form sensitivities)."""
 
 import jax
 import jax.numpy as jnp

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..integrate import compiled
-from ..solvers import lean as lean_rk
+from ..integrate import lean as lean_rk
 from ..ad import adjoint
 from ..ad import forward
 from ..ad.objective import loss_function, scalar_objective
@@ -156,7 +156,7 @@ class EnsembleSpec:
         leading batch axis: outputs, result (solver code), num_steps, and the task's results
         (a lean gradient also `accepted`, checked against `capacity`, its stored steps)."""
         if self.task == "gradient" and self.lean():
-            return lean_rk.gradient_function(self.problem, self.objective, capacity)
+            return lean_rk.gradient_function(self.problem, scalar_objective(self.objective), capacity)
         g = self.per_sample()
 
         def one(x, values):

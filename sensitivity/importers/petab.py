@@ -664,7 +664,7 @@ class PetabProblem:
             plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
                              n_states=self.model.n_states if hasattr(self.model, "n_states")
                              else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=(petab_rodas.calibration() if self.solver in LEAN_RODAS
+                             calibration=(Calibration(**petab_rodas.CALIBRATION) if self.solver in LEAN_RODAS
                                           else _IMPLICIT_CALIBRATION if self._implicit()
                                           else stored_calibration() or Calibration()),
                              max_steps=self.max_steps)

@@ -82,10 +82,13 @@ class Layout:
         return isinstance(other, Layout) and other.key == self.key
 
 
-def block_size(bandwidth: int, n: int) -> int:
-    """Blocks of at least the bandwidth and at least 8 (fewer, larger scan steps: the
-    per-step overhead of a scan on CPU is worth ~8^3 flops), at most n."""
-    return int(min(max(bandwidth, 8), n))
+def block_size(bandwidth: int, n: int, minimum: int = 8) -> int:
+    """Blocks of at least the bandwidth and at least `minimum`, at most n. Larger blocks mean
+    fewer, larger scan steps: the per-step overhead of a scan on CPU is worth ~8^3 flops, so
+    8 suits the LU-per-block factors of `BandedLU`; with explicit block inverses
+    (`factor(..., inverse=True)`, Rodas5P's banded path) the work per block is plain
+    matrix products and 16 is the better minimum (`rosenbrock.BLOCK_MIN`)."""
+    return int(min(max(bandwidth, minimum), n))
 
 
 def _blocks(layout: Layout, operator) -> jax.Array:
@@ -97,24 +100,32 @@ def _blocks(layout: Layout, operator) -> jax.Array:
     return blocks.at[1].add(jnp.asarray(layout.pad_diag, dtype=blocks.dtype))
 
 
-def factor(blocks: jax.Array) -> tuple:
+def factor(blocks: jax.Array, inverse: bool = False) -> tuple:
     """Block LU of a block-tridiagonal matrix given as (3, N, m, m) blocks (L, D, U).
 
-    Returns (lu (N, m, m), piv (N, m), E (N, m, m), L (N, m, m)): LU factors of the Schur
-    complements S_i, E_i = S_i^{-1} U_i (E_{N-1} = 0), and the sub-diagonal blocks."""
+    Returns (diag, E (N, m, m), L (N, m, m)): diag the per-block factors of the Schur
+    complements S_i = D_i - L_i E_{i-1}, E_i = S_i^{-1} U_i (E_{N-1} = 0), and the
+    sub-diagonal blocks. diag is (lu (N, m, m), piv (N, m)), LU with partial pivoting inside
+    each block, or with `inverse` the explicit inverses S_i^{-1} (N, m, m) (inverted by LU
+    with pivoting too): each solve is then two scans of plain mat-vecs instead of per-block
+    triangular solves and row permutations, which pays when one factorisation serves many
+    solves (a Rosenbrock step's stages)."""
     L, D, U = blocks[0], blocks[1], blocks[2]
     m = D.shape[-1]
 
     def body(E_prev, xs):
         Li, Di, Ui = xs
         S = Di - Li @ E_prev
-        lu, piv = jsl.lu_factor(S)
-        E = jsl.lu_solve((lu, piv), Ui)
-        return E, (lu, piv, E)
+        if inverse:
+            d = jnp.linalg.inv(S)
+            E = d @ Ui
+        else:
+            d = jsl.lu_factor(S)
+            E = jsl.lu_solve(d, Ui)
+        return E, (d, E)
 
-    _, (lu, piv, E) = jax.lax.scan(body, jnp.zeros((m, m), D.dtype), (L, D, U))
-    E = E.at[-1].set(0.0)
-    return lu, piv, E, L
+    _, (diag, E) = jax.lax.scan(body, jnp.zeros((m, m), D.dtype), (L, D, U))
+    return diag, E.at[-1].set(0.0), L
 
 
 def block_solve(diag, diag_solve, E: jax.Array, L: jax.Array, r: jax.Array) -> jax.Array:
@@ -161,15 +172,19 @@ def block_solve_transpose(diag, diag_solve_t, E: jax.Array, L: jax.Array, r: jax
 
 
 def solve(factors: tuple, r: jax.Array) -> jax.Array:
-    """x with A x = r, r of shape (N, m)."""
-    lu, piv, E, L = factors
-    return block_solve((lu, piv), jsl.lu_solve, E, L, r)
+    """x with A x = r, r of shape (N, m) or (N, m, k), from `factor`'s factors (either kind)."""
+    diag, E, L = factors
+    if isinstance(diag, tuple):  # (lu, piv)
+        return block_solve(diag, jsl.lu_solve, E, L, r)
+    return block_solve(diag, jnp.matmul, E, L, r)
 
 
 def solve_transpose(factors: tuple, r: jax.Array) -> jax.Array:
     """x with A^T x = r."""
-    lu, piv, E, L = factors
-    return block_solve_transpose((lu, piv), lambda d, v: jsl.lu_solve(d, v, trans=1), E, L, r)
+    diag, E, L = factors
+    if isinstance(diag, tuple):
+        return block_solve_transpose(diag, lambda d, v: jsl.lu_solve(d, v, trans=1), E, L, r)
+    return block_solve_transpose(diag, lambda S, v: S.T @ v, E, L, r)
 
 
 class BandedLU(lx.AbstractLinearSolver):

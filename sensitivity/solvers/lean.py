@@ -1,60 +1,207 @@
-"""A lean Tsit5 solve for vmapped ensembles: diffrax's algorithm in one plain while loop.
+"""Lean time stepping: one plain while loop with a step as a plug-in, for the solves where
+diffrax's general machinery costs more than the method's arithmetic.
 
 Why: `jax.vmap` of `diffrax.diffeqsolve` with Tsit5 costs about 0.7 us per sample and step
 on CPU (11 states), 6-10x what the method's arithmetic needs: diffrax runs the stages in an
 inner loop over a (batch, 7, n) buffer and carries its general machinery (events, dense
 output, progress meter, adjoint bookkeeping) through every step, and under vmap every
-branch of it is computed. A Sobol ensemble only simulates, so it needs none of that.
+branch of it is computed. Its implicit solvers likewise spend most of a step in Newton
+iterations and the root finder's state (15-70 us per step on 8-11 states, where a
+Rosenbrock step's arithmetic is a few microseconds).
 
-What: the same method as `diffrax.Tsit5` with `diffrax.PIDController(rtol, atol)` and
-`SaveAt(ts=times)`, step for step:
+The loop (`integrate`): a step `step(t, t_end, h, y, aux, args) -> (y_new, aux_new, err,
+dense)` from t to t_end = t + h, the error test and next step size of `control` (one rule,
+parameterised by `Control`), and the saves, either
 
-- the first step h = 0.01 (what diffrax's PIDController starts with inside diffeqsolve);
-- k_i = h f(t + c_i h, y + sum_j a_ij k_j) with diffrax's Tsit5 tableau, FSAL;
-- error = sum_i e_i k_i, scaled by atol + rtol max(|y0|, |y1|), RMS norm; the step is kept
-  when the norm is < 1; the next step is h clip(0.9 err^(-1/5), [1, 10]) after an accepted
-  step, clip(.., [0.2, 0.9]) after a rejected one; steps are clipped to t1 as diffrax does
-  (within 100 ULP of t1 they end at t1);
-- the save times inside an accepted step by Tsit5's 5th-order interpolant (diffrax's
-  `_Tsit5Interpolation`).
+- by the step's dense output (`interpolate`): the save times inside an accepted step, with
+  steps clipped to t1 as diffrax does (within 100 ULP of t1 they end at t1); or
+- by landing: each step ends no later than the next save time (no dense output).
 
-So the outputs equal the diffrax solve's to rounding (tests/test_lean_rk.py compares them).
-Forward only: the simulate task of `sens.ensemble`, for a problem whose solver resolves
-to Tsit5 and that has no doses, breakpoints or events (`applies`). Failures are reported
-with diffrax's result codes (max_steps_reached).
+It runs one sample (scalar t) or an explicit batch (t of shape (B,), inactive samples
+masked), optionally records each accepted step's start state for a discrete adjoint, and
+runs as a `lax.while_loop` (forward-mode differentiable) or a checkpointed one (reverse
+mode too). Step sizes carry no derivative (as in diffrax).
+
+Two uses:
+
+1. Tsit5 (`tsit5_solve`, `tsit5_batched_solve`): the same method as `diffrax.Tsit5` with
+   `diffrax.PIDController(rtol, atol)` and `SaveAt(ts=times)`, step for step: the first
+   step h = 0.01 (what diffrax's PIDController starts with inside diffeqsolve); k_i =
+   h f(t + c_i h, y + sum_j a_ij k_j) with diffrax's Tsit5 tableau, FSAL; error = sum_i e_i
+   k_i, scaled by atol + rtol max(|y0|, |y1|), RMS norm; kept when the norm is < 1; the next
+   step h clip(0.9 err^(-1/5), [1, 10]) after an accepted step, clip(.., [0.2, 0.9]) after
+   a rejected one; the save times by Tsit5's 5th-order interpolant (diffrax's
+   `_Tsit5Interpolation`). So the outputs equal the diffrax solve's to rounding
+   (tests/test_lean_rk.py). The batched solve has a discrete adjoint (a custom VJP over the
+   recorded steps).
+2. A Rosenbrock method (`rosenbrock_solve`, the PEtab pipeline's default): the stages of
+   `rosenbrock.lean_step` (one Jacobian and explicit inverse per step, custom JVP), Hairer's
+   first step, factors clip(0.9 err^(-1/order), [0.2, 6]) (at most 1 after a rejection),
+   landing on the save times, an optional steady-state stop.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
+import diffrax
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ..core.problem import Problem
 from .compat import result_code
-from .registry import solver_name
-
-SAFETY, FACTOR_MIN, FACTOR_MAX = 0.9, 0.2, 10.0  # diffrax.PIDController's defaults
-ORDER = 5  # Tsit5; diffrax's error_order for an ODE is the solver's order
-ADJOINT_STEPS = 256  # accepted steps the lean adjoint stores at first, at least (grown on demand)
-ADJOINT_BYTES = 2**23  # ... or as many as this many bytes of stored states per batch hold
+from .compat import while_loop as _checkpointed_while_loop
+from .rosenbrock import TABLEAUS, lean_step
 
 
-def applies(problem: Problem) -> bool:
-    """Whether the lean solve reproduces `solve.solve_function(problem)`: the solver
-    resolves to Tsit5, and no doses, parameter breakpoints or state events cut the solve."""
-    from ..core import schedule
-    if solver_name(problem) != "tsit5":
-        return False
-    if schedule.has_pieces(problem) or getattr(problem, "fixed_breakpoints", ()):
-        return False
-    return True
+# ----------------------------------------------------------------------------- control
+@dataclass(frozen=True)
+class Control:
+    """The step-size rule: factor = clip(safety err^(-1/order), bounds), `accept` bounds
+    after an accepted step, `reject` bounds after a rejected one; a step is accepted when
+    the scaled RMS error is < 1 (`strict`) or <= 1, and (`finite`) its new state is finite."""
+    order: float
+    safety: float = 0.9
+    accept: tuple = (1.0, 10.0)
+    reject: tuple = (0.2, 0.9)
+    strict: bool = True
+    finite: bool = False
 
 
+TSIT5_CONTROL = Control(order=5.0)  # diffrax.PIDController's defaults with Tsit5's order
+
+
+def rosenbrock_control(order: float) -> Control:
+    """Hairer's rule for the Rosenbrock loop: factors in [0.2, 6], at most 1 after a rejection."""
+    return Control(order=order, accept=(0.2, 6.0), reject=(0.2, 1.0), strict=False, finite=True)
+
+
+def control(ctl: Control, err, y, y_new, rtol, atol):
+    """(keep, factor) of a step from y to y_new with error estimate err (last axis: states):
+    the RMS of err / (atol + rtol max(|y|, |y_new|)) (a NaN error counts as infinite, a NaN
+    state is left out of the scale, as diffrax does). No derivative flows through either."""
+    err, y, y_new = jax.lax.stop_gradient((err, y, y_new))
+    err = jnp.where(jnp.isnan(err), jnp.inf, err)
+    y_cand = jnp.where(jnp.any(jnp.isnan(y_new), axis=-1, keepdims=True), y, y_new)
+    x = err / (atol + jnp.maximum(jnp.abs(y), jnp.abs(y_cand)) * rtol)
+    scaled = jnp.sqrt(jnp.sum(x * x, axis=-1)) / math.sqrt(y.shape[-1])
+    if ctl.finite:
+        scaled = jnp.where(jnp.all(jnp.isfinite(y_new), axis=-1), scaled, jnp.inf)
+    keep = scaled < 1 if ctl.strict else scaled <= 1
+    inv = 1 / scaled
+    factor = jnp.clip(ctl.safety * inv ** (1.0 / ctl.order), jnp.where(keep, ctl.accept[0], ctl.reject[0]),
+                      jnp.where(keep, ctl.accept[1], ctl.reject[1]))
+    return keep, factor
+
+
+def initial_step(f, t0, y0, args, span, rtol, atol):
+    """Hairer's first guess: 0.01 ||y0|| / ||f(y0)|| (scaled norms), at most the span."""
+    scale = atol + rtol * jnp.abs(y0)
+    d0 = jnp.sqrt(jnp.mean((y0 / scale) ** 2))
+    d1 = jnp.sqrt(jnp.mean((f(t0, y0, args) / scale) ** 2))
+    h = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / jnp.maximum(d1, 1e-300))
+    return jnp.minimum(h, span)
+
+
+def _int_dtype():
+    return jnp.int64 if jax.config.read("jax_enable_x64") else jnp.int32
+
+
+def _sel(mask, a, b):
+    """where(mask, a, b) with mask over the leading (batch) axes of a and b."""
+    return jnp.where(jnp.reshape(mask, jnp.shape(mask) + (1,) * (jnp.ndim(a) - jnp.ndim(mask))), a, b)
+
+
+# ----------------------------------------------------------------------------- the loop
+def integrate(step: Callable, ctl: Control, y0, aux0, args, t0, first, t1, times, ys0, rtol, atol,
+              max_steps: int, *, interpolate: Callable | None = None, stop: Callable | None = None,
+              capacity: int = 0, kind: str = "lax") -> dict:
+    """Integrate from t0 to t1 (or until `stop(t, y)` after an accepted step), saving at
+    `times` (n_t,) into ys0 (..., n_t, n). Returns the final carry: t, y, ys, n (steps),
+    n_acc (accepted steps), fin (reached t1 or stopped) and, with `capacity`, the record.
+
+    step(t, t_end, h, y, aux, args) -> (y_new, aux_new (e.g. FSAL), err, dense); a batch
+    (t0 of shape (B,)) needs a batched step. `first`: with `interpolate`, the end of the
+    first step (the carry holds the end of the next step, as diffrax does); without it, the
+    first step size (the carry holds the step size, and steps land on the save times).
+    interpolate(times, t, t_end, y, dense) -> (..., n_t, n): the step's dense output.
+    capacity R (batch only): record the first R accepted steps' start states Yb (B, R, n),
+    their (t, t_end) Tb (B, R, 2), and saved_by (B, n_t), the accepted step that saved
+    each time (-1: none). kind: "lax" or "checkpointed" (reverse-mode differentiable)."""
+    land = interpolate is None
+    ints = _int_dtype()
+    batch = jnp.shape(t0)
+    n_t = times.shape[0]
+    zero = jnp.zeros(batch, ints)
+    if not land:
+        floor = t1
+        for _ in range(100):  # t1 - 100 ULP: a step ending past it ends at t1 (diffrax's _clip_to_end)
+            floor = jnp.nextafter(floor, jnp.asarray(-jnp.inf, floor.dtype))
+    c = dict(t=t0, tn=first, y=y0, aux=aux0, ys=ys0, i_save=zero, n=zero, n_acc=zero, fin=t0 >= t1)
+    if capacity:
+        c.update(Yb=jnp.zeros(batch + (capacity, y0.shape[-1]), y0.dtype),
+                 Tb=jnp.zeros(batch + (capacity, 2), y0.dtype), saved_by=jnp.full(batch + (n_t,), -1, ints))
+
+    def active(c):
+        return ~c["fin"] & (c["n"] < max_steps)
+
+    def body(c):
+        on = active(c)
+        t, tn, y = c["t"], c["tn"], c["y"]
+        if land:  # the next save time after t (or t1): the step lands on it exactly
+            nxt = jnp.min(jnp.where(times > t[..., None], times, t1), axis=-1)
+            h = jnp.minimum(tn, nxt - t)
+            clipped = tn >= nxt - t
+            t_end = jnp.where(clipped, nxt, t + h)
+        else:
+            t_end, h = tn, tn - t
+        y_new, aux_new, err, dense = step(t, t_end, h, y, c["aux"], args)
+        keep, factor = control(ctl, err, y, y_new, rtol, atol)
+        take = on & keep
+        out = dict(c)
+        if land:
+            t_new = jnp.where(keep, t_end, t)
+            tn_new = h * factor
+            tn_new = jax.lax.stop_gradient(jnp.where(keep & clipped, jnp.maximum(tn_new, tn), tn_new))
+            mask = take[..., None] & (times == t_new[..., None])
+            out["ys"] = _sel(mask, jnp.broadcast_to(y_new[..., None, :], c["ys"].shape), c["ys"])
+        else:
+            t_new = jnp.minimum(jnp.where(keep, t_end, t), t1)
+            tn_new = t_new + h * factor
+            tn_new = jnp.where(tn_new > floor, jnp.where(keep, t1, t_new + 0.5 * (t1 - t_new)), tn_new)
+            # the save times of an accepted step, from the first unsaved one up to t_end, by
+            # the dense output (diffrax saves ts[j] while ts[j] <= tnext)
+            mask = (take[..., None] & (jnp.arange(n_t) >= c["i_save"][..., None])
+                    & (times <= t_end[..., None]))
+            out["ys"] = _sel(mask, interpolate(times, t, t_end, y, dense), c["ys"])
+            out["i_save"] = c["i_save"] + jnp.sum(mask, axis=-1).astype(ints)
+        end = t_new >= t1
+        if stop is not None:
+            end = end | stop(t_new, y_new)
+        if capacity:
+            slot = jnp.where(take, c["n_acc"], capacity)  # capacity: out of range, dropped
+            rows = jnp.arange(batch[0])
+            out["Yb"] = c["Yb"].at[rows, slot].set(y, mode="drop")
+            out["Tb"] = c["Tb"].at[rows, slot].set(jnp.stack([t, t_end], axis=-1), mode="drop")
+            out["saved_by"] = jnp.where(mask, c["n_acc"][..., None], c["saved_by"])
+        out.update(t=_sel(on, t_new, t), tn=_sel(on, tn_new, tn), y=_sel(take, y_new, y),
+                   aux=jax.tree_util.tree_map(lambda a, b: _sel(take, a, b), aux_new, c["aux"]),
+                   n=c["n"] + on.astype(ints), n_acc=c["n_acc"] + take.astype(ints),
+                   fin=jnp.where(take, end, c["fin"]))
+        return out
+
+    def cond(c):
+        return jnp.any(active(c))
+
+    if kind == "lax":
+        return jax.lax.while_loop(cond, body, c)
+    return _checkpointed_while_loop(cond, body, c, max_steps=max_steps, kind="checkpointed")
+
+
+# ----------------------------------------------------------------------------- Tsit5
 def _tableau():
-    import diffrax
-
     tab = diffrax.Tsit5.tableau
     a = [np.asarray(row, dtype=np.float64) for row in tab.a_lower]
     return a, np.asarray(tab.c, np.float64), np.asarray(tab.b_sol, np.float64), np.asarray(tab.b_error, np.float64)
@@ -62,8 +209,6 @@ def _tableau():
 
 def _interpolation_weights(s):
     """Tsit5's dense-output weights b_1..b_7 at s in [0, 1] (diffrax's `_Tsit5Interpolation`)."""
-    import jax.numpy as jnp
-
     b1 = -1.0530884977290216 * s * (s - 1.3299890189751412) * (s**2 - 1.4364028541716351 * s + 0.7139816917074209)
     b2 = 0.1017 * s**2 * (s**2 - 2.1966568338249754 * s + 1.2949852507374631)
     b3 = 2.490627285651252793 * s**2 * (s**2 - 2.38535645472061657 * s + 1.57803468208092486)
@@ -74,18 +219,16 @@ def _interpolation_weights(s):
     return jnp.stack([b1, b2, b3, b4, b5, b6, b7])
 
 
-def _step_function(rhs: Callable, dtype):
-    """step(tprev, tnext, y, fy, params) -> (y_new, f_new, K (7, n), err (n)): one Tsit5
-    step of diffrax's (k_i = h f(t + c_i h, y + sum_j a_ij k_j), FSAL: fy = f(tprev, y))."""
-    import jax.numpy as jnp
-
+def tsit5_step(rhs: Callable, dtype):
+    """(step, f): step(tprev, tnext, h, y, fy, params) -> (y_new, f_new, K (7, n), err (n)),
+    one Tsit5 step of diffrax's (k_i = h f(t + c_i h, y + sum_j a_ij k_j), FSAL: fy =
+    f(tprev, y), h = tnext - tprev); f(t, y, params) the rhs as an array of y's shape."""
     A, C, B, E = _tableau()
 
     def f(t, y, params):
         return jnp.asarray(rhs(t, y, params), dtype=dtype).reshape(y.shape)
 
-    def step(tprev, tnext, y, fy, params):
-        h = tnext - tprev
+    def step(tprev, tnext, h, y, fy, params):
         ks = [h * fy]
         for i in range(len(A) - 1):  # stages 2..6; the 7th (FSAL) is f at (tnext, y_new)
             yi = y + sum(a * k for a, k in zip(A[i], ks) if a != 0.0)
@@ -94,111 +237,53 @@ def _step_function(rhs: Callable, dtype):
         f_new = f(tnext, y_new, params)
         ks.append(h * f_new)
         err = sum(e * k for e, k in zip(E, ks) if e != 0.0)
-        return y_new, f_new, jnp.stack(ks), err
+        return y_new, f_new, err, jnp.stack(ks)
 
     return step, f
 
 
-def _dense(times, tprev, tnext, y, K):
+def tsit5_dense(times, tprev, tnext, y, K):
     """The dense output at every save time from the step [tprev, tnext]: (n_times, n)."""
-    import jax.numpy as jnp
-
     span = tnext - tprev
     s = jnp.where(span == 0, 0.0, (times - tprev) / jnp.where(span == 0, 1.0, span))
     return y[None, :] + _interpolation_weights(s).T @ K
 
 
-def solve_function(problem: Problem, max_steps: int | None = None) -> Callable:
-    """(params, y0, values) -> (ys (n_times, n_states), aux): the Tsit5 solve of
-    `solve.solve_function` (same steps, same saved values to rounding), as one while loop.
-    aux: result (a diffrax RESULTS item), num_steps, num_accepted_steps, num_rejected_steps."""
-    import diffrax
-    import jax
-    import jax.numpy as jnp
+def tsit5_solve(rhs: Callable, max_steps: int) -> Callable:
+    """solve(params, y0, times, t0, rtol, atol) -> (ys (n_times, n), aux): the Tsit5 solve of
+    diffrax with a PIDController and SaveAt(ts=times) (same steps, same saved values to
+    rounding). aux: result (a diffrax RESULTS item), num_steps, num_accepted_steps,
+    num_rejected_steps."""
+    steps = int(max_steps)
 
-    rhs = problem.model.rhs
-    steps = int(problem.max_steps if max_steps is None else max_steps)
-    n_times = int(problem.times.size)
-
-    def solve(params, y0, values):
-        times, t0 = values["times"], values["t0"]
-        rtol, atol = values["rtol"], values["atol"]
+    def solve(params, y0, times, t0, rtol, atol):
         t1 = times[-1]
         dtype = y0.dtype
-        n = y0.size
         t0 = jnp.asarray(t0, dtype)
-        step, f = _step_function(rhs, dtype)
-
-        def rms(x):
-            return jnp.sqrt(jnp.sum(x * x)) / math.sqrt(n)
-
+        step, f = tsit5_step(rhs, dtype)
         # the first step: diffrax's PIDController.init calls _select_initial_step, but
         # diffeqsolve hands it the wrapped term (WrapTerm, not an ODETerm), for which that
         # function returns 0.01: every diffrax solve starts with h = 0.01, clipped to t1
-        f0 = f(t0, y0, params)
-        tnext = jnp.minimum(t0 + 0.01, t1)
-        floor = t1
-        for _ in range(100):  # t1 - 100 ULP: a step ending past it ends at t1 (diffrax's _clip_to_end)
-            floor = jnp.nextafter(floor, jnp.asarray(-jnp.inf, dtype))
-        ys0 = jnp.full((n_times, n), jnp.inf, dtype)
-        zero = jnp.zeros((), jnp.int64) if jax.config.read("jax_enable_x64") else jnp.zeros((), jnp.int32)
-
-        def cond(c):
-            tprev, _, _, _, _, _, n_steps, _ = c
-            return (tprev < t1) & (n_steps < steps)
-
-        def body(c):
-            tprev, tnext, y, fy, ys, i_save, n_steps, n_acc = c
-            y_new, f_new, K, err = step(tprev, tnext, y, fy, params)
-            err = jnp.where(jnp.isnan(err), jnp.inf, err)
-            y_cand = jnp.where(jnp.any(jnp.isnan(y_new)), y, y_new)
-            scaled = rms(err / (atol + jnp.maximum(jnp.abs(y), jnp.abs(y_cand)) * rtol))
-            keep = scaled < 1
-            inv = jax.lax.stop_gradient(1 / scaled)  # the step sizes carry no derivative (as in diffrax)
-            factor = jnp.clip(SAFETY * inv ** (1.0 / ORDER), jnp.where(keep, 1.0, FACTOR_MIN),
-                              jnp.where(keep, FACTOR_MAX, SAFETY))
-            new_prev = jnp.minimum(jnp.where(keep, tnext, tprev), t1)
-            new_next = new_prev + (tnext - tprev) * factor
-            new_next = jnp.where(new_next > floor, jnp.where(keep, t1, new_prev + 0.5 * (t1 - new_prev)), new_next)
-            # the save times of an accepted step, from the first unsaved one up to tnext, by
-            # the dense output (diffrax saves ts[j] while ts[j] <= tnext)
-            mask = keep & (jnp.arange(n_times) >= i_save) & (times <= tnext)
-            ys = jnp.where(mask[:, None], _dense(times, tprev, tnext, y, K), ys)
-            i_save = i_save + jnp.sum(mask).astype(i_save.dtype)
-            y = jnp.where(keep, y_new, y)
-            fy = jnp.where(keep, f_new, fy)
-            return new_prev, new_next, y, fy, ys, i_save, n_steps + 1, n_acc + keep.astype(n_acc.dtype)
-
-        c = (t0, tnext, y0, f0, ys0, zero, zero, zero)
-        tprev, _, _, _, ys, _, n_steps, n_acc = jax.lax.while_loop(cond, body, c)
-        done = tprev >= t1
-        result = diffrax.RESULTS.where(done, diffrax.RESULTS.successful, diffrax.RESULTS.max_steps_reached)
-        aux = {"result": result, "num_steps": n_steps, "num_accepted_steps": n_acc,
-               "num_rejected_steps": n_steps - n_acc}
-        return ys, aux
+        ys0 = jnp.full((times.shape[0], y0.size), jnp.inf, dtype)
+        c = integrate(step, TSIT5_CONTROL, y0, f(t0, y0, params), params, t0, jnp.minimum(t0 + 0.01, t1), t1,
+                      times, ys0, rtol, atol, steps, interpolate=tsit5_dense)
+        result = diffrax.RESULTS.where(c["fin"], diffrax.RESULTS.successful, diffrax.RESULTS.max_steps_reached)
+        aux = {"result": result, "num_steps": c["n"], "num_accepted_steps": c["n_acc"],
+               "num_rejected_steps": c["n"] - c["n_acc"]}
+        return c["ys"], aux
 
     return solve
 
 
-def initial_capacity(problem: Problem, batch: int) -> int:
-    """The accepted steps the lean adjoint stores per sample at first: what ADJOINT_BYTES
-    hold for the batch (a power of 2), at least ADJOINT_STEPS, at most max_steps (which
-    then always suffices)."""
-    per_step = batch * (problem.model.n_states + 2) * 8
-    fit = ADJOINT_BYTES // max(per_step, 1)
-    fit = 1 << (int(fit).bit_length() - 1) if fit >= 1 else 0
-    return int(min(problem.max_steps, max(ADJOINT_STEPS, fit)))
-
-
-def batched_solve_function(problem: Problem, capacity: int) -> Callable:
-    """(X (B, n_inputs), values) -> (ys (B, n_times, n), stats (B, 4)): the lean solve of
-    the B input vectors at once, reverse-differentiable in X by the discrete adjoint of
-    the steps taken (in X, not in the parameter dict: one cotangent array per step instead
-    of one per parameter). stats: result code, num_steps, num_accepted_steps,
-    num_rejected_steps (floats, no derivative). `capacity`: the accepted steps stored per
-    sample; a sample that takes more has a wrong gradient and num_accepted_steps >
-    capacity: the caller reruns it with more (`sens.ensemble` does). stats: result code,
-    num_steps, num_accepted_steps, num_rejected_steps (floats; no derivative).
+def tsit5_batched_solve(rhs: Callable, assemble: Callable, max_steps: int, capacity: int) -> Callable:
+    """solve(X (B, n_inputs), values) -> (ys (B, n_times, n), stats (B, 4)): the Tsit5 solve
+    of the B input vectors at once, params, y0 = assemble(x, values["params"], values["y0"]);
+    values also holds times, t0, rtol, atol. Reverse-differentiable in X by the discrete
+    adjoint of the steps taken (in X, not in the parameter dict: one cotangent array per step
+    instead of one per parameter). stats: result code, num_steps, num_accepted_steps,
+    num_rejected_steps (floats; no derivative). `capacity`: the accepted steps stored per
+    sample; a sample that takes more has a wrong gradient and num_accepted_steps > capacity:
+    the caller reruns it with more.
 
     The batch is explicit, not a `jax.vmap` of a loop: a vmapped while loop selects its
     whole carry per sample on every iteration, and the carry holds the stored steps
@@ -209,15 +294,7 @@ def batched_solve_function(problem: Problem, capacity: int) -> Callable:
     of the save times that step interpolated. Step sizes carry no derivative (as in
     diffrax), so the gradient equals that of diffrax's checkpointed adjoint through the
     same steps, to rounding (tests/test_lean_rk.py)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..integrate.solve import assemble_function
-
-    rhs = problem.model.rhs
-    assemble = assemble_function(problem)
-    steps = int(problem.max_steps)
-    n_times = int(problem.times.size)
+    steps = int(max_steps)
     R = int(capacity)
     tm = jax.tree_util.tree_map
 
@@ -228,55 +305,15 @@ def batched_solve_function(problem: Problem, capacity: int) -> Callable:
         dtype = y0.dtype
         Bn, n = y0.shape
         t0 = jnp.full((Bn,), values["t0"], dtype)
-        step, f = _step_function(rhs, dtype)
-        vstep = jax.vmap(step)
-        vdense = jax.vmap(_dense, in_axes=(None, 0, 0, 0, 0))
-        f0 = jax.vmap(f)(t0, y0, params)
-        floor = t1
-        for _ in range(100):  # t1 - 100 ULP (diffrax's _clip_to_end)
-            floor = jnp.nextafter(floor, jnp.asarray(-jnp.inf, dtype))
-        ints = jnp.int64 if jax.config.read("jax_enable_x64") else jnp.int32
-        zero = jnp.zeros((Bn,), ints)
-        rows = jnp.arange(Bn)
-        c = (t0, jnp.minimum(t0 + 0.01, t1), y0, f0, jnp.full((Bn, n_times, n), jnp.inf, dtype), zero, zero, zero,
-             jnp.zeros((Bn, R, n), dtype), jnp.zeros((Bn, R, 2), dtype), jnp.full((Bn, n_times), -1, ints))
-
-        def active(c):
-            return (c[0] < t1) & (c[6] < steps)
-
-        def body(c):
-            tprev, tnext, y, fy, ys, i_save, n_steps, n_acc, Yb, Tb, saved_by = c
-            on = active(c)
-            y_new, f_new, K, err = vstep(tprev, tnext, y, fy, params)
-            err = jnp.where(jnp.isnan(err), jnp.inf, err)
-            y_cand = jnp.where(jnp.any(jnp.isnan(y_new), axis=1, keepdims=True), y, y_new)
-            x = err / (atol + jnp.maximum(jnp.abs(y), jnp.abs(y_cand)) * rtol)
-            scaled = jnp.sqrt(jnp.sum(x * x, axis=1)) / math.sqrt(n)
-            keep = scaled < 1
-            inv = jax.lax.stop_gradient(1 / scaled)
-            factor = jnp.clip(SAFETY * inv ** (1.0 / ORDER), jnp.where(keep, 1.0, FACTOR_MIN),
-                              jnp.where(keep, FACTOR_MAX, SAFETY))
-            new_prev = jnp.minimum(jnp.where(keep, tnext, tprev), t1)
-            new_next = new_prev + (tnext - tprev) * factor
-            new_next = jnp.where(new_next > floor, jnp.where(keep, t1, new_prev + 0.5 * (t1 - new_prev)), new_next)
-            take = on & keep
-            mask = take[:, None] & (jnp.arange(n_times)[None, :] >= i_save[:, None]) & (times[None, :] <= tnext[:, None])
-            ys = jnp.where(mask[:, :, None], vdense(times, tprev, tnext, y, K), ys)
-            slot = jnp.where(take, n_acc, R)  # R: out of range, dropped
-            Yb = Yb.at[rows, slot].set(y, mode="drop")
-            Tb = Tb.at[rows, slot].set(jnp.stack([tprev, tnext], axis=1), mode="drop")
-            saved_by = jnp.where(mask, n_acc[:, None], saved_by)
-            return (jnp.where(on, new_prev, tprev), jnp.where(on, new_next, tnext),
-                    jnp.where(take[:, None], y_new, y), jnp.where(take[:, None], f_new, fy), ys,
-                    i_save + jnp.sum(mask, axis=1).astype(ints), n_steps + on.astype(ints),
-                    n_acc + take.astype(ints), Yb, Tb, saved_by)
-
-        c = jax.lax.while_loop(lambda c: jnp.any(active(c)), body, c)
-        tprev, _, _, _, ys, _, n_steps, n_acc, Yb, Tb, saved_by = c
-        ok = tprev >= t1
-        code = jnp.where(ok, 0, _max_steps_code())
+        step, f = tsit5_step(rhs, dtype)
+        vdense = jax.vmap(tsit5_dense, in_axes=(None, 0, 0, 0, 0))
+        c = integrate(jax.vmap(step), TSIT5_CONTROL, y0, jax.vmap(f)(t0, y0, params), params, t0,
+                      jnp.minimum(t0 + 0.01, t1), t1, times, jnp.full((Bn, times.shape[0], n), jnp.inf, dtype),
+                      rtol, atol, steps, interpolate=vdense, capacity=R)
+        n_steps, n_acc = c["n"], c["n_acc"]
+        code = jnp.where(c["fin"], 0, result_code(diffrax.RESULTS.max_steps_reached))
         stats = jnp.stack([code, n_steps, n_acc, n_steps - n_acc], axis=1).astype(dtype)
-        return (ys, stats), (Yb, Tb, saved_by, jnp.minimum(n_acc, R))
+        return (c["ys"], stats), (c["Yb"], c["Tb"], c["saved_by"], jnp.minimum(n_acc, R))
 
     @jax.custom_vjp
     def solve(X, values):
@@ -290,13 +327,13 @@ def batched_solve_function(problem: Problem, capacity: int) -> Callable:
         X, values, (Yb, Tb, saved_by, n_acc) = res
         ct_ys = jnp.where(jnp.isfinite(cts[0]), cts[0], 0.0)
         times = values["times"]
-        step, f = _step_function(rhs, X.dtype)
+        step, f = tsit5_step(rhs, X.dtype)
         rows = jnp.arange(X.shape[0])
 
         def one(y, x, tprev, tnext):
             p, _ = assemble(x, values["params"], values["y0"])
-            y_new, _, K, _ = step(tprev, tnext, y, f(tprev, y, p), p)
-            return y_new, _dense(times, tprev, tnext, y, K)
+            y_new, _, _, K = step(tprev, tnext, tnext - tprev, y, f(tprev, y, p), p)
+            return y_new, tsit5_dense(times, tprev, tnext, y, K)
 
         def back(k, carry):
             lam, x_bar = carry
@@ -319,62 +356,35 @@ def batched_solve_function(problem: Problem, capacity: int) -> Callable:
     return solve
 
 
-def _max_steps_code() -> int:
-    import diffrax
+# ----------------------------------------------------------------------------- Rosenbrock
+def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
+                     steady=None, h0=None, method: str = "rodas4"):
+    """Integrate y' = f(t, y, args) from t0 to t1 with the Rosenbrock method `method` (a key
+    of `rosenbrock.TABLEAUS`), saving at ts (clipped to [t0, t1]) by landing on them.
 
-    return int(result_code(diffrax.RESULTS.max_steps_reached))
+    f(t, y, args) -> (n,); ts (n_t,) sorted; tol = (rtol, atol); kind "lax" (forward-mode
+    differentiable) or "checkpointed" (also reverse mode); steady: None or a function
+    (t, y) -> bool that ends the solve early (t1 may then be inf); h0: the first step
+    (default: Hairer's guess). The step is differentiable in (y, args) by a custom JVP
+    (`rosenbrock.lean_step`); times are constants of the solve.
+    Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
+    """
+    rtol, atol = tol[0], tol[1]
+    tab = TABLEAUS[method]
+    t0, t1, ts = (jax.lax.stop_gradient(jnp.asarray(v)) for v in (t0, t1, ts))
+    ts = jnp.clip(ts, t0, t1)
+    ys0 = jnp.where((ts <= t0)[:, None], y0, jnp.zeros((ts.shape[0], y0.shape[0]), y0.dtype))
+    span = jnp.where(jnp.isfinite(t1), t1 - t0, 1e6)
+    h_init = jax.lax.stop_gradient(initial_step(f, t0, y0, args, span, rtol, atol) if h0 is None else h0)
+    t0 = jnp.asarray(t0, dtype=y0.dtype)
 
+    def step(t, t_end, h, y, aux, args):
+        y_new, err = lean_step(f, t, y, h, args, autonomous, tab)
+        return y_new, aux, err, None
 
-def gradient_function(problem: Problem, objective: Callable, capacity: int) -> Callable:
-    """G(X (B, n_inputs), values) -> dict of arrays over the B samples: outputs (B,
-    n_times, n_of), result (solver code), num_steps, value = objective(outputs), gradient
-    (B, n_inputs) d value / d x, and accepted (accepted steps: more than `capacity` means
-    the gradient is wrong and the batch must be rerun with a larger capacity): the ensemble's task "gradient" with the lean solve and its
-    discrete adjoint (one backward pass for the whole batch: the sum of the values has the
-    per-sample gradients as its gradient, samples being independent)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..ad.objective import scalar_objective
-    from ..integrate.solve import assemble_function, observe_function
-
-    assemble = assemble_function(problem)
-    observe = observe_function(problem)
-    obj = scalar_objective(objective)
-    solve = batched_solve_function(problem, capacity)
-
-    def G(X, values):
-        def total(X):
-            params, _ = jax.vmap(assemble, in_axes=(0, None, None))(X, values["params"], values["y0"])
-            ys, stats = solve(X, values)
-            out = jax.vmap(observe, in_axes=(None, 0, 0))(values["times"], ys, params)
-            v = jax.vmap(obj)(out)
-            return jnp.sum(jnp.where(stats[:, 0] == 0, v, 0.0)), (v, out, jax.lax.stop_gradient(stats))
-
-        (_, (v, out, stats)), grad = jax.value_and_grad(total, has_aux=True)(X)
-        ints = jnp.int64 if jax.config.read("jax_enable_x64") else jnp.int32
-        return {"outputs": out, "result": stats[:, 0].astype(jnp.int32), "num_steps": stats[:, 1].astype(ints),
-                "value": v, "gradient": grad, "accepted": stats[:, 2].astype(ints)}
-
-    return G
-
-
-def output_function(problem: Problem) -> Callable:
-    """f(x, values) -> (outputs (n_times, n_of), aux): `solve.output_function(problem,
-    "checkpoint")` with the lean Tsit5 solve (forward only). Built once per problem."""
-    return problem.memo("lean_output_function", lambda: _output_function(problem))
-
-
-def _output_function(problem: Problem) -> Callable:
-    from ..integrate.solve import assemble_function, observe_function
-
-    assemble = assemble_function(problem)
-    solve = solve_function(problem)
-    observe = observe_function(problem)
-
-    def f(x, values):
-        params, y0 = assemble(x, values["params"], values["y0"])
-        ys, aux = solve(params, y0, values)
-        return observe(values["times"], ys, params), aux
-
-    return f
+    c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,
+                  max_steps, stop=steady, kind=kind)
+    ys, y = c["ys"], c["y"]
+    if steady is None:
+        ys = jnp.where((ts >= t1)[:, None], y, ys)
+    return ys, y, c["t"], c["fin"], c["n"]

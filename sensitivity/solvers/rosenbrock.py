@@ -33,10 +33,15 @@ Rodas5P interpolant costs three linear combinations of the stages per step.
 `tests/test_rosenbrock.py` checks the orders empirically (fixed steps, a smooth nonlinear
 problem), which a wrong coefficient would break.
 
+One stage kernel: `rosenbrock_step` computes the stages, the new state and the error
+estimate of one step of any `Tableau` (Rodas5P and Rodas4 are data here) with a given
+linear-solve callable; the diffrax solver `Rodas5P` (W factorised densely or blockwise) and
+the lean loop (`lean_step`: explicit inverse of a small dense W, custom JVP) both use it.
+
 Linear algebra, chosen per problem by `stiff_linear.choose` (see there): dense
 (`jax.jacfwd` + `jax.scipy.linalg.lu_factor`/`lu_solve`, O(n^3) per step) or banded (the
-colour-compressed Jacobian in c JVPs of `banded`, then a block-tridiagonal LU with explicit
-16 x 16 block inverses, so that each solve is two scans of mat-vecs; O(n m^2) per step).
+colour-compressed Jacobian in c JVPs of `banded`, then `banded.factor`'s block-tridiagonal
+LU with explicit 16 x 16 block inverses, so that each solve is two scans of mat-vecs; O(n m^2) per step).
 
 Derivatives: everything is plain JAX, so forward mode (ForwardMode, DirectAdjoint) and
 reverse mode (RecursiveCheckpointAdjoint) differentiate the discrete scheme
@@ -54,6 +59,8 @@ about 235 us; a forward tangent adds ~25%, a reverse sweep ~30%.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import ClassVar
 
 import diffrax
@@ -62,72 +69,227 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-from diffrax import AbstractLocalInterpolation
 
 from . import banded
-from .compat import linear_rescale
-
-# Rodas5P, from OrdinaryDiffEq.jl's Rodas5PTableau (Steinebach 2023).
-GAMMA = 0.21193756319429014
-_A = {  # a_ij of stages 2..6 (U_i = y0 + sum a_ij k_j)
-    2: [3.0],
-    3: [2.849394379747939, 0.45842242204463923],
-    4: [-6.954028509809101, 2.489845061869568, -10.358996098473584],
-    5: [2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641],
-    6: [-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256,
-        0.030198172008377946],
-}
-_C = {  # C_ij (the stage couplings, divided by h)
-    2: [-14.155112264123755],
-    3: [-17.97296035885952, -2.859693295451294],
-    4: [147.12150275711716, -1.41221402718213, 71.68940251302358],
-    5: [165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306],
-    6: [24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125,
-        -0.6610691825249471],
-    7: [30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783,
-        -19.097331116725623, -28.087943162872662],
-    8: [37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047,
-        -40.06618937091002, -54.66780262877968, -9.48861652309627],
-}
-_c = [0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664,
-      1.0, 1.0, 1.0]
-_d = [0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
-      2.325825639765069, 0.0, 0.0, 0.0]
-_H = [
-    [25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
-     0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493],
-    [-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
-     20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372],
-    [11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
-     -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722],
-]
-STAGES = 8
+from .compat import AbstractLocalInterpolation, linear_rescale
 
 
-def _stage_matrices():
-    """(A (8, 8), C (8, 8), b (8,)): U_i = y0 + A[i] @ k, y1 = y0 + b @ k, with stages 7
-    and 8 written as U_6 + k_6 and U_7 + k_7."""
-    A = np.zeros((STAGES, STAGES))
-    C = np.zeros((STAGES, STAGES))
-    for i, row in _A.items():
+@dataclass(frozen=True, eq=False)
+class Tableau:
+    """A Rosenbrock method in the transformed form (see the module docstring): gamma; A and
+    C (s, s), strictly lower (U_i = y0 + sum_j A_ij k_j, couplings C_ij / h); b (s,) the
+    solution weights (y1 = y0 + b @ k); c (s,) the stage times; d (s,) the weights of h df/dt;
+    the error estimate is the last stage; `order`: the exponent of the step-size control
+    (factor ~ err^(-1/order)); H (3, s): the dense output's K_r = H @ k, or None."""
+    gamma: float
+    A: np.ndarray
+    C: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    order: float
+    H: np.ndarray | None = None
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+def _rodas5p() -> Tableau:
+    """Rodas5P, from OrdinaryDiffEq.jl's Rodas5PTableau (Steinebach 2023); stages 7 and 8
+    are written as U_6 + k_6 and U_7 + k_7 (rows of A)."""
+    a = {  # a_ij of stages 2..6
+        2: [3.0],
+        3: [2.849394379747939, 0.45842242204463923],
+        4: [-6.954028509809101, 2.489845061869568, -10.358996098473584],
+        5: [2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641],
+        6: [-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256,
+            0.030198172008377946],
+    }
+    c = {  # C_ij (the stage couplings, divided by h)
+        2: [-14.155112264123755],
+        3: [-17.97296035885952, -2.859693295451294],
+        4: [147.12150275711716, -1.41221402718213, 71.68940251302358],
+        5: [165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306],
+        6: [24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125,
+            -0.6610691825249471],
+        7: [30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783,
+            -19.097331116725623, -28.087943162872662],
+        8: [37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047,
+            -40.06618937091002, -54.66780262877968, -9.48861652309627],
+    }
+    s = 8
+    A = np.zeros((s, s))
+    C = np.zeros((s, s))
+    for i, row in a.items():
         A[i - 1, : len(row)] = row
     A[6] = A[5]
     A[6, 5] = 1.0
     A[7] = A[6]
     A[7, 6] = 1.0
-    for i, row in _C.items():
+    for i, row in c.items():
         C[i - 1, : len(row)] = row
     b = A[7].copy()
     b[7] = 1.0
-    return A, C, b
+    H = np.array([
+        [25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
+         0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493],
+        [-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
+         20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372],
+        [11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
+         -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722],
+    ])
+    return Tableau(
+        gamma=0.21193756319429014, A=A, C=C, b=b,
+        c=np.array([0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664,
+                    1.0, 1.0, 1.0]),
+        d=np.array([0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
+                    2.325825639765069, 0.0, 0.0, 0.0]),
+        order=5.0, H=H)
 
 
-A_MATRIX, C_MATRIX, B_WEIGHTS = _stage_matrices()
-C_NODES = np.array(_c)
-D_COEFFS = np.array(_d)
-H_MATRIX = np.array(_H)
+def _rodas4() -> Tableau:
+    """Rodas4 (Hairer & Wanner, Solving ODEs II (1996)): 6 stages, order 4(3), stiffly
+    accurate, L-stable; A and C strictly lower, listed row by row."""
+    a = [0.1544e+01, 0.9466785280815826, 0.2557011698983284, 0.3314825187068521e+01,
+         0.2896124015972201e+01, 0.9986419139977817, 0.1221224509226641e+01, 0.6019134481288629e+01,
+         0.1253708332932087e+02, -0.6878860361058950, 0.1221224509226641e+01, 0.6019134481288629e+01,
+         0.1253708332932087e+02, -0.6878860361058950, 1.0]
+    c = [-0.56688e+01, -0.2430093356833875e+01, -0.2063599157091915, -0.1073529058151375,
+         -0.9594562251023355e+01, -0.2047028614809616e+02, 0.7496443313967647e+01,
+         -0.1024680431464352e+02, -0.3399990352819905e+02, 0.1170890893206160e+02,
+         0.8083246795921522e+01, -0.7981132988064893e+01, -0.3152159432874371e+02,
+         0.1631930543123136e+02, -0.6058818238834054e+01]
+    A = np.zeros((6, 6))
+    C = np.zeros((6, 6))
+    rows, cols = np.tril_indices(6, -1)
+    A[rows, cols], C[rows, cols] = a, c
+    return Tableau(gamma=0.25, A=A, C=C, b=np.array([a[6], a[7], a[8], a[9], 1.0, 1.0]),
+                   c=np.array([0.0, 0.386, 0.210, 0.630, 1.0, 1.0]),
+                   d=np.array([0.25, -0.1043, 0.1035, -0.3620000000000023e-01, 0.0, 0.0]), order=4.0)
 
 
+RODAS5P = _rodas5p()
+RODAS4 = _rodas4()
+TABLEAUS = {"rodas4": RODAS4, "rodas5p": RODAS5P}
+
+
+def rosenbrock_step(tab: Tableau, f, solve, t0, h, y0, f0=None, T=None, scan: bool = False):
+    """One Rosenbrock step: (y1 (n,), error estimate (n,), stages k (s, n)).
+
+        U_i = y0 + sum_{j<i} A_ij k_j
+        k_i = solve(f(i, t0 + c_i h, U_i) + sum_{j<i} C_ij k_j / h + d_i h T)
+        y1  = y0 + sum_i b_i k_i,    error estimate k_s
+
+    `solve(r)` applies W^-1 = (I / (h gamma) - J)^-1 (however factorised); `f(i, t, U)` the
+    right-hand side at stage i (i a Python int, or a traced one with `scan`); `f0`: f at
+    stage 1 if already known; T = df/dt, or None when f ignores t (the d terms vanish). The
+    same recurrence gives the tangent stages of the step (f then the linearised rhs), see
+    `lean_step`. `scan`: the stages as a `lax.scan` (one traced rhs and solve instead of s:
+    smaller programs, faster compiles, especially of derivatives); unrolled otherwise, with
+    zero coefficients skipped."""
+    s = tab.stages
+    if scan:
+        dtype = y0.dtype
+        r0 = f(0, t0 + float(tab.c[0]) * h, y0) if f0 is None else f0
+        if T is not None:
+            r0 = r0 + (float(tab.d[0]) * h) * T
+        K = jnp.zeros((s,) + y0.shape, dtype).at[0].set(solve(r0))
+        xs = (jnp.arange(1, s), jnp.asarray(tab.A[1:], dtype), jnp.asarray(tab.C[1:], dtype),
+              jnp.asarray(tab.c[1:], dtype), jnp.asarray(tab.d[1:], dtype))
+
+        def body(K, x):
+            i, a, c, node, d = x
+            r = f(i, t0 + node * h, y0 + a @ K)
+            if T is not None:
+                r = r + (d * h) * T
+            r = r + (c @ K) / h
+            return K.at[i].set(solve(r)), None
+
+        K, _ = jax.lax.scan(body, K, xs)
+        return y0 + jnp.asarray(tab.b, dtype) @ K, K[-1], K
+    ks = []
+    for i in range(s):
+        if i == 0 and f0 is not None:
+            r = f0
+        else:
+            Ui = y0 + sum(float(tab.A[i, j]) * ks[j] for j in range(i) if tab.A[i, j] != 0.0)
+            r = f(i, t0 + float(tab.c[i]) * h, Ui)
+        if i > 0:
+            r = r + sum(float(tab.C[i, j]) * ks[j] for j in range(i) if tab.C[i, j] != 0.0) / h
+        if T is not None and tab.d[i] != 0.0:
+            r = r + float(tab.d[i]) * h * T
+        ks.append(solve(r))
+    y1 = y0 + sum(float(tab.b[i]) * ks[i] for i in range(s) if tab.b[i] != 0.0)
+    return y1, ks[-1], jnp.stack(ks)
+
+
+# ----------------------------------------------------------------- the lean step (dense, small n)
+def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bool):
+    """(y_new, err, ks, Ginv, linear maps of f at the stages (and of df/dt first) or [])."""
+    n = y.shape[0]
+    J = jax.jacfwd(lambda y_: f(t, y_, args))(y)
+    # n <= ~30: a product with the explicit inverse per stage beats two triangular solves
+    Ginv = jnp.linalg.inv(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+    lins = []
+    T = None
+    if not autonomous:
+        if linearize:
+            T, lin_t = jax.linearize(lambda y_, a_: jax.jvp(lambda t_: f(t_, y_, a_), (t,),
+                                                             (jnp.ones_like(t),))[1], y, args)
+            lins.append(lin_t)
+        else:
+            T = jax.jvp(lambda t_: f(t_, y, args), (t,), (jnp.ones_like(t),))[1]
+
+    def stage_rhs(i, ti, Ui):
+        if not linearize:
+            return f(ti, Ui, args)
+        fi, lin = jax.linearize(lambda y_, a_: f(ti, y_, a_), Ui, args)
+        lins.append(lin)
+        return fi
+
+    y_new, err, ks = rosenbrock_step(tab, stage_rhs, lambda r: Ginv @ r, t, h, y, T=T)
+    return y_new, err, ks, Ginv, lins
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _lean(f, autonomous, tab, t, h, y, args):
+    y_new, err, _, _, _ = _lean_primal(f, t, y, h, args, autonomous, tab, False)
+    return y_new, err
+
+
+@_lean.defjvp
+def _lean_jvp(f, autonomous, tab, primals, tangents):
+    """Tangent of the step in (y, args), exact for the discrete map: with G k_i = r_i,
+    dk_i = G^-1 (dr_i + dJ k_i), dJ k_i = d/d(y, args) [J(y, args) k_i] for all stages in one
+    vectorised second derivative, then the stage recurrence of `rosenbrock_step` with the
+    linearised rhs; h and t are constants of the step (their tangents, which the step-size
+    control stops, are ignored)."""
+    t, h, y, args = primals
+    _, _, dy, dargs = tangents
+    y_new, err, K, Ginv, lins = _lean_primal(f, t, y, h, args, autonomous, tab, True)
+
+    def jk(y_, a_):
+        return jax.vmap(lambda k: jax.jvp(lambda z: f(t, z, a_), (y_,), (k,))[1])(K)
+
+    D = jax.jvp(jk, (y, args), (dy, dargs))[1]  # (s, n)
+    dT = None if autonomous else lins.pop(0)(dy, dargs)
+    dy_new, derr, _ = rosenbrock_step(tab, lambda i, ti, dU: lins[i](dU, dargs) + D[i], lambda r: Ginv @ r,
+                                      t, h, dy, T=dT)
+    return (y_new, err), (dy_new, derr)
+
+
+def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau):
+    """One Rosenbrock step of y' = f(t, y, args) with a dense W inverted explicitly (small n):
+    (y_new (n,), error estimate (n,)).
+
+    Differentiable in (y, args) by a custom JVP (`_lean_jvp`) that does not differentiate
+    the matrix inverse; t and h are constants of the step (the step-size control stops their
+    derivatives), so the derivative is that of the discrete map with the chosen steps."""
+    return _lean(f, autonomous, tab, jax.lax.stop_gradient(t), jax.lax.stop_gradient(h), y, args)
+
+
+# ----------------------------------------------------------------- the diffrax solver
 class RodasInterpolation(AbstractLocalInterpolation):
     """Rodas5P's dense output on [t0, t1] (order 4): y0, y1 (n,) and K (3, n)."""
 
@@ -175,41 +337,16 @@ class _BandedW:
         return v * self.scale - jax.jvp(self.f_y, (self.y0,), (v,))[1]
 
 
-def _factor_inv(blocks):
-    """Block LU of the block-tridiagonal W (blocks (3, N, m, m): L, D, U) keeping explicit
-    inverses of the Schur complements: (Sinv (N, m, m), E (N, m, m), L). S_i = D_i - L_i
-    E_{i-1}, E_i = S_i^-1 U_i. Explicit m x m inverses (partial pivoting inside the block)
-    make each solve two scans of plain mat-vecs: measured 10x cheaper than `banded.solve`'s
-    per-block `lu_solve` (triangular-solve calls and row permutations) at 400 states."""
-    L, D, U = blocks[0], blocks[1], blocks[2]
-    m = D.shape[-1]
-
-    def body(E_prev, xs):
-        Li, Di, Ui = xs
-        Sinv = jnp.linalg.inv(Di - Li @ E_prev)
-        E = Sinv @ Ui
-        return E, (Sinv, E)
-
-    _, (Sinv, E) = jax.lax.scan(body, jnp.zeros((m, m), D.dtype), (L, D, U))
-    return Sinv, E.at[-1].set(0.0), L
-
-
-def _solve_inv(factors, r):
-    """x with W x = r, r (N, m) or (N, m, k): `banded.block_solve` with the inverses."""
-    Sinv, E, L = factors
-    return banded.block_solve(Sinv, jnp.matmul, E, L, r)
-
-
-def _solve_inv_t(factors, r):
-    """x with W^T x = r."""
-    Sinv, E, L = factors
-    return banded.block_solve_transpose(Sinv, lambda S, v: S.T @ v, E, L, r)
+# Blocks of at least 16 on Rodas5P's banded path: with explicit block inverses a larger
+# block costs only larger matrix products, while each block row is a scan step with a
+# fixed overhead, so 16 x 16 blocks factorise faster than 8 x 8 ones at a few hundred
+# states; `banded.BandedLU`'s per-block LU keeps the minimum 8.
+BLOCK_MIN = 16
 
 
 def block_size(bandwidth: int, n: int) -> int:
-    """Blocks for the banded path: at least the bandwidth and at least 16 (fewer scan steps;
-    at 400 states the factorisation took 110 us with 16 x 16 blocks, 270 us with 8 x 8)."""
-    return int(min(max(bandwidth, 16), n))
+    """`banded.block_size` with Rodas5P's minimum block (`BLOCK_MIN`)."""
+    return banded.block_size(bandwidth, n, minimum=BLOCK_MIN)
 
 
 def _by_columns(fn):
@@ -230,21 +367,21 @@ def _by_columns(fn):
     return solve
 
 
-_solve_inv_columns = _by_columns(_solve_inv)
-_solve_inv_t_columns = _by_columns(_solve_inv_t)
+_solve_columns = _by_columns(banded.solve)
+_solve_t_columns = _by_columns(banded.solve_transpose)
 
 
 class _Banded:
-    """W factorised blockwise: colour-compressed J (c JVPs), block-tridiagonal LU with
-    explicit block inverses (`_factor_inv`)."""
+    """W factorised blockwise: colour-compressed J (c JVPs), `banded.factor`'s
+    block-tridiagonal LU with explicit block inverses (one factorisation, 8 solves)."""
 
     def __init__(self, layout: banded.Layout):
         self.layout = layout
 
     def factor(self, f_y, y0, scale):
-        return _factor_inv(banded._blocks(self.layout, _BandedW(f_y, y0, scale)))
+        return banded.factor(banded._blocks(self.layout, _BandedW(f_y, y0, scale)), inverse=True)
 
-    def solve(self, factors, r, which=_solve_inv_columns):
+    def solve(self, factors, r, which=_solve_columns):
         lay = self.layout
         v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
         v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
@@ -252,7 +389,7 @@ class _Banded:
         return x if lay.identity_order else x[jnp.asarray(lay.inv)]
 
     def solve_t(self, factors, r):
-        return self.solve(factors, r, _solve_inv_t_columns)
+        return self.solve(factors, r, _solve_t_columns)
 
 
 class Rodas5P(diffrax.AbstractAdaptiveSolver):
@@ -286,42 +423,6 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
     def _linear(self):
         return _Dense() if self.layout is None else _Banded(self.layout)
 
-    @staticmethod
-    def _stages_unrolled(f, solve, t0, t1, h, y0, f0, T):
-        ks = []
-        for i in range(STAGES):
-            if i == 0:
-                fi = f0
-            else:
-                Ui = y0 + sum(float(A_MATRIX[i, j]) * ks[j] for j in range(i) if A_MATRIX[i, j] != 0.0)
-                fi = f(t0 + float(C_NODES[i]) * (t1 - t0), Ui)
-            r = fi
-            if D_COEFFS[i] != 0.0:
-                r = r + (float(D_COEFFS[i]) * h) * T
-            if i > 0:
-                r = r + sum(float(C_MATRIX[i, j]) * ks[j] for j in range(i)) / h
-            ks.append(solve(r))
-        return jnp.stack(ks)
-
-    @staticmethod
-    def _stages_scanned(f, solve, t0, t1, h, y0, f0, T):
-        """The stages as a `lax.scan` (one traced rhs and solve instead of 8: smaller
-        programs, faster compiles, especially of derivatives)."""
-        dtype = y0.dtype
-        k0 = solve(f0 + (float(D_COEFFS[0]) * h) * T)
-        K = jnp.zeros((STAGES,) + y0.shape, dtype).at[0].set(k0)
-        xs = (jnp.arange(1, STAGES), jnp.asarray(A_MATRIX[1:], dtype), jnp.asarray(C_MATRIX[1:], dtype),
-              jnp.asarray(C_NODES[1:], dtype), jnp.asarray(D_COEFFS[1:], dtype))
-
-        def body(K, x):
-            i, a, c, node, d = x
-            fi = f(t0 + node * (t1 - t0), y0 + a @ K)
-            k = solve(fi + (d * h) * T + (c @ K) / h)
-            return K.at[i].set(k), None
-
-        K, _ = jax.lax.scan(body, K, xs)
-        return K
-
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         if y0.ndim != 1:
@@ -333,7 +434,7 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
         # f(t0, y0) and T = df/dt in one JVP (T is zero, and free, when f ignores t)
         f0, T = jax.jvp(lambda t: f(t, y0), (jnp.asarray(t0, dtype),), (jnp.ones((), dtype),))
         lin = self._linear()
-        scale = 1.0 / (h * GAMMA)
+        scale = 1.0 / (h * RODAS5P.gamma)
         # W's factors carry no derivative: tangents and cotangents of the stage solves come
         # from implicit differentiation, dk = W^-1 (dr - dW k), with dW k one second-order
         # JVP of f (custom_linear_solve), not from differentiating J and the LU (n or c
@@ -349,14 +450,11 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
             return jax.lax.custom_linear_solve(matvec, r, lambda _, b: lin.solve(factors, b),
                                                lambda _, b: lin.solve_t(factors, b))
 
-        if self.layout is not None if self.scan_stages is None else self.scan_stages:
-            ks = self._stages_scanned(f, solve, t0, t1, h, y0, f0, T)
-        else:
-            ks = self._stages_unrolled(f, solve, t0, t1, h, y0, f0, T)
-        y1 = y0 + jnp.asarray(B_WEIGHTS, dtype) @ ks
-        dense = dict(y0=y0, y1=y1, k=jnp.asarray(H_MATRIX, dtype) @ ks)
+        scan = self.layout is not None if self.scan_stages is None else self.scan_stages
+        y1, err, ks = rosenbrock_step(RODAS5P, lambda i, t, y: f(t, y), solve, t0, h, y0, f0=f0, T=T, scan=scan)
+        dense = dict(y0=y0, y1=y1, k=jnp.asarray(RODAS5P.H, dtype) @ ks)
         ok = jnp.all(jnp.isfinite(y1))
         # a singular W gives non-finite stages: report a huge error so the controller
         # rejects the step and shrinks h, rather than failing the solve
-        err = jnp.where(ok, ks[-1], jnp.inf)
+        err = jnp.where(ok, err, jnp.inf)
         return y1, err, dense, None, diffrax.RESULTS.successful
