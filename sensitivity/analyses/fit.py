@@ -31,13 +31,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
-from ..core.errors import InputError, SolverError, did_you_mean, list_names
 from ..core.data import read_data
+from ..core.errors import InputError, SolverError, did_you_mean, list_names
 from ..core.problem import Problem
 from ..plots.analyses import fit_figure
 from ..integrate.solve import simulate

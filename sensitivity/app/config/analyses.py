@@ -1,28 +1,42 @@
-"""The YAML schema of global sensitivity analyses and of the executor.
+"""The YAML schema of the `analysis:` block and of the executor, and their checks against
+the model.
 
     analysis:
       ranges: {alpha: [0.5, 1.5], beta: {low: 0.05, high: 0.2, distribution: log-uniform}}
       sobol:  {n: 1024}                      # every output at every save time
       morris: {trajectories: 20, levels: 4, at: [5.0, 10.0]}
       dgsm:   {n: 512}                       # of sensitivity.objective (required)
+      identifiability: {sigma: 0.1, scale: log, max_subset: 3, threshold: 15}
+      fit:
+        data: data/observations.csv       # long (time, output, value[, sigma]) or wide (time + outputs)
+        sigma: 0.1                        # or {output: sigma}; omit: estimated from the residuals
+        start: {k: 1.0}                   # default: the config's values
+        wrt: [k, b]                       # default: sensitivity.wrt
+        bounds: {k: [0.01, 100]}
+        method: auto                      # auto | least_squares | trust-ncg
+        starts: 4                         # multi-start from Sobol points over ranges
+        ranges: {k: [0.1, 10]}
     executor: {local: 4}                     # or {address: tcp://host:8786}; default in process
 
 `analysis.ranges` is shared; a method's own `ranges` replaces it. `objective: true` makes
-Sobol or Morris analyse sensitivity.objective instead of every output. No JAX here.
+Sobol or Morris analyse sensitivity.objective instead of every output. `name_problems` and
+`check` compare the raw block with the model (names, the fit's data file) while the config
+is validated; app/runners/gsa.py and app/runners/analyses.py run the analyses. No JAX here.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..runners.analyses import FitConfig, IdentifiabilityConfig
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from ...core.data import read_data
+from ...core.errors import InputError, did_you_mean, list_names
+from ...core.problem import resolve_inputs
+from ...core.ranges import parse_range
+from .base import Strict, check_sigma, find, locate, one_name
 
 
 def _check_ranges(v):
@@ -41,7 +55,7 @@ def _check_ranges(v):
     return v
 
 
-class _Method(_Strict):
+class _Method(Strict):
     ranges: Optional[dict[str, Any]] = None
     seed: Annotated[int, Field(ge=0)] = 0
     num_resamples: Annotated[int, Field(ge=2, le=100_000)] = 100
@@ -105,7 +119,80 @@ class DGSMConfig(_Method):
         return v
 
 
-class AnalysisConfig(_Strict):
+def _pairs(v, key: str):
+    for name, pair in (v or {}).items():
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise ValueError(f"{key}.{name} = {pair!r} must be [low, high]")
+        lo, hi = pair
+        for x in (lo, hi):
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(x)):
+                raise ValueError(f"{key}.{name} = {pair!r}: bounds must be numbers (null: none)")
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"{key}.{name} = {pair!r}: low must be below high")
+    return v
+
+
+class IdentifiabilityConfig(Strict):
+    """`analysis.identifiability:` the Fisher information of sensitivity.wrt and what it says."""
+
+    sigma: Any = 1.0
+    of: Optional[list[str]] = None
+    scale: Literal["log", "linear"] = "log"
+    max_subset: Annotated[int, Field(ge=1, le=6)] = 3
+    threshold: Annotated[float, Field(gt=1)] = 15.0
+    eig_rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-8
+
+    @field_validator("sigma")
+    @classmethod
+    def _check_sigma(cls, v):
+        return check_sigma(v, allow_none=False)
+
+
+class FitConfig(Strict):
+    """`analysis.fit:` fit inputs to a data file by least squares / Gaussian NLL."""
+
+    data: str
+    sigma: Any = None
+    wrt: Optional[list[str]] = None
+    start: dict[str, float] = {}
+    bounds: dict[str, list[Optional[float]]] = {}
+    log_params: bool = True
+    method: Literal["auto", "least_squares", "trust-ncg"] = "auto"
+    starts: Optional[Annotated[int, Field(ge=1, le=10_000)]] = None
+    ranges: dict[str, list[float]] = {}
+    screen: Optional[Annotated[int, Field(ge=0, le=1_000_000)]] = None
+    max_iter: Annotated[int, Field(ge=1)] = 200
+    tol: Annotated[float, Field(gt=0, lt=1)] = 1e-10
+
+    @field_validator("sigma")
+    @classmethod
+    def _check_sigma(cls, v):
+        return check_sigma(v, allow_none=True)
+
+    @field_validator("bounds")
+    @classmethod
+    def _check_bounds(cls, v):
+        return _pairs(v, "bounds")
+
+    @field_validator("ranges")
+    @classmethod
+    def _check_ranges(cls, v):
+        return _pairs(v, "ranges")
+
+    @field_validator("wrt", mode="before")
+    @classmethod
+    def _one_name(cls, v):
+        return one_name(v)
+
+    @model_validator(mode="after")
+    def _starts_need_ranges(self):
+        if self.starts is not None and not self.ranges:
+            raise ValueError("@ranges: a multi-start fit (starts) samples its starts from ranges: "
+                             "{input: [low, high]}; add ranges or remove starts")
+        return self
+
+
+class AnalysisConfig(Strict):
     """`analysis:` global analyses of the problem. `ranges` is shared by the methods."""
 
     ranges: Optional[dict[str, Any]] = None
@@ -113,8 +200,8 @@ class AnalysisConfig(_Strict):
     sobol: Optional[SobolConfig] = None
     morris: Optional[MorrisConfig] = None
     dgsm: Optional[DGSMConfig] = None
-    identifiability: Optional[IdentifiabilityConfig] = None  # sensitivity/analysis_runs.py
-    fit: Optional[FitConfig] = None  # sensitivity/analysis_runs.py
+    identifiability: Optional[IdentifiabilityConfig] = None
+    fit: Optional[FitConfig] = None
 
     @field_validator("ranges")
     @classmethod
@@ -138,7 +225,7 @@ class AnalysisConfig(_Strict):
         return dict(method.ranges if method.ranges is not None else self.ranges)
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(Strict):
     """`executor:` where ensembles run: `{local: N}` (a LocalCluster of N worker processes)
     or `{address: tcp://host:8786}` (a running Dask scheduler); default in process."""
 
@@ -164,10 +251,6 @@ class ExecutorConfig(_Strict):
 def name_problems(data: dict, model) -> list[str]:
     """Input and output names of the raw `analysis:` block checked against the model
     (values of a wrong type are left to the schema)."""
-    from ...core.errors import InputError, did_you_mean, list_names
-    from ...core.problem import resolve_inputs
-    from ...analyses.gsa.sampling import _one
-
     problems = []
     block = data.get("analysis") if isinstance(data, dict) else None
     if not isinstance(block, dict):
@@ -187,7 +270,7 @@ def name_problems(data: dict, model) -> list[str]:
         for key, spec in (ranges if isinstance(ranges, dict) else {}).items():
             try:
                 resolve_inputs(model, [key])
-                _one(str(key), spec)
+                parse_range(str(key), spec)
             except InputError as exc:
                 problems.append(f"{where}.{key}: " + str(exc).split(": ", 1)[-1])
     sens_block = data.get("sensitivity") if isinstance(data.get("sensitivity"), dict) else {}
@@ -196,4 +279,77 @@ def name_problems(data: dict, model) -> list[str]:
     for n in needs:
         if not sens_block.get("objective"):
             problems.append(f"analysis.{n}: needs sensitivity.objective (the scalar to analyse); add one")
+    return problems
+
+
+def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> list[str]:
+    """Problems of the raw `analysis:` identifiability and fit entries against the model:
+    output and input names, the data file (readable, known outputs, times in the span).
+    Values of a wrong type are left to the schema."""
+    analysis = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else {}
+    problems: list[str] = []
+    sens = raw.get("sensitivity") if isinstance(raw.get("sensitivity"), dict) else {}
+    of = sens.get("of")
+    outputs = list(model.observables) + [s for s in model.states if s not in model.observables]
+    chosen = [of] if isinstance(of, str) else of if isinstance(of, list) else list(model.outputs)
+
+    def names_of(wrt) -> list[str] | None:
+        try:
+            return list(r.name for r in resolve_inputs(model, wrt))
+        except InputError:
+            return None  # reported by the config's own checks
+
+    base_wrt = sens.get("wrt")
+    ident = analysis.get("identifiability")
+    if isinstance(ident, dict):
+        ident_of = ident.get("of") if isinstance(ident.get("of"), list) else chosen
+        for i, name in enumerate(ident.get("of") or [] if isinstance(ident.get("of"), list) else []):
+            if name not in outputs:
+                problems.append(f"analysis.identifiability.of[{i}] = '{name}': no such output"
+                                f"{did_you_mean(name, outputs)}; outputs: {list_names(outputs)}")
+        if isinstance(ident.get("sigma"), dict):
+            for name in ident["sigma"]:
+                if name not in ident_of:
+                    problems.append(f"analysis.identifiability.sigma.{name}: not an observed output"
+                                    f"{did_you_mean(name, ident_of)}; outputs: {list_names(ident_of)}")
+            missing = [o for o in ident_of if o in outputs and o not in ident["sigma"]]
+            if missing:
+                problems.append(f"analysis.identifiability.sigma: no value for output '{missing[0]}'; give "
+                                "one per output, or one number for all")
+    fit = analysis.get("fit")
+    if isinstance(fit, dict):
+        wrt = fit.get("wrt", base_wrt)
+        if isinstance(fit.get("wrt"), (list, str)):
+            for i, name in enumerate([wrt] if isinstance(wrt, str) else wrt):
+                if isinstance(name, str) and names_of([name]) is None:
+                    valid = list(model.parameters) + [f"y0.{s}" for s in model.states]
+                    problems.append(f"analysis.fit.wrt[{i}] = '{name}': not a parameter or initial value"
+                                    f"{did_you_mean(name, valid)}; valid: {list_names(valid)}")
+        inputs = names_of(wrt) if not isinstance(wrt, str) or wrt else None
+        if inputs is not None:
+            for key in ("start", "bounds", "ranges"):
+                for name in fit.get(key) or {} if isinstance(fit.get(key), dict) else {}:
+                    if name not in inputs:
+                        problems.append(f"analysis.fit.{key}.{name}: not a fitted input"
+                                        f"{did_you_mean(name, inputs)}; fitted inputs: {list_names(inputs)}")
+        data = fit.get("data")
+        if isinstance(data, str) and data.strip():
+            found = find(data, base)
+            if found is None:
+                problems.append(f"analysis.fit.data: file '{data}' not found (looked in "
+                                f"{', '.join(map(str, locate(data, base)))})")
+            else:
+                try:
+                    df = read_data(found, outputs)
+                except InputError as exc:
+                    problems.append(f"analysis.fit.data: {found}: {exc}")
+                else:
+                    if span is not None and (df["time"].min() < span[0] or df["time"].max() > span[1]):
+                        problems.append(f"analysis.fit.data: {found} has times in [{df['time'].min():g}, "
+                                        f"{df['time'].max():g}], outside the simulated span [{span[0]:g}, "
+                                        f"{span[1]:g}]; widen time: or drop those rows")
+                    if isinstance(fit.get("sigma"), dict) and "sigma" not in df.columns:
+                        for o in dict.fromkeys(df["output"]):
+                            if o not in fit["sigma"]:
+                                problems.append(f"analysis.fit.sigma: no value for observed output '{o}'")
     return problems

@@ -1,4 +1,4 @@
-"""The YAML blocks of doses and breakpoints (issue 9), checked before any work starts.
+"""The YAML blocks of doses and breakpoints, checked before any work starts.
 
     doses:                        # a regular schedule ...
       {state: depot, amount: 320.0, every: 12.0, count: 7, start: 0.0}
@@ -14,26 +14,17 @@ No JAX here: this only builds `Dose`s and checks names and values.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ...core.errors import did_you_mean, list_names
-from ...core.schedule import Dose, doses as dose_schedule
+from ...core.schedule import Dose
+from ...core.schedule import doses as dose_schedule
+from .base import Strict, finite
 
 
-def _finite(v):
-    if v is not None and not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DoseEntry(_Strict):
+class DoseEntry(Strict):
     """One entry of `doses:`: a single bolus `{time, state, amount}`, or a regular schedule
     `{state, amount, every, count, start}` (count given)."""
 
@@ -47,7 +38,7 @@ class DoseEntry(_Strict):
     @field_validator("amount", "time", "start")
     @classmethod
     def _check(cls, v):
-        return _finite(v)
+        return finite(v)
 
     @model_validator(mode="after")
     def _shape(self):

@@ -22,28 +22,31 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 
 import numpy as np
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ...analyses.metrics import Objective
-from ...core.errors import ConfigError, InputError, SensitivityError, did_you_mean, list_names
-from .analyses import AnalysisConfig, ExecutorConfig
-from .analyses import name_problems as _analysis_name_problems
+from ...core.errors import ConfigError, InputError, ModelError, SensitivityError, did_you_mean, list_names
+from ...core.lazy import LazyModule
+from ...core.model import ODEModel
+from ...core.problem import Problem, resolve_outputs
+from ...core.problem import resolve_inputs as _resolve_inputs
 from ...core.solvers import ADJOINTS, SOLVERS
-from ...core.problem import Problem
 from . import doses as config_events
+from .analyses import AnalysisConfig, ExecutorConfig
+from .analyses import check as _analysis_checks
+from .analyses import name_problems as _analysis_name_problems
+from .base import Strict, check_sigma, finite, locate, mapping, one_name
 from .doses import BreakpointsConfig, DosesConfig
+
+# the SBML importer builds JAX functions at import: loaded only when a model: is an SBML file
+sbml = LazyModule("sensitivity.importers.sbml")
 
 PLOTS = ("heatmap", "trajectories", "sensitivities")
 OBJECTIVES = ("sum_of_squares", "final_value", "integral")
 
 
 # --------------------------------------------------------------------------- schema
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TimeGrid(_Strict):
+class TimeGrid(Strict):
     """`time: {start, stop, points, spacing, first}`: an evenly (or log-) spaced grid."""
 
     start: float = 0.0
@@ -55,9 +58,7 @@ class TimeGrid(_Strict):
     @field_validator("start", "stop")
     @classmethod
     def _finite(cls, v):
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
+        return finite(v)
 
     @field_validator("stop")
     @classmethod
@@ -87,7 +88,7 @@ class TimeGrid(_Strict):
         return np.geomspace(first, self.stop, n), self.start
 
 
-class SolverConfig(_Strict):
+class SolverConfig(Strict):
     """`solver:` the ODE solver and its tolerances."""
 
     method: Literal[SOLVERS] = "auto"  # type: ignore[valid-type]
@@ -99,7 +100,7 @@ class SolverConfig(_Strict):
     jacobian_reuse: bool = False
 
 
-class ObjectiveConfig(_Strict):
+class ObjectiveConfig(Strict):
     """`sensitivity.objective:` a scalar function of the outputs, for gradient and Hessian."""
 
     type: Literal[OBJECTIVES]  # type: ignore[valid-type]
@@ -110,16 +111,7 @@ class ObjectiveConfig(_Strict):
     @field_validator("sigma")
     @classmethod
     def _sigma(cls, v):
-        def positive(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-        if isinstance(v, Mapping):
-            bad = [k for k, x in v.items() if not positive(x)]
-            if bad:
-                raise ValueError(f"sigma.{bad[0]} = {v[bad[0]]!r} must be a positive number")
-            return dict(v)
-        if not positive(v):
-            raise ValueError(f"sigma = {v!r} must be a positive number or a mapping output -> positive number")
-        return float(v)
+        return check_sigma(v)
 
     @model_validator(mode="after")
     def _data(self):
@@ -133,7 +125,7 @@ class ObjectiveConfig(_Strict):
         return self
 
 
-class SensitivityConfig(_Strict):
+class SensitivityConfig(Strict):
     """`sensitivity:` what to differentiate, how, and the optional objective."""
 
     wrt: Optional[list[str]] = None
@@ -152,7 +144,7 @@ class SensitivityConfig(_Strict):
     @field_validator("wrt", "of", mode="before")
     @classmethod
     def _one_name(cls, v):
-        return [v] if isinstance(v, str) else v
+        return one_name(v)
 
     @model_validator(mode="after")
     def _hessian(self):
@@ -161,7 +153,7 @@ class SensitivityConfig(_Strict):
         return self
 
 
-class OutputConfig(_Strict):
+class OutputConfig(Strict):
     """`output:` where results go and which plots to draw."""
 
     dir: Optional[str] = None
@@ -179,7 +171,7 @@ class OutputConfig(_Strict):
         return [v] if isinstance(v, str) else v
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     """The whole file. Exactly one of `time` (a grid) and `times` (a list) is given."""
 
     model: str
@@ -191,8 +183,8 @@ class RunConfig(_Strict):
     solver: SolverConfig = SolverConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
     output: OutputConfig = OutputConfig()
-    analysis: Optional[AnalysisConfig] = None  # global sensitivity (sensitivity/gsa/config.py)
-    executor: Optional[ExecutorConfig] = None  # where ensembles run (sensitivity/executors.py)
+    analysis: Optional[AnalysisConfig] = None  # GSA, identifiability, fit (config/analyses.py)
+    executor: Optional[ExecutorConfig] = None  # where ensembles run (analyses/executors.py)
     doses: DosesConfig = None
     breakpoints: BreakpointsConfig = None
 
@@ -416,12 +408,18 @@ def _registry():
     return mod if hasattr(mod, "available") and hasattr(mod, "get") else None
 
 
-def _locate(relative: str, base: Path) -> list[Path]:
-    """Candidate places of a relative path: next to the config file, then the current folder."""
-    p = Path(relative).expanduser()
-    if p.is_absolute():
-        return [p]
-    return list(dict.fromkeys([(base / p).resolve(), (Path.cwd() / p).resolve()]))
+def sbml_model(spec: str, base: Path):
+    """The ODEModel of an SBML file named as `model:` in a run config (relative paths next
+    to the config file, then the current folder); ConfigError if missing or unreadable."""
+    p = Path(spec).expanduser()
+    places = [p] if p.is_absolute() else [base / p, Path.cwd() / p]
+    found = next((q for q in places if q.is_file()), None)
+    if found is None:
+        raise ConfigError(f"model: SBML file '{spec}' not found (looked in {', '.join(map(str, places))})")
+    try:
+        return sbml.load(found)
+    except ModelError as exc:
+        raise ConfigError(f"model: {exc}") from None
 
 
 def load_model(spec: str, base: Path, options: Mapping | None = None):
@@ -429,10 +427,7 @@ def load_model(spec: str, base: Path, options: Mapping | None = None):
     registered name, or "path/to/file.py:factory" (a relative path is looked up next to
     the config file, then in the current folder). `options` go to the model's factory.
     Raises ConfigError naming the problem."""
-    from ...core.model import ODEModel
-
-    if spec.lower().endswith((".xml", ".sbml")):  # an SBML file is a model like any other (issue 14)
-        from ..petab import sbml_model
+    if spec.lower().endswith((".xml", ".sbml")):  # an SBML file is a model like any other
         return sbml_model(spec, base)
     registry = _registry()
     if registry is None or not hasattr(registry, "load"):
@@ -441,7 +436,7 @@ def load_model(spec: str, base: Path, options: Mapping | None = None):
     target = spec
     if spec.endswith(".py") or ".py:" in spec:
         file, sep, factory = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
-        places = _locate(file, base)
+        places = locate(file, base)
         found = next((p for p in places if p.is_file()), None)
         if found is None:
             raise ConfigError(f"model: file '{file}' not found (looked in {', '.join(map(str, places))})")
@@ -466,17 +461,16 @@ def _name_problems(data: dict, model) -> list[str]:
     skipped here (the schema reports them)."""
     problems = []
     params = dict(model.parameters)
-    for name in _mapping(data.get("parameters")):
+    for name in mapping(data.get("parameters")):
         if name not in params:
             problems.append(f"parameters.{name}: model '{model.name}' has no such parameter"
                             f"{did_you_mean(name, params)}; parameters: {list_names(params)}")
-    for name in _mapping(data.get("initial_state")):
+    for name in mapping(data.get("initial_state")):
         if name not in model.states:
             problems.append(f"initial_state.{name}: model '{model.name}' has no such state"
                             f"{did_you_mean(name, model.states)}; states: {list_names(model.states)}")
-    sens = _mapping(data.get("sensitivity"))
+    sens = mapping(data.get("sensitivity"))
     wrt = sens.get("wrt")
-    from ...core.problem import resolve_inputs as _resolve_inputs, resolve_outputs
     n_doses = config_events.count_doses(data)
     resolve_inputs = lambda m, names: _resolve_inputs(m, names, n_doses)  # noqa: E731
 
@@ -488,7 +482,7 @@ def _name_problems(data: dict, model) -> list[str]:
                     resolve(model, [name])
                 except InputError as exc:
                     problems.append(f"sensitivity.{key}[{i}] = '{name}': " + _strip_prefix(str(exc)))
-    objective = _mapping(sens.get("objective"))
+    objective = mapping(sens.get("objective"))
     outs = objective.get("outputs")
     valid_of = _chosen_outputs(model, of)
     for i, name in enumerate(outs if isinstance(outs, list) else []):
@@ -496,15 +490,11 @@ def _name_problems(data: dict, model) -> list[str]:
             problems.append(f"sensitivity.objective.outputs[{i}] = '{name}': not among the outputs "
                             f"differentiated{did_you_mean(name, valid_of)}; outputs: {list_names(valid_of)}")
     sigma = objective.get("sigma")
-    for name in _mapping(sigma):
+    for name in mapping(sigma):
         if name not in valid_of:
             problems.append(f"sensitivity.objective.sigma.{name}: not among the outputs"
                             f"{did_you_mean(name, valid_of)}; outputs: {list_names(valid_of)}")
     return problems
-
-
-def _mapping(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def _strip_prefix(message: str) -> str:
@@ -656,15 +646,13 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (), points: 
         grid, start = _times(cfg) if cfg is not None else (None, None)
         span = (start, float(grid[-1])) if cfg is not None else None
         problems.extend(config_events.name_problems(data, model, span))
-        from ..runners import analyses as analysis_runs  # the analysis: block's identifiability and fit entries
-
-        problems.extend(analysis_runs.check(data, model, base, span))
+        problems.extend(_analysis_checks(data, model, base, span))  # identifiability and fit entries
 
     observations = None
-    objective_raw = _mapping(_mapping(data.get("sensitivity")).get("objective"))
+    objective_raw = mapping(mapping(data.get("sensitivity")).get("objective"))
     data_file = objective_raw.get("data")
     if isinstance(data_file, str) and data_file.strip():
-        places = _locate(data_file, base)
+        places = locate(data_file, base)
         found = next((p for p in places if p.is_file()), None)
         if found is None:
             problems.append(f"sensitivity.objective.data: file '{data_file}' not found "
