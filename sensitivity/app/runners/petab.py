@@ -1,5 +1,5 @@
-"""`sensitivity petab problem.yaml` and run configs with a `petab:` key; SBML files as
-`model:` of a run config.
+"""Running a PEtab problem: `sensitivity petab problem.yaml` and `sensitivity run` of a run
+config with a `petab:` key (its schema is in app/config/petab.py).
 
 A PEtab run: nominal nllh, its gradient (mode by the cost model unless given), the Fisher
 information, optionally a fit (L-BFGS-B on the parameter scale within the bounds, exact
@@ -7,106 +7,20 @@ gradients), and plots of simulated vs measured values per observable and conditi
 result folder holds summary.json, simulation.tsv (PEtab simulation table), gradient.csv,
 fisher.csv and plots/*.png; it is written atomically and never silently replaced.
 
-A run config for a PEtab problem:
-
-    petab: path/to/problem.yaml        # relative to the config file
-    solver: {method: rodas5p, rtol: 1.0e-8, atol: 1.0e-8, max_steps: 100000}
-    mode: auto                         # auto | forward | adjoint
-    fit: {enabled: false, maxiter: 200}
-    output: {dir: results/boehm, plots: true}
+This module imports the PEtab importer, hence JAX: the CLI loads it only to run a command.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Literal, Optional
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.errors import ConfigError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PetabSolver(_Strict):
-    method: Literal["rodas5p", "rodas4", "kvaerno5", "kvaerno4", "kvaerno3", "tsit5", "dopri5", "kencarp4",
-                    "kencarp5"] = "rodas5p"
-    rtol: float = Field(1e-8, gt=0)
-    atol: float = Field(1e-8, gt=0)
-    max_steps: int = Field(100_000, ge=1)
-
-
-class PetabFit(_Strict):
-    enabled: bool = False
-    maxiter: int = Field(200, ge=1)
-
-
-class PetabOutput(_Strict):
-    dir: Optional[str] = None
-    plots: bool = True
-
-
-class PetabRunConfig(_Strict):
-    """The schema of a run config with a `petab:` key (see the module docstring)."""
-
-    petab: str
-    solver: PetabSolver = PetabSolver()
-    mode: Literal["auto", "forward", "adjoint"] = "auto"
-    fit: PetabFit = PetabFit()
-    output: PetabOutput = PetabOutput()
-
-
-# --------------------------------------------------------------------------- hooks
-def sbml_model(spec: str, base: Path):
-    """The ODEModel of an SBML file named as `model:` in a run config (relative paths next
-    to the config file, then the current folder); ConfigError if missing or unreadable."""
-    from ..core.errors import ModelError
-    from ..importers import sbml
-    p = Path(spec).expanduser()
-    places = [p] if p.is_absolute() else [base / p, Path.cwd() / p]
-    found = next((q for q in places if q.is_file()), None)
-    if found is None:
-        raise ConfigError(f"model: SBML file '{spec}' not found (looked in {', '.join(map(str, places))})")
-    try:
-        return sbml.load(found)
-    except ModelError as exc:
-        raise ConfigError(f"model: {exc}") from None
-
-
-def is_petab_config(path: str) -> bool:
-    """True if the YAML run config at `path` has a top-level `petab` key."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "petab" in data
-
-
-def add_parser(sub) -> None:
-    """Add the `petab` subcommand to the CLI's subparsers."""
-    c = sub.add_parser("petab", help="nllh, gradient, Fisher information (and a fit) of a PEtab problem",
-                       description="Load a PEtab problem (YAML), compute the negative log-likelihood at the "
-                                   "nominal parameters, its gradient and the Fisher information, optionally "
-                                   "fit, and write a result folder with plots of simulation vs data.")
-    c.add_argument("problem", metavar="PROBLEM", help="the PEtab problem YAML file")
-    c.add_argument("--mode", choices=("auto", "forward", "adjoint"), default="auto")
-    c.add_argument("--solver", default="rodas5p")
-    c.add_argument("--rtol", type=float, default=1e-8)
-    c.add_argument("--atol", type=float, default=1e-8)
-    c.add_argument("--fit", action="store_true", help="fit the estimated parameters (L-BFGS-B)")
-    c.add_argument("--maxiter", type=int, default=200)
-    c.add_argument("--out", metavar="DIR", help="output folder (default results/<problem name>)")
-    c.add_argument("--no-plots", action="store_true")
-    c.add_argument("--force", action="store_true", help="replace an existing result folder")
-    c.add_argument("--quiet", "-q", action="store_true")
-    c.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+from ...importers import petab
+from ..config.petab import PetabFit, PetabOutput, PetabRunConfig, PetabSolver, load
+from ..output import files as io
 
 
 def command(args) -> int:
@@ -120,31 +34,13 @@ def command(args) -> int:
 
 def run_config(args) -> int:
     """`sensitivity run CONFIG` for a config with a `petab:` key."""
-    path = Path(args.config)
-    data = yaml.safe_load(path.read_text())
-    try:
-        cfg = PetabRunConfig(**data)
-    except ValidationError as exc:
-        problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path}: " + "; ".join(problems), problems) from None
-    problem = Path(cfg.petab)
-    if not problem.is_absolute():
-        problem = path.parent / problem
-    out = getattr(args, "out", None) or cfg.output.dir
-    if out is None:
-        out = str(Path("results") / path.stem)
-    cfg = cfg.model_copy(update={"petab": str(problem), "output": PetabOutput(dir=out, plots=cfg.output.plots)})
-    if getattr(args, "mode", None):
-        cfg = cfg.model_copy(update={"mode": args.mode})
+    cfg = load(args.config, out=getattr(args, "out", None), mode=getattr(args, "mode", None))
     return run(cfg, force=getattr(args, "force", False), quiet=getattr(args, "quiet", False))
 
 
 # --------------------------------------------------------------------------- the run
 def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False) -> int:
     """Compute and write a PEtab result folder; print a short report. Returns 0."""
-    from .output import files as io
-    from ..importers import petab
-
     def say(text):
         if not quiet:
             print(text, file=sys.stderr, flush=True)
