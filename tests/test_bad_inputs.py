@@ -26,13 +26,12 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
+from sensitivity import ConfigError, InputError, ModelError, SolverError, models
 from sensitivity.app import cli
-from sensitivity.integrate import compiled
 from sensitivity.app.config import run as config
-from sensitivity import models
-from sensitivity import ConfigError, InputError, ModelError, SolverError
-from sensitivity.core.errors import OutputPathError
 from sensitivity.app.output.files import check_output_dir
+from sensitivity.core.errors import OutputPathError
+from sensitivity.integrate import compiled
 
 FAST = 2.0  # seconds: a fault knowable before compiling is rejected within this
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid as scipy_trapezoid
 
-from sensitivity.app.config import run as config
-from sensitivity.app.output import files as io
 from sensitivity import ConfigError
 from sensitivity.analyses import metrics
+from sensitivity.app.config import run as config
+from sensitivity.app.output import files as io
 
 LV = """
 model: lotka_volterra

@@ -339,6 +339,7 @@ def test_petab_test_suite_mapping_table_case(tmp_path):
     """The suite's mapping-table case (v2.0.0/sbml/0019; its tables are PEtab 1 tables) with a
     version-1 problem file."""
     import shutil
+
     import yaml
     case = _suite_mapping_case()
     for f in case.glob("_*.tsv"):

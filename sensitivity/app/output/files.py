@@ -1,16 +1,23 @@
 """Results on disk: labelled arrays (NetCDF), tables (CSV), the summary (JSON), written
-atomically into one folder.
+atomically into one folder, and the checks that the folder can be written at all.
 
 `output_folder(target, force)` is a context manager that yields a fresh temporary folder
 next to the target and renames it to the target only when the block succeeds: a failed
 or interrupted run leaves no half-written result that looks complete (at most a hidden
 `.NAME.partial-*` folder if the process is killed outright). An existing result is only
 replaced with force=True.
+
+`check_output_dir(target)` runs before any work: it finds the nearest folder that exists
+on the way to `target` and makes a test folder and file there, removing both. A path
+below an existing file, a read-only file system, a virtual one (/proc, /sys), missing
+permissions or a full disk fail there, naming the path and the reason, instead of after
+all the computing.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -22,7 +29,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ...core.errors import OutputExistsError
+from ...analyses.metrics import time_integrated
+from ...core.errors import OutputExistsError, OutputPathError
 
 RESULTS_FILE = "results.nc"
 SUMMARY_FILE = "summary.json"
@@ -31,6 +39,7 @@ TRAJECTORY_FILE = "trajectory.csv"
 CONFIG_FILE = "config.yaml"
 
 
+# --------------------------------------------------------------------------- can it be written?
 def check_target(target: Path, force: bool) -> None:
     """Raise OutputExistsError if `target` exists (and force is off) or is a file."""
     target = Path(target)
@@ -42,6 +51,58 @@ def check_target(target: Path, force: bool) -> None:
                                 "replace it, or choose another folder with --out DIR")
 
 
+_VIRTUAL = ("/proc", "/sys", "/dev")
+
+
+def _reason(exc: OSError, folder: Path) -> str:
+    text = exc.strerror or str(exc)
+    if str(folder.resolve()).startswith(_VIRTUAL) and str(folder.resolve()) != "/":
+        text += f"; {folder} is on a virtual file system ({', '.join(_VIRTUAL)} are not for results)"
+    elif exc.errno == errno.EROFS:
+        text += "; the file system is mounted read-only"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        text += f"; you may not create files in {folder}"
+    elif exc.errno == errno.ENOSPC:
+        text += "; the disk is full"
+    return text
+
+
+def check_output_dir(target: str | Path) -> None:
+    """Raise `OutputPathError` unless the folder `target` can be created (or replaced) and
+    written: every existing part of its path must be a folder, and the nearest existing one
+    must take a test folder and file (removed again). Writes nothing that stays."""
+    target = Path(target).expanduser()
+    full = Path(os.path.abspath(target))
+    hint = "; choose another with --out DIR or output.dir"
+    for part in [full, *full.parents]:
+        if part.exists() and not part.is_dir():
+            if part == full:
+                raise OutputPathError(f"output folder {target}: {part} exists and is not a folder{hint}")
+            raise OutputPathError(f"output folder {target}: {part} is a file, so no folder can be "
+                                  f"created below it{hint}")
+    # results are written beside the target (then renamed): its parent must take new entries
+    folder = next((p for p in full.parents if p.exists()), full)
+    probe = folder / f".sensitivity-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+    except OSError as exc:
+        raise OutputPathError(f"output folder {target}: cannot create folders in {folder}: "
+                              f"{_reason(exc, folder)}{hint}") from None
+    try:
+        with open(probe / "test", "wb") as fh:
+            fh.write(b"sensitivity write test\n")
+    except OSError as exc:
+        raise OutputPathError(f"output folder {target}: cannot write files in {folder}: "
+                              f"{_reason(exc, folder)}{hint}") from None
+    finally:
+        for path in (probe / "test", probe):
+            try:
+                path.unlink() if path.is_file() else path.rmdir()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- the folder
 @contextmanager
 def output_folder(target: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it becomes `target` (replacing
@@ -95,8 +156,6 @@ def dataset(analysis, problem, observations=None):
                      {"long_name": "d output / d input", "mode": jac.mode, "variant": str(jac.variant)}),
         "input_value": (("input",), np.asarray(jac.input_values), {"long_name": "value of each input"}),
     }
-    from ...analyses.metrics import time_integrated
-
     if analysis.normalized:
         data["normalized_jacobian"] = (("time", "output", "input"), np.asarray(analysis.sensitivities),
                                        {"long_name": "d ln output / d ln input (NaN where the output is 0)"})
