@@ -22,6 +22,7 @@ import numpy as np
 from ...core.errors import InputError
 from ...core.ranges import DISTRIBUTIONS, Range, parse_ranges  # noqa: F401  (gsa's public names)
 
+
 def to_values(U: np.ndarray, ranges: tuple[Range, ...]) -> np.ndarray:
     """Unit-cube points U (n, D) -> input values (n, D), column j through ranges[j].ppf."""
     U = np.asarray(U, dtype=np.float64)
