@@ -5,7 +5,7 @@ The dose split is a `lax.scan` over the 8 segments between doses with traced bou
 compiled body for every segment and every schedule of 7 doses). A solve with doses takes
 more steps than one without (the solver restarts at each dose with a small step), so the
 run-time comparison is per step: (run time / steps) with doses over (run time / steps)
-without. The issue's targets: at most 1.5x per step, compile at most 2x.
+without. The targets: at most 1.5x per step, compile at most 2x.
 
 Rows, for each problem: a solve, the forward Jacobian (n inputs by one vectorised tangent
 sweep) and the adjoint gradient of a sum of squares (one backward sweep), as compile

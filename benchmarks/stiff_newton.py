@@ -1,5 +1,5 @@
 """Steps and rejections of Kvaerno5 on the Brusselator against the Newton termination test
-and the step-size controller (issue 15): diffrax 0.7.2's `VeryChord` against
+and the step-size controller: diffrax 0.7.2's `VeryChord` against
 `sensitivity.chord.Chord`, under PID coefficients and factormax variants.
 
 `brusselator_1d` (default 100 states; --quick: 26), rtol 1e-6, atol 1e-8, 50 save times in

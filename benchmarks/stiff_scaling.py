@@ -1,4 +1,4 @@
-"""Large stiff systems: time against the number of states (issue 15).
+"""Large stiff systems: time against the number of states.
 
 Two method-of-lines PDEs from the model library, Kvaerno5 and Rodas5P (`--solvers`, a row
 each) at rtol 1e-6, atol 1e-8, 50 save
@@ -9,7 +9,7 @@ reordering, t in [0, 10], hundreds of steps). For each size it times, after comp
     ours          sens.simulate / sens.jacobian(mode="forward", 2 parameters) /
                   sens.gradient(mode="adjoint", 2 parameters + n initial values): the linear
                   solver chosen by `stiff_linear.choose` (banded when cheaper)
-    ours dense    the same with jacobian_sparsity="dense" (the path before issue 15)
+    ours dense    the same with jacobian_sparsity="dense" (dense LU, no structure)
     ours reuse    (--reuse) the same with jacobian_reuse=True: Jacobian and factorisation kept
                   across steps (sensitivity/reuse.py); timed interleaved with "ours" (run k of
                   one, then run k of the other), with steps, Jacobian evaluations and
@@ -19,8 +19,8 @@ reordering, t in [0, 10], hundreds of steps). For each size it times, after comp
                   jac_sparsity
 
 The median of `--repeats` runs is reported (compile apart). Dense variants run up to
-`--dense-max` states (their cost grows like n^3). Prints a table, checks the issue's
-targets, and writes benchmarks/results/stiff_scaling[_quick].{md,json,png}.
+`--dense-max` states (their cost grows like n^3). Prints a table, checks the targets
+(`targets`), and writes benchmarks/results/stiff_scaling[_quick].{md,json,png}.
 
     python benchmarks/stiff_scaling.py            # 25, 100, 400, 1600 states
     python benchmarks/stiff_scaling.py --quick    # 25 and 200 states, 1 repeat
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
 
 
 def targets(rows) -> list[str]:
-    """The issue's targets, checked on what was measured (per solver)."""
+    """The targets of the structured linear algebra, checked on this run's timings (per solver)."""
     out = []
     for solver in dict.fromkeys(r.get("solver", "kvaerno5") for r in rows):
         out += [f"{solver}: {c}" for c in _targets([r for r in rows if r.get("solver", "kvaerno5") == solver])]

@@ -96,7 +96,7 @@ outptu: {dir: x}
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
     """Every bad config run as its own `python -m sensitivity` process (one at a time:
-    concurrent JAX imports were slower than sequential ones on a 2-core machine)."""
+    concurrent processes importing JAX compete for a small machine's few cores and gain nothing)."""
     folder = tmp_path_factory.mktemp("bad")
     jobs = {case: ("run", write(folder, f"{case}.yaml", text), "--out", folder / f"out_{case}")
             for case, (text, _) in BAD_CASES.items()}

@@ -121,7 +121,7 @@ def test_close_call_on_a_cheap_problem_is_not_worth_a_probe(one_rate_many_output
 
 
 def test_few_checkpoints_warn_of_binomial_recomputation():
-    # C(4 + r, r) >= 5116 steps first at r = 17 (measured on Lotka-Volterra: ~22x slower)
+    # C(4 + r, r) >= 5116 steps first at r = 17: each step recomputed ~17 times forward
     p = make_plan("gradient", 4, 1, 2, 10, Calibration(), steps=5116, checkpoints=4)
     ck = p.estimate("adjoint", "checkpoint")
     assert "~17x forward recomputation" in ck.note

@@ -1,4 +1,4 @@
-"""Doses, breakpoints and state events (issue 9): every derivative against an independent
+"""Doses, breakpoints and state events: every derivative against an independent
 reference (closed forms, SciPy split solves with finite differences)."""
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ def test_lorenz_sensitivities_grow_with_time(lor):
     prob, fwd, _ = lor
     size = np.linalg.norm(fwd.column("rho"), axis=1)  # |dy/d rho| per save time
     early, late = size[prob.times <= 1.0].max(), size[prob.times >= 8.0].max()
-    # chaos: growth ~ exp(0.9 * 8) ~ 1e3 over the horizon (measured ~1e3 here)
+    # chaos: growth ~ exp(0.9 * 8) ~ 1e3 over the horizon (the assertion leaves a factor 10 of slack)
     assert late > 100.0 * early
 
 

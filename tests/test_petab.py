@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"PEtab test problems 
                                 "(they live next to the repository, not in it)")
 
 # AMICI's reference llh (README of the test data) and options of the load: all five at the
-# default tolerances, as a user loads them (Fujita's states span 1e-3 .. 1e7; with Kvaerno5 it
-# needed atol = 1e-12, with the default Rodas5P loop atol = 1e-8 is within 1e-6 of the reference).
+# default tolerances, as a user loads them (Fujita's states span 1e-3 .. 1e7: Kvaerno5 needs
+# atol = 1e-12 there, the default Rodas5P loop meets the reference to 1e-6 at atol = 1e-8).
 REFERENCE = {
     "Boehm_JProteomeRes2014": (-138.221997, {}),
     "Brannmark_JBC2010": (-141.889114, {}),

@@ -1,4 +1,4 @@
-"""Newton iterations of the implicit solvers (issue 15, items 2 and 3): the chord
+"""Newton iterations of the implicit solvers: the chord
 iteration that iterates (`sensitivity.chord`), and the Jacobian/factorisation kept across
 ESDIRK steps (`sensitivity.reuse`, `Problem(jacobian_reuse=True)`) against the path that
 rebuilds the Newton matrix every step, for values, forward Jacobians and adjoint
@@ -31,7 +31,7 @@ def _sumsq(ys):
 # ------------------------------------------------------------------- the chord iteration
 def test_chord_converges_where_verychord_rejected_half_the_steps():
     """diffrax 0.7.2's VeryChord fails every stage that needs a third chord iteration;
-    Kvaerno5 then rejected ~54% of its steps on the Brusselator. With `Chord` the solve
+    Kvaerno5 then rejects about half its steps on the Brusselator. With `Chord` the solve
     takes a fraction of the steps and still matches a tight Radau reference."""
     m = brusselator_1d.model(n=20)
     times = np.linspace(0.5, 10.0, 20)
@@ -113,7 +113,7 @@ def test_reuse_on_robertson_values_forward_and_adjoint_vs_finite_differences(rob
     jac = jax.jit(jax.jacfwd(lambda t, y: m.rhs(t, y, p), argnums=1))
     ref = solve_ivp(lambda t, y: np.asarray(f(t, y)), (0.0, 40.0), m.y0, method="Radau", t_eval=rob_pair[0].times,
                     rtol=1e-13, atol=1e-16, jac=lambda t, y: np.asarray(jac(t, y))).y.T
-    # both carry a global error of ~1e-7 at rtol 1e-8 (~150 local tolerances, measured);
+    # both carry a global error of ~1e-7 at rtol 1e-8 (local errors accumulate over the steps);
     # reuse changes the Newton iterates and so the step sequence, not the accuracy
     err_plain, err_reuse = (np.abs(r.outputs - ref).max() for r in (plain, reuse))
     assert err_plain < 1e-6 and err_reuse < 2.0 * err_plain + 1e-9

@@ -1,4 +1,4 @@
-"""Structured linear algebra of implicit solvers (issue 15): sparsity detection, the
+"""Structured linear algebra of implicit solvers: sparsity detection, the
 banded (block-tridiagonal) lineax solver, and the banded path inside Kvaerno5 against the
 dense path, for values and for forward and adjoint sensitivities."""
 

@@ -9,8 +9,8 @@ with per-mode constants a (one more tangent), r (the forward pass that records f
 backward sweeps) and b (one more backward sweep, vectorised in batches). A Jacobian of
 m = n_times * n_outputs scalar outputs with respect to n inputs costs T_fwd(n) forward and
 T_adj(m) in reverse; a scalar objective's gradient costs T_fwd(n) forward and T_adj(1) in
-reverse. The constants come from a `Calibration`: defaults measured on this project's
-benchmarks, a per-machine file written by `sensitivity calibrate`, or a probe of the actual
+reverse. The constants come from a `Calibration`: defaults typical of this project's
+benchmarks (`benchmarks/mode_choice.py`), a per-machine file written by `sensitivity calibrate`, or a probe of the actual
 problem (a solve, a JVP with k tangents and a VJP with k cotangents, timed after compiling).
 
 Memory enters too: the checkpointed adjoint stores `checkpoints` copies of the solver state;
@@ -36,9 +36,10 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 class Calibration:
     """Per-mode cost constants in units of one plain solve (see the module docstring).
 
-    The defaults are typical of `benchmarks/mode_choice.py` on a 2-core CPU (a neural ODE
-    with 8 states, Tsit5): a tangent costs ~0.1 solves when hundreds are vectorised, a
-    gradient ~2.5-3 solves, a vectorised backward sweep ~0.17-0.37 solves.
+    The defaults are typical of `benchmarks/mode_choice.py` on a CPU (a neural ODE with 8
+    states, Tsit5; figures in docs/benchmarks.md): a tangent vectorised among hundreds adds
+    about a tenth of a solve, the recorded forward pass of a gradient a few solves, and one
+    more vectorised backward sweep a fraction of a solve.
 
     tangent: a, cost of one more forward tangent; record: r, cost of the recorded forward
     pass of the adjoint; cotangent: b, cost of one more backward sweep; solve_seconds: S when

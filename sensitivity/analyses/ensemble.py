@@ -100,7 +100,8 @@ class EnsembleSpec:
         p, task, mode = self.problem, self.task, self.mode
         if task == "simulate":
             # Tsit5 without events: the lean solve, diffrax's steps without its per-step
-            # machinery (3-6x faster vmapped; lean_rk.py), else diffrax's
+            # machinery (which, vmapped, outweighs a small model's arithmetic; lean_rk.py),
+            # else diffrax's
             f = lean_rk.output_function(p) if self.lean() else output_function(p, "checkpoint")
 
             def g(x, values):
@@ -259,7 +260,7 @@ def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
                  memory_budget: int | None = None) -> int:
     """The batch size: a power of 2, as many samples as the memory budget holds, at most
     MAX_BATCH (MAX_BATCH_SIMULATE for task "simulate", whose samples are cheap enough for
-    the ~0.2 ms of Python and transfers per batch to count; for the lean solve at most
+    the fixed cost of each batch (Python, transfers) to count; for the lean solve at most
     LEAN_ELEMENTS / n_states, its arrays then stay in cache) and at most n_samples rounded up to a power of 2 (ensembles of similar sizes
     then share one compiled function; a small one pads at most 2x), at least 1."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
@@ -268,9 +269,9 @@ def choose_batch(problem: Problem, task: str, mode: str | None, n_samples: int,
     want = 1 << max(0, int(n_samples) - 1).bit_length()  # n_samples rounded up to a power of 2
     cap = MAX_BATCH_SIMULATE if task == "simulate" else MAX_BATCH
     if uses_lean(problem, task, mode):
-        # the lean loop's arrays (batch, n_states) should stay in cache: on the 51-species
-        # chain batches of 64 ran 1.4-2.8x faster than 1024 (simulate) and 2.2x than 256
-        # (gradient); 11 species: 128-256 best
+        # the lean loop's arrays (batch, n_states) should stay in cache: once they outgrow
+        # it, every stage reads and writes memory instead, and a larger batch runs slower
+        # per sample, not faster (the more states, the smaller the best batch)
         fit_cache = max(1, LEAN_ELEMENTS // max(problem.model.n_states, 1))
         cap = min(cap, 1 << (int(fit_cache).bit_length() - 1))
     if task != "simulate" and mode == "adjoint" and _lapack_may_deadlock(problem):
@@ -287,8 +288,8 @@ def _lapack_may_deadlock(problem: Problem) -> bool:
     on. jaxlib 0.10's batched getrf (`jax::ParallelBatchMap`) splits a batch into tasks on
     XLA's intra-op pool and waits for them on a pool thread; when as many LU calls run at
     once as the pool has threads (2 on a 2-core machine), every thread waits and nothing
-    runs: 0% CPU, forever (gdb stack in benchmarks/results/xla_hang.md). Batches of 8 did not
-    hang in any try; so an automatic batch size stays at 8 there (a `batch=` given is used
+    runs: 0% CPU, forever (gdb stack in benchmarks/results/xla_hang.md). Small batches stay
+    on the kernel's serial path; so an automatic batch size stays at 8 there (a `batch=` given is used
     as it is)."""
     import jaxlib
 

@@ -204,7 +204,7 @@ def _warn_small_initial_states(problem: "Problem") -> None:
     """Warn when a nonzero initial state is below atol: the solver then controls its error
     only to about atol, so a state that starts small and grows (an epidemic's first infected
     fraction, a trace species) starts from a value it does not resolve, and everything that
-    grows from it is off (seen: 3 % on a model of population fractions of 1e-9)."""
+    grows from it inherits that start's error."""
     y0 = np.asarray(problem.y0, dtype=float)
     small = np.flatnonzero((y0 != 0) & (np.abs(y0) < problem.atol))
     if small.size:
@@ -250,8 +250,9 @@ class Problem:
             steps onto them) and/or parameter names (the solve is split there).
         events: state events (`sensitivity.Event`), in addition to the model's.
         jacobian_reuse: keep the Newton matrix's Jacobian and factorisation across steps
-            (Kvaerno3/4/5 only; `sensitivity.reuse`). Off by default: measured no faster on
-            the library's stiff models (benchmarks/stiff_scaling.py --reuse).
+            (Kvaerno3/4/5 only; `sensitivity.reuse`). Off by default: on the library's
+            stiff models it is no faster than rebuilding the matrix every step
+            (benchmarks/stiff_scaling.py --reuse measures it).
     """
 
     model: ODEModel

@@ -30,9 +30,9 @@ batching and Newton constants is about those).
 Every experiment (a pair preequilibration + simulation condition) of one problem runs
 through one compiled function: `lax.map` runs the experiments' solves one after another
 (those with and those without preequilibration form two groups), each with its own step
-sizes. Vmapping them in lockstep, with the forward tangents vmapped inside, made the forward
-gradient 2-3.5x slower on Brannmark and Schwen, though the simulation and the adjoint
-1.3-1.7x faster (`benchmarks/petab_solver.py`; `batch = "vmap"` switches). One batching
+sizes. Vmapping them in lockstep, with the forward tangents vmapped inside, can speed up
+the simulation and the adjoint but slows the forward gradient (`benchmarks/petab_solver.py`
+compares both; `batch = "vmap"` switches). One batching
 for every function: a vmapped solve takes other steps (other kernels, other rounding), and
 nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Piecewise inputs of time are exact: the
 solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
@@ -749,30 +749,33 @@ _COMPILED: dict = {}
 
 
 def _implicit_calibration():
-    """Cost constants (in simulations) of the gradient modes with an implicit solver, from
-    the PEtab problems here (Kvaerno5, rtol = atol = 1e-8, in one process): a forward
-    gradient cost 2.9 / 1.75 / 2.1 / 1.2 simulations on Boehm (9 inputs) / Elowitz (21) /
-    Brannmark (22) / Schwen (30), the adjoint 4.0 / 3.2 / 4.0 / 1.7: the Newton iterations
-    of the primal dominate, a tangent adds ~0.01-0.2 of a solve. The machine's calibration
-    file (Tsit5 on a neural ODE) would pick the slower adjoint from ~20 inputs on."""
+    """Cost constants (in simulations) of the gradient modes with an implicit solver, typical
+    of the PEtab benchmark problems (Kvaerno5, rtol = atol = 1e-8; `benchmarks/petab.py
+    --solver kvaerno5`): the Newton iterations of the primal dominate a step, so a forward
+    tangent adds only a small fraction of a solve and the forward gradient stays cheaper
+    than the adjoint at these problems' tens of inputs. The machine's calibration file
+    (Tsit5 on a neural ODE, where a tangent weighs more against a solve) would pick the
+    slower adjoint for most of them."""
     from ..ad.cost import Calibration
     return Calibration(tangent=0.05, record=2.5, cotangent=0.5,
                        source="PEtab problems with Kvaerno5 (sensitivity/importers/petab.py)")
 # Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2,
-# 94 of Kvaerno5's 458 steps on Boehm are rejected, most (judging by how the count falls
+# Kvaerno5 rejects many steps on the PEtab problems, most (judging by how the count falls
 # with a looser stop) because Newton has not converged within its 10 iterations, and the
 # controller then shrinks the step; at 0.3 (Hairer & Wanner suggest 1e-2 to
 # 1e-1 times the tolerance; the iteration error is still well below the local error
-# tolerance) Boehm takes 236 instead of 458 steps, 0.53x the time, Elowitz 837 instead of
-# 1440, 0.59x, and the states stay within 1e-8 (Boehm) / 1.1e-7 (Elowitz, 6.5e-8 at 1e-2)
-# relative of a solve at rtol = atol = 1e-12.
+# tolerance) those rejections mostly go, the solves take far fewer steps, and the states
+# agree with a solve at rtol = atol = 1e-12 about as closely as at 1e-2
+# (`benchmarks/petab_solver.py` compares the two constants).
 _NEWTON_KAPPA = 0.3
 _MAX_COMPILED = 32
 
 
 def _controller(tol, pid=(0.3, 0.3)):
-    """PI step-size control (diffrax's suggestion for stiff problems): a third fewer steps
-    than the default I controller on Boehm (450 vs 678) at the same nllh to 1e-8."""
+    """PI step-size control (diffrax's suggestion for stiff problems): where stability rather
+    than accuracy limits the step, the default I controller's step sizes oscillate and
+    steps are rejected; the proportional term damps that, so the PEtab problems take fewer
+    steps for the same nllh."""
     return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
 
 

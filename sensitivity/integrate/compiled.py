@@ -50,7 +50,7 @@ def compiled_with_meta(key: tuple, build: Callable[[], Callable], args: tuple,
     """As `compiled`, with the metadata the traced function left in its `meta` dict attribute
     (if any) while it was traced. A miss first looks in the store of traced programs
     (`export_store`): a warm process then compiles (from JAX's disk cache) without tracing.
-    `signature`: `signature(args)` if the caller already has it (it costs a few us a call)."""
+    `signature`: `signature(args)` if the caller already has it (it flattens the arguments' tree)."""
     full = (key, signature or _signature(args))
     hit = _CACHE.get(full)
     if hit is not None:

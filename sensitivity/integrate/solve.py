@@ -347,7 +347,8 @@ _SETTINGS = ("times", "t0", "rtol", "atol")
 # Settings compiled in. XLA's CPU client runs a program on the calling thread only when its
 # cost analysis counts fewer than 1000 flops, and diffrax's checks of save times passed as
 # an array alone count 10,000 at 1000 save times: a small model's solve then pays a thread
-# hand-off and those checks on every call (0.07 ms of 0.35 ms on Lotka-Volterra). With the
+# hand-off and those checks on every call, a large share of the call for a model as small
+# as Lotka-Volterra (`benchmarks/overhead.py` measures the per-call overhead). With the
 # times constant, XLA folds the checks away and runs the solve inline. So the first settings
 # (times, t0, tolerances) a simulate's structure meets in this process are compiled in; any other
 # settings of that structure share one general program taking them as arrays, so a loop

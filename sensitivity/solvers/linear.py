@@ -32,8 +32,8 @@ Reuse across steps (the BDF/CVODES strategy) is in `reuse.py`, opt-in
 gamma h it was factorised at and the factors, refreshed after 20 accepted steps, when gamma h
 changed by more than 30 %, or at once when the Newton iteration fails on a stale matrix.
 With the banded path a fresh Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs
-evaluations' worth, and the extra chord iterations a stale matrix costs outweighed that
-on the library's models (benchmarks/stiff_scaling.py --reuse), hence off by default.
+evaluations' worth, and on the library's models the extra chord iterations a stale matrix
+costs outweigh that (benchmarks/stiff_scaling.py --reuse measures it), hence off by default.
 The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
 the iteration run past two steps); `integrate.solve` builds the solver with `solver_for`.
 
@@ -62,9 +62,9 @@ from .rosenbrock import block_size as rosenbrock_block
 # the solver table's sets, under the names callers know
 IMPLICIT_SOLVERS = NEWTON  # stage equations solved by Newton (chord) iterations
 ROSENBROCK_SOLVERS = ROSENBROCK  # linearly implicit: one matrix per step, no Newton iterations
-# Measured here (Kvaerno5, same process, A/B): at 100 states dense LU was as fast as the
-# banded path (heat_1d) or 1.6x faster (brusselator_1d, reordered); at 200 the banded path
-# was 75x faster (brusselator_1d), at 400 ~100x (heat_1d).
+# Below about a hundred states dense LU is as fast as the banded path or faster (the
+# scan's per-step overhead outweighs the flops it saves); from a few hundred on the banded
+# path wins by orders of magnitude, as n^3 outgrows n m^2 (benchmarks/stiff_scaling.py).
 MIN_STATES = 128  # below this: dense, and the structure is not even analysed
 SCAN_STEP_FLOPS = 4000.0  # what one scan step's overhead is worth in flops (CPU)
 SOLVES_PER_MATRIX = 10.0  # linear solves per Newton matrix (stages x chord iterations)

@@ -2,7 +2,7 @@
 and which parameters its rhs compares against t (`events.time_compared_parameters`).
 
 Both evaluate the model's code abstractly with JAX, and importing JAX is most of what
-`sensitivity validate` and `sensitivity models` cost (about 0.45 of their 0.6 CPU seconds).
+`sensitivity validate` and `sensitivity models` cost (`benchmarks/startup.py` times them).
 What a model gave once is recorded under a SHA-256 fingerprint of everything it depends on,
 so a later process reads the record and does not import JAX:
 

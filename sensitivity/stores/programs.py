@@ -1,8 +1,9 @@
 """A disk store of traced programs, so that a warm process skips tracing as well as compiling.
 
 JAX's persistent compilation cache skips XLA's compile but not the tracing that precedes it
-(tracing a diffrax solve and its derivative costs 1-3 s). `jax.export` serializes the traced
-and lowered program; a later process deserializes it and compiles (the compile cache then
+(tracing a diffrax solve and its derivative runs diffrax's Python over the whole program;
+`benchmarks/startup.py` times a warm start). `jax.export` serializes the traced and
+lowered program; a later process deserializes it and compiles (the compile cache then
 hits), without tracing the model or diffrax again.
 
 A stored program is found by a SHA-256 fingerprint of everything that shaped it:

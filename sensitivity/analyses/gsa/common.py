@@ -34,7 +34,7 @@ def setup(problem: Problem, ranges: Mapping, of=None, at=None) -> tuple[Problem,
         raise InputError(f"{where}: {exc}") from None
 
 
-_OBJECTIVES: dict = {}  # objective -> its jitted vmap (a new jit per call re-traces: ~10 ms)
+_OBJECTIVES: dict = {}  # objective -> its jitted vmap (a new jit per call would trace and compile again)
 
 
 def objective_values(objective: Callable, outputs: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ its convergence test: its `terminate` returns "nonlinear_divergence" whenever
 `at_least_two and not converged`, even when it does not ask to terminate, and
 optimistix's loop stops on any unsuccessful result. So every stage had to converge in
 exactly two chord iterations, or the step failed (infinite error estimate) and was
-rejected; `root_find_max_steps` (10 for Kvaerno) was never reached. On
-`brusselator_1d` (Kvaerno5, rtol 1e-6) that made 744-758 steps, 54% rejected, where 57-58
-steps with 8 rejected suffice. The same bug was reported and fixed upstream after 0.7.2
-(optimistix issue #221, optimistix PR #230 and diffrax PR #754, "fix reporting
-nonconvergence as divergence": 845 -> 242 steps in their example).
+rejected; `root_find_max_steps` (10 for Kvaerno) was never reached. On a stiff problem
+such as `brusselator_1d` that rejects about half the steps and takes many times the steps
+needed (`benchmarks/stiff_newton.py` counts them). The same bug was reported and fixed
+upstream after 0.7.2 (optimistix issue #221, optimistix PR #230 and diffrax PR #754, "fix
+reporting nonconvergence as divergence").
 
 `Chord` is `VeryChord` with the fixed test. With rate = |d_k| / |d_{k-1}| (d_k the
 correction scaled by atol + rtol |y|, max norm): converged when

@@ -42,10 +42,10 @@ Only `accepted` work is counted in the statistics (diffrax discards a rejected s
 solver state): `jacobian_evaluations`, `factorisations` and `newton_retries` along the
 accepted steps.
 
-Measured (benchmarks/stiff_scaling.py --reuse): no faster than rebuilding on heat_1d and
-brusselator_1d, banded or dense, hence `Problem.jacobian_reuse` defaults to False. Item 3
-of issue 15 as far as it goes here: the derivative solves use the structured (banded)
-solver, but with the Jacobian at each stage root, not the cached factors: those belong to
+On heat_1d and brusselator_1d, banded or dense, it is no faster than rebuilding
+(benchmarks/stiff_scaling.py --reuse measures it), hence `Problem.jacobian_reuse` defaults
+to False. The derivative solves use the structured (banded) solver, but with the Jacobian
+at each stage root, not the cached factors: those belong to
 another matrix (older J, other gamma h), and reaching the exact tangent from them would
 take preconditioned iterations (a JVP and a solve each), dearer than a fresh banded
 factorisation.

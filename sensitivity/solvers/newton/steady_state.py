@@ -3,9 +3,9 @@ preequilibration and steady-state measurements (time = inf).
 
 Those solves run until the rhs is small (max_i |f_i| / (atol + rtol |y_i|) < 1) and stop.
 Differentiating that stopped trajectory gives the derivative of where the trajectory was,
-not of the steady state: where a mode relaxes slowly the two differ by percents, and
-tighter tolerances do not close the gap (seen on a model with rates of 1e-4 per hour:
-1.2 % off central differences at rtol = 1e-11). `newton_polish` ends such a solve with one
+not of the steady state: where a mode relaxes slowly the two can differ by percents, and
+tighter tolerances do not close the gap (the slow preequilibration of
+tests/test_petab_features.py is such a case). `newton_polish` ends such a solve with one
 Newton step whose matrix is held constant, which leaves the value where it is (to within the
 solve's tolerance) and makes its derivative the implicit function theorem's, also where
 conservation laws make the Jacobian singular.
