@@ -34,8 +34,10 @@ import numpy as np  # noqa: E402
 
 import sensitivity as sens  # noqa: E402
 from sensitivity import models  # noqa: E402
-from sensitivity.ad import adjoint
-from sensitivity.ad import forward  # noqa: E402
+from sensitivity.ad import (
+    adjoint,
+    forward,  # noqa: E402
+)
 
 RESULTS = Path(__file__).parent / "results"
 

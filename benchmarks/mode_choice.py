@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sensitivity as sens
-from sensitivity.ad import adjoint
-from sensitivity.ad import forward
+from sensitivity.ad import adjoint, forward
 
 RESULTS = Path(__file__).parent / "results"
 N_STATES, HIDDEN = 8, 64  # W1 (64 x 8) and W2 (8 x 64): 1024 weights

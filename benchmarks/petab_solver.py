@@ -39,6 +39,7 @@ VARIANTS = [  # label, batch, newton_kappa, save
 
 def measure(name: str, repeats: int) -> list[dict]:
     import numpy as np
+
     import sensitivity as sens
     probs = []
     for label, batch, kappa, save in VARIANTS:

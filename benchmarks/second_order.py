@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import sensitivity as sens
-from sensitivity.ad import adjoint
-from sensitivity.ad import second_order
+from sensitivity.ad import adjoint, second_order
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mode_choice import RESULTS, loss, make_model, weight_names  # noqa: E402

@@ -23,8 +23,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import sensitivity  # noqa: F401  (float64)
-from sensitivity.solvers.newton.chord import Chord
 from sensitivity.models import brusselator_1d
+from sensitivity.solvers.newton.chord import Chord
 
 RESULTS = Path(__file__).parent / "results"
 CONTROLLERS = [

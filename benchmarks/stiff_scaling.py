@@ -43,8 +43,8 @@ from scipy.integrate import solve_ivp
 
 import sensitivity as sens
 from sensitivity.core import sparsity
-from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, heat_1d
+from sensitivity.solvers import linear as stiff_linear
 
 RESULTS = Path(__file__).parent / "results"
 SYSTEMS = {

@@ -7,7 +7,6 @@ from typing import Mapping
 from sensitivity.core.errors import InputError, did_you_mean, list_names
 from sensitivity.core.lazy import LazyModule
 
-
 jnp = LazyModule("jax.numpy")  # jax.numpy, imported when an rhs is first traced
 
 

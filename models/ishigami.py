@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-
 import sensitivity as sens
 
 from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use

@@ -14,7 +14,6 @@ Time in days.
 
 from __future__ import annotations
 
-
 import sensitivity as sens
 
 from ._common import jnp, merge_defaults  # jnp: jax.numpy, imported on first use

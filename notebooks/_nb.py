@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-
 QUICK = os.environ.get("SENSITIVITY_NB_QUICK", "").strip() not in ("", "0")
 
 

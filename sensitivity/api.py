@@ -15,20 +15,25 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from .stores import calibration as calibration_store
-from .solvers import linear as stiff_linear
-from .solvers import stiffness
-from .ad import adjoint
-from .ad import forward
-from .ad import second_order
-from .ad.forward import forward_jacobian
+from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan, stored_calibration
+from .ad.forward import forward_jacobian
 from .core.errors import InputError
 from .core.model import ODEModel
 from .core.problem import Problem
 from .core.results import GradientResult, JacobianResult
-from .integrate.solve import (Trajectory, run_checked, simulate, solver_name, states_and_outputs_function,
-                               values_of, x0_of)
+from .integrate.solve import (
+    Trajectory,
+    run_checked,
+    simulate,
+    solver_name,
+    states_and_outputs_function,
+    values_of,
+    x0_of,
+)
+from .solvers import linear as stiff_linear
+from .solvers import stiffness
+from .stores import calibration as calibration_store
 
 MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.integrate import compiled
 from sensitivity import models
-from sensitivity.integrate import solve
+from sensitivity.integrate import compiled, solve
 
 
 @pytest.fixture(scope="module")

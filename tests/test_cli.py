@@ -20,11 +20,11 @@ import xarray as xr
 from matplotlib.image import imread
 from scipy.integrate import trapezoid
 
-from sensitivity import models
 import sensitivity as sens
+from sensitivity import models
+from sensitivity.ad.cost import stored_calibration
 from sensitivity.app import cli
 from sensitivity.app.config import run as config
-from sensitivity.ad.cost import stored_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.ad import adjoint
-from sensitivity.ad import forward
+from sensitivity.ad import adjoint, forward
 
 
 def lv_rhs(t, y, p):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.stores import calibration as calibration_store
-from sensitivity.ad.cost import Calibration, calibrated, make_plan
+from sensitivity.ad.cost import Calibration, calibrated, make_plan, save_calibration, stored_calibration
 
 
 def lv_rhs(t, y, p):

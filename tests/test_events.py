@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.integrate import compiled
 from sensitivity import models
 
 # ----------------------------------------------------------------------------- oral PK
@@ -453,3 +452,13 @@ def test_hvp_with_dose_inputs_carries_the_moving_jump():
     np.testing.assert_allclose(hv, H @ v, rtol=1e-6, atol=1e-8 * np.abs(H @ v).max())
     with pytest.raises(sens.InputError, match="'fwd-over-rev' cannot differentiate a solve whose segment bounds"):
         sens.hvp(prob, fit_loss, v, mode="fwd-over-rev")
+
+
+def test_event_directions_follow_the_documentation():
+    """None, 0 and "both" fire on both crossings; +1/"up" rising, -1/"down" falling; a bool
+    is itself (True equals the key 1 and False the key 0 of the table, which is "both")."""
+    from sensitivity.core.schedule import crossing
+
+    assert [crossing(d) for d in (None, 0, "both")] == [None, None, None]
+    assert [crossing(d) for d in (1, "up", "rising", True)] == [True] * 4
+    assert [crossing(d) for d in (-1, "down", "falling", False)] == [False] * 4

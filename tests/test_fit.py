@@ -4,11 +4,10 @@ fits to fresh noise, both optimisers, data formats, bounds, multi-start and bad 
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-
-import jax.numpy as jnp
 
 import sensitivity as sens
 from sensitivity.analyses.fit import fit, read_data, union_times

@@ -3,10 +3,9 @@ whose non-identifiable pair is known by construction (only the product k*V enter
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jax.numpy as jnp
 
 import sensitivity as sens
 from sensitivity.analyses.identifiability import collinearity_indices, describe_direction, fisher, identifiability

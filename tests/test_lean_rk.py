@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
-from sensitivity.integrate import lean as lean_rk
 from sensitivity import models
-from sensitivity.models import reaction_chain
+from sensitivity.integrate import lean as lean_rk
 from sensitivity.integrate.solve import output_function, values_of
+from sensitivity.models import reaction_chain
 
 ens_mod = importlib.import_module("sensitivity.analyses.ensemble")  # sens.ensemble is the function
 

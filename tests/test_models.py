@@ -19,10 +19,19 @@ import pytest
 from scipy.interpolate import CubicHermiteSpline
 from scipy.optimize import brentq
 
-from sensitivity import models
 import sensitivity as sens
-from sensitivity.models import (fitzhugh_nagumo, heat_1d, lorenz, lotka_volterra, neural_ode,
-                    pk_two_compartment, reaction_chain, robertson, van_der_pol)
+from sensitivity import models
+from sensitivity.models import (
+    fitzhugh_nagumo,
+    heat_1d,
+    lorenz,
+    lotka_volterra,
+    neural_ode,
+    pk_two_compartment,
+    reaction_chain,
+    robertson,
+    van_der_pol,
+)
 
 # forward and adjoint differentiate the same discrete solve, so they agree to round-off;
 # 1e-6 relative leaves room for the adjoint's different summation order.

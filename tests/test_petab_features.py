@@ -214,6 +214,7 @@ def test_priors_are_normalised_densities_on_the_parameter_scale(kind, a, b, scal
     # exp(-prior) integrates to 1 over x (the parameter-scale value), and its derivative is
     # the finite difference of the value
     from scipy.integrate import quad
+
     from sensitivity.importers.petab import _prior_term
     if kind.startswith("parameterScale"):
         lo, hi = -40.0, 40.0

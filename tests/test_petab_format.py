@@ -152,7 +152,7 @@ def test_event_gradients_match_the_closed_form(problem, mode):
 
 
 def test_events_with_preequilibration_are_refused(tmp_path):
-    path = _write_problem(tmp_path)
+    _write_problem(tmp_path)
     meas = (tmp_path / "measurements.tsv").read_text().splitlines()
     meas[0] += "\tpreequilibrationConditionId"
     meas[1:] = [r + "\tc2" for r in meas[1:]]

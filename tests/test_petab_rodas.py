@@ -102,8 +102,10 @@ def test_derivative_matches_the_closed_form(derivatives):
 
 
 def test_switching_times_depending_on_estimated_parameters_are_refused():
-    import sympy as sp
     from types import SimpleNamespace
+
+    import sympy as sp
+
     from sensitivity import InputError
     model = SimpleNamespace(parameters=("k", "t_on"), breakpoint_exprs=(sp.Symbol("t_on", real=True),))
     # p_ref: parameter k -> theta 0, t_on -> theta 1 (estimated) or -1 (a condition constant)

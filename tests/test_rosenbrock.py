@@ -13,10 +13,10 @@ from scipy.integrate import solve_ivp
 
 import sensitivity as sens
 from sensitivity import models
-from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, robertson, van_der_pol
-from sensitivity.solvers.rosenbrock import Rodas5P
+from sensitivity.solvers import linear as stiff_linear
 from sensitivity.solvers.registry import solver_name
+from sensitivity.solvers.rosenbrock import Rodas5P
 
 
 def _scipy(model, times, params=None, y0=None, rtol=1e-12, atol=1e-14):

@@ -14,8 +14,8 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import sensitivity as sens
-from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, robertson
+from sensitivity.solvers import linear as stiff_linear
 
 
 def _bruss_pattern(n):

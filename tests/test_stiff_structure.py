@@ -12,10 +12,10 @@ import pytest
 import scipy.sparse as sp
 
 import sensitivity as sens
-from sensitivity.solvers import banded
 from sensitivity.core import sparsity
-from sensitivity.solvers import linear as stiff_linear
 from sensitivity.models import brusselator_1d, heat_1d
+from sensitivity.solvers import banded
+from sensitivity.solvers import linear as stiff_linear
 
 
 def _band(n, lower, upper, rng):

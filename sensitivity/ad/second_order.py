@@ -24,9 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.schedule import all_events, moving_bounds
 from ..core.problem import Problem
-from ..integrate.solve import assemble_function, observe_function, output_function, run_checked, simulate, solve_function, values_of, x0_of
+from ..core.schedule import all_events, moving_bounds
+from ..integrate.solve import (
+    assemble_function,
+    observe_function,
+    output_function,
+    run_checked,
+    simulate,
+    solve_function,
+    values_of,
+    x0_of,
+)
 from .forward import check_vector
 from .objective import loss_function, scalar_objective
 

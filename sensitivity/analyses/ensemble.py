@@ -42,17 +42,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..integrate import compiled
-from ..integrate import lean as lean_rk
-from ..ad import adjoint
-from ..ad import forward
+from ..ad import adjoint, forward
+from ..ad.cost import default_checkpoints
 from ..ad.objective import loss_function, scalar_objective
+from ..api import _adjoint_problem, plan
 from ..core.errors import InputError, SensitivityError
 from ..core.problem import Problem
 from ..core.solvers import TABLE
+from ..integrate import compiled
+from ..integrate import lean as lean_rk
 from ..integrate.solve import output_function, values_of
 from ..solvers.compat import result_code, result_names
 from ..solvers.registry import solver_name
+from .executors import resolve_executor
 
 TASKS = ("simulate", "jacobian", "gradient")
 MODES = ("auto", "forward", "adjoint")
@@ -241,8 +243,6 @@ def memory_per_sample(problem: Problem, task: str, mode: str | None, objective=N
     if mode == "forward":
         work = (n + 1) * (T * (S + O) + 8 * S)
     elif mode == "adjoint":
-        from ..ad.cost import default_checkpoints
-
         ck = problem.checkpoints or default_checkpoints(None, problem.max_steps)
         width = min(T * O, adjoint.ROWS_PER_BATCH) if task == "jacobian" else 1
         work = (ck + width) * 8 * S + width * n
@@ -380,8 +380,6 @@ def _mode(problem: Problem, task: str, objective, mode: str) -> tuple[Problem, s
         raise InputError(f"mode = '{mode}' is unknown; valid: {', '.join(MODES)}")
     if task == "simulate":
         return problem, None, None
-    from ..api import _adjoint_problem, plan
-
     if task == "gradient" and mode == "auto" and LEAN and lean_rk.applies(problem):
         # lean_rk's discrete adjoint: a gradient costs a few solves whatever the number of
         # inputs (forward mode carries one tangent per input)
@@ -417,8 +415,6 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     Returns an `xarray.Dataset` with dimension `sample` (see the module docstring); failed
     samples are NaN with a non-zero `status` (`status.attrs` maps codes to names).
     """
-    from .executors import resolve_executor
-
     if task not in TASKS:
         raise InputError(f"task = '{task}' is unknown; valid: {', '.join(TASKS)}")
     if task == "gradient" and objective is None:
@@ -463,7 +459,7 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
     bar = tqdm(total=len(chunks), initial=resumed, unit="chunk", desc=f"ensemble {task}",
                disable=(not progress) if progress is not None else None, leave=False)
     try:
-        for i, res, err in ex.run(spec, X, chunks, todo, retries):
+        for i, res, err in ex.run(run_chunk, spec, X, chunks, todo, retries):
             if err is not None:
                 failures[i] = err
             else:

@@ -35,21 +35,21 @@ from typing import Mapping
 
 import numpy as np
 
+from .. import api
+from ..api import plan
 from ..core.data import read_data
 from ..core.errors import InputError, SolverError, did_you_mean, list_names
 from ..core.problem import Problem
-from ..plots.analyses import fit_figure
 from ..integrate.solve import simulate
-from .metrics import Objective
+from ..plots.analyses import fit_figure
 from .ensemble import ensemble
-from .. import api
-from ..api import plan
 from .identifiability import fisher as _fisher
 from .identifiability import identifiability as _ident
+from .metrics import Objective
 
 METHODS = ("auto", "least_squares", "trust-ncg")
-JACOBIAN_VS_GRADIENT = 10.0
-TRUST_GTOL = 1e-6  # the trust-region methods' gradient tolerance (in ln p units), at least  # "auto" takes least squares while a Jacobian costs <= this many gradients
+JACOBIAN_VS_GRADIENT = 10.0  # "auto" takes least squares while a Jacobian costs <= this many gradients
+TRUST_GTOL = 1e-6  # the trust-region methods' gradient tolerance (in ln p units), at least
 
 
 # --------------------------------------------------------------------------- data

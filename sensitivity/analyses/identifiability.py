@@ -36,10 +36,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..api import jacobian as _jacobian
 from ..core.errors import InputError
 from ..core.problem import Problem
 from ..core.results import JacobianResult
-from ..api import jacobian as _jacobian
 from ..plots.analyses import identifiability_figure
 
 SCALES = ("log", "linear")

@@ -14,10 +14,9 @@ from .. import api
 from ..ad.cost import save_calibration
 from ..analyses import metrics
 from ..plots import run as plot
-from .config.petab import is_petab_config
 from ..stores import calibration as calibration_store
-from .console import (EXIT_INPUT, EXIT_OK, VERSIONED, Interrupt, Progress, indent, load_config,
-                      version)
+from .config.petab import is_petab_config
+from .console import EXIT_INPUT, EXIT_OK, VERSIONED, Interrupt, Progress, indent, load_config, version
 from .output import files as io
 from .output.files import check_output_dir
 from .runners import analyses as analysis_runs

@@ -14,11 +14,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError, did_you_mean, list_names
-from .schedule import Dose, check_events, dose_input_refs, resolve_doses, resolve_fixed_breakpoints
 from .checks.discontinuity import warn_undeclared
+from .errors import InputError, did_you_mean, list_names
 from .model import ODEModel
-
+from .schedule import Dose, check_events, dose_input_refs, resolve_doses, resolve_fixed_breakpoints
 from .solvers import ADJOINTS, SOLVERS  # noqa: E402  (the one solver table, core/solvers.py)
 
 _ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([0-9,\s]+)\]$")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -70,8 +70,14 @@ def doses(state: str, amount: float, every: float, count: int, start: float = 0.
     return [Dose(float(start) + k * float(every if count > 1 else 0.0), state, amount) for k in range(int(count))]
 
 
-DIRECTIONS = {None: None, 0: None, "both": None, 1: True, "up": True, "rising": True, True: True,
-               -1: False, "down": False, "falling": False, False: False}
+DIRECTIONS = {None: None, 0: None, "both": None, 1: True, "up": True, "rising": True,
+              -1: False, "down": False, "falling": False}
+
+
+def crossing(direction) -> bool | None:
+    """diffrax's event direction of an `Event.direction`: True rising, False falling, None
+    both. A bool is taken as itself (True and False equal the keys 1 and 0, and 0 is both)."""
+    return direction if isinstance(direction, bool) else DIRECTIONS[direction]
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +177,6 @@ def resolve_doses(model, dose_list, t0: float, t_end: float) -> tuple[Dose, ...]
         return ()
     if isinstance(dose_list, Dose):
         dose_list = [dose_list]
-    out = []
     for i, d in enumerate(dose_list):
         if not isinstance(d, Dose):
             raise InputError(f"doses[{i}] = {d!r} is not a sensitivity.Dose(time, state, amount)")

@@ -46,8 +46,12 @@ plus log(m) for `log` and log(m ln 10) for `log10` (the change of variables).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,14 +62,15 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from ..solvers.newton.chord import Chord
-from ..core.errors import InputError, ModelError, SolverError
+from ..ad.cost import Calibration, make_plan, stored_calibration
+from ..core.errors import InputError, SolverError
 from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
+from ..solvers import lean_rodas as petab_rodas
+from ..solvers.newton.chord import Chord
+from ..solvers.newton.steady_state import newton_polish
 from ..solvers.registry import solver_class
 from . import petab_events
-from ..solvers import lean_rodas as petab_rodas
 from . import sbml as sbml_import
-from ..solvers.newton.steady_state import newton_polish
 
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
@@ -128,8 +133,6 @@ class PetabProblem:
 
     def __init__(self, yaml_path, solver: str = "rodas5p", rtol: float = 1e-8, atol: float = 1e-8,
                  max_steps: int = 100_000, validate: bool = True):
-        import logging
-        import warnings
         import petab.v1 as pv1
         path = Path(yaml_path)
         self.path = path
@@ -423,7 +426,7 @@ class PetabProblem:
         save, pid = self.save, self.pid
         if m.events:  # SBML events: segments cut at event times, state events inside them
             if solver is None:  # the lean loop has no root finding: diffrax's Rodas5P instead
-                solver = Rodas5P()
+                solver = solver_class("rodas5p")()
             return petab_events.solve_function(m, solver, lambda tol: _controller(tol, pid), max_steps,
                                                method, save)
 
@@ -449,7 +452,7 @@ class PetabProblem:
                     raise
                 # switching times that move with an estimated parameter: the same method in
                 # diffrax (sensitivity/rosenbrock.py), whose segment bounds are traced
-                solver = Rodas5P()
+                solver = solver_class("rodas5p")()
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
@@ -651,8 +654,6 @@ class PetabProblem:
         "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
         "auto" (the cost model decides from the problem's shape).
         """
-        from ..ad.cost import Calibration, make_plan
-        from ..stores import calibration as calibration_store
         _IMPLICIT_CALIBRATION = _implicit_calibration()
         if mode not in ("auto", "forward", "adjoint"):
             raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
@@ -756,7 +757,6 @@ def _implicit_calibration():
     than the adjoint at these problems' tens of inputs. The machine's calibration file
     (Tsit5 on a neural ODE, where a tangent weighs more against a solve) would pick the
     slower adjoint for most of them."""
-    from ..ad.cost import Calibration
     return Calibration(tangent=0.05, record=2.5, cotangent=0.5,
                        source="PEtab problems with Kvaerno5 (sensitivity/importers/petab.py)")
 # Newton stopping constant of the implicit solvers (diffrax's default 1e-2). With 1e-2,
@@ -793,7 +793,6 @@ def _sbml_errors(problem) -> list[str]:
 
 def _fingerprint(path: Path, problem) -> str:
     """A hash of the problem's tables and model: equal for two loads of the same files."""
-    import hashlib
     h = hashlib.sha256()
     for df in (problem.parameter_df, problem.condition_df, problem.measurement_df, problem.observable_df):
         h.update(df.to_csv().encode())
@@ -884,7 +883,6 @@ def _nllh_terms(y_sim, sigma, o):
 
 
 def _count_placeholders(formula, kind, oid) -> int:
-    import re
     found = [int(k) for k in re.findall(rf"\b{kind}(\d+)_{re.escape(oid)}\b", str(formula))]
     return max(found) if found else 0
 

@@ -13,7 +13,6 @@ process start fast as well.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import OrderedDict
 from contextlib import contextmanager

@@ -36,8 +36,9 @@ import numpy as np
 import optimistix as optx
 
 from ..core.errors import InputError, SolverError
-from ..core.schedule import DIRECTIONS, DOSE_KEY, all_events, param_breakpoints
+from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints
 from ..solvers.newton import reuse
+
 
 def dose_values(problem) -> dict:
     """The dose arrays a compiled function takes: times (n_doses,), amounts (n_doses,)."""
@@ -114,7 +115,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
     if events:
         conds = [condition(k, ev) for k, ev in enumerate(events)]
-        dirs = [DIRECTIONS[ev.direction] for ev in events]
+        dirs = [crossing(ev.direction) for ev in events]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
     else:
         event = None

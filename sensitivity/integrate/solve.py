@@ -29,17 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compiled
-from ..solvers.newton import reuse
-from ..solvers import linear as stiff_linear
-from ..solvers import stiffness
 from ..core import schedule
-from . import pieces
 from ..core.errors import SolverError
 from ..core.problem import Problem
 from ..core.solvers import BACKSOLVE_FALLBACK, ROSENBROCK, TABLE
+from ..solvers import linear as stiff_linear
 from ..solvers.compat import result_code, result_item
+from ..solvers.newton import reuse
 from ..solvers.registry import solver_class, solver_name
+from . import compiled, pieces
+from .failure import explain_failure
 
 METHODS = ("forward", "checkpoint", "backsolve", "direct")
 
@@ -239,14 +238,12 @@ def _output_function(problem: Problem, method: str, max_steps: int | None) -> Ca
 
 def check_solution(problem: Problem, aux: dict, ys) -> None:
     """Raise `SolverError` if the solve failed or produced NaN/inf, saying where, what went
-    non-finite (see `nonfinite.explain_failure`) and what to try."""
+    non-finite (see `failure.explain_failure`) and what to try."""
     pieces.check_aux(problem, aux)
     ys = np.asarray(ys)
     ok = bool(np.asarray(aux["result"] == diffrax.RESULTS.successful))
     if ok and np.all(np.isfinite(ys)):
         return
-    from .failure import explain_failure
-
     message = None if ok else diffrax.RESULTS[aux["result"]]
     raise SolverError(explain_failure(problem, aux, ys, solver_name(problem), message))
 

@@ -19,6 +19,8 @@ Public names are used wherever they exist; what is left here has no public equiv
 - `equinox_errors_module()`: equinox's module that reads `EQX_ON_ERROR` once at import;
   `integrate.compiled` sets its attribute while tracing when equinox was imported before
   the variable was set.
+- `while_loop`: equinox's loop with `kind="checkpointed"`, reverse-differentiable with
+  a bounded number of stored states; the lean time-stepping loop runs in it.
 - `STAGE_ROOT_FIND_MODULES`: diffrax's modules that call `optx.root_find` for the stage
   equations of implicit solvers (`solvers.linear` gives them an optimistix namespace whose
   root_find differentiates with the banded linear solver; diffrax has no public argument
@@ -29,10 +31,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 import diffrax
 import equinox as eqx
+import numpy as np
 from diffrax._misc import linear_rescale
 from diffrax._root_finder._verychord import _small as chord_small
 from diffrax._root_finder._verychord import _VeryChordState as VeryChordState
@@ -42,7 +43,7 @@ Static = eqx.internal.Static
 STAGE_ROOT_FIND_MODULES = ("diffrax._solver.runge_kutta", "diffrax._solver.implicit_euler")
 
 __all__ = ["STAGE_ROOT_FIND_MODULES", "EnumerationItem", "Static", "VeryChordState", "chord_small", "equinox_errors_module",
-           "linear_rescale", "result_code", "result_item", "result_names"]
+           "linear_rescale", "result_code", "result_item", "result_names", "while_loop"]
 
 
 def result_code(item):
@@ -64,7 +65,5 @@ def equinox_errors_module():
     """equinox's error module (has the attribute EQX_ON_ERROR), or None if not imported yet."""
     return sys.modules.get("equinox._errors")
 
-# diffrax/_local_interpolation.py: the base class of a solver's dense output between steps
-from diffrax._local_interpolation import AbstractLocalInterpolation  # noqa: E402
 # equinox/internal/_loop/loop.py: a while loop with kind="checkpointed" for reverse mode
 from equinox.internal import while_loop  # noqa: E402

@@ -71,7 +71,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from . import banded
-from .compat import AbstractLocalInterpolation, linear_rescale
+from .compat import linear_rescale
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,7 +290,7 @@ def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau):
 
 
 # ----------------------------------------------------------------- the diffrax solver
-class RodasInterpolation(AbstractLocalInterpolation):
+class RodasInterpolation(diffrax.AbstractLocalInterpolation):
     """Rodas5P's dense output on [t0, t1] (order 4): y0, y1 (n,) and K (3, n)."""
 
     t0: jax.Array

@@ -8,11 +8,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ...ad.objective import scalar_objective
 from ...core.errors import InputError
 from ...core.problem import Problem
-from .sampling import Range, parse_ranges
-from ...ad.objective import scalar_objective
 from ..ensemble import ensemble
+from .sampling import Range, parse_ranges
 
 
 def setup(problem: Problem, ranges: Mapping, of=None, at=None) -> tuple[Problem, tuple[Range, ...]]:

@@ -22,10 +22,10 @@ import numpy as np
 
 from ...core.errors import InputError
 from ...core.problem import Problem
-from .common import GSAResult, complete_groups, setup
-from .sampling import sobol_points, to_values
 from ...plots.gsa import dgsm_bars
 from ..ensemble import ensemble
+from .common import GSAResult, complete_groups, setup
+from .sampling import sobol_points, to_values
 
 
 def dgsm_measures(X: np.ndarray, values: np.ndarray, grads: np.ndarray, ranges, num_resamples: int = 100,

@@ -18,9 +18,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ...core.problem import Problem
+from ...plots.gsa import morris_scatter
 from .common import GSAResult, complete_groups, evaluate, extra_dims, setup
 from .sampling import morris_design, to_values
-from ...plots.gsa import morris_scatter
 
 
 def elementary_effects(U: np.ndarray, Y: np.ndarray, d: int, levels: int) -> np.ndarray:

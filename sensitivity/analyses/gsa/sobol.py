@@ -20,9 +20,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ...core.problem import Problem
+from ...plots.gsa import sobol_bars, sobol_over_time
 from .common import GSAResult, complete_groups, evaluate, extra_dims, setup
 from .sampling import saltelli_design, to_values
-from ...plots.gsa import sobol_bars, sobol_over_time
 
 
 def _first(A, AB, B, var):

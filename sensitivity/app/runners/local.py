@@ -13,12 +13,12 @@ from typing import Callable, ContextManager, Optional
 import numpy as np
 
 from ...analyses.metrics import rank_inputs
-from ...core.problem import Problem
-from ...core.results import GradientResult, JacobianResult
 from ...api import gradient as _gradient
 from ...api import hessian as _hessian
 from ...api import jacobian as _jacobian
 from ...api import trajectory_and_jacobian
+from ...core.problem import Problem
+from ...core.results import GradientResult, JacobianResult
 from ...integrate.solve import Trajectory, simulate
 
 

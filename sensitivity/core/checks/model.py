@@ -27,9 +27,10 @@ from typing import Callable
 import numpy as np
 
 from ...stores import checks as check_store
-from .fault import describe_function, first_line as _first_line, user_frame, where
 from ..errors import ModelError, did_you_mean, list_names
 from ..lazy import LazyModule
+from .fault import describe_function, user_frame, where
+from .fault import first_line as _first_line
 
 # imported on first use: a model that passed in an earlier process (`check_store`) is not
 # evaluated again, and `sensitivity validate` then does not import JAX at all

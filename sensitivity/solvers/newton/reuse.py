@@ -64,12 +64,12 @@ import lineax as lx
 import optimistix as optx
 from lineax import RESULTS as LX_RESULTS
 
+from ...core.solvers import ESDIRK
 from .. import banded
-from .chord import Chord
 from ..banded import BandedLU, Layout
 from ..compat import Static, VeryChordState
 from ..registry import solver_name
-from ...core.solvers import ESDIRK
+from .chord import Chord
 
 MAX_AGE = 20  # accepted steps before the Jacobian is re-evaluated (CVODES: 50 for BDF)
 DGMAX = 0.3  # refactorise when gamma h changed by more than this fraction (CVODES)
