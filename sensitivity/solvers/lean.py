@@ -1,13 +1,14 @@
 """Lean time stepping: one plain while loop with a step as a plug-in, for the solves where
 diffrax's general machinery costs more than the method's arithmetic.
 
-Why: `jax.vmap` of `diffrax.diffeqsolve` with Tsit5 costs about 0.7 us per sample and step
-on CPU (11 states), 6-10x what the method's arithmetic needs: diffrax runs the stages in an
-inner loop over a (batch, 7, n) buffer and carries its general machinery (events, dense
-output, progress meter, adjoint bookkeeping) through every step, and under vmap every
-branch of it is computed. Its implicit solvers likewise spend most of a step in Newton
-iterations and the root finder's state (15-70 us per step on 8-11 states, where a
-Rosenbrock step's arithmetic is a few microseconds).
+Why: `jax.vmap` of `diffrax.diffeqsolve` with Tsit5 costs several times what the method's
+arithmetic needs on a small model: diffrax runs the stages in an inner loop over a
+(batch, 7, n) buffer and carries its general machinery (events, dense output, progress
+meter, adjoint bookkeeping) through every step, and under vmap every branch of it is
+computed. Its implicit solvers likewise spend most of a step in their machinery (Newton
+iterations, the root finder's state, the general controller), far more than the arithmetic
+of a small model's Rosenbrock step (`benchmarks/global.py` and `benchmarks/petab_solver.py`
+measure both).
 
 The loop (`integrate`): a step `step(t, t_end, h, y, aux, args) -> (y_new, aux_new, err,
 dense)` from t to t_end = t + h, the error test and next step size of `control` (one rule,

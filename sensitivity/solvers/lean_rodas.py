@@ -25,8 +25,8 @@ from .rosenbrock import TABLEAUS
 __all__ = ["CALIBRATION", "TABLEAUS", "check_breakpoints", "segment_fn", "solve", "steady_fn"]
 
 # Cost constants of the gradient modes with this loop, in simulations (the fields of
-# `ad.cost.Calibration`; the caller builds it), from timings on the five PEtab problems with
-# Rodas5P: a forward tangent costs a fraction of a simulation, the checkpointed reverse sweep
+# `ad.cost.Calibration`; the caller builds it), typical of the PEtab benchmark problems with
+# Rodas5P (`benchmarks/petab.py`): a forward tangent costs a fraction of a simulation, the checkpointed reverse sweep
 # several simulations, so the auto gradient picks forward mode up to a few tens of inputs.
 CALIBRATION = dict(tangent=0.2, record=7.0, cotangent=1.0,
                    source="PEtab problems with the lean Rodas5P loop (sensitivity/solvers/lean_rodas.py)")

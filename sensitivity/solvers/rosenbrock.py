@@ -14,7 +14,7 @@ derivative (a JVP in t; zero work when f does not read t), one factorisation of 
 8 rhs evaluations and 8 solves with the factors; no iteration, no convergence test, so
 the cost of a step is fixed and known. Compare diffrax's Kvaerno5 (ESDIRK, `VeryChord`):
 one Jacobian and factorisation too, but ~10 Newton solves and rhs evaluations and an
-optimistix root-find loop per step, and here about half its steps rejected.
+optimistix root-find loop per step, and a rejected step whenever Newton does not converge.
 
 Method: Rodas5P (Steinebach, "Construction of Rosenbrock-Wanner method Rodas5P and
 numerical benchmarks within the Julia Differential Equations package", BIT Numerical
@@ -50,11 +50,12 @@ matvec is v -> v / (h gamma) - J v (a JVP of f) and whose solves use the factors
 carry no derivative: the tangent of k = W^-1 r is W^-1 (dr - dW k), one more solve and one
 second-order JVP of f per stage and direction (the cotangent: a transposed solve and a
 VJP), instead of differentiating J and the factorisation (n or c second-order JVPs and
-an O(n^3) factor derivative per direction; 70x slower forward at 50 dense states).
+an O(n^3) factor derivative per direction, which dominates the forward pass from a few
+tens of dense states on).
 
-Measured per step (brusselator_1d, 400 states, banded, quiet machine): rhs 6.5 us,
-compressed Jacobian 7 us, block LU incl. the Jacobian 125 us, 8 solves 63 us, a whole step
-about 235 us; a forward tangent adds ~25%, a reverse sweep ~30%.
+Per step on the banded path, the block LU (with the compressed Jacobian) costs the most,
+then the 8 solves; the rhs evaluations are a small part. A forward tangent or a reverse
+sweep adds a fraction of a step (`benchmarks/stiff_scaling.py` times whole solves).
 """
 
 from __future__ import annotations
@@ -353,7 +354,7 @@ def _by_columns(fn):
     """`fn(factors, r)` (r (N, m), or (N, m, k) for k columns at once) whose vmap over r alone
     (the tangents of a forward Jacobian, cotangent batches) solves the batch as the k
     columns of one right-hand side: (m, m) @ (m, k) products in each scan step instead of a
-    vmapped scan, measured 1.3 simulate-equivalents cheaper at 400 states with 2 tangents."""
+    vmapped scan: one scan's fixed per-step overhead for all columns instead of one per column."""
     solve = jax.custom_batching.custom_vmap(fn)
 
     @solve.def_vmap
@@ -400,9 +401,9 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
     module docstring."""
 
     layout: banded.Layout | None = eqx.field(static=True, default=None)
-    # stages as a lax.scan (None: on the banded path only). Measured (loaded machine, same
-    # process): unrolled stages ran a 10-species chain's simulate and adjoint 2-4x faster and
-    # Robertson as fast; the scan was faster at 400 banded states and keeps programs small
+    # stages as a lax.scan (None: on the banded path only). Unrolled stages let XLA fuse a
+    # small system's stage arithmetic, which makes simulate and adjoint faster there; a scan
+    # keeps programs small, compiles faster and wins at hundreds of banded states
     scan_stages: bool | None = eqx.field(static=True, default=None)
 
     term_structure: ClassVar = diffrax.AbstractTerm
