@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """
 import sensitivity as sens
-from sensitivity.lazy import LazyModule
+from sensitivity.core.lazy import LazyModule
 
 jnp = LazyModule("jax.numpy")  # as the library models do: JAX only when the rhs is evaluated
 
@@ -46,7 +46,7 @@ def _run(code: str, cache: Path, cwd: Path = ROOT) -> dict:
 
 VALIDATE = """
 import contextlib, io, json, sys
-from sensitivity import cli
+from sensitivity.app import cli
 with contextlib.redirect_stdout(io.StringIO()):
     code = cli.main(["validate", "configs/lotka_volterra.yaml"])
     models_code = cli.main(["models"])

@@ -54,7 +54,7 @@ def _digest_in_subprocess(code_change: str = "") -> str:
         sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
         import test_export_store as t
         {code_change}
-        from sensitivity import export_store
+        from sensitivity.stores import programs as export_store
         p = t.make_problem()
         print(export_store.fingerprint(p.structure_key(fn="x")))
     """)
@@ -84,7 +84,7 @@ def test_equinox_imported_first_still_gives_programs_without_host_callbacks(tmp_
         import equinox, diffrax  # before the toolkit
         import numpy as np, jax.numpy as jnp, sys
         import sensitivity as sens
-        from sensitivity import compiled
+        from sensitivity.integrate import compiled
         sys.path.insert(0, %r)
         import test_export_store as t
         sens.gradient(t.make_problem(), lambda ys: jnp.sum(ys ** 2), mode="adjoint")
