@@ -26,13 +26,13 @@ from .integrate.solve import (
     Trajectory,
     run_checked,
     simulate,
-    solver_name,
     states_and_outputs_function,
     values_of,
     x0_of,
 )
 from .solvers import linear as stiff_linear
 from .solvers import stiffness
+from .solvers.registry import solver_name
 from .stores import calibration as calibration_store
 
 MODES = ("auto", "forward", "adjoint")

@@ -22,14 +22,10 @@ import sys
 from ..core.checks.fault import exit_status
 from ..core.errors import ConfigError
 from ..core.lazy import load
-from .config.run import _registry
+from .config.run import model_library
 from .console import EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, describe, load_config, version
 
 # --------------------------------------------------------------------------- arguments
-# the commands that compute import JAX: loaded when they run (validate and models need none)
-COMMANDS = {"run": "sensitivity.app.commands:cmd_run", "plan": "sensitivity.app.commands:cmd_plan",
-            "calibrate": "sensitivity.app.commands:cmd_calibrate", "petab": "sensitivity.app.runners.petab:command"}
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -157,7 +153,7 @@ def cmd_validate(args) -> int:
 
 def cmd_models(args) -> int:
     """List the registered models: summary line, states, parameters (defaults), outputs."""
-    registry = _registry()
+    registry = model_library()
     if registry is None:
         print("sensitivity: error: the model library `models` is not available (is the package "
               "installed with `pip install -e .`?)", file=sys.stderr)
@@ -180,4 +176,8 @@ def _short(v) -> str:
     return f"{float(v):g}" if getattr(v, "ndim", 0) == 0 else f"<array {tuple(v.shape)}>"
 
 
-COMMANDS.update(validate=cmd_validate, models=cmd_models)
+
+# the commands that compute import JAX: named here, loaded when they run
+COMMANDS = {"run": "sensitivity.app.commands:cmd_run", "plan": "sensitivity.app.commands:cmd_plan",
+            "calibrate": "sensitivity.app.commands:cmd_calibrate", "petab": "sensitivity.app.runners.petab:command",
+            "validate": cmd_validate, "models": cmd_models}

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from ..core import schedule
 from ..core.problem import Problem
 from ..solvers import lean
-from .solve import assemble_function, observe_function, solver_name
+from ..solvers.registry import solver_name
+from .solve import assemble_function, observe_function
 
 ADJOINT_STEPS = 256  # accepted steps the lean adjoint stores at first, at least (grown on demand)
 ADJOINT_BYTES = 2**23  # ... or as many as this many bytes of stored states per batch hold

@@ -1,17 +1,10 @@
 """Doses, breakpoints and state events: how a solve is cut into pieces.
 
-A solve over [t0, T] is split at *segment boundaries* and, inside each segment, at *state
-events*:
-
-- a dose (`Dose(time, state, amount)`) is a bolus: the state jumps by `amount` at `time`;
-- a parameter breakpoint (`ODEModel(..., breakpoints=["t_switch"])`) is a parameter that is
-  the time of a discontinuity of the rhs (`jnp.where(t < p["t_switch"], b0, b1)`);
-- a fixed-time breakpoint (`Problem(..., breakpoints=[30.0])`) is handed to the step-size
-  controller (`jump_ts`), so the solver steps exactly onto it;
-- a state event (`Event(condition, reset, direction, terminal)`) fires where
-  `condition(t, y, p)` crosses zero, located by a Newton root finder and differentiated
-  implicitly (diffrax `Event` + optimistix); `reset(t, y, p) -> y` restarts the solve from
-  the new state, `terminal=True` stops it.
+A solve over [t0, T] is split at *segment boundaries* (doses, parameter breakpoints) and,
+inside each segment, at *state events*; their types and validation are
+`sensitivity.core.schedule`. Fixed-time breakpoints are handed to the step-size controller
+(`jump_ts`). A state event is located by a Newton root finder and differentiated
+implicitly (diffrax `Event` + optimistix).
 
 Dose times and parameter breakpoints are sorted (traced) into one array of K boundaries and
 the solve is a `lax.scan` over the K + 1 segments with traced bounds: one compiled function

@@ -399,7 +399,7 @@ def _schema_problems(err: ValidationError) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the model
-def _registry():
+def model_library():
     """The model library `models` (registry with available()/get()/load()), or None."""
     try:
         mod = importlib.import_module("sensitivity.models")
@@ -429,7 +429,7 @@ def load_model(spec: str, base: Path, options: Mapping | None = None):
     Raises ConfigError naming the problem."""
     if spec.lower().endswith((".xml", ".sbml")):  # an SBML file is a model like any other
         return sbml_model(spec, base)
-    registry = _registry()
+    registry = model_library()
     if registry is None or not hasattr(registry, "load"):
         raise ConfigError("model: the model library `models` is not importable; install the project "
                           "with `pip install -e .` from its folder")
