@@ -30,9 +30,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "petab"
 PROBLEMS = {"Boehm_JProteomeRes2014": {}, "Elowitz_Nature2000": {}, "Brannmark_JBC2010": {},
             "Fujita_SciSignal2010": {"atol": 1e-12}, "Schwen_PONE2014": {}}
 VARIANTS = [  # label, batch, newton_kappa, save
-    ("vmap, kappa 0.01 (before)", "vmap", 0.01, "step"),
+    ("vmap, kappa 0.01 (diffrax default kappa)", "vmap", 0.01, "step"),
     ("map, kappa 0.01", "map", 0.01, "step"),
-    ("map, kappa 0.3 (now)", "map", 0.3, "step"),
+    ("map, kappa 0.3 (default)", "map", 0.3, "step"),
     ("map, kappa 0.3, interp", "map", 0.3, "interp"),
 ]
 
