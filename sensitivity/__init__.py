@@ -48,7 +48,15 @@ if "jax" in _sys.modules:
         _sys.modules["jax"].config.update(_name, _value)
 
 from .ad.cost import Calibration, Estimate, Plan  # noqa: E402
-from .core.errors import ConfigError, InputError, ModelError, SensitivityError, SolverError  # noqa: E402
+from .core.errors import (  # noqa: E402
+    ConfigError,
+    FitWarning,
+    InputError,
+    ModelError,
+    NumericalWarning,
+    SensitivityError,
+    SolverError,
+)
 from .core.model import ODEModel  # noqa: E402
 from .core.problem import Problem, ToleranceWarning  # noqa: E402
 from .core.results import GradientResult, JacobianResult  # noqa: E402
@@ -60,7 +68,8 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "ensemble": "analyses.ensemble", "sobol": "analyses.gsa", "morris": "analyses.gsa",
          "dgsm": "analyses.gsa", "fit": "analyses.fit", "FitResult": "analyses.fit",
          "fisher": "analyses.identifiability", "identifiability": "analyses.identifiability",
-         "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability"}
+         "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability",
+         "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks"}
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
@@ -81,7 +90,8 @@ __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
-    "Dose", "doses", "Event", "DiscontinuityWarning", "ToleranceWarning",
+    "Dose", "doses", "Event", "DiscontinuityWarning", "ToleranceWarning", "NumericalWarning", "FitWarning",
     "ensemble", "sobol", "morris", "dgsm",
 ]
-__all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult"]
+__all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",
+            "GradientCheck"]

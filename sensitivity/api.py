@@ -18,6 +18,7 @@ import numpy as np
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan, stored_calibration
 from .ad.forward import forward_jacobian
+from .core.checks import numbers
 from .core.errors import InputError
 from .core.model import ODEModel
 from .core.problem import Problem
@@ -199,6 +200,7 @@ def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianRe
     else:
         problem = _adjoint_problem(problem, p)
         J, info = adjoint.jacobian(problem, p.variant)
+    _guard_jacobian(J, problem)
     return JacobianResult(J, info["outputs"], problem.times, problem.of, problem.input_names,
                           problem.x0(), p.mode, p.variant, p, info["stats"], info["timings"])
 
@@ -213,6 +215,7 @@ def gradient(problem: Problem, objective: Callable, mode: str = "auto", **plan_o
     else:
         problem = _adjoint_problem(problem, p)
         value, grad, info = adjoint.gradient(problem, objective, p.variant)
+    numbers.check_vector(grad, problem.input_names, f"gradient ({p.mode} mode)", problem.x0())
     return GradientResult(value, grad, problem.input_names, p.mode, p.variant, p,
                           info["stats"], info["timings"])
 
@@ -227,6 +230,7 @@ def hvp(problem: Problem, objective: Callable, v, mode: str = "auto") -> np.ndar
     """
     mode = _check_mode(mode, ("auto",) + second_order.HVP_METHODS)
     hv, _ = second_order.hvp(problem, objective, v, "rev-over-fwd" if mode == "auto" else mode)
+    numbers.check_vector(hv, problem.input_names, "Hessian-vector product", problem.x0())
     return hv
 
 
@@ -241,7 +245,16 @@ def hessian(problem: Problem, objective: Callable, mode: str = "auto") -> np.nda
         p = plan(problem, objective, task="hessian", probe_problem=False)
         mode = "fwd-over-fwd" if p.mode == "forward" else "rev-over-fwd"
     H, _ = second_order.hessian(problem, objective, mode)
+    numbers.check_matrix(H, problem.input_names, f"Hessian ({mode})", psd=False, input_values=problem.x0())
     return H
+
+
+def _guard_jacobian(J, problem: Problem) -> None:
+    """The guard on a Jacobian (n_times, n_of, n_inputs) a user reads: warns when non-finite
+    or absurd against its own scale (`core.checks.numbers`)."""
+    numbers.check_jacobian(J, problem.input_names, "Jacobian", problem.of, problem.x0(),
+                           check="sensitivity.check_gradient(problem, inputs=[{inputs}]) (the Jacobian's "
+                                 "columns against central differences)")
 
 
 def _reference_rhs(t, y, p):
@@ -294,6 +307,7 @@ def trajectory_and_jacobian(problem: Problem, mode: str = "auto", **plan_options
 
     (ys, J), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                                 fn="trajectory_and_jacobian_forward")
+    _guard_jacobian(J, problem)
     trajectory = Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
                             problem.of, info["stats"], info["timings"])
     jac = JacobianResult(np.asarray(J), info["outputs"], problem.times, problem.of, problem.input_names,

@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..api import jacobian as _jacobian
+from ..core.checks import numbers
 from ..core.errors import InputError
 from ..core.problem import Problem
 from ..core.results import JacobianResult
@@ -178,6 +179,10 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
     S = scaled_jacobian(jacobian, scale)
     F = np.einsum("to,toi,toj->ij", w, S, S)
     F = 0.5 * (F + F.T)
+    numbers.check_matrix(F, jacobian.input_names, f"Fisher information ({scale} scale)", psd=True,
+                         input_values=None if scale == "log" else jacobian.input_values,
+                         check="sensitivity.check_gradient(problem, inputs=[{inputs}]) (the Jacobian's columns "
+                               "against central differences)")
     return Fisher(F, tuple(jacobian.input_names), np.asarray(jacobian.input_values), scale, w, jacobian)
 
 

@@ -26,6 +26,18 @@ class SolverError(SensitivityError):
     """The ODE solver failed (max_steps reached, non-finite values, step size collapse)."""
 
 
+class NumericalWarning(UserWarning):
+    """A result the toolkit computed looks wrong: non-finite, or absurd against its own
+    scale (a gradient component 1e10 times the others, a Fisher matrix with clearly
+    negative eigenvalues). The message names the input and suggests the check
+    (`sensitivity.check_gradient` at that input, tighter tolerances)."""
+
+
+class FitWarning(NumericalWarning):
+    """A fit ended far from the data: the residuals are far beyond the noise (chi-square
+    per degree of freedom), or the optimiser did not converge."""
+
+
 class ConfigError(SensitivityError):
     """A YAML configuration is invalid; `problems` lists every problem found."""
 

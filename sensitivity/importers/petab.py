@@ -63,6 +63,7 @@ import numpy as np
 import sympy as sp
 
 from ..ad.cost import Calibration, make_plan, stored_calibration
+from ..core.checks import numbers
 from ..core.errors import InputError, SolverError
 from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
 from ..solvers import lean_rodas as petab_rodas
@@ -691,6 +692,7 @@ class PetabProblem:
         if priors:
             pv, pg = self.prior(x)
             value, grad = value + pv, grad + pg
+        numbers.check_petab(self, x, gradient=grad, mode=mode)
         return PetabGradient(value, grad, self.x_names, mode, plan, t)
 
     def fisher(self, x=None) -> np.ndarray:
@@ -722,6 +724,7 @@ class PetabProblem:
 
         (F, aux), _ = self._run(("fisher",), build, x)
         self._check(aux, F)
+        numbers.check_petab(self, x, fisher=np.asarray(F))
         return np.asarray(F)
 
     def simulate(self, x=None):

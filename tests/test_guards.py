@@ -1,0 +1,110 @@
+"""The guard on the numbers a user reads (sensitivity.core.checks.numbers): it warns on
+constructed absurd gradients, Jacobians and Fisher matrices, names the input, and stays
+silent on sound ones; end to end through a custom_jvp whose derivative is 1e15 x too big."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import sensitivity as sens
+from sensitivity.core.checks import numbers
+
+NAMES = ["a", "b", "c", "d"]
+
+
+def test_absurd_component_is_named():
+    with pytest.warns(sens.NumericalWarning, match=r"c = 1\.5e\+43.*check_gradient\(problem, objective, "
+                                                   r"inputs=\['c'\]\)"):
+        assert numbers.check_vector([1.0, -2.0, 1.5e43, 0.3], NAMES) == ["c"]
+
+
+def test_non_finite_component_is_named():
+    with pytest.warns(sens.NumericalWarning, match="non-finite component for b"):
+        assert numbers.check_vector([1.0, np.nan, 2.0, 3.0], NAMES) == ["b"]
+
+
+def test_sound_results_are_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # components spanning 1e9 are a model's business, not the guard's
+        assert numbers.check_vector([1e4, -2.0, 3e-5, 0.0], NAMES) == []
+        # d/dp of an input in other units: 1e12 apart raw, alike once scaled by the values
+        assert numbers.check_vector([1e12, 1.0, 2.0, 1.0], NAMES, input_values=[1e-12, 1.0, 1.0, 3.0]) == []
+        J = np.random.default_rng(0).standard_normal((5, 2, 4))
+        J[:, 1, :] *= 1e8  # one output in other units
+        assert numbers.check_jacobian(J, NAMES, outputs=["x", "y"]) == []
+        S = np.random.default_rng(1).standard_normal((10, 4))
+        assert numbers.check_matrix(S.T @ S, NAMES) == []
+        # rounding-sized negative eigenvalue of a singular Fisher matrix
+        v = np.array([1.0, 2.0, 3.0, 4.0])
+        assert numbers.check_matrix(np.outer(v, v) - 1e-14 * np.eye(4), NAMES) == []
+
+
+def test_scale_is_the_inputs_value():
+    # 1e12 beside 1 in raw units is absurd unless the input's value explains it
+    with pytest.warns(sens.NumericalWarning, match="a = 1e\\+12"):
+        numbers.check_vector([1e12, 1.0, 2.0, 1.0], NAMES, input_values=[1.0, 1.0, 1.0, 3.0])
+
+
+def test_jacobian_per_output():
+    J = np.ones((5, 2, 4))
+    J[3, 1, 2] = 1e30
+    with pytest.warns(sens.NumericalWarning, match=r"c = 1e\+30.*output y"):
+        assert numbers.check_jacobian(J, NAMES, outputs=["x", "y"]) == ["c"]
+
+
+def test_fisher_with_negative_eigenvalues_and_absurd_diagonal():
+    F = np.diag([1.0, 2.0, 3.0, 4.0])
+    F[0, 1] = F[1, 0] = 3.0  # eigenvalue 1.5 - sqrt(9.25) = -1.54: not a Gram matrix
+    with pytest.warns(sens.NumericalWarning, match="eigenvalue -1.54.*loads on a, b"):
+        assert numbers.check_matrix(F, NAMES) == ["a", "b"]
+    with pytest.warns(sens.NumericalWarning, match="d: 1e\\+276"):
+        numbers.check_matrix(np.diag([1.0, 2.0, 3.0, 1e276]), NAMES)
+
+
+# --------------------------------------------------------------------------- end to end
+@jax.custom_jvp
+def _absurd(c):
+    return c
+
+
+@_absurd.defjvp
+def _absurd_jvp(primals, tangents):
+    return primals[0], 1e15 * tangents[0]
+
+
+def _rhs(t, y, p):
+    return -p["k"] * y + _absurd(p["c"])
+
+
+@pytest.fixture(scope="module")
+def broken():
+    model = sens.ODEModel("inflow", ["y"], {"k": 0.5, "c": 0.3}, _rhs, [2.0])
+    return sens.Problem(model, np.linspace(0, 4, 9), wrt=["k", "c", "y0.y"], rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["forward", "adjoint"])
+def test_absurd_gradient_warns_with_the_input_and_the_check(broken, mode):
+    with pytest.warns(sens.NumericalWarning, match=rf"gradient \({mode} mode\): component c = .*"
+                                                   r"inputs=\['c'\]\).*tighter tolerances") as rec:
+        sens.gradient(broken, lambda ys: ys[-1, 0], mode=mode)
+    assert Path(rec[0].filename).resolve() == Path(__file__).resolve()  # points at the caller
+
+
+def test_absurd_jacobian_and_fisher_warn(broken):
+    with pytest.warns(sens.NumericalWarning, match="Jacobian: .*c = "):
+        sens.jacobian(broken, mode="forward")
+    with pytest.warns(sens.NumericalWarning) as rec:
+        sens.fisher(broken, sigma=0.1)
+    assert any("Fisher information (log scale)" in str(w.message) and "'c'" in str(w.message) for w in rec)
+
+
+def test_the_test_suite_fails_on_the_warning():
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    section = text.split("[tool.pytest.ini_options]")[1].split("\n[")[0]
+    assert 'filterwarnings = ["error::sensitivity.core.errors.NumericalWarning"]' in section
