@@ -22,6 +22,7 @@ from ..core.errors import InputError
 from ..core.problem import Problem
 from ..integrate.solve import output_function, run_checked, values_of, x0_of
 from .objective import loss_function, scalar_objective
+from .quadrature import with_quadrature
 
 ROWS_PER_BATCH = 128  # cotangents vmapped together by the reverse Jacobian
 
@@ -93,7 +94,9 @@ def jacobian(problem: Problem, variant: str | None = None) -> tuple[np.ndarray, 
 
 def gradient(problem: Problem, objective: Callable, variant: str | None = None
              ) -> tuple[float, np.ndarray, dict]:
-    """Value and gradient of objective(outputs) by one backward sweep, shape (n_inputs,)."""
+    """Value and gradient of objective(outputs) by one backward sweep, shape (n_inputs,).
+    An integrating objective (`ad.quadrature`) is a state of the solve."""
+    problem, objective = with_quadrature(problem, objective)
     method = _method(problem, variant)
     f = output_function(problem, method)
     scalar_objective(objective)  # a non-callable objective fails here, before compiling

@@ -17,6 +17,7 @@ from ..core.errors import InputError
 from ..core.problem import Problem
 from ..integrate.solve import output_function, run_checked, values_of, x0_of
 from .objective import scalar_objective
+from .quadrature import with_quadrature
 
 
 def check_vector(problem: Problem, v) -> jnp.ndarray:
@@ -81,7 +82,9 @@ def jacobian(problem: Problem) -> tuple[np.ndarray, dict]:
 
 def gradient(problem: Problem, objective: Callable) -> tuple[float, np.ndarray, dict]:
     """Value and gradient of objective(outputs) by forward mode: n tangents in one sweep.
-    Cheap for few inputs; for many inputs use the adjoint."""
+    Cheap for few inputs; for many inputs use the adjoint. An integrating objective
+    (`ad.quadrature`) is a state of the solve."""
+    problem, objective = with_quadrature(problem, objective)
     f = output_function(problem, "forward")
     obj = scalar_objective(objective)
 

@@ -38,6 +38,7 @@ from ..integrate.solve import (
 )
 from .forward import check_vector
 from .objective import loss_function, scalar_objective
+from .quadrature import with_quadrature
 
 HVP_METHODS = ("fwd-over-rev", "rev-over-fwd")
 
@@ -105,6 +106,7 @@ def hvp(problem: Problem, objective: Callable, v, method: str = "rev-over-fwd"
     if method not in HVP_METHODS:
         raise InputError(f"hvp method '{method}' is unknown; valid: {', '.join(HVP_METHODS)}")
     tangent = check_vector(problem, v)
+    problem, objective = with_quadrature(problem, objective)  # an integral: a state of the solve
     if method == "rev-over-fwd" and all_events(problem):
         method = "fwd-over-rev"  # the augmented tangent system does not carry state events
     if method == "fwd-over-rev" and moving_bounds(problem):
@@ -136,6 +138,7 @@ def hessian(problem: Problem, objective: Callable, method: str = "fwd-over-fwd"
     """
     if method not in HESSIAN_METHODS:
         raise InputError(f"hessian method '{method}' is unknown; valid: {', '.join(HESSIAN_METHODS)}")
+    problem, objective = with_quadrature(problem, objective)  # an integral: a state of the solve
     if method == "rev-over-fwd" and all_events(problem):
         method = "fwd-over-fwd"  # the augmented tangent system does not carry state events
     if method == "rev-over-fwd":

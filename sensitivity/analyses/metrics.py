@@ -2,7 +2,8 @@
 
 Pure functions of arrays (`trapezoid`, `time_integrated`, `time_mean`, `rank_inputs`,
 `nearest_indices`) and `Objective` (sum_of_squares, final_value, integral: JAX-traceable
-functions of the outputs). No JAX at import.
+functions of the outputs; an integral is differentiated as a quadrature state of the ODE,
+`ad.quadrature`). No JAX at import.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..core.errors import InputError
 
 
 def trapezoid(times: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -80,7 +83,12 @@ class Objective:
     only indexing and arithmetic, so it runs on numpy arrays and on JAX tracers alike).
 
     kind "final_value": sum_j ys[-1, j] over `columns`.
-    kind "integral":    sum_j of the trapezoid rule integral of ys[:, j] over `times`.
+    kind "integral":    sum_j integral of output j over [times[0], times[-1]] (the problem's
+        first and last save time when `times` is empty). `gradient`, `hvp`, `hessian` (every
+        mode) integrate it exactly, as a quadrature state of the ODE (`ad.quadrature`): the
+        solver controls its error and doses and events cut it exactly. Called on an array
+        ys alone, it can only be the trapezoid rule over `times`, as accurate as that grid
+        (and blind to a jump between two save times).
     kind "sum_of_squares": sum_k ((ys[rows_k, columns_k] - target_k) * weights_k)^2, one k
         per observed data value (weights = 1 / sigma).
     Equal objectives compare and hash equal, so compiled functions are reused.
@@ -93,11 +101,22 @@ class Objective:
     weights: tuple[float, ...] = ()
     times: tuple[float, ...] = ()
 
+    @property
+    def quadrature(self):
+        """(columns, (start, end) or None) for an integral (see `ad.quadrature`), else None."""
+        if self.kind != "integral":
+            return None
+        return self.columns, ((self.times[0], self.times[-1]) if self.times else None)
+
     def __call__(self, ys):
         cols = np.asarray(self.columns, dtype=int)
         if self.kind == "final_value":
             return ys[-1, cols].sum()
         if self.kind == "integral":
+            if len(self.times) != ys.shape[0]:
+                raise InputError(f"integral objective on an array: ys has {ys.shape[0]} rows, times "
+                                 f"{len(self.times)}; give the save times (or differentiate it through "
+                                 "sensitivity.gradient, which integrates it exactly)")
             y = ys[:, cols]
             dt = np.diff(np.asarray(self.times))[:, None]
             return ((y[1:] + y[:-1]) * dt).sum() * 0.5

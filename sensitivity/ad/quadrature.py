@@ -1,0 +1,172 @@
+"""Objectives that integrate over time, as a quadrature state of the ODE.
+
+An objective integral_a^b sum_j y_j(t) dt computed from the saved outputs (a trapezoid over
+the save times) is only as good as the save grid, and its derivative with respect to a dose
+time is wrong: a save time on the dose sees one side of the jump, so the trapezoid moves
+with it by a whole panel. Here the integral is a state instead: the model is augmented with
+q' = sum_j h_j(t, y, p) (h_j the integrated outputs, observables or states), q(t0) = 0, and
+the objective is q(b) - q(a). The solver controls q's error like any state's, and the cut
+at doses, breakpoints and events treats q exactly (q does not jump), so value and
+derivative are those of the ODE's own integral in every AD mode.
+
+An objective asks for this with an attribute `quadrature`: None, or (columns, window),
+columns the indices into `problem.of` of the outputs integrated and window (a, b) the
+limits, or None for the first and last save time (`analyses.metrics.Objective` of kind
+"integral" has it). `with_quadrature(problem, objective)` then returns the augmented
+problem (same inputs, the one output q) and the objective `Increase` on it; any other
+objective passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.model import ODEModel
+from ..core.problem import Problem
+from ..core.schedule import Event
+from ..core.sparsity import Pattern, declared
+from ..solvers import stiffness
+
+
+@dataclass(frozen=True)
+class Increase:
+    """ys[last, column] - ys[first, column]: the growth of a quadrature state between two
+    save times, ys of shape (n_times, n_of). Equal instances compare and hash equal, so
+    compiled functions are reused."""
+
+    first: int
+    last: int
+    column: int = 0
+
+    def __call__(self, ys):
+        return ys[self.last, self.column] - ys[self.first, self.column]
+
+
+def quadrature_of(objective) -> tuple[tuple[int, ...], tuple[float, float] | None] | None:
+    """The objective's (columns, window), or None for an objective of the outputs alone."""
+    spec = getattr(objective, "quadrature", None)
+    if spec is None or callable(spec):
+        return None
+    columns, window = spec
+    return tuple(int(c) for c in columns), (None if window is None else (float(window[0]), float(window[1])))
+
+
+def with_quadrature(problem: Problem, objective: Callable) -> tuple[Problem, Callable]:
+    """(problem, objective) to differentiate: for an integrating objective, the problem
+    augmented with its quadrature state (output q only, save times the window's ends and
+    the last save time) and `Increase` on it; any other objective unchanged. The augmented
+    problem is built once per problem and objective."""
+    spec = quadrature_of(objective)
+    if spec is None:
+        return problem, objective
+    return problem.memo(("quadrature", spec), lambda: _augment(problem, *spec))
+
+
+# --------------------------------------------------------------------------- the augmented problem
+def _augment(problem: Problem, columns: tuple[int, ...], window) -> tuple[Problem, Increase]:
+    of = problem.of
+    bad = [c for c in columns if not 0 <= c < len(of)]
+    if bad or not columns:
+        raise InputError(f"integral objective: columns {list(columns)} must index the problem's outputs "
+                         f"{list(of)} (0 .. {len(of) - 1}), at least one")
+    names = tuple(of[c] for c in columns)
+    ts = problem.times
+    a, b = (float(ts[0]), float(ts[-1])) if window is None else window
+    T = float(ts[-1])
+    if not (problem.t0 <= a <= b <= T):
+        raise InputError(f"integral objective: the window [{a:g}, {b:g}] must lie inside the problem's "
+                         f"time span [{problem.t0:g}, {T:g}] with start <= end")
+    times = np.unique(np.array([a, b, T], dtype=np.float64))
+    model = lifted_model(problem.model, names)
+    with warnings.catch_warnings():  # the problem's own construction has warned already
+        warnings.simplefilter("ignore")
+        aug = Problem(model, times, wrt=list(problem.input_names), of=[model.states[-1]],
+                      parameters=dict(problem.parameters), y0=np.append(problem.y0, 0.0), t0=problem.t0,
+                      solver=problem.solver, rtol=problem.rtol, atol=problem.atol,
+                      max_steps=problem.max_steps, adjoint=problem.adjoint, checkpoints=problem.checkpoints,
+                      doses=list(problem.doses),
+                      breakpoints=list(problem.fixed_breakpoints) + list(problem.param_breakpoints),
+                      events=[_lifted_event(ev, problem.model.n_states) for ev in problem.events],
+                      jacobian_reuse=problem.jacobian_reuse)
+    if problem.solver == "auto":  # q does not change stiffness: the problem's choice, no new estimate
+        aug.memo("solver_choice", lambda: stiffness.choice(problem))
+    first, last = (int(np.searchsorted(times, t)) for t in (a, b))
+    return aug, Increase(first, last)
+
+
+_MODELS: dict = {}
+_EVENTS: dict = {}
+
+
+def lifted_model(model: ODEModel, names: tuple[str, ...]) -> ODEModel:
+    """`model` with one more state, named like no state or parameter of it, q' = the sum
+    of the outputs `names` (observables or states). Built once per model and names, so
+    compiled functions are shared."""
+    key = (model, names)
+    hit = _MODELS.get(key)
+    if hit is not None:
+        return hit
+    n = model.n_states
+    integrands = tuple(model.observables[nm] if nm in model.observables else _state(model.states.index(nm))
+                       for nm in names)
+    taken = set(model.states) | set(model.parameters)
+    q = next(f"integral_{k}" if k else "integral" for k in range(len(taken) + 1)
+             if (f"integral_{k}" if k else "integral") not in taken)
+    sparsity = model.jacobian_sparsity
+    if isinstance(sparsity, Pattern):  # q' may depend on every state, nothing depends on q
+        pairs = np.concatenate([np.stack([sparsity.rows, sparsity.cols], axis=1),
+                                np.stack([np.full(n, n), np.arange(n)], axis=1)])
+        sparsity = declared(pairs.astype(np.int64), n + 1)
+    lifted = ODEModel(model.name, list(model.states) + [q], dict(model.parameters),
+                      _augmented_rhs(model.rhs, integrands, n), np.append(model.y0, 0.0),
+                      stiff=model.stiff, doc=model.doc, breakpoints=list(model.breakpoints),
+                      events=[_lifted_event(ev, n) for ev in model.events], jacobian_sparsity=sparsity)
+    if len(_MODELS) >= 64:
+        _MODELS.pop(next(iter(_MODELS)))
+    _MODELS[key] = lifted
+    return lifted
+
+
+def _state(i: int) -> Callable:
+    def h(t, y, p):
+        return y[i]
+    return h
+
+
+def _augmented_rhs(rhs: Callable, integrands: tuple, n: int) -> Callable:
+    def augmented(t, z, p):
+        y = z[:n]
+        dy = jnp.asarray(rhs(t, y, p), dtype=z.dtype).reshape(n)
+        dq = sum(jnp.asarray(h(t, y, p), dtype=z.dtype).reshape(()) for h in integrands)
+        return jnp.concatenate([dy, jnp.reshape(dq, (1,))])
+    return augmented
+
+
+def _lifted_event(ev: Event, n: int) -> Event:
+    """`ev` on the augmented state: its condition sees the model's states, its reset keeps q."""
+    key = (ev, n)
+    hit = _EVENTS.get(key)
+    if hit is None:
+        reset = None if ev.reset is None else _lifted_reset(ev.reset, n)
+        hit = _EVENTS[key] = Event(_lifted_condition(ev.condition, n), reset, ev.direction, ev.terminal,
+                                   ev.max_occurrences)
+    return hit
+
+
+def _lifted_condition(condition: Callable, n: int) -> Callable:
+    def lifted(t, z, p):
+        return condition(t, z[:n], p)
+    return lifted
+
+
+def _lifted_reset(reset: Callable, n: int) -> Callable:
+    def lifted(t, z, p):
+        y = jnp.asarray(reset(t, z[:n], p), dtype=z.dtype).reshape(n)
+        return jnp.concatenate([y, z[n:]])
+    return lifted
