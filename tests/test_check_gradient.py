@@ -1,7 +1,12 @@
 """sens.check_gradient: central differences against the closed form of a decay with an
-inflow, and a deliberately wrong derivative (a custom_jvp that lies) flagged by name."""
+inflow, a deliberately wrong derivative (a custom_jvp that lies) flagged by name, and a
+PEtab problem's nllh gradient (Boehm, skipped without ../shared/petab), whose fit stopped
+by maxiter says NOT converged on the console."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +87,31 @@ def test_subset_of_inputs_and_bad_input():
         sens.check_gradient(prob, final_value, inputs=["cc"])
     with pytest.raises(sens.InputError, match="step"):
         sens.check_gradient(prob, final_value, step=2.0)
+
+
+# --------------------------------------------------------------------------- PEtab
+PETAB = Path(__file__).resolve().parents[1].parent / "shared" / "petab" / "Boehm_JProteomeRes2014"
+needs_petab = pytest.mark.skipif(not PETAB.is_dir(), reason=f"PEtab test problems not found at {PETAB.parent}")
+
+
+@needs_petab
+def test_petab_nllh_gradient_agrees_and_the_fit_says_it_did_not_converge(tmp_path, capsys):
+    from sensitivity.app.runners import petab as runner
+
+    prob = sens.petab.load(PETAB / "Boehm_JProteomeRes2014.yaml")
+    chk = sens.check_gradient(prob, mode="forward")
+    assert chk.ok and list(chk.table["input"]) == list(prob.x_names), chk
+    # independent of check_gradient's own differences: a plain central difference on one input
+    x, h, i = prob.x_nominal, 1e-5, 2
+    e = np.eye(x.size)[i]
+    fd = (prob.nllh(x + h * e) - prob.nllh(x - h * e)) / (2 * h)
+    assert chk.table["ours"].iloc[i] == pytest.approx(fd, rel=1e-4)
+    # a fit stopped by maxiter says so in words on the console and in summary.json
+    args = runner.PetabRunConfig(petab=str(PETAB / "Boehm_JProteomeRes2014.yaml"), mode="forward",
+                                 fit=runner.PetabFit(enabled=True, maxiter=2),
+                                 output=runner.PetabOutput(dir=str(tmp_path / "out"), plots=False))
+    assert runner.run(args, quiet=True) == 0
+    out = capsys.readouterr().out
+    assert "fit: NOT converged" in out and "after 2 iterations" in out and "TOTAL NO. OF ITERATIONS" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["fit"]["converged"] is False and summary["fit"]["gradient_norm"] > 0

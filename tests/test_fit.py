@@ -99,9 +99,11 @@ def test_unknown_sigma_is_estimated_from_the_residuals(problem, clean, noisy_fit
 
 
 def test_bounds_and_multistart(problem, clean):
-    res = fit(problem, clean, sigma=SIGMA, start=problem.x0() * [1, 0.5, 1], bounds={"K": (1.0, 8.0)})
+    with pytest.warns(sens.FitWarning, match="far beyond the noise"):
+        res = fit(problem, clean, sigma=SIGMA, start=problem.x0() * [1, 0.5, 1], bounds={"K": (1.0, 8.0)})
     assert res.x[1] == pytest.approx(8.0, rel=1e-6)  # the bound is active
     assert res.cost > 1.0
+    assert res.optimizer_success and not res.success  # the optimum within the bounds misses the data
     # from a poor start, 3 local fits from the best of 24 Sobol points screened by sens.ensemble
     ranges = {"r": (0.1, 3.0), "K": (2.0, 40.0)}
     multi = fit(problem, clean, sigma=SIGMA, start={"r": 5.0, "K": 1.0, "y0.N": 5.0}, starts=3, screen=24,
@@ -197,3 +199,53 @@ def test_replicates_add_information(problem, clean, noisy_fit):
     np.testing.assert_allclose(res.x, noisy_fit.x, rtol=1e-6)
     np.testing.assert_allclose(res.standard_error, noisy_fit.standard_error / np.sqrt(2), rtol=1e-5)
     assert res.fisher.n_observations == 15  # distinct (time, output) points, each weighted twice
+
+
+# --------------------------------------------------------------------------- how good a fit is
+def _lv_rhs(t, y, p):
+    x, z = y[0], y[1]
+    return jnp.stack([p["alpha"] * x - p["beta"] * x * z, p["delta"] * x * z - p["gamma"] * z])
+
+
+LV_TRUE = {"alpha": 1.0, "beta": 0.1, "gamma": 1.5, "delta": 0.75}
+
+
+@pytest.fixture(scope="module")
+def lotka_volterra():
+    """Noise-free predator-prey data, 30 times x 2 outputs = 60 values, sigma 0.5."""
+    model = sens.ODEModel("lotka_volterra", ["prey", "predator"], LV_TRUE, _lv_rhs, {"prey": 10.0, "predator": 5.0})
+    prob = sens.Problem(model, np.linspace(0, 15, 30), wrt=list(LV_TRUE), rtol=1e-8, atol=1e-8)
+    out = sens.simulate(prob).outputs
+    data = pd.DataFrame({"time": np.repeat(prob.times, 2), "output": ["prey", "predator"] * 30,
+                         "value": out.reshape(-1)})
+    return prob, data
+
+
+def test_a_local_minimum_is_not_a_success(lotka_volterra):
+    """From a start 2x off, least squares stops at a local minimum with its own ftol
+    criterion met; chi2/dof against sigma says it is no fit."""
+    prob, data = lotka_volterra
+    with pytest.warns(sens.FitWarning, match=r"chi2/dof = .*far beyond the noise.*local minimum\? try starts=10"):
+        res = fit(prob, data, sigma=0.5, start=prob.x0() * 2)
+    assert res.optimizer_success and not res.success and not res.converged
+    assert res.dof == 60 - 4 and res.cost > 100
+    # independent: chi2 from a fresh simulation at the estimate
+    y = sens.simulate(prob.with_inputs(res.x)).outputs.reshape(-1)
+    chi2 = float(np.sum(((y - data["value"].to_numpy()) / 0.5) ** 2))
+    assert res.chi2 == pytest.approx(chi2, rel=1e-6) and res.chi2_dof == pytest.approx(chi2 / 56, rel=1e-6)
+    assert res.chi2_dof > 100 and res.p_value < 1e-100
+    assert "NOT a fit" in res.summary() and "far beyond the noise" in res.summary()
+
+
+def test_multistart_finds_the_fit_and_says_so(lotka_volterra):
+    prob, data = lotka_volterra
+    ranges = {k: (v / 3, v * 3) for k, v in LV_TRUE.items()}
+    res = fit(prob, data, sigma=0.5, start=prob.x0() * 2, starts=3, ranges=ranges)
+    np.testing.assert_allclose(res.x, prob.x0(), rtol=1e-5)
+    assert res.success and res.optimizer_success and res.chi2_dof < 1e-6
+    assert "about the size of the noise" in res.summary() and "converged" in res.summary()
+
+
+def test_sigma_estimated_is_not_judged(problem, clean):
+    res = fit(problem, _noisy(clean, 3), sigma=None, start=problem.x0())
+    assert res.success and np.isnan(res.p_value) and "by construction" in res.quality

@@ -20,6 +20,13 @@ free), and bounds are imposed on ln p. Standard errors come from the Fisher info
 the estimate (`sensitivity.fisher`); with sigma=None (unknown, equal for all data) they are
 scaled by the residual variance s^2 = 2 cost / (n_data - n_inputs).
 
+How good a fit is: chi-square per degree of freedom, chi2 / dof = sum_i r_i^2 / (n_data -
+n_inputs), about 1 when the model meets the data within their sigma. Far beyond (p-value of
+the chi-square below `FAR_P` and chi2 / dof above `FAR_RATIO`) the fit is not a fit: a local
+minimum, or a sigma or model that does not describe the data. Then, and when the optimiser
+did not converge, the result's `success` is False (the optimiser's own verdict is
+`optimizer_success`), its summary says so, and a `FitWarning` suggests what to try.
+
 Data: a table with columns time, output, value (and optionally sigma), as a pandas
 DataFrame, a mapping of arrays or a CSV path; or a wide table (time plus one column per
 output, empty cells missing). Data times that are not save times of the problem are
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -37,8 +45,9 @@ import numpy as np
 
 from .. import api
 from ..api import plan
+from ..core.checks.numbers import stacklevel
 from ..core.data import read_data
-from ..core.errors import InputError, SolverError, did_you_mean, list_names
+from ..core.errors import FitWarning, InputError, SolverError, did_you_mean, list_names
 from ..core.problem import Problem
 from ..integrate.solve import simulate
 from ..plots.analyses import fit_figure
@@ -50,6 +59,8 @@ from .metrics import Objective
 METHODS = ("auto", "least_squares", "trust-ncg")
 JACOBIAN_VS_GRADIENT = 10.0  # "auto" takes least squares while a Jacobian costs <= this many gradients
 TRUST_GTOL = 1e-6  # the trust-region methods' gradient tolerance (in ln p units), at least
+FAR_P = 1e-6  # chi-square p-value below which the residuals are "far beyond the noise" ...
+FAR_RATIO = 2.0  # ... when chi2 / dof is above this, too (not a mere excess of a huge data set)
 
 
 # --------------------------------------------------------------------------- data
@@ -77,7 +88,12 @@ class FitResult:
     nll: the Gaussian negative log-likelihood; sigma_estimated: s when sigma was unknown;
     data: the long table used (time, output, value, sigma); residuals (n_data,):
     (model - data) / sigma; trajectory: the `Trajectory` at x on the merged save times;
-    start_trajectory: outputs at the start; method, success, message, iterations;
+    start_trajectory: outputs at the start; method, message, iterations; success (also
+    `converged`): the optimiser converged AND the residuals are within reach of the noise
+    (not chi2 / dof far beyond 1; with sigma estimated, the optimiser's verdict alone);
+    optimizer_success: the optimiser's own flag; chi2 = sum r^2, dof = n_data - n_inputs,
+    chi2_dof = chi2 / dof and p_value (the chi-square's upper tail) against sigma (NaN
+    p-value with sigma estimated: then chi2 / dof = 1 by construction); quality: a sentence;
     evaluations: how many simulate / jacobian / gradient / hvp calls the fit made
     (failures: solves that failed at trial points; solver_steps: the steps of the forward
     solves of simulate, jacobian and gradient calls, a measure of the work); path: a DataFrame of the iterates
@@ -107,6 +123,21 @@ class FitResult:
     notes: tuple[str, ...] = ()
     timings: dict = field(default_factory=dict)
     log_params: bool = True
+    optimizer_success: bool | None = None
+    chi2: float = float("nan")
+    dof: int = 0
+    p_value: float = float("nan")
+    quality: str = ""
+
+    @property
+    def converged(self) -> bool:
+        """`success`: the optimiser converged and the residuals are within reach of the noise."""
+        return self.success
+
+    @property
+    def chi2_dof(self) -> float:
+        """Chi-square per degree of freedom, sum r^2 / (n_data - n_inputs); NaN without any."""
+        return self.chi2 / self.dof if self.dof > 0 else float("nan")
 
     @property
     def estimates(self) -> dict:
@@ -144,6 +175,8 @@ class FitResult:
              "residual": ("observation", self.residuals)},
             coords={"input": names, "input_2": names, "time": tr.times, "output": list(tr.output_names)},
             attrs={"cost": self.cost, "nll": self.nll, "method": self.method, "success": int(self.success),
+                   "optimizer_success": int(bool(self.optimizer_success)), "chi2": self.chi2, "dof": self.dof,
+                   "chi2_dof": self.chi2_dof, "p_value": self.p_value,
                    "iterations": self.iterations, "log_params": int(self.log_params),
                    "sigma_estimated": self.sigma_estimated if self.sigma_estimated is not None else np.nan},
         )
@@ -154,9 +187,12 @@ class FitResult:
         return fit_figure(self, path, title)
 
     def summary(self) -> str:
-        lines = [f"{self.method}: {'converged' if self.success else 'NOT converged'} after {self.iterations} "
-                 f"iterations ({self.message}); cost {self.cost:.6g}, NLL {self.nll:.6g}, "
-                 f"{len(self.residuals)} data."]
+        verdict = "converged" if self.success else (
+            "NOT a fit" if self.optimizer_success else "NOT converged")
+        lines = [f"{self.method}: {verdict} after {self.iterations} iterations (optimiser: {self.message}); "
+                 f"cost {self.cost:.6g}, NLL {self.nll:.6g}, {len(self.residuals)} data."]
+        if self.quality:
+            lines.append(self.quality)
         for name, v, se in zip(self.input_names, self.x, self.standard_error):
             lines.append(f"  {name:>12s} = {v:.6g} +- {se:.3g}")
         lines.append("evaluations: " + ", ".join(f"{k} {v}" for k, v in self.evaluations.items()))
@@ -541,9 +577,42 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     elif len(points) > 1:
         notes += (f"multi-start: {len(points)} local fits one after another; start {best} won",)
     total_iterations = sum(rn["iterations"] for rn in runs)
+    chi2, dof = float(r @ r), m - n
+    p_value, quality, good = _quality(chi2, dof, estimate_sigma, bool(b["success"]), b["message"], len(points))
+    if not good:
+        warnings.warn(f"fit: {quality}", FitWarning, stacklevel=stacklevel())
     return FitResult(
         names, np.asarray(x_hat, dtype=np.float64), np.asarray(b["start"]), se_nat, se_log, fi, cost, nll, s_hat,
         df, r, traj, start_traj, method_run if not (method_run == "trust-ncg" and np.isfinite(np.r_[t_lo, t_hi]).any())
-        else "trust-constr", bool(b["success"]), b["message"], int(b["iterations"]),
+        else "trust-constr", bool(b["success"]) and good, b["message"], int(b["iterations"]),
         dict(ev.counts, iterations_all_starts=total_iterations), path, table, notes,
-        {"wall": time.perf_counter() - began, **ev.seconds}, log_params)
+        {"wall": time.perf_counter() - began, **ev.seconds}, log_params, bool(b["success"]), chi2, dof, p_value,
+        quality)
+
+
+def _quality(chi2: float, dof: int, estimated: bool, converged: bool, message: str,
+             n_starts: int) -> tuple[float, str, bool]:
+    """(p-value, a sentence on the fit's quality, whether it is a fit) from chi2 = sum r^2
+    over dof = n_data - n_inputs degrees of freedom and the optimiser's verdict."""
+    from scipy.stats import chi2 as chi2_dist
+
+    ratio = chi2 / dof if dof > 0 else float("nan")
+    p = float(chi2_dist.sf(chi2, dof)) if dof > 0 and not estimated else float("nan")
+    if estimated:
+        head = (f"chi2/dof = 1 by construction (sigma unknown, estimated from the residuals; {dof} degrees "
+                "of freedom)")
+    elif dof <= 0:
+        head = f"chi2 = {chi2:.4g} with no degrees of freedom left (as many inputs as data)"
+    else:
+        head = f"chi2/dof = {ratio:.3g} ({chi2:.4g} over {dof} degrees of freedom, p = {p:.2g})"
+    far = not estimated and dof > 0 and p < FAR_P and ratio > FAR_RATIO
+    more = f"try more starts (starts={max(10, 2 * n_starts)}) over wider ranges" if n_starts > 1 else \
+        "try starts=10 with ranges= for the inputs"
+    if far:
+        return p, (f"{head}: the residuals are far beyond the noise (sigma). A local minimum? {more}; "
+                   "else sigma is too small or the model does not describe the data."), False
+    if not converged:
+        return p, (f"{head}; the optimiser did NOT converge ({message}): raise max_iter, loosen tol, or "
+                   f"{more}."), False
+    return p, f"{head}: the residuals are about the size of the noise." if not estimated and dof > 0 \
+        else head + ".", True

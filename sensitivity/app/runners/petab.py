@@ -90,9 +90,19 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False) -> int:
         io.write_json(summary, tmp / "summary.json")
     print(f"{prob.model.id}: nllh = {g.value:.6f} at the nominal parameters; |gradient| = "
           f"{np.linalg.norm(g.grad):.3g} ({g.mode}); Fisher eigenvalues {eig.min():.3g} .. {eig.max():.3g}"
-          + ("" if fit is None else f"; fit: nllh = {fit['nllh']:.6f} after {fit['iterations']} iterations")
+          + ("" if fit is None else "\n" + fit_line(fit))
           + f"\nresults in {out}")
     return 0
+
+
+def fit_line(fit: dict) -> str:
+    """The fit's verdict in words: converged or NOT, with the optimiser's reason."""
+    where = (f"nllh = {fit['nllh']:.6f}, |projected gradient| = {fit['gradient_norm']:.3g}, after "
+             f"{fit['iterations']} iterations")
+    if fit["converged"]:
+        return f"fit: converged: {where} ({fit['message']})"
+    return (f"fit: NOT converged: {where}; the optimiser stopped with '{fit['message']}'. The estimate is not "
+            "an optimum: raise --maxiter (fit.maxiter in a run config), or start elsewhere.")
 
 
 def _fit(prob, mode: str, maxiter: int) -> dict:
@@ -107,7 +117,15 @@ def _fit(prob, mode: str, maxiter: int) -> dict:
     res = minimize(fg, prob.x_nominal, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
                    options={"maxiter": maxiter})
     return {"x": res.x, "nllh": float(res.fun), "iterations": int(res.nit), "converged": bool(res.success),
-            "message": str(res.message)}
+            "message": str(res.message), "gradient_norm": float(np.linalg.norm(_projected(res.x, res.jac, lo, hi)))}
+
+
+def _projected(x, g, lo, hi) -> np.ndarray:
+    """The gradient without the components that push against an active bound."""
+    lo = np.array([-np.inf if v is None else v for v in lo], dtype=np.float64)
+    hi = np.array([np.inf if v is None else v for v in hi], dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    return np.where(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)), 0.0, g)
 
 
 def plot_fit(prob, sim, folder: Path) -> list[Path]:

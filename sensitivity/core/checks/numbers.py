@@ -39,7 +39,7 @@ NEGATIVE_EIGENVALUE = 1e-8  # a PSD matrix's eigenvalue below -this x the larges
 _PACKAGE = str(Path(__file__).resolve().parents[2])
 
 
-def _stacklevel() -> int:
+def stacklevel() -> int:
     """The warning's stack level: the first frame outside the package (the user's call)."""
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
@@ -79,7 +79,7 @@ def _warn(what: str, problem: str, flagged: list[str], check: str | None) -> Non
         "compares it with central differences; solve with tighter tolerances (rtol, atol), and look for "
         "a discontinuity (a switch in time, a dose or event time) that depends on "
         f"{'that input' if len(flagged) == 1 else 'those inputs'}.",
-        NumericalWarning, stacklevel=_stacklevel())
+        NumericalWarning, stacklevel=stacklevel())
 
 
 def _describe(names, values, flags, median, scaled: bool) -> str:
