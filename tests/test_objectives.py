@@ -195,3 +195,14 @@ def test_yaml_integral_objective_runs_exactly(tmp_path):
     grad = np.array([s["objective"]["gradient"][n] for n in WRT])
     exact = np.asarray(jax.grad(auc_closed_form)(x))
     np.testing.assert_allclose(grad, exact, rtol=1e-6, atol=1e-8 * np.abs(exact).max())
+
+
+def test_ensemble_gradients_of_an_integral_are_exact(pk):
+    """`sens.ensemble(task="gradient")` (and so DGSM) integrates as the single calls do."""
+    X = np.stack([X_PK, X_PK * np.array([1.2, 0.9, 1.1, 1.0, 1.0, 1.5]) + np.array([0, 0, 0, 1.0, -2.0, 0])])
+    ds = sens.ensemble(pk, X, task="gradient", objective=AUC)
+    for i in range(2):
+        x = jnp.asarray(X[i])
+        assert ds["value"].values[i] == pytest.approx(float(auc_closed_form(x)), rel=1e-8)
+        exact = np.asarray(jax.grad(auc_closed_form)(x))
+        np.testing.assert_allclose(ds["gradient"].values[i], exact, rtol=1e-6, atol=1e-8 * np.abs(exact).max())

@@ -45,6 +45,7 @@ import numpy as np
 from ..ad import adjoint, forward
 from ..ad.cost import default_checkpoints
 from ..ad.objective import loss_function, scalar_objective
+from ..ad.quadrature import with_quadrature
 from ..api import _adjoint_problem, plan
 from ..core.errors import InputError, SensitivityError
 from ..core.problem import Problem
@@ -421,6 +422,8 @@ def ensemble(problem: Problem, X, task: str = "simulate", objective: Callable | 
         raise InputError("task = 'gradient' needs an objective: objective(ys) -> scalar, ys (n_times, n_of)")
     if objective is not None:
         scalar_objective(objective)
+    if task == "gradient":  # an integral objective: a quadrature state of the solve (same inputs)
+        problem, objective = with_quadrature(problem, objective)
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1 and problem.n_inputs == 1:
         X = X[:, None]

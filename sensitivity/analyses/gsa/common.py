@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ...ad.objective import scalar_objective
+from ...ad.quadrature import with_quadrature
 from ...core.errors import InputError
 from ...core.problem import Problem
 from ..ensemble import ensemble
@@ -57,7 +58,10 @@ def objective_values(objective: Callable, outputs: np.ndarray) -> np.ndarray:
 
 def evaluate(problem: Problem, X: np.ndarray, objective: Callable | None, **ensemble_options):
     """Y for every row of X: the outputs (n, n_times, n_of), or objective values (n,) with
-    an objective; and the ensemble Dataset (status, timings)."""
+    an objective; and the ensemble Dataset (status, timings). An integral objective is
+    a quadrature state of the solve (`ad.quadrature`), not a sum over the save times."""
+    if objective is not None:
+        problem, objective = with_quadrature(problem, objective)
     ds = ensemble(problem, X, task="simulate", **ensemble_options)
     Y = ds["outputs"].values
     if objective is not None:
