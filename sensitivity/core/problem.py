@@ -39,19 +39,16 @@ def _entry_name(pname: str, idx: tuple[int, ...]) -> str:
 
 
 def resolve_inputs(model: ODEModel, wrt: Sequence[str] | None, n_doses: int = 0) -> tuple[InputRef, ...]:
-    """Turn input names into `InputRef`s; the default is every scalar parameter. With
+    """Turn input names into `InputRef`s; the default is every scalar parameter (every
+    initial value "y0.<state>" for a model without scalar parameters). With
     `n_doses` doses, "dose[j].time", "dose[j].amount", "dose.time", "dose.amount" are inputs
     too (kind "dose", target the field, flat_index the dose's place in the sorted schedule).
 
     Raises `InputError` naming the bad entry, with the closest valid name.
     """
     if wrt is None:
-        wrt = list(model.scalar_parameters)
-        if not wrt:
-            raise InputError(
-                f"model '{model.name}' has no scalar parameter: give wrt explicitly, "
-                f"e.g. wrt=['{next(iter(model.parameters), 'W')}'] or ['y0.{model.states[0]}']"
-            )
+        # a model without scalar parameters still has inputs: its initial state
+        wrt = list(model.scalar_parameters) or [f"y0.{s}" for s in model.states]
     if isinstance(wrt, str):
         wrt = [wrt]
     valid = list(model.parameters) + [f"y0.{s}" for s in model.states]

@@ -52,6 +52,7 @@ from ..core.schedule import Event
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
 AVOGADRO = 6.02214179e23
+NO_STATE = "_no_state"  # the constant state of a model that has none (no species, no rate rule)
 
 
 # --------------------------------------------------------------------------- AST -> sympy
@@ -246,6 +247,7 @@ class SBMLModel:
     event_times: Callable | None = None
     _event_exprs: tuple = ()
     event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
+    species: dict = field(default_factory=dict)  # species id -> {"compartment", "amount": its value is an amount}
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -340,7 +342,7 @@ class SBMLModel:
             pv = pvec(p)
             return fn(t, species(u, pv), pv) - (species(u, pv) - u)
 
-        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states)}
+        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states) if s != NO_STATE}
         for j, r in enumerate(self.rules):
             if r not in obs:
                 obs[r] = functools.partial(rule_obs, j)
@@ -384,12 +386,13 @@ def read(path: str | Path) -> SBMLModel:
         raise ModelError(f"SBML file '{path}' cannot be read: {exc.strerror}") from None
     key = (str(path.resolve()), hashlib.sha256(data).hexdigest())
     if key not in _CACHE:
-        _CACHE[key] = from_string(data.decode("utf-8"), source=str(path))
+        _CACHE[key] = from_string(data.decode("utf-8"), source=str(path), folder=path.resolve().parent)
     return _CACHE[key]
 
 
-def from_string(xml: str, source: str = "<string>") -> SBMLModel:
-    """Build an `SBMLModel` from SBML text."""
+def from_string(xml: str, source: str = "<string>", folder: str | Path | None = None) -> SBMLModel:
+    """Build an `SBMLModel` from SBML text. `folder`: where the comp package's external
+    model definitions are looked up (the file's folder; default the working directory)."""
     import libsbml as L
     doc = L.readSBMLFromString(xml)
     errors = [doc.getError(i) for i in range(doc.getNumErrors())
@@ -397,10 +400,37 @@ def from_string(xml: str, source: str = "<string>") -> SBMLModel:
     if errors:
         raise ModelError(f"SBML file {source}: {errors[0].getMessage().strip()} "
                          f"(line {errors[0].getLine()})")
+    doc = _flatten_comp(doc, source, folder)
     model = doc.getModel()
     if model is None:
         raise ModelError(f"SBML file {source} holds no model")
     return _build(model, source)
+
+
+def _flatten_comp(doc, source: str, folder):
+    """The document with the comp package's submodels flattened into one model (libsbml's
+    CompFlatteningConverter); `ModelError` naming a required package other than comp, or
+    the converter's first error."""
+    import libsbml as L
+    for i in range(doc.getNumPlugins()):
+        name = doc.getPlugin(i).getPackageName()
+        if name not in ("comp", "l3v2extendedmath") and doc.getPackageRequired(name):
+            raise ModelError(f"SBML file {source}: the package '{name}' is required but not read by the "
+                             "SBML import (read: core and comp)")
+    if not doc.isPackageEnabled("comp"):
+        return doc
+    if folder is not None:
+        doc.setLocationURI(Path(folder).resolve().as_uri() + "/")
+    props = L.ConversionProperties()
+    props.addOption("flatten comp", True)
+    props.addOption("leavePorts", False)
+    status = doc.convert(props)
+    if status != L.LIBSBML_OPERATION_SUCCESS:
+        errs = [doc.getError(i) for i in range(doc.getNumErrors())
+                if doc.getError(i).getSeverity() >= L.LIBSBML_SEV_ERROR]
+        why = errs[0].getMessage().strip() if errs else f"libsbml status {status}"
+        raise ModelError(f"SBML file {source}: the comp package (submodels) cannot be flattened: {why}")
+    return doc
 
 
 def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics in one place
@@ -492,7 +522,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
             base = sp.nan
         cf = s.getConversionFactor() if s.isSetConversionFactor() else (
             model.getConversionFactor() if model.isSetConversionFactor() else "")
-        species_info[sid] = dict(hosu=hosu, V=V, boundary=bool(s.getBoundaryCondition()),
+        species_info[sid] = dict(hosu=hosu, V=V, compartment=comp, boundary=bool(s.getBoundaryCondition()),
                                  constant=bool(s.getConstant()), cf=sym(cf) if cf else sp.Integer(1))
         if sid in assignment:
             rules[sid] = conv(assignment[sid].getMath(), f"assignmentRule for '{sid}'")
@@ -519,6 +549,15 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
             rates[sid] = conv(rate_rules[sid].getMath(), f"rateRule for '{sid}'")
         else:
             rates[sid] = sp.Integer(0)
+
+    # ---- a model without states (only rules and constants) still gets one: a constant
+    # placeholder, so that it is an ODE model that simulates
+    if not states:
+        if model.getElementBySId(NO_STATE) is not None:
+            raise ModelError(f"SBML model '{mid}' has no state and the id '{NO_STATE}' for a placeholder is taken")
+        states.append(NO_STATE)
+        rates[NO_STATE] = sp.Integer(0)
+        init[NO_STATE] = sp.Integer(0)
 
     # ---- reactions
     for r in model.getListOfReactions():
@@ -595,6 +634,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
                      events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
                      _event_exprs=tuple(events),
+                     species={k: {"compartment": v["compartment"], "amount": v["hosu"]} for k, v in species_info.items()},
                      event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
 
 
