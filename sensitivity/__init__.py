@@ -23,7 +23,15 @@ import sys as _sys
 # always, not only with the disk cache: host callbacks also push every call of a compiled
 # function off JAX's fast C++ path onto its Python fallback
 _os.environ.setdefault("EQX_ON_ERROR", "nan")
+# XLA's C++ log lines ("Very slow compile?", "stuck in a circular simplification loop") do
+# not reach the user's terminal: fatal errors only (errors that matter reach Python as
+# exceptions), and a slow compile is reported once in the toolkit's words
+# (core/compile_watch.py). Read when JAX is first imported; SENSITIVITY_XLA_LOGS=1, or the
+# user's own TF_CPP_MIN_LOG_LEVEL, keeps them.
+if not _os.environ.get("SENSITIVITY_XLA_LOGS") and "jax" not in _sys.modules:
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .core import compile_watch as _compile_watch  # noqa: E402
 from .stores.folder import cache_dir as _cache_dir  # noqa: E402
 
 
@@ -77,9 +85,12 @@ def __getattr__(name):
     if name in _LAZY:
         value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
+        _compile_watch.watch()
         return value
     if name in _IMPORTERS:
-        return _importlib.import_module(f".importers.{name}", __name__)
+        module = _importlib.import_module(f".importers.{name}", __name__)
+        _compile_watch.watch()
+        return module
     if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
         return _importlib.import_module(f".{name}", __name__)  # a submodule: sens.api, sens.solve
     raise AttributeError(f"module 'sensitivity' has no attribute {name!r}")

@@ -18,6 +18,7 @@ import numpy as np
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan, stored_calibration
 from .ad.forward import forward_jacobian
+from .core import compile_watch
 from .core.checks import numbers
 from .core.errors import InputError
 from .core.model import ODEModel
@@ -35,6 +36,8 @@ from .solvers import linear as stiff_linear
 from .solvers import stiffness
 from .solvers.registry import solver_name
 from .stores import calibration as calibration_store
+
+compile_watch.watch()  # a slow compile is reported once, in the toolkit's words
 
 MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider

@@ -108,3 +108,39 @@ def test_the_test_suite_fails_on_the_warning():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     section = text.split("[tool.pytest.ini_options]")[1].split("\n[")[0]
     assert 'filterwarnings = ["error::sensitivity.core.errors.NumericalWarning"]' in section
+
+
+# --------------------------------------------------------------------------- XLA's log lines
+def test_a_slow_compile_is_reported_once_in_our_words(monkeypatch, capsys):
+    import jax.monitoring
+
+    from sensitivity.core import compile_watch
+
+    sens.jacobian  # noqa: B018 (loading the API registers the listener)
+    monkeypatch.setitem(compile_watch._STATE, "reported", False)
+    monkeypatch.setenv("SENSITIVITY_SLOW_COMPILE_SECONDS", "30")
+    jax.monitoring.record_event_duration_secs(compile_watch.BACKEND_COMPILE_EVENT, 5.0, fun_name="quick")
+    assert capsys.readouterr().err == ""
+    jax.monitoring.record_event_duration_secs(compile_watch.BACKEND_COMPILE_EVENT, 95.0, fun_name="solve")
+    jax.monitoring.record_event_duration_secs(compile_watch.BACKEND_COMPILE_EVENT, 120.0, fun_name="again")
+    jax.monitoring.record_event_duration_secs("/jax/other", 500.0)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sensitivity: a compile took 95 s")
+
+
+def _xla_error_lines(env: dict) -> str:
+    """stderr of a process that imports sensitivity, then makes XLA log C++ errors (a dump
+    folder it cannot create)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sensitivity, jax, jax.numpy as jnp; jax.jit(lambda x: 2 * x)(jnp.ones(2)).block_until_ready()"
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SENSITIVITY_XLA_LOGS")} | env
+    env["XLA_FLAGS"] = "--xla_dump_to=/proc/1/cannot-be-created"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stderr
+
+
+def test_xla_log_lines_do_not_reach_the_terminal():
+    assert "dump.cc" in _xla_error_lines({"SENSITIVITY_XLA_LOGS": "1"})  # the lines exist ...
+    assert "dump.cc" not in _xla_error_lines({})  # ... and are silenced by default
