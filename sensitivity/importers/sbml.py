@@ -412,9 +412,10 @@ def _flatten_comp(doc, source: str, folder):
     CompFlatteningConverter); `ModelError` naming a required package other than comp, or
     the converter's first error."""
     import libsbml as L
-    for i in range(doc.getNumPlugins()):
-        name = doc.getPlugin(i).getPackageName()
-        if name not in ("comp", "l3v2extendedmath") and doc.getPackageRequired(name):
+    ns = doc.getSBMLNamespaces().getNamespaces()
+    declared = {ns.getPrefix(i) for i in range(ns.getLength()) if ns.getPrefix(i)}
+    for name in sorted(declared):
+        if doc.getLevel() >= 3 and name != "comp" and doc.isPackageEnabled(name) and doc.getPackageRequired(name):
             raise ModelError(f"SBML file {source}: the package '{name}' is required but not read by the "
                              "SBML import (read: core and comp)")
     if not doc.isPackageEnabled("comp"):
