@@ -206,3 +206,32 @@ def test_ensemble_gradients_of_an_integral_are_exact(pk):
         assert ds["value"].values[i] == pytest.approx(float(auc_closed_form(x)), rel=1e-8)
         exact = np.asarray(jax.grad(auc_closed_form)(x))
         np.testing.assert_allclose(ds["gradient"].values[i], exact, rtol=1e-6, atol=1e-8 * np.abs(exact).max())
+
+
+# ----------------------------------------------------------------------------- save time = dose time
+@pytest.mark.parametrize("mode", ["forward", "adjoint"])
+def test_a_save_time_on_a_dose_time_sees_the_dose(mode):
+    """depot(t) = sum over doses with t_i <= t of D_i e^{-ka (t - t_i)}: a save time equal to
+    a dose time holds the value just after the dose (at t0, inside, and at the last time),
+    and its derivative with respect to that dose's time is the side where the dose stays
+    at or before the save time: d depot(t_i) / d t_i = ka D_i."""
+    ka, D = 0.7, np.array([100.0, 50.0, 80.0])
+    tds = np.array([0.0, 6.0, 12.0])  # the last dose on the last save time
+    times = np.linspace(0.0, 12.0, 7)  # 0, 2, ..., 12: every dose time is a save time
+    doses = [sens.Dose(t, "depot", d) for t, d in zip(tds, D)]
+    prob = sens.Problem(models.get("pk_one_compartment_oral"), times, of=["depot"], parameters={"ka": ka},
+                        wrt=["ka", "dose.time", "dose.amount"], doses=doses, rtol=1e-11, atol=1e-11)
+
+    def depot(x):
+        k, t_d, d = x[0], x[1:4], x[4:7]
+        s = jnp.asarray(times)[:, None] - t_d[None, :]
+        return jnp.sum(jnp.where(s >= 0, d * jnp.exp(-k * jnp.where(s >= 0, s, 0.0)), 0.0), axis=1)
+
+    x = jnp.asarray(prob.x0())
+    res = sens.jacobian(prob, mode=mode)
+    np.testing.assert_allclose(res.outputs[:, 0], depot(x), rtol=1e-8)
+    assert res.outputs[0, 0] == pytest.approx(100.0) and res.outputs[-1, 0] > 80.0  # after the dose
+    np.testing.assert_allclose(res.values[:, 0, :], jax.jacfwd(depot)(x), rtol=1e-6, atol=1e-8)
+    on = [int(np.flatnonzero(times == t)[0]) for t in tds]  # the save on each dose
+    for j, k in enumerate(on):
+        assert res.values[k, 0, 1 + j] == pytest.approx(ka * D[j], rel=1e-6)

@@ -37,7 +37,9 @@ class DiscontinuityWarning(UserWarning):
 class Dose:
     """A bolus: state `state` jumps by `amount` at time `time` (y(time+) = y(time-) + amount).
 
-    A save time equal to `time` gets the state after the dose.
+    A save time equal to `time` sees the dose: it holds the state just after it, y(time+)
+    (also at t0 and at the last save time), and its derivative with respect to `time` is
+    that of the side where the dose stays at or before the save time.
     """
 
     time: float

@@ -12,7 +12,9 @@ serves every dose schedule of the same count, and the derivative with respect to
 time or a breakpoint comes from diffrax's differentiable t0/t1 (the end of one segment and
 the start of the next move with the boundary). Every segment saves at all save times
 (clipped into the segment) and a mask keeps those that fall inside it: a save time equal to
-a boundary gets the state *after* the jump. Inside a segment, the solve runs up to
+a boundary gets the state *after* the jump (also a dose on the last save time, in a
+zero-length last segment), and its derivative with respect to the boundary is that of the
+side where the jump stays at or before the save time. Inside a segment, the solve runs up to
 `1 + sum(max_occurrences)` pieces, each ending at the next event (or the segment's end).
 
 After a terminal event, the remaining save times hold the state at the event.
@@ -171,6 +173,12 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
                                             diffrax.SubSaveAt(t1=True)], solver_state=counted),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
             (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
+            # a zero-length piece (a dose on the last save time) takes no step, so its saves
+            # lose the flow's dependence on a moving start: y(t) = y(start) + (t - start) f
+            # there, which adds 0 to the value and -f dstart to the derivative
+            ts_piece = _clip(times, start, end)
+            flowed = y[None, :] + (ts_piece - start)[:, None] * vector_field(start, y, (args_p, fired_before, start))
+            saved = jnp.where(start == end, flowed, saved)
             inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
             inside = inside & ~stopped
             ys = jnp.where(inside[:, None], saved, ys)
