@@ -245,7 +245,7 @@ def test_full_run_ranking_and_summary(full_run):
         S, times, inputs = ds.normalized_jacobian.values, ds.time.values, list(ds.input.values)
     score = trapezoid(np.nan_to_num(np.abs(S)), times, axis=0).sum(axis=0)
     rows = (out / "ranking.csv").read_text().splitlines()
-    assert rows[0] == "rank,input,score,share,prey,predator"
+    assert rows[0] == "rank,input,score,share,prey,predator,measure"
     ranked = [r.split(",") for r in rows[1:]]
     assert [r[1] for r in ranked] == [inputs[i] for i in np.argsort(-score, kind="stable")]
     np.testing.assert_allclose([float(r[2]) for r in ranked], np.sort(score)[::-1], rtol=1e-8)
@@ -266,13 +266,11 @@ def test_full_run_ranking_and_summary(full_run):
     assert resolved.problem.times.size == 28  # the written config reruns as the same problem
 
 
-def test_heatmap_is_a_diverging_picture(full_run):
+def test_heatmap_is_a_picture(full_run):
+    """heatmap.png: magnitudes (time-integrated |S|, tests/test_heatmap.py checks the values)."""
     _, out = full_run
     img = imread(out / "heatmap.png")[..., :3]
     assert img.std() > 0.05
-    red = (img[..., 0] - img[..., 2] > 0.3).sum()
-    blue = (img[..., 2] - img[..., 0] > 0.3).sum()
-    assert red > 500 and blue > 500  # LV has influences of both signs
     for name in ("heatmap_at_times.png", "trajectories.png", "sensitivities.png"):
         assert imread(out / name).std() > 0.02
 

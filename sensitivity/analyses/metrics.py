@@ -1,7 +1,7 @@
 """Metrics of sensitivities over time, and the config's scalar objectives.
 
-Pure functions of arrays (`trapezoid`, `time_integrated`, `time_mean`, `rank_inputs`,
-`nearest_indices`) and `Objective` (sum_of_squares, final_value, integral: JAX-traceable
+Pure functions of arrays (`trapezoid`, `time_integrated`, `time_mean`, `heatmap_values`,
+`rank_inputs`, `nearest_indices`) and `Objective` (sum_of_squares, final_value, integral: JAX-traceable
 functions of the outputs; an integral is differentiated as a quadrature state of the ODE,
 `ad.quadrature`). No JAX at import.
 """
@@ -46,12 +46,30 @@ def time_mean(times: np.ndarray, S: np.ndarray) -> np.ndarray:
     return trapezoid(times, S) / float(times[-1] - times[0])
 
 
-def rank_inputs(times: np.ndarray, S: np.ndarray, input_names, output_names) -> list[dict]:
+HEATMAP_VIEWS = ("magnitude", "signed")
+
+
+def heatmap_values(times: np.ndarray, S: np.ndarray, view: str = "magnitude") -> np.ndarray:
+    """What a run's heatmap shows, (n_outputs, n_inputs) from S (n_times, n_outputs, n_inputs).
+
+    view "magnitude" (the default): integral |S(t)| dt, the ranking's per-output values; a
+    sensitivity that changes sign does not cancel. "signed": integral S(t) dt, where positive
+    and negative stretches cancel (a large S of both signs can show as ~0). NaN counts as 0.
+    """
+    if view == "magnitude":
+        return time_integrated(times, S)
+    if view == "signed":
+        return trapezoid(times, np.nan_to_num(np.asarray(S, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0))
+    raise InputError(f"heatmap view '{view}' is unknown; valid: {', '.join(HEATMAP_VIEWS)}")
+
+
+def rank_inputs(times: np.ndarray, S: np.ndarray, input_names, output_names, measures=None) -> list[dict]:
     """Inputs ranked by their time-integrated absolute sensitivity summed over outputs.
 
     Returns one row per input, most influential first: rank (1-based), input, score
     (sum_j integral |S_j(t)| dt), share (score / sum of scores), and one column per output
-    (that output's integral). Ties keep the input order.
+    (that output's integral); with `measures` (one string per input: what its column of S
+    is, e.g. "d ln y / d ln p"), a last column "measure". Ties keep the input order.
     """
     per = time_integrated(times, S)  # (n_outputs, n_inputs)
     score = per.sum(axis=0)
@@ -62,6 +80,8 @@ def rank_inputs(times: np.ndarray, S: np.ndarray, input_names, output_names) -> 
         row = {"rank": rank, "input": input_names[i], "score": float(score[i]),
                "share": float(score[i] / total) if total > 0 else 0.0}
         row.update({name: float(per[j, i]) for j, name in enumerate(output_names)})
+        if measures is not None:
+            row["measure"] = measures[i]
         rows.append(row)
     return rows
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .. import api
 from ..ad.cost import save_calibration
-from ..analyses import metrics
 from ..plots import run as plot
 from ..stores import calibration as calibration_store
 from .config.petab import is_petab_config
@@ -127,19 +126,10 @@ def _write(folder: Path, spec, result, progress: Progress) -> list[str]:
     io.write_trajectory_csv(p.times, result.trajectory.outputs, p.of, folder / io.TRAJECTORY_FILE)
     io.write_yaml(spec.resolved(), folder / io.CONFIG_FILE)
     files = [io.RESULTS_FILE, io.RANKING_FILE, io.TRAJECTORY_FILE, io.CONFIG_FILE]
-    label = "d ln y / d ln p" if result.normalized else "dy/dp"
+    label = result.label
     log_time = spec.config.time is not None and spec.config.time.spacing == "log"
-    span = f"t in [{p.times[0]:g}, {p.times[-1]:g}]"
     if "heatmap" in out.plots:
-        plot.heatmap([metrics.time_mean(p.times, result.sensitivities)], jac.input_names, jac.output_names,
-                     [f"{p.model.name}: time average over {span}"], f"mean {label}", folder / "heatmap.png")
-        files.append("heatmap.png")
-        if out.heatmap_times:
-            idx = metrics.nearest_indices(p.times, out.heatmap_times)
-            plot.heatmap([result.sensitivities[k] for k in idx], jac.input_names, jac.output_names,
-                         [f"t = {p.times[k]:.4g}" for k in idx], label, folder / "heatmap_at_times.png",
-                         suptitle=f"{p.model.name}: {label} at chosen times")
-            files.append("heatmap_at_times.png")
+        files += io.write_heatmaps(folder, p, result, out.heatmap, out.heatmap_times)
     if "trajectories" in out.plots:
         plot.trajectories(p.times, result.trajectory.outputs, p.of, folder / "trajectories.png",
                           log_time=log_time, observations=spec.observations,
@@ -171,7 +161,8 @@ def build_summary(spec, result, files: list[str], mode: str, argv: list[str] | N
             "max_steps": p.max_steps,
         },
         "jacobian": {"mode_requested": mode, "mode": jac.mode, "variant": jac.variant,
-                     "normalized": result.normalized, "plan": jac.plan.to_dict()},
+                     "normalized": result.normalized, "sensitivity": result.label,
+                     "time_inputs": list(result.time_inputs), "plan": jac.plan.to_dict()},
         "ranking": result.ranking,
         "solver_stats": {"simulate": result.trajectory.stats, "jacobian": jac.stats},
         "timings": result.timings,
@@ -203,6 +194,9 @@ def _report(spec, result) -> None:
         print(solver)
     top = ", ".join(f"{r['input']} ({r['share']:.0%})" for r in result.ranking[:5])
     print(f"most influential inputs: {top}")
+    if result.time_inputs:  # a log sensitivity to a time would depend on where time starts
+        print(f"(by {result.label}: the time inputs {', '.join(result.time_inputs)} relative to the "
+              f"horizon H, not log-normalised)")
     if result.gradient is not None:
         print(f"objective {spec.config.sensitivity.objective.type} = {result.gradient.value:.6g}; "
               f"gradient by {result.gradient.mode}")

@@ -1,6 +1,7 @@
 """Plots of a sensitivity run, as PNG files (matplotlib, Agg backend).
 
-`heatmap` (inputs x outputs, diverging colours centred on zero), `trajectories` (outputs
+`heatmap` (inputs x outputs: magnitudes on a sequential scale, or signed values on diverging
+colours centred on zero), `trajectories` (outputs
 over time, with data points) and `sensitivity_courses` (the top inputs' sensitivities over
 time). Each takes arrays and names, writes one file and returns its path.
 """
@@ -45,18 +46,32 @@ def symmetric_limit(values: np.ndarray) -> float:
 
 
 def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_names: Sequence[str],
-            titles: Sequence[str], colorbar_label: str, path: Path, suptitle: str = "") -> Path:
+            titles: Sequence[str], colorbar_label: str, path: Path, suptitle: str = "",
+            signed: bool = False) -> Path:
     """Heatmaps of sensitivities, one panel per matrix of shape (n_outputs, n_inputs), drawn
-    inputs (rows) x outputs (columns) on one symmetric diverging scale centred on zero
-    (TwoSlopeNorm with vcenter 0, vmin = -a, vmax = a), NaN in grey, with the values
-    written in the cells when there are few of them."""
+    inputs (rows) x outputs (columns), NaN in grey, with the values written in the cells
+    when there are few of them.
+
+    signed=False (the default): magnitudes (every value >= 0, e.g. the time-integrated |S|
+    of `analyses.metrics.heatmap_values`) on one sequential scale from 0 to the largest.
+    signed=True: signed values on one symmetric diverging scale centred on zero
+    (TwoSlopeNorm with vcenter 0, vmin = -a, vmax = a). Say which in the titles and label.
+    """
     plt = _pyplot()
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import Normalize, TwoSlopeNorm
 
     n_in, n_out = len(input_names), len(output_names)
-    a = symmetric_limit(np.stack([np.asarray(p) for p in panels]))
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a)
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in panels])
+    a = symmetric_limit(stacked)
+    if signed:
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a)
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    else:
+        if np.any(stacked[np.isfinite(stacked)] < 0):
+            raise ValueError("heatmap: signed=False draws magnitudes, but a panel has negative values; "
+                             "pass their absolute values, or signed=True for a signed view")
+        norm = Normalize(vmin=0.0, vmax=a)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.8")
     k = len(panels)
     width = min(4.0 + k * (1.2 + 0.7 * min(n_out, 20)), 20.0)
     height = max(3.5, min(2.0 + 0.32 * n_in, 14.0))
@@ -81,8 +96,9 @@ def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_nam
                 for j in range(n_out):
                     v = M[i, j]
                     if np.isfinite(v):
+                        dark = abs(v) > 0.6 * a if signed else v < 0.5 * a  # viridis is dark at 0
                         ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8,
-                                color="white" if abs(v) > 0.6 * a else "black")
+                                color="white" if dark else "black")
     cbar = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9)
     cbar.set_label(colorbar_label)
     if suptitle:

@@ -159,6 +159,9 @@ class OutputConfig(Strict):
     dir: Optional[str] = None
     plots: list[Literal[PLOTS]] = list(PLOTS)  # type: ignore[valid-type]
     heatmap_times: Optional[list[float]] = None
+    # "magnitude": time-integrated |S| (the ranking's values, no cancelling); "signed": the
+    # signed time integral, where a sensitivity that changes sign cancels
+    heatmap: Literal["magnitude", "signed"] = "magnitude"
     top_inputs: Annotated[int, Field(ge=1, le=50)] = 5
 
     @field_validator("plots", mode="before")

@@ -29,8 +29,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ...analyses.metrics import time_integrated
+from ...analyses.metrics import heatmap_values, nearest_indices, time_integrated
 from ...core.errors import OutputExistsError, OutputPathError
+from ...plots import run as plot
 
 RESULTS_FILE = "results.nc"
 SUMMARY_FILE = "summary.json"
@@ -138,8 +139,9 @@ def dataset(analysis, problem, observations=None):
     """The run's labelled arrays as an `xarray.Dataset`.
 
     Variables: outputs (time, output), states (time, state), jacobian (time, output, input),
-    normalized_jacobian (time, output, input) when normalised, input_value (input),
-    time_integrated (output, input), and for an objective: gradient (input) and hessian
+    normalized_jacobian (time, output, input) when normalised (for time inputs scaled by the
+    horizon, see `runners.local`), measure (input: what each input's column holds),
+    input_value (input), time_integrated (output, input), and for an objective: gradient (input) and hessian
     (input, input_2). Coordinates carry the names.
     """
     import xarray as xr
@@ -156,12 +158,20 @@ def dataset(analysis, problem, observations=None):
                      {"long_name": "d output / d input", "mode": jac.mode, "variant": str(jac.variant)}),
         "input_value": (("input",), np.asarray(jac.input_values), {"long_name": "value of each input"}),
     }
+    measures = getattr(analysis, "measures", ()) or ()
     if analysis.normalized:
         data["normalized_jacobian"] = (("time", "output", "input"), np.asarray(analysis.sensitivities),
-                                       {"long_name": "d ln output / d ln input (NaN where the output is 0)"})
+                                       {"long_name": "d ln output / d ln input (NaN where the output is 0); "
+                                                     "for time inputs d ln output / d (time / horizon)",
+                                        "time_inputs": list(getattr(analysis, "time_inputs", ())),
+                                        "horizon": float(getattr(analysis, "horizon", np.nan))})
+    if measures:
+        data["measure"] = (("input",), np.array(measures, dtype=str),
+                           {"long_name": "what normalized_jacobian (else jacobian) holds for each input"})
     data["time_integrated"] = (("output", "input"), time_integrated(jac.times, analysis.sensitivities),
                                {"long_name": "integral over time of |" +
-                                ("d ln y / d ln p" if analysis.normalized else "dy/dp") + "| (trapezoid rule)"})
+                                getattr(analysis, "label", "d ln y / d ln p" if analysis.normalized else "dy/dp")
+                                + "| (trapezoid rule)"})
     if analysis.gradient is not None:
         g = analysis.gradient
         data["gradient"] = (("input",), np.asarray(g.grad),
@@ -180,6 +190,36 @@ def dataset(analysis, problem, observations=None):
     ds.attrs.update({"model": problem.model.name, "t0": float(problem.t0),
                      "created_by": "sensitivity run"})
     return ds
+
+
+def write_heatmaps(folder: Path, problem, analysis, view: str = "magnitude", at_times=None) -> list[str]:
+    """heatmap.png (and heatmap_at_times.png for `at_times`) into `folder`; returns the names.
+
+    view "magnitude": the time-integrated |S| per output and input, the values ranking.csv
+    gives for each output, so a sensitivity that changes sign does not cancel; at chosen
+    times |S(t)|. view "signed": the signed time integral (signs cancel) and S(t). The view
+    is named in every title and in the colour-bar label.
+    """
+    label, times, S = analysis.label, problem.times, analysis.sensitivities
+    jac = analysis.jacobian
+    span = f"t in [{times[0]:g}, {times[-1]:g}]"
+    signed = view == "signed"
+    if signed:
+        title, bar = f"{problem.model.name}: signed time integral over {span} (signs cancel)", \
+            f"integral of {label} dt (signed)"
+    else:
+        title, bar = f"{problem.model.name}: time-integrated |S| over {span}", f"integral of |{label}| dt"
+    plot.heatmap([heatmap_values(times, S, view)], jac.input_names, jac.output_names, [title], bar,
+                 folder / "heatmap.png", signed=signed)
+    files = ["heatmap.png"]
+    if at_times:
+        idx = nearest_indices(times, at_times)
+        what = f"{label} (signed)" if signed else f"|{label}|"
+        plot.heatmap([S[k] if signed else np.abs(S[k]) for k in idx], jac.input_names, jac.output_names,
+                     [f"t = {times[k]:.4g}" for k in idx], what, folder / "heatmap_at_times.png",
+                     suptitle=f"{problem.model.name}: {what} at chosen times", signed=signed)
+        files.append("heatmap_at_times.png")
+    return files
 
 
 def write_netcdf(ds, path: Path) -> Path:
