@@ -52,6 +52,7 @@ from ..core.schedule import Event
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
 AVOGADRO = 6.02214179e23
+RateOf = sp.Function("rateOf")  # csymbol rateOf(x): dx/dt, resolved once the rates are known
 NO_STATE = "_no_state"  # the constant state of a model that has none (no species, no rate rule)
 
 
@@ -135,6 +136,12 @@ class _Converter:
             L.AST_FUNCTION_SEC: sp.sec, L.AST_FUNCTION_CSC: sp.csc, L.AST_FUNCTION_COT: sp.cot,
             L.AST_FUNCTION_ARCSINH: sp.asinh, L.AST_FUNCTION_ARCCOSH: sp.acosh,
             L.AST_FUNCTION_ARCTANH: sp.atanh, L.AST_LOGICAL_NOT: sp.Not,
+            # the reciprocal functions in elementary form (the printer knows these)
+            L.AST_FUNCTION_SECH: lambda x: 1 / sp.cosh(x), L.AST_FUNCTION_CSCH: lambda x: 1 / sp.sinh(x),
+            L.AST_FUNCTION_COTH: lambda x: 1 / sp.tanh(x), L.AST_FUNCTION_ARCSEC: lambda x: sp.acos(1 / x),
+            L.AST_FUNCTION_ARCCSC: lambda x: sp.asin(1 / x), L.AST_FUNCTION_ARCCOT: lambda x: sp.atan(1 / x),
+            L.AST_FUNCTION_ARCSECH: lambda x: sp.acosh(1 / x), L.AST_FUNCTION_ARCCSCH: lambda x: sp.asinh(1 / x),
+            L.AST_FUNCTION_ARCCOTH: lambda x: sp.atanh(1 / x),
         }
         if ty in unary:
             return unary[ty](*c())
@@ -144,6 +151,14 @@ class _Converter:
             return sp.Or(*c())
         if ty == L.AST_LOGICAL_XOR:
             return sp.Xor(*c())
+        if ty == getattr(L, "AST_LOGICAL_IMPLIES", -999):
+            a, b = c()
+            return sp.Implies(a, b)
+        if ty == getattr(L, "AST_FUNCTION_RATE_OF", -999):
+            a = c()
+            if len(a) != 1 or not isinstance(a[0], sp.Symbol):
+                self.fail("rateOf of an expression (not of one id)")
+            return RateOf(a[0])
         rel = {L.AST_RELATIONAL_EQ: sp.Eq, L.AST_RELATIONAL_NEQ: sp.Ne, L.AST_RELATIONAL_LT: sp.Lt,
                L.AST_RELATIONAL_LEQ: sp.Le, L.AST_RELATIONAL_GT: sp.Gt, L.AST_RELATIONAL_GEQ: sp.Ge}
         if ty in rel:
@@ -248,6 +263,7 @@ class SBMLModel:
     _event_exprs: tuple = ()
     event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
     species: dict = field(default_factory=dict)  # species id -> {"compartment", "amount": its value is an amount}
+    hidden: frozenset = frozenset()  # rule variables that are no output (reaction rates, stoichiometries)
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -344,7 +360,7 @@ class SBMLModel:
 
         obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states) if s != NO_STATE}
         for j, r in enumerate(self.rules):
-            if r not in obs:
+            if r not in obs and r not in self.hidden:
                 obs[r] = functools.partial(rule_obs, j)
         params = dict(zip(self.parameters, self.parameter_values.tolist()))
         # a trigger `time >= T` (or >) with a number T <= 0 is true from the start on and never
@@ -453,15 +469,13 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     conv = _Converter(functions)
     sym = lambda name: sp.Symbol(name, real=True)  # noqa: E731
 
-    assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
-    rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
-    init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments()}
+    # an element without math is ignored (SBML L3v2)
+    assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment() and r.isSetMath()}
+    rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate() and r.isSetMath()}
+    init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments() if ia.isSetMath()}
     # parameters changed by event assignments are states with zero rate (piecewise constant)
-    event_targets = {ea.getVariable() for ev in model.getListOfEvents() for ea in ev.getListOfEventAssignments()}
-    for comp in model.getListOfCompartments():
-        if comp.getId() in event_targets:
-            raise ModelError(f"SBML compartment '{comp.getId()}' is assigned by an event: compartment sizes "
-                             "changed by events are not supported")
+    event_targets = {ea.getVariable() for ev in model.getListOfEvents() for ea in ev.getListOfEventAssignments()
+                     if ea.isSetMath() and ev.getTrigger() is not None and ev.getTrigger().isSetMath()}
 
     # ---- compartments and parameters
     params: list[str] = []
@@ -471,6 +485,8 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     rates: dict[str, sp.Expr] = {}
     init: dict[str, sp.Expr] = {}
     comp_size: dict[str, sp.Expr] = {}
+    reaction_ids: set[str] = set()
+    constants: set[str] = set()   # rule variables that are constants: values at the start
 
     def value_or_nan(obj, has, get):
         return float(get()) if has() else float("nan")
@@ -484,12 +500,12 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
             size = 1.0  # SBML leaves it undefined; 1 is what simulators assume
         comp_size[cid] = sym(cid)
         _classify(cid, size, assignment, rate_rules, init_assign, conv, params, values, rules,
-                  states, rates, init, "compartment")
+                  states, rates, init, "compartment", event_target=cid in event_targets, constants=constants)
     for par in model.getListOfParameters():
         pid = par.getId()
         val = value_or_nan(par, par.isSetValue, par.getValue)
         _classify(pid, val, assignment, rate_rules, init_assign, conv, params, values, rules,
-                  states, rates, init, "parameter", event_target=pid in event_targets)
+                  states, rates, init, "parameter", event_target=pid in event_targets, constants=constants)
     compartments_varying = {c for c in comp_size if c in rates or c in assignment}
 
     # ---- local parameters: renamed reaction_local
@@ -551,6 +567,25 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
         else:
             rates[sid] = sp.Integer(0)
 
+    # ---- species references with an id: a rule variable (assignment rule, initial
+    # assignment, or its constant stoichiometry) or a state (rate rule, event assignment)
+    for r in model.getListOfReactions():
+        for ref in list(r.getListOfReactants()) + list(r.getListOfProducts()):
+            if not ref.isSetId():
+                continue
+            srid = ref.getId()
+            n0 = float(ref.getStoichiometry()) if ref.isSetStoichiometry() else 1.0
+            if ref.isSetStoichiometryMath() or (not ref.isSetStoichiometry() and srid not in init_assign
+                                                and srid not in assignment):
+                n0 = 1.0 if not ref.isSetStoichiometryMath() else float("nan")
+            _classify(srid, n0, assignment, rate_rules, init_assign, conv, params, values, rules,
+                      states, rates, init, "speciesReference", event_target=srid in event_targets,
+                      constants=constants)
+            if params and params[-1] == srid:  # a constant stoichiometry: a named constant
+                params.pop()
+                rules[srid] = _number(values.pop())
+                constants.add(srid)
+
     # ---- a model without states (only rules and constants) still gets one: a constant
     # placeholder, so that it is an ODE model that simulates
     if not states:
@@ -567,20 +602,21 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
         if kl is None or kl.getMath() is None:
             raise ModelError(f"SBML reaction '{rid}' has no kinetic law")
         v = conv(kl.getMath(), f"kineticLaw of reaction '{rid}'").xreplace(local_subs.get(rid, {}))
+        if rid in rules or rid in states:
+            raise ModelError(f"SBML reaction '{rid}': its id is also a rule variable or state")
+        rules[rid] = v  # the reaction's rate (amount / time), as used in math and asked as output
+        reaction_ids.add(rid)
         for refs, sign in ((r.getListOfReactants(), -1), (r.getListOfProducts(), 1)):
             for ref in refs:
                 sid = ref.getSpecies()
                 info = species_info.get(sid)
                 if info is None:
                     raise ModelError(f"SBML reaction '{rid}' names unknown species '{sid}'")
-                if ref.isSetId() and (ref.getId() in assignment or ref.getId() in rate_rules):
-                    raise ModelError(f"SBML speciesReference '{ref.getId()}' of reaction '{rid}': "
-                                     "stoichiometries changed by rules are not supported")
                 if ref.isSetStoichiometryMath():
                     n = conv(ref.getStoichiometryMath().getMath(),
                              f"stoichiometryMath of '{sid}' in reaction '{rid}'")
-                elif ref.isSetId() and ref.getId() in init_assign:
-                    n = conv(init_assign[ref.getId()].getMath(), f"initialAssignment for '{ref.getId()}'")
+                elif ref.isSetId():
+                    n = sym(ref.getId())
                 else:
                     n = sp.Float(ref.getStoichiometry(), 17) if ref.isSetStoichiometry() else sp.Integer(1)
                     if n == int(n):
@@ -606,10 +642,46 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
 
     # ---- events: trigger g(t, y, p) crossing zero, assignments to states
     events, event_meta = [], []
-    for ev in model.getListOfEvents():
+    live = [ev for ev in model.getListOfEvents() if ev.getTrigger() is not None and ev.getTrigger().isSetMath()]
+    prioritised = [ev for ev in live if ev.isSetPriority() and ev.getPriority().isSetMath()]
+    if prioritised and len(live) > 1:
+        raise ModelError(f"SBML event '{prioritised[0].getId() or '?'}' has a priority: the order of "
+                         "simultaneous events by priority is not supported")
+    for k, ev in enumerate(live):
         name, g, direction, assigns, meta = _event(ev, conv, states, rules, species_info)
-        events.append((name, g, direction, assigns))
-        event_meta.append(meta)
+        if meta["delay"] is None:
+            events.append((name, g, direction, assigns))
+            event_meta.append(meta)
+            continue
+        taken = {*states, *params, *rules, *(s_.getId() for s_ in model.getListOfSpecies())}
+        new_events, new_meta = _delayed(k, name, g, direction, assigns, meta, states, rates, init, taken)
+        events += new_events
+        event_meta += new_meta
+
+    # ---- rateOf(x): the rate of a state, the total time derivative of a rule variable
+    rate_of = _RateOf(states, rates, rules, constants)
+    rules = {k: rate_of(e) for k, e in rules.items()}
+    rates = {k: rate_of(e) for k, e in rates.items()}
+    init = {k: rate_of(e) for k, e in init.items()}
+    events = [(n_, rate_of(g_), d_, {k: rate_of(e) for k, e in a_.items()}) for n_, g_, d_, a_ in events]
+
+    # ---- constants set by initial assignments: their values at the start (states and
+    # rule variables in them taken at t = 0)
+    if constants:
+        start = _initial_expressions(states, init, {k: e for k, e in rules.items() if k not in constants})
+        fixed = {k: e for k, e in rules.items()}
+        at0 = {sym(s_): e for s_, e in start.items()}
+        for _ in range(len(rules) + 1):
+            changed = False
+            for k in constants:
+                e = fixed[k].xreplace(at0).xreplace({sym(r_): fixed[r_] for r_ in rules if r_ != k})
+                e = e.xreplace({T: sp.Integer(0)})
+                changed |= e != fixed[k]
+                fixed[k] = e
+            if not changed:
+                break
+        rules = {k: (fixed[k] if k in constants else e) for k, e in rules.items()}
+        rules = _topological(rules)
 
     # ---- time conditions of piecewise functions -> breakpoints, conditions see TC
     state_syms = {sym(s) for s in states}
@@ -636,6 +708,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                      events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
                      _event_exprs=tuple(events),
                      species={k: {"compartment": v["compartment"], "amount": v["hosu"]} for k, v in species_info.items()},
+                     hidden=frozenset(reaction_ids | {s_ for s_ in rules if s_ not in species_info
+                                                      and model.getElementBySId(s_) is not None
+                                                      and model.getElementBySId(s_).getTypeCode()
+                                                      == L.SBML_SPECIES_REFERENCE}),
                      event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
 
 
@@ -650,10 +726,9 @@ def _event(ev, conv, states, rules, species_info=None):
     event: the solve can be cut at T), else None}."""
     name = ev.getId() or ev.getName() or "?"
     where = f"SBML event '{name}'"
-    if ev.isSetDelay():
-        raise ModelError(f"{where}: delayed events are not supported")
-    if ev.isSetPriority():
-        raise ModelError(f"{where}: event priorities are not supported")
+    delay = None
+    if ev.isSetDelay() and ev.getDelay().isSetMath():
+        delay = conv(ev.getDelay().getMath(), f"delay of {where}")
     trig = ev.getTrigger()
     if trig is None or trig.getMath() is None:
         raise ModelError(f"{where} has no trigger")
@@ -665,6 +740,8 @@ def _event(ev, conv, states, rules, species_info=None):
     g = cond.lhs - cond.rhs
     assigns = {}
     for ea in ev.getListOfEventAssignments():
+        if not ea.isSetMath():  # ignored (SBML L3v2)
+            continue
         var = ea.getVariable()
         info = (species_info or {}).get(var, {})
         if "amount_state" in info:  # a concentration in a variable compartment: set the amount
@@ -685,12 +762,97 @@ def _event(ev, conv, states, rules, species_info=None):
     initial_value = bool(trig.getInitialValue()) if trig.isSetInitialValue() else True
     strict = isinstance(cond, (sp.StrictGreaterThan, sp.StrictLessThan))
     meta = {"name": name, "direction": 1 if up else -1, "strict": strict, "initial_value": initial_value,
-            "time": t_event}
+            "time": t_event, "delay": delay,
+            "persistent": bool(trig.getPersistent()) if trig.isSetPersistent() else True,
+            "trigger_values": bool(ev.getUseValuesFromTriggerTime()) if ev.isSetUseValuesFromTriggerTime() else True}
     return name, g, (1 if up else -1), assigns, meta
 
 
+class _RateOf:
+    """Replaces `rateOf(x)` by dx/dt: the rate of a state, the total time derivative of an
+    assignment-rule variable (chain rule through the states and rule variables it reads),
+    zero for a constant. `ModelError` when rates read each other's rateOf in a circle."""
+
+    def __init__(self, states, rates, rules, constants):
+        self.states, self.rates, self.rules, self.constants = set(states), rates, rules, constants
+
+    def d_dt(self, name: str, depth: int) -> sp.Expr:
+        if depth > 64:
+            raise ModelError(f"SBML rateOf('{name}'): the rates read each other's rateOf in a circle")
+        if name in self.states:
+            return self(self.rates[name], depth + 1)
+        if name in self.rules and name not in self.constants:
+            e = self.rules[name]
+            out = sp.diff(e, T)
+            for s in e.free_symbols - {T}:
+                d = sp.diff(e, s)
+                if d != 0:
+                    out = out + d * self.d_dt(s.name, depth + 1)
+            return self(out, depth + 1)
+        return sp.Integer(0)
+
+    def __call__(self, expr, depth: int = 0):
+        if not isinstance(expr, sp.Basic) or not expr.has(RateOf):
+            return expr
+        return expr.replace(lambda e: getattr(e, "func", None) == RateOf, lambda e: self.d_dt(e.args[0].name, depth))
+
+
+def _number(v: float) -> sp.Expr:
+    return sp.Integer(int(v)) if math.isfinite(v) and v == int(v) else sp.Float(v, 17)
+
+
+DELAY_SLOTS = 2   # executions of one delayed event that may be pending at once
+FAR = 1e300       # the execution time of an empty slot: never
+
+
+def _delayed(k, name, g, direction, assigns, meta, states, rates, init, taken):
+    """A delayed SBML event as plain events over added states: for each of DELAY_SLOTS
+    slots a state `_ev<k>_at<q>` (the pending execution time, FAR when empty) and, when the
+    event uses values from its trigger time, states holding the assigned values. The
+    trigger fills the first empty slot with t + delay (and the values); the slot's event
+    (t crosses `_ev<k>_at<q>`) assigns them and empties it. A non-persistent trigger that
+    turns false empties every slot. More pending executions than slots make the state NaN
+    (the solve then fails: never a silent wrong result). Returns (events, metas)."""
+    sym = lambda n_: sp.Symbol(n_, real=True)  # noqa: E731
+    slots = []
+    for q in range(DELAY_SLOTS):
+        at = f"_ev{k}_at{q}"
+        vals = {var: f"_ev{k}_v{q}_{j}" for j, var in enumerate(assigns)} if meta["trigger_values"] else {}
+        for new, v0 in [(at, sp.Float(FAR))] + [(v, sp.Integer(0)) for v in vals.values()]:
+            if new in taken:
+                raise ModelError(f"SBML event '{name}': the id '{new}' for its delay bookkeeping is taken")
+            states.append(new)
+            rates[new] = sp.Integer(0)
+            init[new] = v0
+        slots.append((at, vals))
+    schedule = {}
+    before_full = sp.true   # every earlier slot is full
+    for at, vals in slots:
+        empty = sp.StrictGreaterThan(sym(at), sp.Float(FAR / 2), evaluate=False)
+        take = sp.And(before_full, empty)
+        schedule[at] = sp.Piecewise((T + meta["delay"], take), (sym(at), True), evaluate=False)
+        for var, v in vals.items():
+            schedule[v] = sp.Piecewise((assigns[var], take), (sym(v), True), evaluate=False)
+        before_full = sp.And(before_full, sp.Not(empty))
+    first = slots[0][0]
+    schedule[first] = sp.Piecewise((sp.nan, before_full), (schedule[first], True), evaluate=False)
+    plain = {"strict": True, "initial_value": True, "time": None, "delay": None, "persistent": True,
+             "trigger_values": True}
+    events = [(name, g, direction, schedule)]
+    metas = [dict(meta, delay=None)]
+    for q, (at, vals) in enumerate(slots):
+        run = {var: (sym(vals[var]) if vals else e) for var, e in assigns.items()}
+        run[at] = sp.Float(FAR)
+        events.append((f"{name}@{q}", T - sym(at), 1, run))
+        metas.append(dict(plain, name=f"{name}@{q}", direction=1))
+    if not meta["persistent"]:
+        events.append((f"{name}~", g, -direction, {at: sp.Float(FAR) for at, _ in slots}))
+        metas.append(dict(plain, name=f"{name}~", direction=-direction))
+    return events, metas
+
+
 def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
-              states, rates, init, kind, event_target=False):
+              states, rates, init, kind, event_target=False, constants=None):
     """Place a parameter or compartment: a rule variable, a state (rate rule, or a parameter
     assigned by an event: zero rate), a derived constant (initial assignment) or a free
     parameter."""
@@ -705,8 +867,8 @@ def _classify(name, value, assignment, rate_rules, init_assign, conv, params, va
                       if name in init_assign else sp.Float(value, 17))
     elif name in init_assign:
         rules[name] = conv(init_assign[name].getMath(), f"initialAssignment for {kind} '{name}'")
-        if any(s == T for s in rules[name].free_symbols):
-            rules[name] = rules[name].xreplace({T: sp.Integer(0)})
+        if constants is not None:
+            constants.add(name)
     else:
         params.append(name)
         values.append(value)
