@@ -132,6 +132,10 @@ def test_time_inputs_are_scaled_by_the_horizon_not_log_normalised():
             scaled = np.where(y[:, 0] == 0, 0.0, J[:, 0, 2] * 48.0 / y[:, 0])
         assert rows["dose[1].time"]["score"] == pytest.approx(_trapezoid(times, np.abs(scaled)), rel=1e-9)
         assert "time inputs" in a.label and "H = 48" in a.label
+    # measures that do not compare are ranked apart: the parameters first, shares per measure
+    assert [r["measure"] for r in runs[0].ranking] == ["d ln y / d ln p"] * 2 + ["d ln y / d (tau / H)"]
+    assert sum(r["share"] for r in runs[0].ranking[:2]) == pytest.approx(1.0)
+    assert runs[0].ranking[2]["share"] == pytest.approx(1.0)
     score = [{r["input"]: r["score"] for r in a.ranking} for a in runs]
     assert score[1]["dose[1].time"] == pytest.approx(score[0]["dose[1].time"], rel=1e-5)
     assert score[1]["ka"] == pytest.approx(score[0]["ka"], rel=1e-5)

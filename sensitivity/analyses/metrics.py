@@ -68,17 +68,26 @@ def rank_inputs(times: np.ndarray, S: np.ndarray, input_names, output_names, mea
 
     Returns one row per input, most influential first: rank (1-based), input, score
     (sum_j integral |S_j(t)| dt), share (score / sum of scores), and one column per output
-    (that output's integral); with `measures` (one string per input: what its column of S
-    is, e.g. "d ln y / d ln p"), a last column "measure". Ties keep the input order.
+    (that output's integral). Ties keep the input order.
+
+    measures: one string per input saying what its column of S is (e.g. "d ln y / d ln p",
+    or for a time input "d ln y / d (tau / H)"), or None when all are alike. Scores of
+    different measures do not compare, so inputs are then ranked within their measure, the
+    measure most inputs share first, share is relative to that measure's total, and a last
+    column "measure" names it.
     """
     per = time_integrated(times, S)  # (n_outputs, n_inputs)
     score = per.sum(axis=0)
-    total = float(score.sum())
-    order = sorted(range(len(input_names)), key=lambda i: -score[i])
+    n = len(input_names)
+    groups = list(measures) if measures is not None else [""] * n
+    kinds = sorted(dict.fromkeys(groups), key=lambda m: (-groups.count(m), groups.index(m)))
+    total = {m: float(sum(score[i] for i in range(n) if groups[i] == m)) for m in kinds}
+    order = sorted(range(n), key=lambda i: (kinds.index(groups[i]), -score[i]))
     rows = []
     for rank, i in enumerate(order, start=1):
+        whole = total[groups[i]]
         row = {"rank": rank, "input": input_names[i], "score": float(score[i]),
-               "share": float(score[i] / total) if total > 0 else 0.0}
+               "share": float(score[i] / whole) if whole > 0 else 0.0}
         row.update({name: float(per[j, i]) for j, name in enumerate(output_names)})
         if measures is not None:
             row["measure"] = measures[i]

@@ -192,11 +192,13 @@ def _report(spec, result) -> None:
     solver = next((ln for ln in jac.plan.explain().splitlines() if ln.startswith("Solver ")), "")
     if solver:  # which solver ran and why (sensitivity.stiffness)
         print(solver)
-    top = ", ".join(f"{r['input']} ({r['share']:.0%})" for r in result.ranking[:5])
+    first = [r for r in result.ranking if r.get("measure") == result.ranking[0].get("measure")]
+    top = ", ".join(f"{r['input']} ({r['share']:.0%})" for r in first[:5])
     print(f"most influential inputs: {top}")
-    if result.time_inputs:  # a log sensitivity to a time would depend on where time starts
-        print(f"(by {result.label}: the time inputs {', '.join(result.time_inputs)} relative to the "
-              f"horizon H, not log-normalised)")
+    timed = [r for r in result.ranking if r not in first]
+    if timed:  # a log sensitivity to a time would depend on where time starts: ranked apart
+        top = ", ".join(f"{r['input']} ({r['share']:.0%})" for r in timed[:5])
+        print(f"time inputs, by {timed[0]['measure']} with H = {result.horizon:g} the horizon: {top}")
     if result.gradient is not None:
         print(f"objective {spec.config.sensitivity.objective.type} = {result.gradient.value:.6g}; "
               f"gradient by {result.gradient.mode}")
