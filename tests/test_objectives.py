@@ -12,7 +12,9 @@ import pytest
 
 import sensitivity as sens
 from sensitivity import models
+from sensitivity.analyses.gsa.common import evaluate
 from sensitivity.analyses.metrics import Objective
+from sensitivity.app import cli
 
 # ----------------------------------------------------------------------------- oral PK, AUC
 # 100 mg every 12 h x 10, AUC of C over 0-120 h; save times every 2 h: the dose times are
@@ -176,8 +178,6 @@ def test_an_integral_objective_on_an_array_needs_its_times():
 def test_yaml_integral_objective_runs_exactly(tmp_path):
     """`objective: {type: integral}` in a run config: the summary's value and gradient are
     the closed form's, though the run's grid (every 4 h) makes a trapezoid 1.6 off."""
-    from sensitivity.app import cli
-
     path = tmp_path / "pk.yaml"
     path.write_text(
         "model: pk_one_compartment_oral\nparameters: {ka: 1.0, CL: 5.0, V: 50.0}\n"
@@ -235,3 +235,11 @@ def test_a_save_time_on_a_dose_time_sees_the_dose(mode):
     on = [int(np.flatnonzero(times == t)[0]) for t in tds]  # the save on each dose
     for j, k in enumerate(on):
         assert res.values[k, 0, 1 + j] == pytest.approx(ka * D[j], rel=1e-6)
+
+
+def test_gsa_samples_of_an_integral_are_exact(pk):
+    """Sobol/Morris evaluate an objective on ensembles of solves: the integral is the
+    quadrature state there too, not a sum over the save grid."""
+    X = np.stack([X_PK, X_PK * np.array([0.8, 1.1, 0.9, 1.0, 1.0, 0.7]) + np.array([0, 0, 0, -1.5, 0.5, 0])])
+    Y, _ = evaluate(pk, X, AUC)
+    np.testing.assert_allclose(Y, [float(auc_closed_form(jnp.asarray(x))) for x in X], rtol=1e-8)
