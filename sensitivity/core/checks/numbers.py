@@ -56,6 +56,15 @@ def _scaled(magnitude: np.ndarray, input_values) -> np.ndarray:
     return magnitude * x
 
 
+def _plainly_sound(m: np.ndarray, ratio: float) -> bool:
+    """True when no magnitude of m (..., n) can be flagged: all finite, none beyond ABSURD,
+    along the last axis the largest within ratio x the smallest nonzero one (which is at most
+    the median). The usual case, decided in a few microseconds."""
+    top = m.max(axis=-1, initial=0.0)
+    smallest = np.where(m > 0, m, np.inf).min(axis=-1)
+    return bool(np.all(top <= ABSURD) and np.all(top <= ratio * smallest))
+
+
 def _outliers(m: np.ndarray, ratio: float) -> tuple[np.ndarray, float]:
     """(flags of the magnitudes (n,) beyond ratio x the median of the nonzero ones or beyond
     ABSURD, that median)."""
@@ -94,6 +103,8 @@ def check_vector(values, names: Sequence[str], what: str = "gradient", input_val
     """Warn when a vector over the inputs (n_inputs,) (a gradient, an HVP) is non-finite
     or absurd against its own scale; returns the flagged input names."""
     g = np.asarray(values, dtype=np.float64).reshape(-1)
+    if _plainly_sound(_scaled(np.abs(g), input_values), ratio):
+        return []
     names = list(names)
     bad = ~np.isfinite(g)
     if bad.any():
@@ -117,6 +128,12 @@ def check_jacobian(values, names: Sequence[str], what: str = "Jacobian", outputs
     Returns the flagged input names."""
     J = np.asarray(values, dtype=np.float64)
     J = J.reshape((-1, 1, J.shape[-1])) if J.ndim < 3 else J
+    # the largest |entry| over time, (n_outputs, n_inputs), NaN propagated; over contiguous rows
+    # (a reduction along the first axis of a (n_times, few) array is several times slower)
+    peak = np.abs(J.reshape(J.shape[0], -1).T).copy().max(axis=1, initial=0.0).reshape(J.shape[1:])
+    peak = _scaled(peak, input_values)
+    if _plainly_sound(peak, ratio):
+        return []
     names = list(names)
     outputs = list(outputs) or [f"output {k}" for k in range(J.shape[1])]
     finite = np.isfinite(J)
@@ -126,7 +143,6 @@ def check_jacobian(values, names: Sequence[str], what: str = "Jacobian", outputs
         o = int(np.argmax(~finite.all(axis=(0, 2))))
         _warn(what, f"non-finite values for {', '.join(flagged)} (first in output {outputs[o]})", flagged, check)
         return flagged
-    peak = _scaled(np.abs(J).max(axis=0), input_values)  # (n_outputs, n_inputs)
     flags = np.zeros(J.shape[-1], bool)
     where = []
     for o in range(peak.shape[0]):
@@ -153,6 +169,11 @@ def check_matrix(matrix, names: Sequence[str], what: str = "Fisher information",
     names = list(names)
     if M.size == 0:
         return []
+    if psd and np.all(np.isfinite(M)):
+        s = _scaled(np.ones(M.shape[0]), input_values)
+        if _plainly_sound(np.sqrt(np.abs(np.diag(M))) * s, ratio) and np.all(np.diag(M) >= 0) and \
+                _no_negative_eigenvalue(M):
+            return []
     finite = np.isfinite(M)
     if not finite.all():
         flagged = _names(names, ~finite.all(axis=1))
@@ -170,7 +191,7 @@ def check_matrix(matrix, names: Sequence[str], what: str = "Fisher information",
         _warn(what, f"the diagonal entries {', '.join(diag)} lie far beyond the others' scale "
               f"(in a gradient's units, median {median:.3g})", flagged, check)
         return flagged
-    if psd and M.shape[0] > 1:
+    if psd and M.shape[0] > 1 and not _no_negative_eigenvalue(M):
         lam, V = np.linalg.eigh(0.5 * (M + M.T))
         if lam[0] < -NEGATIVE_EIGENVALUE * max(lam[-1], 0.0):
             flagged = _names(names, np.abs(V[:, 0]) >= 0.3 * np.abs(V[:, 0]).max())
@@ -178,6 +199,21 @@ def check_matrix(matrix, names: Sequence[str], what: str = "Fisher information",
                   f"none below 0 beyond rounding; its direction loads on {', '.join(flagged)}", flagged, check)
             return flagged
     return []
+
+
+def _no_negative_eigenvalue(M: np.ndarray) -> bool:
+    """True when the symmetric M (n, n) has no eigenvalue below -NEGATIVE_EIGENVALUE x its
+    largest, as far as a Cholesky factorisation of M + margin x I can tell (cheaper than
+    eigh; margin from the largest diagonal entry, a lower bound of the largest eigenvalue):
+    True is sure, False may be rounding and is decided by the eigenvalues."""
+    if M.shape[0] < 2:
+        return True
+    margin = NEGATIVE_EIGENVALUE * max(float(np.max(np.diag(M))), 0.0)
+    try:
+        np.linalg.cholesky(0.5 * (M + M.T) + margin * np.eye(M.shape[0]))
+        return True
+    except np.linalg.LinAlgError:
+        return False
 
 
 _PETAB_CHECK = "sensitivity.check_gradient(petab_problem, inputs=[{inputs}])"
