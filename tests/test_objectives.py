@@ -12,9 +12,11 @@ import pytest
 
 import sensitivity as sens
 from sensitivity import models
+from sensitivity.ad.quadrature import with_quadrature
 from sensitivity.analyses.gsa.common import evaluate
 from sensitivity.analyses.metrics import Objective
 from sensitivity.app import cli
+from sensitivity.solvers import linear as stiff_linear
 
 # ----------------------------------------------------------------------------- oral PK, AUC
 # 100 mg every 12 h x 10, AUC of C over 0-120 h; save times every 2 h: the dose times are
@@ -243,3 +245,19 @@ def test_gsa_samples_of_an_integral_are_exact(pk):
     X = np.stack([X_PK, X_PK * np.array([0.8, 1.1, 0.9, 1.0, 1.0, 0.7]) + np.array([0, 0, 0, -1.5, 0.5, 0])])
     Y, _ = evaluate(pk, X, AUC)
     np.testing.assert_allclose(Y, [float(auc_closed_form(jnp.asarray(x))) for x in X], rtol=1e-8)
+
+
+def test_the_quadrature_state_keeps_a_declared_sparsity_pattern():
+    """A banded model stays banded with its quadrature state: q's row holds the integrated
+    output's state (and q's diagonal), and no state depends on q; unnamed states go on."""
+    base = models.get("brusselator_1d", n=20)
+    tri = np.eye(10, k=-1) + np.eye(10) + np.eye(10, k=1)
+    pattern = np.block([[tri, np.eye(10)], [np.eye(10), tri]]) != 0
+    m = sens.ODEModel(base.name, 20, base.parameters, base.rhs, base.y0, stiff=True, jacobian_sparsity=pattern)
+    prob = sens.Problem(m, np.linspace(0.0, 2.0, 6), wrt=["A"], of=["u[0]", "u[12]"], solver="rodas5p")
+    aug, increase = with_quadrature(prob, Objective("integral", (1,)))
+    assert aug.model.states[-1] == "u[20]" and aug.of == ("u[20]",) and aug.input_names == prob.input_names
+    q = aug.model.jacobian_sparsity
+    assert sorted(q.cols[q.rows == 20].tolist()) == [12, 20] and not np.any((q.cols == 20) & (q.rows < 20))
+    assert stiff_linear.choose(aug).kind == stiff_linear.choose(prob).kind
+    assert (increase.first, increase.last) == (0, 1) and aug.times.tolist() == [0.0, 2.0]

@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -116,14 +117,18 @@ def lifted_model(model: ODEModel, names: tuple[str, ...]) -> ODEModel:
     integrands = tuple(model.observables[nm] if nm in model.observables else _state(model.states.index(nm))
                        for nm in names)
     taken = set(model.states) | set(model.parameters)
-    q = next(f"integral_{k}" if k else "integral" for k in range(len(taken) + 1)
-             if (f"integral_{k}" if k else "integral") not in taken)
+    if model.states == tuple(f"u[{i}]" for i in range(n)):  # a model of n unnamed states
+        states = n + 1  # named u[0] .. u[n], q = u[n]
+    else:
+        states = list(model.states) + [next(f"integral_{k}" if k else "integral" for k in range(len(taken) + 1)
+                                            if (f"integral_{k}" if k else "integral") not in taken)]
     sparsity = model.jacobian_sparsity
-    if isinstance(sparsity, Pattern):  # q' may depend on every state, nothing depends on q
+    if isinstance(sparsity, Pattern):  # q' depends on the integrands' states, nothing on q
+        cols = _integrand_states(model, integrands)
         pairs = np.concatenate([np.stack([sparsity.rows, sparsity.cols], axis=1),
-                                np.stack([np.full(n, n), np.arange(n)], axis=1)])
+                                np.stack([np.full(cols.size, n), cols], axis=1)])
         sparsity = declared(pairs.astype(np.int64), n + 1)
-    lifted = ODEModel(model.name, list(model.states) + [q], dict(model.parameters),
+    lifted = ODEModel(model.name, states, dict(model.parameters),
                       _augmented_rhs(model.rhs, integrands, n), np.append(model.y0, 0.0),
                       stiff=model.stiff, doc=model.doc, breakpoints=list(model.breakpoints),
                       events=[_lifted_event(ev, n) for ev in model.events], jacobian_sparsity=sparsity)
@@ -131,6 +136,25 @@ def lifted_model(model: ODEModel, names: tuple[str, ...]) -> ODEModel:
         _MODELS.pop(next(iter(_MODELS)))
     _MODELS[key] = lifted
     return lifted
+
+
+def _integrand_states(model: ODEModel, integrands: tuple) -> np.ndarray:
+    """The states the integrands depend on: nonzeros of their gradient at two random points
+    near (y0, the default parameters), as `core.sparsity.detect` samples the rhs."""
+    rng = np.random.default_rng(0)
+    params = {k: jnp.asarray(v) for k, v in model.parameters.items()}
+    y0 = np.asarray(model.y0, dtype=np.float64)
+
+    def total(y, p):
+        return sum(jnp.asarray(h(jnp.asarray(0.0), y, p)).reshape(()) for h in integrands)
+
+    hit = np.zeros(y0.size, dtype=bool)
+    for _ in range(2):
+        y = y0 + 0.1 * (np.abs(y0) + 1) * rng.standard_normal(y0.size)
+        p = {k: v * (1 + 0.1 * rng.standard_normal(np.shape(v))) for k, v in params.items()}
+        grad = np.asarray(jax.grad(total)(jnp.asarray(y), p))
+        hit |= (grad != 0) | ~np.isfinite(grad)
+    return np.flatnonzero(hit)
 
 
 def _state(i: int) -> Callable:
