@@ -203,7 +203,7 @@ def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianRe
     else:
         problem = _adjoint_problem(problem, p)
         J, info = adjoint.jacobian(problem, p.variant)
-    _guard_jacobian(J, problem)
+    _guard_jacobian(J, info["outputs"], problem)
     return JacobianResult(J, info["outputs"], problem.times, problem.of, problem.input_names,
                           problem.x0(), p.mode, p.variant, p, info["stats"], info["timings"])
 
@@ -218,7 +218,7 @@ def gradient(problem: Problem, objective: Callable, mode: str = "auto", **plan_o
     else:
         problem = _adjoint_problem(problem, p)
         value, grad, info = adjoint.gradient(problem, objective, p.variant)
-    numbers.check_vector(grad, problem.input_names, f"gradient ({p.mode} mode)", problem.x0())
+    numbers.check_vector(grad, problem.input_names, f"gradient ({p.mode} mode)", problem.x0(), value=value)
     return GradientResult(value, grad, problem.input_names, p.mode, p.variant, p,
                           info["stats"], info["timings"])
 
@@ -252,10 +252,11 @@ def hessian(problem: Problem, objective: Callable, mode: str = "auto") -> np.nda
     return H
 
 
-def _guard_jacobian(J, problem: Problem) -> None:
-    """The guard on a Jacobian (n_times, n_of, n_inputs) a user reads: warns when non-finite
-    or absurd against its own scale (`core.checks.numbers`)."""
-    numbers.check_jacobian(J, problem.input_names, "Jacobian", problem.of, problem.x0(),
+def _guard_jacobian(J, outputs, problem: Problem) -> None:
+    """The guard on a Jacobian (n_times, n_of, n_inputs) a user reads, with the outputs
+    (n_times, n_of): warns when non-finite or absurd against its own scale
+    (`core.checks.numbers`)."""
+    numbers.check_jacobian(J, problem.input_names, "Jacobian", problem.of, problem.x0(), output_values=outputs,
                            check="sensitivity.check_gradient(problem, inputs=[{inputs}]) (the Jacobian's "
                                  "columns against central differences)")
 
@@ -310,7 +311,7 @@ def trajectory_and_jacobian(problem: Problem, mode: str = "auto", **plan_options
 
     (ys, J), info = run_checked(problem, build, (x0_of(problem), values_of(problem)),
                                 fn="trajectory_and_jacobian_forward")
-    _guard_jacobian(J, problem)
+    _guard_jacobian(J, info["outputs"], problem)
     trajectory = Trajectory(problem.times, np.asarray(ys), info["outputs"], problem.model.states,
                             problem.of, info["stats"], info["timings"])
     jac = JacobianResult(np.asarray(J), info["outputs"], problem.times, problem.of, problem.input_names,

@@ -45,6 +45,22 @@ def test_sound_results_are_silent():
         assert numbers.check_matrix(np.outer(v, v) - 1e-14 * np.eye(4), NAMES) == []
 
 
+def test_an_input_that_barely_matters_is_no_reason_to_warn():
+    """Beside two inputs of negligible influence, a sound component exceeds 1e10 x the
+    median; against the function's own value (d f / d ln p vs |f|) it is ordinary."""
+    g = [1e3, 1e-8, 1e-9, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert numbers.check_vector(g, NAMES, value=10.0) == []
+        J = np.zeros((3, 1, 4))
+        J[:, 0, :] = g
+        assert numbers.check_jacobian(J, NAMES, output_values=np.full((3, 1), 10.0)) == []
+    with pytest.warns(sens.NumericalWarning, match="a = 1e\\+03"):
+        numbers.check_vector(g, NAMES)  # the median alone would call it absurd
+    with pytest.warns(sens.NumericalWarning, match="value 1e-08 itself"):
+        numbers.check_vector(g, NAMES, value=1e-8)
+
+
 def test_scale_is_the_inputs_value():
     # 1e12 beside 1 in raw units is absurd unless the input's value explains it
     with pytest.warns(sens.NumericalWarning, match="a = 1e\\+12"):

@@ -76,6 +76,16 @@ def _outliers(m: np.ndarray, ratio: float) -> tuple[np.ndarray, float]:
     return flags, median
 
 
+def _beyond_own(m: np.ndarray, scale, ratio: float) -> np.ndarray:
+    """Flags of m (..., n) beyond ratio x |scale| (broadcast against m's leading axes; all
+    True where the scale is 0, non-finite or not given)."""
+    if scale is None:
+        return np.ones(m.shape, bool)
+    s = np.abs(np.asarray(scale, dtype=np.float64))
+    s = s.reshape(s.shape + (1,) * (m.ndim - s.ndim))
+    return np.where(np.isfinite(s) & (s > 0), m > ratio * s, True)
+
+
 def _names(names: Sequence[str], flags: np.ndarray, limit: int = 6) -> list[str]:
     return [str(n) for n, f in zip(names, flags) if f][:limit]
 
@@ -99,9 +109,11 @@ def _describe(names, values, flags, median, scaled: bool) -> str:
 
 
 def check_vector(values, names: Sequence[str], what: str = "gradient", input_values=None,
-                 check: str | None = None, ratio: float = RATIO) -> list[str]:
+                 check: str | None = None, ratio: float = RATIO, value: float | None = None) -> list[str]:
     """Warn when a vector over the inputs (n_inputs,) (a gradient, an HVP) is non-finite
-    or absurd against its own scale; returns the flagged input names."""
+    or absurd against its own scale; returns the flagged input names. value: the function
+    whose gradient it is, at the point: when nonzero, a component must also exceed ratio x
+    |value| (scaled, d f / d ln p beyond 1e10 |f|) to be absurd."""
     g = np.asarray(values, dtype=np.float64).reshape(-1)
     if _plainly_sound(_scaled(np.abs(g), input_values), ratio):
         return []
@@ -114,18 +126,23 @@ def check_vector(values, names: Sequence[str], what: str = "gradient", input_val
         return flagged
     m = _scaled(np.abs(g), input_values)
     flags, median = _outliers(m, ratio)
+    flags &= _beyond_own(m, value, ratio)
     if not flags.any():
         return []
     flagged = _names(names, flags)
-    _warn(what, _describe(names, g, flags, median, input_values is not None), flagged, check)
+    own = f" and {ratio:.0e} x the value {abs(value):.3g} itself" if value else ""
+    _warn(what, _describe(names, g, flags, median, input_values is not None) + own, flagged, check)
     return flagged
 
 
 def check_jacobian(values, names: Sequence[str], what: str = "Jacobian", outputs: Sequence[str] = (),
-                   input_values=None, check: str | None = None, ratio: float = RATIO) -> list[str]:
+                   input_values=None, check: str | None = None, ratio: float = RATIO,
+                   output_values=None) -> list[str]:
     """Warn when a Jacobian (n_times, n_outputs, n_inputs) is non-finite or absurd: per
     output, each input's largest |d output / d input| over time against the other inputs'.
-    Returns the flagged input names."""
+    output_values: the outputs (n_times, n_outputs): when an output is not all zero, an
+    entry must also exceed ratio x its largest |value| (scaled: d y / d ln p beyond 1e10
+    max |y|) to be absurd. Returns the flagged input names."""
     J = np.asarray(values, dtype=np.float64)
     J = J.reshape((-1, 1, J.shape[-1])) if J.ndim < 3 else J
     # the largest |entry| over time, (n_outputs, n_inputs), NaN propagated; over contiguous rows
@@ -147,6 +164,8 @@ def check_jacobian(values, names: Sequence[str], what: str = "Jacobian", outputs
     where = []
     for o in range(peak.shape[0]):
         f, median = _outliers(peak[o], ratio)
+        if output_values is not None:
+            f &= _beyond_own(peak[o], np.max(np.abs(np.asarray(output_values)[:, o])), ratio)
         if f.any() and not where:
             where = [outputs[o], median]
         flags |= f
