@@ -261,3 +261,30 @@ def test_the_quadrature_state_keeps_a_declared_sparsity_pattern():
     assert sorted(q.cols[q.rows == 20].tolist()) == [12, 20] and not np.any((q.cols == 20) & (q.rows < 20))
     assert stiff_linear.choose(aug).kind == stiff_linear.choose(prob).kind
     assert (increase.first, increase.last) == (0, 1) and aug.times.tolist() == [0.0, 2.0]
+
+
+def fall(t, y, p):
+    return -p["k"] * y
+
+
+def reaches(t, y, p):
+    return y[0] - p["c"]
+
+
+STOP = sens.Event(reaches, terminal=True)
+
+
+@pytest.mark.parametrize("mode", ["forward", "adjoint"])
+def test_integral_through_a_terminal_event_counts_the_held_outputs(mode):
+    """After a terminal event the outputs hold their value at the event, t_e = ln(1 / c) / k;
+    the integral over [0, T] is (1 - c) / k + c (T - t_e), as a trapezoid of the held
+    outputs would approach."""
+    def closed(k, c, T=5.0):
+        return (1 - c) / k + c * (T - jnp.log(1 / c) / k)
+
+    m = sens.ODEModel("stopping", ["y"], {"k": 0.9, "c": 0.3}, fall, [1.0], events=[STOP])
+    times = np.linspace(0.0, 5.0, 6)
+    prob = sens.Problem(m, times, wrt=["k", "c"], rtol=1e-10, atol=1e-10)
+    g = sens.gradient(prob, Objective("integral", (0,)), mode=mode)
+    assert g.value == pytest.approx(float(closed(0.9, 0.3)), rel=1e-8)
+    np.testing.assert_allclose(g.grad, np.asarray(jax.grad(closed, argnums=(0, 1))(0.9, 0.3)), rtol=1e-6)

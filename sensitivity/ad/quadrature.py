@@ -30,23 +30,38 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.model import ODEModel
 from ..core.problem import Problem
-from ..core.schedule import Event
+from ..core.schedule import Event, all_events
 from ..core.sparsity import Pattern, declared
 from ..solvers import stiffness
 
 
 @dataclass(frozen=True)
 class Increase:
-    """ys[last, column] - ys[first, column]: the growth of a quadrature state between two
-    save times, ys of shape (n_times, n_of). Equal instances compare and hash equal, so
-    compiled functions are reused."""
+    """The integral of the outputs between save times `first` and `last` from a quadrature
+    state, ys of shape (n_times, n_of): ys[last, column] - ys[first, column].
+
+    With `clock` and `rate` (columns of a clock state t' = 1 and of the integrand), for a
+    solve a terminal event may stop: the outputs hold their value after the event, and so
+    do q and the clock, so the held stretch (t - clock) * integrand is added at both ends
+    (`t_first`, `t_last` the save times). Equal instances compare and hash equal, so
+    compiled functions are reused.
+    """
 
     first: int
     last: int
     column: int = 0
+    clock: int | None = None
+    rate: int | None = None
+    t_first: float = 0.0
+    t_last: float = 0.0
 
     def __call__(self, ys):
-        return ys[self.last, self.column] - ys[self.first, self.column]
+        if self.clock is None:
+            return ys[self.last, self.column] - ys[self.first, self.column]
+
+        def held(k, t):
+            return ys[k, self.column] + (t - ys[k, self.clock]) * ys[k, self.rate]
+        return held(self.last, self.t_last) - held(self.first, self.t_first)
 
 
 def quadrature_of(objective) -> tuple[tuple[int, ...], tuple[float, float] | None] | None:
@@ -84,11 +99,15 @@ def _augment(problem: Problem, columns: tuple[int, ...], window) -> tuple[Proble
         raise InputError(f"integral objective: the window [{a:g}, {b:g}] must lie inside the problem's "
                          f"time span [{problem.t0:g}, {T:g}] with start <= end")
     times = np.unique(np.array([a, b, T], dtype=np.float64))
-    model = lifted_model(problem.model, names)
+    held = any(ev.terminal for ev in all_events(problem))  # outputs held after the event
+    model = lifted_model(problem.model, names, held)
+    n = problem.model.n_states
+    of = [model.states[n]] + ([model.states[n + 1], next(iter(model.observables))] if held else [])
+    y0 = np.append(problem.y0, [0.0, problem.t0] if held else [0.0])
     with warnings.catch_warnings():  # the problem's own construction has warned already
         warnings.simplefilter("ignore")
-        aug = Problem(model, times, wrt=list(problem.input_names), of=[model.states[-1]],
-                      parameters=dict(problem.parameters), y0=np.append(problem.y0, 0.0), t0=problem.t0,
+        aug = Problem(model, times, wrt=list(problem.input_names), of=of,
+                      parameters=dict(problem.parameters), y0=y0, t0=problem.t0,
                       solver=problem.solver, rtol=problem.rtol, atol=problem.atol,
                       max_steps=problem.max_steps, adjoint=problem.adjoint, checkpoints=problem.checkpoints,
                       doses=list(problem.doses),
@@ -98,6 +117,8 @@ def _augment(problem: Problem, columns: tuple[int, ...], window) -> tuple[Proble
     if problem.solver == "auto":  # q does not change stiffness: the problem's choice, no new estimate
         aug.memo("solver_choice", lambda: stiffness.choice(problem))
     first, last = (int(np.searchsorted(times, t)) for t in (a, b))
+    if held:
+        return aug, Increase(first, last, 0, 1, 2, a, b)
     return aug, Increase(first, last)
 
 
@@ -105,32 +126,39 @@ _MODELS: dict = {}
 _EVENTS: dict = {}
 
 
-def lifted_model(model: ODEModel, names: tuple[str, ...]) -> ODEModel:
-    """`model` with one more state, named like no state or parameter of it, q' = the sum
-    of the outputs `names` (observables or states). Built once per model and names, so
-    compiled functions are shared."""
-    key = (model, names)
+def lifted_model(model: ODEModel, names: tuple[str, ...], held: bool = False) -> ODEModel:
+    """`model` with one more state q, named like no state or parameter of it (u[n] for a
+    model of n unnamed states), q' = the sum of the outputs `names` (observables or states).
+    held=True (a terminal event may stop the solve): also a clock state t' = 1 and the
+    integrand as the one observable (exact for integrands not depending on t explicitly:
+    after the event they hold the value at the event). Built once per model, names and
+    `held`, so compiled functions are shared."""
+    key = (model, names, held)
     hit = _MODELS.get(key)
     if hit is not None:
         return hit
     n = model.n_states
     integrands = tuple(model.observables[nm] if nm in model.observables else _state(model.states.index(nm))
                        for nm in names)
-    taken = set(model.states) | set(model.parameters)
+    extra = 2 if held else 1
+    taken = set(model.states) | set(model.parameters) | set(model.observables)
+    free = (f"integral_{k}" if k else "integral" for k in range(len(taken) + 3))
+    free = [name for name in free if name not in taken]
     if model.states == tuple(f"u[{i}]" for i in range(n)):  # a model of n unnamed states
-        states = n + 1  # named u[0] .. u[n], q = u[n]
+        states = n + extra  # named u[0] .. u[n + extra - 1]
     else:
-        states = list(model.states) + [next(f"integral_{k}" if k else "integral" for k in range(len(taken) + 1)
-                                            if (f"integral_{k}" if k else "integral") not in taken)]
+        states = list(model.states) + free[:extra]
     sparsity = model.jacobian_sparsity
     if isinstance(sparsity, Pattern):  # q' depends on the integrands' states, nothing on q
         cols = _integrand_states(model, integrands)
         pairs = np.concatenate([np.stack([sparsity.rows, sparsity.cols], axis=1),
                                 np.stack([np.full(cols.size, n), cols], axis=1)])
-        sparsity = declared(pairs.astype(np.int64), n + 1)
+        sparsity = declared(pairs.astype(np.int64), n + extra)
+    observables = {free[-1]: _integrand(integrands, n)} if held else None
     lifted = ODEModel(model.name, states, dict(model.parameters),
-                      _augmented_rhs(model.rhs, integrands, n), np.append(model.y0, 0.0),
-                      stiff=model.stiff, doc=model.doc, breakpoints=list(model.breakpoints),
+                      _augmented_rhs(model.rhs, integrands, n, held), np.append(model.y0, np.zeros(extra)),
+                      observables=observables, stiff=model.stiff, doc=model.doc,
+                      breakpoints=list(model.breakpoints),
                       events=[_lifted_event(ev, n) for ev in model.events], jacobian_sparsity=sparsity)
     if len(_MODELS) >= 64:
         _MODELS.pop(next(iter(_MODELS)))
@@ -163,12 +191,19 @@ def _state(i: int) -> Callable:
     return h
 
 
-def _augmented_rhs(rhs: Callable, integrands: tuple, n: int) -> Callable:
+def _integrand(integrands: tuple, n: int) -> Callable:
+    def h(t, z, p):
+        return sum(jnp.asarray(g(t, z[:n], p), dtype=z.dtype).reshape(()) for g in integrands)
+    return h
+
+
+def _augmented_rhs(rhs: Callable, integrands: tuple, n: int, held: bool) -> Callable:
     def augmented(t, z, p):
         y = z[:n]
         dy = jnp.asarray(rhs(t, y, p), dtype=z.dtype).reshape(n)
         dq = sum(jnp.asarray(h(t, y, p), dtype=z.dtype).reshape(()) for h in integrands)
-        return jnp.concatenate([dy, jnp.reshape(dq, (1,))])
+        tail = [jnp.reshape(dq, (1,))] + ([jnp.ones((1,), z.dtype)] if held else [])
+        return jnp.concatenate([dy, *tail])
     return augmented
 
 
