@@ -243,7 +243,8 @@ def check_petab(problem, x, gradient=None, fisher=None, mode: str = "") -> list[
     (n_estimated, n_estimated) at x (on the parameter scales): linear-scale parameters are
     weighed by their value, log-scale ones as they are. `problem` has x_names and scales."""
     x = np.asarray(x, dtype=np.float64)
-    values = np.where(np.asarray(problem.scales) == "lin", x, 1.0)
+    lin = np.asarray(problem.scales) == "lin"
+    values = np.where(lin, x, 1.0) if lin.any() else None
     if gradient is not None:
         return check_vector(gradient, problem.x_names, f"PEtab nllh gradient{f' ({mode} mode)' if mode else ''}",
                             values, check=_PETAB_CHECK)
