@@ -692,7 +692,7 @@ class PetabProblem:
         if priors:
             pv, pg = self.prior(x)
             value, grad = value + pv, grad + pg
-        numbers.check_petab(self, x, gradient=grad, mode=mode)
+        numbers.check_petab(self, x, gradient=grad, mode=mode, value=value)
         return PetabGradient(value, grad, self.x_names, mode, plan, t)
 
     def fisher(self, x=None) -> np.ndarray:

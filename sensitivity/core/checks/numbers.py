@@ -238,15 +238,16 @@ def _no_negative_eigenvalue(M: np.ndarray) -> bool:
 _PETAB_CHECK = "sensitivity.check_gradient(petab_problem, inputs=[{inputs}])"
 
 
-def check_petab(problem, x, gradient=None, fisher=None, mode: str = "") -> list[str]:
-    """The guard on a PEtab problem's nllh gradient (n_estimated,) or Fisher matrix
-    (n_estimated, n_estimated) at x (on the parameter scales): linear-scale parameters are
-    weighed by their value, log-scale ones as they are. `problem` has x_names and scales."""
+def check_petab(problem, x, gradient=None, fisher=None, mode: str = "", value: float | None = None) -> list[str]:
+    """The guard on a PEtab problem's nllh gradient (n_estimated,) (value: the nllh) or
+    Fisher matrix (n_estimated, n_estimated) at x (on the parameter scales): linear-scale
+    parameters are weighed by their value, log-scale ones as they are. `problem` has
+    x_names and scales."""
     x = np.asarray(x, dtype=np.float64)
     lin = np.asarray(problem.scales) == "lin"
     values = np.where(lin, x, 1.0) if lin.any() else None
     if gradient is not None:
         return check_vector(gradient, problem.x_names, f"PEtab nllh gradient{f' ({mode} mode)' if mode else ''}",
-                            values, check=_PETAB_CHECK)
+                            values, check=_PETAB_CHECK, value=value)
     return check_matrix(fisher, problem.x_names, "PEtab Fisher information", psd=True, input_values=values,
                         check=_PETAB_CHECK)
