@@ -160,3 +160,17 @@ def _xla_error_lines(env: dict) -> str:
 def test_xla_log_lines_do_not_reach_the_terminal():
     assert "dump.cc" in _xla_error_lines({"SENSITIVITY_XLA_LOGS": "1"})  # the lines exist ...
     assert "dump.cc" not in _xla_error_lines({})  # ... and are silenced by default
+
+
+def test_petab_gradient_weighs_against_the_nllh():
+    """Perelson_Science1996 at its nominal parameters: the noise parameter's gradient
+    beside two near-zero kinetic ones; against the nllh (432) it is ordinary."""
+    class Problem:
+        x_names, scales = ("c", "delta", "sd_V"), ("log10", "log10", "lin")
+
+    grad, x = [3e-11, -9e-11, 36.8], np.array([0.5, -0.3, 1.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert numbers.check_petab(Problem(), x, gradient=grad, value=432.0) == []
+    with pytest.warns(sens.NumericalWarning, match=r"petab_problem, inputs=\['sd_V'\]"):
+        numbers.check_petab(Problem(), x, gradient=[3e-11, -9e-11, 1e40], value=432.0)
