@@ -367,7 +367,7 @@ def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path,
 
 def _switch_problem(d: Path) -> Path:
     """A' = -k A once t >= t_on (an SBML piecewise of time), A(0) = 2; t_on and k estimated:
-    a switching time that moves with a parameter, which the lean Rodas5P loop cannot trace."""
+    a switching time that moves with a parameter."""
     doc = libsbml.SBMLDocument(3, 1)
     m = doc.createModel()
     m.setId("switch")
@@ -408,15 +408,14 @@ def _switch_nllh(x):
     return out
 
 
-def test_an_estimated_switching_time_runs_rodas5p_in_diffrax(tmp_path):
-    """The default solver's lean loop treats switching times as constants; with one that
-    moves with an estimated parameter the same method runs in diffrax, and nllh and its
-    gradient (d/d t_on included) equal the closed form. rodas4 has no such twin: refused."""
-    prob = sens.petab.load(_switch_problem(tmp_path), rtol=1e-10, atol=1e-10)
+@pytest.mark.parametrize("solver", ["rodas5p", "rodas4"])
+def test_an_estimated_switching_time_has_the_closed_forms_gradient(tmp_path, solver):
+    """A switching time that moves with an estimated parameter, on the lean Rosenbrock loops:
+    nllh and its gradient (d/d t_on included) equal the closed form."""
+    prob = sens.petab.load(_switch_problem(tmp_path), solver=solver, rtol=1e-10, atol=1e-10)
     x = prob.x_nominal + np.array([0.05, 0.2])
-    g = prob.gradient(x, mode="forward")
-    np.testing.assert_allclose(g.value, float(_switch_nllh(jnp.asarray(x))), rtol=1e-7)
     ref = np.asarray(jax.grad(_switch_nllh)(jnp.asarray(x)))
-    np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
-    with pytest.raises(sens.InputError, match="t_on"):
-        sens.petab.load(tmp_path / "problem.yaml", solver="rodas4").nllh(x)
+    for mode in ("forward", "adjoint"):
+        g = prob.gradient(x, mode=mode)
+        np.testing.assert_allclose(g.value, float(_switch_nllh(jnp.asarray(x))), rtol=1e-7)
+        np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())

@@ -99,19 +99,3 @@ def test_derivative_matches_the_closed_form(derivatives):
     fd = np.array([(exact(p + h * e) - exact(p - h * e)) / (2 * h)
                    for e, h in zip(np.eye(3), 1e-6 * np.maximum(np.abs(p), 1.0))])
     assert np.linalg.norm(fwd - fd) < 1e-6 * np.linalg.norm(fd)
-
-
-def test_switching_times_depending_on_estimated_parameters_are_refused():
-    from types import SimpleNamespace
-
-    import sympy as sp
-
-    from sensitivity import InputError
-    model = SimpleNamespace(parameters=("k", "t_on"), breakpoint_exprs=(sp.Symbol("t_on", real=True),))
-    # p_ref: parameter k -> theta 0, t_on -> theta 1 (estimated) or -1 (a condition constant)
-    fixed = [dict(sim=(np.array([[0, -1]]),), pre=None)]
-    petab_rodas.check_breakpoints(model, fixed, np.array([0, 1]), ("k", "t_on"))
-    estimated = [dict(sim=(np.array([[0, 1]]),), pre=None)]
-    with pytest.raises(InputError, match="t_on"):
-        petab_rodas.check_breakpoints(model, estimated, np.array([0, 1]), ("k", "t_on"))
-    petab_rodas.check_breakpoints(model, estimated, np.array([0]), ("k", "t_on"))  # t_on fixed

@@ -35,7 +35,9 @@ the simulation and the adjoint but slows the forward gradient (`benchmarks/petab
 compares both; `batch = "vmap"` switches). One batching
 for every function: a vmapped solve takes other steps (other kernels, other rounding), and
 nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Piecewise inputs of time are exact: the
-solve is cut into segments at their switching times (`SBMLModel.breakpoints`).
+solve is cut into segments at their switching times (`SBMLModel.breakpoints`), and the
+derivatives with respect to a switching time come through the flow at the segment bounds
+(`integrate.bounds`), with every solver.
 
 The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
 z = h(measurement), sigma the noise formula's value (on the transformed scale):
@@ -66,6 +68,7 @@ from ..ad.cost import Calibration, make_plan, stored_calibration
 from ..core.checks import numbers
 from ..core.errors import InputError, SolverError
 from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
+from ..integrate.bounds import fixed_bounds_segment
 from ..solvers import lean_rodas as petab_rodas
 from ..solvers.newton.chord import Chord
 from ..solvers.newton.steady_state import newton_polish
@@ -445,15 +448,9 @@ class PetabProblem:
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
         if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
-            try:
-                petab_rodas.check_breakpoints(m, self._groups, self.est_index, self.theta_names)
-                segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
-            except InputError:
-                if self.solver != "rodas5p":
-                    raise
-                # switching times that move with an estimated parameter: the same method in
-                # diffrax (sensitivity/rosenbrock.py), whose segment bounds are traced
-                solver = solver_class("rodas5p")()
+            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
+        # switching times that move with the parameters: derivatives through the flow
+        segment = fixed_bounds_segment(segment, m.rhs)
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]

@@ -6,7 +6,7 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In a PEtab solve:
 - a *time event* (trigger `time >= T` or `time > T`, T an expression of parameters) is a
   segment boundary at T(p), like a piecewise breakpoint, with the event's reset applied at
   the boundary: y(T+) = reset(T, y(T-), p). The boundary is traced, so dT/dp enters the
-  derivatives through the segment ends (diffrax differentiates t0 and t1);
+  derivatives through the segment ends (the flow at the bounds, `integrate.bounds`);
 - a *state event* (any other single comparison) is located inside a segment by diffrax's
   root finder (`diffrax.Event`, differentiated implicitly) and the solve restarts from the
   reset state, up to `pieces` times per segment;
@@ -33,8 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.errors import ModelError
+from ..integrate.bounds import flow_shift
 from ..integrate.pieces import root_finder
 
+stop = jax.lax.stop_gradient
 PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the solve reports failure)
 
 
@@ -132,16 +134,29 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
 
     def run_piece(carry, b, ts, pv, tc, tol):
         t, y, ys, ok, steps, fired_before, done = carry
-        start = jnp.where(done, b, t)
+        # the solver runs between bounds with their derivatives stopped; the moving start and
+        # end enter through the flow (integrate/bounds.py)
+        moving = jnp.where(done, b, t)
+        start, end, tc = stop(moving), stop(b), stop(tc)
+        args = (pv, tc, fired_before, start)
+
+        def f(t_, y_):
+            return vf(t_, y_, args)
+
+        y = flow_shift(f, y, moving, start)
         ctrl = controller(tol)
         if save == "step":
-            ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, start, b))
+            ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, start, end))
         sol = diffrax.diffeqsolve(
-            term, solver, start, b, None, y, (pv, tc, fired_before, start),
+            term, solver, start, end, None, y, args,
             # two sub-saves: with one (ts + t1) an event leaves the t1 slot unfilled
-            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(ts, start, b)), diffrax.SubSaveAt(t1=True)]),
+            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(ts, start, end)), diffrax.SubSaveAt(t1=True)]),
             stepsize_controller=ctrl, max_steps=max_steps, adjoint=adjoint(), event=event, throw=False)
         (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys
+        reached = t_new >= end  # no event before the end: the end is the moving one
+        y_new = jnp.where(reached, flow_shift(f, y_new, end, b), y_new)
+        t_new = jnp.where(reached, b, t_new)
+        saved = jnp.where(((ts >= end) & reached)[:, None], y_new[None], saved)
         inside = ((ts >= start) & ((ts < t_new) | ((ts == b) & (t_new >= b))) & ~done)[:, None]
         ys = jnp.where(inside, saved, ys)
         success = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)

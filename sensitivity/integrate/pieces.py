@@ -8,9 +8,10 @@ implicitly (diffrax `Event` + optimistix).
 
 Dose times and parameter breakpoints are sorted (traced) into one array of K boundaries and
 the solve is a `lax.scan` over the K + 1 segments with traced bounds: one compiled function
-serves every dose schedule of the same count, and the derivative with respect to a dose
-time or a breakpoint comes from diffrax's differentiable t0/t1 (the end of one segment and
-the start of the next move with the boundary). Every segment saves at all save times
+serves every dose schedule of the same count. The solver runs between bounds with their
+derivatives stopped, and the derivative with respect to a dose time or a breakpoint enters
+through the flow at the bounds (`bounds.flow_shift`): differentiating the solver's step
+sequence instead grows without bound on stiff segments. Every segment saves at all save times
 (clipped into the segment) and a mask keeps those that fall inside it: a save time equal to
 a boundary gets the state *after* the jump (also a dose on the last save time, in a
 zero-length last segment), and its derivative with respect to the boundary is that of the
@@ -33,6 +34,9 @@ import optimistix as optx
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints
 from ..solvers.newton import reuse
+from .bounds import flow_shift
+
+stop = jax.lax.stop_gradient
 
 
 def dose_values(problem) -> dict:
@@ -166,19 +170,26 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
         def piece(carry, end, last):
             t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
-            start = jnp.where(stopped, end, t)
+            # the solver runs between bounds with their derivatives stopped; the moving start
+            # and end enter through the flow (bounds.py)
+            moving = jnp.where(stopped, end, t)
+            start, fixed_end = stop(moving), stop(end)
+            args = (args_p, fired_before, start)
+
+            def flow(t_, y_):
+                return vector_field(t_, y_, args)
+
+            y = flow_shift(flow, y, moving, start, side=1)
             sol = diffrax.diffeqsolve(
-                term, solver, start, end, None, y, (args_p, fired_before, start),
-                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, end)),
+                term, solver, start, fixed_end, None, y, args,
+                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, fixed_end)),
                                             diffrax.SubSaveAt(t1=True)], solver_state=counted),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
             (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
-            # a zero-length piece (a dose on the last save time) takes no step, so its saves
-            # lose the flow's dependence on a moving start: y(t) = y(start) + (t - start) f
-            # there, which adds 0 to the value and -f dstart to the derivative
-            ts_piece = _clip(times, start, end)
-            flowed = y[None, :] + (ts_piece - start)[:, None] * vector_field(start, y, (args_p, fired_before, start))
-            saved = jnp.where(start == end, flowed, saved)
+            reached = t_new >= fixed_end  # no event before the end: the end is the moving one
+            y_new = jnp.where(reached, flow_shift(flow, y_new, fixed_end, end, side=-1), y_new)
+            t_new = jnp.where(reached, end, t_new)
+            saved = jnp.where(((times >= fixed_end) & reached)[:, None], y_new[None], saved)
             inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
             inside = inside & ~stopped
             ys = jnp.where(inside[:, None], saved, ys)

@@ -8,21 +8,20 @@ exactly: forward-mode tangents (jvp, vmapped over the tangent directions) and re
 through a checkpointed loop differentiate the same discrete solve. The step sizes are chosen
 on values with their derivatives stopped, as for a solve with a given step sequence: forward
 and adjoint gradients agree to rounding. Steps land exactly on the save times (no dense
-output), and segment and save times are constants of the solve (`check_breakpoints`).
+output), and segment and save times are constants of the solve: bounds that move with the
+parameters are handled outside (`integrate.bounds.fixed_bounds_segment`).
 """
 
 from __future__ import annotations
 
 import diffrax
 import jax.numpy as jnp
-import numpy as np
 
-from ..core.errors import InputError
 from .lean import rosenbrock_solve as solve
 from .newton.steady_state import newton_polish
 from .rosenbrock import TABLEAUS
 
-__all__ = ["CALIBRATION", "TABLEAUS", "check_breakpoints", "segment_fn", "solve", "steady_fn"]
+__all__ = ["CALIBRATION", "TABLEAUS", "segment_fn", "solve", "steady_fn"]
 
 # Cost constants of the gradient modes with this loop, in simulations (the fields of
 # `ad.cost.Calibration`; the caller builds it), typical of the PEtab benchmark problems with
@@ -71,26 +70,3 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 
     return steady
-
-
-def check_breakpoints(model, groups, est_index, theta_names):
-    """The loop treats segment and save times as constants: refuse a problem whose piecewise
-    switching times (`model.breakpoint_exprs`) depend on an estimated parameter.
-    groups: the PetabProblem's experiment groups (their `sim` / `pre` p_ref arrays)."""
-    est = set(int(i) for i in est_index)
-    for expr in model.breakpoint_exprs:
-        for sym in getattr(expr, "free_symbols", ()):
-            if sym.name not in model.parameters:
-                continue
-            k = model.parameters.index(sym.name)
-            for g in groups:
-                for arrays in (g["sim"], g["pre"]):
-                    if arrays is None:
-                        continue
-                    refs = set(int(r) for r in np.asarray(arrays[0])[:, k] if r >= 0)
-                    if refs & est:
-                        name = theta_names[min(refs & est)]
-                        raise InputError(
-                            f"petab: the switching time '{expr}' of a piecewise input depends on the "
-                            f"estimated parameter '{name}'; the rodas solvers treat switching times as "
-                            "constants: use solver='rodas5p' (it then runs in diffrax) or 'kvaerno5'")
