@@ -62,19 +62,24 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy as sp
 
 from ..ad.cost import Calibration, make_plan, stored_calibration
 from ..core.checks import numbers
 from ..core.errors import InputError, SolverError
+from ..core.lazy import LazyModule
 from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
+from ..integrate import compiled as compiled_programs
 from ..integrate.bounds import fixed_bounds_segment
 from ..solvers import lean_rodas as petab_rodas
 from ..solvers.newton.chord import Chord
 from ..solvers.newton.steady_state import newton_polish
 from ..solvers.registry import solver_class
-from . import petab_events
-from . import sbml as sbml_import
+from ..stores import programs as export_store
+
+# SBML reading and sympy only where a problem's files are read (a problem made from its
+# stored record does not read them)
+petab_events = LazyModule("sensitivity.importers.petab_events")
+sbml_import = LazyModule("sensitivity.importers.sbml")
 
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
@@ -137,7 +142,6 @@ class PetabProblem:
 
     def __init__(self, yaml_path, solver: str = "rodas5p", rtol: float = 1e-8, atol: float = 1e-8,
                  max_steps: int = 100_000, validate: bool = True):
-        import petab.v1 as pv1
         path = Path(yaml_path)
         self.path = path
         if not path.is_file():
@@ -149,12 +153,45 @@ class PetabProblem:
                 raise InputError(f"{name} = {tol!r} must be a positive number, e.g. 1e-8")
         try:
             import yaml
-            version = str((yaml.safe_load(path.read_text()) or {}).get("format_version", "1"))
+            spec = yaml.safe_load(path.read_text()) or {}
+            version = str(spec.get("format_version", "1"))
         except Exception as exc:
             raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
         if not version.startswith("1"):
             raise InputError(f"petab: '{yaml_path}' has format_version {version}; this importer reads "
                              "PEtab version 1 problems (format_version: 1)")
+        self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
+        # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
+        self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
+        self.newton_kappa = _NEWTON_KAPPA
+        self._validate, self._light = bool(validate), False
+        # a problem whose files a process before this one read: its record in the store of
+        # traced programs holds what the calls need, and the tables, the SBML model and
+        # the petab package are read only when something else is asked for (`__getattr__`)
+        key = _load_key(path, spec, self._validate)
+        record = export_store.load_record(key) if key else None
+        if record is not None and _restore(self, record):
+            self._light = True
+            return
+        self._parse()
+        if key:
+            export_store.save_record(key, _record(self))
+
+    def __getattr__(self, name):
+        """Called only for an attribute not set: on a problem made from its stored record,
+        the tables and the model (`petab`, `model`, ...) are read now."""
+        state = self.__dict__
+        if name.startswith("__") or not state.get("_light"):
+            raise AttributeError(f"'PetabProblem' object has no attribute '{name}'")
+        state["_light"] = False
+        self._parse()
+        return getattr(self, name)
+
+    def _parse(self):
+        """Read and validate the tables and the SBML model, and set up the arrays the
+        compiled functions are traced with."""
+        import petab.v1 as pv1
+        path, yaml_path, validate = self.path, self.path, self._validate
         try:
             with warnings.catch_warnings():  # pandas deprecations inside the petab package
                 warnings.simplefilter("ignore")
@@ -185,16 +222,15 @@ class PetabProblem:
                 detail = "; ".join(messages[:3]) or "run `petablint` on it for the list of errors"
                 raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem: {detail}")
         self.petab = problem
-        self.path = path
-        self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
-        # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
-        self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
-        self.newton_kappa = _NEWTON_KAPPA
         model_path = self._model_path()
         self.model = sbml_import.read(model_path)
         self._setup()
         petab_events.check(self)
         self._fingerprint = _fingerprint(path, problem)
+        n_t = sum(int(g["ts"].size) for g in self._groups)
+        n_exp = sum(len(g["members"]) for g in self._groups)
+        n_states = self.model.n_states if hasattr(self.model, "n_states") else len(self.model.states) * n_exp
+        self._plan_shape = (int(n_states), n_t)
 
     # ------------------------------------------------------------------ setup
     def _model_path(self) -> Path:
@@ -386,14 +422,16 @@ class PetabProblem:
         lin = jnp.where(self._scale_code == 0, x, jnp.where(self._scale_code == 1, jnp.exp(x), 10.0 ** x))
         return jnp.asarray(self.theta_nominal).at[self.est_index].set(lin)
 
-    def _check_x(self, x):
+    def _check_x(self, x) -> np.ndarray:
+        """x (n_estimated,) as float64 NumPy (the compiled programs take it as it is; default
+        the nominal values), checked for shape and finiteness."""
         x = self.x_nominal if x is None else np.asarray(x, dtype=np.float64)
-        if x.shape != (len(self.x_names),):
+        if x.shape != self.x_nominal.shape:
             raise InputError(f"x has shape {x.shape}, expected ({len(self.x_names)},): one value per "
                              f"estimated parameter, on its scale (see .x_names, .scales)")
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             raise InputError("x contains NaN or inf")
-        return jnp.asarray(x)
+        return x
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
@@ -602,19 +640,32 @@ class PetabProblem:
 
     def _run(self, key, build, x):
         """Compile `build()` once per problem structure and `key` (shared by every
-        PetabProblem of the same files), run it at x; returns (output, timings)."""
+        PetabProblem of the same files), run it at x; returns (output, timings).
+
+        A program not yet compiled in this process comes from the store of traced programs
+        (`stores/programs.py`, keyed by the structure, the argument shapes and the toolkit's
+        and JAX's versions) when a process before this one traced it: a warm process then
+        compiles from JAX's disk cache without tracing the model or the solver again."""
         full = self._structure() + tuple(key)
-        args = (x, jnp.asarray([self.rtol, self.atol]))
+        args = (x, self._tol())
+        exe = _COMPILED.get(full)
         compile_s = 0.0
-        if full not in _COMPILED:
-            start = time.perf_counter()
-            _COMPILED[full] = jax.jit(build()).lower(*args).compile()
-            compile_s = time.perf_counter() - start
+        if exe is None:
+            exe, compile_s, _ = compiled_programs.compiled_with_meta(("petab",) + full, build, args)
+            _COMPILED[full] = exe
             while len(_COMPILED) > _MAX_COMPILED:  # executables hold memory maps: keep the newest
                 _COMPILED.pop(next(iter(_COMPILED)))
         start = time.perf_counter()
-        out = jax.block_until_ready(_COMPILED[full](*args))
+        out = jax.device_get(exe(*args))  # one transfer of every output to the host
         return out, {"compile": compile_s, "run": time.perf_counter() - start}
+
+    def _tol(self):
+        """[rtol, atol] as a device array, made again only when they change."""
+        key = (self.rtol, self.atol)
+        cached = self.__dict__.get("_tol_cache")
+        if cached is None or cached[0] != key:
+            cached = self._tol_cache = (key, jnp.asarray(key, dtype=jnp.float64))
+        return cached[1]
 
     def _check(self, aux, *values):
         if not bool(aux["ok"]) or not all(np.all(np.isfinite(np.asarray(v))) for v in values):
@@ -652,21 +703,12 @@ class PetabProblem:
         "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
         "auto" (the cost model decides from the problem's shape).
         """
-        _IMPLICIT_CALIBRATION = _implicit_calibration()
         if mode not in ("auto", "forward", "adjoint"):
             raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
         x = self._check_x(x)
         plan = None
         if mode == "auto":
-            n_t = sum(int(g["ts"].size) for g in self._groups)
-            n_exp = sum(len(g["members"]) for g in self._groups)
-            plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1,
-                             n_states=self.model.n_states if hasattr(self.model, "n_states")
-                             else len(self.model.states) * n_exp, n_times=n_t,
-                             calibration=(Calibration(**petab_rodas.CALIBRATION) if self.solver in LEAN_RODAS
-                                          else _IMPLICIT_CALIBRATION if self._implicit()
-                                          else stored_calibration() or Calibration()),
-                             max_steps=self.max_steps)
+            plan = self._auto_plan()
             mode = plan.mode
         if mode == "adjoint":
             def build():
@@ -691,6 +733,21 @@ class PetabProblem:
             value, grad = value + pv, grad + pg
         numbers.check_petab(self, x, gradient=grad, mode=mode, value=value)
         return PetabGradient(value, grad, self.x_names, mode, plan, t)
+
+    def _auto_plan(self):
+        """The cost model's plan for mode="auto", made once per problem structure."""
+        key = self._structure()
+        cached = self.__dict__.get("_plan_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        n_states, n_t = self._plan_shape
+        plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1, n_states=n_states, n_times=n_t,
+                         calibration=(Calibration(**petab_rodas.CALIBRATION) if self.solver in LEAN_RODAS
+                                      else _implicit_calibration() if self._implicit()
+                                      else stored_calibration() or Calibration()),
+                         max_steps=self.max_steps)
+        self._plan_cache = (key, plan)
+        return plan
 
     def fisher(self, x=None) -> np.ndarray:
         """Fisher information of the estimated parameters at x (on their scales), shape
@@ -800,6 +857,62 @@ def _fingerprint(path: Path, problem) -> str:
     return h.hexdigest()
 
 
+# what a problem's record holds: everything the calls read, without the tables and the model
+_RECORD_ARRAYS = {"theta_nominal": np.float64, "est_index": np.int64, "_scale_code": np.int64,
+                  "x_nominal": np.float64, "lower": np.float64, "upper": np.float64}
+_RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape")
+
+
+def _load_key(path: Path, spec: dict, validate: bool) -> str | None:
+    """The store's key of a problem's record: the bytes of the YAML file and of every file
+    it names, and `validate`; None without the store or if a file cannot be read."""
+    if not export_store.enabled():
+        return None
+    named: list[str] = []
+
+    def collect(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                collect(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                collect(v, key)
+        elif isinstance(node, str) and (key.endswith(("_file", "_files")) or key == "location"):
+            named.append(node)
+
+    collect(spec)
+    h = hashlib.sha256(path.read_bytes())
+    try:
+        for name in named:
+            h.update(f"\x00{name}\x00".encode())
+            h.update((path.parent / name).read_bytes())
+    except OSError:
+        return None
+    return export_store.fingerprint(("petab problem", h.hexdigest(), validate))
+
+
+def _record(problem) -> dict:
+    """The JSON record of a parsed problem (see `_restore`)."""
+    out = {k: np.asarray(getattr(problem, k)).tolist() for k in _RECORD_ARRAYS}
+    out.update({k: list(getattr(problem, k)) for k in _RECORD_TUPLES})
+    out["priors"] = [list(p) for p in problem.priors]
+    out["_fingerprint"] = problem._fingerprint
+    return out
+
+
+def _restore(problem, record: dict) -> bool:
+    """Set a problem's attributes from its record; False if the record is not complete."""
+    try:
+        values = {k: np.asarray(record[k], dtype=t) for k, t in _RECORD_ARRAYS.items()}
+        values.update({k: tuple(record[k]) for k in _RECORD_TUPLES})
+        values["priors"] = [(int(i), str(kind), float(a), float(b)) for i, kind, a, b in record["priors"]]
+        values["_fingerprint"] = str(record["_fingerprint"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    problem.__dict__.update(values)
+    return True
+
+
 def _priors(pdf, est_index, x_names) -> list:
     """[(index into x, type, a, b)] of the estimated parameters with an objective prior."""
     import petab.v1 as pv1
@@ -890,6 +1003,7 @@ def _count_placeholders(formula, kind, oid) -> int:
 def _observable_functions(m, oid, formula, noise_formula, n_op, n_np, pids, mapping=None):
     """JAX functions h(t, y, pv, theta, op) and sigma(t, y, pv, theta, op, np) of one observable
     (mapping: PEtab entity ids -> model entity ids, substituted first)."""
+    import sympy as sp
     from petab.v1.math import sympify_petab
     try:
         h = sympify_petab(formula)

@@ -22,7 +22,9 @@ unknown kind in a closure) turns the store off for that function: it is traced a
 Exported programs hold no host callbacks (EQX_ON_ERROR=nan, see `sensitivity/__init__`),
 and are used only as they were exported (no further differentiation).
 
-Files: <user cache>/sensitivity/exported/<fingerprint>.jaxexport and .json (metadata).
+Files: <user cache>/sensitivity/exported/<fingerprint>.jaxexport and .json (metadata), and
+<fingerprint>.record.json for a record stored without a program (`save_record`: what a
+loader read from its input files, e.g. a PEtab problem's parameter arrays).
 Set SENSITIVITY_NO_EXPORT_STORE=1 (or SENSITIVITY_NO_DISK_CACHE=1) to turn it off.
 """
 
@@ -45,6 +47,9 @@ from .folder import cache_dir
 
 _FILE_HASHES: dict[str, str] = {}
 _SALT: list[str] = []
+# what this process found in the store: programs loaded, looked for and not found (then
+# traced), and saved; tests and benchmarks read it to tell a load from a trace
+STATS = {"loaded": 0, "missed": 0, "saved": 0, "records loaded": 0, "records missed": 0, "records saved": 0}
 _LIBRARY_DIRS = tuple(p for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "purelib", "platlib")} if p)
 
 
@@ -82,9 +87,12 @@ def load(digest: str):
         meta = json.loads(base.with_suffix(".json").read_text())
         import jax
 
-        return jax.export.deserialize(bytearray(blob)), meta
+        exported = jax.export.deserialize(bytearray(blob))
     except Exception:  # noqa: BLE001 - a missing or stale entry is simply traced again
+        STATS["missed"] += 1
         return None
+    STATS["loaded"] += 1
+    return exported, meta
 
 
 def save(digest: str, exported, meta: dict) -> None:
@@ -98,7 +106,34 @@ def save(digest: str, exported, meta: dict) -> None:
             tmp.write_bytes(data)
             os.replace(tmp, target / f"{digest}{suffix}")
     except OSError:
-        pass
+        return
+    STATS["saved"] += 1
+
+
+def load_record(digest: str) -> dict | None:
+    """A record stored without a program (`save_record`), or None."""
+    try:
+        record = json.loads((folder() / f"{digest}.record.json").read_text())
+    except (OSError, ValueError):
+        STATS["records missed"] += 1
+        return None
+    STATS["records loaded"] += 1
+    return record
+
+
+def save_record(digest: str, record: dict) -> None:
+    """Store a JSON record beside the programs: what a loader found in its input files (a
+    PEtab problem's arrays), under a fingerprint of those files, so that a warm process
+    need not read and parse them again to find its programs."""
+    target = folder()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = target / f"{digest}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, target / f"{digest}.record.json")
+    except (OSError, TypeError, ValueError):
+        return
+    STATS["records saved"] += 1
 
 
 # --------------------------------------------------------------------------- fingerprints
