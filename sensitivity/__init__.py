@@ -77,7 +77,8 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "dgsm": "analyses.gsa", "fit": "analyses.fit", "FitResult": "analyses.fit",
          "fisher": "analyses.identifiability", "identifiability": "analyses.identifiability",
          "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability",
-         "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks"}
+         "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks",
+         "LikelihoodFit": "analyses.likelihood"}
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
@@ -105,4 +106,4 @@ __all__ = [
     "ensemble", "sobol", "morris", "dgsm",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",
-            "GradientCheck"]
+            "GradientCheck", "LikelihoodFit"]

@@ -54,6 +54,7 @@ from ..plots.analyses import fit_figure
 from .ensemble import ensemble
 from .identifiability import fisher as _fisher
 from .identifiability import identifiability as _ident
+from .likelihood import PetabLikelihood, ProblemLikelihood, StartsMixin, multistart
 from .metrics import Objective
 
 METHODS = ("auto", "least_squares", "trust-ncg")
@@ -78,7 +79,7 @@ def union_times(grid: np.ndarray, extra: np.ndarray, rtol: float = 1e-10) -> np.
 
 # --------------------------------------------------------------------------- the result
 @dataclass(frozen=True)
-class FitResult:
+class FitResult(StartsMixin):
     """A fit.
 
     input_names, x (n_inputs,): the estimates (natural scale); start: where the best local
@@ -97,7 +98,10 @@ class FitResult:
     evaluations: how many simulate / jacobian / gradient / hvp calls the fit made
     (failures: solves that failed at trial points; solver_steps: the steps of the forward
     solves of simulate, jacobian and gradient calls, a measure of the work); path: a DataFrame of the iterates
-    (cost and inputs); starts: one row per start of a multi-start fit; timings: seconds.
+    (cost and inputs); starts: one row per start of a fit, in start order (cost, success,
+    iterations, start_<input>, <input>: natural scale; `fraction_at_best`, `waterfall()`,
+    `parameters()` read it); timings: seconds; likelihood: the nllh on the fitted scale
+    (`sensitivity.analyses.likelihood.ProblemLikelihood`) for profiles and sampling.
     """
 
     input_names: tuple[str, ...]
@@ -128,6 +132,7 @@ class FitResult:
     dof: int = 0
     p_value: float = float("nan")
     quality: str = ""
+    likelihood: object = None
 
     @property
     def converged(self) -> bool:
@@ -427,35 +432,13 @@ def _local_fit(ev: _Evaluator, theta0, lo, hi, method: str, max_iter: int, tol: 
     return r.x, ok, msg, int(r.nit)
 
 
-# --------------------------------------------------------------------------- fit
-def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str = "auto", start=None,
-        bounds: Mapping | None = None, starts=None, ranges: Mapping | None = None, screen: int | None = None,
-        seed: int = 0, max_iter: int = 200, tol: float = 1e-10, jacobian_mode: str = "auto") -> FitResult:
-    """Fit the problem's inputs (`wrt`) to observations by least squares / Gaussian NLL.
-
-    data: observations, a table time, output, value[, sigma] (DataFrame, mapping of arrays
-    or CSV path) or a wide table time + output columns (see `read_data`). sigma: the data's
-    standard deviation, a number, a mapping output -> number, or None (unknown, equal for
-    all: SEs then use the residual variance); a sigma column in the data takes precedence.
-    log_params: fit ln p (inputs must be positive) and impose bounds on ln p.
-    method: "auto" | "least_squares" (TRF with the exact Jacobian) | "trust-ncg" (exact
-    gradient and HVPs; trust-constr with bounds). start: the start (mapping or array
-    (n_inputs,); default the problem's values). bounds: name -> (low, high), natural scale.
-    starts: for a multi-start fit, an int (that many points from a Sobol sequence over
-    `ranges`, log-uniform for log parameters, besides `start`) or an array (k, n_inputs) of
-    start points; the best local fit wins. screen: with an int `starts`, first evaluate the
-    cost at this many Sobol points (default max(32, 8 starts); 0: none) in one vmapped
-    `sensitivity.ensemble` and start the local fits from the best `starts` of them.
-    seed: of the Sobol scrambling. max_iter, tol: of the local optimiser.
-    jacobian_mode: the Jacobian's mode for least squares ("auto": the cost model).
-    Returns a `FitResult`.
-    """
-    import pandas as pd
-
-
-    began = time.perf_counter()
+# --------------------------------------------------------------------------- data against a problem
+def _prepare(problem: Problem, data, sigma):
+    """The data against the problem: (problem on the merged save times with the observed
+    outputs, the long table with a sigma column, rows, cols (n_data,) into its outputs,
+    target, w = 1 / sigma (n_data,), whether sigma is to be estimated)."""
     if not isinstance(problem, Problem):
-        raise InputError(f"fit needs a Problem, got {type(problem).__name__}")
+        raise InputError(f"need a Problem (or a PEtab problem), got {type(problem).__name__}")
     valid = tuple(problem.model.observables) + tuple(s for s in problem.model.states
                                                      if s not in problem.model.observables)
     df = read_data(data, valid)
@@ -480,13 +463,85 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
         raise InputError(f"data has time {t_data.min():g} before the problem's start t0 = {problem.t0:g}")
     times = union_times(problem.times, t_data)
     prob = problem.replace(times=times, t0=problem.t0, of=observed)
-    names, n = prob.input_names, prob.n_inputs
+    n = prob.n_inputs
     rows = np.array([int(np.argmin(np.abs(times - t))) for t in t_data], dtype=int)
     cols = np.array([observed.index(o) for o in df["output"]], dtype=int)
     target, w = df["value"].to_numpy(float), 1.0 / df["sigma"].to_numpy(float)
     if rows.size < n:
         raise InputError(f"{rows.size} data values cannot determine {n} inputs; give more data or fewer inputs")
 
+    return prob, df, rows, cols, target, w, estimate_sigma
+
+
+def likelihood(problem: Problem, data, sigma=None, log_params: bool = True, bounds: Mapping | None = None,
+               method: str = "auto", jacobian_mode: str = "auto"):
+    """The nllh of `problem` against `data` as a `ProblemLikelihood` (see
+    `sensitivity.analyses.likelihood`): on theta = ln p (log_params) or p, bounds on the
+    natural scale as in `fit`. The data's sigma must be known (an argument or a column)."""
+    prob, df, rows, cols, target, w, estimate_sigma = _prepare(problem, data, sigma)
+    if estimate_sigma:
+        raise InputError("a likelihood needs the data's sigma: give sigma= or a sigma column "
+                         "(or profile a fit result, which carries the estimated sigma)")
+    ev = _Evaluator(prob, rows, cols, target, w, log_params, jacobian_mode)
+    route, _ = _choose_method(prob, method, ev)
+    lo, hi = _bounds(prob, bounds, log_params)
+    t_lo, t_hi = _theta_bounds(lo, hi, log_params)
+    x0 = prob.x0()
+    return ProblemLikelihood(ev, prob.input_names, t_lo, t_hi, np.log(x0) if log_params else x0, log_params,
+                             route)
+
+
+def _theta_bounds(lo, hi, log: bool):
+    """Bounds (natural scale) on the fitted scale."""
+    if not log:
+        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        t_lo, t_hi = np.log(np.maximum(lo, 0)), np.log(hi)
+    return np.where(lo > 0, t_lo, -np.inf), t_hi
+
+
+# --------------------------------------------------------------------------- fit
+def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str = "auto", start=None,
+        bounds: Mapping | None = None, starts=None, ranges: Mapping | None = None, screen: int | None = None,
+        seed: int = 0, max_iter: int = 200, tol: float = 1e-10, jacobian_mode: str = "auto",
+        priors: bool = False):
+    """Fit the problem's inputs (`wrt`) to observations by least squares / Gaussian NLL.
+
+    data: observations, a table time, output, value[, sigma] (DataFrame, mapping of arrays
+    or CSV path) or a wide table time + output columns (see `read_data`). sigma: the data's
+    standard deviation, a number, a mapping output -> number, or None (unknown, equal for
+    all: SEs then use the residual variance); a sigma column in the data takes precedence.
+    log_params: fit ln p (inputs must be positive) and impose bounds on ln p.
+    method: "auto" | "least_squares" (TRF with the exact Jacobian) | "trust-ncg" (exact
+    gradient and HVPs; trust-constr with bounds). start: the start (mapping or array
+    (n_inputs,); default the problem's values). bounds: name -> (low, high), natural scale.
+    starts: for a multi-start fit, an int (that many points from a Sobol sequence over
+    `ranges`, log-uniform for log parameters, besides `start`) or an array (k, n_inputs) of
+    start points; the best local fit wins. screen: with an int `starts`, first evaluate the
+    cost at this many Sobol points (default max(32, 8 starts); 0: none) in one vmapped
+    `sensitivity.ensemble` and start the local fits from the best `starts` of them.
+    seed: of the Sobol scrambling. max_iter, tol: of the local optimiser.
+    jacobian_mode: the Jacobian's mode for least squares ("auto": the cost model).
+    Returns a `FitResult`; its `likelihood` (the nllh, divided by s^2 when sigma was
+    estimated) serves `sensitivity.profile` and `sensitivity.sample`.
+
+    A PEtab problem (`sensitivity.petab.load`) in place of `problem`: data, sigma,
+    log_params, method, start, bounds, ranges, screen and jacobian_mode do not apply (the
+    problem holds its data, scales and bounds); the fit starts from its nominal values and,
+    with an int `starts`, from that many Sobol points within its bounds, on its estimation
+    scales, by L-BFGS-B on the exact gradient; priors=True adds its objective priors.
+    Returns a `LikelihoodFit`.
+    """
+    import pandas as pd
+
+
+    began = time.perf_counter()
+    if not isinstance(problem, Problem) and hasattr(problem, "nllh") and hasattr(problem, "x_names"):
+        return multistart(PetabLikelihood(problem, priors=priors), starts=starts, seed=seed,
+                          max_iter=max(max_iter, 1000), tol=tol)
+    prob, df, rows, cols, target, w, estimate_sigma = _prepare(problem, data, sigma)
+    names, n = prob.input_names, prob.n_inputs
+    times, observed = prob.times, list(prob.of)
     x_start = _vector(prob, start, "start", prob.x0())
     lo, hi = _bounds(prob, bounds, log_params)
     if log_params and np.any(x_start <= 0):
@@ -518,10 +573,7 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
     ev = _Evaluator(prob, rows, cols, target, w, log_params, jacobian_mode)
     method_run, why = _choose_method(prob, method, ev)
     to_theta = (lambda x: np.log(x)) if log_params else (lambda x: np.asarray(x, dtype=np.float64))
-    with np.errstate(divide="ignore"):
-        t_lo, t_hi = to_theta(np.maximum(lo, 0) if log_params else lo), to_theta(hi)
-    if log_params:
-        t_lo = np.where(lo > 0, t_lo, -np.inf)
+    t_lo, t_hi = _theta_bounds(lo, hi, log_params)
 
     first = ev.residuals(to_theta(x_start))
     if not np.all(np.isfinite(first)):
@@ -587,7 +639,8 @@ def fit(problem: Problem, data, sigma=None, log_params: bool = True, method: str
         else "trust-constr", bool(b["success"]) and good, b["message"], int(b["iterations"]),
         dict(ev.counts, iterations_all_starts=total_iterations), path, table, notes,
         {"wall": time.perf_counter() - began, **ev.seconds}, log_params, bool(b["success"]), chi2, dof, p_value,
-        quality)
+        quality, ProblemLikelihood(ev, names, t_lo, t_hi, theta_hat, log_params,
+                                   "least_squares" if method_run == "least_squares" else "trust-ncg", s_hat or 1.0))
 
 
 def _quality(chi2: float, dof: int, estimated: bool, converged: bool, message: str,

@@ -1,0 +1,97 @@
+"""Figures of multi-start fits and profile likelihoods (matplotlib), from plain arrays:
+the waterfall of the starts' final values, the parameters of the best starts, and the
+profiles with their threshold and confidence intervals.
+
+Each returns the Figure and writes a PNG when given a path (then closes it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .analyses import _finish
+from .run import _pyplot
+
+
+def waterfall_figure(values, tol: float = 0.1, path=None, title: str = ""):
+    """values (k,): the final objective of every start. Sorted ascending, as the difference
+    to the best plus 1 on a log axis when they span decades; the starts within `tol` of the
+    best in colour, failed starts (non-finite) counted in the title."""
+    plt = _pyplot()
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    s = np.sort(v[ok])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if s.size:
+        rel = s - s[0]
+        near = rel <= tol
+        k = np.arange(1, s.size + 1)
+        y = rel + 1.0
+        ax.plot(k, y, color="0.6", lw=1, zorder=1)
+        ax.scatter(k[near], y[near], color="tab:red", zorder=3, label=f"within {tol:g} of the best ({near.sum()})")
+        ax.scatter(k[~near], y[~near], color="tab:blue", zorder=2, label="other starts")
+        if y.max() / y.min() > 100:
+            ax.set_yscale("log")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("start (sorted by final value)")
+    ax.set_ylabel("objective - best + 1")
+    failed = int((~ok).sum())
+    ax.set_title(title or f"waterfall: {v.size} starts" + (f", {failed} failed" if failed else ""))
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def parameters_figure(names, X, values, lower=None, upper=None, best: int = 10, path=None, title: str = ""):
+    """names (n,), X (k, n): the final parameters of k starts, values (k,): their final
+    objective. The `best` best starts as lines across the parameters (the best in red),
+    the bounds (n,) as dashed lines where finite."""
+    plt = _pyplot()
+    X = np.asarray(X, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(np.where(np.isfinite(v), v, np.inf), kind="stable")[:best]
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * n + 2), 4))
+    idx = np.arange(n)
+    for rank, k in enumerate(order[::-1]):
+        first = k == order[0]
+        ax.plot(idx, X[k], marker="o", color="tab:red" if first else "tab:blue", alpha=1.0 if first else 0.4,
+                lw=2 if first else 1, zorder=3 if first else 2)
+    for b in (lower, upper):
+        if b is not None:
+            b = np.asarray(b, dtype=np.float64)
+            ax.scatter(idx[np.isfinite(b)], b[np.isfinite(b)], marker="_", s=200, color="0.3")
+    ax.set_xticks(idx)
+    ax.set_xticklabels(list(names), rotation=45, ha="right")
+    ax.set_ylabel("estimate (estimation scale)")
+    ax.set_title(title or f"parameters of the {len(order)} best starts (best in red)")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def profiles_figure(profiles, threshold: float, path=None, title: str = ""):
+    """profiles: a list of (name, grid (m,), delta (m,), estimate, interval (low, high),
+    verdict): the profile nllh - best along each parameter's path, the threshold as a
+    dashed line, the interval shaded."""
+    plt = _pyplot()
+    n = len(profiles)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols)) if n else 1
+    fig, axes = plt.subplots(rows, max(cols, 1), figsize=(4 * max(cols, 1), 3.2 * rows), squeeze=False)
+    for ax, (name, grid, delta, est, (lo, hi), verdict) in zip(axes.flat, profiles):
+        ax.plot(grid, delta, color="tab:blue", marker=".", ms=3)
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1)
+        a = lo if np.isfinite(lo) else (np.min(grid) if len(grid) else est)
+        b = hi if np.isfinite(hi) else (np.max(grid) if len(grid) else est)
+        ax.axvspan(a, b, color="tab:green", alpha=0.12)
+        ax.axvline(est, color="0.4", lw=0.8)
+        ax.set_title(f"{name}: {verdict}", fontsize=9)
+        ax.set_xlabel(f"{name} (estimation scale)")
+        ax.set_ylabel("nllh - best")
+        top = max(2.0 * threshold, float(np.nanmin([np.nanmax(delta) if len(delta) else 0, 3 * threshold])))
+        ax.set_ylim(-0.05 * top, top)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
