@@ -79,6 +79,7 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability",
          "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks",
          "LikelihoodFit": "analyses.likelihood"}
+_LAZY.update({"profile": "analyses.profile", "ProfileResult": "analyses.profile"})
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
@@ -107,3 +108,4 @@ __all__ = [
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",
             "GradientCheck", "LikelihoodFit"]
+__all__ += ["profile", "ProfileResult"]
