@@ -78,7 +78,7 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "fisher": "analyses.identifiability", "identifiability": "analyses.identifiability",
          "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability",
          "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks",
-         "LikelihoodFit": "analyses.likelihood"}
+         "LikelihoodFit": "analyses.likelihood", "design": "analyses.design", "Design": "analyses.design"}
 _LAZY.update({"profile": "analyses.profile", "ProfileResult": "analyses.profile"})
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
@@ -107,5 +107,5 @@ __all__ = [
     "ensemble", "sobol", "morris", "dgsm",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",
-            "GradientCheck", "LikelihoodFit"]
+            "GradientCheck", "LikelihoodFit", "design", "Design"]
 __all__ += ["profile", "ProfileResult"]

@@ -1,0 +1,212 @@
+"""Experimental design against known answers.
+
+- y = A exp(-k t), A and k unknown: the locally D-optimal design of two measurements on
+  [0, T] (T > 1/k) is {0, 1/k}; for k alone (or with A known) it is 1/k; averaged over k
+  samples (a robust design for k) the closed-form maximiser of the mean criterion;
+- y = a + b t on [-1, 1]: the D-optimal continuous design puts weight 1/2 on each end, the
+  equivalence theorem's max d(x) = p = 2 there, and for the uniform design the efficiency
+  bound p / max d(x) lies below its efficiency sqrt(mean t^2) (closed forms);
+- the rank-one / rank-two scans (determinant lemma, Woodbury) against the criterion of
+  F + M_c computed directly, for every criterion;
+- a PEtab problem (A <=> B): the candidates' Fisher information against the closed-form
+  solution's derivatives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import sensitivity as sens
+from sensitivity.analyses.design import _Search, efficient_rounding, scan, utility
+
+K, A = 0.5, 3.0
+GRID = np.linspace(0.0, 10.0, 501)  # step 0.02: 1/k = 2 is on it
+PETAB_CASE = Path(__file__).resolve().parents[1] / "../shared/petab-test-suite/cases/v1.0.0/sbml/0001/_0001.yaml"
+
+
+def _decay():
+    return sens.ODEModel("decay", ["y"], {"k": K}, lambda t, y, p: -p["k"] * y, {"y": A})
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return sens.Problem(_decay(), GRID, wrt=["y0.y", "k"], rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def jac(problem):
+    return sens.jacobian(problem, mode="forward")
+
+
+@pytest.mark.parametrize("method", ["exchange", "continuous"])
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_two_point_design_of_exponential_decay(problem, jac, method, scale):
+    d = sens.design(problem, n=2, sigma=0.1, scale=scale, method=method, jacobian=jac)
+    assert sorted(d.chosen["time"]) == pytest.approx([0.0, 1.0 / K])
+    # det F = (A (t2 - t1) exp(-k (t1 + t2)))^2 / sigma^4 on the linear scale
+    expected = 2 * np.log(A * (1 / K) * np.exp(-1.0)) - 4 * np.log(0.1)
+    if scale == "log":
+        expected += 2 * np.log(A * K)
+    assert d.value == pytest.approx(expected, rel=1e-6)
+    assert d.efficiency_bound <= 1.0 and d.efficiency_bound > 0.99
+    if method == "continuous":  # weight 1/2 at each of the two points, max d(x) = p
+        w = d.candidates.set_index("time")["weight"]
+        assert w.loc[0.0] == pytest.approx(0.5, abs=2e-3)
+        # the criterion is flat near 1/k: the multiplicative algorithm spreads that half
+        assert w[(w.index > 1.5) & (w.index < 2.5)].sum() == pytest.approx(0.5, abs=5e-3)
+        assert d.equivalence["max_derivative"] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_k_alone_and_with_a_measured_start(problem, jac):
+    only_k = dataclasses.replace(jac, values=jac.values[:, :, 1:], input_names=("k",),
+                                 input_values=jac.input_values[1:])
+    d = sens.design(only_k, n=1, sigma=0.1)
+    assert d.chosen["time"].tolist() == [pytest.approx(1.0 / K)]
+    # A and k unknown, y(0) already measured: the one measurement to add is at 1/k
+    fixed = pd.DataFrame({"time": [0.0], "output": ["y"]})
+    d = sens.design(problem, n=1, sigma=0.1, fixed=fixed, jacobian=jac)
+    assert d.chosen["time"].tolist() == [pytest.approx(1.0 / K)]
+    assert np.isinf(d.standard_error_before[1]) and np.isfinite(d.standard_error_after).all()
+    assert d.value > d.value_fixed
+    # the greedy path is the criterion of the nested designs: one entry per measurement
+    d3 = sens.design(problem, n=3, sigma=0.1, fixed=fixed, jacobian=jac, method="greedy")
+    assert d3.path.size == 3 and np.all(np.diff(d3.path) > 0)
+    assert d3.value == pytest.approx(d3.path[-1])
+
+
+def test_robust_design_for_k_averages_over_samples(problem):
+    """With A known, the D criterion for k at a sample k_s is 2 log(A k_s t exp(-k_s t)) +
+    const: its mean over the samples is largest at t = 1 / mean(k)."""
+    ks = np.array([0.4, 1.0])
+    samples = [{"k": k} for k in ks]
+    fixed = np.diag([1e12, 0.0])
+    d = sens.design(problem, n=1, sigma=0.1, fixed=fixed, robust=samples)
+    t = GRID[1:]
+    mean_crit = np.mean([2 * np.log(A * k * t * np.exp(-k * t)) for k in ks], axis=0)
+    assert d.chosen["time"].tolist() == [pytest.approx(t[np.argmax(mean_crit)])]
+    assert d.n_samples == 2
+    nominal = sens.design(problem, n=1, sigma=0.1, fixed=fixed)
+    assert nominal.chosen["time"].tolist() == [pytest.approx(1.0 / K)]
+
+
+def _line_jacobian(m: int = 201) -> sens.JacobianResult:
+    """y = a + b t on [-1, 1]: d y / d(a, b) = (1, t)."""
+    t = np.linspace(-1.0, 1.0, m)
+    J = np.stack([np.ones_like(t), t], axis=-1)[:, None, :]
+    return sens.JacobianResult(J, (1.0 + 0.5 * t)[:, None], t, ("y",), ("a", "b"), np.array([1.0, 0.5]),
+                               "forward", None)
+
+
+def test_continuous_design_of_a_line_and_its_efficiency_bound():
+    jac = _line_jacobian()
+    t = jac.times
+    d = sens.design(jac, n=10, sigma=1.0, scale="linear", method="continuous")
+    w = d.candidates["weight"].to_numpy()
+    # the multiplicative algorithm stops at an equivalence gap of 1e-4 relative: the weight
+    # left on the ends' neighbours is of that order of the criterion
+    assert w[0] == pytest.approx(0.5, abs=0.01) and w[-1] == pytest.approx(0.5, abs=0.01)
+    assert w[:3].sum() == pytest.approx(0.5, abs=1e-3) and w[-3:].sum() == pytest.approx(0.5, abs=1e-3)
+    assert d.equivalence["max_derivative"] == pytest.approx(2.0, rel=1e-3)
+    assert sorted(d.chosen["chosen"]) == [5, 5] and sorted(d.chosen["time"]) == [-1.0, 1.0]
+    m2 = np.mean(t ** 2)  # the uniform design's M = diag(1, m2); the optimum's diag(1, 1)
+    assert d.efficiency_uniform == pytest.approx(np.sqrt(1 / m2), rel=1e-9)
+    # at the uniform design: d(x) = 1 + x^2 / m2, bound p / max d <= efficiency sqrt(m2)
+    G = (jac.values[:, 0, :])[None, :, None, :]
+    search = _Search(G, np.zeros((1, 2, 2)), "D", None, None, None, True)
+    start = search.continuous(10.0, iterations=0)
+    np.testing.assert_allclose(start["psi"], 1 + t ** 2 / m2, rtol=1e-12)
+    bound = 2 / start["psi"].max()
+    assert bound == pytest.approx(2 / (1 + 1 / m2))
+    assert bound <= np.sqrt(m2) <= 1.0
+    # the concavity bound (phi* <= phi + max psi - sum w psi) holds too
+    assert np.exp(start["utility"] - start["upper"]) ** 0.5 <= np.sqrt(m2)
+
+
+def test_efficient_rounding_keeps_the_count():
+    w = np.array([0.5, 0.3, 0.2, 0.0])
+    for n in (1, 2, 3, 7, 10):
+        c = efficient_rounding(w, n)
+        assert c.sum() == n and c[3] == 0
+    assert efficient_rounding(w, 10).tolist() == [5, 3, 2, 0]
+
+
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("criterion,subset", [("D", None), ("A", None), ("E", None), ("ME", None),
+                                              ("D", [0, 2]), ("A", [1]), ("E", [0, 3])])
+def test_scan_matches_the_criterion_computed_directly(criterion, subset, r):
+    rng = np.random.default_rng(1)
+    p = 5
+    B = rng.normal(size=(8, p))
+    F = B.T @ B + 0.1 * np.eye(p)
+    G = rng.normal(size=(40, r, p))
+    sub = None if subset is None else np.array(subset)
+    fast = scan(F, G, criterion, sub)
+    direct = np.array([utility(F + g.T @ g, criterion, sub) for g in G])
+    np.testing.assert_allclose(fast, direct, rtol=1e-9, atol=1e-12)
+
+
+def test_errors_name_the_element(problem, jac):
+    with pytest.raises(sens.InputError, match="criterion = 'Q'"):
+        sens.design(problem, n=2, criterion="Q", jacobian=jac)
+    with pytest.raises(sens.InputError, match="parameters: 'kk'.*did you mean 'k'"):
+        sens.design(problem, n=2, parameters=["kk"], jacobian=jac)
+    with pytest.raises(sens.InputError, match="needs parameters"):
+        sens.design(problem, n=2, criterion="D_s", jacobian=jac)
+    with pytest.raises(sens.InputError, match="continuous"):
+        sens.design(problem, n=2, criterion="E", method="continuous", jacobian=jac)
+    with pytest.raises(sens.InputError, match="candidates: 'z' is not an output"):
+        sens.design(problem, n=2, candidates={"z": [1.0]})
+
+
+def test_costs_and_budget(problem, jac):
+    """Measurements after t = 5 cost a tenth: with a budget of 2 the design buys late ones."""
+    costs = np.where(jac.times > 5.0, 0.1, 1.0)
+    d = sens.design(problem, n=None, sigma=0.1, jacobian=jac, costs=costs, budget=2.0, replicates=False)
+    assert d.chosen["cost"].sum() <= 2.0 + 1e-12
+    assert (d.chosen["time"] > 5.0).sum() >= 2
+    assert d.n > 2
+
+
+def test_plot_and_frames(problem, jac, tmp_path):
+    d = sens.design(problem, n=3, sigma=0.1, jacobian=jac, fixed=pd.DataFrame({"time": [0.0], "output": ["y"]}))
+    fig = d.plot(tmp_path / "design.png")
+    assert (tmp_path / "design.png").stat().st_size > 10_000 and fig is not None
+    assert list(d.to_frame("inputs").index) == ["y0.y", "k"]
+    assert d.to_frame("path").shape == (3, 2)
+    assert "design of 3 measurements" in d.summary()
+
+
+# --------------------------------------------------------------------------- PEtab
+def _conversion(t, a0, b0, k1, k2):
+    """A(t) of A <=> B (k1 forward, k2 back) and its derivatives by (a0, b0, k1, k2)."""
+    def a(theta):
+        a0, b0, k1, k2 = theta
+        s = k1 + k2
+        eq = (a0 + b0) * k2 / s
+        return eq + (a0 - eq) * jnp.exp(-s * t)
+    import jax
+    theta = jnp.array([a0, b0, k1, k2])
+    return np.asarray(a(theta)), np.asarray(jax.jacfwd(a)(theta))
+
+
+@pytest.mark.skipif(not PETAB_CASE.is_file(), reason="the PEtab test suite is not in ../shared")
+def test_petab_candidates_against_the_closed_form():
+    prob = sens.petab.load(PETAB_CASE)
+    d = sens.design(prob, candidates=np.linspace(0.0, 10.0, 21), n=2)
+    assert set(d.candidates.columns) >= {"time", "output", "condition"}
+    a0, b0, k1, k2 = prob.x_nominal  # linear scale in this case; noise sigma = 0.5
+    _, J_fixed = _conversion(jnp.array([0.0, 10.0]), a0, b0, k1, k2)
+    np.testing.assert_allclose(d.fisher_fixed, J_fixed.T @ J_fixed / 0.25, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(d.fisher_fixed, prob.fisher(), rtol=1e-6, atol=1e-9)
+    _, J_new = _conversion(jnp.asarray(np.asarray(d.candidates["time"])[d.index]), a0, b0, k1, k2)
+    np.testing.assert_allclose(d.fisher_after - d.fisher_fixed, J_new.T @ J_new / 0.25, rtol=1e-6, atol=1e-9)
+    # A(t) depends on a0, s = k1 + k2 and (a0 + b0) k2 / s only: no design determines all four
+    assert not np.isfinite(d.value) and np.isnan(d.efficiency_bound)
+    with pytest.raises(sens.InputError, match="no design of these candidates determines"):
+        sens.design(prob, candidates=np.linspace(0.0, 10.0, 21), n=2, method="continuous")
