@@ -656,15 +656,18 @@ class PetabProblem:
             while len(_COMPILED) > _MAX_COMPILED:  # executables hold memory maps: keep the newest
                 _COMPILED.pop(next(iter(_COMPILED)))
         start = time.perf_counter()
-        out = jax.device_get(exe(*args))  # one transfer of every output to the host
+        # left on the device: the callers fetch what they read (each fetch of a small
+        # array costs about as much as a step of the solve)
+        out = jax.block_until_ready(exe(*args))
         return out, {"compile": compile_s, "run": time.perf_counter() - start}
 
     def _tol(self):
-        """[rtol, atol] as a device array, made again only when they change."""
+        """[rtol, atol] as a device array, made again only when they change (put on the
+        device as it is: `jnp.asarray` of a tuple would compile a conversion program)."""
         key = (self.rtol, self.atol)
         cached = self.__dict__.get("_tol_cache")
         if cached is None or cached[0] != key:
-            cached = self._tol_cache = (key, jnp.asarray(key, dtype=jnp.float64))
+            cached = self._tol_cache = (key, jax.device_put(np.asarray(key, dtype=np.float64)))
         return cached[1]
 
     def _check(self, aux, *values):
