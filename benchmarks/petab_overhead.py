@@ -1,6 +1,11 @@
 """PEtab start-up and per-call overhead, as ratios against this machine in the same run.
 
     python benchmarks/petab_overhead.py [--quick] [--problems Boehm_JProteomeRes2014,Perelson_Science1996]
+    python benchmarks/petab_overhead.py --baseline /path/to/older/checkout   # before / after
+
+With `--baseline DIR` (a folder holding another version of the `sensitivity` package, e.g.
+`git worktree add DIR <commit>`), every measurement runs for both versions, interleaved
+(floor, this version, the baseline, floor, ...), so that a loaded machine slows both alike.
 
 Two measurements per problem of `../shared/petab`:
 
@@ -70,9 +75,12 @@ def child(path: str) -> None:
 CPU: dict[float, float] = {}
 
 
-def _process(args: list[str], cache: str) -> tuple[float, str]:
-    """(wall seconds of one new process, its stdout); its CPU seconds go into CPU."""
+def _process(args: list[str], cache: str, tree: str | None = None) -> tuple[float, str]:
+    """(wall seconds of one new process, its stdout); its CPU seconds go into CPU. `tree`:
+    a folder whose `sensitivity` package the process imports instead of this one."""
     env = dict(os.environ, XDG_CACHE_HOME=cache)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([tree] + [p for p in [env.get("PYTHONPATH")] if p])
     for k in ("SENSITIVITY_NO_DISK_CACHE", "SENSITIVITY_NO_EXPORT_STORE"):
         env.pop(k, None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -87,27 +95,38 @@ def _process(args: list[str], cache: str) -> tuple[float, str]:
     return took, done.stdout
 
 
-def warm_process(name: str, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        cold, out = _process([__file__, "--child", _yaml(name)], cache)
-        cold_info = json.loads(out.strip().splitlines()[-1])
-        floor, warm, infos = [], [], []
+def warm_process(name: str, repeats: int, trees: dict) -> dict:
+    """Per version in `trees` (label -> folder or None): the cold process, then `repeats`
+    rounds of floor and warm processes, the versions interleaved within each round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        caches = {label: str(Path(tmp) / f"cache{i}") for i, label in enumerate(trees)}
+        cold, cold_info = {}, {}
+        for label, tree in trees.items():
+            cold[label], out = _process([__file__, "--child", _yaml(name)], caches[label], tree)
+            cold_info[label] = json.loads(out.strip().splitlines()[-1])
+        floor, warm, infos = [], {label: [] for label in trees}, {label: [] for label in trees}
         for _ in range(repeats):
-            floor.append(_process(["-c", FLOOR], cache)[0])
-            took, out = _process([__file__, "--child", _yaml(name)], cache)
-            warm.append(took)
-            infos.append(json.loads(out.strip().splitlines()[-1]))
+            floor.append(_process(["-c", FLOOR], tmp)[0])
+            for label, tree in trees.items():
+                took, out = _process([__file__, "--child", _yaml(name)], caches[label], tree)
+                warm[label].append(took)
+                infos[label].append(json.loads(out.strip().splitlines()[-1]))
     med = statistics.median
-    return {"cold": cold, "cold_cpu": CPU[cold], "cold_store": cold_info["store"],
+    rows = {}
+    for label in trees:
+        w, inf = warm[label], infos[label]
+        rows[label] = {
+            "cold": cold[label], "cold_store": cold_info[label]["store"],
             "floor": med(floor), "floor_cpu": med(CPU[t] for t in floor),
-            "warm": med(warm), "warm_cpu": med(CPU[t] for t in warm),
-            "ratio": med(w / f for w, f in zip(warm, floor)),
-            "ratio_cpu": med(CPU[w] / CPU[f] for w, f in zip(warm, floor)),
-            "import": med(i["import"] for i in infos), "load": med(i["load"] for i in infos),
-            "gradient": med(i["gradient"] for i in infos), "store": infos[-1]["store"],
-            "modules": infos[-1]["modules"], "mode": infos[-1]["mode"],
-            "same_values": all(i["grad"] == cold_info["grad"] and i["value"] == cold_info["value"]
-                               for i in infos)}
+            "warm": med(w), "warm_cpu": med(CPU[t] for t in w),
+            "ratio": med(a / f for a, f in zip(w, floor)),
+            "ratio_cpu": med(CPU[a] / CPU[f] for a, f in zip(w, floor)),
+            "import": med(i["import"] for i in inf), "load": med(i["load"] for i in inf),
+            "gradient": med(i["gradient"] for i in inf), "store": inf[-1]["store"],
+            "modules": inf[-1]["modules"], "mode": inf[-1]["mode"],
+            "same_values": all(i["grad"] == cold_info[label]["grad"] and i["value"] == cold_info[label]["value"]
+                               for i in inf)}
+    return rows
 
 
 # ---------------------------------------------------------------------------- per call
@@ -147,9 +166,9 @@ def per_call(name: str, calls: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def per_call_process(name: str, calls: int) -> list:
+def per_call_process(name: str, calls: int, tree: str | None) -> list:
     with tempfile.TemporaryDirectory() as cache:
-        _, out = _process([__file__, "--per-call", name, "--calls", str(calls)], cache)
+        _, out = _process([__file__, "--per-call", name, "--calls", str(calls)], cache, tree)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -158,6 +177,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 warm processes and 50 calls instead of 5 and 300")
     ap.add_argument("--problems", default=",".join(PROBLEMS))
+    ap.add_argument("--baseline", help="a folder with another version of the package, measured beside this one")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--per-call", help=argparse.SUPPRESS)
     ap.add_argument("--calls", type=int, default=300, help=argparse.SUPPRESS)
@@ -170,37 +190,45 @@ def main(argv=None) -> int:
         return 0
     repeats, calls = (2, 50) if args.quick else (5, 300)
     names = [n for n in args.problems.split(",") if n]
+    trees = {"this": None}
+    if args.baseline:
+        trees["baseline"] = str(Path(args.baseline).resolve())
     loads, warm_rows, call_rows = [], [], []
     for name in names:
-        w = warm_process(name, repeats)
-        warm_rows.append((name, w))
+        for label, w in warm_process(name, repeats, trees).items():
+            warm_rows.append((name, label, w))
         loads.append(os.getloadavg()[0])
-        call_rows.append((name, per_call_process(name, calls)))
+        for _ in range(2 if args.baseline else 1):  # per-call processes alternate too
+            for label, tree in trees.items():
+                call_rows.append((name, label, per_call_process(name, calls, tree)))
         loads.append(os.getloadavg()[0])
         print(f"{name}: done", file=sys.stderr, flush=True)
+    version = " | version" if args.baseline else ""
     lines = [f"Warm second process: medians of {repeats} processes each, interleaved with the floor "
              f"`python -c \"{FLOOR}\"`; the first process (cold) fills an empty cache folder.", "",
-             "| problem | floor s (CPU s) | warm s (CPU s) | warm / floor (CPU) | phases s: import, load, "
+             f"| problem{version} | floor s (CPU s) | warm s (CPU s) | warm / floor (CPU) | phases s: import, load, "
              "first gradient [mode] | store: loaded, missed | cold s | modules imported |",
-             "| --- | ---: | ---: | ---: | --- | --- | ---: | --- |"]
-    for name, w in warm_rows:
+             "| --- |" + (" --- |" if args.baseline else "") + " ---: | ---: | ---: | --- | --- | ---: | --- |"]
+    for name, label, w in warm_rows:
         st = w["store"]
-        lines.append(f"| {name} | {w['floor']:.2f} ({w['floor_cpu']:.2f}) | {w['warm']:.2f} ({w['warm_cpu']:.2f}) "
+        tag = f" | {label}" if args.baseline else ""
+        lines.append(f"| {name}{tag} | {w['floor']:.2f} ({w['floor_cpu']:.2f}) | {w['warm']:.2f} ({w['warm_cpu']:.2f}) "
                      f"| **{w['ratio']:.2f}x** ({w['ratio_cpu']:.2f}x) | {w['import']:.2f}, {w['load']:.2f}, "
                      f"{w['gradient']:.2f} [{w['mode']}] | {st.get('loaded', '-')}, {st.get('missed', '-')} "
                      f"| {w['cold']:.1f} | {', '.join(w['modules'])} |")
     lines += ["", f"Per call: medians of {calls} interleaved calls after compiling; bare = the compiled "
               "program on device arrays.", "",
-              "| problem | call | bare ms | public ms | public - bare ms | public / bare |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for name, rows in call_rows:
-        for label, b, p in rows:
-            lines.append(f"| {name} | {label} | {b * 1e3:.3f} | {p * 1e3:.3f} | {(p - b) * 1e3:.3f} | {p / b:.2f}x |")
-    same = all(w["same_values"] for _, w in warm_rows)
+              f"| problem{version} | call | bare ms | public ms | public - bare ms | public / bare |",
+              "| --- |" + (" --- |" if args.baseline else "") + " --- | ---: | ---: | ---: | ---: |"]
+    for name, label, rows in call_rows:
+        tag = f" | {label}" if args.baseline else ""
+        for call, b, p in rows:
+            lines.append(f"| {name}{tag} | {call} | {b * 1e3:.3f} | {p * 1e3:.3f} | {(p - b) * 1e3:.3f} | {p / b:.2f}x |")
+    same = all(w["same_values"] for _, _, w in warm_rows)
     lines += ["", f"Warm processes' gradients equal the cold process's bit for bit: {same}."]
     text = "\n".join(lines)
     header = (f"# PEtab start-up and per-call overhead\n\nWritten by `python benchmarks/petab_overhead.py"
-              f"{' --quick' if args.quick else ''}` on {date.today().isoformat()}, {os.cpu_count()} cores; "
+              f"{' --quick' if args.quick else ''}{' --baseline DIR' if args.baseline else ''}` on {date.today().isoformat()}, {os.cpu_count()} cores; "
               f"1-minute load average {', '.join(f'{v:.1f}' for v in loads)} (after each part).\n\n")
     print(header + text)
     RESULTS.mkdir(exist_ok=True)
