@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -206,7 +207,63 @@ def test_petab_candidates_against_the_closed_form():
     np.testing.assert_allclose(d.fisher_fixed, prob.fisher(), rtol=1e-6, atol=1e-9)
     _, J_new = _conversion(jnp.asarray(np.asarray(d.candidates["time"])[d.index]), a0, b0, k1, k2)
     np.testing.assert_allclose(d.fisher_after - d.fisher_fixed, J_new.T @ J_new / 0.25, rtol=1e-6, atol=1e-9)
-    # A(t) depends on a0, s = k1 + k2 and (a0 + b0) k2 / s only: no design determines all four
-    assert not np.isfinite(d.value) and np.isnan(d.efficiency_bound)
-    with pytest.raises(sens.InputError, match="no design of these candidates determines"):
-        sens.design(prob, candidates=np.linspace(0.0, 10.0, 21), n=2, method="continuous")
+    # A(t) depends on a0, s = k1 + k2 and (a0 + b0) k2 / s only: no design determines all
+    # four, but a0 alone is determined: the criterion is on it
+    assert d.parameters == ("a0",) and d.criterion == "D_s" and "determines b0, k1, k2" in d.notes[0]
+    assert np.isfinite(d.value) and np.isfinite(d.standard_error_after[0])
+
+
+# --------------------------------------------------------------------------- YAML and CLI
+DECAY_MODEL = '''
+import sensitivity as sens
+
+
+def model():
+    return sens.ODEModel("decay_yaml", ["y"], {"k": 0.5}, lambda t, y, p: -p["k"] * y, {"y": 3.0})
+'''
+
+DESIGN_CONFIG = '''
+model: decay.py:model
+time: {start: 0.0, stop: 10.0, points: 501}
+solver: {rtol: 1.0e-10, atol: 1.0e-12}
+sensitivity: {wrt: [y0.y, k], mode: forward, probe: never}
+analysis:
+  design: {n: 2, sigma: 0.1, criterion: D}
+output: {plots: []}
+'''
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "decay.py").write_text(DECAY_MODEL)
+    (tmp_path / "run.yaml").write_text(text.lstrip())
+    return tmp_path / "run.yaml"
+
+
+def test_yaml_design_is_validated_with_the_rest(tmp_path):
+    from sensitivity.app.config import run as config
+
+    bad = DESIGN_CONFIG.replace("{n: 2, sigma: 0.1, criterion: D}",
+                                "{n: 2, sigma: {yy: 0.1}, criterion: D_s, parameters: [kk], fixed: none.csv, "
+                                "candidates: {z: [1.0]}}")
+    with pytest.raises(sens.ConfigError) as info:
+        config.load(_config(tmp_path, bad))
+    text = "\n".join(info.value.problems)
+    assert "analysis.design.sigma.yy" in text
+    assert "analysis.design.parameters[0] = 'kk'" in text and "did you mean 'k'" in text
+    assert "analysis.design.fixed" in text and "not found" in text
+    assert "analysis.design.candidates.z" in text
+    spec = config.load(_config(tmp_path, DESIGN_CONFIG))
+    assert spec.config.analysis.design.n == 2
+
+
+def test_yaml_design_runs_and_writes_its_files(tmp_path):
+    from sensitivity.app import cli
+
+    out = tmp_path / "result"
+    assert cli.main(["run", str(_config(tmp_path, DESIGN_CONFIG)), "--out", str(out), "-q"]) == 0
+    chosen = pd.read_csv(out / "design.csv")
+    assert sorted(chosen["time"]) == pytest.approx([0.0, 1.0 / K])
+    summary = json.loads((out / "summary.json").read_text())["analysis"]["design"]
+    assert summary["n"] == 2 and summary["criterion"] == "D"
+    inputs = pd.read_csv(out / "design_inputs.csv", index_col=0)
+    assert list(inputs.index) == ["y0.y", "k"] and np.isfinite(inputs["standard_error_after"]).all()

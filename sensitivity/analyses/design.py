@@ -210,8 +210,12 @@ def scan(F: np.ndarray, G: np.ndarray, base: str, sub: np.ndarray | None = None)
 
 def derivatives(F: np.ndarray, G: np.ndarray, base: str, sub: np.ndarray | None, n: float) -> np.ndarray:
     """psi_c = d phi(F_0 + n sum_k w_k M_k) / d w_c for every candidate, shape (n_candidates,):
-    D: n trace(F^-1 M_c), A: n trace(F^-1 M_c F^-1), and the subset forms (D and A only)."""
-    C = _inverse(F)
+    D: n trace(F^-1 M_c), A: n trace(F^-1 M_c F^-1), and the subset forms (D and A only;
+    a singular F that determines the subset: through its pseudo-inverse)."""
+    try:
+        C = _inverse(F)
+    except np.linalg.LinAlgError:
+        C = np.linalg.pinv(F, rcond=1e-12, hermitian=True)
     if sub is None:
         H = C if base == "D" else C @ C
     else:
@@ -425,6 +429,8 @@ class Design:
     efficiency_uniform: against n measurements spread evenly over every candidate;
     efficiency_bound: a lower bound of the efficiency against the best design of n
         (D and A families; NaN for E, ME).
+    notes: what the design could not do, e.g. inputs no candidate determines (the
+        criterion is then on the others).
     standard_error_before / _after: (p,) Cramer-Rao standard errors (scale) with the fixed
         information / with the design added (inf: not determined); fisher_fixed,
         fisher_after: (p, p) at the nominal inputs.
@@ -450,6 +456,7 @@ class Design:
     equivalence: dict | None
     timings: dict
     series: tuple = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def chosen(self):
@@ -475,6 +482,7 @@ class Design:
                  f"efficiency {self.efficiency_uniform:.3g} x the uniform design"
                  + ("" if not np.isfinite(self.efficiency_bound) else
                     f", >= {self.efficiency_bound:.3g} of the optimum") + "."]
+        lines += [f"note: {text}" for text in self.notes]
         if self.equivalence:
             e = self.equivalence
             lines.append(f"equivalence theorem: max psi = {e['max_derivative']:.4g} vs sum w psi = "
@@ -508,7 +516,7 @@ class Design:
         return design_figure(self.series, self.path, self.criterion, list(self.input_names),
                              self.standard_error_before, self.standard_error_after, path=path,
                              title=title or f"{self.criterion}-optimal design of {self.n} measurements",
-                             scale=self.scale)
+                             scale=self.scale, value_fixed=self.value_fixed)
 
 
 def standard_errors(F: np.ndarray) -> np.ndarray:
@@ -1015,6 +1023,21 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
             raise InputError(f"parameters: '{bad[0]}' is not an input{did_you_mean(str(bad[0]), names)}; "
                              f"inputs: {list_names(names)}")
         sub = np.array([names.index(p) for p in parameters])
+    notes: list[str] = []
+    if sub is None:
+        # inputs that no combination of the candidates (and the fixed data) determines leave
+        # every criterion infinite: the design is then for the others
+        se_all = standard_errors(setup.F0[0] + _gram(setup.G[0]))
+        loose = ~np.isfinite(se_all)
+        if loose.all():
+            raise InputError("no design of these candidates determines any input; add other outputs, "
+                             "conditions or times")
+        if loose.any():
+            sub = np.flatnonzero(~loose)
+            on_subset, parameters = True, [names[i] for i in sub]
+            notes.append(f"no design of these candidates determines {', '.join(names[i] for i in np.flatnonzero(loose))}"
+                         f" (structurally, or not from these outputs): the {base} criterion is on the other "
+                         f"{sub.size} inputs ({base}_s)")
     q = len(names) if sub is None else sub.size
     N = setup.G.shape[1]
     c = _costs(costs, setup.table, N)
@@ -1092,7 +1115,8 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
     return Design(table, index, _label(base, on_subset), tuple(parameters) if on_subset else None, names,
                   setup.scale, method, natural(u, base), natural(u_fixed, base),
                   np.array([natural(v, base) for v in path]), eff_uniform, eff_bound, se_before, se_after,
-                  F_fixed_nominal, F_after_nominal, setup.G.shape[0], equivalence, timings, tuple(series))
+                  F_fixed_nominal, F_after_nominal, setup.G.shape[0], equivalence, timings, tuple(series),
+                  tuple(notes))
 
 
 def _determined(search: _Search, n: int, sub) -> bool:

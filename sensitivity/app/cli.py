@@ -98,6 +98,9 @@ def _petab_parser(sub) -> None:
     c.add_argument("--atol", type=float, default=1e-8)
     c.add_argument("--fit", action="store_true", help="fit the estimated parameters (L-BFGS-B)")
     c.add_argument("--maxiter", type=int, default=200)
+    c.add_argument("--design", type=int, metavar="N",
+                   help="design the next experiment: the N measurements (observable, condition, time) that "
+                        "add the most information (D-optimal, sens.design); written as design*.csv")
     c.add_argument("--out", metavar="DIR", help="output folder (default results/<problem name>)")
     c.add_argument("--no-plots", action="store_true")
     c.add_argument("--force", action="store_true", help="replace an existing result folder")

@@ -17,11 +17,13 @@ MAX_PANELS = 9  # output panels shown, those with chosen measurements first
 
 
 def design_figure(series: Sequence[dict], path_values: np.ndarray, criterion: str, input_names: Sequence[str],
-                  se_before: np.ndarray, se_after: np.ndarray, path=None, title: str = "", scale: str = "log"):
+                  se_before: np.ndarray, se_after: np.ndarray, path=None, title: str = "", scale: str = "log",
+                  value_fixed: float = float("nan")):
     """series: per output (and condition), a dict of arrays over its candidate times:
     label, time (m,), value (m,) the prediction, band_before / band_after (m,) the half
     widths of the bands (NaN: not determined), chosen (m,) counts, fixed_times (k,).
-    path_values: (n,) the criterion after 1..n measurements; se_before, se_after: (p,)."""
+    path_values: (n,) the criterion after 1..n measurements (value_fixed: with none);
+    se_before, se_after: (p,)."""
     plt = _pyplot()
     order = sorted(range(len(series)), key=lambda i: -int(np.sum(series[i]["chosen"])))[:MAX_PANELS]
     k = max(len(order), 1)
@@ -31,7 +33,7 @@ def design_figure(series: Sequence[dict], path_values: np.ndarray, criterion: st
     grid = fig.add_gridspec(rows + 1, max(cols, 2))
     for j, i in enumerate(order):
         s = series[i]
-        ax = fig.add_subplot(grid[j // cols, j % cols])
+        ax = fig.add_subplot(grid[j // cols, j % cols] if k > 1 else grid[0, :])
         t, y = np.asarray(s["time"]), np.asarray(s["value"])
         bb, ba = np.asarray(s["band_before"]), np.asarray(s["band_after"])
         if np.all(np.isfinite(bb)):
@@ -53,8 +55,8 @@ def design_figure(series: Sequence[dict], path_values: np.ndarray, criterion: st
         if j == 0:
             ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[rows, 0])
-    pv = np.asarray(path_values, dtype=np.float64)
-    ns = np.arange(1, pv.size + 1)
+    pv = np.concatenate([[value_fixed], np.asarray(path_values, dtype=np.float64)])
+    ns = np.arange(pv.size)
     ok = np.isfinite(pv)
     ax.plot(ns[ok], pv[ok], "o-", ms=3.5, color="tab:purple")
     ax.set_xlabel("measurements (greedy, nested)")

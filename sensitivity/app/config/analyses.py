@@ -16,6 +16,13 @@ the model.
         method: auto                      # auto | least_squares | trust-ncg
         starts: 4                         # multi-start from Sobol points over ranges
         ranges: {k: [0.1, 10]}
+      design:                             # the next experiment (sens.design)
+        n: 6                              # measurements to add
+        criterion: D                      # D | A | E | ME | D_s | A_s (with parameters)
+        sigma: 0.1                        # or {output: sigma}
+        candidates: {from: 0, to: 24, points: 97}   # or [times], or {output: [times]}
+        fixed: data/observations.csv      # today's data (time, output[, value, sigma])
+        method: exchange                  # exchange | greedy | continuous
     executor: {local: 4}                     # or {address: tcp://host:8786}; default in process
 
 `analysis.ranges` is shared; a method's own `ranges` replaces it. `objective: true` makes
@@ -192,6 +199,68 @@ class FitConfig(Strict):
         return self
 
 
+class DesignConfig(Strict):
+    """`analysis.design:` the next experiment: the n measurements (time, output) among the
+    candidates that add the most information to the fixed data (sens.design)."""
+
+    n: Annotated[int, Field(ge=1, le=100_000)]
+    criterion: Literal["D", "A", "E", "ME", "D_s", "A_s"] = "D"
+    sigma: Any = 1.0
+    candidates: Optional[Any] = None
+    fixed: Optional[str] = None
+    parameters: Optional[list[str]] = None
+    scale: Literal["log", "linear"] = "log"
+    method: Literal["exchange", "greedy", "continuous"] = "exchange"
+    costs: Optional[dict[str, Annotated[float, Field(gt=0)]]] = None
+    budget: Optional[Annotated[float, Field(gt=0)]] = None
+    replicates: bool = True
+
+    @field_validator("sigma")
+    @classmethod
+    def _check_sigma(cls, v):
+        return check_sigma(v, allow_none=False)
+
+    @field_validator("candidates")
+    @classmethod
+    def _check_candidates(cls, v):
+        """A list of times, {from, to, points}, or a mapping output -> list of times."""
+        def times(x, where):
+            if not (isinstance(x, list) and x and all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                                      and math.isfinite(t) for t in x)):
+                raise ValueError(f"{where}: {x!r} must be a non-empty list of times")
+        if v is None:
+            return v
+        if isinstance(v, list):
+            times(v, "@candidates")
+        elif isinstance(v, dict) and set(v) == {"from", "to", "points"}:
+            if not (isinstance(v["points"], int) and v["points"] >= 2 and v["from"] < v["to"]):
+                raise ValueError("@candidates: {from, to, points} needs from < to and points >= 2")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                times(x, f"@candidates.{k}")
+        else:
+            raise ValueError("@candidates: give a list of times, {from, to, points}, or a mapping output -> times")
+        return v
+
+    @model_validator(mode="after")
+    def _subset(self):
+        if self.criterion in ("D_s", "A_s") and not self.parameters:
+            raise ValueError(f"@parameters: criterion {self.criterion} needs the parameters of interest")
+        if self.method == "continuous" and self.criterion not in ("D", "A", "D_s", "A_s"):
+            raise ValueError(f"@method: a continuous design is for D and A (and D_s, A_s), not {self.criterion}")
+        if self.budget is not None and self.costs is None:
+            raise ValueError("@budget: needs costs: {output: cost}")
+        return self
+
+    def candidate_times(self):
+        """`candidates` as sens.design takes them (None, times, or output -> times)."""
+        v = self.candidates
+        if isinstance(v, dict) and set(v) == {"from", "to", "points"}:
+            a, b, k = float(v["from"]), float(v["to"]), int(v["points"])
+            return [a + (b - a) * i / (k - 1) for i in range(k)]
+        return v
+
+
 class AnalysisConfig(Strict):
     """`analysis:` global analyses of the problem. `ranges` is shared by the methods."""
 
@@ -202,6 +271,7 @@ class AnalysisConfig(Strict):
     dgsm: Optional[DGSMConfig] = None
     identifiability: Optional[IdentifiabilityConfig] = None
     fit: Optional[FitConfig] = None
+    design: Optional[DesignConfig] = None
 
     @field_validator("ranges")
     @classmethod
@@ -316,6 +386,9 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
             if missing:
                 problems.append(f"analysis.identifiability.sigma: no value for output '{missing[0]}'; give "
                                 "one per output, or one number for all")
+    design = analysis.get("design")
+    if isinstance(design, dict):
+        problems += _design_problems(design, outputs, chosen, names_of(base_wrt), base, span)
     fit = analysis.get("fit")
     if isinstance(fit, dict):
         wrt = fit.get("wrt", base_wrt)
@@ -352,4 +425,45 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
                         for o in dict.fromkeys(df["output"]):
                             if o not in fit["sigma"]:
                                 problems.append(f"analysis.fit.sigma: no value for observed output '{o}'")
+    return problems
+
+
+def _design_problems(design: dict, outputs: list[str], chosen: list, inputs: list[str] | None, base: Path,
+                     span: tuple[float, float] | None) -> list[str]:
+    """Names of the raw `analysis.design` entry against the model: outputs of candidates,
+    sigma and costs, parameters of interest, the fixed data file."""
+    problems: list[str] = []
+    where = "analysis.design"
+    cand = design.get("candidates")
+    if isinstance(cand, dict) and set(cand) != {"from", "to", "points"}:
+        for name in cand:
+            if name not in outputs:
+                problems.append(f"{where}.candidates.{name}: no such output{did_you_mean(str(name), outputs)}; "
+                                f"outputs: {list_names(outputs)}")
+    for key in ("sigma", "costs"):
+        if isinstance(design.get(key), dict):
+            for name in design[key]:
+                if name not in outputs:
+                    problems.append(f"{where}.{key}.{name}: no such output{did_you_mean(str(name), outputs)}; "
+                                    f"outputs: {list_names(outputs)}")
+    if isinstance(design.get("parameters"), list) and inputs is not None:
+        for i, name in enumerate(design["parameters"]):
+            if name not in inputs:
+                problems.append(f"{where}.parameters[{i}] = '{name}': not an input of sensitivity.wrt"
+                                f"{did_you_mean(str(name), inputs)}; inputs: {list_names(inputs)}")
+    times = design.get("candidates")
+    if isinstance(times, list) and span is not None and times and all(isinstance(t, (int, float)) for t in times):
+        if min(times) < span[0]:
+            problems.append(f"{where}.candidates: time {min(times):g} is before the start {span[0]:g}")
+    data = design.get("fixed")
+    if isinstance(data, str) and data.strip():
+        found = find(data, base)
+        if found is None:
+            problems.append(f"{where}.fixed: file '{data}' not found (looked in "
+                            f"{', '.join(map(str, locate(data, base)))})")
+        else:
+            try:
+                read_data(found, outputs)
+            except InputError as exc:
+                problems.append(f"{where}.fixed: {found}: {exc}")
     return problems

@@ -1,4 +1,4 @@
-"""Running the `identifiability:` and `fit:` entries of a config's `analysis:` block and
+"""Running the `identifiability:`, `fit:` and `design:` entries of a config's `analysis:` block and
 writing their results. Their schema and their checks against the model are in
 app/config/analyses.py (`IdentifiabilityConfig`, `FitConfig`, `check`), so validating a
 config never imports this module; the CLI calls `run`, `write`, `summary` and `report`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
+from ...analyses.design import design
 from ...analyses.fit import fit
 from ...analyses.identifiability import fisher, identifiability
 from ...core.errors import InputError
@@ -46,9 +47,24 @@ def run(spec, result, stage=None) -> dict:
                              start=c.start or None, bounds=bounds, starts=c.starts,
                              ranges={k: tuple(v) for k, v in c.ranges.items()} or None, screen=c.screen,
                              max_iter=c.max_iter, tol=c.tol)
+    if cfg.design is not None:
+        c = cfg.design
+        fixed = None
+        if c.fixed is not None:
+            fixed = find(c.fixed, Path(spec.source).resolve().parent)
+            if fixed is None:
+                raise InputError(f"analysis.design.fixed: file '{c.fixed}' not found")
+        candidates = c.candidate_times()
+        # the main run's Jacobian serves when the candidates are its save times and outputs
+        jac = result.jacobian if candidates is None and fixed is None else None
+        with stage(f"design of {c.n} measurements ({c.criterion}, {c.method})"):
+            out["design"] = design(problem, candidates=candidates, n=c.n, criterion=c.criterion, sigma=c.sigma,
+                                   fixed=fixed, parameters=c.parameters, scale=c.scale, method=c.method,
+                                   costs=c.costs, budget=c.budget, replicates=c.replicates, jacobian=jac)
     return out
 
 
+DESIGN_FILES = ("design.csv", "design_candidates.csv", "design_inputs.csv", "design_path.csv")
 IDENT_FILES = ("identifiability.nc", "identifiability.csv", "collinearity.csv")
 FIT_FILES = ("fit.nc", "fit.csv", "fit_path.csv", "fit_starts.csv")
 
@@ -82,6 +98,24 @@ def write(folder: Path, spec, extra: dict) -> list[str]:
         if plots:
             fit.plot(folder / "fit.png")
             files.append("fit.png")
+    d = extra.get("design")
+    if d is not None:
+        files += design_files(d, folder, plots, title=f"{spec.problem.model.name}: {d.criterion}-optimal design "
+                                                       f"of {d.n} measurements")
+    return files
+
+
+def design_files(d, folder: Path, plots: bool = True, title: str = "") -> list[str]:
+    """Write a `Design` into `folder`: the chosen measurements, the candidates, the standard
+    errors before and after, the criterion against n (CSV), and design.png."""
+    d.to_frame("chosen").to_csv(folder / DESIGN_FILES[0], index=False, float_format="%.10g")
+    d.to_frame("candidates").to_csv(folder / DESIGN_FILES[1], index=False, float_format="%.10g")
+    d.to_frame("inputs").to_csv(folder / DESIGN_FILES[2], float_format="%.10g")
+    d.to_frame("path").to_csv(folder / DESIGN_FILES[3], index=False, float_format="%.10g")
+    files = list(DESIGN_FILES)
+    if plots:
+        d.plot(folder / "design.png", title=title)
+        files.append("design.png")
     return files
 
 
@@ -108,7 +142,23 @@ def summary(extra: dict) -> dict:
             "sigma_estimated": fit.sigma_estimated, "iterations": fit.iterations,
             "evaluations": fit.evaluations, "notes": list(fit.notes), "timings": fit.timings,
         }
+    d = extra.get("design")
+    if d is not None:
+        out["design"] = design_summary(d)
     return out
+
+
+def design_summary(d) -> dict:
+    """The summary.json entry of a `Design`."""
+    return {
+        "criterion": d.criterion, "method": d.method, "n": d.n, "parameters": d.parameters,
+        "scale": d.scale, "value": d.value, "value_fixed": d.value_fixed,
+        "efficiency_uniform": d.efficiency_uniform, "efficiency_bound": d.efficiency_bound,
+        "chosen": d.to_frame("chosen").to_dict(orient="records"),
+        "standard_error_before": dict(zip(d.input_names, d.standard_error_before)),
+        "standard_error_after": dict(zip(d.input_names, d.standard_error_after)),
+        "equivalence": d.equivalence, "timings": d.timings, "summary": d.summary(),
+    }
 
 
 def report(extra: dict) -> list[str]:
@@ -126,4 +176,7 @@ def report(extra: dict) -> list[str]:
                         zip(fit.input_names, fit.x, fit.standard_error))
         lines.append(f"fit ({fit.method}, {'converged' if fit.success else 'NOT converged'}, "
                      f"{fit.iterations} iterations): {est}")
+    d = extra.get("design")
+    if d is not None:
+        lines.append("design: " + d.summary().splitlines()[0])
     return lines

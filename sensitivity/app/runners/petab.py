@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ...analyses.design import design
 from ...importers import petab
 from ..config.petab import PetabFit, PetabOutput, PetabRunConfig, PetabSolver, load
 from ..output import files as io
+from .analyses import design_files, design_summary
 
 
 def command(args) -> int:
@@ -29,7 +31,7 @@ def command(args) -> int:
                          solver=PetabSolver(method=args.solver, rtol=args.rtol, atol=args.atol),
                          mode=args.mode, fit=PetabFit(enabled=args.fit, maxiter=args.maxiter),
                          output=PetabOutput(dir=args.out, plots=not args.no_plots))
-    return run(cfg, force=args.force, quiet=args.quiet)
+    return run(cfg, force=args.force, quiet=args.quiet, design_n=getattr(args, "design", None))
 
 
 def run_config(args) -> int:
@@ -39,8 +41,9 @@ def run_config(args) -> int:
 
 
 # --------------------------------------------------------------------------- the run
-def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False) -> int:
-    """Compute and write a PEtab result folder; print a short report. Returns 0."""
+def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n: int | None = None) -> int:
+    """Compute and write a PEtab result folder; print a short report. Returns 0.
+    design_n: also design the next experiment of that many measurements (`design_files`)."""
     def say(text):
         if not quiet:
             print(text, file=sys.stderr, flush=True)
@@ -65,6 +68,10 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False) -> int:
         fit = _fit(prob, g.mode, cfg.fit.maxiter)
         x_best = fit["x"]
     sim = prob.simulate(x_best)
+    planned = None
+    if design_n:
+        say(f"designing {design_n} measurements (D-optimal, at the {'fitted' if fit else 'nominal'} parameters)")
+        planned = design(prob, n=design_n, x=x_best)
     summary = {
         "problem": str(cfg.petab), "model": prob.model.id, "states": len(prob.model.states),
         "estimated_parameters": list(prob.x_names), "scales": list(prob.scales),
@@ -87,10 +94,14 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False) -> int:
         if cfg.output.plots:
             (tmp / "plots").mkdir()
             plot_fit(prob, sim, tmp / "plots")
+        if planned is not None:
+            design_files(planned, tmp, plots=cfg.output.plots)
+            summary["design"] = design_summary(planned)
         io.write_json(summary, tmp / "summary.json")
     print(f"{prob.model.id}: nllh = {g.value:.6f} at the nominal parameters; |gradient| = "
           f"{np.linalg.norm(g.grad):.3g} ({g.mode}); Fisher eigenvalues {eig.min():.3g} .. {eig.max():.3g}"
           + ("" if fit is None else "\n" + fit_line(fit))
+          + ("" if planned is None else "\ndesign: " + planned.summary().splitlines()[0])
           + f"\nresults in {out}")
     return 0
 
