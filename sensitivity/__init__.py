@@ -79,7 +79,8 @@ _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "
          "Fisher": "analyses.identifiability", "Identifiability": "analyses.identifiability",
          "check_gradient": "analyses.checks", "GradientCheck": "analyses.checks",
          "LikelihoodFit": "analyses.likelihood", "design": "analyses.design", "Design": "analyses.design"}
-_LAZY.update({"profile": "analyses.profile", "ProfileResult": "analyses.profile"})
+_LAZY.update({"profile": "analyses.profile", "ProfileResult": "analyses.profile", "sample": "analyses.sample",
+              "SampleResult": "analyses.sample"})
 _IMPORTERS = ("sbml", "petab")  # sens.sbml, sens.petab: sensitivity.importers.*
 
 
@@ -108,4 +109,4 @@ __all__ = [
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",
             "GradientCheck", "LikelihoodFit", "design", "Design"]
-__all__ += ["profile", "ProfileResult"]
+__all__ += ["profile", "ProfileResult", "sample", "SampleResult"]
