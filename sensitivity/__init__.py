@@ -68,7 +68,7 @@ from .core.errors import (  # noqa: E402
 from .core.model import ODEModel  # noqa: E402
 from .core.problem import Problem, ToleranceWarning  # noqa: E402
 from .core.results import GradientResult, JacobianResult  # noqa: E402
-from .core.schedule import DiscontinuityWarning, Dose, Event, doses  # noqa: E402
+from .core.schedule import DiscontinuityWarning, Dose, Event, SwitchTime, doses  # noqa: E402
 
 # the names that need JAX and diffrax, imported on first use
 _LAZY = {"gradient": "api", "hessian": "api", "hvp": "api", "jacobian": "api", "plan": "api",
@@ -104,7 +104,7 @@ __all__ = [
     "ODEModel", "Problem", "simulate", "jacobian", "gradient", "hvp", "hessian", "plan",
     "Plan", "Estimate", "Calibration", "JacobianResult", "GradientResult", "Trajectory",
     "SensitivityError", "ModelError", "InputError", "SolverError", "ConfigError",
-    "Dose", "doses", "Event", "DiscontinuityWarning", "ToleranceWarning", "NumericalWarning", "FitWarning",
+    "Dose", "doses", "Event", "SwitchTime", "DiscontinuityWarning", "ToleranceWarning", "NumericalWarning", "FitWarning",
     "ensemble", "sobol", "morris", "dgsm",
 ]
 __all__ += ["fisher", "identifiability", "Fisher", "Identifiability", "fit", "FitResult", "check_gradient",

@@ -3,6 +3,8 @@
 - a dose (`Dose(time, state, amount)`) is a bolus: the state jumps by `amount` at `time`;
 - a parameter breakpoint (`ODEModel(..., breakpoints=["t_switch"])`) is a parameter that is
   the time of a discontinuity of the rhs (`jnp.where(t < p["t_switch"], b0, b1)`);
+- a switching time that is an expression of parameters (`SwitchTime("2*t_on", fn,
+  ("t_on",))`, as an SBML `piecewise(..., time >= 2*t_on, ...)` gives) is a breakpoint too;
 - a fixed-time breakpoint (`Problem(..., breakpoints=[30.0])`) is handed to the step-size
   controller (`jump_ts`), so the solver steps exactly onto it;
 - a state event (`Event(condition, reset, direction, terminal)`) fires where
@@ -14,6 +16,7 @@ How the solve is cut at them is `sensitivity.integrate.pieces`. No JAX here.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -82,6 +85,23 @@ def crossing(direction) -> bool | None:
     return direction if isinstance(direction, bool) else DIRECTIONS[direction]
 
 
+@dataclass(frozen=True)
+class SwitchTime:
+    """A switching time of the rhs that is a function of parameters: the solve is cut at
+    `time(p)` (p the parameter dict, a scalar result written with `jax.numpy`), so the
+    derivatives with respect to the `parameters` it depends on include the moving jump.
+
+    name: the expression, for messages and the problem's structure key (two SwitchTimes of
+    one model with the same name must compute the same time)."""
+
+    name: str
+    time: Callable = dataclasses.field(compare=False, hash=False)
+    parameters: tuple = ()
+
+    def __repr__(self) -> str:
+        return f"SwitchTime({self.name!r}, parameters={list(self.parameters)})"
+
+
 @dataclass(frozen=True, eq=False)
 class Event:
     """A state event: fires where `condition(t, y, p)` (a real-valued scalar) crosses zero.
@@ -133,14 +153,23 @@ class Event:
 # --------------------------------------------------------------------------- validation
 def check_model_breakpoints(parameters, breakpoints) -> tuple:
     """Model breakpoints: names of scalar parameters (switch times: the solve is split
-    there) or numbers (fixed times, e.g. of an SBML piecewise in time: the step controller
-    steps onto them); `ModelError` naming a bad one."""
+    there), `SwitchTime`s (switch times that are expressions of parameters: split there too)
+    or numbers (fixed times, e.g. of an SBML piecewise in time: the step controller steps
+    onto them); `ModelError` naming a bad one."""
     if breakpoints is None:
         return ()
     if isinstance(breakpoints, (str, int, float, np.floating)):
         breakpoints = [breakpoints]
     out = []
     for i, name in enumerate(breakpoints):
+        if isinstance(name, SwitchTime):
+            missing = [q for q in name.parameters if q not in parameters]
+            if missing or not callable(name.time):
+                raise ModelError(f"breakpoints[{i}] = {name!r}: " + (
+                    f"{missing} are not parameters; parameters: {list_names(parameters)}" if missing
+                    else "its time must be a function of the parameter dict"))
+            out.append(name)
+            continue
         if isinstance(name, (int, float, np.floating)) and not isinstance(name, bool):
             if not np.isfinite(name):
                 raise ModelError(f"breakpoints[{i}] = {name!r} must be a finite time")
@@ -218,7 +247,7 @@ def resolve_fixed_breakpoints(model, breakpoints) -> tuple[tuple[float, ...], tu
         if not np.isfinite(value):
             raise InputError(f"breakpoints[{i}] = {b!r} must be finite")
         times.append(value)
-    times += [b for b in getattr(model, "breakpoints", ()) if not isinstance(b, str)]
+    times += [b for b in getattr(model, "breakpoints", ()) if not isinstance(b, (str, SwitchTime))]
     return tuple(sorted(set(times))), tuple(names)
 
 
@@ -246,7 +275,8 @@ def dose_input_refs(name: str, i: int, n_doses: int, make_ref: Callable) -> list
 # --------------------------------------------------------------------------- what a problem holds
 def has_pieces(problem) -> bool:
     """Whether the solve is cut into segments or pieces (doses, parameter breakpoints, events)."""
-    return bool(getattr(problem, "doses", ()) or param_breakpoints(problem) or all_events(problem))
+    return bool(getattr(problem, "doses", ()) or param_breakpoints(problem) or switch_times(problem)
+                or all_events(problem))
 
 
 def has_discontinuities(problem) -> bool:
@@ -256,7 +286,7 @@ def has_discontinuities(problem) -> bool:
 
 def moving_bounds(problem) -> bool:
     """Whether an input moves a segment bound (a dose time, a parameter breakpoint)."""
-    bps = set(param_breakpoints(problem))
+    bps = set(param_breakpoints(problem)) | switch_time_parameters(problem)
     return any((r.kind == "dose" and r.target == "time") or (r.kind == "param" and r.target in bps)
                for r in problem.wrt)
 
@@ -265,6 +295,16 @@ def param_breakpoints(problem) -> tuple[str, ...]:
     names = tuple(b for b in getattr(problem.model, "breakpoints", ()) or () if isinstance(b, str))
     extra = tuple(n for n in getattr(problem, "param_breakpoints", ()) or () if n not in names)
     return names + extra
+
+
+def switch_times(problem) -> tuple[SwitchTime, ...]:
+    """The model's switching times that are expressions of parameters."""
+    return tuple(b for b in getattr(problem.model, "breakpoints", ()) or () if isinstance(b, SwitchTime))
+
+
+def switch_time_parameters(problem) -> set[str]:
+    """The parameters that a `SwitchTime` of the model depends on."""
+    return {q for b in switch_times(problem) for q in b.parameters}
 
 
 def all_events(problem) -> tuple[Event, ...]:

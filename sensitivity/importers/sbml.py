@@ -47,7 +47,7 @@ from sympy.printing.numpy import JaxPrinter
 
 from ..core.errors import ModelError
 from ..core.model import ODEModel
-from ..core.schedule import Event
+from ..core.schedule import Event, SwitchTime
 
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
@@ -368,10 +368,18 @@ class SBMLModel:
         events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
                   for (_, cond, res, direction), meta in zip(self.events, self.event_meta)
                   if not (meta["time"] is not None and meta["time"].is_number and meta["time"] <= 0)]
-        # switching times that are parameters: the solve is cut there (exact, and their
-        # derivatives right); fixed numbers: the step controller steps onto them; other
-        # expressions of parameters are left to the step-size control
+        # switching times that are parameters or expressions of parameters: the solve is cut
+        # there (exact, and their derivatives right); fixed numbers: the step controller steps
+        # onto them
         bps = [str(b) for b in self.breakpoint_exprs if isinstance(b, sp.Symbol) and str(b) in params]
+
+        def switch_time(j, p):
+            return self.breakpoints(pvec(p))[j]
+
+        for j, b in enumerate(self.breakpoint_exprs):
+            depends = sorted(str(x) for x in b.free_symbols)
+            if not isinstance(b, sp.Symbol) and depends and all(q in params for q in depends):
+                bps.append(SwitchTime(str(b), functools.partial(switch_time, j), tuple(depends)))
         bps += sorted({float(b) for b in self.breakpoint_exprs if b.is_number and b.is_finite})
         model = ODEModel(self.id, self.states, params, rhs, y0, observables=obs, stiff=True,
                          doc=f"Imported from SBML {self.source}", breakpoints=bps, events=events)

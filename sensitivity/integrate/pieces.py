@@ -6,7 +6,8 @@ inside each segment, at *state events*; their types and validation are
 (`jump_ts`). A state event is located by a Newton root finder and differentiated
 implicitly (diffrax `Event` + optimistix).
 
-Dose times and parameter breakpoints are sorted (traced) into one array of K boundaries and
+Dose times, parameter breakpoints and switching times that are expressions of parameters
+(`SwitchTime`) are sorted (traced) into one array of K boundaries and
 the solve is a `lax.scan` over the K + 1 segments with traced bounds: one compiled function
 serves every dose schedule of the same count. The solver runs between bounds with their
 derivatives stopped, and the derivative with respect to a dose time or a breakpoint enters
@@ -32,7 +33,7 @@ import numpy as np
 import optimistix as optx
 
 from ..core.errors import InputError, SolverError
-from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints
+from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints, switch_times
 from ..solvers.newton import reuse
 from .bounds import flow_shift
 
@@ -86,6 +87,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     dose_state = np.array([model.states.index(d.state) for d in problem.doses], dtype=int)
     n_doses = len(problem.doses)
     bp_names = param_breakpoints(problem)
+    switches = switch_times(problem)
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
     counted = not aug and reuse.enabled(problem)  # the reuse solver's counters, summed over pieces
@@ -145,6 +147,15 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             if aug:
                 dbounds.append(jnp.stack([jnp.asarray(dparams[k], y0.dtype) for k in bp_names]))
                 djumps.append(jnp.zeros((len(bp_names), n), y0.dtype))
+        if switches:  # switching times that are expressions of parameters
+            def switch_at(p):
+                return jnp.stack([jnp.asarray(sw.time(p), y0.dtype).reshape(()) for sw in switches])
+
+            bounds.append(switch_at(params))
+            jumps.append(jnp.zeros((len(switches), n), y0.dtype))
+            if aug:
+                dbounds.append(jax.jvp(switch_at, (params,), (dparams,))[1])
+                djumps.append(jnp.zeros((len(switches), n), y0.dtype))
         zero_row = jnp.zeros((1, n), y0.dtype)
         if bounds:
             b = jnp.concatenate(bounds)

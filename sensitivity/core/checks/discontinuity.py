@@ -12,7 +12,7 @@ import warnings
 
 from ...stores import checks as check_store
 from ..lazy import LazyModule
-from ..schedule import DiscontinuityWarning, param_breakpoints
+from ..schedule import DiscontinuityWarning, param_breakpoints, switch_time_parameters
 
 jax, jnp = (LazyModule(m) for m in ("jax", "jax.numpy"))
 
@@ -159,7 +159,7 @@ def warn_undeclared(problem) -> None:
             _WARNED[key] = compared
         except TypeError:
             pass
-    declared = set(param_breakpoints(problem))
+    declared = set(param_breakpoints(problem)) | switch_time_parameters(problem)
     wrt = {r.target for r in problem.wrt if r.kind == "param"}
     bad = sorted((compared & wrt) - declared)
     if bad:
