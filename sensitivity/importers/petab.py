@@ -39,6 +39,16 @@ solve is cut into segments at their switching times (`SBMLModel.breakpoints`), a
 derivatives with respect to a switching time come through the flow at the segment bounds
 (`integrate.bounds`), with every solver.
 
+A second process skips the tracing: the compiled functions go through the store of traced
+programs (`stores/programs.py`: `jax.export`, keyed by the problem's structure, the argument
+shapes and the toolkit's and JAX's versions; JAX's persistent cache then skips XLA's
+compile), and `load` of a problem whose files (the YAML and every file it names, byte for
+byte) a process before has read takes the arrays the calls need from the problem's record
+in that store: the tables and the SBML model are read, and the petab package and sympy
+imported, only when something else is asked for (`.model`, `.petab`, `simulate`, a function
+not yet stored). `benchmarks/petab_overhead.py` times a warm process against the bare import
+of jax and diffrax, and each call against the compiled program it runs.
+
 The negative log-likelihood per measurement, with h the transformation, s = h(simulation),
 z = h(measurement), sigma the noise formula's value (on the transformed scale):
     normal   0.5 log(2 pi sigma^2) + 0.5 ((s - z) / sigma)^2
