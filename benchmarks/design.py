@@ -10,14 +10,18 @@ efficiency bound from a continuous design) then works on those rows alone. The f
 the search time after the Jacobian, best of a few runs.
 
     python benchmarks/design.py [--quick]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/design.py      # one BLAS thread
 
---quick: 200 times x 10 outputs and one repeat.
+--quick: 200 times x 10 outputs and one repeat. Prints the table and writes
+benchmarks/results/design[_1thread][_quick].md (with the load average).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +30,7 @@ import pandas as pd
 import sensitivity as sens
 
 N_SPECIES = 10
+RESULTS = Path(__file__).parent / "results"
 
 
 def rhs(t, y, p):
@@ -57,9 +62,12 @@ def main() -> None:
     start = time.perf_counter()
     jac = sens.jacobian(prob, mode="forward")
     jac_s = time.perf_counter() - start
-    print(f"{prob.n_inputs} parameters, {n_times} times x {len(prob.of)} outputs = "
-          f"{n_times * len(prob.of)} candidates; forward Jacobian {jac_s:.2f} s "
-          f"(compile {jac.timings.get('compile', float('nan')):.2f} s)")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    lines = [f"{prob.n_inputs} parameters, {n_times} times x {len(prob.of)} outputs = "
+             f"{n_times * len(prob.of)} candidates, n = 20, 40 fixed measurements; BLAS threads: {threads}; "
+             f"load average {os.getloadavg()[0]:.1f}",
+             f"forward Jacobian {jac_s:.2f} s (compile {jac.timings.get('compile', float('nan')):.2f} s)"]
+    print("\n".join(lines), flush=True)
     # today's data: every species at four times (40 measurements, fewer than would
     # determine 30 parameters well)
     idx = np.searchsorted(prob.times, [1.0, 3.0, 10.0, 30.0]).clip(0, n_times - 1)
@@ -73,10 +81,14 @@ def main() -> None:
                             bound=bound, fixed=fixed)
             best = min(best, time.perf_counter() - t0)
         extra = "" if not np.isfinite(d.efficiency_bound) else f", >= {d.efficiency_bound:.3f} of the optimum"
-        print(f"  {criterion} {method:10s}{' + bound' if bound and method != 'continuous' else '':8s}: "
-              f"{best:6.2f} s after the Jacobian (search {d.timings['search']:.2f} s); "
-              f"efficiency {d.efficiency_uniform:.2f} x uniform{extra}; "
-              f"{d.chosen['output'].nunique()} outputs, {d.chosen['time'].nunique()} distinct times")
+        lines.append(f"  {criterion} {method:10s}{' + bound' if bound and method != 'continuous' else '':8s}: "
+                     f"{best:6.2f} s after the Jacobian (search {d.timings['search']:.2f} s); "
+                     f"efficiency {d.efficiency_uniform:.2f} x uniform{extra}; "
+                     f"{d.chosen['output'].nunique()} outputs, {d.chosen['time'].nunique()} distinct times")
+        print(lines[-1], flush=True)
+    name = "design" + ("_1thread" if threads == "1" else "") + ("_quick" if args.quick else "")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,16 @@ def test_k_alone_and_with_a_measured_start(problem, jac):
     assert d3.value == pytest.approx(d3.path[-1])
 
 
+def test_candidates_after_the_start_keep_the_start():
+    """Candidates from t = 0.4 on, the problem starting at 0: the information of the chosen
+    times is the closed form's, y = A exp(-k t) from t = 0 (not from the first candidate)."""
+    late = sens.Problem(_decay(), GRID[20::20], t0=0.0, wrt=["y0.y", "k"], rtol=1e-10, atol=1e-12)
+    d = sens.design(late, n=3, sigma=0.1, scale="linear")
+    t = d.candidates["time"].to_numpy()[d.index]
+    J = np.stack([np.exp(-K * t), -A * t * np.exp(-K * t)], axis=-1)
+    np.testing.assert_allclose(d.fisher_after, J.T @ J / 0.01, rtol=1e-7)
+
+
 def test_robust_design_for_k_averages_over_samples(problem):
     """With A known, the D criterion for k at a sample k_s is 2 log(A k_s t exp(-k_s t)) +
     const: its mean over the samples is largest at t = 1 / mean(k)."""

@@ -640,7 +640,7 @@ def _setup_problem(problem, candidates, sigma, fixed, scale, robust, jacobian, m
             fixed_df = _fixed_rows(fixed, list(problem.model.outputs) + list(problem.model.states))
             grid = np.unique(np.concatenate([grid, np.asarray(fixed_df["time"], dtype=np.float64)]))
             outputs = tuple(dict.fromkeys(list(outputs) + [str(o) for o in fixed_df["output"]]))
-        prob = problem.replace(times=grid, of=list(outputs))
+        prob = problem.replace(times=grid, t0=problem.t0, of=list(outputs))  # the start stays
         if jacobian is not None:
             jac = jacobian
             if tuple(jac.output_names) != outputs or not np.array_equal(np.asarray(jac.times), grid):
@@ -1073,7 +1073,7 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
         index = np.asarray(chosen, dtype=int)
         upper = np.nan
         if bound and base in ("D", "A") and index.size and _determined(search, index.size, sub):
-            cont = search.continuous(float(index.size), iterations=300, tol=1e-4)
+            cont = search.continuous(float(index.size), iterations=100, tol=1e-4)
             upper = cont["upper"]
     search_s = _time.perf_counter() - t_search
 
