@@ -478,8 +478,9 @@ class Design:
                  + (f" for {', '.join(self.parameters)}" if self.parameters else "")
                  + (f", robust over {self.n_samples} parameter samples" if self.n_samples > 1 else "")
                  + f": {where}.",
-                 f"criterion {self.criterion}: {self.value_fixed:.4g} with the fixed data -> {self.value:.4g}; "
-                 f"efficiency {self.efficiency_uniform:.3g} x the uniform design"
+                 (f"criterion {self.criterion}: {self.value_fixed:.4g} with the fixed data -> {self.value:.4g}; "
+                  if np.any(self.fisher_fixed) else f"criterion {self.criterion} = {self.value:.4g} (no fixed data); ")
+                 + f"efficiency {self.efficiency_uniform:.3g} x the uniform design"
                  + ("" if not np.isfinite(self.efficiency_bound) else
                     f", >= {self.efficiency_bound:.3g} of the optimum") + "."]
         lines += [f"note: {text}" for text in self.notes]
