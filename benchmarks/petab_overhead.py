@@ -162,7 +162,11 @@ def per_call(name: str, calls: int) -> list[tuple[str, float, float]]:
             start = time.perf_counter()
             public()
             p_times.append(time.perf_counter() - start)
-        rows.append((label, statistics.median(b_times), statistics.median(p_times)))
+        # medians of the call-by-call differences and ratios: a burst of load on the
+        # machine slows a pair of neighbouring calls alike
+        rows.append((label, statistics.median(b_times), statistics.median(p_times),
+                     statistics.median(p - b for p, b in zip(p_times, b_times)),
+                     statistics.median(p / b for p, b in zip(p_times, b_times))))
     return rows
 
 
@@ -178,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 warm processes and 50 calls instead of 5 and 300")
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     ap.add_argument("--baseline", help="a folder with another version of the package, measured beside this one")
+    ap.add_argument("--parts", default="warm,calls", help="warm (second process), calls (per call), or both")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--per-call", help=argparse.SUPPRESS)
     ap.add_argument("--calls", type=int, default=300, help=argparse.SUPPRESS)
@@ -194,17 +199,19 @@ def main(argv=None) -> int:
     if args.baseline:
         trees["baseline"] = str(Path(args.baseline).resolve())
     loads, warm_rows, call_rows = [], [], []
+    parts = set(args.parts.split(","))
     for name in names:
-        for label, w in warm_process(name, repeats, trees).items():
-            warm_rows.append((name, label, w))
+        if "warm" in parts:
+            for label, w in warm_process(name, repeats, trees).items():
+                warm_rows.append((name, label, w))
         loads.append(os.getloadavg()[0])
-        for _ in range(2 if args.baseline else 1):  # per-call processes alternate too
-            for label, tree in trees.items():
+        for _ in range(2 if args.baseline and "calls" in parts else 1 if "calls" in parts else 0):
+            for label, tree in trees.items():  # per-call processes alternate too
                 call_rows.append((name, label, per_call_process(name, calls, tree)))
         loads.append(os.getloadavg()[0])
         print(f"{name}: done", file=sys.stderr, flush=True)
     version = " | version" if args.baseline else ""
-    lines = [f"Warm second process: medians of {repeats} processes each, interleaved with the floor "
+    lines = [] if not warm_rows else [f"Warm second process: medians of {repeats} processes each, interleaved with the floor "
              f"`python -c \"{FLOOR}\"`; the first process (cold) fills an empty cache folder.", "",
              f"| problem{version} | floor s (CPU s) | warm s (CPU s) | warm / floor (CPU) | phases s: import, load, "
              "first gradient [mode] | store: loaded, missed | cold s | modules imported |",
@@ -216,23 +223,28 @@ def main(argv=None) -> int:
                      f"| **{w['ratio']:.2f}x** ({w['ratio_cpu']:.2f}x) | {w['import']:.2f}, {w['load']:.2f}, "
                      f"{w['gradient']:.2f} [{w['mode']}] | {st.get('loaded', '-')}, {st.get('missed', '-')} "
                      f"| {w['cold']:.1f} | {', '.join(w['modules'])} |")
-    lines += ["", f"Per call: medians of {calls} interleaved calls after compiling; bare = the compiled "
-              "program on device arrays.", "",
+    if warm_rows:
+        same = all(w["same_values"] for _, _, w in warm_rows)
+        lines += ["", f"Warm processes' gradients equal the cold process's bit for bit: {same}.", ""]
+    lines += [] if not call_rows else [
+              f"Per call: {calls} calls of each, interleaved call by call after compiling (bare = the "
+              "compiled program on device arrays); medians of the times, and of the differences and "
+              "ratios of neighbouring calls.", "",
               f"| problem{version} | call | bare ms | public ms | public - bare ms | public / bare |",
               "| --- |" + (" --- |" if args.baseline else "") + " --- | ---: | ---: | ---: | ---: |"]
     for name, label, rows in call_rows:
         tag = f" | {label}" if args.baseline else ""
-        for call, b, p in rows:
-            lines.append(f"| {name}{tag} | {call} | {b * 1e3:.3f} | {p * 1e3:.3f} | {(p - b) * 1e3:.3f} | {p / b:.2f}x |")
-    same = all(w["same_values"] for _, _, w in warm_rows)
-    lines += ["", f"Warm processes' gradients equal the cold process's bit for bit: {same}."]
-    text = "\n".join(lines)
+        for call, b, p, diff, ratio in rows:
+            lines.append(f"| {name}{tag} | {call} | {b * 1e3:.3f} | {p * 1e3:.3f} | {diff * 1e3:.3f} | {ratio:.2f}x |")
+    text = "\n".join(lines).strip()
     header = (f"# PEtab start-up and per-call overhead\n\nWritten by `python benchmarks/petab_overhead.py"
-              f"{' --quick' if args.quick else ''}{' --baseline DIR' if args.baseline else ''}` on {date.today().isoformat()}, {os.cpu_count()} cores; "
+              f"{' --quick' if args.quick else ''}{' --baseline DIR' if args.baseline else ''}"
+              f"{'' if parts == {'warm', 'calls'} else ' --parts ' + args.parts}` on {date.today().isoformat()}, {os.cpu_count()} cores; "
               f"1-minute load average {', '.join(f'{v:.1f}' for v in loads)} (after each part).\n\n")
     print(header + text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"petab_overhead{'_quick' if args.quick else ''}.md").write_text(header + text + "\n")
+    suffix = ("_quick" if args.quick else "") + ("" if parts == {"warm", "calls"} else "_" + "_".join(sorted(parts)))
+    (RESULTS / f"petab_overhead{suffix}.md").write_text(header + text + "\n")
     return 0
 
 
