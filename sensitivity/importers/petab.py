@@ -864,8 +864,9 @@ def _sbml_errors(problem) -> list[str]:
 def _fingerprint(path: Path, problem) -> str:
     """A hash of the problem's tables and model: equal for two loads of the same files."""
     h = hashlib.sha256()
-    for df in (problem.parameter_df, problem.condition_df, problem.measurement_df, problem.observable_df):
-        h.update(df.to_csv().encode())
+    for df in (problem.parameter_df, problem.condition_df, problem.measurement_df, problem.observable_df,
+               problem.mapping_df):  # the mapping table renames entities: it shapes the programs too
+        h.update(b"none" if df is None else df.to_csv().encode())
     h.update(problem.model.to_sbml_str().encode() if hasattr(problem.model, "to_sbml_str") else str(path).encode())
     return h.hexdigest()
 
