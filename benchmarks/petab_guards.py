@@ -30,6 +30,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "petab"
 
 
+def problem_yaml(folder: Path) -> Path | None:
+    """The problem file of a collection folder: <folder name>.yaml, else problem.yaml, else
+    the folder's only YAML file."""
+    yamls = sorted(folder.glob("*.yaml"))
+    pick = [y for y in yamls if y.stem == folder.name] or [y for y in yamls if y.name == "problem.yaml"] \
+        or (yamls if len(yamls) == 1 else [])
+    return pick[0] if pick else None
+
+
 def one(name: str) -> dict:
     """Run in a fresh process: the gradient and Fisher matrix of one problem."""
     import warnings
@@ -41,7 +50,7 @@ def one(name: str) -> dict:
     out: dict = {"problem": name}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", sens.NumericalWarning)
-        prob = sens.petab.load(DATA / name / f"{name}.yaml")
+        prob = sens.petab.load(problem_yaml(DATA / name))
         g = prob.gradient()
         F = prob.fisher()
     eig = np.linalg.eigvalsh(F)
@@ -60,7 +69,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(args.one)))
         return 0
-    names = args.problems or sorted(p.name for p in DATA.iterdir() if (p / f"{p.name}.yaml").is_file())
+    names = args.problems or sorted(p.name for p in DATA.iterdir() if p.is_dir() and problem_yaml(p))
     silent = 0
     for name in names:
         start = time.perf_counter()
