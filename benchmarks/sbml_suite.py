@@ -15,7 +15,8 @@ its README.md states the rules), in a fresh process with a timeout:
 Each case ends as one of
     pass      every value within tolerance;
     refused   our `ModelError` / `InputError` (the message is the reason), a testType that
-              is not a time course (FluxBalanceSteadyState) or a package we do not read;
+              is not a time course (FluxBalanceSteadyState), a package we do not read, or
+              the `SolverError` that names the limit on events per segment (max_occurrences);
     crash     any other exception, a dead process or the timeout;
     wrong     it ran, but some value is out of tolerance.
 
@@ -207,7 +208,7 @@ def run_case(case: str, root: Path = CASES) -> dict:
     if why:
         out.update(status="refused", reason=why)
         return out
-    from sensitivity.core.errors import InputError, ModelError
+    from sensitivity.core.errors import InputError, ModelError, SolverError
     try:
         names, want, got = simulate_case(info)
         ok, worst, col = compare(want[:, 1:], got, info["settings"]["absolute"], info["settings"]["relative"])
@@ -215,6 +216,12 @@ def run_case(case: str, root: Path = CASES) -> dict:
                    reason="" if ok else f"'{names[col]}' off by {worst:.3g} x the tolerance")
     except (ModelError, InputError) as exc:
         out.update(status="refused", reason=str(exc).splitlines()[0][:300])
+    except SolverError as exc:
+        first = str(exc).splitlines()[0]
+        if "max_occurrences" in first:  # the toolkit's named limit on events per segment
+            out.update(status="refused", reason=first[:300])
+        else:
+            out.update(status="crash", reason=f"SolverError: {first[:240]}")
     except Exception as exc:  # noqa: BLE001 - a crash is any other exception
         tb = traceback.extract_tb(exc.__traceback__)
         where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
@@ -231,9 +238,11 @@ def _child(case: str, conn) -> None:
     conn.close()
 
 
-def run_cases(cases: list[str], workers: int = 2, timeout: float = 300.0, progress=print) -> list[dict]:
+def run_cases(cases: list[str], workers: int = 2, timeout: float = 300.0, progress=print,
+              done=lambda row: None) -> list[dict]:
     """Every case in its own process (forked from a server that has imported the toolkit),
-    at most `workers` at a time; a case still running after `timeout` seconds is a crash."""
+    at most `workers` at a time; a case still running after `timeout` seconds is a crash.
+    `done(row)` is called as each case ends."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["numpy", "sympy", "libsbml", "jax", "diffrax", "sensitivity",
                                 "sensitivity.importers.sbml", "sensitivity.integrate.solve"])
@@ -270,6 +279,7 @@ def run_cases(cases: list[str], workers: int = 2, timeout: float = 300.0, progre
                 recv.close()
                 del running[case]
                 results[case] = res
+                done(res)
                 progress(f"{case} {res['status']:8s} {res['seconds']:7.1f}s {res['reason'][:110]}")
     return [results[c] for c in cases]
 
@@ -337,26 +347,48 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes at a time (at most 2)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
     ap.add_argument("--out", default=str(RESULTS / "sbml_suite"), help="report path without suffix")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of <out>.csv and run only the selected cases it lacks")
     args = ap.parse_args(argv)
     if not CASES.is_dir():
         print(f"no suite at {CASES}")
         return 1
     ids = select(case_ids(), args.cases, args.sample, args.tags)
     infos = {c: case_info(c) for c in ids}
-    start = time.perf_counter()
-    rows = run_cases(ids, workers=max(1, min(args.workers, 2)), timeout=args.timeout)
-    command = "python benchmarks/sbml_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = table(rows, infos, command.strip())
-    report += f"\nWall time: {time.perf_counter() - start:.0f} s with {min(args.workers, 2)} workers.\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(report)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["case", "status", "reason", "error", "seconds", "component_tags", "test_tags"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "component_tags": " ".join(infos[r["case"]]["component_tags"]),
-                        "test_tags": " ".join(infos[r["case"]]["test_tags"])})
+    fields = ["case", "status", "reason", "error", "seconds", "component_tags", "test_tags"]
+    kept = {}
+    if args.resume and out.with_suffix(".csv").exists():
+        with open(out.with_suffix(".csv")) as fh:
+            kept = {r["case"]: r for r in csv.DictReader(fh)}
+    command = ("python benchmarks/sbml_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    start = time.perf_counter()
+    finished = dict(kept)
+
+    def write():
+        rows = [finished[c] for c in ids if c in finished]
+        report = table(rows, infos, command)
+        report += (f"\nWall time: {time.perf_counter() - start:.0f} s with {min(args.workers, 2)} workers"
+                   + (f" ({len(rows)} of {len(ids)} cases so far)" if len(rows) < len(ids) else "") + ".\n")
+        out.with_suffix(".md").write_text(report)
+        with open(out.with_suffix(".csv"), "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for r in finished.values():
+                info = infos.get(r["case"]) or case_info(r["case"])
+                w.writerow({k: v for k, v in {**r, "component_tags": " ".join(info["component_tags"]),
+                                               "test_tags": " ".join(info["test_tags"])}.items() if k in fields})
+
+    def done(row):
+        finished[row["case"]] = row
+        if len(finished) % 20 == 0:
+            write()
+
+    run_cases([c for c in ids if c not in kept], workers=max(1, min(args.workers, 2)), timeout=args.timeout,
+              done=done)
+    write()
+    rows = [finished[c] for c in ids]
     counts = Counter(r["status"] for r in rows)
     print(", ".join(f"{counts[s]} {s}" for s in STATUSES), f"of {len(rows)}",
           f"({100 * counts['pass'] / max(len(rows), 1):.1f} % pass)")

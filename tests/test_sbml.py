@@ -235,7 +235,8 @@ def test_event_resets_a_state_like_the_closed_form(tmp_path):
 
 
 @pytest.mark.parametrize("construct, match", [
-    ("event", "delayed events"),
+    ("event", "priority"),
+    ("delayed", "delayed events"),
     ("algebraic", "algebraic rule"),
     ("delay", "delay"),
     ("fast", "reaction 'r' is fast"),
@@ -249,14 +250,18 @@ def test_unsupported_constructs_are_refused_by_name(tmp_path, construct, match):
         r = reaction(m, "r", [("A", 1)], [], law)
         if construct == "fast":
             r.setFast(True)
-        if construct == "event":
-            ev = m.createEvent()
-            ev.setId("ev"), ev.setUseValuesFromTriggerTime(True)
-            ev.createDelay().setMath(libsbml.parseL3Formula("1"))
-            tr = ev.createTrigger()
-            tr.setMath(libsbml.parseL3Formula("time > 1")), tr.setInitialValue(False), tr.setPersistent(True)
-            ea = ev.createEventAssignment()
-            ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
+        if construct == "event":  # two events that may fire together, one with a priority
+            for eid, prio in (("ev", "1"), ("ev2", None)):
+                ev = m.createEvent()
+                ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
+                if prio:
+                    ev.createPriority().setMath(libsbml.parseL3Formula(prio))
+                tr = ev.createTrigger()
+                tr.setMath(libsbml.parseL3Formula("time > 1")), tr.setInitialValue(False), tr.setPersistent(True)
+                ea = ev.createEventAssignment()
+                ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
+        if construct == "delayed":
+            _event(m, "ev", "time > 1", {"A": "2"}, delay="1")
         if construct == "algebraic":
             ar = m.createAlgebraicRule()
             ar.setMath(libsbml.parseL3Formula("k - A"))
@@ -301,3 +306,79 @@ def test_switching_times_become_model_breakpoints(tmp_path):
         reaction(m, "r", [], [("A", 1)], "c * (piecewise(1, time < T, 0) + piecewise(2, time >= 5, 0))")
     model = sens.sbml.load(make(tmp_path, build, name="switches"))
     assert model.breakpoints == ("T", 5.0)
+
+
+def _event(m, eid, trigger, assigns, delay=None, trigger_values=True, persistent=True):
+    """An event of model `m` (delay: a formula, or None for none)."""
+    ev = m.createEvent()
+    ev.setId(eid), ev.setUseValuesFromTriggerTime(trigger_values)
+    if delay is not None:
+        ev.createDelay().setMath(libsbml.parseL3Formula(delay))
+    tr = ev.createTrigger()
+    tr.setMath(libsbml.parseL3Formula(trigger)), tr.setInitialValue(False), tr.setPersistent(persistent)
+    for var, formula in assigns.items():
+        ea = ev.createEventAssignment()
+        ea.setVariable(var), ea.setMath(libsbml.parseL3Formula(formula))
+
+
+def test_rate_of_reaction_ids_and_stoichiometry_set_by_a_rule(tmp_path):
+    # P' = 2 (rate rule); q = rateOf(P) = 2; flux = the rate of reaction r (c k A); the
+    # reactant's stoichiometry n is set by an assignment rule to 1 + P, so A' = -(1 + P) k A;
+    # z = arccot(2) = atan(1/2)
+    def build(m):
+        comp(m, "c", 2.0)
+        species(m, "A", "c", conc=1.0)
+        param(m, "k", 0.5)
+        for pid in ("P", "q", "flux", "z"):
+            param(m, pid, 1.0, constant=False)
+        rr = m.createRateRule()
+        rr.setVariable("P"), rr.setMath(libsbml.parseL3Formula("2"))
+        for var, formula in (("q", "rateOf(P)"), ("flux", "r"), ("n", "1 + P"), ("z", "arccot(2)")):
+            rule = m.createAssignmentRule()
+            rule.setVariable(var), rule.setMath(libsbml.parseL3Formula(formula))
+        r = reaction(m, "r", [("A", 1)], [], "c * k * A")
+        r.getReactant(0).setId("n"), r.getReactant(0).setConstant(False)
+    model = sbml.read(make(tmp_path, build, name="rates"))
+    check_rhs(model, lambda t, y, p: {"A": -(1 + y["P"]) * p["k"] * y["A"], "P": 2.0})
+    y = jnp.asarray([0.8 if s == "A" else 0.3 for s in model.states])
+    pv = jnp.asarray(model.parameter_values)
+    got = dict(zip(model.rules, np.asarray(model.rule_values(0.0, y, pv))))
+    np.testing.assert_allclose([got["q"], got["flux"], got["n"], got["z"]], [2.0, 2.0 * 0.5 * 0.8, 1.3, np.arctan(0.5)])
+
+
+def test_models_without_species_or_parameters_simulate(tmp_path):
+    # no species, no reactions: x' = 1 from 2 (a parameter with a rate rule), y = 3 x; no
+    # parameter at all, so the default inputs are the initial values
+    def build(m):
+        param(m, "x", 2.0, constant=False)
+        param(m, "y", 0.0, constant=False)
+        rr = m.createRateRule()
+        rr.setVariable("x"), rr.setMath(libsbml.parseL3Formula("1"))
+        rule = m.createAssignmentRule()
+        rule.setVariable("y"), rule.setMath(libsbml.parseL3Formula("3 * x"))
+    model = sens.sbml.load(make(tmp_path, build, name="bare"))
+    ts = np.linspace(0.0, 1.0, 3)
+    prob = sens.Problem(model, ts, of=["x", "y"], solver="tsit5")
+    assert [r.name for r in prob.wrt] == ["y0.x"]
+    np.testing.assert_allclose(sens.simulate(prob).outputs, np.c_[2 + ts, 3 * (2 + ts)], rtol=1e-10)
+
+    def only_rules(m):  # nothing changes at all: one constant placeholder state
+        param(m, "a", 1.5)
+        param(m, "b", 0.0, constant=False)
+        rule = m.createAssignmentRule()
+        rule.setVariable("b"), rule.setMath(libsbml.parseL3Formula("2 * a"))
+    model = sens.sbml.load(make(tmp_path, only_rules, name="rules_only"))
+    out = sens.simulate(sens.Problem(model, ts, of=["b"], solver="tsit5")).outputs
+    np.testing.assert_allclose(out[:, 0], 3.0)
+
+
+def test_required_package_that_is_not_read_is_refused(tmp_path):
+    doc = libsbml.SBMLDocument(libsbml.SBMLNamespaces(3, 1, "distrib", 1))
+    doc.setPackageRequired("distrib", True)
+    m = doc.createModel()
+    m.setId("pkg")
+    comp(m, "c", 1.0)
+    path = tmp_path / "pkg.xml"
+    libsbml.writeSBMLToFile(doc, str(path))
+    with pytest.raises(sens.ModelError, match="package 'distrib' is required"):
+        sbml.read(path)

@@ -18,10 +18,10 @@ SUITE = ROOT.parent / "shared" / "sbml-test-suite" / "cases" / "semantic"
 pytestmark = pytest.mark.skipif(not SUITE.is_dir(), reason="../shared/sbml-test-suite is absent")
 
 # a greedy cover of the tags of the cases that pass (benchmarks/results/sbml_suite.csv)
-SAMPLE = ["00097", "00313", "00517", "00577", "00973", "01021", "01129", "01141", "01273", "01669",
-          "01777", "01801"]
+SAMPLE = ["00155", "00929", "01029", "01121", "01133", "01141", "01153", "01181", "01209", "01241",
+          "01289", "01461", "01497", "01505"]
 # cases refused by name: not a time course, a package that is not read
-REFUSED = {"01189": "FluxBalanceSteadyState"}
+REFUSED = {"01189": "FluxBalanceSteadyState", "01329": "delayed events", "00553": "algebraic rule"}
 
 
 def _runner():

@@ -3,21 +3,30 @@
     model = sens.sbml.load("model.xml")          # an ODEModel; states and parameters keep SBML ids
 
 What is read (python-libsbml): species as concentrations (amounts when
-`hasOnlySubstanceUnits`), constant compartments, boundary and constant species (states with
-zero rate unless a rate rule drives them), global and kinetic-law (local) parameters (a local
+`hasOnlySubstanceUnits`), compartments, boundary and constant species (states with zero
+rate unless a rate rule drives them), global and kinetic-law (local) parameters (a local
 `k` of reaction `r` becomes the parameter `r_k`), reactions with stoichiometry
 (d[S]/dt = sum_r n_rS v_r / V_S, v_r the kinetic law in amount/time), compartments whose size
-changes (rate or assignment rule: a species' state is then its amount n_S, d n_S/dt =
-sum_r n_rS v_r, and its id the rule [S] = n_S / V_S), conversion factors,
+changes (rate or assignment rule, or an event: a species' state is then its amount n_S,
+d n_S/dt = sum_r n_rS v_r, and its id the rule [S] = n_S / V_S), conversion factors,
 assignment rules, rate rules, initial assignments (the initial state is a function y0(p) of
-the parameters), function definitions, `piecewise`, relations and logic, csymbol time and
-avogadro. Refused with a `ModelError` naming the element: algebraic rules, delays,
-fast reactions, stoichiometries changed by rules,
-delayed or prioritised events, compound triggers, event assignments to compartments.
-Events (a trigger `a > b` or `a < b` and assignments to species and parameters; a parameter
-that an event assigns becomes a state with zero rate) become `sensitivity.Event`s
-of the ODEModel (root finding on a - b, direction from the comparison, the assignments as
-the reset); `SBMLModel.event_meta` keeps each trigger's initialValue and, for triggers
+the parameters; a constant set by an initial assignment keeps its value at the start),
+function definitions, `piecewise`, relations and logic, csymbol time, avogadro and
+`rateOf` (the rate of a state, or the total time derivative of a rule variable), reaction
+ids in math (the reaction's rate) and species-reference ids (the stoichiometry: a constant,
+or set by an initial assignment, assignment rule, rate rule or event), the comp package
+(flattened by libsbml's CompFlatteningConverter before reading). Elements without math
+are ignored (SBML L3v2). A model without states gets one constant placeholder state
+(`NO_STATE`). Refused with a `ModelError` naming the element: algebraic rules, `delay()`,
+fast reactions, delayed events, compound triggers, event priorities where two events could
+fire together,
+required packages other than comp, comp models whose external files are missing.
+Events (a trigger `a > b` or `a < b` and assignments to species, parameters, compartments
+and species references; a parameter that an event assigns becomes a state with zero rate)
+become `sensitivity.Event`s of the ODEModel (root finding on a - b, direction from the
+comparison, the assignments as the reset; a compartment that jumps keeps its species'
+amounts). Delayed events are refused.
+`SBMLModel.event_meta` keeps each trigger's initialValue and, for triggers
 `time >= T(p)`, the event time T (the PEtab importer cuts its solve there); parameters that
 are switching times of piecewise functions become the ODEModel's breakpoints.
 
@@ -263,7 +272,7 @@ class SBMLModel:
     _event_exprs: tuple = ()
     event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
     species: dict = field(default_factory=dict)  # species id -> {"compartment", "amount": its value is an amount}
-    hidden: frozenset = frozenset()  # rule variables that are no output (reaction rates, stoichiometries)
+    hidden: frozenset = frozenset()  # no outputs: reaction rates, stoichiometries
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -358,7 +367,8 @@ class SBMLModel:
             pv = pvec(p)
             return fn(t, species(u, pv), pv) - (species(u, pv) - u)
 
-        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states) if s != NO_STATE}
+        obs = {s: functools.partial(state_obs, i) for i, s in enumerate(self.states)
+               if s != NO_STATE and s not in self.hidden}
         for j, r in enumerate(self.rules):
             if r not in obs and r not in self.hidden:
                 obs[r] = functools.partial(rule_obs, j)
@@ -655,16 +665,12 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if prioritised and len(live) > 1:
         raise ModelError(f"SBML event '{prioritised[0].getId() or '?'}' has a priority: the order of "
                          "simultaneous events by priority is not supported")
-    for k, ev in enumerate(live):
+    for ev in live:
         name, g, direction, assigns, meta = _event(ev, conv, states, rules, species_info)
-        if meta["delay"] is None:
-            events.append((name, g, direction, assigns))
-            event_meta.append(meta)
-            continue
-        taken = {*states, *params, *rules, *(s_.getId() for s_ in model.getListOfSpecies())}
-        new_events, new_meta = _delayed(k, name, g, direction, assigns, meta, states, rates, init, taken)
-        events += new_events
-        event_meta += new_meta
+        if meta["delay"] is not None:
+            raise ModelError(f"SBML event '{name}': delayed events are not supported")
+        events.append((name, g, direction, assigns))
+        event_meta.append(meta)
 
     # ---- rateOf(x): the rate of a state, the total time derivative of a rule variable
     rate_of = _RateOf(states, rates, rules, constants)
@@ -759,6 +765,13 @@ def _event(ev, conv, states, rules, species_info=None):
             raise ModelError(f"{where}: assigns to '{var}', which is not a species, parameter or "
                              "rate-rule variable (assignment-rule variables cannot be assigned)")
         assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
+    # a compartment that jumps keeps its species' amounts: a species whose state is a
+    # concentration (driven by a rate rule) is rescaled by old size / new size
+    for info_sid, info in (species_info or {}).items():
+        comp_ = info.get("compartment")
+        if (comp_ in assigns and info_sid in states and info_sid not in assigns and not info["hosu"]
+                and "amount_state" not in info):
+            assigns[info_sid] = sp.Symbol(info_sid, real=True) * sp.Symbol(comp_, real=True) / assigns[comp_]
     # a time event: g = a t + b with a a positive number and b free of states / rule variables
     t_event = None
     state_syms = {sp.Symbol(s_, real=True) for s_ in states} | {sp.Symbol(r, real=True) for r in rules}
@@ -807,56 +820,6 @@ class _RateOf:
 
 def _number(v: float) -> sp.Expr:
     return sp.Integer(int(v)) if math.isfinite(v) and v == int(v) else sp.Float(v, 17)
-
-
-DELAY_SLOTS = 2   # executions of one delayed event that may be pending at once
-FAR = 1e300       # the execution time of an empty slot: never
-
-
-def _delayed(k, name, g, direction, assigns, meta, states, rates, init, taken):
-    """A delayed SBML event as plain events over added states: for each of DELAY_SLOTS
-    slots a state `_ev<k>_at<q>` (the pending execution time, FAR when empty) and, when the
-    event uses values from its trigger time, states holding the assigned values. The
-    trigger fills the first empty slot with t + delay (and the values); the slot's event
-    (t crosses `_ev<k>_at<q>`) assigns them and empties it. A non-persistent trigger that
-    turns false empties every slot. More pending executions than slots make the state NaN
-    (the solve then fails: never a silent wrong result). Returns (events, metas)."""
-    sym = lambda n_: sp.Symbol(n_, real=True)  # noqa: E731
-    slots = []
-    for q in range(DELAY_SLOTS):
-        at = f"_ev{k}_at{q}"
-        vals = {var: f"_ev{k}_v{q}_{j}" for j, var in enumerate(assigns)} if meta["trigger_values"] else {}
-        for new, v0 in [(at, sp.Float(FAR))] + [(v, sp.Integer(0)) for v in vals.values()]:
-            if new in taken:
-                raise ModelError(f"SBML event '{name}': the id '{new}' for its delay bookkeeping is taken")
-            states.append(new)
-            rates[new] = sp.Integer(0)
-            init[new] = v0
-        slots.append((at, vals))
-    schedule = {}
-    before_full = sp.true   # every earlier slot is full
-    for at, vals in slots:
-        empty = sp.StrictGreaterThan(sym(at), sp.Float(FAR / 2), evaluate=False)
-        take = sp.And(before_full, empty)
-        schedule[at] = sp.Piecewise((T + meta["delay"], take), (sym(at), True), evaluate=False)
-        for var, v in vals.items():
-            schedule[v] = sp.Piecewise((assigns[var], take), (sym(v), True), evaluate=False)
-        before_full = sp.And(before_full, sp.Not(empty))
-    first = slots[0][0]
-    schedule[first] = sp.Piecewise((sp.nan, before_full), (schedule[first], True), evaluate=False)
-    plain = {"strict": True, "initial_value": True, "time": None, "delay": None, "persistent": True,
-             "trigger_values": True}
-    events = [(name, g, direction, schedule)]
-    metas = [dict(meta, delay=None)]
-    for q, (at, vals) in enumerate(slots):
-        run = {var: (sym(vals[var]) if vals else e) for var, e in assigns.items()}
-        run[at] = sp.Float(FAR)
-        events.append((f"{name}@{q}", T - sym(at), 1, run))
-        metas.append(dict(plain, name=f"{name}@{q}", direction=1))
-    if not meta["persistent"]:
-        events.append((f"{name}~", g, -direction, {at: sp.Float(FAR) for at, _ in slots}))
-        metas.append(dict(plain, name=f"{name}~", direction=-direction))
-    return events, metas
 
 
 def _classify(name, value, assignment, rate_rules, init_assign, conv, params, values, rules,
