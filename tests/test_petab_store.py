@@ -79,6 +79,8 @@ def test_a_problem_from_its_record_has_the_parsed_arrays_and_reads_the_rest_on_d
         assert getattr(stored, name).dtype == getattr(parsed, name).dtype, name
     assert stored.model.id == parsed.model.id and not stored._light  # parsed now
     assert len(stored.measurements) == len(parsed.measurements)
+    probe = sens.petab.load(PERELSON)
+    assert not hasattr(probe, "value_and_grad") and probe._light  # a probe for another interface: no parse
     with pytest.raises(AttributeError):
         stored.no_such_attribute
 

@@ -191,7 +191,7 @@ class PetabProblem:
         """Called only for an attribute not set: on a problem made from its stored record,
         the tables and the model (`petab`, `model`, ...) are read now."""
         state = self.__dict__
-        if name.startswith("__") or not state.get("_light"):
+        if not state.get("_light") or name not in state.get("_parsed", ()):  # e.g. hasattr probes
             raise AttributeError(f"'PetabProblem' object has no attribute '{name}'")
         state["_light"] = False
         self._parse()
@@ -911,6 +911,7 @@ def _record(problem) -> dict:
     out.update({k: list(getattr(problem, k)) for k in _RECORD_TUPLES})
     out["priors"] = [list(p) for p in problem.priors]
     out["_fingerprint"] = problem._fingerprint
+    out["_parsed"] = sorted(problem.__dict__)  # what a parse sets: the names read on demand
     return out
 
 
@@ -921,6 +922,7 @@ def _restore(problem, record: dict) -> bool:
         values.update({k: tuple(record[k]) for k in _RECORD_TUPLES})
         values["priors"] = [(int(i), str(kind), float(a), float(b)) for i, kind, a, b in record["priors"]]
         values["_fingerprint"] = str(record["_fingerprint"])
+        values["_parsed"] = frozenset(str(k) for k in record["_parsed"]) - set(problem.__dict__)
     except (KeyError, TypeError, ValueError):
         return False
     problem.__dict__.update(values)
