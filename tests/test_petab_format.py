@@ -365,26 +365,10 @@ def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path,
         prob.nllh()
 
 
-def _switch_problem(d: Path) -> Path:
+def _switch_problem(d: Path, write_sbml) -> Path:
     """A' = -k A once t >= t_on (an SBML piecewise of time), A(0) = 2; t_on and k estimated:
     a switching time that moves with a parameter."""
-    doc = libsbml.SBMLDocument(3, 1)
-    m = doc.createModel()
-    m.setId("switch")
-    c = m.createCompartment()
-    c.setId("c"), c.setSize(1.0), c.setConstant(True)
-    s = m.createSpecies()
-    s.setId("A"), s.setCompartment("c"), s.setInitialConcentration(2.0)
-    s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
-    for pid, v in (("k", 0.8), ("t_on", 1.0)):
-        p = m.createParameter()
-        p.setId(pid), p.setValue(v), p.setConstant(True)
-    r = m.createReaction()
-    r.setId("decay"), r.setReversible(False), r.setFast(False)
-    x = r.createReactant()
-    x.setSpecies("A"), x.setStoichiometry(1), x.setConstant(True)
-    r.createKineticLaw().setMath(libsbml.parseL3Formula("c * k * A * piecewise(1, time >= t_on, 0)"))
-    libsbml.writeSBMLToFile(doc, str(d / "model.xml"))
+    write_sbml(d / "model.xml")
     (d / "conditions.tsv").write_text("conditionId\nc1\n")
     (d / "observables.tsv").write_text("observableId\tobservableFormula\tnoiseFormula\nobs_A\tA\t0.1\n")
     rows = ["observableId\tsimulationConditionId\ttime\tmeasurement"]
@@ -409,10 +393,10 @@ def _switch_nllh(x):
 
 
 @pytest.mark.parametrize("solver", ["rodas5p", "rodas4"])
-def test_an_estimated_switching_time_has_the_closed_forms_gradient(tmp_path, solver):
+def test_an_estimated_switching_time_has_the_closed_forms_gradient(tmp_path, solver, switch_sbml):
     """A switching time that moves with an estimated parameter, on the lean Rosenbrock loops:
     nllh and its gradient (d/d t_on included) equal the closed form."""
-    prob = sens.petab.load(_switch_problem(tmp_path), solver=solver, rtol=1e-10, atol=1e-10)
+    prob = sens.petab.load(_switch_problem(tmp_path, switch_sbml), solver=solver, rtol=1e-10, atol=1e-10)
     x = prob.x_nominal + np.array([0.05, 0.2])
     ref = np.asarray(jax.grad(_switch_nllh)(jnp.asarray(x)))
     for mode in ("forward", "adjoint"):

@@ -179,34 +179,11 @@ def test_petab_switching_time_gradients_and_fisher(petab_path, solver):
 
 
 # ------------------------------------------------------- a switching time that is an expression
-def _expression_switch_sbml(path: Path) -> Path:
-    """A' = -k A once t >= 2 t_on + 1/2 (an SBML piecewise whose switching time is an
-    expression of a parameter), A(0) = 2."""
-    doc = libsbml.SBMLDocument(3, 1)
-    m = doc.createModel()
-    m.setId("switch_expression")
-    c = m.createCompartment()
-    c.setId("c"), c.setSize(1.0), c.setConstant(True)
-    s = m.createSpecies()
-    s.setId("A"), s.setCompartment("c"), s.setInitialConcentration(2.0)
-    s.setHasOnlySubstanceUnits(False), s.setBoundaryCondition(False), s.setConstant(False)
-    for pid, v in (("k", 0.8), ("t_on", 1.0)):
-        p = m.createParameter()
-        p.setId(pid), p.setValue(v), p.setConstant(True)
-    r = m.createReaction()
-    r.setId("decay"), r.setReversible(False), r.setFast(False)
-    x = r.createReactant()
-    x.setSpecies("A"), x.setStoichiometry(1), x.setConstant(True)
-    r.createKineticLaw().setMath(libsbml.parseL3Formula("c * k * A * piecewise(1, time >= 2 * t_on + 0.5, 0)"))
-    libsbml.writeSBMLToFile(doc, str(path))
-    return path
-
-
-def test_sbml_switching_time_expression_in_a_plain_problem(tmp_path):
+def test_sbml_switching_time_expression_in_a_plain_problem(tmp_path, switch_sbml):
     """The solve is cut at 2 t_on + 1/2 (a SwitchTime), so d/d t_on has the moving jump;
     no DiscontinuityWarning. Closed form: A = 2 exp(-k (t - s)) after s = 2 t_on + 1/2."""
     import warnings
-    model = sens.sbml.read(_expression_switch_sbml(tmp_path / "sw.xml")).ode_model()
+    model = sens.sbml.read(switch_sbml(tmp_path / "sw.xml", "2 * t_on + 0.5")).ode_model()
     assert [type(b).__name__ for b in model.breakpoints] == ["SwitchTime"]
     ts = np.array([0.0, 1.0, 2.0, 3.0, 3.7, 5.0])
     with warnings.catch_warnings():

@@ -64,7 +64,7 @@ from ..core.data import read_data
 from ..core.errors import InputError, did_you_mean, list_names
 from ..core.problem import Problem
 from ..core.results import JacobianResult
-from ..importers.petab import PetabProblem, _transform
+from ..importers.petab import PetabProblem, _transform, named_files
 from ..plots.design import design_figure
 from .ensemble import ensemble
 from .identifiability import Fisher, scaled_jacobian, weights
@@ -841,22 +841,10 @@ def _setup_petab(problem: PetabProblem, candidates, fixed, robust, x) -> _Setup:
     full = pd.concat([mdf, extra], ignore_index=True)
     spec = yaml.safe_load(problem.path.read_text())
     base = problem.path.resolve().parent
-    named: list[str] = []
-
-    def collect(node, key=""):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                collect(v, str(k))
-        elif isinstance(node, list):
-            for v in node:
-                collect(v, key)
-        elif isinstance(node, str) and (key.endswith(("_file", "_files")) or key == "location"):
-            named.append(node)
-
     problems = spec.get("problems") or [{}]
     problems[0].pop("visualization_files", None)
     measured = list(problems[0].get("measurement_files") or [])
-    collect(spec)
+    named = named_files(spec)
     start = _time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sensitivity-design-") as tmp:
         # the problem's files beside a measurement table with the candidate rows added (the

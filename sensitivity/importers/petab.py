@@ -877,11 +877,9 @@ _RECORD_ARRAYS = {"theta_nominal": np.float64, "est_index": np.int64, "_scale_co
 _RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape")
 
 
-def _load_key(path: Path, spec: dict, validate: bool) -> str | None:
-    """The store's key of a problem's record: the bytes of the YAML file and of every file
-    it names, and `validate`; None without the store or if a file cannot be read."""
-    if not export_store.enabled():
-        return None
+def named_files(spec: dict) -> list[str]:
+    """The file names a PEtab YAML (parsed) lists: every `*_file(s)` entry and `location`,
+    in the order they appear."""
     named: list[str] = []
 
     def collect(node, key=""):
@@ -895,6 +893,15 @@ def _load_key(path: Path, spec: dict, validate: bool) -> str | None:
             named.append(node)
 
     collect(spec)
+    return named
+
+
+def _load_key(path: Path, spec: dict, validate: bool) -> str | None:
+    """The store's key of a problem's record: the bytes of the YAML file and of every file
+    it names, and `validate`; None without the store or if a file cannot be read."""
+    if not export_store.enabled():
+        return None
+    named = named_files(spec)
     h = hashlib.sha256(path.read_bytes())
     try:
         for name in named:
