@@ -158,3 +158,18 @@ def test_bad_inputs_raise_input_errors(problem):
     zero = problem.replace(wrt=["k", "y0.x"], y0={"x": 0.0})
     with pytest.raises(sens.InputError, match="y0.x = 0"):
         fisher(zero, SIGMA, jacobian=sens.jacobian(zero))
+
+
+def test_a_fisher_matrix_given_with_names():
+    # F = diag(4, 1/4) on the log scale: standard errors 1/2 and 2, nothing sloppy; a rank-one
+    # matrix has one sloppy direction, the difference of the two inputs, and infinite errors
+    res = identifiability(np.diag([4.0, 0.25]), names=["a", "b"])
+    np.testing.assert_allclose(res.dataset["standard_error"].values, [0.5, 2.0])
+    assert not res.dataset["sloppy"].values.any() and res.fisher.mode == "given"
+    flat = identifiability(np.array([[1.0, 1.0], [1.0, 1.0]]), names=["k", "V"])
+    assert flat.dataset["sloppy"].values.sum() == 1 and np.isinf(flat.dataset["standard_error"].values).all()
+    assert "ln k" in flat.sloppy_directions[0] and "ln V" in flat.sloppy_directions[0]
+    with pytest.raises(sens.InputError, match="square"):
+        identifiability(np.ones((2, 3)))
+    with pytest.raises(sens.InputError, match="names"):
+        identifiability(np.eye(2), names=["only_one"])

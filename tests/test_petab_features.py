@@ -235,3 +235,14 @@ def test_priors_add_to_nllh_and_gradient(problem):
     # the fixture's problem has no priors: nllh(priors=True) equals nllh
     assert problem.prior()[0] == 0.0
     assert problem.nllh(priors=True) == problem.nllh()
+
+
+def test_identifiability_of_a_petab_problem(problem):
+    """sens.identifiability takes a PEtab problem: the Cramer-Rao errors of its estimated
+    parameters (estimation scale) from its Fisher information at the nominal values."""
+    res = sens.identifiability(problem)
+    F = problem.fisher()
+    np.testing.assert_allclose(res.fisher.matrix, F)
+    assert tuple(res.dataset["input"].values) == tuple(problem.x_names)
+    np.testing.assert_allclose(res.dataset["standard_error"].values, np.sqrt(np.diag(np.linalg.inv(F))), rtol=1e-8)
+

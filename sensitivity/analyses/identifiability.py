@@ -122,7 +122,12 @@ class Fisher:
     input_values: np.ndarray
     scale: str
     weights: np.ndarray
-    jacobian: JacobianResult
+    jacobian: JacobianResult | None
+
+    @property
+    def mode(self) -> str:
+        """How the matrix was computed: the Jacobian's mode, or "given" for a matrix passed in."""
+        return self.jacobian.mode if self.jacobian is not None else "given"
 
     @property
     def n_observations(self) -> int:
@@ -140,7 +145,7 @@ class Fisher:
 
         names = list(self.input_names)
         return xr.DataArray(self.matrix, dims=("input", "input_2"), coords={"input": names, "input_2": names},
-                            name="fisher", attrs={"scale": self.scale, "mode": self.jacobian.mode,
+                            name="fisher", attrs={"scale": self.scale, "mode": self.mode,
                                                   "n_observations": self.n_observations,
                                                   "long_name": f"Fisher information ({self.scale} inputs)"})
 
@@ -187,6 +192,31 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
 
 
 # --------------------------------------------------------------------------- reading it
+def _petab_fisher(problem, x) -> Fisher:
+    """The Fisher information of a PEtab problem's estimated parameters at x (default the
+    nominal values), on their estimation scales (log10, log or lin per parameter)."""
+    x = np.asarray(problem.x_nominal if x is None else x, dtype=np.float64)
+    F = np.asarray(problem.fisher(x))
+    return Fisher(F, tuple(problem.x_names), x, "estimation", np.ones(len(problem.measurements)), None)
+
+
+def _given_fisher(matrix, names, x, scale: str) -> Fisher:
+    """A Fisher matrix passed in, checked: square, symmetric, finite, one name per row."""
+    F = np.asarray(matrix, dtype=np.float64)
+    if F.ndim != 2 or F.shape[0] != F.shape[1] or F.shape[0] == 0:
+        raise InputError(f"a Fisher matrix must be square (n, n), got shape {F.shape}")
+    n = F.shape[0]
+    if not np.isfinite(F).all():
+        raise InputError("the Fisher matrix has non-finite entries")
+    if not np.allclose(F, F.T, rtol=1e-8, atol=1e-12 * max(np.abs(F).max(), 1e-300)):
+        raise InputError("the Fisher matrix is not symmetric")
+    names = tuple(names) if names is not None else tuple(f"x{i}" for i in range(n))
+    if len(names) != n:
+        raise InputError(f"names has {len(names)} entries for a {n} x {n} Fisher matrix")
+    values = np.full(n, np.nan) if x is None else np.asarray(x, dtype=np.float64).reshape(n)
+    return Fisher(0.5 * (F + F.T), names, values, _check_scale(scale), np.ones(1), None)
+
+
 def describe_direction(vector: np.ndarray, names: Sequence[str], scale: str = "log", cutoff: float = 0.1) -> str:
     """An eigenvector as a readable combination of inputs, largest components first, e.g.
     "+0.71 ln k +0.70 ln V" (components below `cutoff` in size are left out)."""
@@ -320,8 +350,12 @@ def _ratio(big: float, small: float) -> str:
 
 def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = None, scale: str = "log",
                     max_subset: int = 3, threshold: float = 15.0, eig_rtol: float = 1e-8,
-                    mode: str = "auto", **plan_options) -> Identifiability:
-    """Local identifiability of the inputs of a `Problem` (or of a computed `Fisher`).
+                    mode: str = "auto", names: Sequence[str] | None = None, x=None,
+                    **plan_options) -> Identifiability:
+    """Local identifiability of the inputs of a `Problem`, of the estimated parameters of a
+    PEtab problem (its Fisher information at x, default the nominal values, on the
+    parameters' estimation scales), of a computed `Fisher`, or of a Fisher matrix (n, n)
+    given with its input `names` (and values `x`) on `scale`.
 
     sigma, of, scale, mode: as for `fisher`. max_subset: the largest subsets whose
     collinearity index is computed (every subset of 2..max_subset inputs; their number
@@ -342,8 +376,13 @@ def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = Non
         fi = problem_or_fisher
     elif isinstance(problem_or_fisher, Problem):
         fi = fisher(problem_or_fisher, sigma, of=of, scale=scale, mode=mode, **plan_options)
+    elif callable(getattr(problem_or_fisher, "fisher", None)) and hasattr(problem_or_fisher, "x_names"):
+        fi = _petab_fisher(problem_or_fisher, x)
+    elif isinstance(problem_or_fisher, (np.ndarray, list, tuple)):
+        fi = _given_fisher(problem_or_fisher, names, x, scale)
     else:
-        raise InputError(f"identifiability needs a Problem or a Fisher, got {type(problem_or_fisher).__name__}")
+        raise InputError("identifiability needs a Problem, a PEtab problem, a Fisher or a Fisher matrix "
+                         f"(n, n), got {type(problem_or_fisher).__name__}")
     names, F, n = list(fi.input_names), fi.matrix, len(fi.input_names)
     n_sub = sum(math.comb(n, k) for k in range(2, min(max_subset, n) + 1))
     if n_sub > MAX_SUBSETS:
@@ -365,7 +404,7 @@ def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = Non
     corr = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
     x = np.asarray(fi.input_values)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rse = se if fi.scale == "log" else se / np.abs(x)
+        rse = se if fi.scale in ("log", "estimation") else se / np.abs(x)
     importance = np.sqrt(np.clip(np.diag(F), 0, None) / max(fi.n_observations, 1))
     insensitive = tuple(nm for nm, f in zip(names, np.diag(F)) if f <= 0)
 
@@ -393,7 +432,7 @@ def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = Non
         },
         coords={"input": names, "input_2": names, "direction": direction,
                 "subset": [",".join(names[i] for i in s) for s in subsets]},
-        attrs={"scale": fi.scale, "n_observations": fi.n_observations, "jacobian_mode": fi.jacobian.mode,
+        attrs={"scale": fi.scale, "n_observations": fi.n_observations, "jacobian_mode": fi.mode,
                "eig_rtol": eig_rtol, "threshold": threshold},
     )
     return Identifiability(ds, fi, float(threshold), float(eig_rtol), minimal, sloppy, insensitive)

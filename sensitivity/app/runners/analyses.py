@@ -131,7 +131,7 @@ def summary(extra: dict) -> dict:
             "sloppy_directions": list(ident.sloppy_directions), "insensitive": list(ident.insensitive),
             "eigenvalues": ds["eigenvalue"].values, "standard_error": dict(zip(ds["input"].values.tolist(),
                                                                                ds["standard_error"].values)),
-            "jacobian_mode": ident.fisher.jacobian.mode, "summary": ident.summary(),
+            "jacobian_mode": ident.fisher.mode, "summary": ident.summary(),
         }
     fit = extra.get("fit")
     if fit is not None:
