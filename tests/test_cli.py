@@ -94,6 +94,12 @@ outptu: {dir: x}
 """
 
 
+PETAB_RUN = """
+petab: problem.yaml
+solver: {method: rodas5p, rtol: 1.0e-8}
+"""
+
+
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
     """Every bad config run as its own `python -m sensitivity` process (one at a time:
@@ -103,6 +109,10 @@ def bad_runs(tmp_path_factory):
             for case, (text, _) in BAD_CASES.items()}
     jobs["validate_multi"] = ("validate", write(folder, "multi.yaml", MULTI))
     jobs["validate_good"] = ("validate", write(folder, "good.yaml", GOOD))
+    write(folder, "problem.yaml", "format_version: 1\n")  # validate only checks that it exists
+    jobs["validate_petab"] = ("validate", write(folder, "petab.yaml", PETAB_RUN))
+    jobs["validate_petab_bad"] = ("validate", write(folder, "petab_bad.yaml", PETAB_RUN + "mode: sideways\n"
+                                                    "fit: {enabled: true, tries: 3}\n"))
     return folder, {case: run_cli(*args, cwd=folder) for case, args in jobs.items()}
 
 
@@ -428,3 +438,12 @@ def test_ctrl_c_leaves_no_result(tmp_path):
     assert proc.returncode == 130, seen + err
     assert "interrupted; no result was written" in err and "Traceback" not in err
     assert not (tmp_path / "res").exists() or list((tmp_path / "res").iterdir()) == []
+
+
+def test_validate_checks_a_petab_run_config(bad_runs):
+    """A run config with a `petab:` key is checked against its own schema, as `run` does."""
+    code, out, err = bad_runs[1]["validate_petab"]
+    assert code == 0 and "valid. PEtab problem" in out and "problem.yaml" in out, (out, err)
+    code, out, err = bad_runs[1]["validate_petab_bad"]
+    assert code == 2 and "mode" in err and "fit.tries" in err, err
+

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..core.checks.fault import exit_status
 from ..core.errors import ConfigError
 from ..core.lazy import load
+from .config import petab as petab_config
+from .config.petab import is_petab_config
 from .config.run import model_library
 from .console import EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, describe, load_config, version
 
@@ -136,6 +139,20 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- commands
 def cmd_validate(args) -> int:
     """Print every problem of the config (exit 2), or a one-line description of the run."""
+    if is_petab_config(args.config):  # a run config with a `petab:` key: its own schema
+        try:
+            cfg = petab_config.load(args.config)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_INPUT
+        if not Path(cfg.petab).is_file():
+            print(f"{args.config}: petab: problem file '{cfg.petab}' not found", file=sys.stderr)
+            return EXIT_INPUT
+        fit = f", fit (maxiter {cfg.fit.maxiter})" if cfg.fit.enabled else ""
+        print(f"{args.config}: valid. PEtab problem {cfg.petab}, solver {cfg.solver.method} (rtol "
+              f"{cfg.solver.rtol:g}, atol {cfg.solver.atol:g}), gradient mode {cfg.mode}{fit}; results to "
+              f"{cfg.output.dir}.")
+        return EXIT_OK
     try:
         spec = load_config(args)
     except ConfigError as exc:
