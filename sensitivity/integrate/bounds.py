@@ -37,11 +37,17 @@ def flow_shift(f: Callable, y, t_from, t_to, side: int = 0):
     t_from = jnp.asarray(t_from, y.dtype)
     d = jnp.asarray(t_to, y.dtype) - t_from
     if side:
-        tiny = jnp.asarray(np.finfo(np.dtype(y.dtype)).tiny, y.dtype)
-        t_from = t_from + side * jax.lax.stop_gradient(jnp.maximum(jnp.abs(t_from) * 4e-16, tiny))
+        t_from = beside(t_from, side)
     fy = f(t_from, y)
     _, dfy = jax.jvp(f, (t_from, y), (jnp.ones_like(t_from), fy))
     return y + d * fy + 0.5 * d * d * dfy
+
+
+def beside(t, side: int):
+    """t moved an ulp or two after (side = +1) or before (-1), its derivative kept: where an
+    rhs that compares t with a switching time takes its right or left limit."""
+    tiny = jnp.asarray(np.finfo(np.dtype(t.dtype)).tiny, t.dtype)
+    return t + side * jax.lax.stop_gradient(jnp.maximum(jnp.abs(t) * 4e-16, tiny))
 
 
 def fixed_bounds_segment(segment: Callable, rhs: Callable) -> Callable:

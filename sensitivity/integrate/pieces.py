@@ -35,7 +35,7 @@ import optimistix as optx
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints, switch_times
 from ..solvers.newton import reuse
-from .bounds import flow_shift
+from .bounds import beside, flow_shift
 
 stop = jax.lax.stop_gradient
 
@@ -233,7 +233,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             if aug:  # the state jumps by J, its tangent by dJ + (f(tau-, y-) - f(tau+, y+)) dtau
                 y_, s_ = y[:n], y[n:]
                 y_plus = y_ + jump
-                left = start - jnp.maximum(jnp.abs(start) * 4e-16, 1e-300)  # tau-: an ulp or two before
+                left = beside(start, -1)  # tau-
                 moved = f(left, y_, params) - f(start, y_plus, params)
                 jumped = jnp.concatenate([y_plus, s_ + djump + moved * dstart])
             else:
