@@ -223,6 +223,79 @@ def test_petab_candidates_against_the_closed_form():
     assert np.isfinite(d.value) and np.isfinite(d.standard_error_after[0])
 
 
+CASE_TWO_CONDITIONS = PETAB_CASE.parents[1] / "0002" / "_0002.yaml"  # A <=> B, conditions set a0 (b0)
+NEW = {"c_hi": {"a0": 3.0, "b0": 0.5}}
+
+
+def _conversion_rows(t, a0, b0, k1, k2):
+    """A(t) and its derivatives by (k1, k2) under initial amounts a0, b0 (arrays per row)."""
+    import jax
+
+    def a(theta):
+        k1, k2 = theta
+        s = k1 + k2
+        eq = (a0 + b0) * k2 / s
+        return eq + (a0 - eq) * jnp.exp(-s * t)
+    theta = jnp.array([k1, k2])
+    return np.asarray(a(theta)), np.asarray(jax.jacfwd(a)(theta))
+
+
+@pytest.mark.skipif(not CASE_TWO_CONDITIONS.is_file(), reason="the PEtab test suite is not in ../shared")
+def test_petab_sensitivities_at_new_rows_against_the_closed_form(tmp_path):
+    """PetabProblem.sensitivities at rows under a measured, an unmeasured and a new condition
+    (given as a mapping and as a condition TSV): the closed form of A <=> B; a second call
+    with other times of the same shape runs the same compiled program."""
+    prob = sens.petab.load(CASE_TWO_CONDITIONS)
+    t = np.array([0.0, 0.7, 2.0, 6.0, 0.3, 4.0])
+    cond = ["c_hi"] * 4 + ["c0", "c1"]
+    rows = pd.DataFrame({"observableId": "obs_a", "simulationConditionId": cond, "time": t})
+    a0 = np.array([3.0] * 4 + [0.8, 0.9])
+    b0 = np.array([0.5] * 4 + [1.0, 1.0])  # c0, c1 leave b0 to the model (1)
+    s = prob.sensitivities(rows, conditions=NEW)
+    value, J = _conversion_rows(jnp.asarray(t), jnp.asarray(a0), jnp.asarray(b0), *prob.x_nominal)
+    np.testing.assert_allclose(s.value, value, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(s.jacobian, J, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s.sigma, 1.0)  # noiseFormula 1
+    np.testing.assert_allclose(s.fisher(), J.T @ J, rtol=1e-6, atol=1e-9)
+    (tmp_path / "new.tsv").write_text("conditionId\ta0\tb0\nc_hi\t3.0\t0.5\n")
+    again = prob.sensitivities(rows.assign(time=t * 1.5), conditions=tmp_path / "new.tsv")
+    assert again.timings["compile"] == 0.0
+    value, J = _conversion_rows(jnp.asarray(t * 1.5), jnp.asarray(a0), jnp.asarray(b0), *prob.x_nominal)
+    np.testing.assert_allclose(again.jacobian, J, rtol=1e-6, atol=1e-9)
+    with pytest.raises(sens.InputError, match="'c0' is a condition of the condition table already"):
+        prob.sensitivities(rows, conditions={"c0": {"a0": 1.0}})
+    with pytest.raises(sens.InputError, match="column 'zz' is not a parameter, species or compartment"):
+        prob.sensitivities(rows, conditions={"c_hi": {"zz": 1.0}})
+    with pytest.raises(sens.InputError, match="simulationConditionId 'c_hj'.*did you mean 'c_hi'"):
+        prob.sensitivities(rows.assign(simulationConditionId="c_hj"), conditions=NEW)
+
+
+@pytest.mark.skipif(not CASE_TWO_CONDITIONS.is_file(), reason="the PEtab test suite is not in ../shared")
+def test_petab_design_under_a_new_condition_against_the_problem_that_measures_it(tmp_path):
+    """More of A and B (a0 = 3, b0 = 0.5 against 0.8 and 0.9 with b0 = 1) make every
+    measurement more informative about k1 and k2: the design takes the new condition.
+    Its Fisher information after the design is that of the PEtab problem whose tables hold
+    the new condition and the chosen measurements (PetabProblem.fisher of those files)."""
+    import shutil
+
+    prob = sens.petab.load(CASE_TWO_CONDITIONS)
+    d = sens.design(prob, candidates=np.linspace(0.0, 10.0, 21), n=3, conditions=NEW)
+    assert set(d.candidates["condition"]) == {"c0", "c1", "c_hi"}
+    assert d.candidates.loc[d.candidates["condition"] == "c_hi", "new_condition"].all()
+    chosen = d.chosen
+    assert set(chosen["condition"]) == {"c_hi"} and chosen["chosen"].sum() == 3
+    folder = tmp_path / "augmented"
+    shutil.copytree(CASE_TWO_CONDITIONS.parent, folder)
+    with open(folder / "_conditions.tsv", "a") as f:
+        f.write("c_hi\t3.0\t0.5\n")
+    t = d.candidates["time"].to_numpy()[d.index]
+    with open(folder / "_measurements.tsv", "a") as f:
+        f.writelines(f"obs_a\tc_hi\t{float(ti)!r}\t1.0\n" for ti in t)
+    augmented = sens.petab.load(folder / "_0002.yaml")
+    np.testing.assert_allclose(d.fisher_after, augmented.fisher(), rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(d.fisher_fixed, prob.fisher(), rtol=1e-6, atol=1e-10)
+
+
 # --------------------------------------------------------------------------- YAML and CLI
 DECAY_MODEL = '''
 import sensitivity as sens

@@ -50,8 +50,6 @@ continuous design's equivalence gap (D and A families only).
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +62,8 @@ from ..core.data import read_data
 from ..core.errors import InputError, did_you_mean, list_names
 from ..core.problem import Problem
 from ..core.results import JacobianResult
-from ..importers.petab import PetabProblem, _transform, named_files
+from ..importers.petab import PetabProblem
+from ..importers.petab_rows import new_conditions
 from ..plots.design import design_figure
 from .ensemble import ensemble
 from .identifiability import Fisher, scaled_jacobian, weights
@@ -753,16 +752,17 @@ def _samples(prob: Problem | None, robust, names) -> tuple[np.ndarray, object] |
 
 
 # --------------------------------------------------------------------------- PEtab
-def _petab_candidates(problem: PetabProblem, candidates):
+def _petab_candidates(problem: PetabProblem, candidates, new: Sequence[str]):
     """The candidate rows (observableId, preequilibrationConditionId, simulationConditionId,
-    time) and, per row, the measurement-table row whose observable and noise parameters it
-    copies."""
+    time): times for every measured (observable, conditions) and every measured observable
+    under each new condition, or the rows of a candidate table."""
     import pandas as pd
     import petab.v1 as pv1
 
     mdf = problem.measurements
     pre, sim, obs = pv1.PREEQUILIBRATION_CONDITION_ID, pv1.SIMULATION_CONDITION_ID, pv1.OBSERVABLE_ID
     keys = list(dict.fromkeys(zip(mdf[obs], mdf[pre], mdf[sim])))
+    keys += [(o, "", c) for c in new for o in dict.fromkeys(mdf[obs])]
     t = np.asarray(mdf[pv1.TIME], dtype=np.float64)
     t_max = float(np.max(t[np.isfinite(t)])) if np.isfinite(t).any() else 1.0
     if candidates is None or not hasattr(candidates, "columns"):
@@ -774,107 +774,47 @@ def _petab_candidates(problem: PetabProblem, candidates):
         for col in (obs, sim, pv1.TIME):
             if col not in rows:
                 raise InputError(f"candidates: a PEtab candidate table needs the column '{col}' "
-                                 f"({obs}, {sim}, {pv1.TIME}[, {pre}])")
+                                 f"({obs}, {sim}, {pv1.TIME}[, {pre}, {pv1.OBSERVABLE_PARAMETERS}, "
+                                 f"{pv1.NOISE_PARAMETERS}])")
         if pre not in rows:
             rows[pre] = ""
         rows[pre] = ["" if (isinstance(v, float) and math.isnan(v)) else str(v) for v in rows[pre]]
-        rows = rows[[obs, pre, sim, pv1.TIME]].reset_index(drop=True)
-    template = []
-    for r in rows.itertuples(index=False):
-        o, p_, s = r[0], r[1], r[2]
-        hit = np.flatnonzero((mdf[obs] == o) & (mdf[pre] == p_) & (mdf[sim] == s))
-        if hit.size == 0:
-            valid = [f"{k[0]} under {k[2]}" + (f" (preequilibrated in {k[1]})" if k[1] else "") for k in keys]
-            raise InputError(f"candidates: observable '{o}' under condition '{s}'"
-                             + (f" (preequilibration '{p_}')" if p_ else "") + " is not measured in the problem, "
-                             "so its observable and noise parameters are unknown; measured: " + list_names(valid))
-        template.append(int(hit[0]))
+        keep = [obs, pre, sim, pv1.TIME] + [c for c in (pv1.OBSERVABLE_PARAMETERS, pv1.NOISE_PARAMETERS) if c in rows]
+        rows = rows[keep].reset_index(drop=True)
     if not np.all(np.isfinite(rows[pv1.TIME].to_numpy(float))) or np.any(rows[pv1.TIME].to_numpy(float) < 0):
         raise InputError("candidates: times must be finite and >= 0")
-    return rows, np.asarray(template)
-
-
-def _petab_rows_fn(aug: PetabProblem):
-    """(x, tol) -> per measurement row (mu, sigma, J_mu, J_sigma, c), mu and J on the
-    observable's transformed scale, by forward sensitivities; compiled once per problem."""
-    import jax
-    import jax.numpy as jnp
-
-    observe = aug._observations_fn("forward")
-    obs = aug._obs
-    n_rows = len(aug.measurements)
-    order = np.argsort(np.concatenate([o["rows"] for o in obs]), kind="stable")
-
-    def parts(x, tol):
-        results, aux = observe(aug.theta(x), tol)
-        mu = jnp.concatenate([_transform(y, o["trans"]) for o, (y, _) in zip(obs, results)])[order]
-        sig = jnp.concatenate([s for _, s in results])[order]
-        return (mu, sig), aux
-
-    def rows(x, tol):
-        (Jm, Js), aux = jax.jacfwd(parts, has_aux=True)(x, tol)
-        (mu, sig), _ = parts(x, tol)
-        c = jnp.asarray(np.concatenate([np.full(o["rows"].size, 2.0 if o["noise"] == "normal" else 1.0)
-                                        for o in obs])[order])
-        return (mu, sig, Jm, Js, c), aux
-
-    assert sum(o["rows"].size for o in obs) == n_rows
     return rows
 
 
-def _setup_petab(problem: PetabProblem, candidates, fixed, robust, x) -> _Setup:
+def _setup_petab(problem: PetabProblem, candidates, fixed, robust, x, conditions) -> _Setup:
+    """The candidates' rows G from `PetabProblem.sensitivities` (one compiled forward sweep
+    over today's measurements and the candidates, per parameter point)."""
     import pandas as pd
     import petab.v1 as pv1
-    import yaml
 
     timings: dict = {}
-    x = problem._check_x(x)
-    rows, template = _petab_candidates(problem, candidates)
+    new = new_conditions(problem, conditions)
+    rows = _petab_candidates(problem, candidates, list(new))
     mdf = problem.measurements
-    extra = mdf.iloc[template].copy().reset_index(drop=True)
-    extra[pv1.TIME] = rows[pv1.TIME].to_numpy(float)
-    if pv1.DATASET_ID in extra:
-        extra[pv1.DATASET_ID] = "design"
-    if pv1.REPLICATE_ID in extra:
-        extra[pv1.REPLICATE_ID] = np.nan
-    n_fixed = len(mdf)
-    full = pd.concat([mdf, extra], ignore_index=True)
-    spec = yaml.safe_load(problem.path.read_text())
-    base = problem.path.resolve().parent
-    problems = spec.get("problems") or [{}]
-    problems[0].pop("visualization_files", None)
-    measured = list(problems[0].get("measurement_files") or [])
-    named = named_files(spec)
+    cols = [pv1.OBSERVABLE_ID, pv1.PREEQUILIBRATION_CONDITION_ID, pv1.SIMULATION_CONDITION_ID, pv1.TIME]
+    cols += [c for c in (pv1.OBSERVABLE_PARAMETERS, pv1.NOISE_PARAMETERS) if c in mdf]
+    today = mdf[cols] if fixed is None else mdf[cols].iloc[:0]
+    n_fixed = len(today)
+    every = pd.concat([today, rows], ignore_index=True)
+    X = [x] + ([] if robust is None else _petab_samples(problem, robust))
+    outs = []
     start = _time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sensitivity-design-") as tmp:
-        # the problem's files beside a measurement table with the candidate rows added (the
-        # petab package reads the names relative to the YAML file)
-        tmp = Path(tmp)
-        for name in named:
-            if name not in measured and not Path(name).is_absolute():
-                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(base / name, tmp / name)
-        full.to_csv(tmp / "design_measurements.tsv", sep="\t", index=False)
-        problems[0]["measurement_files"] = ["design_measurements.tsv"]
-        (tmp / "problem.yaml").write_text(yaml.safe_dump(spec))
-        aug = PetabProblem(tmp / "problem.yaml", solver=problem.solver, rtol=problem.rtol, atol=problem.atol,
-                           max_steps=problem.max_steps, validate=False)
-        build = lambda: _petab_rows_fn(aug)  # noqa: E731
-        # the nominal point first (the reports), then the samples of a robust design
-        X = [x] + ([] if robust is None else [aug._check_x(r) for r in _petab_samples(problem, robust)])
-        outs = []
-        for xi in X:
-            out, t = aug._run(("design_rows",), build, xi)
-            (mu, sig, Jm, Js, c), aux = out
-            aug._check(aux, mu, sig, Jm, Js)
-            outs.append((np.asarray(mu), np.asarray(sig), np.asarray(Jm), np.asarray(Js), np.asarray(c)))
-            timings.setdefault("compile", t["compile"])
+    for xi in X:
+        s = problem.sensitivities(every, x=xi, conditions=new)
+        outs.append(s)
+        timings.setdefault("compile", s.timings["compile"])
     timings["jacobian"] = _time.perf_counter() - start
+    p = len(problem.x_names)
     Gs, F0s = [], []
-    for mu, sig, Jm, Js, c in outs:
-        Gall = np.stack([Jm / sig[:, None], Js * np.sqrt(c)[:, None] / sig[:, None]], axis=1)  # (rows, 2, p)
+    for s in outs:
+        Gall = s.fisher_rows()  # (rows, 2, p)
         Gf = Gall[:n_fixed]
-        F0s.append(np.einsum("nrp,nrq->pq", Gf, Gf) if fixed is not False else np.zeros((Jm.shape[1],) * 2))
+        F0s.append(np.einsum("nrp,nrq->pq", Gf, Gf) if n_fixed else np.zeros((p, p)))
         Gs.append(Gall[n_fixed:])
     G, F0 = np.stack(Gs), np.stack(F0s)
     if fixed is not None and fixed is not False:
@@ -882,19 +822,21 @@ def _setup_petab(problem: PetabProblem, candidates, fixed, robust, x) -> _Setup:
             raise InputError("fixed: for a PEtab problem, the measurement table is today's data (fixed=None) or "
                              "nothing is (fixed=False); or give a Fisher information matrix")
         F0[:] = _fixed_matrix(fixed, tuple(problem.x_names), "petab")
-    table = pd.DataFrame({"time": rows[pv1.TIME].to_numpy(float), "output": rows[pv1.OBSERVABLE_ID].astype(str),
-                          "condition": rows[pv1.SIMULATION_CONDITION_ID].astype(str),
-                          "preequilibration": rows[pv1.PREEQUILIBRATION_CONDITION_ID].astype(str)})
-    mu0, _, Jm0, _, _ = outs[0]
+    cand = outs[0].rows.iloc[n_fixed:].reset_index(drop=True)
+    table = pd.DataFrame({"time": cand[pv1.TIME].to_numpy(float), "output": cand[pv1.OBSERVABLE_ID].astype(str),
+                          "condition": cand[pv1.SIMULATION_CONDITION_ID].astype(str),
+                          "preequilibration": cand[pv1.PREEQUILIBRATION_CONDITION_ID].astype(str)})
+    table["new_condition"] = table["condition"].isin(list(new))
+    mu0, Jm0 = outs[0].value, outs[0].jacobian
     series = []
-    for (o, s, p_), idx in table.groupby(["output", "condition", "preequilibration"], sort=False).indices.items():
+    for (o, s_, p_), idx in table.groupby(["output", "condition", "preequilibration"], sort=False).indices.items():
         idx = np.asarray(idx)
         idx = idx[np.argsort(table["time"].to_numpy()[idx], kind="stable")]
-        f_rows = np.flatnonzero((mdf[pv1.OBSERVABLE_ID] == o) & (mdf[pv1.SIMULATION_CONDITION_ID] == s)
+        f_rows = np.flatnonzero((mdf[pv1.OBSERVABLE_ID] == o) & (mdf[pv1.SIMULATION_CONDITION_ID] == s_)
                                 & (mdf[pv1.PREEQUILIBRATION_CONDITION_ID] == p_))
         ft = mdf[pv1.TIME].to_numpy(float)[f_rows] if fixed is None else np.zeros(0)
-        series.append(dict(label=f"{o} [{s}]", time=table["time"].to_numpy()[idx], value=mu0[n_fixed + idx],
-                           rows=idx, S=Jm0[n_fixed + idx], fixed_times=ft[np.isfinite(ft)]))
+        series.append(dict(label=f"{o} [{s_}{' (new)' if s_ in new else ''}]", time=table["time"].to_numpy()[idx],
+                           value=mu0[n_fixed + idx], rows=idx, S=Jm0[n_fixed + idx], fixed_times=ft[np.isfinite(ft)]))
     search = slice(1, None) if len(outs) > 1 else slice(0, 1)
     return _Setup(G[search], F0[search], table, tuple(problem.x_names), "petab", series, timings, G[0], F0[0])
 
@@ -947,7 +889,7 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
            parameters: Sequence[str] | None = None, scale: str = "log", method: str = "exchange", costs=None,
            robust=None, budget: float | None = None, replicates: bool = True, x=None,
            jacobian: JacobianResult | None = None, mode: str = "forward", max_passes: int = 50,
-           bound: bool = True) -> Design:
+           bound: bool = True, conditions=None) -> Design:
     """The next experiment: which n measurements add the most information.
 
     problem: a `Problem`, a `JacobianResult` (its times and outputs are the candidates) or a
@@ -955,8 +897,11 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
     candidates: Problem: save times (default the problem's), or a mapping output -> times;
         every output of the problem is a candidate at every time unless the mapping says
         otherwise. PetabProblem: times (default 61 from 0 to the last measured time) for
-        every observable and condition that is measured, or a DataFrame of rows
-        (observableId, simulationConditionId, time[, preequilibrationConditionId]).
+        every observable and condition that is measured and every measured observable under
+        each new condition (`conditions`), or a DataFrame of rows (observableId,
+        simulationConditionId, time[, preequilibrationConditionId, observableParameters,
+        noiseParameters]); observable and noise parameters not given are those of a
+        measured row of the observable (`PetabProblem.sensitivities`).
     n: the number of measurements (replicates allowed unless replicates=False).
     criterion: "D" | "A" | "E" | "ME" (modified E: the condition number), or "D_s" / "A_s";
         with `parameters` (names of inputs of interest) every criterion is on that subset.
@@ -976,7 +921,11 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
     x: PetabProblem only: the parameters (on their scales) the design is local to
         (default the nominal values). jacobian: a computed JacobianResult at the candidate
         grid (skips the solve). bound: compute the efficiency bound against the optimum
-        (a continuous design; D and A families).
+        (a continuous design; D, A and E families).
+    conditions: PetabProblem only: new experimental conditions the design may choose, a
+        mapping id -> {condition-table column: value} (numbers or parameter ids; columns
+        left out keep the model's values) or condition-table rows (a DataFrame or TSV file
+        with conditionId).
     Returns a `Design` (summary(), to_frame(), plot()).
     """
     if method not in METHODS:
@@ -994,10 +943,13 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
         raise InputError("budget needs costs (one per candidate, or a mapping output -> cost)")
     start = _time.perf_counter()
     if isinstance(problem, PetabProblem):
-        setup = _setup_petab(problem, candidates, fixed, robust, x)
+        setup = _setup_petab(problem, candidates, fixed, robust, x, conditions)
     elif isinstance(problem, (Problem, JacobianResult)):
         if x is not None:
             raise InputError("x is for a PetabProblem; for a Problem use problem.with_inputs(x)")
+        if conditions is not None:
+            raise InputError("conditions are for a PetabProblem (new PEtab conditions); for a Problem design "
+                             "each condition's problem on its own")
         if scale not in ("log", "linear"):
             raise InputError(f"scale = '{scale}' is unknown; valid: log, linear")
         setup = _setup_problem(problem, candidates, sigma, fixed, scale, robust, jacobian, mode)

@@ -89,6 +89,7 @@ from ..stores import programs as export_store
 # SBML reading and sympy only where a problem's files are read (a problem made from its
 # stored record does not read them)
 petab_events = LazyModule("sensitivity.importers.petab_events")
+petab_rows = LazyModule("sensitivity.importers.petab_rows")
 sbml_import = LazyModule("sensitivity.importers.sbml")
 
 SCALES = ("lin", "log", "log10")
@@ -408,6 +409,48 @@ class PetabProblem:
                                   op=(op_ref, op_const), np=(np_ref, np_const),
                                   h=obs_fn, sigma=noise_fn))
 
+    def _condition_arrays(self, row, cid: str):
+        """(p_ref, p_const) (n_p,), (y_ref, y_const, y_set) (n_x,) of one condition: `row` a
+        mapping condition-table column -> value (a number or a parameter id; NaN keeps the
+        model's value), or None (the model's values); cid names it in errors."""
+        import petab.v1 as pv1
+        m = self.model
+        pids = {k: i for i, k in enumerate(self.theta_names)}
+        via_mapping = {mid_: pids[pid_] for pid_, mid_ in self.mapping.items() if pid_ in pids}
+        n_p, n_x = len(m.parameters), len(m.states)
+        p_ref = np.full(n_p, -1, dtype=int)
+        p_const = m.parameter_values.copy()
+        for k, name in enumerate(m.parameters):
+            if name in pids or name in via_mapping:
+                p_ref[k] = pids.get(name, via_mapping.get(name))
+        y_ref = np.full(n_x, -1, dtype=int)
+        y_const = np.zeros(n_x)
+        y_set = np.zeros(n_x, dtype=bool)
+        for k, name in enumerate(m.states):  # a parameter that events change is a state
+            if name in m.event_parameters and (name in pids or name in via_mapping):
+                y_ref[k], y_set[k] = pids.get(name, via_mapping.get(name)), True
+        for col, val in ([] if row is None else row.items()):
+            if col in (pv1.CONDITION_NAME, pv1.CONDITION_ID):
+                continue
+            if isinstance(val, float) and math.isnan(val):
+                continue  # NaN: keep the model's value
+            ref, const = _parse_refs(val, pids, f"condition '{cid}', column '{col}'")
+            col = self.mapping.get(col, col)
+            if col in m.parameters:
+                k = m.parameters.index(col)
+                p_ref[k], p_const[k] = ref, const
+            elif col in m.states:
+                k = m.states.index(col)
+                y_ref[k], y_const[k], y_set[k] = ref, const, True
+            elif col in m.rules:
+                raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
+                                 f"variable of model '{m.id}' (or a species in a compartment whose "
+                                 "size changes): the condition table cannot set it")
+            else:
+                raise InputError(f"petab: condition table column '{col}' is not a parameter, "
+                                 f"species or compartment of model '{m.id}'")
+        return p_ref, p_const, y_ref, y_const, y_set
+
     @staticmethod
     def _row_overrides(mdf, rows, col, n, pids):
         ref = np.full((len(rows), max(n, 1)), -1, dtype=int)
@@ -554,12 +597,13 @@ class PetabProblem:
             return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)
         return steady
 
-    def _simulate_fn(self, method: str) -> Callable:
-        """(theta, tol) -> per group (ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps)."""
+    def _simulate_fn(self, method: str, groups=None) -> Callable:
+        """(theta, tol) -> per group (ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps);
+        groups: the experiments' arrays (default the measurement table's, `_groups`)."""
         m = self.model
         solve = self._solve_fn(method)
         steady = self._steady_fn(method)
-        groups = self._groups
+        groups = self._groups if groups is None else groups
 
         def params(theta, arrays):
             p_ref, p_const, y_ref, y_const, y_set = arrays
@@ -793,6 +837,23 @@ class PetabProblem:
         self._check(aux, F)
         numbers.check_petab(self, x, fisher=np.asarray(F))
         return np.asarray(F)
+
+    def sensitivities(self, rows, x=None, conditions=None):
+        """The observables and their derivatives by x at any measurement rows, measured or
+        not, under the problem's conditions or new ones (`petab_rows.sensitivities`).
+
+        rows: a DataFrame (observableId, simulationConditionId, time[,
+            preequilibrationConditionId, observableParameters, noiseParameters]), one row per
+            measurement (time = inf: at steady state); observable and noise parameters left
+            out are those of a measured row of the observable (under the same conditions if
+            there is one).
+        conditions: new conditions: a mapping id -> {condition-table column: value}, or
+            condition-table rows (a DataFrame or a TSV file with conditionId).
+        Returns `petab_rows.RowSensitivities`: per row the observable on its transformed
+        scale and sigma (n_rows,), their Jacobians by x (n_rows, n_estimated), and
+        `.fisher()`. One compiled forward sweep per shape of the rows (the conditions and
+        times are arguments of the program, not constants)."""
+        return petab_rows.sensitivities(self, rows, x=x, conditions=conditions)
 
     def simulate(self, x=None):
         """The PEtab simulation table at x: the measurement table with a `simulation` column
