@@ -7,7 +7,9 @@
     prob.simulate(x)            # PEtab simulation table (pandas)
 
 The tables are read and validated by the `petab` package. What is supported: simulation
-conditions overriding parameters, species and compartments (numbers or parameter ids);
+conditions overriding parameters, species and compartments (numbers or parameter ids),
+also where the model defines them by an assignment rule or an initial assignment (the
+condition's value replaces the definition; an empty cell keeps it);
 preequilibration (run to steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
 then one Newton step with its matrix held constant, so that derivatives are the implicit
 function theorem's, conservation laws included: `steady_state.py`); measurements with
@@ -234,7 +236,7 @@ class PetabProblem:
                 raise InputError(f"petab: '{yaml_path}' is not a valid PEtab problem: {detail}")
         self.petab = problem
         model_path = self._model_path()
-        self.model = sbml_import.read(model_path)
+        self.model = _read_model(model_path, problem)
         self._setup()
         petab_events.check(self)
         self._fingerprint = _fingerprint(path, problem)
@@ -327,6 +329,8 @@ class PetabProblem:
                     elif col in m.states:
                         k = m.states.index(col)
                         y_ref[k], y_const[k], y_set[k] = ref, const, True
+                    elif _override(m, col, ref, const, p_ref, p_const):
+                        pass  # an entity the model defines by a rule or initial assignment
                     elif col in m.rules:
                         raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
                                          f"variable of model '{m.id}' (or a species in a compartment whose "
@@ -908,6 +912,74 @@ def _controller(tol, pid=(0.3, 0.3)):
     steps are rejected; the proportional term damps that, so the PEtab problems take fewer
     steps for the same nllh."""
     return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
+
+
+# model parameters that carry a condition's value of an entity the model defines by a rule
+# or an initial assignment (`_read_model`): a switch (1 where the condition sets it) and the value
+_OVERRIDE_SET, _OVERRIDE_VALUE = "petab_condition_sets_", "petab_condition_value_"
+
+
+def _override(m, name: str, ref: int, const: float, p_ref, p_const) -> bool:
+    """Set a condition's value (`ref` into theta or -1, `const`) of an entity that `_read_model`
+    made overridable, in the condition's parameter arrays p_ref, p_const (n_p,); False if
+    `name` is not such an entity."""
+    if name not in m.rules or _OVERRIDE_SET + name not in m.parameters:
+        return False
+    k = m.parameters.index(_OVERRIDE_VALUE + name)
+    p_ref[k], p_const[k] = ref, const
+    p_const[m.parameters.index(_OVERRIDE_SET + name)] = 1.0
+    return True
+
+
+def _read_model(model_path: Path, problem):
+    """The SBML model, where every entity that the condition table sets but the model defines
+    by an assignment rule or an initial assignment (a parameter, compartment or species) is
+    defined by `piecewise(value, set > 0.5, definition)` with two new parameters per entity
+    (`_OVERRIDE_SET` + id, default 0, and `_OVERRIDE_VALUE` + id).
+
+    A condition that gives a value replaces the model's definition (PEtab: a condition-table
+    value of an assignment-rule target replaces the rule for that condition; AMICI takes a
+    parameter whose initial assignment is a number as a parameter the condition overrides);
+    a condition that leaves the column empty (NaN) keeps the definition."""
+    import libsbml
+    import petab.v1 as pv1
+    model = sbml_import.read(model_path)
+    cdf = problem.condition_df
+    mapping = {}
+    if problem.mapping_df is not None and len(problem.mapping_df):
+        mapping = {str(a): str(b).strip() for a, b in zip(problem.mapping_df.index,
+                                                          problem.mapping_df[pv1.MODEL_ENTITY_ID])}
+    columns = [] if cdf is None else [c for c in cdf.columns if c != pv1.CONDITION_NAME and cdf[c].notna().any()]
+    targets = sorted({mapping.get(c, c) for c in columns} & set(model.rules))
+    if not targets:
+        return model
+    doc = libsbml.readSBMLFromFile(str(model_path))
+    sbml = doc.getModel()
+    changed = False
+    for name in targets:
+        definition = sbml.getAssignmentRuleByVariable(name) or sbml.getInitialAssignmentBySymbol(name)
+        if definition is None or not definition.isSetMath():  # e.g. a species in a compartment that grows
+            continue
+        switch, value = _OVERRIDE_SET + name, _OVERRIDE_VALUE + name
+        for pid in (switch, value):
+            if sbml.getElementBySId(pid) is not None:
+                raise InputError(f"petab: condition table column '{name}' overrides the model's definition "
+                                 f"of '{name}', which needs a parameter '{pid}'; model '{sbml.getId()}' "
+                                 "already has an element of that id")
+            par = sbml.createParameter()
+            par.setId(pid)
+            par.setValue(0.0)
+            par.setConstant(True)
+        node = libsbml.ASTNode(libsbml.AST_FUNCTION_PIECEWISE)
+        node.addChild(libsbml.parseL3Formula(value))
+        node.addChild(libsbml.parseL3Formula(f"{switch} > 0.5"))
+        node.addChild(definition.getMath().deepCopy())
+        definition.setMath(node)
+        changed = True
+    if not changed:
+        return model
+    return sbml_import.from_string(libsbml.writeSBMLToString(doc), source=str(model_path),
+                                   folder=model_path.parent)
 
 
 def _sbml_errors(problem) -> list[str]:
