@@ -446,6 +446,8 @@ class PetabProblem:
             elif col in m.states:
                 k = m.states.index(col)
                 y_ref[k], y_const[k], y_set[k] = ref, const, True
+            elif _override(m, col, ref, const, p_ref, p_const):
+                pass  # an entity the model defines by a rule or initial assignment
             elif col in m.rules:
                 raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
                                  f"variable of model '{m.id}' (or a species in a compartment whose "
