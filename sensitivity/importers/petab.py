@@ -877,6 +877,14 @@ class PetabProblem:
         df[pv1.SIMULATION] = sim
         return df
 
+    def to_pypesto(self, priors: bool = True, mode: str = "auto", **problem_kwargs):
+        """A `pypesto.Problem` whose objective is this problem's nllh, exact gradient and
+        Fisher information (as the Hessian); bounds, scales, fixed parameters and priors as
+        pyPESTO's PEtab importer sets them. The optional extra `pypesto`; see
+        `sensitivity.analyses.pypesto_bridge`."""
+        bridge = LazyModule("sensitivity.analyses.pypesto_bridge")
+        return bridge.to_pypesto(self, priors=priors, mode=mode, **problem_kwargs)
+
     def __repr__(self):
         return (f"PetabProblem({self.path.name}: model {self.model.id}, {len(self.model.states)} states, "
                 f"{len(self.x_names)} estimated parameters, {len(self.experiments)} experiments, "
