@@ -6,6 +6,8 @@
     sensitivity plan CONFIG          the cost model's decision and why, without running it
     sensitivity models               the registered models
     sensitivity calibrate [--file PATH]   measure this machine's cost constants
+    sensitivity petab PROBLEM [--fit] [--starts N] [--profile [NAME ...]] [--sample N]
+                                     a PEtab problem: nllh, gradient, fit, profiles, posterior
 
 Config commands also take `--set KEY=VALUE` (repeatable; e.g. --set solver.rtol=1e-6) and
 `--points N` (cut the time grid to N save times). Exit status: 0 success, 1 the run failed
@@ -90,17 +92,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def _petab_parser(sub) -> None:
     """Add the `petab` subcommand to the CLI's subparsers."""
-    c = sub.add_parser("petab", help="nllh, gradient, Fisher information (and a fit) of a PEtab problem",
+    c = sub.add_parser("petab", help="nllh, gradient, Fisher information (a fit, profiles, samples) of a PEtab "
+                                     "problem",
                        description="Load a PEtab problem (YAML), compute the negative log-likelihood at the "
                                    "nominal parameters, its gradient and the Fisher information, optionally "
-                                   "fit, and write a result folder with plots of simulation vs data.")
+                                   "fit (from several starts), profile and sample the posterior, and write a "
+                                   "result folder with plots of simulation vs data.")
     c.add_argument("problem", metavar="PROBLEM", help="the PEtab problem YAML file")
     c.add_argument("--mode", choices=("auto", "forward", "adjoint"), default="auto")
     c.add_argument("--solver", default="rodas5p")
     c.add_argument("--rtol", type=float, default=1e-8)
     c.add_argument("--atol", type=float, default=1e-8)
     c.add_argument("--fit", action="store_true", help="fit the estimated parameters (L-BFGS-B)")
-    c.add_argument("--maxiter", type=int, default=200)
+    c.add_argument("--maxiter", type=int, default=200, help="iterations of each local fit (default 200)")
+    c.add_argument("--starts", type=int, metavar="N",
+                   help="a multi-start fit: from the nominal values and N Sobol points within the bounds, every "
+                        "start kept (multistart.csv, waterfall.png); implies --fit")
+    c.add_argument("--profile", nargs="*", metavar="NAME",
+                   help="profile likelihoods and confidence intervals of the named parameters (all when no name "
+                        "follows) from the fit; implies --fit. Give the names after PROBLEM")
+    c.add_argument("--profile-method", choices=("optimization", "integration"), default="optimization",
+                   help="follow the profile by re-optimisation (default) or as an ODE in the parameters")
+    c.add_argument("--level", type=float, default=0.95, help="confidence level of the profile intervals (0.95)")
+    c.add_argument("--sample", type=int, metavar="N",
+                   help="N posterior draws per chain from the fit (NUTS on exact gradients; the extra 'sample'); "
+                        "implies --fit")
+    c.add_argument("--chains", type=int, default=4, help="chains of --sample (default 4)")
+    c.add_argument("--warmup", type=int, default=500, help="warm-up (adaptation) steps per chain (default 500)")
+    c.add_argument("--sampler", choices=("nuts", "adaptive_metropolis"), default="nuts")
+    c.add_argument("--seed", type=int, default=0, help="of the Sobol starts and the sampler (default 0)")
     c.add_argument("--design", type=int, metavar="N",
                    help="design the next experiment: the N measurements (observable, condition, time) that "
                         "add the most information (D-optimal, sens.design); written as design*.csv")
@@ -148,7 +168,15 @@ def cmd_validate(args) -> int:
         if not Path(cfg.petab).is_file():
             print(f"{args.config}: petab: problem file '{cfg.petab}' not found", file=sys.stderr)
             return EXIT_INPUT
-        fit = f", fit (maxiter {cfg.fit.maxiter})" if cfg.fit.enabled else ""
+        fit = ""
+        if cfg.fits:
+            fit = f", fit (maxiter {cfg.fit.maxiter}" + (f", {cfg.fit.starts} starts)" if cfg.fit.starts else ")")
+        if cfg.profile is not None:
+            names = ", ".join(cfg.profile.parameters) if cfg.profile.parameters else "every parameter"
+            fit += f", profiles of {names} ({cfg.profile.method}, level {cfg.profile.level:g})"
+        if cfg.sample is not None:
+            s = cfg.sample
+            fit += f", {s.chains} chains x {s.n} draws ({s.method})"
         print(f"{args.config}: valid. PEtab problem {cfg.petab}, solver {cfg.solver.method} (rtol "
               f"{cfg.solver.rtol:g}, atol {cfg.solver.atol:g}), gradient mode {cfg.mode}{fit}; results to "
               f"{cfg.output.dir}.")
@@ -166,6 +194,16 @@ def cmd_validate(args) -> int:
           f"{', ...' if p.n_inputs > 8 else ''}), {len(p.of)} outputs{obj}; results to {spec.output_dir}.")
     if spec.config.analysis is not None and spec.config.analysis.methods():
             print(describe(spec))
+    a = spec.config.analysis
+    if a is not None and a.fit is not None:
+        starts = a.multistart.starts if a.multistart is not None else a.fit.starts
+        what = [f"analysis.fit: {a.fit.data}" + (f" from {starts} + 1 starts" if starts else "")]
+        if a.profile is not None:
+            names = ", ".join(a.profile.parameters) if a.profile.parameters else "every fitted input"
+            what.append(f"profiles of {names} ({a.profile.method}, level {a.profile.level:g})")
+        if a.sample is not None:
+            what.append(f"{a.sample.chains} chains x {a.sample.n} draws ({a.sample.method})")
+        print("; ".join(what))
     if spec.output_dir.exists() and any(spec.output_dir.iterdir()):
         print(f"note: {spec.output_dir} already holds a result; `sensitivity run` needs --force to replace it")
     return EXIT_OK

@@ -95,3 +95,31 @@ def profiles_figure(profiles, threshold: float, path=None, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def marginals_figure(names, samples, scales=None, path=None, title: str = ""):
+    """names (n,), samples (chains, draws, n): a histogram of each parameter's draws per
+    chain (overlaid; chains that disagree show as shifted histograms), with the mean of all
+    draws as a vertical line; the x axis on the estimation scale `scales` (n,)."""
+    plt = _pyplot()
+    X = np.asarray(samples, dtype=np.float64)
+    n = len(names)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols)) if n else 1
+    fig, axes = plt.subplots(rows, max(cols, 1), figsize=(3.4 * max(cols, 1), 2.8 * rows), squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
+        flat = X[:, :, i].ravel()
+        flat = flat[np.isfinite(flat)]
+        edges = np.histogram_bin_edges(flat, bins=30) if flat.size else 10
+        for c in range(X.shape[0]):
+            ax.hist(X[c, :, i], bins=edges, histtype="step", density=True, color=f"C{c % 10}", lw=1)
+        if flat.size:
+            ax.axvline(flat.mean(), color="0.2", lw=1, ls="--")
+        scale = scales[i] if scales is not None else ""
+        ax.set_xlabel(f"{name}" + (f" ({scale})" if scale else ""))
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title or f"posterior marginals: {X.shape[0]} chains x {X.shape[1]} draws")
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -44,6 +44,8 @@ from ...core.errors import InputError, did_you_mean, list_names
 from ...core.problem import resolve_inputs
 from ...core.ranges import parse_range
 from .base import Strict, check_sigma, find, locate, one_name
+from .inference import MultistartConfig, ProfileConfig, SampleConfig
+from .inference import name_problems as _inference_problems
 
 
 def _check_ranges(v):
@@ -272,11 +274,29 @@ class AnalysisConfig(Strict):
     identifiability: Optional[IdentifiabilityConfig] = None
     fit: Optional[FitConfig] = None
     design: Optional[DesignConfig] = None
+    multistart: Optional[MultistartConfig] = None  # after the fit: config/inference.py
+    profile: Optional[ProfileConfig] = None
+    sample: Optional[SampleConfig] = None
 
     @field_validator("ranges")
     @classmethod
     def _ranges(cls, v):
         return _check_ranges(v)
+
+    @model_validator(mode="after")
+    def _after_a_fit(self):
+        for name in ("multistart", "profile", "sample"):
+            if getattr(self, name) is not None and self.fit is None:
+                raise ValueError(f"@{name}: needs analysis.fit (the data, sigma and inputs of the likelihood); "
+                                 "add analysis.fit: {data: FILE, sigma: ...}")
+        if self.multistart is not None:
+            if self.fit.starts is not None:
+                raise ValueError("@multistart: analysis.fit.starts asks for a multi-start too; give the "
+                                 "starts in one place")
+            if not (self.multistart.ranges or self.fit.ranges):
+                raise ValueError("@multistart: the starts are drawn from ranges: {input: [low, high]} (in "
+                                 "analysis.multistart.ranges or analysis.fit.ranges); add them")
+        return self
 
     @model_validator(mode="after")
     def _have_ranges(self):
@@ -425,6 +445,11 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
                         for o in dict.fromkeys(df["output"]):
                             if o not in fit["sigma"]:
                                 problems.append(f"analysis.fit.sigma: no value for observed output '{o}'")
+    if isinstance(fit, dict):  # multistart, profile, sample: names of the fit's inputs
+        wrt = fit.get("wrt", base_wrt)
+        fitted = names_of(wrt) if isinstance(wrt, (list, str, type(None))) else None
+        for key in ("multistart", "profile", "sample"):
+            problems += _inference_problems(f"analysis.{key}", analysis.get(key), fitted)
     return problems
 
 

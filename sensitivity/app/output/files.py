@@ -32,12 +32,16 @@ import numpy as np
 from ...analyses.metrics import heatmap_values, nearest_indices, time_integrated
 from ...core.errors import OutputExistsError, OutputPathError
 from ...plots import run as plot
+from ...plots.fit import marginals_figure
 
 RESULTS_FILE = "results.nc"
 SUMMARY_FILE = "summary.json"
 RANKING_FILE = "ranking.csv"
 TRAJECTORY_FILE = "trajectory.csv"
 CONFIG_FILE = "config.yaml"
+MULTISTART_FILE = "multistart.csv"
+PROFILE_INTERVALS_FILE = "profile_intervals.csv"
+SAMPLE_FILES = ("samples.nc", "samples.csv", "sample_diagnostics.csv")
 
 
 # --------------------------------------------------------------------------- can it be written?
@@ -294,3 +298,91 @@ def open_results(folder: str | Path):
 
     with xr.open_dataset(Path(folder) / RESULTS_FILE, engine="h5netcdf") as ds:
         return ds.load()
+
+
+# --------------------------------------------------------------------------- after a fit
+def _safe(name: str) -> str:
+    """A parameter name as a piece of a file name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name))
+
+
+def write_multistart(folder: Path, fit, plots: bool = True, best: int = 10, tol: float = 0.1) -> list[str]:
+    """A multi-start fit (`FitResult` or `LikelihoodFit`) into `folder`: multistart.csv with
+    one row per start in start order (start, final_value: the objective at its end (cost =
+    1/2 sum r^2 for a Problem, nllh for PEtab), converged: the optimiser's flag, at_best:
+    within `tol` of the best, iterations, the final parameters, then start_<name>: where it
+    began), and waterfall.png and multistart_parameters.png. Returns the file names."""
+    import pandas as pd
+
+    table = fit.starts
+    names = list(fit.input_names)
+    v = fit.start_values()
+    ok = np.isfinite(v)
+    best_value = v[ok].min() if ok.any() else np.inf
+    out = pd.DataFrame({"start": table["start"].to_numpy(int), "final_value": v,
+                        "converged": table["success"].to_numpy(bool), "at_best": ok & (v <= best_value + tol),
+                        "iterations": table["iterations"].to_numpy(int)})
+    for nm in names:
+        out[nm] = table[nm].to_numpy(float)
+    for nm in names:
+        out[f"start_{nm}"] = table[f"start_{nm}"].to_numpy(float)
+    out.to_csv(folder / MULTISTART_FILE, index=False, float_format="%.10g")
+    files = [MULTISTART_FILE]
+    if plots:
+        fit.waterfall(folder / "waterfall.png", tol=tol)
+        fit.parameters(folder / "multistart_parameters.png", best=best)
+        files += ["waterfall.png", "multistart_parameters.png"]
+    return files
+
+
+def write_profiles(folder: Path, prof, plots: bool = True, title: str = "") -> list[str]:
+    """A `ProfileResult` into `folder`: profile_<name>.csv per parameter (delta_nllh and
+    every parameter along the path, estimation scale), profile_intervals.csv (one row per
+    parameter: scale, estimate, lower, upper, verdict, points, and the interval on the
+    natural scale) and profiles.png. Returns the file names."""
+    files = []
+    for name in prof.profiles:
+        f = f"profile_{_safe(name)}.csv"
+        prof.path(name).to_csv(folder / f, index=False, float_format="%.10g")
+        files.append(f)
+    table = prof.to_frame()
+    scale = table["scale"].to_numpy(str)
+    with np.errstate(over="ignore"):
+        for col in ("lower", "upper"):
+            x = table[col].to_numpy(float)
+            table[f"{col}_natural"] = np.where(scale == "log", np.exp(x), np.where(scale == "log10", 10.0 ** x, x))
+    table.to_csv(folder / PROFILE_INTERVALS_FILE, float_format="%.10g")
+    files.append(PROFILE_INTERVALS_FILE)
+    if plots:
+        prof.plot(folder / "profiles.png", title=title)
+        files.append("profiles.png")
+    return files
+
+
+def write_samples(folder: Path, s, plots: bool = True, title: str = "") -> list[str]:
+    """A `SampleResult` into `folder`: samples.nc (ArviZ InferenceData: posterior and sample
+    statistics), samples.csv (chain, draw, log_posterior, divergent, one column per
+    parameter on the estimation scale), sample_diagnostics.csv (mean, sd, quantiles, R-hat,
+    ESS per parameter) and a trace plot (the result's own `plot_trace` where it has one)
+    or posterior_marginals.png. Returns the file names."""
+    import pandas as pd
+
+    s.to_arviz().to_netcdf(str(folder / SAMPLE_FILES[0]))
+    c, d, n = s.samples.shape
+    draws = pd.DataFrame({"chain": np.repeat(np.arange(c), d), "draw": np.tile(np.arange(d), c),
+                          "log_posterior": np.asarray(s.log_posterior, dtype=np.float64).reshape(-1)})
+    if getattr(s, "divergent", None) is not None:
+        draws["divergent"] = np.asarray(s.divergent, bool).reshape(-1)
+    for i, name in enumerate(s.names):
+        draws[name] = s.samples[:, :, i].reshape(-1)
+    draws.to_csv(folder / SAMPLE_FILES[1], index=False, float_format="%.10g")
+    s.to_frame().to_csv(folder / SAMPLE_FILES[2], float_format="%.10g")
+    files = list(SAMPLE_FILES)
+    if plots:
+        trace = getattr(s, "plot_trace", None)
+        if callable(trace):
+            trace(folder / "trace.png")
+            files.append("trace.png")
+        marginals_figure(s.names, s.samples, s.scales, path=folder / "posterior_marginals.png", title=title)
+        files.append("posterior_marginals.png")
+    return files

@@ -1,5 +1,6 @@
-"""Running the `identifiability:`, `fit:` and `design:` entries of a config's `analysis:` block and
-writing their results. Their schema and their checks against the model are in
+"""Running the `identifiability:`, `fit:`, `design:`, `multistart:`, `profile:` and `sample:`
+entries of a config's `analysis:` block and writing their results (the last three build on
+the fit: runners/inference.py). Their schema and their checks against the model are in
 app/config/analyses.py (`IdentifiabilityConfig`, `FitConfig`, `check`), so validating a
 config never imports this module; the CLI calls `run`, `write`, `summary` and `report`.
 """
@@ -14,6 +15,8 @@ from ...analyses.fit import fit
 from ...analyses.identifiability import fisher, identifiability
 from ...core.errors import InputError
 from ..config.base import find
+from ..output import files as io
+from . import inference
 
 
 # --------------------------------------------------------------------------- running
@@ -42,11 +45,20 @@ def run(spec, result, stage=None) -> dict:
         if path is None:
             raise InputError(f"analysis.fit.data: file '{c.data}' not found")
         bounds = {k: tuple(v) for k, v in c.bounds.items()} or None
-        with stage(f"fit of {p.n_inputs} inputs to {path.name}"):
+        ms = cfg.multistart
+        starts = ms.starts if ms is not None else c.starts
+        ranges = (ms.ranges if ms is not None and ms.ranges else None) or c.ranges
+        label = f"fit of {p.n_inputs} inputs to {path.name}" + (f" from {starts} + 1 starts" if starts else "")
+        with stage(label):
             out["fit"] = fit(p, path, sigma=c.sigma, log_params=c.log_params, method=c.method,
-                             start=c.start or None, bounds=bounds, starts=c.starts,
-                             ranges={k: tuple(v) for k, v in c.ranges.items()} or None, screen=c.screen,
-                             max_iter=c.max_iter, tol=c.tol)
+                             start=c.start or None, bounds=bounds, starts=starts,
+                             ranges={k: tuple(v) for k, v in ranges.items()} or None,
+                             screen=ms.screen if ms is not None else c.screen,
+                             seed=ms.seed if ms is not None else 0, max_iter=c.max_iter, tol=c.tol)
+        if cfg.profile is not None:
+            out["profile"] = inference.run_profiles(out["fit"], cfg.profile, stage)
+        if cfg.sample is not None:
+            out["sample"] = inference.run_sample(out["fit"], cfg.sample, stage)
     if cfg.design is not None:
         c = cfg.design
         fixed = None
@@ -98,6 +110,14 @@ def write(folder: Path, spec, extra: dict) -> list[str]:
         if plots:
             fit.plot(folder / "fit.png")
             files.append("fit.png")
+        if fit.starts is not None and len(fit.starts) > 1:
+            ms = spec.config.analysis.multistart
+            files += io.write_multistart(folder, fit, plots, best=ms.best if ms is not None else 10)
+    name = spec.problem.model.name
+    if extra.get("profile") is not None:
+        files += io.write_profiles(folder, extra["profile"], plots, title=f"{name}: profile likelihoods")
+    if extra.get("sample") is not None:
+        files += io.write_samples(folder, extra["sample"], plots, title=f"{name}: posterior")
     d = extra.get("design")
     if d is not None:
         files += design_files(d, folder, plots, title=f"{spec.problem.model.name}: {d.criterion}-optimal design "
@@ -142,6 +162,12 @@ def summary(extra: dict) -> dict:
             "sigma_estimated": fit.sigma_estimated, "iterations": fit.iterations,
             "evaluations": fit.evaluations, "notes": list(fit.notes), "timings": fit.timings,
         }
+        if fit.starts is not None and len(fit.starts) > 1:
+            out["multistart"] = inference.multistart_summary(fit)
+    if extra.get("profile") is not None:
+        out["profile"] = inference.profile_summary(extra["profile"])
+    if extra.get("sample") is not None:
+        out["sample"] = inference.sample_summary(extra["sample"])
     d = extra.get("design")
     if d is not None:
         out["design"] = design_summary(d)
@@ -176,6 +202,12 @@ def report(extra: dict) -> list[str]:
                         zip(fit.input_names, fit.x, fit.standard_error))
         lines.append(f"fit ({fit.method}, {'converged' if fit.success else 'NOT converged'}, "
                      f"{fit.iterations} iterations): {est}")
+        if fit.starts is not None and len(fit.starts) > 1:
+            lines += inference.multistart_lines(fit)
+    if extra.get("profile") is not None:
+        lines += inference.profile_lines(extra["profile"])
+    if extra.get("sample") is not None:
+        lines += inference.sample_lines(extra["sample"])
     d = extra.get("design")
     if d is not None:
         lines.append("design: " + d.summary().splitlines()[0])

@@ -3,35 +3,74 @@ config with a `petab:` key (its schema is in app/config/petab.py).
 
 A PEtab run: nominal nllh, its gradient (mode by the cost model unless given), the Fisher
 information, optionally a fit (L-BFGS-B on the parameter scale within the bounds, exact
-gradients), and plots of simulated vs measured values per observable and condition. The
-result folder holds summary.json, simulation.tsv (PEtab simulation table), gradient.csv,
-fisher.csv and plots/*.png; it is written atomically and never silently replaced.
+gradients; from several starts with fit.starts), profile likelihoods and posterior samples
+from the fit (runners/inference.py), and plots of simulated vs measured values per
+observable and condition. The result folder holds summary.json, simulation.tsv (PEtab
+simulation table), gradient.csv, fisher.csv and plots/*.png, and as asked multistart.csv,
+waterfall.png, profile_*.csv, profile_intervals.csv, profiles.png, samples.nc, samples.csv,
+sample_diagnostics.csv (app/output/files.py); it is written atomically and never silently
+replaced.
 
 This module imports the PEtab importer, hence JAX: the CLI loads it only to run a command.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from ...analyses.design import design
+from ...analyses.likelihood import PetabLikelihood, multistart
+from ...core.errors import ConfigError
 from ...importers import petab
-from ..config.petab import PetabFit, PetabOutput, PetabRunConfig, PetabSolver, load
+from ..config.inference import PetabProfileConfig, PetabSampleConfig
+from ..config.petab import PetabFit, PetabOutput, PetabRunConfig, PetabSolver, check_names, load
+from ..console import Progress
 from ..output import files as io
+from . import inference
 from .analyses import design_files, design_summary
+
+FIT_TOL = 1e-8  # of the local fits: L-BFGS-B's ftol 1e-10 (relative), gtol 1e-8 (projected gradient)
+OPTIONS = {"fit.starts": "--starts", "fit.maxiter": "--maxiter", "fit.seed": "--seed", "profile.level": "--level",
+           "profile.method": "--profile-method", "sample.n": "--sample", "sample.chains": "--chains",
+           "sample.warmup": "--warmup", "sample.method": "--sampler", "sample.seed": "--seed"}
 
 
 def command(args) -> int:
     """`sensitivity petab PROBLEM`."""
+    starts, names = getattr(args, "starts", None), getattr(args, "profile", None)
+    n_sample, seed = getattr(args, "sample", None), getattr(args, "seed", 0)
+    profile = None if names is None else _block(PetabProfileConfig, "profile", parameters=list(names) or None,
+                                                level=args.level, method=args.profile_method)
+    sample = None if n_sample is None else _block(PetabSampleConfig, "sample", n=n_sample, chains=args.chains,
+                                                  warmup=args.warmup, method=args.sampler, seed=seed)
+    fit = _block(PetabFit, "fit", enabled=args.fit or starts is not None, maxiter=args.maxiter, starts=starts,
+                 seed=seed)
     cfg = PetabRunConfig(petab=str(Path(args.problem).resolve()),
                          solver=PetabSolver(method=args.solver, rtol=args.rtol, atol=args.atol),
-                         mode=args.mode, fit=PetabFit(enabled=args.fit, maxiter=args.maxiter),
+                         mode=args.mode, fit=fit, profile=profile, sample=sample,
                          output=PetabOutput(dir=args.out, plots=not args.no_plots))
+    found = [f.replace("profile.parameters", "--profile") for f in check_names(cfg, Path(cfg.petab))]
+    if found:
+        raise ConfigError("; ".join(found), found)
     return run(cfg, force=args.force, quiet=args.quiet, design_n=getattr(args, "design", None))
+
+
+def _block(schema, prefix: str, **values):
+    """A block of the run config from the CLI's values; a bad value names its option."""
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        found = []
+        for e in exc.errors(include_url=False):
+            key = f"{prefix}.{e['loc'][0]}" if e["loc"] else prefix
+            found.append(f"{OPTIONS.get(key, key)} = {e.get('input')!r}: {e['msg']}")
+        raise ConfigError("; ".join(found), found) from None
 
 
 def run_config(args) -> int:
@@ -50,6 +89,7 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
 
     out = Path(cfg.output.dir or Path("results") / Path(cfg.petab).stem)
     io.check_target(out, force)
+    progress = Progress(quiet)
     t0 = time.perf_counter()
     say(f"loading {cfg.petab}")
     prob = petab.load(cfg.petab, solver=cfg.solver.method, rtol=cfg.solver.rtol, atol=cfg.solver.atol,
@@ -61,12 +101,25 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
     first_gradient_s = time.perf_counter() - start
     F = prob.fisher()
     eig = np.linalg.eigvalsh(F)
-    fit = None
+    fit = fitted = None
     x_best = prob.x_nominal
-    if cfg.fit.enabled:
-        say(f"fitting {len(prob.x_names)} parameters (L-BFGS-B, maxiter {cfg.fit.maxiter})")
-        fit = _fit(prob, g.mode, cfg.fit.maxiter)
+    extra: dict = {}
+    if cfg.fits:
+        n = cfg.fit.starts
+        with progress.stage(f"fitting {len(prob.x_names)} parameters (L-BFGS-B, maxiter {cfg.fit.maxiter})"
+                            + (f" from the nominal values and {n} Sobol starts" if n else "")):
+            fitted = multistart(PetabLikelihood(prob, mode=g.mode), starts=n, seed=cfg.fit.seed,
+                                max_iter=cfg.fit.maxiter, tol=FIT_TOL)
+        fit = _fit_entry(prob, fitted, g.mode)
         x_best = fit["x"]
+        if n:
+            extra["multistart"] = fitted
+        if cfg.profile is not None:
+            target = _with_priors(prob, fitted, cfg.profile.priors, g.mode, refit=True)
+            extra["profile"] = inference.run_profiles(target, cfg.profile, progress.stage)
+        if cfg.sample is not None:
+            target = _with_priors(prob, fitted, cfg.sample.priors, g.mode, refit=False)
+            extra["sample"] = inference.run_sample(target, cfg.sample, progress.stage)
     sim = prob.simulate(x_best)
     planned = None
     if design_n:
@@ -84,7 +137,9 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
         "fit": None if fit is None else {k: v for k, v in fit.items() if k != "x"} | {
             "x": dict(zip(prob.x_names, np.asarray(fit["x"]).tolist()))},
     }
+    lines = []
     with io.output_folder(out, force) as tmp:
+        files = ["summary.json", "simulation.tsv", "gradient.csv", "fisher.csv"]
         sim.to_csv(tmp / "simulation.tsv", sep="\t", index=False)
         io.write_csv([{"parameter": n, "scale": s, "x": float(x), "gradient": float(d)}
                       for n, s, x, d in zip(prob.x_names, prob.scales, prob.x_nominal, g.grad)],
@@ -93,17 +148,58 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
                       for n, row in zip(prob.x_names, F)], tmp / "fisher.csv")
         if cfg.output.plots:
             (tmp / "plots").mkdir()
-            plot_fit(prob, sim, tmp / "plots")
+            files += [f"plots/{p.name}" for p in plot_fit(prob, sim, tmp / "plots")]
         if planned is not None:
-            design_files(planned, tmp, plots=cfg.output.plots)
+            files += design_files(planned, tmp, plots=cfg.output.plots)
             summary["design"] = design_summary(planned)
+        name = prob.model.id
+        if "multistart" in extra:
+            files += io.write_multistart(tmp, fitted, cfg.output.plots, best=cfg.fit.best)
+            summary["multistart"] = inference.multistart_summary(fitted)
+            lines += inference.multistart_lines(fitted)
+        if "profile" in extra:
+            files += io.write_profiles(tmp, extra["profile"], cfg.output.plots, title=f"{name}: profile likelihoods")
+            summary["profile"] = inference.profile_summary(extra["profile"])
+            lines += inference.profile_lines(extra["profile"])
+        if "sample" in extra:
+            files += io.write_samples(tmp, extra["sample"], cfg.output.plots, title=f"{name}: posterior")
+            summary["sample"] = inference.sample_summary(extra["sample"])
+            lines += inference.sample_lines(extra["sample"])
+        summary["files"] = files
         io.write_json(summary, tmp / "summary.json")
     print(f"{prob.model.id}: nllh = {g.value:.6f} at the nominal parameters; |gradient| = "
           f"{np.linalg.norm(g.grad):.3g} ({g.mode}); Fisher eigenvalues {eig.min():.3g} .. {eig.max():.3g}"
           + ("" if fit is None else "\n" + fit_line(fit))
+          + "".join("\n" + ln for ln in lines)
           + ("" if planned is None else "\ndesign: " + planned.summary().splitlines()[0])
           + f"\nresults in {out}")
     return 0
+
+
+def _fit_entry(prob, fitted, mode: str) -> dict:
+    """The summary's fit entry of a `LikelihoodFit`: the best start's estimate, nllh,
+    iterations, the optimiser's verdict and message, and the projected gradient's norm."""
+    row = fitted.starts.iloc[int(np.argmin(np.where(np.isfinite(fitted.start_values()), fitted.start_values(),
+                                                    np.inf)))]
+    lo = np.where(np.isfinite(prob.lower), prob.lower, None)
+    hi = np.where(np.isfinite(prob.upper), prob.upper, None)
+    grad = prob.gradient(fitted.x, mode=mode).grad
+    return {"x": np.asarray(fitted.x), "nllh": float(fitted.nllh), "iterations": int(row["iterations"]),
+            "converged": bool(fitted.success), "message": str(row["message"]),
+            "gradient_norm": float(np.linalg.norm(_projected(fitted.x, grad, lo, hi))),
+            "starts": len(fitted.starts)}
+
+
+def _with_priors(prob, fitted, priors: bool, mode: str, refit: bool):
+    """The fit with the problem's objective priors in its likelihood when asked and the
+    problem has any (refit: the estimate re-optimised with them, from the fit's)."""
+    if not (priors and getattr(prob, "priors", None)):
+        return fitted
+    lik = PetabLikelihood(prob, priors=True, mode=mode)
+    x, v = fitted.x, fitted.nllh
+    if refit:
+        x, v, _, _, _ = lik.minimize(fitted.x)
+    return dataclasses.replace(fitted, likelihood=lik, x=np.asarray(x), nllh=float(v))
 
 
 def fit_line(fit: dict) -> str:
@@ -114,21 +210,6 @@ def fit_line(fit: dict) -> str:
         return f"fit: converged: {where} ({fit['message']})"
     return (f"fit: NOT converged: {where}; the optimiser stopped with '{fit['message']}'. The estimate is not "
             "an optimum: raise --maxiter (fit.maxiter in a run config), or start elsewhere.")
-
-
-def _fit(prob, mode: str, maxiter: int) -> dict:
-    from scipy.optimize import minimize
-
-    def fg(x):
-        g = prob.gradient(x, mode=mode)
-        return g.value, g.grad
-
-    lo = np.where(np.isfinite(prob.lower), prob.lower, None)
-    hi = np.where(np.isfinite(prob.upper), prob.upper, None)
-    res = minimize(fg, prob.x_nominal, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-                   options={"maxiter": maxiter})
-    return {"x": res.x, "nllh": float(res.fun), "iterations": int(res.nit), "converged": bool(res.success),
-            "message": str(res.message), "gradient_norm": float(np.linalg.norm(_projected(res.x, res.jac, lo, hi)))}
 
 
 def _projected(x, g, lo, hi) -> np.ndarray:
