@@ -91,3 +91,16 @@ def test_condition_values_replace_initial_assignments_and_rules(problem):
     g = problem.gradient()
     assert problem.nllh() == pytest.approx(float(closed_form_nllh(x)), rel=1e-6)
     np.testing.assert_allclose(g.grad, np.asarray(jax.grad(closed_form_nllh)(x)), rtol=1e-5)
+
+
+def test_minus_infinity_on_a_log_scale_is_the_value_zero(problem):
+    """A log-scale parameter at -inf (a nominal value 0: a rate switched off) is the value 0,
+    its derivative 0; NaN, +inf and -inf on a linear scale are refused, naming the parameter."""
+    x = np.array([-np.inf, 0.7])
+    g = problem.gradient(x)
+    assert g.value == pytest.approx(float(closed_form_nllh(jnp.asarray(x))), rel=1e-6)
+    np.testing.assert_allclose(g.grad, np.asarray(jax.grad(closed_form_nllh)(jnp.asarray(x))), rtol=1e-5, atol=1e-12)
+    assert g.grad[0] == 0.0
+    for bad, name in (([np.nan, 0.7], "k"), ([np.inf, 0.7], "k"), ([0.0, -np.inf], "k2")):
+        with pytest.raises(sens.InputError, match=name):
+            problem.nllh(np.array(bad))

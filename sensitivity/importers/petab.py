@@ -483,13 +483,18 @@ class PetabProblem:
 
     def _check_x(self, x) -> np.ndarray:
         """x (n_estimated,) as float64 NumPy (the compiled programs take it as it is; default
-        the nominal values), checked for shape and finiteness."""
+        the nominal values), checked for shape and finiteness. -inf on a log or log10 scale is
+        the value 0 (a nominal value of 0 on a log scale: a rate switched off), and the
+        derivative by it is 0."""
         x = self.x_nominal if x is None else np.asarray(x, dtype=np.float64)
         if x.shape != self.x_nominal.shape:
             raise InputError(f"x has shape {x.shape}, expected ({len(self.x_names)},): one value per "
                              f"estimated parameter, on its scale (see .x_names, .scales)")
-        if not np.isfinite(x).all():
-            raise InputError("x contains NaN or inf")
+        bad = ~np.isfinite(x) & ~(np.isneginf(x) & (np.asarray(self._scale_code) > 0))
+        if bad.any():
+            named = ", ".join(f"{self.x_names[i]} = {x[i]} ({self.scales[i]})" for i in np.flatnonzero(bad)[:5])
+            raise InputError(f"x is not finite for {named}: NaN and +inf are no parameter values; -inf "
+                             "only on a log or log10 scale (the value 0)")
         return x
 
     # ------------------------------------------------------------------ simulation
