@@ -139,6 +139,80 @@ def test_continuous_design_of_a_line_and_its_efficiency_bound():
     assert np.exp(start["utility"] - start["upper"]) ** 0.5 <= np.sqrt(m2)
 
 
+def _polynomial_jacobian(degree: int, m: int = 201) -> sens.JacobianResult:
+    """y = sum_k c_k t^k on [-1, 1]: d y / d c_k = t^k."""
+    t = np.linspace(-1.0, 1.0, m)
+    J = np.stack([t ** k for k in range(degree + 1)], axis=-1)[:, None, :]
+    names = tuple(f"c{k}" for k in range(degree + 1))
+    return sens.JacobianResult(J, np.zeros((m, 1)), t, ("y",), names, np.ones(degree + 1), "forward", None)
+
+
+def test_continuous_e_optimal_design_of_a_quadratic_and_its_bound():
+    """Quadratic regression on [-1, 1]: the E-optimal continuous design puts 1/5, 3/5, 1/5 on
+    -1, 0, 1 and has lambda_min(M) = 1/5 (Pukelsheim, Optimal Design of Experiments, 9.12);
+    with n = 5 the exact design 1, 3, 1 has lambda_min = 1 (M = [[5, 0, 2], [0, 2, 0],
+    [2, 0, 2]]). The duality bound lies above the optimum at any weights."""
+    jac = _polynomial_jacobian(2)
+    t = jac.times
+    d = sens.design(jac, n=5, sigma=1.0, scale="linear", method="continuous", criterion="E")
+    w = d.candidates["weight"].to_numpy()
+    assert w[t <= -0.9].sum() == pytest.approx(0.2, abs=5e-3)
+    assert w[np.abs(t) < 0.2].sum() == pytest.approx(0.6, abs=5e-3)
+    assert w[t >= 0.9].sum() == pytest.approx(0.2, abs=5e-3)
+    e = d.equivalence
+    optimum = 5 * 0.2
+    assert e["weights_value"] == pytest.approx(optimum, rel=1e-3) and e["weights_value"] <= optimum + 1e-12
+    upper = e["weights_value"] + e["gap"]
+    assert optimum - 1e-12 <= upper <= optimum * (1 + 1e-3)
+    assert 0.999 <= e["efficiency_bound"] <= 1.0
+    assert dict(zip(d.chosen["time"], d.chosen["chosen"])) == {-1.0: 1, 0.0: 3, 1.0: 1}
+    assert d.value == pytest.approx(1.0, rel=1e-12)
+    # at equal weights (no iteration) the bound is loose, and still above the optimum
+    G = jac.values[:, 0, :][None, :, None, :]
+    start = _Search(G, np.zeros((1, 3, 3)), "E", None, None, None, True).continuous(5.0, iterations=0)
+    assert start["upper"] >= optimum and start["utility"] < optimum
+    # an exact E design gets its bound from the same continuous search
+    ex = sens.design(jac, n=5, sigma=1.0, scale="linear", criterion="E")
+    assert ex.value == pytest.approx(1.0, rel=1e-12) and 0.99 <= ex.efficiency_bound <= 1.0
+
+
+def test_continuous_e_and_me_designs_of_a_line():
+    """y = a + b t on [-1, 1]: M = [[1, m1], [m1, m2]], lambda_min <= m2 <= 1 with equality
+    only for weight 1/2 on each end (M = I), which is also the only design of condition
+    number 1."""
+    jac = _line_jacobian()
+    d = sens.design(jac, n=4, sigma=1.0, scale="linear", method="continuous", criterion="E")
+    w = d.candidates["weight"].to_numpy()
+    assert w[:3].sum() == pytest.approx(0.5, abs=5e-3) and w[-3:].sum() == pytest.approx(0.5, abs=5e-3)
+    assert d.equivalence["weights_value"] == pytest.approx(4.0, rel=1e-2)
+    assert d.equivalence["weights_value"] + d.equivalence["gap"] >= 4.0 - 1e-9  # the bound holds
+    assert dict(zip(d.chosen["time"], d.chosen["chosen"])) == {-1.0: 2, 1.0: 2} and d.value == pytest.approx(4.0)
+    me = sens.design(jac, n=4, sigma=1.0, scale="linear", method="continuous", criterion="ME")
+    assert me.equivalence["weights_value"] == pytest.approx(1.0, rel=5e-2)
+    assert dict(zip(me.chosen["time"], me.chosen["chosen"])) == {-1.0: 2, 1.0: 2} and me.value == pytest.approx(1.0)
+    assert np.isnan(me.efficiency_bound)
+
+
+@pytest.mark.parametrize("subset", [None, [0, 2]])
+def test_e_bound_lies_above_every_design(subset):
+    """The E bound trace(H F_0) + max psi (with fixed information, on a subset too) against
+    the criterion of random weights and of every single-candidate design."""
+    rng = np.random.default_rng(3)
+    p, N, n = 4, 60, 6.0
+    G = rng.normal(size=(1, N, 1, p))
+    B = rng.normal(size=(2, p))
+    F0 = (B.T @ B)[None]
+    sub = None if subset is None else np.array(subset)
+    search = _Search(G, F0, "E", sub, None, None, True)
+    cont = search.continuous(n, iterations=300)
+    M = np.einsum("nrp,nrq->npq", G[0], G[0])
+    W = np.vstack([rng.dirichlet(np.full(N, 0.3), size=200), np.eye(N)])
+    values = [utility(F0[0] + n * np.einsum("n,npq->pq", w, M), "E", sub) for w in W]
+    assert max(values) <= cont["upper"] + 1e-9
+    assert cont["utility"] >= max(values) - 1e-9 * abs(max(values)) - cont["gap"]
+    assert cont["gap"] <= 1e-3 * cont["utility"]
+
+
 def test_efficient_rounding_keeps_the_count():
     w = np.array([0.5, 0.3, 0.2, 0.0])
     for n in (1, 2, 3, 7, 10):
@@ -169,8 +243,6 @@ def test_errors_name_the_element(problem, jac):
         sens.design(problem, n=2, parameters=["kk"], jacobian=jac)
     with pytest.raises(sens.InputError, match="needs parameters"):
         sens.design(problem, n=2, criterion="D_s", jacobian=jac)
-    with pytest.raises(sens.InputError, match="continuous"):
-        sens.design(problem, n=2, criterion="E", method="continuous", jacobian=jac)
     with pytest.raises(sens.InputError, match="candidates: 'z' is not an output"):
         sens.design(problem, n=2, candidates={"z": [1.0]})
 

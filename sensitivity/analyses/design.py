@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -72,6 +73,7 @@ CRITERIA = ("D", "A", "E", "ME")
 METHODS = ("exchange", "greedy", "continuous")
 RIDGE = 1e-9  # x the mean diagonal of one candidate's information: keeps scans defined
 CHUNK = 2048  # candidates per batched eigen-decomposition (E, ME)
+CUTS = 100  # cutting planes kept from the E design's mirror ascent
 PETAB_TIMES = 61  # default candidate times per observable and condition of a PEtab problem
 
 
@@ -351,7 +353,9 @@ class _Search:
         D-optimal design are dropped as it goes (Harman & Pronzato 2007: d(x) below
         p (1 + e/2 - sqrt(e (4 + e - 4/p)) / 2), e = max d - p). Returns weights, psi (the
         mean derivatives), the equivalence gap, the utility and the upper bound on any
-        design's utility, iterations."""
+        design's utility, iterations. E and ME: `eigen_weights`."""
+        if self.base in ("E", "ME"):
+            return self.eigen_weights(n, iterations=iterations, tol=tol, seconds=seconds)
         S, N, r, p = self.G.shape
         w = np.full(N, 1.0 / N)
         active = np.arange(N)
@@ -388,6 +392,173 @@ class _Search:
         u = self.value(F)
         return {"weights": w, "psi": psi, "gap": gap, "mean_psi": mean, "utility": u,
                 "upper": u + gap, "iterations": k}
+
+
+    def eigen_weights(self, n: float, iterations: int = 1000, tol: float = 1e-4,
+                      seconds: float | None = None) -> dict:
+        """Weights for E (the smallest eigenvalue) and ME (the condition number): mirror
+        ascent (exponentiated gradient with a backtracking step) on a smoothed criterion,
+        with the smoothing tightened in stages.
+
+        The smallest eigenvalue is replaced by the soft minimum -t log sum exp(-lambda_i / t)
+        (concave, within t log q of lambda_min; its gradient in the information matrix is
+        E_t = sum_i pi_i v_i v_i^T, pi the softmax of -lambda / t); ME maximises
+        log softmin - log softmax. psi_c = n trace(H M_c), H = L^T E_t L, with L = I (all
+        inputs) or L = C_s (F^-1)_{s,:} for the subset s (C_s = ((F^-1)_ss)^-1, whose
+        derivative in F is L dF L^T).
+
+        The bound for E (Pukelsheim's duality): for ANY trace-one E >= 0 and L with
+        L K = I (K the subset's columns of the identity), the best weights w* satisfy
+        lambda_min(C_s(F(w*))) <= trace(E L F(w*) L^T) <= trace(H F_0) + max_c psi_c, since
+        C_s(F) <= L F L^T (Gauss-Markov) and F(w*) = F_0 + n sum_c w*_c M_c. At the optimum
+        the bound is attained (the general equivalence theorem for E). ME (not concave): no
+        bound (upper = NaN)."""
+        S, N, r, p = self.G.shape
+        w = np.full(N, 1.0 / N)
+        sub = self.sub
+        start = _time.perf_counter()
+
+        def info(w):
+            return self.F0 + n * np.stack([_gram(Gs, w) for Gs in self.G])
+
+        def parts(F, temps):
+            """(smoothed utility averaged over samples, H per sample (S, p, p))."""
+            vals, Hs = [], []
+            for Fs, (t_lo, t_hi) in zip(self._regular(F), temps):
+                if sub is None:
+                    C, L = Fs, None
+                else:
+                    Fi = _inverse(Fs)
+                    C = np.linalg.inv(Fi[np.ix_(sub, sub)])
+                    L = C @ Fi[sub, :]
+                lam, V = np.linalg.eigh(0.5 * (C + C.T))
+                e = np.exp(-(lam - lam[0]) / t_lo)
+                lo, E_lo = lam[0] - t_lo * np.log(e.sum()), (V * (e / e.sum())) @ V.T
+                if self.base == "E":
+                    val, Hq = lo, E_lo
+                else:
+                    e = np.exp((lam - lam[-1]) / t_hi)
+                    hi, E_hi = lam[-1] + t_hi * np.log(e.sum()), (V * (e / e.sum())) @ V.T
+                    val, Hq = (np.log(lo) - np.log(hi), E_lo / lo - E_hi / hi) if lo > 0 else (-np.inf, E_lo)
+                vals.append(val)
+                Hs.append(Hq if L is None else L.T @ Hq @ L)
+            return float(np.mean(vals)), np.stack(Hs)
+
+        def temperatures(F, tau):
+            out = []
+            for Fs in self._regular(F):
+                C = Fs if sub is None else np.linalg.inv(_inverse(Fs)[np.ix_(sub, sub)])
+                lam = np.linalg.eigvalsh(0.5 * (C + C.T))
+                out.append((tau * max(lam[0], 1e-300), tau * max(lam[-1], 1e-300)))
+            return out
+
+        best = {"u": -np.inf, "w": w.copy(), "upper": np.inf}
+        cuts: deque = deque(maxlen=CUTS)  # (trace(H F_0) (S,), psi (S, N)) of the iterates
+        k, eta = 0, 1.0
+        psi = np.zeros(N)
+        stages = (1e-1, 1e-2, 1e-3, 1e-4)
+        per_stage = iterations  # a stage ends when the smoothed criterion is stationary
+        done = False
+        for tau in stages:
+            temps = temperatures(info(w), tau)
+            for _ in range(per_stage):
+                F = info(w)
+                val, Hs = parts(F, temps)
+                psi_s = np.stack([n * np.einsum("nrp,nrp->n", (Gs.reshape(N * r, p) @ H).reshape(N, r, p), Gs)
+                                  for Gs, H in zip(self.G, Hs)])
+                psi = psi_s.mean(axis=0)
+                cuts.append((np.einsum("spq,spq->s", Hs, self.F0), psi_s))
+                u = self.value(F)
+                if u > best["u"]:
+                    best.update(u=u, w=w.copy())
+                if self.base == "E":
+                    upper = float(np.mean([np.sum(H * F0s) for H, F0s in zip(Hs, self.F0)]) + psi.max())
+                    best["upper"] = min(best["upper"], upper)
+                    if best["upper"] - best["u"] <= tol * max(abs(best["u"]), 1e-300):
+                        done = True
+                if done or k >= iterations or (seconds is not None and _time.perf_counter() - start > seconds):
+                    done = True
+                    break
+                g = psi - float(w @ psi)
+                scale = float(np.max(np.abs(g)))
+                if not scale > 0 or scale <= tol * max(abs(val), 1e-300):
+                    break  # stationary at this smoothing: tighten it
+                while eta > 1e-12:  # backtracking: the smoothed criterion must not fall
+                    trial = w * np.exp(np.clip(eta * g / scale, -50.0, 50.0))
+                    trial /= trial.sum()
+                    if parts(info(trial), temps)[0] >= val:
+                        w, eta = trial, min(eta * 1.5, 1e3)
+                        break
+                    eta *= 0.5
+                k += 1
+            if done:
+                break
+        if self.base == "E" and best["upper"] - best["u"] > tol * max(abs(best["u"]), 1e-300):
+            self._cutting_planes(n, best, list(cuts), info, tol, start, seconds)
+        w = best["w"]
+        F = info(w)
+        u = self.value(F)
+        _, Hs = parts(F, temps)
+        psi = np.mean([n * np.einsum("nrp,nrp->n", (Gs.reshape(N * r, p) @ H).reshape(N, r, p), Gs)
+                       for Gs, H in zip(self.G, Hs)], axis=0)
+        upper = best["upper"] if self.base == "E" else np.nan
+        mean = float(w @ psi)
+        return {"weights": w, "psi": psi, "gap": (upper - u) if self.base == "E" else float(psi.max() - mean),
+                "mean_psi": mean, "utility": u, "upper": upper, "iterations": k}
+
+
+    def _cutting_planes(self, n: float, best: dict, cuts: list, info, tol: float, start: float,
+                        seconds: float | None, rounds: int = 40) -> None:
+        """Kelley's cutting planes for E, from the mirror ascent's cuts: every H of the
+        iterates gives a linear function of the weights that lies above the criterion
+        everywhere (trace(H F_0) + sum_c w_c psi_c, see `eigen_weights`); the linear program
+        max_w mean_s min_j cut_sj(w) over the simplex is an upper bound of the optimum, and
+        its solution a new point, where the eigenvectors of the smallest eigenvalues add
+        cuts that touch the criterion. Updates best (u, w, upper) in place."""
+        from scipy.optimize import linprog
+
+        S, N, r, p = self.G.shape
+        sub = self.sub
+        for _ in range(rounds):
+            if seconds is not None and _time.perf_counter() - start > seconds:
+                return
+            A, b = [], []
+            for a, psi_s in cuts:  # lambda_s - psi_s . w <= a_s
+                for s_ in range(S):
+                    row = np.zeros(N + S)
+                    row[:N], row[N + s_] = -psi_s[s_], 1.0
+                    A.append(row)
+                    b.append(a[s_])
+            c = np.concatenate([np.zeros(N), -np.full(S, 1.0 / S)])
+            res = linprog(c, A_ub=np.asarray(A), b_ub=np.asarray(b), A_eq=np.concatenate([np.ones(N), np.zeros(S)])[None],
+                          b_eq=[1.0], bounds=[(0, None)] * N + [(None, None)] * S, method="highs")
+            if res.status != 0:
+                return
+            best["upper"] = min(best["upper"], float(-res.fun))
+            w = np.clip(res.x[:N], 0.0, None)
+            w /= w.sum()
+            F = info(w)
+            u = self.value(F)
+            if u > best["u"]:
+                best.update(u=u, w=w)
+            if best["upper"] - best["u"] <= tol * max(abs(best["u"]), 1e-300):
+                return
+            # cuts at w: E = v v^T for the smallest eigenvalues' eigenvectors
+            for j in range(min(3, p if sub is None else sub.size)):
+                Hs = []
+                for Fs in self._regular(F):
+                    if sub is None:
+                        C, L = Fs, np.eye(p)
+                    else:
+                        Fi = _inverse(Fs)
+                        C = np.linalg.inv(Fi[np.ix_(sub, sub)])
+                        L = C @ Fi[sub, :]
+                    v = np.linalg.eigh(0.5 * (C + C.T))[1][:, j]
+                    Hs.append(np.outer(L.T @ v, L.T @ v))
+                Hs = np.stack(Hs)
+                psi_s = np.stack([n * np.einsum("nrp,nrp->n", (Gs.reshape(N * r, p) @ H).reshape(N, r, p), Gs)
+                                  for Gs, H in zip(self.G, Hs)])
+                cuts.append((np.einsum("spq,spq->s", Hs, self.F0), psi_s))
 
 
 def efficient_rounding(w: np.ndarray, n: int, support_rtol: float = 1e-4) -> np.ndarray:
@@ -932,9 +1103,6 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
         raise InputError(f"method = '{method}' is unknown{did_you_mean(str(method), METHODS)}; "
                          f"valid: {', '.join(METHODS)}")
     base, on_subset = _criterion(criterion, parameters)
-    if method == "continuous" and base not in ("D", "A"):
-        raise InputError(f"method = 'continuous' designs for D and A (and D_s, A_s); criterion {criterion} "
-                         "needs method='exchange' or 'greedy'")
     if n is None and budget is None:
         raise InputError("n: give the number of measurements (or costs and a budget)")
     if n is not None and not (isinstance(n, (int, np.integer)) and n >= 1):
@@ -1013,7 +1181,7 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
             chosen, swaps = search.exchange(chosen, max_passes=max_passes)
         index = np.asarray(chosen, dtype=int)
         upper = np.nan
-        if bound and base in ("D", "A") and index.size and _determined(search, index.size, sub):
+        if bound and base in ("D", "A", "E") and index.size and _determined(search, index.size, sub):
             cont = search.continuous(float(index.size), iterations=100, tol=1e-4)
             upper = cont["upper"]
     search_s = _time.perf_counter() - t_search

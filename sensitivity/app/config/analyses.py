@@ -248,8 +248,6 @@ class DesignConfig(Strict):
     def _subset(self):
         if self.criterion in ("D_s", "A_s") and not self.parameters:
             raise ValueError(f"@parameters: criterion {self.criterion} needs the parameters of interest")
-        if self.method == "continuous" and self.criterion not in ("D", "A", "D_s", "A_s"):
-            raise ValueError(f"@method: a continuous design is for D and A (and D_s, A_s), not {self.criterion}")
         if self.budget is not None and self.costs is None:
             raise ValueError("@budget: needs costs: {output: cost}")
         return self
