@@ -123,7 +123,8 @@ def name_problems(where: str, block: dict, inputs: list[str] | None, what: str =
 
     def unknown(key: str, name) -> None:
         if inputs is not None and isinstance(name, str) and name not in inputs:
-            problems.append(f"{where}.{key}: not a {what}{did_you_mean(name, inputs)}; "
+            article = "an" if what[0] in "aeiou" else "a"
+            problems.append(f"{where}.{key}: not {article} {what}{did_you_mean(name, inputs)}; "
                             f"{what}s: {list_names(inputs)}")
 
     params = block.get("parameters")
