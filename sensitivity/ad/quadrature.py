@@ -19,6 +19,7 @@ objective passes through unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -213,8 +214,10 @@ def _lifted_event(ev: Event, n: int) -> Event:
     hit = _EVENTS.get(key)
     if hit is None:
         reset = None if ev.reset is None else _lifted_reset(ev.reset, n)
-        hit = _EVENTS[key] = Event(_lifted_condition(ev.condition, n), reset, ev.direction, ev.terminal,
-                                   ev.max_occurrences)
+        hit = _EVENTS[key] = dataclasses.replace(  # scheduled fields kept: delay and priority see y too
+            ev, condition=_lifted_condition(ev.condition, n), reset=reset,
+            delay=None if ev.delay is None else _lifted_condition(ev.delay, n),
+            priority=None if ev.priority is None else _lifted_condition(ev.priority, n))
     return hit
 
 

@@ -119,6 +119,30 @@ class Event:
         max_occurrences: the most times this event may fire in one segment between doses
             (a static bound: the solve has that many restart pieces; more raise SolverError).
 
+    Scheduled events (SBML semantics: a trigger that turns from false to true, an execution
+    that may come later, priorities among simultaneous executions) take any of:
+        trigger: trigger(g) -> bool with g = condition(t, y, p), then a vector (n_atoms,)
+            of root functions (one per comparison of a compound trigger); the solve stops
+            where any of them crosses zero and the event is *triggered* where trigger(g)
+            turns from False to True (g taken just after the time, so a root counts on the
+            side the flow moves to). Without it: g > 0 (direction up) or g < 0 (down).
+        delay: delay(t, y, p) -> scalar >= 0 at the trigger time: the execution comes that
+            much later (a breakpoint of the solve); None executes at the trigger time.
+        priority: priority(t, y, p) -> scalar at the execution time: among executions due at
+            one time the highest runs first (ties and no priority: the order of the events);
+            after each, every trigger is evaluated again (newly true ones join, with their
+            delay).
+        persistent: False cancels the pending executions of the event when its trigger turns
+            false before they run.
+        values_at_trigger: True computes reset's values at the trigger time (they are kept
+            until the execution), False at the execution time.
+        targets: the indices of the states reset assigns (required with values_at_trigger:
+            only these are set at the execution).
+        initial_value: the trigger's value before t0: an event whose trigger is true at t0
+            and whose initial_value is False fires at t0.
+        max_pending: the most pending executions of the event at a time.
+    A problem's events are all scheduled or all plain; scheduled events are not terminal.
+
     Define `condition` and `reset` once (module level): they are part of the compiled
     function's key.
     """
@@ -128,6 +152,14 @@ class Event:
     direction: object = None
     terminal: bool = False
     max_occurrences: int = 16
+    trigger: Callable | None = None
+    delay: Callable | None = None
+    priority: Callable | None = None
+    persistent: bool = True
+    values_at_trigger: bool = True
+    targets: tuple | None = None
+    initial_value: bool = True
+    max_pending: int = 4
 
     def __post_init__(self):
         if not callable(self.condition):
@@ -143,6 +175,29 @@ class Event:
                              "(or 'up'), -1 (or 'down')")
         if not (isinstance(self.max_occurrences, (int, np.integer)) and self.max_occurrences >= 1):
             raise InputError(f"Event.max_occurrences = {self.max_occurrences!r} must be a positive integer")
+        for name in ("trigger", "delay", "priority"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise InputError(f"Event.{name} = {getattr(self, name)!r} must be callable or None")
+        if not (isinstance(self.max_pending, (int, np.integer)) and self.max_pending >= 1):
+            raise InputError(f"Event.max_pending = {self.max_pending!r} must be a positive integer")
+        if self.scheduled:
+            if self.terminal:
+                raise InputError("Event: a scheduled event (trigger, delay, priority, persistent=False) "
+                                 "cannot be terminal")
+            if self.trigger is None and crossing(self.direction) is None:
+                raise InputError("Event: a scheduled event needs trigger= or a direction (+1: g > 0, "
+                                 "-1: g < 0)")
+            if self.targets is not None:
+                object.__setattr__(self, "targets", tuple(int(i) for i in self.targets))
+            if self.values_at_trigger and self.reset is not None and self.targets is None:
+                raise InputError("Event: values_at_trigger=True needs targets= (the indices of the "
+                                 "states reset assigns)")
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the event follows the scheduled semantics (see the class docstring)."""
+        return (self.trigger is not None or self.delay is not None or self.priority is not None
+                or not self.persistent or not self.initial_value)
 
     @property
     def pieces(self) -> int:

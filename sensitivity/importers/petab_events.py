@@ -43,6 +43,11 @@ PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the so
 def check(problem) -> None:
     """Raise ModelError when the PEtab problem combines events with what they do not support."""
     m = problem.model
+    scheduled = [meta["name"] for meta in m.event_meta if meta.get("scheduled")]
+    if scheduled:
+        raise ModelError(f"petab: SBML event '{scheduled[0]}' of model '{m.id}' has a delay, a priority, a "
+                         "non-persistent or a compound trigger: the PEtab solve does not schedule events "
+                         "(sens.sbml.load simulates them)")
     if not m.events:
         return
     name = m.event_meta[0]["name"]

@@ -271,6 +271,9 @@ class SBMLModel:
     event_times: Callable | None = None
     _event_exprs: tuple = ()
     event_parameters: tuple = ()   # parameters assigned by events (states with zero rate)
+    # scheduled events (delays, priorities, persistence, compound triggers): per event
+    # {"trigger": trigger(g) -> bool, "delay", "priority": (t, y, pv) -> scalar or None}
+    event_schedule: tuple = ()
     species: dict = field(default_factory=dict)  # species id -> {"compartment", "amount": its value is an amount}
     hidden: frozenset = frozenset()  # no outputs: reaction rates, stoichiometries
     _ode: dict = field(default_factory=dict)
@@ -279,7 +282,7 @@ class SBMLModel:
         """initial(pv) followed by the events whose trigger is true at t = 0 and whose
         initialValue is false (SBML: they fire at the start), as one function of pv."""
         fire = [k for k, meta in enumerate(self.event_meta) if not meta["initial_value"] or _starts_at_zero(meta)]
-        if not fire:
+        if not fire or self.event_schedule:  # scheduled events fire at t0 in the solve
             return self.initial
         initial, events, meta = self.initial, self.events, self.event_meta
 
@@ -336,7 +339,7 @@ class SBMLModel:
         psyms = {sp.Symbol(k, real=True) for k in names}
         mask = np.array([bool(sp.sympify(self.initial_exprs[s]).free_symbols & psyms) for s in self.states])
         for (_, _, _, assigns), meta in zip(self._event_exprs, self.event_meta):
-            if not meta["initial_value"] or _starts_at_zero(meta):  # may fire at t = 0: y0 may depend on p
+            if (not meta["initial_value"] or _starts_at_zero(meta)) and not self.event_schedule:  # y0 may depend on p
                 mask |= np.array([s in assigns for s in self.states])
 
         def pvec(p):
@@ -378,6 +381,15 @@ class SBMLModel:
         events = [Event(functools.partial(condition, cond), functools.partial(reset, res), direction=direction)
                   for (_, cond, res, direction), meta in zip(self.events, self.event_meta)
                   if not (meta["time"] is not None and meta["time"].is_number and meta["time"] <= 0)]
+        if self.event_schedule:  # triggers, delays, priorities, persistence: the scheduled solve
+            index = {s: i for i, s in enumerate(self.states)}
+            events = [Event(functools.partial(condition, cond), functools.partial(reset, res),
+                            trigger=fns["trigger"], persistent=meta["persistent"],
+                            delay=None if fns["delay"] is None else functools.partial(condition, fns["delay"]),
+                            priority=None if fns["priority"] is None else functools.partial(condition, fns["priority"]),
+                            values_at_trigger=meta["trigger_values"], initial_value=meta["initial_value"],
+                            targets=tuple(index[s] for s in meta["targets"]))
+                      for (_, cond, res, _), meta, fns in zip(self.events, self.event_meta, self.event_schedule)]
         # switching times that are parameters or expressions of parameters: the solve is cut
         # there (exact, and their derivatives right); fixed numbers: the step controller steps
         # onto them
@@ -661,16 +673,22 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # ---- events: trigger g(t, y, p) crossing zero, assignments to states
     events, event_meta = [], []
     live = [ev for ev in model.getListOfEvents() if ev.getTrigger() is not None and ev.getTrigger().isSetMath()]
-    prioritised = [ev for ev in live if ev.isSetPriority() and ev.getPriority().isSetMath()]
-    if prioritised and len(live) > 1:
-        raise ModelError(f"SBML event '{prioritised[0].getId() or '?'}' has a priority: the order of "
-                         "simultaneous events by priority is not supported")
     for ev in live:
         name, g, direction, assigns, meta = _event(ev, conv, states, rules, species_info)
-        if meta["delay"] is not None:
-            raise ModelError(f"SBML event '{name}': delayed events are not supported")
         events.append((name, g, direction, assigns))
         event_meta.append(meta)
+    # delays, priorities among several events, non-persistent and compound triggers: the
+    # scheduled events of the solve (integrate.scheduled); every event of the model then is one
+    scheduled = any(meta["delay"] is not None or meta["compound"] or not meta["persistent"]
+                    or (meta["priority"] is not None and len(live) > 1) for meta in event_meta)
+    for k, meta in enumerate(event_meta):
+        meta["scheduled"] = scheduled
+        if scheduled:
+            events[k] = (events[k][0], sp.Tuple(*meta["atoms"]), events[k][2], events[k][3])
+        if scheduled and meta["delay"] is not None and meta["trigger_values"] and meta["rescaled"]:
+            raise ModelError(f"SBML event '{meta['name']}': a delayed event with values from the trigger time "
+                             f"that changes the size of the compartment of '{meta['rescaled'][0]}' is not "
+                             "supported (its concentration or amount at the execution time is needed)")
 
     # ---- rateOf(x): the rate of a state, the total time derivative of a rule variable
     rate_of = _RateOf(states, rates, rules, constants)
@@ -678,6 +696,8 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     rates = {k: rate_of(e) for k, e in rates.items()}
     init = {k: rate_of(e) for k, e in init.items()}
     events = [(n_, rate_of(g_), d_, {k: rate_of(e) for k, e in a_.items()}) for n_, g_, d_, a_ in events]
+    for meta in event_meta:
+        meta["delay"], meta["priority"] = (None if e is None else rate_of(e) for e in (meta["delay"], meta["priority"]))
 
     # ---- constants set by initial assignments: their values at the start (states and
     # rule variables in them taken at t = 0)
@@ -716,10 +736,11 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
 
     rhs, initial, rule_values, bps, ev_fns, ev_times = _compile(
         mid, states, params, rules, rates, init_full, breakpoints, events,
-        [meta["time"] for meta in event_meta])
+        [meta["time"] for meta in event_meta], [meta for meta in event_meta if meta["scheduled"]])
     return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
-                     events=tuple(ev_fns), event_meta=tuple(event_meta), event_times=ev_times,
+                     events=tuple(ev_fns[0]), event_meta=tuple(event_meta), event_times=ev_times,
+                     event_schedule=tuple(ev_fns[1]),
                      _event_exprs=tuple(events),
                      species={k: {"compartment": v["compartment"], "amount": v["hosu"]} for k, v in species_info.items()},
                      hidden=frozenset(reaction_ids | {s_ for s_ in rules if s_ not in species_info
@@ -747,11 +768,15 @@ def _event(ev, conv, states, rules, species_info=None):
     if trig is None or trig.getMath() is None:
         raise ModelError(f"{where} has no trigger")
     cond = conv(trig.getMath(), f"trigger of {where}")
-    if not isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan, sp.StrictLessThan, sp.LessThan)):
-        raise ModelError(f"{where}: trigger '{cond}' is not a single comparison (<, <=, >, >=); "
-                         "compound triggers are not supported")
+    atoms, trigger = _trigger_atoms(cond, where)
+    compound = not isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan, sp.StrictLessThan, sp.LessThan))
+    if compound:  # a scheduled event: the comparisons are its root functions
+        cond = sp.StrictGreaterThan(sp.Integer(0), sp.Integer(-1), evaluate=False)
     up = isinstance(cond, (sp.StrictGreaterThan, sp.GreaterThan))
     g = cond.lhs - cond.rhs
+    priority = None
+    if ev.isSetPriority() and ev.getPriority().isSetMath():
+        priority = conv(ev.getPriority().getMath(), f"priority of {where}")
     assigns = {}
     for ea in ev.getListOfEventAssignments():
         if not ea.isSetMath():  # ignored (SBML L3v2)
@@ -767,11 +792,15 @@ def _event(ev, conv, states, rules, species_info=None):
         assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
     # a compartment that jumps keeps its species' amounts: a species whose state is a
     # concentration (driven by a rate rule) is rescaled by old size / new size
+    rescaled = [v for v in assigns if "amount_state" in (species_info or {}).get(v, {})]
+    rescaled += [info_sid for info_sid, info in (species_info or {}).items()
+                 if "amount_state" in info and info["amount_state"] in assigns]
     for info_sid, info in (species_info or {}).items():
         comp_ = info.get("compartment")
         if (comp_ in assigns and info_sid in states and info_sid not in assigns and not info["hosu"]
                 and "amount_state" not in info):
             assigns[info_sid] = sp.Symbol(info_sid, real=True) * sp.Symbol(comp_, real=True) / assigns[comp_]
+            rescaled.append(info_sid)
     # a time event: g = a t + b with a a positive number and b free of states / rule variables
     t_event = None
     state_syms = {sp.Symbol(s_, real=True) for s_ in states} | {sp.Symbol(r, real=True) for r in rules}
@@ -785,8 +814,37 @@ def _event(ev, conv, states, rules, species_info=None):
     meta = {"name": name, "direction": 1 if up else -1, "strict": strict, "initial_value": initial_value,
             "time": t_event, "delay": delay,
             "persistent": bool(trig.getPersistent()) if trig.isSetPersistent() else True,
-            "trigger_values": bool(ev.getUseValuesFromTriggerTime()) if ev.isSetUseValuesFromTriggerTime() else True}
+            "trigger_values": bool(ev.getUseValuesFromTriggerTime()) if ev.isSetUseValuesFromTriggerTime() else True,
+            "priority": priority, "compound": compound, "atoms": atoms, "trigger": trigger,
+            "targets": tuple(assigns), "rescaled": rescaled}
     return name, g, (1 if up else -1), assigns, meta
+
+
+_RELATIONS = {sp.StrictGreaterThan: ">", sp.GreaterThan: ">=", sp.StrictLessThan: "<", sp.LessThan: "<="}
+
+
+def _trigger_atoms(cond, where: str):
+    """A trigger as root functions and a boolean of them: (atoms (lhs - rhs of each
+    comparison), the trigger as Python source over `g`, the atoms' values (n_atoms,)).
+    `ModelError` for a trigger that is not comparisons joined by and, or, xor, not, implies."""
+    atoms: list = []
+
+    def walk(e):
+        if isinstance(e, (sp.And, sp.Or, sp.Xor)):
+            op = {sp.And: " & ", sp.Or: " | ", sp.Xor: " ^ "}[type(e)]
+            return "(" + op.join(walk(a) for a in e.args) + ")"
+        if isinstance(e, sp.Not):
+            return f"(~{walk(e.args[0])})"
+        if isinstance(e, sp.Implies):
+            return f"((~{walk(e.args[0])}) | {walk(e.args[1])})"
+        if type(e) in _RELATIONS:
+            atoms.append(e.lhs - e.rhs)
+            return f"(g[{len(atoms) - 1}] {_RELATIONS[type(e)]} 0)"
+        raise ModelError(f"{where}: trigger '{e}' is not made of comparisons (<, <=, >, >=) joined by "
+                         "and, or, xor, not")
+
+    source = walk(cond)
+    return tuple(atoms), source
 
 
 class _RateOf:
@@ -960,7 +1018,7 @@ def expression_source(expr, names, printer=None) -> str:
     return printer.doprint(e).replace("jax.numpy.", "jnp.")
 
 
-def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=()):
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=(), schedule=()):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
@@ -991,6 +1049,12 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
         new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
                for i, s_ in enumerate(states)]
         lines.append("    return jnp.stack([" + ", ".join(new) + "])")
+    for k, meta in enumerate(schedule):  # scheduled events: trigger over the root functions, delay, priority
+        lines += ["", f"def event_trigger_{k}(g):", f"    return {meta['trigger']}"]
+        for part in ("delay", "priority"):
+            if meta[part] is not None:
+                lines += ["", f"def event_{part}_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
+                lines.append(f"    return jnp.asarray({src(meta[part])}, dtype=jnp.float64) + 0.0 * t")
     lines += ["", "def event_times(p):"] + unpack_p
     if events:
         lines.append("    return jnp.stack([" + ", ".join(
@@ -1006,5 +1070,8 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
         raise ModelError(f"SBML model '{mid}': generated code does not compile ({exc})") from None
     ev_fns = [(name, namespace[f"event_condition_{k}"], namespace[f"event_reset_{k}"], direction)
               for k, (name, _, direction, _) in enumerate(events)]
+    ev_fns = (ev_fns, [{"trigger": namespace[f"event_trigger_{k}"],
+                        **{part: namespace.get(f"event_{part}_{k}") for part in ("delay", "priority")}}
+                       for k in range(len(schedule))])
     return (namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns,
             namespace["event_times"])

@@ -35,6 +35,7 @@ import optimistix as optx
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints, switch_times
 from ..solvers.newton import reuse
+from . import scheduled as sched
 from .bounds import beside, flow_shift
 
 stop = jax.lax.stop_gradient
@@ -90,6 +91,9 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
     switches = switch_times(problem)
     events = all_events(problem)
     n_pieces = 1 + sum(ev.pieces for ev in events)
+    scheduler = _scheduler(problem, events, model, n)
+    if scheduler is not None:
+        n_pieces = scheduler.pieces
     counted = not aug and reuse.enabled(problem)  # the reuse solver's counters, summed over pieces
 
     field = rhs if aug else model.rhs
@@ -114,7 +118,10 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
         return cond
 
-    if events:
+    if scheduler is not None:  # every root function, both ways
+        conds = [scheduler.condition(i) for i in range(scheduler.n_atoms)]
+        event = diffrax.Event(conds, root_finder=root_finder(), direction=[None] * len(conds))
+    elif events:
         conds = [condition(k, ev) for k, ev in enumerate(events)]
         dirs = [crossing(ev.direction) for ev in events]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
@@ -179,6 +186,47 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         args_p = (params, dparams) if aug else params
         is_last = jnp.arange(starts.size) == starts.size - 1
 
+        def piece_scheduled(carry, end, last):
+            # as `piece`, with the end at the earliest pending execution, stop points
+            # processed by the scheduler (sched.Scheduler.process)
+            t, y, ys, stopped, result, stats, t_stop, y_stop, es = carry
+            t_in, y_in, ys_in = t, y, ys
+            end = jnp.minimum(end, scheduler.next_time(es))
+            start, fixed_end = stop(t), stop(end)
+            args = (args_p, (es["signs"], es["active"]), start)
+
+            def flow(t_, y_):
+                return vector_field(t_, y_, args)
+
+            y = flow_shift(flow, y, t, start, side=1)
+            sol = diffrax.diffeqsolve(
+                term, solver, start, fixed_end, None, y, args,
+                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, fixed_end)),
+                                            diffrax.SubSaveAt(t1=True)], solver_state=counted),
+                stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
+            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys
+            reached = t_new >= fixed_end
+            y_new = jnp.where(reached, flow_shift(flow, y_new, fixed_end, end, side=-1), y_new)
+            t_new = jnp.where(reached, end, t_new)
+            saved = jnp.where(((times >= fixed_end) & reached)[:, None], y_new[None], saved)
+            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
+            ys = jnp.where(inside[:, None], saved, ys)
+            bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
+            result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
+            piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
+            stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
+                         else stats[k] + piece_stats[k]) for k in stats}
+            located = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
+            located = located & (sol.result == diffrax.RESULTS.event_occurred)
+            # a root function that crossed earlier in the step than the located one: this
+            # piece again, with only the missed ones
+            missed = scheduler.missed(t_new, y_new, es, params, located)
+            again = jnp.any(missed)
+            y_new, es_new = scheduler.process(t_new, y_new, es, params, located=located)
+            es = jax.tree_util.tree_map(lambda a, b: jnp.where(again, a, b), {**es, "active": missed}, es_new)
+            return (jnp.where(again, t_in, t_new), jnp.where(again, y_in, y_new), jnp.where(again, ys_in, ys),
+                    stopped, result, stats, t_stop, y_stop, es)
+
         def piece(carry, end, last):
             t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
             # the solver runs between bounds with their derivatives stopped; the moving start
@@ -239,11 +287,17 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             else:
                 jumped = y + jump
             y = jnp.where(stopped, y, jumped)
-            carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
-            if n_pieces == 1:
-                carry = piece(carry, end, last)
+            if scheduler is not None:  # a stop point: the jump may change triggers
+                y, es = scheduler.process(start, y, carry[8], params)
+                carry = (start, y, ys, stopped, result, stats, t_stop, y_stop, es)
+                run = piece_scheduled
             else:
-                carry, _ = jax.lax.scan(lambda c, _: (piece(c, end, last), None), carry, None, length=n_pieces)
+                carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
+                run = piece
+            if n_pieces == 1:
+                carry = run(carry, end, last)
+            else:
+                carry, _ = jax.lax.scan(lambda c, _: (run(c, end, last), None), carry, None, length=n_pieces)
             t = carry[0]
             short = (t < end) & ~carry[3]
             return carry, short
@@ -253,19 +307,44 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
                             *(reuse.COUNTERS if counted else ()))}
         ys0 = jnp.zeros((times.size, y0.shape[0]), y0.dtype)
         no_event = jnp.zeros(len(events), bool)
-        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, no_event)
+        ev0 = no_event
+        if scheduler is not None:  # the triggers at t0 against their initial values
+            y0, ev0 = scheduler.process(t0, y0, scheduler.start(t0, y0, params), params, exact=True)
+        carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, ev0)
         if starts.size == 1:  # one segment (events only): no outer loop to compile
             carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0], dstarts[0], dJ[0]))
         else:
             carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last, dstarts, dJ))
-        _, _, ys, stopped, result, stats, t_stop, y_stop, _ = carry
+        _, _, ys, stopped, result, stats, t_stop, y_stop, ev_end = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}
-        if events:
+        if scheduler is not None:  # a code of sched.MESSAGES, 0 when the solve is whole
+            aux["events_exhausted"] = ev_end["code"] | jnp.where(jnp.any(short), sched.PIECES_EXHAUSTED, 0)
+        elif events:
             aux["events_exhausted"] = jnp.any(short)
         return ys, aux
 
     return solve
+
+
+def _scheduler(problem, events, model, n):
+    """The `scheduled.Scheduler` of a problem whose events are scheduled, else None;
+    `InputError` when scheduled and plain events are mixed."""
+    kinds = {ev.scheduled for ev in events}
+    if True not in kinds:
+        return None
+    if len(kinds) > 1:
+        raise InputError(f"model '{model.name}': scheduled events (trigger, delay, priority, persistent=False, "
+                         "initial_value=False) cannot be mixed with plain events in one problem")
+    params = {k: jnp.asarray(v) for k, v in problem.parameters.items()}
+    y = jnp.asarray(problem.y0, jnp.float64)
+    sizes = [int(np.prod(jax.eval_shape(lambda ev=ev: ev.condition(jnp.zeros(()), y, params)).shape))
+             for ev in events]
+
+    def f(t, y_, p):
+        return jnp.asarray(model.rhs(t, y_, p), dtype=y_.dtype).reshape(y_.shape)
+
+    return sched.Scheduler(events, f, n, sizes)
 
 
 def _clip(times, start, end):
@@ -278,7 +357,11 @@ def check_aux(problem, aux: dict) -> None:
     """Raise `SolverError` when a segment ran out of event pieces before its end."""
     if not bool(np.asarray(aux["result"] == diffrax.RESULTS.successful)):
         return  # a failed piece stops short too: the solver's own message says more
-    if "events_exhausted" in aux and bool(np.asarray(aux["events_exhausted"])):
+    code = int(np.asarray(aux.get("events_exhausted", 0)))
+    if code and any(ev.scheduled for ev in all_events(problem)):
+        raise SolverError(f"model '{problem.model.name}': {sched.message(code, all_events(problem))}. Try: raise "
+                          "Event(..., max_occurrences=...) or max_pending, or tighter tolerances.")
+    if code:
         budget = {i: ev.max_occurrences for i, ev in enumerate(all_events(problem)) if not ev.terminal}
         raise SolverError(
             f"model '{problem.model.name}': the events fired more often than their max_occurrences "
