@@ -12,13 +12,18 @@ minutes each), so this is a benchmark, not a test.
     python benchmarks/petab_guards.py --timeout 900
 
 It prints one line per problem: status (silent | WARNED | error | timeout), seconds, the
-nllh, |gradient|, the Fisher eigenvalue range, and the warnings.
+nllh, |gradient|, the Fisher eigenvalue range, and the warnings. Each problem's outcome is
+also kept in benchmarks/results/petab_guards.json (one entry per problem, replaced when the
+problem runs again, with the time, the command and the machine's load average over the run),
+and benchmarks/results/petab_guards.md is written from all entries: a run of a few problems
+adds to the table instead of replacing it (`--out` another folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,10 +65,47 @@ def one(name: str) -> dict:
     return out
 
 
+def record(out: Path, name: str, row: dict) -> None:
+    """Keep one problem's outcome in out/petab_guards.json and write out/petab_guards.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "petab_guards.json"
+    rows = json.loads(path.read_text()) if path.is_file() else {}
+    rows[name] = row
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    (out / "petab_guards.md").write_text(report(rows))
+
+
+def report(rows: dict) -> str:
+    """The table of every recorded problem, silent ones first."""
+    order = {"silent": 0, "WARNED": 1, "error": 2, "timeout": 3}
+    lines = ["# The result guard over the PEtab problems", "",
+             "`benchmarks/petab_guards.py`: per problem, in a fresh process, the nllh gradient (mode by the",
+             "cost model) and the Fisher information at the nominal parameters, with every",
+             "`NumericalWarning` of the guard (`sensitivity/core/checks/numbers.py`). Seconds are wall",
+             "time of the whole process (import, load, compile, both computations) on a shared 2-core",
+             "machine: the load column is the 1-minute load average at the start and end of the run.", "",
+             "| problem | status | n | s | nllh | gradient norm (mode) | Fisher eigenvalues | when | load | command |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
+    for name, r in sorted(rows.items(), key=lambda kv: (order.get(kv[1]["status"], 9), kv[0])):
+        if "nllh" in r:
+            vals = (f"{r['n']} | {r['seconds']:.0f} | {r['nllh']:.6g} | {r['gradient_norm']:.3g} ({r['mode']}) | "
+                    f"{r['fisher_min']:.2g} .. {r['fisher_max']:.2g}")
+        else:
+            vals = f" | {r['seconds']:.0f} | | {r.get('detail', '')[:160]} | "
+        lines.append(f"| {name} | {r['status']} | {vals} | {r['when']} | {r['load']} | `{r['command']}` |")
+    warned = [(n, r) for n, r in sorted(rows.items()) if r.get("warnings")]
+    if warned:
+        lines += ["", "Warnings:", ""]
+        lines += [f"- {n}: {w[:300]}" for n, r in warned for w in r["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("problems", nargs="*", help="problem folder names (default: all)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per problem")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="folder of petab_guards.json / .md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -71,18 +113,26 @@ def main() -> int:
         return 0
     names = args.problems or sorted(p.name for p in DATA.iterdir() if p.is_dir() and problem_yaml(p))
     silent = 0
+    command = "python benchmarks/petab_guards.py " + " ".join(sys.argv[1:])
     for name in names:
-        start = time.perf_counter()
+        start, load0 = time.perf_counter(), os.getloadavg()[0]
+        row = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command.strip()}
         try:
             run = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
                                  timeout=args.timeout)
         except subprocess.TimeoutExpired:
             print(f"{name:40s} timeout  >{args.timeout:.0f} s", flush=True)
+            row.update(status="timeout", seconds=args.timeout, detail=f"no result within {args.timeout:.0f} s",
+                       load=f"{load0:.1f}-{os.getloadavg()[0]:.1f}")
+            record(args.out, name, row)
             continue
         seconds = time.perf_counter() - start
+        row.update(seconds=seconds, load=f"{load0:.1f}-{os.getloadavg()[0]:.1f}")
         if run.returncode != 0:
             last = (run.stderr.strip().splitlines() or ["?"])[-1]
             print(f"{name:40s} error    {seconds:6.0f} s  {last[:150]}", flush=True)
+            row.update(status="error", detail=last)
+            record(args.out, name, row)
             continue
         r = json.loads(run.stdout.strip().splitlines()[-1])
         status = "WARNED" if r["warnings"] else "silent"
@@ -92,6 +142,8 @@ def main() -> int:
               f"{r['fisher_max']:.3g}", flush=True)
         for w in r["warnings"]:
             print(f"    {w[:300]}", flush=True)
+        row.update(status=status, **{k: v for k, v in r.items() if k != "problem"})
+        record(args.out, name, row)
     print(f"{silent} of {len(names)} problems silent")
     return 0
 
