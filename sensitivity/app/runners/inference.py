@@ -30,6 +30,25 @@ def _stage(stage):
 
 
 # --------------------------------------------------------------------------- running
+class Announced:
+    """A likelihood (sensitivity.analyses.likelihood's interface) whose local fits each print
+    a line through `note`: "start k/total: nllh ... (converged) after i iterations". Every
+    other attribute is the wrapped likelihood's."""
+
+    def __init__(self, likelihood, total: int, note):
+        self.wrapped, self.total, self.note, self.done = likelihood, total, note, 0
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def minimize(self, x0, free=None, **options):
+        out = self.wrapped.minimize(x0, free, **options)
+        self.done += 1
+        self.note(f"start {self.done}/{self.total}: nllh {out[1]:.6g} "
+                  f"({'converged' if out[2] else 'NOT converged'}) after {out[4]} iterations")
+        return out
+
+
 def run_profiles(target, cfg, stage=None, **extra):
     """Profiles of `cfg.parameters` (default all) of a fit result `target`, one parameter at
     a time (a progress line each), merged into one `ProfileResult`. extra: more arguments

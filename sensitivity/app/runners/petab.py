@@ -108,8 +108,10 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
         n = cfg.fit.starts
         with progress.stage(f"fitting {len(prob.x_names)} parameters (L-BFGS-B, maxiter {cfg.fit.maxiter})"
                             + (f" from the nominal values and {n} Sobol starts" if n else "")):
-            fitted = multistart(PetabLikelihood(prob, mode=g.mode), starts=n, seed=cfg.fit.seed,
-                                max_iter=cfg.fit.maxiter, tol=FIT_TOL)
+            lik = PetabLikelihood(prob, mode=g.mode)
+            fitted = multistart(inference.Announced(lik, n + 1, progress.note) if n else lik, starts=n,
+                                seed=cfg.fit.seed, max_iter=cfg.fit.maxiter, tol=FIT_TOL)
+            fitted = dataclasses.replace(fitted, likelihood=lik)
         fit = _fit_entry(prob, fitted, g.mode)
         x_best = fit["x"]
         if n:
