@@ -137,8 +137,9 @@ def test_samples_on_disk_match_the_gaussian_posterior(plain, capsys):
     np.testing.assert_allclose(idata.posterior["a"].values.reshape(-1), draws["a"].to_numpy(), rtol=1e-9)
     s = json.loads((out / "summary.json").read_text())["analysis"]["sample"]
     # the verdict follows the thresholds it names
-    assert s["converged"] == bool(max(s["rhat"].values()) <= 1.01 and min(s["ess_bulk"].values()) >= 100
-                                  and s["divergent"] == 0)
+    assert s["converged"] == bool(max(s["rhat"].values()) < s["rhat_below"] and s["divergent"] == 0
+                                  and min(s["ess_bulk"].values()) > s["ess_above"]
+                                  and min(s["ess_tail"].values()) > s["ess_above"])
 
 
 def test_validate_names_every_problem_of_the_blocks(tmp_path):

@@ -363,8 +363,9 @@ def write_samples(folder: Path, s, plots: bool = True, title: str = "") -> list[
     """A `SampleResult` into `folder`: samples.nc (ArviZ InferenceData: posterior and sample
     statistics), samples.csv (chain, draw, log_posterior, divergent, one column per
     parameter on the estimation scale), sample_diagnostics.csv (mean, sd, quantiles, R-hat,
-    ESS per parameter) and a trace plot (the result's own `plot_trace` where it has one)
-    or posterior_marginals.png. Returns the file names."""
+    ESS per parameter), posterior_marginals.png and, where the result draws them
+    (`plot_trace`, `plot_pairs`, `plot_predictive`), trace.png, posterior_pairs.png and
+    posterior_predictive.png. Returns the file names."""
     import pandas as pd
 
     s.to_arviz().to_netcdf(str(folder / SAMPLE_FILES[0]))
@@ -379,10 +380,16 @@ def write_samples(folder: Path, s, plots: bool = True, title: str = "") -> list[
     s.to_frame().to_csv(folder / SAMPLE_FILES[2], float_format="%.10g")
     files = list(SAMPLE_FILES)
     if plots:
-        trace = getattr(s, "plot_trace", None)
-        if callable(trace):
-            trace(folder / "trace.png")
-            files.append("trace.png")
-        marginals_figure(s.names, s.samples, s.scales, path=folder / "posterior_marginals.png", title=title)
+        for method, name in (("plot_trace", "trace.png"), ("plot_pairs", "posterior_pairs.png"),
+                             ("plot_predictive", "posterior_predictive.png")):
+            draw = getattr(s, method, None)  # the plots the result draws itself, where it has them
+            if callable(draw):
+                draw(folder / name)
+                files.append(name)
+        own = getattr(s, "plot_marginals", None)
+        if callable(own):
+            own(folder / "posterior_marginals.png", title=title)
+        else:
+            marginals_figure(s.names, s.samples, s.scales, path=folder / "posterior_marginals.png", title=title)
         files.append("posterior_marginals.png")
     return files

@@ -4,9 +4,9 @@ their verdicts in words (summary.json entries and the lines the CLI prints). The
 app/config/inference.py; the files are written by app/output/files.py.
 
 Convergence is loud: a multi-start whose best value only one start reached, a profile that
-found a better value than the fit, and a sample whose R-hat, effective sample size or
-divergent transitions say the chains have not mixed print a line saying NOT converged (or
-a WARNING) with what to try.
+found a better value than the fit, and a sample whose R-hat, effective sample sizes or
+divergent transitions say the chains have not mixed (the sampler's own thresholds) print a
+line saying NOT converged (or a WARNING) with what to try.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from ...analyses import sample as sampling
 from ...analyses.likelihood import BEST_TOL
 from ...analyses.profile import profile
 from ...analyses.sample import sample
 
-RHAT_MAX = 1.01  # R-hat above this: the chains disagree (Vehtari et al. 2021)
-ESS_MIN = 100  # bulk effective sample size below this: too few independent draws for the summaries
+# the sampler's own thresholds where it names them: R-hat below RHAT_OK (the chains agree,
+# Vehtari et al. 2021), bulk and tail effective sample sizes above ESS_OK
+RHAT_MAX = float(getattr(sampling, "RHAT_OK", 1.01))
+ESS_MIN = float(getattr(sampling, "ESS_OK", 100))
 
 
 def _stage(stage):
@@ -131,26 +134,33 @@ def natural(values, scale: str) -> tuple:
 
 
 def sample_verdict(s) -> tuple[bool, list[str]]:
-    """(converged, reasons): R-hat at most RHAT_MAX, bulk ESS at least ESS_MIN for every
-    parameter, and no divergent transitions."""
+    """(converged, reasons): R-hat below RHAT_MAX, bulk and tail ESS above ESS_MIN for every
+    parameter, and no divergent transitions (the result's own `converged` where it has one)."""
     reasons = []
-    rhat, ess = np.asarray(s.rhat, dtype=float), np.asarray(s.ess_bulk, dtype=float)
-    if s.samples.shape[0] > 1 and not np.all(rhat <= RHAT_MAX):
-        i = int(np.nanargmax(np.where(np.isfinite(rhat), rhat, np.inf)))
-        reasons.append(f"R-hat of {s.names[i]} is {rhat[i]:.3g} (> {RHAT_MAX:g}): the chains disagree")
-    if not np.all(ess >= ESS_MIN):
-        i = int(np.nanargmin(np.where(np.isfinite(ess), ess, -np.inf)))
-        reasons.append(f"effective sample size of {s.names[i]} is {ess[i]:.0f} (< {ESS_MIN})")
+    rhat = np.asarray(s.rhat, dtype=float)
+    if not np.all(rhat < RHAT_MAX):
+        i = int(np.argmax(np.where(np.isfinite(rhat), rhat, np.inf)))
+        reasons.append(f"R-hat of {s.names[i]} is {rhat[i]:.3g} (>= {RHAT_MAX:g}): the chains disagree")
+    for kind in ("bulk", "tail"):
+        ess = np.asarray(getattr(s, f"ess_{kind}"), dtype=float)
+        if not np.all(ess > ESS_MIN):
+            i = int(np.argmin(np.where(np.isfinite(ess), ess, -np.inf)))
+            reasons.append(f"{kind} effective sample size of {s.names[i]} is {ess[i]:.0f} (<= {ESS_MIN:g})")
     div = int(np.sum(s.divergent)) if getattr(s, "divergent", None) is not None else 0
     if div:
         reasons.append(f"{div} divergent transitions")
-    return not reasons, reasons
+    own = getattr(s, "converged", None)
+    ok = bool(own) if isinstance(own, (bool, np.bool_)) else not reasons
+    if not ok and not reasons:
+        reasons.append("the sampler says so")
+    return ok, reasons
 
 
 def sample_summary(s) -> dict:
     ok, reasons = sample_verdict(s)
     c, d, _ = s.samples.shape
     return {"method": s.method, "chains": c, "draws": d, "converged": ok, "reasons": reasons,
+            "rhat_below": RHAT_MAX, "ess_above": ESS_MIN,
             "divergent": int(np.sum(s.divergent)) if getattr(s, "divergent", None) is not None else 0,
             "mean": dict(zip(s.names, s.mean)), "sd": dict(zip(s.names, np.sqrt(np.diag(s.covariance)))),
             "rhat": dict(zip(s.names, s.rhat)), "ess_bulk": dict(zip(s.names, s.ess_bulk)),
@@ -163,7 +173,7 @@ def sample_lines(s) -> list[str]:
     c, d, _ = s.samples.shape
     head = f"sample ({s.method}, {c} chains x {d} draws): "
     if ok:
-        ess = float(np.min(s.ess_bulk))
-        return [head + f"converged (R-hat <= {RHAT_MAX:g}, ESS >= {ess:.0f}, no divergences)"]
+        ess = float(min(np.min(s.ess_bulk), np.min(s.ess_tail)))
+        return [head + f"converged (R-hat < {RHAT_MAX:g}, ESS >= {ess:.0f} > {ESS_MIN:g}, no divergences)"]
     return [head + "NOT converged: " + "; ".join(reasons) + ". Draw more (n), more warm-up, or start from a "
             "better fit"]
