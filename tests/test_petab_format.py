@@ -1,8 +1,9 @@
 """PEtab format features on problems written here, against closed forms: SBML events in a
 PEtab problem (a time event at an estimated time, a state event assigning a parameter, a
 trigger already true at t = 0 with initialValue false / true), a mapping table, NaN in the
-condition table (keep the model's value), a noise formula of a state, and an optional run over the PEtab test suite's
-cases when the `petabtests` package is installed."""
+condition table (keep the model's value), a noise formula of a state, and a sample of the PEtab
+test suite's cases (PEtab 1 and 2.0, from ../shared/petab-test-suite) against their expected
+llh, chi2 and simulations."""
 
 import math
 import textwrap
@@ -169,22 +170,69 @@ def test_bad_mapping_is_an_input_error(tmp_path):
 
 
 # ---------------------------------------------------------------- the PEtab test suite
-def _suite_cases():
+# A fixed sample of ../shared/petab-test-suite, run by benchmarks/petab_suite.py's run_case
+# against each case's expected llh, chi2 and simulations: one case per feature (the
+# benchmark runs them all). PEtab 1: conditions and numeric overrides, time-point-specific
+# overrides, log10, preequilibration, compartment size, preequilibration with rate rules.
+# PEtab 2.0: placeholders, log-normal noise, noise placeholders, several periods with an
+# SBML event and a compartment change, preequilibration then a start at t0 = 10, a noise
+# formula of the observable, a compartment changed with its species, expressions of
+# parameters at the start, a start at t0 = 5, two conditions at one time.
+SUITE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "petab-test-suite" / "cases"
+SUITE_SAMPLE = [("v1.0.0/sbml", c) for c in ("0001", "0006", "0007", "0009", "0012", "0018")] + [
+    ("v2.0.0/sbml", c) for c in ("0003", "0007", "0014", "0016", "0018", "0021", "0022", "0027", "0029", "0031")]
+SUITE_REFUSED = {("v2.0.0/pysb", "0001"): "language 'pysb'"}
+needs_suite = pytest.mark.skipif(not SUITE_ROOT.is_dir(), reason="../shared/petab-test-suite is absent")
+
+
+@pytest.fixture(scope="module")
+def suite_runner():
     import importlib.util
-    spec = importlib.util.find_spec("petabtests")   # located, not imported (it imports pysb)
-    if spec is None or not spec.origin:
-        return []
-    root = Path(spec.origin).parent / "cases" / "v1.0.0" / "sbml"
-    return sorted(p for p in root.glob("0*") if (p / f"_{p.name}_solution.yaml").is_file())
+    spec = importlib.util.spec_from_file_location("petab_suite", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "petab_suite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-@pytest.mark.skipif(not _suite_cases(), reason="the petabtests package (PEtab test suite) is not installed")
-@pytest.mark.parametrize("case", _suite_cases(), ids=lambda p: p.name)
-def test_petab_test_suite_case(case):
-    import yaml
-    sol = yaml.safe_load((case / f"_{case.name}_solution.yaml").read_text())
-    prob = sens.petab.load(case / f"_{case.name}.yaml", rtol=1e-10, atol=1e-10)
-    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol.get("tol_llh", 1e-3))
+@needs_suite
+@pytest.mark.parametrize("version, case", SUITE_SAMPLE, ids=lambda v: v)
+def test_petab_test_suite_case(suite_runner, version, case):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = suite_runner.run_case(version, case, SUITE_ROOT)
+    assert out["status"] == "pass", f"{version} {case}: {out['status']}: {out['reason']}"
+
+
+@needs_suite
+@pytest.mark.parametrize("key", sorted(SUITE_REFUSED), ids=lambda k: "-".join(k))
+def test_petab_test_suite_case_refused_by_name(suite_runner, key):
+    out = suite_runner.run_case(*key, SUITE_ROOT)
+    assert out["status"] == "refused" and SUITE_REFUSED[key] in out["reason"], out
+
+
+def test_suite_simulation_comparison_matches_rows_by_key(suite_runner):
+    """Rows matched by observable, experiment and time whatever their order; a missing row
+    is an infinite difference (hand-computed)."""
+    import pandas as pd
+    want = pd.DataFrame({"observableId": ["a", "a", "b"], "experimentId": ["e1", "e2", "e1"],
+                         "time": [0.0, 0.0, 1.0], "simulation": [1.0, 2.0, 3.0]})
+    got = want.iloc[[2, 0, 1]].assign(simulation=[3.0005, 1.0, 1.999])
+    assert suite_runner.compare_simulations(got, want) == pytest.approx(1e-3)
+    assert suite_runner.compare_simulations(got.iloc[:2], want) == math.inf
+
+
+@needs_suite
+def test_petab_v2_period_event_gradient_matches_central_differences():
+    """PEtab 2.0 case 0028: A set to A + 5 at t = 7 (a later period with an expression of the
+    state): the forward and adjoint gradients of nllh equal central differences."""
+    prob = sens.petab.load(SUITE_ROOT / "v2.0.0" / "sbml" / "0028" / "_0028.yaml", rtol=1e-10, atol=1e-10)
+    x = prob.x_nominal
+    h = 1e-5
+    fd = np.array([(prob.nllh(x + h * e) - prob.nllh(x - h * e)) / (2 * h) for e in np.eye(x.size)])
+    for mode in ("forward", "adjoint"):
+        np.testing.assert_allclose(prob.gradient(x, mode=mode).grad, fd, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- variable compartments
@@ -232,7 +280,7 @@ def test_species_in_a_growing_compartment_follow_the_closed_form(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda y: y.replace("format_version: 1", "format_version: 2.0.0"), "format_version 2.0.0"),
+    (lambda y: y.replace("format_version: 1", "format_version: 3"), "format_version 3"),
     (lambda y: y.replace("sbml_files: [model.xml]", "sbml_files: [model.xml, model.xml]"), "multiple models"),
     (lambda y: y + y[y.index("- condition_files"):], "single model"),
 ])
@@ -323,36 +371,6 @@ def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
     _write_problem_yaml(tmp_path)
     sim = sens.petab.load(tmp_path / "problem.yaml").simulate()
     np.testing.assert_allclose(sim["simulation"], [2.0, 0.0, 0.5, 3.0], atol=1e-9)
-
-
-def _suite_mapping_case():
-    import importlib.util
-    spec = importlib.util.find_spec("petabtests")
-    if spec is None or not spec.origin:
-        return None
-    case = Path(spec.origin).parent / "cases" / "v2.0.0" / "sbml" / "0019"
-    return case if (case / "_mapping.tsv").is_file() else None
-
-
-@pytest.mark.skipif(_suite_mapping_case() is None, reason="the petabtests package (PEtab test suite) is not installed")
-def test_petab_test_suite_mapping_table_case(tmp_path):
-    """The suite's mapping-table case (v2.0.0/sbml/0019; its tables are PEtab 1 tables) with a
-    version-1 problem file."""
-    import shutil
-
-    import yaml
-    case = _suite_mapping_case()
-    for f in case.glob("_*.tsv"):
-        shutil.copy(f, tmp_path / f.name)
-    shutil.copy(case / "_model.xml", tmp_path / "_model.xml")
-    spec = yaml.safe_load((case / "_0019.yaml").read_text())
-    problem = spec["problems"][0]
-    problem["sbml_files"] = [v["location"] for v in problem.pop("model_files").values()]
-    spec["format_version"] = 1
-    (tmp_path / "problem.yaml").write_text(yaml.safe_dump(spec))
-    sol = yaml.safe_load((case / "_0019_solution.yaml").read_text())
-    prob = sens.petab.load(tmp_path / "problem.yaml", rtol=1e-10, atol=1e-10)
-    assert -prob.nllh() == pytest.approx(sol["llh"], abs=sol["tol_llh"])
 
 
 def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path, monkeypatch):

@@ -91,6 +91,7 @@ from ..stores import programs as export_store
 # SBML reading and sympy only where a problem's files are read (a problem made from its
 # stored record does not read them)
 petab_events = LazyModule("sensitivity.importers.petab_events")
+petab_v2 = LazyModule("sensitivity.importers.petab_v2")  # PEtab 2.0 problems as PEtab 1 tables
 petab_rows = LazyModule("sensitivity.importers.petab_rows")
 sbml_import = LazyModule("sensitivity.importers.sbml")
 
@@ -170,9 +171,10 @@ class PetabProblem:
             version = str(spec.get("format_version", "1"))
         except Exception as exc:
             raise InputError(f"petab: cannot read '{yaml_path}': {exc}") from None
-        if not version.startswith("1"):
+        if not version.startswith(("1", "2")):
             raise InputError(f"petab: '{yaml_path}' has format_version {version}; this importer reads "
-                             "PEtab version 1 problems (format_version: 1)")
+                             "PEtab 1 and 2.0 problems (format_version: 1 or 2.0.0)")
+        self.format_version = 2 if version.startswith("2") else 1
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
         # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
         self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
@@ -205,6 +207,15 @@ class PetabProblem:
         compiled functions are traced with."""
         import petab.v1 as pv1
         path, yaml_path, validate = self.path, self.path, self._validate
+        self._period_events, self._v2_priors = (), ()
+        if self.format_version == 2:  # PEtab 2.0: converted to PEtab 1 tables (petab_v2.py)
+            converted = petab_v2.read(path, validate)
+            self.petab, self.petab_v2 = converted.problem, converted.original
+            self._period_events, self._v2_priors = converted.period_events, converted.priors
+            self.model = sbml_import.from_string(converted.problem.model.to_sbml_str(), source=str(path),
+                                                 folder=path.parent)
+            self._finish_parse(path, converted.problem)
+            return
         try:
             with warnings.catch_warnings():  # pandas deprecations inside the petab package
                 warnings.simplefilter("ignore")
@@ -237,6 +248,9 @@ class PetabProblem:
         self.petab = problem
         model_path = self._model_path()
         self.model = _read_model(model_path, problem)
+        self._finish_parse(path, problem)
+
+    def _finish_parse(self, path, problem):
         self._setup()
         petab_events.check(self)
         self._fingerprint = _fingerprint(path, problem)
@@ -361,9 +375,12 @@ class PetabProblem:
         row_exp = np.array([exps.index(k) for k in zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])])
         times_all = np.asarray(mdf[pv1.TIME], dtype=np.float64)
         self._row_exp = row_exp
+        # the start time of each experiment's simulation (PEtab 2.0 experiments: petab_v2.T0)
+        t0_col = np.asarray(mdf[petab_v2.T0], dtype=np.float64) if petab_v2.T0 in mdf else np.zeros(len(mdf))
         for has_pre, members in sorted(groups.items()):
             finite = [times_all[(row_exp == e) & np.isfinite(times_all)] for e in members]
-            ts_list = [np.unique(t) if t.size else np.zeros(1) for t in finite]
+            t0s = np.array([t0_col[np.flatnonzero(row_exp == e)[0]] for e in members])
+            ts_list = [np.unique(t) if t.size else np.full(1, t0) for t, t0 in zip(finite, t0s)]
             n_t = max(len(t) for t in ts_list)
             ts = np.stack([np.concatenate([t, np.full(n_t - len(t), t[-1])]) for t in ts_list])
             # steady-state measurements (time = inf): the state after simulating on to a steady
@@ -371,7 +388,7 @@ class PetabProblem:
             steady_state = bool(np.any(np.isinf(times_all[np.isin(row_exp, members)])))
             sim = [condition_arrays(exps[e][1]) for e in members]
             pre = [condition_arrays(exps[e][0]) for e in members] if has_pre else None
-            g = dict(members=np.array(members), has_pre=has_pre, ts=ts, steady_state=steady_state,
+            g = dict(members=np.array(members), has_pre=has_pre, ts=ts, t0=t0s, steady_state=steady_state,
                      sim=tuple(np.stack([s[i] for s in sim]) for i in range(5)),
                      pre=None if pre is None else tuple(np.stack([s[i] for s in pre]) for i in range(5)))
             self._groups.append(g)
@@ -622,7 +639,7 @@ class PetabProblem:
             yo = jnp.where(y_ref >= 0, theta[jnp.maximum(y_ref, 0)], y_const)
             return pv, yo, y_set
 
-        def one(theta, sim, pre, ts, tol, steady_state):
+        def one(theta, sim, pre, ts, tol, steady_state, t0=0.0):
             pv, yo, y_set = params(theta, sim)
             ok = jnp.asarray(True)
             steps = jnp.asarray(0)
@@ -635,7 +652,7 @@ class PetabProblem:
                 y0 = jnp.where(y_set, yo, y0)
             else:
                 y0 = jnp.where(y_set, yo, m.initial(pv))
-            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(0.0), tol)
+            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(t0, dtype=jnp.float64), tol)
             ok, steps = ok & ok_solve, steps + n
             if steady_state:  # on from the last save time to a steady state
                 y_ss, res1, n1 = steady(pv, ys[-1], tol, ts[-1])
@@ -650,12 +667,13 @@ class PetabProblem:
             for g in groups:
                 sim = tuple(jnp.asarray(a) for a in g["sim"])
                 pre = None if g["pre"] is None else tuple(jnp.asarray(a) for a in g["pre"])
+                t0 = jnp.asarray(g["t0"] if "t0" in g else np.zeros(len(g["ts"])))
                 if pre is None:
-                    f = batch(lambda s, ts: one(theta, s, None, ts, tol, g["steady_state"]))
-                    out.append(f(sim, jnp.asarray(g["ts"])))
+                    f = batch(lambda s, ts, t0: one(theta, s, None, ts, tol, g["steady_state"], t0))
+                    out.append(f(sim, jnp.asarray(g["ts"]), t0))
                 else:
-                    f = batch(lambda s, p, ts: one(theta, s, p, ts, tol, g["steady_state"]))
-                    out.append(f(sim, pre, jnp.asarray(g["ts"])))
+                    f = batch(lambda s, p, ts, t0: one(theta, s, p, ts, tol, g["steady_state"], t0))
+                    out.append(f(sim, pre, jnp.asarray(g["ts"]), t0))
             return out
 
         return simulate_all
@@ -693,7 +711,7 @@ class PetabProblem:
             total = 0.0
             for o, (y_sim, sigma) in zip(obs, results):
                 total = total + jnp.sum(_nllh_terms(y_sim, sigma, o))
-            return total, (aux, [r[0] for r in results])
+            return total, (aux, results)  # results: per observable (simulation, sigma)
 
         return nllh
 
@@ -757,6 +775,9 @@ class PetabProblem:
         gradient (n_estimated,), on the parameter scale (a density over a linear-scale value
         includes the Jacobian of the scale change). Parameters without a prior contribute 0."""
         x = np.asarray(self._check_x(x))
+        if self.format_version == 2 and self._v2_priors:
+            raise InputError(f"petab: '{self.path.name}': the priors of a PEtab 2.0 problem (parameter "
+                             f"'{self._v2_priors[0]}' has one) are not evaluated")
         value, grad = 0.0, np.zeros_like(x)
         for i, kind, a, b in self.priors:
             v, d = _prior_term(x[i], self.scales[i], kind, a, b)
@@ -876,11 +897,25 @@ class PetabProblem:
         self._check(aux, *results)
         df = self.measurements.copy()
         sim = np.full(len(df), np.nan)
-        for o, y_sim in zip(self._obs, results):
+        for o, (y_sim, _) in zip(self._obs, results):
             sim[o["rows"]] = np.asarray(y_sim)
         df = df.rename(columns={pv1.MEASUREMENT: pv1.SIMULATION})
         df[pv1.SIMULATION] = sim
+        if self.format_version == 2:  # PEtab 2.0's columns (experimentId), not the converted ones
+            df = df.drop(columns=[pv1.SIMULATION_CONDITION_ID, pv1.PREEQUILIBRATION_CONDITION_ID, petab_v2.T0])
         return df
+
+    def chi2(self, x=None) -> float:
+        """The sum over measurements of ((h(simulation) - h(measurement)) / sigma)^2, h the
+        observable's transformation (lin, log, log10), at x (default the nominal values)."""
+        x = self._check_x(x)
+        (_, (aux, results)), _ = self._run(("nllh",), lambda: self._nllh_fn("checkpoint"), x)
+        self._check(aux, *[r[0] for r in results])
+        total = 0.0
+        for o, (y_sim, sigma) in zip(self._obs, results):
+            s, z = _transform(np.asarray(y_sim), o["trans"]), _transform(np.asarray(o["meas"]), o["trans"])
+            total += float(np.sum(((s - z) / np.asarray(sigma)) ** 2))
+        return total
 
     def to_pypesto(self, priors: bool = True, mode: str = "auto", **problem_kwargs):
         """A `pypesto.Problem` whose objective is this problem's nllh, exact gradient and

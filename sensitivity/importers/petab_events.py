@@ -48,9 +48,11 @@ def check(problem) -> None:
         raise ModelError(f"petab: SBML event '{scheduled[0]}' of model '{m.id}' has a delay, a priority, a "
                          "non-persistent or a compound trigger: the PEtab solve does not schedule events "
                          "(sens.sbml.load simulates them)")
-    if not m.events:
+    # PEtab 2.0 periods made events (petab_v2.py) fire only in the simulation after t0
+    own = [meta["name"] for meta in m.event_meta if meta["name"] not in getattr(problem, "_period_events", ())]
+    if not own:
         return
-    name = m.event_meta[0]["name"]
+    name = own[0]
     for g in problem._groups:
         if g["has_pre"]:
             raise ModelError(f"petab: model '{m.id}' has SBML events (e.g. '{name}') and the problem "
