@@ -52,11 +52,13 @@ from __future__ import annotations
 import math
 import time as _time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..api import jacobian as _jacobian
 from ..core.data import read_data
@@ -73,7 +75,7 @@ CRITERIA = ("D", "A", "E", "ME")
 METHODS = ("exchange", "greedy", "continuous")
 RIDGE = 1e-9  # x the mean diagonal of one candidate's information: keeps scans defined
 CHUNK = 2048  # candidates per batched eigen-decomposition (E, ME)
-CUTS = 100  # cutting planes kept from the E design's mirror ascent
+CUTS = 30  # cutting planes kept from the E design's mirror ascent
 PETAB_TIMES = 61  # default candidate times per observable and condition of a PEtab problem
 
 
@@ -168,6 +170,8 @@ def scan(F: np.ndarray, G: np.ndarray, base: str, sub: np.ndarray | None = None)
     eigenvalues of every F + M_c.
     """
     N, r, p = G.shape
+    if base in ("E", "ME") and sub is None and r == 1:
+        return _rank_one_extremes(F, G[:, 0], base)
     if base in ("E", "ME"):
         out = np.empty(N)
         for a in range(0, N, CHUNK):
@@ -207,6 +211,35 @@ def scan(F: np.ndarray, G: np.ndarray, base: str, sub: np.ndarray | None = None)
     if r == 1:
         return u0 - np.log1p(-inner[:, 0, 0] / K[:, 0, 0])
     return u0 - np.linalg.slogdet(np.eye(r)[None] - np.linalg.solve(K, inner))[1]
+
+
+def _rank_one_extremes(F: np.ndarray, g: np.ndarray, base: str, steps: int = 64) -> np.ndarray:
+    """E (smallest eigenvalue) or ME (minus the condition number) of F + g_c g_c^T for
+    every row g_c of g (N, p), from ONE eigendecomposition F = V diag(lam) V^T: the new
+    eigenvalues are the roots of the secular equation 1 + sum_i z_i^2 / (lam_i - mu) = 0,
+    z = V^T g_c, and interlace with lam (Golub 1973): the smallest lies in [lam_1, lam_2],
+    the largest in [lam_p, lam_p + |z|^2]. Bisection on those brackets (the left side of
+    the root has f < 0), all candidates at once."""
+    lam, V = np.linalg.eigh(0.5 * (F + F.T))
+    z2 = (g @ V) ** 2  # (N, p)
+
+    def root(lo, hi):
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = 1.0 + np.sum(z2 / (lam[None, :] - mid[:, None]), axis=1)
+            left = f < 0  # the root lies above mid
+            lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
+        return 0.5 * (lo + hi)
+
+    N, p = g.shape
+    low = root(np.full(N, lam[0]), np.full(N, lam[1] if p > 1 else lam[0] + z2.sum(axis=1).max()))
+    if p == 1:
+        low = lam[0] + z2[:, 0]
+    if base == "E":
+        return low
+    high = lam[-1] + z2[:, -1] if p == 1 else root(np.full(N, lam[-1]), lam[-1] + z2.sum(axis=1))
+    return -high / low
 
 
 def derivatives(F: np.ndarray, G: np.ndarray, base: str, sub: np.ndarray | None, n: float) -> np.ndarray:
@@ -347,7 +380,7 @@ class _Search:
         return chosen, swaps
 
     def continuous(self, n: float, iterations: int = 1000, tol: float = 1e-4,
-                   seconds: float | None = None) -> dict:
+                   seconds: float | None = None, rounds: int = 40) -> dict:
         """The multiplicative algorithm over weights (D and A families), from equal weights.
         For D without fixed information (one sample), candidates that cannot support a
         D-optimal design are dropped as it goes (Harman & Pronzato 2007: d(x) below
@@ -355,7 +388,7 @@ class _Search:
         mean derivatives), the equivalence gap, the utility and the upper bound on any
         design's utility, iterations. E and ME: `eigen_weights`."""
         if self.base in ("E", "ME"):
-            return self.eigen_weights(n, iterations=iterations, tol=tol, seconds=seconds)
+            return self.eigen_weights(n, iterations=iterations, tol=tol, seconds=seconds, rounds=rounds)
         S, N, r, p = self.G.shape
         w = np.full(N, 1.0 / N)
         active = np.arange(N)
@@ -395,7 +428,7 @@ class _Search:
 
 
     def eigen_weights(self, n: float, iterations: int = 1000, tol: float = 1e-4,
-                      seconds: float | None = None) -> dict:
+                      seconds: float | None = None, rounds: int = 40) -> dict:
         """Weights for E (the smallest eigenvalue) and ME (the condition number): mirror
         ascent (exponentiated gradient with a backtracking step) on a smoothed criterion,
         with the smoothing tightened in stages.
@@ -494,7 +527,7 @@ class _Search:
             if done:
                 break
         if self.base == "E" and best["upper"] - best["u"] > tol * max(abs(best["u"]), 1e-300):
-            self._cutting_planes(n, best, list(cuts), info, tol, start, seconds)
+            self._cutting_planes(n, best, list(cuts), info, tol, start, seconds, rounds)
         w = best["w"]
         F = info(w)
         u = self.value(F)
@@ -511,31 +544,47 @@ class _Search:
                         seconds: float | None, rounds: int = 40) -> None:
         """Kelley's cutting planes for E, from the mirror ascent's cuts: every H of the
         iterates gives a linear function of the weights that lies above the criterion
-        everywhere (trace(H F_0) + sum_c w_c psi_c, see `eigen_weights`); the linear program
-        max_w mean_s min_j cut_sj(w) over the simplex is an upper bound of the optimum, and
-        its solution a new point, where the eigenvectors of the smallest eigenvalues add
-        cuts that touch the criterion. Updates best (u, w, upper) in place."""
+        everywhere (cut_j(w) = trace(H_j F_0) + sum_c w_c psi_jc, see `eigen_weights`). The
+        linear program max_w mean_s min_j cut_sj(w) over the simplex, on a subset of the
+        candidates (those the cuts favour, grown by column generation), gives a new point,
+        where the eigenvectors of the smallest eigenvalues add cuts that touch the
+        criterion; its dual, weights mu_j >= 0 summing to one over the cuts (per sample),
+        gives the bound sum_j mu_j a_j + max_c sum_j mu_j psi_jc over ALL candidates (a
+        convex combination of functions above the criterion lies above it). Updates best
+        (u, w, upper) in place."""
         from scipy.optimize import linprog
 
         S, N, r, p = self.G.shape
         sub = self.sub
+        width = min(N, max(200, 10 * p))
+        cols = np.union1d(np.argsort(-cuts[-1][1].mean(axis=0))[:width], np.flatnonzero(best["w"] > 0))
         for _ in range(rounds):
             if seconds is not None and _time.perf_counter() - start > seconds:
                 return
-            A, b = [], []
-            for a, psi_s in cuts:  # lambda_s - psi_s . w <= a_s
-                for s_ in range(S):
-                    row = np.zeros(N + S)
-                    row[:N], row[N + s_] = -psi_s[s_], 1.0
-                    A.append(row)
-                    b.append(a[s_])
-            c = np.concatenate([np.zeros(N), -np.full(S, 1.0 / S)])
-            res = linprog(c, A_ub=np.asarray(A), b_ub=np.asarray(b), A_eq=np.concatenate([np.ones(N), np.zeros(S)])[None],
-                          b_eq=[1.0], bounds=[(0, None)] * N + [(None, None)] * S, method="highs")
+            a = np.stack([c[0] for c in cuts])  # (J, S)
+            Psi = np.stack([c[1] for c in cuts])  # (J, S, N)
+            J, m = a.shape[0], cols.size
+            A = np.zeros((J * S, m + S))  # lambda_s - psi_sj . w <= a_sj
+            for s_ in range(S):
+                A[s_ * J:(s_ + 1) * J, :m] = -Psi[:, s_, cols]
+                A[s_ * J:(s_ + 1) * J, m + s_] = 1.0
+            b = a.T.reshape(-1)
+            c = np.concatenate([np.zeros(m), -np.full(S, 1.0 / S)])
+            res = linprog(c, A_ub=A, b_ub=b, A_eq=np.concatenate([np.ones(m), np.zeros(S)])[None], b_eq=[1.0],
+                          bounds=[(0, None)] * m + [(None, None)] * S, method="highs")
             if res.status != 0:
                 return
-            best["upper"] = min(best["upper"], float(-res.fun))
-            w = np.clip(res.x[:N], 0.0, None)
+            mu = np.clip(-res.ineqlin.marginals, 0.0, None).reshape(S, J)
+            total = mu.sum(axis=1, keepdims=True)
+            if np.all(total > 0):
+                mu = mu / (S * total)
+                price = np.einsum("sj,jsn->n", mu, Psi)  # the dual's linear function of the weights
+                best["upper"] = min(best["upper"], float(np.sum(mu * a.T) + price.max()))
+                grow = np.setdiff1d(np.argsort(-price)[:max(width // 4, 1)], cols)
+                if grow.size and price[grow].max() > -res.fun:
+                    cols = np.union1d(cols, grow)
+            w = np.zeros(N)
+            w[cols] = np.clip(res.x[:m], 0.0, None)
             w /= w.sum()
             F = info(w)
             u = self.value(F)
@@ -559,7 +608,6 @@ class _Search:
                 psi_s = np.stack([n * np.einsum("nrp,nrp->n", (Gs.reshape(N * r, p) @ H).reshape(N, r, p), Gs)
                                   for Gs, H in zip(self.G, Hs)])
                 cuts.append((np.einsum("spq,spq->s", Hs, self.F0), psi_s))
-
 
 def efficient_rounding(w: np.ndarray, n: int, support_rtol: float = 1e-4) -> np.ndarray:
     """Counts (n_candidates,) summing to n from continuous weights w: Pukelsheim and
@@ -1060,7 +1108,7 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
            parameters: Sequence[str] | None = None, scale: str = "log", method: str = "exchange", costs=None,
            robust=None, budget: float | None = None, replicates: bool = True, x=None,
            jacobian: JacobianResult | None = None, mode: str = "forward", max_passes: int = 50,
-           bound: bool = True, conditions=None) -> Design:
+           bound: bool = True, conditions=None, threads: int | None = 1) -> Design:
     """The next experiment: which n measurements add the most information.
 
     problem: a `Problem`, a `JacobianResult` (its times and outputs are the candidates) or a
@@ -1097,8 +1145,23 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
         mapping id -> {condition-table column: value} (numbers or parameter ids; columns
         left out keep the model's values) or condition-table rows (a DataFrame or TSV file
         with conditionId).
+    threads: BLAS threads during the search (threadpoolctl; None leaves them as they are): its
+        scans are many small matrix products, where more threads cost more than they give
+        (benchmarks/design.py).
     Returns a `Design` (summary(), to_frame(), plot()).
     """
+    limit = threadpool_limits(limits=threads, user_api="blas") if threads else nullcontext()
+    with limit:
+        return _design(problem, candidates, n, criterion, sigma, fixed, parameters, scale, method, costs, robust,
+                       budget, replicates, x, jacobian, mode, max_passes, bound, conditions)
+
+
+def _design(problem, candidates=None, n: int | None = None, criterion: str = "D", sigma=1.0, fixed=None,
+           parameters: Sequence[str] | None = None, scale: str = "log", method: str = "exchange", costs=None,
+           robust=None, budget: float | None = None, replicates: bool = True, x=None,
+           jacobian: JacobianResult | None = None, mode: str = "forward", max_passes: int = 50,
+           bound: bool = True, conditions=None) -> Design:
+    """`design` with the BLAS threads as they are."""
     if method not in METHODS:
         raise InputError(f"method = '{method}' is unknown{did_you_mean(str(method), METHODS)}; "
                          f"valid: {', '.join(METHODS)}")
@@ -1182,7 +1245,7 @@ def design(problem, candidates=None, n: int | None = None, criterion: str = "D",
         index = np.asarray(chosen, dtype=int)
         upper = np.nan
         if bound and base in ("D", "A", "E") and index.size and _determined(search, index.size, sub):
-            cont = search.continuous(float(index.size), iterations=100, tol=1e-4)
+            cont = search.continuous(float(index.size), iterations=100, tol=1e-4, rounds=10)
             upper = cont["upper"]
     search_s = _time.perf_counter() - t_search
 
