@@ -1,55 +1,141 @@
-"""NUTS on exact gradients against a known posterior: a model linear in its parameters
+"""Posterior sampling against a known posterior: a model linear in its parameters
 (y = c + a t + b t^2 / 2) with Gaussian noise and a flat prior has the Gaussian posterior
-N(beta, (X^T W X)^-1) of weighted least squares; the samples' mean and covariance agree
-within Monte Carlo error (from ArviZ's effective sample size)."""
+N(beta, (X^T W X)^-1) of weighted least squares; NUTS (the nllh traced into one vmapped
+program, and on the host through a callback) and adaptive Metropolis give its mean and
+covariance within Monte Carlo error (from ArviZ's effective sample size), and the
+posterior predictive bands of the output are those of the Gaussian x(t)^T beta."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import sensitivity as sens
+from sensitivity.analyses.likelihood import prior_function
 
 pytest.importorskip("blackjax")
 pytest.importorskip("arviz")
 
 T = np.linspace(0.25, 3.0, 12)
 SIGMA = 0.5
+X = np.column_stack([T, T ** 2 / 2, np.ones_like(T)])
 
 
 def _linear(t, y, p):
     return jnp.stack([p["a"] + p["b"] * t + 0.0 * y[0]])
 
 
-def test_linear_gaussian_posterior():
+@pytest.fixture(scope="module")
+def case():
     model = sens.ODEModel("linear", ["y"], {"a": 1.0, "b": -0.4}, _linear, {"y": 2.0})
     prob = sens.Problem(model, np.linspace(0, 3, 7), wrt=["a", "b", "y0.y"], rtol=1e-11, atol=1e-11)
     rng = np.random.default_rng(4)
-    X = np.column_stack([T, T ** 2 / 2, np.ones_like(T)])
     y = X @ np.array([1.0, -0.4, 2.0]) + SIGMA * rng.standard_normal(T.size)
     data = pd.DataFrame({"time": T, "output": "y", "value": y})
     W = np.eye(T.size) / SIGMA ** 2
     cov = np.linalg.inv(X.T @ W @ X)
     beta = cov @ X.T @ W @ y
     fit = sens.fit(prob, data, sigma=SIGMA, log_params=False, method="least_squares")
-    res = sens.sample(fit, n=300, chains=2, warmup=200, seed=1)
+    return prob, data, y, beta, cov, fit
+
+
+@pytest.fixture(scope="module")
+def nuts(case):
+    return sens.sample(case[-1], n=300, chains=2, warmup=200, seed=1)
+
+
+def _check_gaussian(res, beta, cov, k: float = 4.0):
+    """The samples' mean within k Monte Carlo standard errors sd / sqrt(ESS), variances within
+    k sqrt(2 / ESS) relative, correlations within k / sqrt(ESS)."""
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(res.mean - beta) < k * sd / np.sqrt(res.ess_bulk)), (res.mean - beta) / sd
+    rel = np.diag(res.covariance) / np.diag(cov) - 1
+    assert np.all(np.abs(rel) < k * np.sqrt(2 / res.ess_bulk)), rel
+    s = np.sqrt(np.diag(res.covariance))
+    np.testing.assert_allclose(res.covariance / np.outer(s, s), cov / np.outer(sd, sd),
+                               atol=k / np.sqrt(res.ess_bulk.min()))
+
+
+def test_linear_gaussian_posterior(case, nuts):
+    _, _, y, beta, cov, _ = case
+    res = nuts
+    assert res.backend == "jax" and res.method == "nuts"
     assert res.samples.shape == (2, 300, 3) and res.divergent.sum() == 0
     assert np.all(res.rhat < 1.05) and np.all(res.ess_bulk > 150)
-    sd = np.sqrt(np.diag(cov))
-    # the mean within 4 Monte Carlo standard errors sd / sqrt(ESS)
-    assert np.all(np.abs(res.mean - beta) < 4 * sd / np.sqrt(res.ess_bulk)), (res.mean - beta) / sd
-    # the covariance: variances within 4 x sqrt(2 / ESS) relative, correlations within 4 / sqrt(ESS)
-    rel = np.diag(res.covariance) / np.diag(cov) - 1
-    assert np.all(np.abs(rel) < 4 * np.sqrt(2 / res.ess_bulk)), rel
-    corr = res.covariance / np.outer(np.sqrt(np.diag(res.covariance)), np.sqrt(np.diag(res.covariance)))
-    np.testing.assert_allclose(corr, cov / np.outer(sd, sd), atol=4 / np.sqrt(res.ess_bulk.min()))
-    # the log posterior is -nllh: its maximum at beta, values at the samples equal to the closed form
+    _check_gaussian(res, beta, cov)
+    # the log posterior is -nllh: its values at the samples equal the closed form
     flat = res.samples.reshape(-1, 3)[:50]
     chi = ((flat @ X.T - y) / SIGMA) ** 2
     np.testing.assert_allclose(res.log_posterior.reshape(-1)[:50], -0.5 * chi.sum(axis=1), rtol=1e-8, atol=1e-8)
     assert list(res.to_frame().index) == ["a", "b", "y0.y"]
+
+
+def test_traced_nllh_equals_the_host(case):
+    """The traced nllh and its derivative (forward sensitivities through custom_jvp) against
+    the evaluator's nllh and gradient on the host, at points off the estimate."""
+    lik = case[-1].likelihood
+    f = jax.jit(jax.value_and_grad(lik.nllh_function()))
+    for x in (lik.x0, lik.x0 + np.array([0.3, -0.2, 0.5])):
+        v, g = f(jnp.asarray(x))
+        v_ref, g_ref = lik.value_and_grad(x)
+        np.testing.assert_allclose(float(v), v_ref, rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(g), g_ref, rtol=1e-6, atol=1e-8)
+
+
+def test_callback_backend_gives_the_posterior(case):
+    """The host path (the nllh through jax.pure_callback, chains one after another)."""
+    _, _, _, beta, cov, fit = case
+    res = sens.sample(fit, n=150, chains=2, warmup=100, seed=2, backend="callback")
+    assert res.backend == "callback" and res.divergent.sum() == 0
+    _check_gaussian(res, beta, cov)
+
+
+def test_adaptive_metropolis_gives_the_posterior(case):
+    _, _, _, beta, cov, fit = case
+    res = sens.sample(fit, method="adaptive_metropolis", n=4000, chains=4, warmup=2000, seed=3)
+    assert res.method == "adaptive_metropolis" and res.samples.shape == (4, 4000, 3)
+    assert np.all(res.rhat < 1.05) and np.all(res.ess_bulk > 300)
+    # a random walk's acceptance near the scale adaptation's target 0.234
+    assert 0.1 < res.acceptance.mean() < 0.45
+    _check_gaussian(res, beta, cov)
+
+
+def test_predictive_bands_are_the_gaussian_ones(case, nuts):
+    """f(t) = x(t)^T p: its posterior is N(x^T beta, x^T C x); with the noise, variance
+    x^T C x + sigma^2. The bands' median and widths from 600 draws, within sampling error."""
+    _, _, _, beta, cov, _ = case
+    bands, data = nuts.predictive(draws=600, level=0.9, times=T)
+    assert list(bands["panel"].unique()) == ["y"] and len(data) == T.size
+    xs = np.column_stack([T, T ** 2 / 2, np.ones_like(T)])
+    m, s = xs @ beta, np.sqrt(np.einsum("ij,jk,ik->i", xs, cov, xs))
+    z = stats.norm.ppf(0.95)
+    sd = np.sqrt(np.diag(cov))
+    ess = nuts.ess_bulk.min()
+    np.testing.assert_allclose(bands["median"], m, atol=5 * sd.max() / np.sqrt(ess))
+    np.testing.assert_allclose((bands["upper"] - bands["lower"]) / (2 * z * s), 1.0, atol=0.25)
+    sp = np.sqrt(s ** 2 + SIGMA ** 2)
+    np.testing.assert_allclose((bands["pred_upper"] - bands["pred_lower"]) / (2 * z * sp), 1.0, atol=0.2)
+
+
+def test_diagnostics_exports_and_figures(nuts, tmp_path):
+    res = nuts
+    text = res.summary()
+    assert "R-hat max" in text and "ESS bulk min" in text and "divergent" in text
+    idata = res.to_arviz()
+    np.testing.assert_array_equal(idata.posterior["b"].values, res.samples[:, :, 1])
+    assert idata.sample_stats["diverging"].values.shape == (2, 300)
+    d = res.draws()
+    assert len(d) == 600 and list(d.columns[:5]) == ["chain", "draw", "a", "b", "y0.y"]
+    np.testing.assert_array_equal(d["a"].to_numpy(), res.samples[:, :, 0].reshape(-1))
+    for name, fig in (("trace", res.plot_trace), ("marginals", res.plot_marginals), ("pairs", res.plot_pairs),
+                      ("predictive", res.plot_predictive)):
+        path = tmp_path / f"{name}.png"
+        fig(path)
+        assert path.stat().st_size > 5000, name
 
 
 def test_bounded_parameters_stay_within_bounds():
@@ -65,3 +151,35 @@ def test_bounded_parameters_stay_within_bounds():
     assert a.min() > 0 and a.max() < 2
     # uniform on (0, 2): mean 1, sd 2 / sqrt(12), within Monte Carlo error
     assert abs(a.mean() - 1.0) < 4 * (2 / np.sqrt(12)) / np.sqrt(res.ess_bulk[0])
+
+
+@pytest.mark.parametrize("scale", ["lin", "log", "log10"])
+def test_prior_function_against_scipy(scale):
+    """PEtab objective priors as a JAX function: -log density from scipy.stats, over the
+    linear value with the change of variables to the parameter scale (parameterScale*: over
+    x itself)."""
+    x = np.array([0.3, 0.7, 0.2, 0.4, 0.6, 0.5, 0.45])
+    lin = {"lin": x, "log": np.exp(x), "log10": 10.0 ** x}[scale]
+    dlog = {"lin": np.zeros_like(x), "log": x, "log10": np.log(np.log(10.0)) + x * np.log(10.0)}[scale]
+    priors = [(0, "normal", 1.0, 0.5), (1, "laplace", 1.5, 0.3), (2, "uniform", 0.0, 3.0),
+              (3, "lognormal", 0.2, 0.4), (4, "loglaplace", -0.1, 0.7), (5, "parameterScaleNormal", 0.2, 0.3),
+              (6, "parameterScaleUniform", 0.0, 1.0)]
+    expected = [-stats.norm.logpdf(lin[0], 1.0, 0.5) - dlog[0],
+                -stats.laplace.logpdf(lin[1], 1.5, 0.3) - dlog[1],
+                -stats.uniform.logpdf(lin[2], 0.0, 3.0) - dlog[2],
+                -stats.lognorm.logpdf(lin[3], 0.4, scale=np.exp(0.2)) - dlog[3],
+                -stats.laplace.logpdf(np.log(lin[4]), -0.1, 0.7) + np.log(lin[4]) - dlog[4],
+                -stats.norm.logpdf(x[5], 0.2, 0.3),
+                -stats.uniform.logpdf(x[6], 0.0, 1.0)]
+    for (i, kind, a, b), e in zip(priors, expected):
+        f = prior_function([(i, kind, a, b)], [scale] * x.size)
+        np.testing.assert_allclose(float(f(jnp.asarray(x))), e, rtol=1e-12, err_msg=kind)
+    out = prior_function([(2, "uniform", 0.0, 0.1)], [scale] * x.size)(jnp.asarray(x))
+    assert np.isinf(float(out))
+
+
+def test_unknown_method_and_backend_name_the_choices(case):
+    with pytest.raises(sens.InputError, match="adaptive_metropolis"):
+        sens.sample(case[-1], method="am")
+    with pytest.raises(sens.InputError, match="callback"):
+        sens.sample(case[-1], backend="host")

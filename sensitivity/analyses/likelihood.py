@@ -11,6 +11,9 @@ problem alike. Multi-start fitting, profiles and sampling work on this interface
                                            products) or the Fisher information (PEtab)
     lik.minimize(x0, free) -> (x, value, success, message, iterations)
                                            a local fit of the parameters where `free` (n,) is True
+    lik.nllh_function() -> f               the nllh as one JAX function x (n,) -> scalar (+inf
+                                           where a solve fails), traced through the solve (jit,
+                                           vmap) with the exact gradient as its derivative
 
 For a `Problem` the nllh is cost = 1/2 sum r^2 (the Gaussian nllh less sum ln sigma + n/2
 ln 2 pi, which do not depend on the parameters), divided by s^2 when the noise scale s was
@@ -29,9 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import InputError
+from ..integrate.solve import output_function, values_of
 from ..plots.fit import parameters_figure, waterfall_figure
 
 BEST_TOL = 0.1  # nllh units: a start whose final value is this close to the best "reaches" it
+FORWARD_MAX = 16  # inputs up to which a Problem's traced gradient is forward mode (adjoint above)
 
 
 class PetabLikelihood:
@@ -72,6 +77,15 @@ class PetabLikelihood:
             return math.inf, np.full(len(self.names), np.nan)
         return float(g.value), np.asarray(g.grad, dtype=np.float64)
 
+    def nllh_function(self):
+        """The nllh (with the objective priors when `priors`) as a JAX function x (n,) ->
+        scalar, +inf where a solve fails: `PetabProblem.nllh_function` plus `prior_function`."""
+        f = self.problem.nllh_function(mode=self.mode)
+        if not self.priors:
+            return f
+        prior = prior_function(self.problem.priors, self.scales)
+        return lambda x: f(x) + prior(x)
+
     def hessian(self, x) -> np.ndarray:
         """The Fisher information (n, n) on the parameter scales (priors' curvature not included)."""
         self.counts["hessian"] += 1
@@ -80,6 +94,46 @@ class PetabLikelihood:
     def minimize(self, x0, free=None, max_iter: int = 1000, tol: float = 1e-10):
         """L-BFGS-B within the bounds on the free parameters (others held at x0)."""
         return minimize_generic(self, x0, free, max_iter, tol)
+
+
+def prior_function(priors, scales):
+    """The negative log-density of PEtab objective priors as a JAX function of x (n,) on the
+    parameter scales: priors [(index into x, type, a, b)] as `PetabProblem.priors`; a
+    density over the linear value v includes -log |dv/dx| (see `PetabProblem.prior`)."""
+    import jax.numpy as jnp
+
+    def term(x, scale, kind, a, b):
+        if kind.startswith("parameterScale"):
+            v, logjac, kind = x, 0.0, kind[len("parameterScale"):].lower()
+        else:
+            kind = kind.lower()
+            v = {"lin": x, "log": jnp.exp(x), "log10": 10.0 ** x}[scale]
+            logjac = {"lin": 0.0, "log": x, "log10": jnp.log(math.log(10.0)) + x * math.log(10.0)}[scale]
+        if kind == "normal":
+            val = 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((v - a) / b) ** 2
+        elif kind == "laplace":
+            val = math.log(2 * b) + jnp.abs(v - a) / b
+        elif kind == "uniform":
+            val = jnp.where((v >= a) & (v <= b), math.log(b - a), jnp.inf)
+        elif kind == "lognormal":
+            lv = jnp.log(v)
+            val = lv + 0.5 * math.log(2 * math.pi * b * b) + 0.5 * ((lv - a) / b) ** 2
+        elif kind == "loglaplace":
+            lv = jnp.log(v)
+            val = lv + math.log(2 * b) + jnp.abs(lv - a) / b
+        else:
+            raise InputError(f"prior type '{kind}' is unknown")
+        return val - logjac
+
+    priors = list(priors)
+
+    def prior(x):
+        total = jnp.zeros((), dtype=x.dtype)
+        for i, kind, a, b in priors:
+            total = total + term(x[i], scales[i], kind, float(a), float(b))
+        return total
+
+    return prior
 
 
 def minimize_generic(lik, x0, free=None, max_iter: int = 1000, tol: float = 1e-10):
@@ -295,6 +349,59 @@ class ProblemLikelihood:
         if not math.isfinite(v):
             return math.inf, np.full(x.size, np.nan)
         return v / self.s2, self.ev.gradient(x) / self.s2
+
+    def nllh_function(self):
+        """The nllh as one JAX function theta (n,) -> scalar, +inf where the solve fails,
+        traced through the solve of `sensitivity.integrate.solve.output_function`; its
+        derivative (jax.grad, jax.jvp) is the exact gradient: J^T r from forward
+        sensitivities (all n tangents in one sweep) for up to FORWARD_MAX inputs, reverse mode
+        through the checkpointed solve above; 0 where the solve fails."""
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+
+        ev, s2 = self.ev, self.s2
+        forward = len(self.names) <= FORWARD_MAX
+        f = output_function(ev.problem, "forward" if forward else "checkpoint")
+        values = values_of(ev.problem)
+        rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
+        target, w = np.asarray(ev.target, dtype=np.float64), np.asarray(ev.w, dtype=np.float64)
+
+        def residuals(theta):
+            out, aux = f(jnp.exp(theta) if ev.log else theta, values)
+            ok = jnp.asarray(True)
+            if "result" in aux:
+                ok = aux["result"] == diffrax.RESULTS.successful
+            if "events_exhausted" in aux:
+                ok = ok & (aux["events_exhausted"] == 0)
+            return (out[rows, cols] - target) * w, ok
+
+        def value_and_grad(theta):
+            if forward:
+                def one(t):
+                    return jax.jvp(residuals, (theta,), (t,), has_aux=True)
+                r, J, ok = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(theta.size, dtype=theta.dtype))
+                v, g = 0.5 * jnp.sum(r * r) / s2, (J @ r) / s2
+            else:
+                def cost(th):
+                    r, ok = residuals(th)
+                    return 0.5 * jnp.sum(r * r) / s2, ok
+                (v, ok), g = jax.value_and_grad(cost, has_aux=True)(theta)
+            ok = ok & jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
+            return jnp.where(ok, v, jnp.inf), jnp.where(ok, g, 0.0)
+
+        @jax.custom_jvp
+        def nllh(theta):
+            r, ok = residuals(theta)
+            v = 0.5 * jnp.sum(r * r) / s2
+            return jnp.where(ok & jnp.isfinite(v), v, jnp.inf)
+
+        @nllh.defjvp
+        def _nllh_jvp(primals, tangents):
+            v, g = value_and_grad(primals[0])
+            return v, g @ tangents[0]
+
+        return nllh
 
     def hessian(self, x) -> np.ndarray:
         """The exact Hessian (n, n) of the nllh on the estimation scale, from n Hessian-vector

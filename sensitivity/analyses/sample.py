@@ -1,5 +1,5 @@
-"""Posterior sampling with NUTS on the exact gradients (blackjax; the optional extra
-`sample`: `pip install "sensitivity[sample]"`).
+"""Posterior sampling: NUTS on the exact gradients and adaptive Metropolis (blackjax and
+ArviZ; the optional extra `sample`: `pip install "sensitivity[sample]"`).
 
 The log-posterior on the estimation scale (ln p for a `Problem` fitted with log_params,
 PEtab's scales) is -nllh(x) plus the log-prior: flat within the bounds, or a PEtab
@@ -7,10 +7,24 @@ problem's objective priors where it has them (priors=True, the default for PEtab
 parameter with bounds is sampled through a smooth map from the real line (lo + (hi - lo)
 sigmoid(z) for two bounds, lo + exp(z) or hi - exp(z) for one) with the map's log-Jacobian
 added, so the flat prior stays flat on the estimation scale and no proposal leaves the
-bounds. NUTS with blackjax's window adaptation (step size and a dense or diagonal mass matrix) for
-`warmup` steps per chain. The model's nllh and gradient run on the host (the fit's
-evaluator or the PEtab problem's compiled functions) through `jax.pure_callback`, so the
-chains run one after another; R-hat and effective sample sizes are ArviZ's.
+bounds.
+
+Methods:
+    "nuts"                 NUTS with blackjax's window adaptation (step size and a dense or
+                           diagonal mass matrix) for `warmup` steps per chain.
+    "adaptive_metropolis"  Haario et al. (2001) as pyPESTO's AdaptiveMetropolisSampler: a
+                           Gaussian random walk whose covariance is the running mean and
+                           covariance of the chain (update rate k^-0.51), scaled towards an
+                           acceptance rate of 0.234, regularised where not positive definite.
+                           It adapts during `warmup` and then samples with the proposal held
+                           fixed (an exact Metropolis chain).
+
+Backends: "jax" traces the nllh through the solve (`lik.nllh_function()`: the PEtab
+problem's compiled nllh or a `Problem`'s solve, with the exact gradient as its derivative)
+and runs all chains, warm-up included, as one vmapped program; "callback" calls the
+likelihood's nllh and gradient on the host through `jax.pure_callback` (any likelihood),
+the chains one after another; "auto" (default) takes "jax" and falls back to "callback"
+when the likelihood cannot be traced. R-hat and effective sample sizes are ArviZ's.
 """
 
 from __future__ import annotations
@@ -18,15 +32,23 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..core.errors import InputError, did_you_mean
 from ..core.lazy import LazyModule
+from ..integrate.solve import output_function, values_of
+from ..plots.fit import pair_figure, predictive_figure, trace_figure
 from .profile import _resolve
 
-METHODS = ("nuts",)
+METHODS = ("nuts", "adaptive_metropolis")
+BACKENDS = ("auto", "jax", "callback")
+# adaptive Metropolis: pyPESTO's defaults
+AM_DECAY, AM_TARGET, AM_REG = 0.51, 0.234, 1e-6
+# diagnostics' thresholds (Vehtari et al. 2021): R-hat below, bulk / tail ESS above
+RHAT_OK, ESS_OK = 1.01, 400
 # the optional extra `sample`: imported when first used
 az = LazyModule("arviz")
 blackjax = LazyModule("blackjax")
@@ -37,9 +59,14 @@ class SampleResult:
     """Posterior samples on the estimation scale.
 
     names (n,), scales (n,); samples (chains, draws, n); log_posterior (chains, draws);
-    divergent (chains, draws) bool; acceptance (chains, draws): NUTS' mean acceptance
-    rate per draw; step_size (chains,); rhat (n,), ess_bulk (n,), ess_tail (n,): ArviZ's
-    diagnostics; method; notes; timings (seconds).
+    divergent (chains, draws) bool (NUTS; all False for adaptive Metropolis); acceptance
+    (chains, draws): NUTS' mean acceptance rate of the trajectory, or the Metropolis
+    acceptance probability min(1, ratio); step_size (chains,): NUTS' adapted step size or
+    the Metropolis proposal's scale factor; rhat (n,), ess_bulk (n,), ess_tail (n,):
+    ArviZ's diagnostics; method; backend ("jax": one vmapped program, "callback": on the
+    host, chain after chain); notes; timings (seconds: wall, compile, sampling (the chains'
+    run, compile apart), cpu (process CPU time of the whole call));
+    likelihood: the objective (for posterior predictions).
     """
 
     names: tuple
@@ -55,6 +82,8 @@ class SampleResult:
     method: str = "nuts"
     notes: tuple = ()
     timings: dict = field(default_factory=dict)
+    backend: str = "callback"
+    likelihood: object = field(default=None, repr=False, compare=False)
 
     @property
     def mean(self) -> np.ndarray:
@@ -66,8 +95,25 @@ class SampleResult:
         """Posterior covariance (n, n) over all chains and draws."""
         return np.cov(self.samples.reshape(-1, len(self.names)), rowvar=False).reshape(len(self.names), -1)
 
+    @property
+    def n_divergent(self) -> int:
+        return int(self.divergent.sum())
+
+    @property
+    def ess_per_second(self) -> float:
+        """The smallest bulk ESS over the parameters per second of sampling (compile apart)."""
+        s = self.timings.get("sampling", self.timings.get("wall", math.nan))
+        return float(np.min(self.ess_bulk) / s) if s and s > 0 else math.nan
+
+    @property
+    def converged(self) -> bool:
+        """R-hat < 1.01 and bulk and tail ESS > 400 for every parameter, no divergences."""
+        return bool(np.all(self.rhat < RHAT_OK) and np.all(self.ess_bulk > ESS_OK)
+                    and np.all(self.ess_tail > ESS_OK) and self.n_divergent == 0)
+
     def to_arviz(self):
-        """An `arviz.InferenceData` with the samples (posterior) and NUTS' statistics."""
+        """An `arviz.InferenceData`: the samples (posterior, estimation scale) and the
+        sampler's statistics (lp, diverging, acceptance_rate)."""
         return az.from_dict(posterior={k: self.samples[:, :, i] for i, k in enumerate(self.names)},
                             sample_stats={"lp": self.log_posterior, "diverging": self.divergent,
                                           "acceptance_rate": self.acceptance})
@@ -83,13 +129,96 @@ class SampleResult:
                              "ess_bulk": self.ess_bulk, "ess_tail": self.ess_tail},
                             index=pd.Index(self.names, name="input"))
 
+    def draws(self):
+        """Every draw as a row (chain, draw, one column per parameter, log_posterior,
+        divergent, acceptance): a pandas DataFrame of chains x draws rows."""
+        import pandas as pd
+
+        c, d, n = self.samples.shape
+        table = pd.DataFrame(self.samples.reshape(-1, n), columns=list(self.names))
+        table.insert(0, "draw", np.tile(np.arange(d), c))
+        table.insert(0, "chain", np.repeat(np.arange(c), d))
+        table["log_posterior"] = self.log_posterior.reshape(-1)
+        table["divergent"] = self.divergent.reshape(-1)
+        table["acceptance"] = self.acceptance.reshape(-1)
+        return table
+
     def summary(self) -> str:
         c, d, _ = self.samples.shape
-        lines = [f"{self.method}: {c} chains x {d} draws, {int(self.divergent.sum())} divergent, "
-                 f"mean acceptance {float(self.acceptance.mean()):.2f}"]
-        for k, m, r, e in zip(self.names, self.mean, self.rhat, self.ess_bulk):
-            lines.append(f"  {k:>16s}: mean {m:.6g}  R-hat {r:.3f}  ESS {e:.0f}")
+        t = self.timings
+        lines = [f"{self.method} ({self.backend}): {c} chains x {d} draws, {self.n_divergent} divergent, "
+                 f"mean acceptance {float(self.acceptance.mean()):.2f}; R-hat max {float(np.max(self.rhat)):.3f}, "
+                 f"ESS bulk min {float(np.min(self.ess_bulk)):.0f}, tail min {float(np.min(self.ess_tail)):.0f}; "
+                 f"{'converged' if self.converged else 'NOT converged'} (R-hat < {RHAT_OK}, ESS > {ESS_OK}, "
+                 "no divergences)",
+                 f"  {t.get('sampling', math.nan):.3g} s sampling + {t.get('compile', 0.0):.3g} s compile: "
+                 f"{self.ess_per_second:.3g} effective samples per second"]
+        for k, m, s, r, e, et in zip(self.names, self.mean, np.sqrt(np.diag(self.covariance)), self.rhat,
+                                     self.ess_bulk, self.ess_tail):
+            flag = "" if r < RHAT_OK and e > ESS_OK and et > ESS_OK else "  <- check"
+            lines.append(f"  {k:>16s}: mean {m:.6g} sd {s:.3g}  R-hat {r:.3f}  ESS bulk {e:.0f} tail {et:.0f}{flag}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ figures
+    def plot_trace(self, path=None, title: str = ""):
+        """Each parameter's draws against the iteration, one line per chain, with its
+        marginal beside it; divergent draws marked. Returns the Figure (PNG at `path`)."""
+        return trace_figure(self.names, self.samples, divergent=self.divergent, scales=self.scales, path=path,
+                            title=title or f"{self.method}: trace (R-hat max {float(np.max(self.rhat)):.3f})")
+
+    def plot_marginals(self, path=None, title: str = ""):
+        """A histogram of each parameter's draws per chain. Returns the Figure (PNG at `path`)."""
+        return trace_figure(self.names, self.samples, scales=self.scales, path=path, marginals_only=True,
+                            title=title or f"posterior marginals: {self.samples.shape[0]} chains x "
+                                           f"{self.samples.shape[1]} draws")
+
+    def plot_pairs(self, path=None, parameters=None, max_points: int = 2000, title: str = ""):
+        """Pairwise scatter of the draws (lower triangle), marginals on the diagonal,
+        divergent draws in red; `parameters`: names to show (default all). Returns the Figure."""
+        idx = self._indices(parameters)
+        return pair_figure([self.names[i] for i in idx], self.samples[:, :, idx], divergent=self.divergent,
+                           max_points=max_points, path=path, title=title)
+
+    def predictive(self, draws: int = 200, level: float = 0.95, times=None, seed: int = 0):
+        """Posterior predictive bands of the observables from `draws` posterior draws.
+
+        A `Problem`: the observed outputs on `times` (default 200 points from t0 to the last
+        data time), the noise sigma per output the data's (their median where rows differ;
+        times the estimated noise scale of a fit with sigma estimated). A PEtab problem: the
+        measurement table's rows (simulated at the measurement times), noise by its noise
+        model and observable transformation. Returns a DataFrame with one row per output
+        (panel) and time: panel, time, median, lower, upper (the model's credible band at
+        `level`), pred_lower, pred_upper (with the noise: the predictive band); and a
+        DataFrame of the data (panel, time, value). The panel's `log` column says whether
+        its observable is on a log scale."""
+        if self.likelihood is None:
+            raise InputError("this SampleResult carries no likelihood; sample with sens.sample")
+        if not 0 < level < 1:
+            raise InputError(f"level = {level!r} must lie between 0 and 1, e.g. 0.95")
+        rng = np.random.default_rng(seed)
+        flat = self.samples.reshape(-1, len(self.names))
+        pick = rng.choice(flat.shape[0], size=min(int(draws), flat.shape[0]), replace=False)
+        X = flat[pick]
+        if getattr(self.likelihood, "kind", "") == "petab":
+            return _predictive_petab(self.likelihood, X, level, rng)
+        return _predictive_problem(self.likelihood, X, level, rng, times)
+
+    def plot_predictive(self, path=None, draws: int = 200, level: float = 0.95, times=None, title: str = ""):
+        """The observables' posterior median, credible band and predictive band (with the
+        noise) against the data, one panel per output (`predictive`). Returns the Figure."""
+        bands, data = self.predictive(draws=draws, level=level, times=times)
+        return predictive_figure(bands, data, level=level, path=path,
+                                 title=title or f"posterior predictive ({min(draws, self.samples[:, :, 0].size)} draws)")
+
+    def _indices(self, parameters) -> list:
+        if parameters is None:
+            return list(range(len(self.names)))
+        chosen = [parameters] if isinstance(parameters, str) else list(parameters)
+        for k in chosen:
+            if k not in self.names:
+                raise InputError(f"parameters: '{k}' is not a sampled parameter{did_you_mean(k, self.names)}")
+        return [self.names.index(k) for k in chosen]
 
 
 class _Map:
@@ -122,12 +251,19 @@ class _Map:
         return z
 
 
-def _log_density(lik, transform):
-    """A JAX log-density of z (n,) calling lik's nllh and gradient on the host."""
+def _host_loglik(lik, gradient: bool):
+    """-nllh (and its gradient) of x (n,) through `jax.pure_callback` to the host."""
     import jax
     import jax.numpy as jnp
 
     n = len(lik.names)
+    if not gradient:
+        def host_value(x):
+            v = lik.value(np.asarray(x, dtype=np.float64))
+            return np.float64(-v if math.isfinite(v) else -np.inf)
+
+        return lambda x: jax.pure_callback(host_value, jax.ShapeDtypeStruct((), jnp.float64), x,
+                                           vmap_method="sequential")
     shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct((n,), jnp.float64))
 
     def host(x):
@@ -142,29 +278,134 @@ def _log_density(lik, transform):
 
     @loglik.defjvp
     def _jvp(primals, tangents):
-        (x,), (t,) = primals, tangents
-        v, g = jax.pure_callback(host, shapes, x, vmap_method="sequential")
+        v, g = jax.pure_callback(host, shapes, primals[0], vmap_method="sequential")
+        t = tangents[0]
         return v, g @ t
 
-    def logdensity(z):
-        x, logj = transform.forward(z)
-        return loglik(x) + logj
+    return loglik
 
-    return logdensity
+
+def _traced_loglik(lik):
+    """-nllh of x (n,) as the likelihood's own JAX function (see `lik.nllh_function`)."""
+    f = lik.nllh_function()
+    return lambda x: -f(x)
+
+
+def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance: float):
+    """(key, z0 (n_params,)) -> (z (n, n_params), logdensity (n,), divergent (n,), acceptance
+    (n,), step size): window adaptation for `warmup` steps, then n NUTS draws."""
+    import jax
+    import jax.numpy as jnp
+
+    def chain(key, z0):
+        k_warm, k_run = jax.random.split(key)
+        if warmup > 0:
+            adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, is_mass_matrix_diagonal=not dense,
+                                               target_acceptance_rate=target_acceptance,
+                                               adaptation_info_fn=blackjax.adaptation.base.get_filter_adapt_info_fn())
+            (state, params), _ = adapt.run(k_warm, z0, num_steps=int(warmup))
+        else:
+            params = {"step_size": jnp.asarray(0.1),
+                      "inverse_mass_matrix": jnp.eye(z0.size) if dense else jnp.ones(z0.size)}
+            state = blackjax.nuts(logdensity, **params).init(z0)
+        kernel = blackjax.nuts(logdensity, **params)
+
+        def step(st, k):
+            st, info = kernel.step(k, st)
+            return st, (st.position, st.logdensity, info.is_divergent, info.acceptance_rate)
+
+        _, (zs, lp, div, acc) = jax.lax.scan(step, state, jax.random.split(k_run, int(n)))
+        return zs, lp, div, acc, params["step_size"]
+
+    return chain
+
+
+def _am_chain(logdensity, n: int, warmup: int, cov0=None):
+    """(key, z0 (n_params,)) -> as `_nuts_chain`: adaptive Metropolis (pyPESTO's update of
+    the mean, covariance and scale, Haario et al. 2001) for `warmup` steps, adapting, then
+    n draws with the proposal held; the last output is the proposal's scale factor."""
+    import jax
+    import jax.numpy as jnp
+
+    def regularise(cov):
+        e = jnp.linalg.eigvalsh(cov)[0]
+        return jnp.where(e <= 0, cov + (jnp.abs(e) + AM_REG) * jnp.eye(cov.shape[0]), cov)
+
+    def propose(key, z, cov):
+        e, V = jnp.linalg.eigh(cov)
+        return z + V @ (jnp.sqrt(jnp.maximum(e, 0.0)) * jax.random.normal(key, z.shape))
+
+    def chain(key, z0):
+        d = z0.size
+        c0 = jnp.eye(d) if cov0 is None else jnp.asarray(cov0)
+        lp0 = logdensity(z0)
+
+        def step(carry, inputs):
+            z, lp, mean, cov_hist, scale, cov = carry
+            key, k, adapting = inputs
+            k_prop, k_acc = jax.random.split(key)
+            z_new = propose(k_prop, z, cov)
+            lp_new = logdensity(z_new)
+            log_acc = jnp.minimum(0.0, jnp.where(jnp.isnan(lp_new), -jnp.inf, lp_new - lp))
+            accept = jnp.log(jax.random.uniform(k_acc)) < log_acc
+            z, lp = jnp.where(accept, z_new, z), jnp.where(accept, lp_new, lp)
+            # pyPESTO's update_history_statistics and scale adaptation, at sample number k
+            rate = jnp.maximum(k + 1.0, 1.0) ** -AM_DECAY
+            mean_a = (1 - rate) * mean + rate * z
+            dz = z - mean_a
+            hist_a = (1 - rate) * cov_hist + rate * jnp.outer(dz, dz)
+            scale_a = scale * jnp.exp((jnp.exp(log_acc) - AM_TARGET) / (k + 1.0) ** AM_DECAY)
+            cov_a = regularise(scale_a * hist_a)
+            keep = lambda a, b: jnp.where(adapting, a, b)  # noqa: E731
+            carry = (z, lp, keep(mean_a, mean), keep(hist_a, cov_hist), keep(scale_a, scale), keep(cov_a, cov))
+            return carry, (z, lp, jnp.asarray(False), jnp.exp(log_acc))
+
+        total = int(warmup) + int(n)
+        keys = jax.random.split(key, total)
+        ks = jnp.arange(total, dtype=jnp.float64)
+        adapting = jnp.arange(total) < int(warmup)
+        c0 = regularise(c0)
+        carry = (z0, lp0, z0, c0, jnp.asarray(1.0), c0)
+        carry, (zs, lp, div, acc) = jax.lax.scan(step, carry, (keys, ks, adapting))
+        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], carry[4]
+
+    return chain
+
+
+def _run(chain, keys, Z0, vmapped: bool):
+    """Compile and run the chains: one vmapped program, or the one-chain program per chain.
+    Returns (outputs stacked over chains, compile seconds, run seconds)."""
+    import jax
+
+    if vmapped:
+        began = time.perf_counter()
+        exe = jax.jit(jax.vmap(chain)).lower(keys, Z0).compile()
+        compiled = time.perf_counter()
+        out = jax.block_until_ready(exe(keys, Z0))
+        return tuple(np.asarray(o) for o in out), compiled - began, time.perf_counter() - compiled
+    began = time.perf_counter()
+    exe = jax.jit(chain).lower(keys[0], Z0[0]).compile()
+    compiled = time.perf_counter()
+    outs = [jax.block_until_ready(exe(k, z)) for k, z in zip(keys, Z0)]
+    return (tuple(np.stack([np.asarray(o[i]) for o in outs]) for i in range(len(outs[0]))),
+            compiled - began, time.perf_counter() - compiled)
 
 
 def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int = 4, warmup: int = 500,
            sigma=None, log_params: bool = True, bounds=None, priors: bool = True, seed: int = 0,
-           start=None, target_acceptance: float = 0.8, dense_mass: bool | None = None) -> SampleResult:
-    """Sample the posterior of the estimated parameters with NUTS on exact gradients.
+           start=None, target_acceptance: float = 0.8, dense_mass: bool | None = None,
+           backend: str = "auto") -> SampleResult:
+    """Sample the posterior of the estimated parameters.
 
     target: as for `sensitivity.profile` (a fit result, a Problem with `data`, a PEtab
     problem); priors: PEtab's objective priors (flat on the estimation scale within the
-    bounds where a parameter has none; always flat for a `Problem`). n: draws per chain
-    after `warmup` adaptation steps; chains run one after another, from the estimate
-    (`start`: another point (n_params,) on the estimation scale) jittered by 1e-3.
-    dense_mass: adapt a dense mass matrix (default: with at most 50 parameters), which
-    follows correlated parameters in far fewer leapfrog steps than a diagonal one.
+    bounds where a parameter has none; always flat for a `Problem`). method: "nuts" (exact
+    gradients) | "adaptive_metropolis" (gradient-free; see the module). n: draws per chain
+    after `warmup` adaptation steps, from the estimate (`start`: another point (n_params,)
+    on the estimation scale) jittered by 1e-3. dense_mass: NUTS adapts a dense mass matrix
+    (default: with at most 50 parameters), which follows correlated parameters in far fewer
+    leapfrog steps than a diagonal one. backend: "auto" | "jax" (all chains as one vmapped
+    program traced through the solve) | "callback" (the nllh on the host, chain after chain).
     Returns a `SampleResult` (estimation scale).
     """
     import jax
@@ -175,10 +416,13 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
                              'pip install "sensitivity[sample]"')
     if method not in METHODS:
         raise InputError(f"method = '{method}' is unknown{did_you_mean(method, METHODS)}; valid: {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise InputError(f"backend = '{backend}' is unknown{did_you_mean(backend, BACKENDS)}; "
+                         f"valid: {', '.join(BACKENDS)}")
     for name, v in (("n", n), ("chains", chains), ("warmup", warmup)):
         if not isinstance(v, (int, np.integer)) or v < (0 if name == "warmup" else 1):
             raise InputError(f"{name} = {v!r} must be a positive whole number")
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     lik, x_hat, notes = _resolve(target, data, sigma, log_params, bounds, priors)
     names = tuple(lik.names)
     if start is not None:
@@ -186,39 +430,134 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         if x_hat.shape != (len(names),):
             raise InputError(f"start has shape {x_hat.shape}; expected ({len(names)},) on the estimation scale")
     transform = _Map(lik.lower, lik.upper)
-    logdensity = _log_density(lik, transform)
     z_hat = transform.inverse(x_hat)
     dense = len(names) <= 50 if dense_mass is None else bool(dense_mass)
     key = jax.random.PRNGKey(seed)
-    out = {k: [] for k in ("z", "lp", "div", "acc", "step")}
-    for c in range(chains):
-        key, k_init, k_warm, k_run = jax.random.split(key, 4)
-        z0 = z_hat + 1e-3 * np.asarray(jax.random.normal(k_init, z_hat.shape))
-        adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, is_mass_matrix_diagonal=not dense,
-                                           target_acceptance_rate=target_acceptance)
-        (state, params), _ = adapt.run(k_warm, z0, num_steps=int(warmup))
-        kernel = blackjax.nuts(logdensity, **params)
+    k_init, k_chains = jax.random.split(key)
+    Z0 = np.asarray(z_hat[None, :] + 1e-3 * np.asarray(jax.random.normal(k_init, (int(chains), z_hat.size))))
+    keys = jax.random.split(k_chains, int(chains))
 
-        def step(st, k, kernel=kernel):
-            st, info = kernel.step(k, st)
-            return st, (st.position, st.logdensity, info.is_divergent, info.acceptance_rate)
+    def build(loglik):
+        def logdensity(z):
+            x, logj = transform.forward(z)
+            return loglik(x) + logj
 
-        _, (zs, lp, div, acc) = jax.lax.scan(step, state, jax.random.split(k_run, int(n)))
-        out["z"].append(np.asarray(zs))
-        out["lp"].append(np.asarray(lp))
-        out["div"].append(np.asarray(div))
-        out["acc"].append(np.asarray(acc))
-        out["step"].append(float(params["step_size"]))
-    Z = np.stack(out["z"])  # (chains, draws, n) on the real line
+        if method == "nuts":
+            return _nuts_chain(logdensity, n, warmup, dense, target_acceptance)
+        return _am_chain(logdensity, n, warmup)
+
+    out = None
+    if backend != "callback" and hasattr(lik, "nllh_function"):
+        try:
+            out, t_compile, t_run = _run(build(_traced_loglik(lik)), keys, Z0, vmapped=True)
+            used = "jax"
+        except Exception as exc:  # a likelihood that cannot be traced: on the host instead
+            if backend == "jax":
+                raise
+            notes += (f"the nllh could not be traced ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                      "sampled with the nllh on the host, chain after chain",)
+    elif backend == "jax":
+        raise InputError(f"backend = 'jax': this likelihood ({type(lik).__name__}) has no traceable nllh; "
+                         "use backend='callback'")
+    if out is None:
+        out, t_compile, t_run = _run(build(_host_loglik(lik, gradient=method == "nuts")), keys, Z0, vmapped=False)
+        used = "callback"
+    Z, lp_z, div, acc, step = out
     X = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[0]))(Z))
-    lp_z = np.stack(out["lp"])
     logj = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[1]))(Z))
+    lp = lp_z - logj
+    if used == "jax":  # the traced nllh against the host's at the last draw of the first chain
+        v = lik.value(X[0, -1])
+        if math.isfinite(v) and abs(lp[0, -1] + v) > 1e-6 * max(1.0, abs(v)):
+            msg = (f"the traced log-posterior {lp[0, -1]:.10g} differs from the host's {-v:.10g} at the last "
+                   "draw of chain 0")
+            warnings.warn(msg, stacklevel=2)
+            notes += (msg,)
     idata = az.from_dict(posterior={k: X[:, :, i] for i, k in enumerate(names)})
     rhat = az.rhat(idata)
     ess_b, ess_t = az.ess(idata, method="bulk"), az.ess(idata, method="tail")
     if getattr(lik, "kind", "") == "petab" and not getattr(lik, "priors", False):
         notes += ("flat prior on the estimation scale within the bounds",)
-    return SampleResult(names, tuple(lik.scales), X, lp_z - logj, np.stack(out["div"]), np.stack(out["acc"]),
-                        np.array(out["step"]), np.array([float(rhat[k]) for k in names]),
-                        np.array([float(ess_b[k]) for k in names]), np.array([float(ess_t[k]) for k in names]),
-                        method, notes, {"wall": time.perf_counter() - began})
+    return SampleResult(names, tuple(lik.scales), X, lp, div.astype(bool), acc, np.asarray(step, dtype=np.float64),
+                        np.array([float(rhat[k]) for k in names]), np.array([float(ess_b[k]) for k in names]),
+                        np.array([float(ess_t[k]) for k in names]), method, notes,
+                        {"wall": time.perf_counter() - began, "compile": t_compile, "sampling": t_run,
+                         "cpu": time.process_time() - cpu}, used, lik)
+
+
+# --------------------------------------------------------------------------- posterior predictive
+def _bands(Y, level: float):
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    return np.nanquantile(Y, [0.5, lo, hi], axis=0)
+
+
+def _predictive_problem(lik, X, level, rng, times):
+    """Bands of a `ProblemLikelihood`'s observed outputs on a time grid (see `predictive`)."""
+    import jax
+    import pandas as pd
+
+    ev = lik.ev
+    prob = ev.problem
+    t_data = np.asarray(prob.times)[ev.rows]
+    grid = np.linspace(prob.t0, float(t_data.max()), 200) if times is None else np.asarray(times, dtype=np.float64)
+    fine = prob.replace(times=grid, t0=prob.t0)
+    f = output_function(fine, "checkpoint")
+    values = values_of(fine)
+    theta = np.exp(X) if ev.log else X
+    outs, _ = jax.jit(jax.vmap(lambda x: f(x, values)))(theta)
+    outs = np.asarray(outs)  # (draws, n_times, n_of)
+    sd = 1.0 / np.asarray(ev.w) * math.sqrt(lik.s2)
+    rows, data = [], []
+    for j, name in enumerate(prob.of):
+        sel = np.asarray(ev.cols) == j
+        s = float(np.median(sd[sel])) if sel.any() else 0.0
+        Y = outs[:, :, j]
+        med, lo, hi = _bands(Y, level)
+        _, plo, phi = _bands(Y + s * rng.standard_normal(Y.shape), level)
+        rows.append(pd.DataFrame({"panel": name, "time": grid, "median": med, "lower": lo, "upper": hi,
+                                  "pred_lower": plo, "pred_upper": phi, "log": False}))
+        data.append(pd.DataFrame({"panel": name, "time": t_data[sel], "value": np.asarray(ev.target)[sel]}))
+    return pd.concat(rows, ignore_index=True), pd.concat(data, ignore_index=True)
+
+
+def _predictive_petab(lik, X, level, rng):
+    """Bands of a PEtab problem's measurement rows, per observable and condition."""
+    import jax
+    import pandas as pd
+    import petab.v1 as pv1
+
+    pp = lik.problem
+    sim, sig, ok = jax.jit(jax.vmap(pp.simulation_function()))(X)
+    sim, sig = np.asarray(sim), np.asarray(sig)
+    sim[~np.asarray(ok)], sig[~np.asarray(ok)] = np.nan, np.nan
+    mdf = pp.measurements
+    odf = pp.petab.observable_df
+    trans = mdf[pv1.OBSERVABLE_ID].map(odf.get(pv1.OBSERVABLE_TRANSFORMATION, pd.Series(dtype=str))).fillna("lin")
+    noise = mdf[pv1.OBSERVABLE_ID].map(odf.get(pv1.NOISE_DISTRIBUTION, pd.Series(dtype=str))).fillna("normal")
+    eps = np.where(noise.to_numpy() == "laplace", rng.laplace(size=sim.shape), rng.standard_normal(sim.shape))
+    h = {"lin": (lambda v: v, lambda v: v), "log": (np.log, np.exp), "log10": (np.log10, lambda v: 10.0 ** v)}
+    pred = np.empty_like(sim)
+    for tr, (fwd, back) in h.items():
+        m = trans.to_numpy() == tr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pred[:, m] = back(fwd(sim[:, m]) + sig[:, m] * eps[:, m])
+    pre = (mdf[pv1.PREEQUILIBRATION_CONDITION_ID].fillna("").astype(str)
+           if pv1.PREEQUILIBRATION_CONDITION_ID in mdf else pd.Series("", index=mdf.index))
+    panel = (mdf[pv1.OBSERVABLE_ID].astype(str) + " | " + np.where(pre != "", pre + " -> ", "")
+             + mdf[pv1.SIMULATION_CONDITION_ID].astype(str))
+    rows, data = [], []
+    for p in dict.fromkeys(panel):
+        sel = np.flatnonzero((panel == p).to_numpy())
+        t = mdf[pv1.TIME].to_numpy(float)[sel]
+        order = np.argsort(t, kind="stable")
+        sel, t = sel[order], t[order]
+        # replicates at one time: one point of the band
+        ut, first = np.unique(t, return_index=True)
+        cols = sel[first]
+        med, lo, hi = _bands(sim[:, cols], level)
+        _, plo, phi = _bands(pred[:, cols], level)
+        rows.append(pd.DataFrame({"panel": p, "time": ut, "median": med, "lower": lo, "upper": hi,
+                                  "pred_lower": plo, "pred_upper": phi,
+                                  "log": trans.iloc[sel[0]] in ("log", "log10")}))
+        data.append(pd.DataFrame({"panel": p, "time": t, "value": mdf[pv1.MEASUREMENT].to_numpy(float)[sel]}))
+    return pd.concat(rows, ignore_index=True), pd.concat(data, ignore_index=True)

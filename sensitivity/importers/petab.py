@@ -823,6 +823,57 @@ class PetabProblem:
         numbers.check_petab(self, x, gradient=grad, mode=mode, value=value)
         return PetabGradient(value, grad, self.x_names, mode, plan, t)
 
+    def nllh_function(self, mode: str = "auto") -> Callable:
+        """The nllh as a JAX function of x (n_estimated,) -> scalar (+inf where a solve
+        fails), at the problem's tolerances, for programs that evaluate many points at once
+        (`jit`, `vmap`, samplers): its derivative (`jax.grad`, `jax.jvp`) is the exact
+        gradient by `mode` as in `gradient` (0 where a solve fails). Priors not included."""
+        if mode not in ("auto", "forward", "adjoint"):
+            raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
+        mode = self._auto_plan().mode if mode == "auto" else mode
+        f = self._nllh_fn("checkpoint" if mode == "adjoint" else "forward")
+        tol = np.asarray((self.rtol, self.atol), dtype=np.float64)
+
+        def value_and_grad(x):
+            if mode == "adjoint":
+                (v, (aux, _)), g = jax.value_and_grad(f, has_aux=True)(x, tol)
+            else:
+                def one(t):
+                    return jax.jvp(lambda x_: f(x_, tol), (x,), (t,), has_aux=True)
+                v, g, (aux, _) = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size, dtype=x.dtype))
+            ok = aux["ok"] & jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
+            return jnp.where(ok, v, jnp.inf), jnp.where(ok, g, 0.0)
+
+        @jax.custom_jvp
+        def nllh(x):
+            v, (aux, _) = f(x, tol)
+            return jnp.where(aux["ok"] & jnp.isfinite(v), v, jnp.inf)
+
+        @nllh.defjvp
+        def _nllh_jvp(primals, tangents):
+            v, g = value_and_grad(primals[0])
+            return v, g @ tangents[0]
+
+        return nllh
+
+    def simulation_function(self) -> Callable:
+        """The simulation as a JAX function of x (n_estimated,) -> (simulation (n_rows,),
+        sigma (n_rows,), ok): per row of the measurement table (`simulate`'s order), the
+        observable and its noise sigma (on the observable's transformed scale); ok False
+        where a solve failed."""
+        observe = self._observations_fn("checkpoint")
+        obs, n = self._obs, len(self.measurements)
+        tol = np.asarray((self.rtol, self.atol), dtype=np.float64)
+
+        def simulation(x):
+            results, aux = observe(self.theta(x), tol)
+            sim, sig = jnp.full(n, jnp.nan), jnp.full(n, jnp.nan)
+            for o, (y_sim, sigma) in zip(obs, results):
+                sim, sig = sim.at[o["rows"]].set(y_sim), sig.at[o["rows"]].set(sigma)
+            return sim, sig, aux["ok"]
+
+        return simulation
+
     def _auto_plan(self):
         """The cost model's plan for mode="auto", made once per problem structure."""
         key = self._structure()

@@ -123,3 +123,126 @@ def marginals_figure(names, samples, scales=None, path=None, title: str = ""):
     fig.suptitle(title or f"posterior marginals: {X.shape[0]} chains x {X.shape[1]} draws")
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def trace_figure(names, samples, divergent=None, scales=None, marginals_only: bool = False, path=None,
+                 title: str = ""):
+    """names (n,), samples (chains, draws, n): per parameter a row with its draws against
+    the iteration (one colour per chain; divergent (chains, draws) draws marked in red) and
+    its marginal (a histogram per chain) beside it; marginals_only: the histograms alone."""
+    plt = _pyplot()
+    X = np.asarray(samples, dtype=np.float64)
+    c, d, n = X.shape
+    if marginals_only:
+        cols = min(n, 4)
+        rows = int(np.ceil(n / cols)) if n else 1
+        fig, axes = plt.subplots(rows, max(cols, 1), figsize=(3.4 * max(cols, 1), 2.6 * rows), squeeze=False)
+        hist_axes, trace_axes = list(axes.flat), [None] * n
+    else:
+        fig, axes = plt.subplots(n, 2, figsize=(10, 1.8 * n + 0.6), squeeze=False,
+                                 gridspec_kw={"width_ratios": [3, 1]})
+        hist_axes, trace_axes = list(axes[:, 1]), list(axes[:, 0])
+    div = np.zeros((c, d), bool) if divergent is None else np.asarray(divergent, bool)
+    for i, name in enumerate(names):
+        label = f"{name}" + (f" ({scales[i]})" if scales is not None else "")
+        flat = X[:, :, i].ravel()
+        flat = flat[np.isfinite(flat)]
+        edges = np.histogram_bin_edges(flat, bins=30) if flat.size else 10
+        ha = hist_axes[i]
+        for k in range(c):
+            ha.hist(X[k, :, i], bins=edges, histtype="step", density=True, color=f"C{k % 10}", lw=1)
+        ha.set_yticks([])
+        ta = trace_axes[i]
+        if ta is None:
+            ha.set_xlabel(label)
+            continue
+        for k in range(c):
+            ta.plot(np.arange(d), X[k, :, i], color=f"C{k % 10}", lw=0.6, alpha=0.8)
+            kd = np.flatnonzero(div[k])
+            if kd.size:
+                ta.scatter(kd, X[k, kd, i], color="tab:red", s=8, zorder=3)
+        ta.set_ylabel(label, fontsize=8)
+        ta.set_xlim(0, max(d - 1, 1))
+    if not marginals_only and n:
+        trace_axes[-1].set_xlabel("draw")
+    for ax in hist_axes[n:]:
+        ax.axis("off")
+    fig.suptitle(title or f"{c} chains x {d} draws" + (f", {int(div.sum())} divergent" if div.any() else ""))
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def pair_figure(names, samples, divergent=None, max_points: int = 2000, path=None, title: str = ""):
+    """names (n,), samples (chains, draws, n): the draws of every pair of parameters as a
+    scatter (lower triangle; at most `max_points` evenly thinned draws, divergent ones in
+    red) and each parameter's histogram on the diagonal."""
+    plt = _pyplot()
+    X = np.asarray(samples, dtype=np.float64)
+    c, d, n = X.shape
+    flat = X.reshape(-1, n)
+    div = np.zeros(c * d, bool) if divergent is None else np.asarray(divergent, bool).reshape(-1)
+    keep = np.unique(np.linspace(0, flat.shape[0] - 1, min(max_points, flat.shape[0])).astype(int))
+    size = max(1.6, min(2.6, 14.0 / max(n, 1)))
+    fig, axes = plt.subplots(n, n, figsize=(size * n + 0.5, size * n + 0.5), squeeze=False)
+    for i in range(n):
+        for j in range(n):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(flat[:, i], bins=30, color="tab:blue", alpha=0.7)
+                ax.set_yticks([])
+            else:
+                ok = keep[~div[keep]]
+                ax.scatter(flat[ok, j], flat[ok, i], s=2, alpha=0.3, color="tab:blue", rasterized=True)
+                bad = np.flatnonzero(div)
+                if bad.size:
+                    ax.scatter(flat[bad, j], flat[bad, i], s=6, color="tab:red")
+            if i == n - 1:
+                ax.set_xlabel(names[j], fontsize=8)
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i], fontsize=8)
+            elif j > 0:
+                ax.set_yticklabels([])
+            ax.tick_params(labelsize=6)
+    fig.suptitle(title or f"pairs: {c} chains x {d} draws" + (f", {int(div.sum())} divergent (red)" if div.any()
+                                                                 else ""))
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def predictive_figure(bands, data, level: float = 0.95, path=None, title: str = ""):
+    """bands: a DataFrame (panel, time, median, lower, upper, pred_lower, pred_upper, log):
+    per panel the posterior median of the observable, its credible band at `level` and the
+    predictive band (with the noise); data: a DataFrame (panel, time, value) drawn as
+    points. A panel whose `log` is true has a log y axis."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(bands["panel"]))
+    n = len(panels)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols)) if n else 1
+    fig, axes = plt.subplots(rows, max(cols, 1), figsize=(4.2 * max(cols, 1), 3.2 * rows), squeeze=False)
+    pct = f"{100 * level:g} %"
+    for ax, p in zip(axes.flat, panels):
+        b = bands[bands["panel"] == p]
+        t = b["time"].to_numpy(float)
+        ax.fill_between(t, b["pred_lower"], b["pred_upper"], color="tab:blue", alpha=0.15,
+                        label=f"predictive {pct}")
+        ax.fill_between(t, b["lower"], b["upper"], color="tab:blue", alpha=0.35, label=f"credible {pct}")
+        ax.plot(t, b["median"], color="tab:blue", lw=1.2, label="median")
+        dd = data[data["panel"] == p]
+        ax.scatter(dd["time"], dd["value"], color="k", s=10, zorder=3, label="data")
+        if bool(b["log"].iloc[0]):
+            ax.set_yscale("log")
+        ax.set_title(str(p), fontsize=9)
+        ax.set_xlabel("time")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if n:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or "posterior predictive")
+    fig.tight_layout()
+    return _finish(fig, path)
