@@ -155,9 +155,6 @@ def test_sample_exports():
     lp = -0.5 * (((X - np.array([0.5, -1.0])) / np.array([1.0, 3.0])) ** 2).sum(-1)
     res = SampleResult(("a", "b"), ("lin", "lin"), X, lp, np.zeros((2, 500), bool), np.ones((2, 500)),
                        np.ones(2), np.ones(2), np.full(2, 1000.0), np.full(2, 1000.0))
-    df = bridge.samples_frame(res)
-    assert len(df) == 1000 and list(df.columns[:4]) == ["chain", "draw", "log_posterior", "divergent"]
-    np.testing.assert_array_equal(df.loc[df["chain"] == 1, "b"], X[1, :, 1])
     out = bridge.to_pypesto_result(res)
     np.testing.assert_array_equal(out.sample_result.trace_x, X)
     np.testing.assert_array_equal(out.sample_result.trace_neglogpost, -lp)

@@ -25,7 +25,7 @@ multi-process engines run it.
 
 Exports:
     profiles_frame(profile_result) -> DataFrame, one row per point of every profile
-    samples_frame(sample_result) -> DataFrame, one row per draw of every chain
+    (a `SampleResult` has its own: `.draws()` (pandas), `.to_arviz()`)
     to_pypesto_result(profile_or_sample_result, problem=None) -> pypesto.Result
                                           (pyPESTO's profile / sampling plots draw it)
     pypesto_samples_to_arviz(pypesto_result, burn_in=None) -> arviz.InferenceData
@@ -235,20 +235,6 @@ def profiles_frame(result):
     if not frames:
         return pd.DataFrame(columns=["parameter", "value", "delta_nllh", "ratio", "inside", *result.names])
     return pd.concat(frames, ignore_index=True)
-
-
-def samples_frame(result):
-    """The draws of a `SampleResult` as one table: one row per draw; columns chain, draw,
-    log_posterior, divergent, then the parameters on their estimation scale."""
-    import pandas as pd
-
-    c, d, n = result.samples.shape
-    df = pd.DataFrame(result.samples.reshape(c * d, n), columns=list(result.names))
-    df.insert(0, "chain", np.repeat(np.arange(c), d))
-    df.insert(1, "draw", np.tile(np.arange(d), c))
-    df.insert(2, "log_posterior", np.asarray(result.log_posterior).reshape(-1))
-    df.insert(3, "divergent", np.asarray(result.divergent).reshape(-1))
-    return df
 
 
 def _full_vector(names, values, problem):
