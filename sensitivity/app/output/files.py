@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -384,7 +385,12 @@ def write_samples(folder: Path, s, plots: bool = True, title: str = "") -> list[
                              ("plot_predictive", "posterior_predictive.png")):
             draw = getattr(s, method, None)  # the plots the result draws itself, where it has them
             if callable(draw):
-                draw(folder / name)
+                try:
+                    draw(folder / name)
+                except Exception as exc:  # noqa: BLE001 - a figure that fails must not lose the draws
+                    warnings.warn(f"{name} was not drawn ({type(exc).__name__}: {exc}); the samples are written",
+                                  RuntimeWarning, stacklevel=2)
+                    continue
                 files.append(name)
         own = getattr(s, "plot_marginals", None)
         if callable(own):
