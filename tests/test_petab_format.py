@@ -152,14 +152,71 @@ def test_event_gradients_match_the_closed_form(problem, mode):
     np.testing.assert_allclose(g.grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
-def test_events_with_preequilibration_are_refused(tmp_path):
-    _write_problem(tmp_path)
-    meas = (tmp_path / "measurements.tsv").read_text().splitlines()
-    meas[0] += "\tpreequilibrationConditionId"
-    meas[1:] = [r + "\tc2" for r in meas[1:]]
-    (tmp_path / "measurements.tsv").write_text("\n".join(meas) + "\n")
-    with pytest.raises(sens.ModelError, match="events during preequilibration"):
-        sens.petab.load(tmp_path / "problem.yaml")
+PRE_MEAS = [("keep", 1.0, 4.1), ("keep", math.inf, 3.9), ("reset", 0.3, 0.5), ("reset", 2.0, 2.6),
+            ("reset", 5.0, 5.1), ("reset", math.inf, 6.2)]
+
+
+def _preeq_event_problem(d: Path) -> Path:
+    """A' = s - k A (a rate rule), A(0) = 0, s(0) = c; the event `A > 1` sets s = s + c. The
+    preequilibration runs to the steady state through the event (A crosses 1 once):
+    s = 2c, A = 2c/k, the trigger true at its end. Condition `keep` simulates on from there
+    (the trigger stays true: no second firing); `reset` sets A = 0, so A rises again and the
+    event fires when A crosses 1: s = 3c."""
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("preeq_event")
+    comp = m.createCompartment()
+    comp.setId("cell"), comp.setSize(1.0), comp.setConstant(True)
+    s_ = m.createSpecies()
+    s_.setId("A"), s_.setCompartment("cell"), s_.setInitialConcentration(0.0), s_.setHasOnlySubstanceUnits(False)
+    s_.setBoundaryCondition(False), s_.setConstant(False)
+    for pid, v, const in (("k", 0.5, True), ("c", 1.0, True), ("s", 0.0, False)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(const)
+    m.createInitialAssignment().setSymbol("s")
+    m.getInitialAssignment(0).setMath(libsbml.parseL3Formula("c"))
+    rr = m.createRateRule()
+    rr.setVariable("A"), rr.setMath(libsbml.parseL3Formula("s - k * A"))
+    ev = m.createEvent()
+    ev.setId("boost"), ev.setUseValuesFromTriggerTime(True)
+    tr = ev.createTrigger()
+    tr.setMath(libsbml.parseL3Formula("A > 1")), tr.setInitialValue(True), tr.setPersistent(True)
+    ea = ev.createEventAssignment()
+    ea.setVariable("s"), ea.setMath(libsbml.parseL3Formula("s + c"))
+    libsbml.writeSBMLToFile(doc, str(d / "model.xml"))
+    (d / "conditions.tsv").write_text("conditionId\tA\npre\t0\nkeep\t\nreset\t0\n")
+    (d / "observables.tsv").write_text("observableId\tobservableFormula\tnoiseFormula\nobs_A\tA\t0.1\n")
+    rows = ["observableId\tpreequilibrationConditionId\tsimulationConditionId\ttime\tmeasurement"]
+    rows += [f"obs_A\tpre\t{cond}\t{t}\t{v}" for cond, t, v in PRE_MEAS]
+    (d / "measurements.tsv").write_text("\n".join(rows) + "\n")
+    (d / "parameters.tsv").write_text("parameterId\tparameterScale\tlowerBound\tupperBound\tnominalValue\t"
+                                      "estimate\nk\tlin\t0.1\t2\t0.5\t1\nc\tlin\t0.1\t5\t1.0\t1\n")
+    return _write_problem_yaml(d)
+
+
+def _preeq_event_nllh(x):
+    k, c = x[0], x[1]
+    t1 = -jnp.log(1 - k / (2 * c)) / k   # `reset`: A = (2c/k)(1 - e^{-kt}) reaches 1
+    out = 0.0
+    for cond, t, meas in PRE_MEAS:
+        if cond == "keep":
+            y = 2 * c / k
+        elif math.isinf(t):
+            y = 3 * c / k
+        else:
+            y = jnp.where(t < t1, 2 * c / k * (1 - jnp.exp(-k * t)),
+                          3 * c / k + (1 - 3 * c / k) * jnp.exp(-k * (t - t1)))
+        out += 0.5 * jnp.log(2 * math.pi * 0.01) + 0.5 * ((y - meas) / 0.1) ** 2
+    return out
+
+
+def test_events_during_preequilibration_and_steady_state_match_the_closed_form(tmp_path):
+    prob = sens.petab.load(_preeq_event_problem(tmp_path), rtol=1e-10, atol=1e-10)
+    x = prob.x_nominal + np.array([0.05, 0.1])
+    np.testing.assert_allclose(prob.nllh(x), float(_preeq_event_nllh(jnp.asarray(x))), rtol=1e-7)
+    ref = np.asarray(jax.grad(_preeq_event_nllh)(jnp.asarray(x)))
+    for mode in ("forward", "adjoint"):
+        np.testing.assert_allclose(prob.gradient(x, mode=mode).grad, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
 def test_bad_mapping_is_an_input_error(tmp_path):

@@ -92,6 +92,7 @@ from ..stores import programs as export_store
 # stored record does not read them)
 petab_events = LazyModule("sensitivity.importers.petab_events")
 petab_v2 = LazyModule("sensitivity.importers.petab_v2")  # PEtab 2.0 problems as PEtab 1 tables
+petab_steady = LazyModule("sensitivity.importers.petab_steady")  # runs to steady state with events
 petab_rows = LazyModule("sensitivity.importers.petab_rows")
 sbml_import = LazyModule("sensitivity.importers.sbml")
 
@@ -631,6 +632,12 @@ class PetabProblem:
         m = self.model
         solve = self._solve_fn(method)
         steady = self._steady_fn(method)
+        # a model with events of its own: preequilibration and time = inf run them too
+        steady_ev = truth = None
+        if any(meta["name"] not in self._period_events for meta in m.event_meta):
+            steady_ev = petab_steady.steady_function(m, self._solver() or solver_class("rodas5p")(),
+                                                     lambda tol: _controller(tol, self.pid), self.max_steps, method)
+            truth = petab_steady.truth_function(m)
         groups = self._groups if groups is None else groups
 
         def params(theta, arrays):
@@ -646,15 +653,27 @@ class PetabProblem:
             if pre is not None:
                 pv0, yo0, set0 = params(theta, pre)
                 y0 = jnp.where(set0, yo0, m.initial(pv0))
-                y0, res0, n0 = steady(pv0, y0, tol)
-                ok = ok & (res0 == diffrax.RESULTS.event_occurred)
+                if steady_ev is None:
+                    y0, res0, n0 = steady(pv0, y0, tol)
+                    ok = ok & (res0 == diffrax.RESULTS.event_occurred)
+                else:  # the triggers' truth at the end carries over: true ones do not fire at t0
+                    y0, ok0, n0, before = steady_ev(pv0, y0, tol)
+                    ok = ok & ok0
                 steps = steps + n0
                 y0 = jnp.where(y_set, yo, y0)
             else:
                 y0 = jnp.where(y_set, yo, m.initial(pv))
-            ys, ok_solve, n = solve(pv, y0, ts, jnp.asarray(t0, dtype=jnp.float64), tol)
+            t0 = jnp.asarray(t0, dtype=jnp.float64)
+            if steady_ev is not None and pre is not None:
+                ys, ok_solve, n = solve(pv, y0, ts, t0, tol, before=before)
+            else:
+                ys, ok_solve, n = solve(pv, y0, ts, t0, tol)
             ok, steps = ok & ok_solve, steps + n
-            if steady_state:  # on from the last save time to a steady state
+            if steady_state and steady_ev is not None:  # on from the last save time, events too
+                y_ss, ok1, n1, _ = steady_ev(pv, ys[-1], tol, ts[-1], before=truth(ts[-1], ys[-1], pv))
+                ys = jnp.concatenate([ys, y_ss[None]])
+                ok, steps = ok & ok1, steps + n1
+            elif steady_state:  # on from the last save time to a steady state
                 y_ss, res1, n1 = steady(pv, ys[-1], tol, ts[-1])
                 ys = jnp.concatenate([ys, y_ss[None]])
                 ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1

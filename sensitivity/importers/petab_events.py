@@ -20,9 +20,9 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In a PEtab solve:
   (one round of such cascades);
 - a measurement at an event's time sees the state after the event.
 
-Not supported (refused by `check` with a ModelError naming the event): events together with
-preequilibration or steady-state measurements (time = inf), whose SBML semantics over an
-open-ended simulation the PEtab reference tools treat differently.
+Preequilibration and steady-state measurements (time = inf) run the events too
+(`petab_steady.py`); after a preequilibration a trigger fires at t0 when it was false at
+the end of the preequilibration and is true at t0 (`solve(..., before=...)`).
 """
 
 from __future__ import annotations
@@ -48,18 +48,7 @@ def check(problem) -> None:
         raise ModelError(f"petab: SBML event '{scheduled[0]}' of model '{m.id}' has a delay, a priority, a "
                          "non-persistent or a compound trigger: the PEtab solve does not schedule events "
                          "(sens.sbml.load simulates them)")
-    # PEtab 2.0 periods made events (petab_v2.py) fire only in the simulation after t0
-    own = [meta["name"] for meta in m.event_meta if meta["name"] not in getattr(problem, "_period_events", ())]
-    if not own:
-        return
-    name = own[0]
-    for g in problem._groups:
-        if g["has_pre"]:
-            raise ModelError(f"petab: model '{m.id}' has SBML events (e.g. '{name}') and the problem "
-                             "preequilibrates: events during preequilibration are not supported")
-        if g["steady_state"]:
-            raise ModelError(f"petab: model '{m.id}' has SBML events (e.g. '{name}') and steady-state "
-                             "measurements (time = inf): events in a run to steady state are not supported")
+    # preequilibration and time = inf run the events too (petab_steady.py)
 
 
 def failure_hint(m) -> str:
@@ -192,15 +181,17 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
         _, y, ys, ok, steps, _, done = carry
         return y, ys, ok & done, steps
 
-    def solve(pv, y0, ts, t0, tol):
+    def solve(pv, y0, ts, t0, tol, before=None):
         tend = ts[-1]
-        # triggers already true at t0 fire there when their initialValue is false; `time > T`
+        # triggers already true at t0 fire there when their initialValue is false (after a
+        # preequilibration: when false at its end, `before`); `time > T`
         # with T = t0 turns true just after t0 and fires there too
         g0 = jnp.stack([jnp.asarray(c(t0, y0, pv), y0.dtype).reshape(()) for c in conds])
         true0 = jnp.stack([_true(g0[k], directions[k], strict[k]) for k in range(n_ev)])
         te = jnp.where(jnp.asarray(is_time), m.event_times(pv), jnp.inf)
         at_start = jnp.asarray(is_time) & jnp.asarray(strict) & (te == t0)
-        y0 = cascade(t0, y0, apply((true0 & ~jnp.asarray(initial_value)) | at_start, t0, y0, pv), pv)
+        was = jnp.asarray(initial_value) if before is None else before
+        y0 = cascade(t0, y0, apply((true0 & ~was) | at_start, t0, y0, pv), pv)
         # segment boundaries: piecewise breakpoints (no reset) and event times in (t0, tend]
         te_in = (te > t0) & (te <= tend)
         bp = m.breakpoints(pv) if m.n_breakpoints else jnp.zeros((0,), y0.dtype)
