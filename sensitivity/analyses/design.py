@@ -1263,7 +1263,15 @@ def _design(problem, candidates=None, n: int | None = None, criterion: str = "D"
     elif equivalence is not None:
         equivalence["efficiency_bound"] = relative_efficiency(cont["utility"], upper, base, q)
     eff_bound = relative_efficiency(u, upper, base, q) if np.isfinite(upper) else np.nan
-    if np.isfinite(eff_bound):
+    if np.isfinite(eff_bound) and eff_bound > 1.0 + 1e-6:
+        # a design above the "upper bound": the criterion is not concave where it was taken,
+        # e.g. a subset criterion on information with a direction of eigenvalue ~ 0 (taken
+        # as null) that still loads on the subset
+        notes.append(f"no efficiency bound: the design's {base} criterion exceeds the continuous bound "
+                     f"(efficiency {eff_bound:.4g} > 1), so the criterion is not concave over these candidates "
+                     "(information nearly singular in directions of the inputs concerned)")
+        eff_bound = np.nan
+    elif np.isfinite(eff_bound):
         eff_bound = min(eff_bound, 1.0)
 
     counts = np.bincount(index, minlength=N)
