@@ -305,57 +305,17 @@ class PetabProblem:
                     raise InputError(f"petab: mapping table row '{pid_}': modelEntityId '{mid_}' is not "
                                      f"a parameter, species, compartment or rule variable of model '{m.id}'")
                 self.mapping[str(pid_)] = mid_
-        via_mapping = {mid_: pids[pid_] for pid_, mid_ in self.mapping.items() if pid_ in pids}
         pre_col = pv1.PREEQUILIBRATION_CONDITION_ID
         if pre_col not in mdf:
             mdf[pre_col] = ""
         mdf[pre_col] = [("" if (isinstance(v, float) and math.isnan(v)) else str(v)) for v in mdf[pre_col]]
         self.measurements = mdf.reset_index(drop=True)
 
-        n_p, n_x = len(m.parameters), len(m.states)
-        p_default = m.parameter_values
-
         def condition_arrays(cid: str):
             """(p_ref, p_const) (n_p,), (y_ref, y_const, y_set) (n_x,) for one condition."""
-            p_ref = np.full(n_p, -1, dtype=int)
-            p_const = p_default.copy()
-            for k, name in enumerate(m.parameters):
-                if name in pids or name in via_mapping:
-                    p_ref[k] = pids.get(name, via_mapping.get(name))
-            y_ref = np.full(n_x, -1, dtype=int)
-            y_const = np.zeros(n_x)
-            y_set = np.zeros(n_x, dtype=bool)
-            for k, name in enumerate(m.states):  # a parameter that events change is a state
-                if name in m.event_parameters and (name in pids or name in via_mapping):
-                    y_ref[k], y_set[k] = pids.get(name, via_mapping.get(name)), True
-            if cid and cid in cdf.index:
-                row = cdf.loc[cid]
-                for col in cdf.columns:
-                    if col == pv1.CONDITION_NAME:
-                        continue
-                    val = row[col]
-                    if isinstance(val, float) and math.isnan(val):
-                        continue  # NaN: keep the model's value
-                    ref, const = _parse_refs(val, pids, f"condition '{cid}', column '{col}'")
-                    col = self.mapping.get(col, col)
-                    if col in m.parameters:
-                        k = m.parameters.index(col)
-                        p_ref[k], p_const[k] = ref, const
-                    elif col in m.states:
-                        k = m.states.index(col)
-                        y_ref[k], y_const[k], y_set[k] = ref, const, True
-                    elif _override(m, col, ref, const, p_ref, p_const):
-                        pass  # an entity the model defines by a rule or initial assignment
-                    elif col in m.rules:
-                        raise InputError(f"petab: condition table column '{col}' is an assignment-rule "
-                                         f"variable of model '{m.id}' (or a species in a compartment whose "
-                                         "size changes): the condition table cannot set it")
-                    else:
-                        raise InputError(f"petab: condition table column '{col}' is not a parameter, "
-                                         f"species or compartment of model '{m.id}'")
-            elif cid:
+            if cid and cid not in cdf.index:
                 raise InputError(f"petab: condition '{cid}' is not in the condition table")
-            return p_ref, p_const, y_ref, y_const, y_set
+            return self._condition_arrays(cdf.loc[cid] if cid else None, cid)
 
         # experiments: unique (preequilibration, simulation) pairs; two groups
         exps = list(dict.fromkeys(zip(mdf[pre_col], mdf[pv1.SIMULATION_CONDITION_ID])))
