@@ -129,7 +129,8 @@ class Event:
         delay: delay(t, y, p) -> scalar >= 0 at the trigger time: the execution comes that
             much later (a breakpoint of the solve); None executes at the trigger time.
         priority: priority(t, y, p) -> scalar at the execution time: among executions due at
-            one time the highest runs first (ties and no priority: the order of the events);
+            one time the highest runs first (no priority: after those with one, in the
+            order of the events; equal priorities: a pseudo-random order);
             after each, every trigger is evaluated again (newly true ones join, with their
             delay).
         persistent: False cancels the pending executions of the event when its trigger turns

@@ -62,6 +62,7 @@ T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
 AVOGADRO = 6.02214179e23
 RateOf = sp.Function("rateOf")  # csymbol rateOf(x): dx/dt, resolved once the rates are known
+MAX_SCHEDULED_EVENTS = 40  # scheduled events of one model (integrate.scheduled): more are refused
 NO_STATE = "_no_state"  # the constant state of a model that has none (no species, no rate rule)
 
 
@@ -681,6 +682,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # scheduled events of the solve (integrate.scheduled); every event of the model then is one
     scheduled = any(meta["delay"] is not None or meta["compound"] or not meta["persistent"]
                     or (meta["priority"] is not None and len(live) > 1) for meta in event_meta)
+    if scheduled and len(live) > MAX_SCHEDULED_EVENTS:
+        raise ModelError(f"SBML model '{mid}' has {len(live)} events with delays, priorities, non-persistent or "
+                         f"compound triggers: the scheduled solve takes at most {MAX_SCHEDULED_EVENTS} (its pieces "
+                         "and stop points grow with every event)")
     for k, meta in enumerate(event_meta):
         meta["scheduled"] = scheduled
         if scheduled:

@@ -13,8 +13,9 @@ zero, where a pending execution is due, and at segment bounds. At every such sto
    at t + delay(t, y, p) (now, without a delay), with reset's values at t when the event
    uses values from the trigger time; a trigger that turned false cancels the pending
    executions of a non-persistent event;
-3. while executions are due at t: the one of highest priority (evaluated now; ties: the
-   event listed first, the earliest queued) runs, then 1 and 2 again on the new state.
+3. while executions are due at t: the one of highest priority (evaluated now; equal
+   priorities: a pseudo-random order drawn from t and the state; no priorities: the event
+   listed first; the earliest queued first) runs, then 1 and 2 again on the new state.
 
 The pending executions are a fixed-size queue (`Event.max_pending` slots per event), so
 the solve is one traced program; an execution time is a traced bound of the next piece, so
@@ -169,7 +170,7 @@ class Scheduler:
         g, ahead, dg = self.ahead(t, y, p)
         if located is not None:
             flipped = -es["signs"] * jnp.maximum(jnp.abs(ahead), jnp.finfo(y.dtype).tiny)
-            ahead = jnp.where(located, flipped, ahead)
+            ahead = jnp.where(located & (es["signs"] != 0), flipped, ahead)  # from 0: the look-ahead
         es = {**es, "active": jnp.ones(self.n_atoms, bool)}
         if exact:  # (the solve's first segment then processes t0 just after it)
             es = self._update(es, self.triggers(g), t, y, p)
@@ -190,7 +191,14 @@ class Scheduler:
             prio = jnp.stack([jnp.asarray(-jnp.inf, y.dtype) if ev.priority is None
                               else jnp.asarray(ev.priority(t, y, p), y.dtype).reshape(()) for ev in self.events])
             masked = jnp.where(ev_due, prio, -jnp.inf)
-            k = jnp.argmax(ev_due & (masked == masked.max()))
+            tied = ev_due & (masked == masked.max())
+            # equal priorities: a random order (SBML), drawn from the time and the state; without
+            # priorities: the order of the events
+            word = jnp.int64 if y.dtype == jnp.float64 else jnp.int32
+            bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(jnp.sum(y) + t * 1e3), word)
+            key = jax.random.fold_in(jax.random.PRNGKey(len(self.events)), (bits % 2147483647).astype(jnp.int32))
+            draw = jnp.where(jnp.isfinite(masked.max()), jax.random.uniform(key, (len(self.events),)), 0.0)
+            k = jnp.argmax(jnp.where(tied, 1.0 + draw, 0.0))
             slot = jnp.argmin(jnp.where(due[k], es["qt"][k], jnp.inf))
             y = jax.lax.switch(k, execs, t, y, es["qv"][k, slot]) if len(execs) > 1 else execs[0](t, y, es["qv"][0, slot])
             es = {**es, "qt": es["qt"].at[k, slot].set(jnp.inf)}
