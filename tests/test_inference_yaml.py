@@ -1,7 +1,7 @@
 """Multi-start, profiles and posterior sampling as a user runs them: `analysis: {fit,
 multistart, profile, sample}` in a YAML config through `sensitivity run`, and a PEtab problem
-through `sensitivity petab --starts --profile --sample` and a `petab:` run config; the files
-in the result folder checked against the closed form.
+through `sensitivity petab --starts --identifiability --profile --sample` and a `petab:` run
+config; the files in the result folder checked against the closed form.
 
 A model linear in its parameters with Gaussian noise (y = c + a t + b t^2 / 2, and for
 PEtab y = a t + b0) has the weighted least-squares estimate beta = (X^T W X)^-1 X^T W y, an
@@ -217,7 +217,8 @@ def petab_run(tmp_path_factory):
     problem, closed = _write_petab(d)
     out = d / "result"
     assert cli.main(["petab", str(problem), "--out", str(out), "--rtol", "1e-10", "--atol", "1e-10", "--starts", "2",
-                     "--profile", "--sample", "100", "--chains", "2", "--warmup", "100", "-q"]) == 0
+                     "--identifiability", "--profile", "--sample", "100", "--chains", "2", "--warmup", "100",
+                     "-q"]) == 0
     return problem, out, closed
 
 
@@ -241,16 +242,21 @@ def test_petab_cli_multistart_profiles_and_samples(petab_run, capsys):
     mean = draws[["a", "b0"]].mean().to_numpy()
     assert np.all(np.abs(mean - beta) < 4 * se / np.sqrt(ess)), (mean - beta) / se
     assert summary["fit"]["starts"] == 3 and summary["multistart"]["at_best"] == 3
+    # identifiability at the fit: the Fisher information of a linear model is X^T W X exactly
+    ident = pd.read_csv(out / "identifiability.csv", index_col=0)
+    np.testing.assert_allclose(ident.loc[["a", "b0"], "standard_error"], se, rtol=1e-6)
+    assert summary["identifiability"]["identifiable"] and "collinearity.csv" in summary["files"]
 
 
 def test_petab_run_config_validates_and_names_bad_entries(petab_run, tmp_path, capsys):
     problem, _, _ = petab_run
     good = tmp_path / "good.yaml"
-    good.write_text(f"petab: {problem}\nfit: {{starts: 2}}\nprofile: {{parameters: [a]}}\n"
+    good.write_text(f"petab: {problem}\nfit: {{starts: 2}}\nprofile: {{parameters: [a]}}\nidentifiability: {{}}\n"
                     f"sample: {{n: 50, chains: 2}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
     assert cli.main(["validate", str(good)]) == 0
     said = capsys.readouterr().out
     assert "2 starts" in said and "profiles of a" in said and "2 chains x 50 draws" in said
+    assert "identifiability" in said
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"petab: {problem}\nfit: {{starts: 2, enabled: false}}\nprofile: {{parameters: [aa]}}\n")
     assert cli.main(["validate", str(bad)]) == 2

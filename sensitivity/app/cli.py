@@ -6,7 +6,7 @@
     sensitivity plan CONFIG          the cost model's decision and why, without running it
     sensitivity models               the registered models
     sensitivity calibrate [--file PATH]   measure this machine's cost constants
-    sensitivity petab PROBLEM [--fit] [--starts N] [--profile [NAME ...]] [--sample N]
+    sensitivity petab PROBLEM [--fit] [--starts N] [--identifiability] [--profile [NAME ...]] [--sample N]
                                      a PEtab problem: nllh, gradient, fit, profiles, posterior
 
 Config commands also take `--set KEY=VALUE` (repeatable; e.g. --set solver.rtol=1e-6) and
@@ -105,6 +105,9 @@ def _petab_parser(sub) -> None:
     c.add_argument("--atol", type=float, default=1e-8)
     c.add_argument("--fit", action="store_true", help="fit the estimated parameters (L-BFGS-B)")
     c.add_argument("--maxiter", type=int, default=200, help="iterations of each local fit (default 200)")
+    c.add_argument("--identifiability", action="store_true",
+                   help="identifiability from the Fisher information at the fit (else the nominal values): "
+                        "non-identifiable subsets, sloppy directions (identifiability.csv, collinearity.csv)")
     c.add_argument("--starts", type=int, metavar="N",
                    help="a multi-start fit: from the nominal values and N Sobol points within the bounds, every "
                         "start kept (multistart.csv, waterfall.png); implies --fit")
@@ -171,6 +174,8 @@ def cmd_validate(args) -> int:
         fit = ""
         if cfg.fits:
             fit = f", fit (maxiter {cfg.fit.maxiter}" + (f", {cfg.fit.starts} starts)" if cfg.fit.starts else ")")
+        if cfg.identifiability is not None:
+            fit += f", identifiability (subsets up to {cfg.identifiability.max_subset})"
         if cfg.profile is not None:
             names = ", ".join(cfg.profile.parameters) if cfg.profile.parameters else "every parameter"
             fit += f", profiles of {names} ({cfg.profile.method}, level {cfg.profile.level:g})"

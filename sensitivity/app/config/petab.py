@@ -4,6 +4,7 @@
     solver: {method: rodas5p, rtol: 1.0e-8, atol: 1.0e-8, max_steps: 100000}
     mode: auto                         # auto | forward | adjoint
     fit: {enabled: false, maxiter: 200}    # starts: N (a multi-start; implies enabled)
+    identifiability: {max_subset: 3, threshold: 15}   # at the fit, else the nominal values
     profile: {parameters: [k1], level: 0.95, method: optimization}   # all parameters if omitted
     sample: {n: 1000, chains: 4, warmup: 500, method: nuts, priors: true}
     output: {dir: results/boehm, plots: true}
@@ -59,6 +60,15 @@ class PetabFit(Strict):
         return self
 
 
+class PetabIdentifiability(Strict):
+    """`identifiability:` of the Fisher information at the fit (else the nominal values) on
+    the estimation scales: subsets up to max_subset, collinearity threshold, eigenvalue cut."""
+
+    max_subset: int = Field(3, ge=1, le=6)
+    threshold: float = Field(15.0, gt=1)
+    eig_rtol: float = Field(1e-8, gt=0, lt=1)
+
+
 class PetabOutput(Strict):
     dir: Optional[str] = None
     plots: bool = True
@@ -71,6 +81,7 @@ class PetabRunConfig(Strict):
     solver: PetabSolver = PetabSolver()
     mode: Literal["auto", "forward", "adjoint"] = "auto"
     fit: PetabFit = PetabFit()
+    identifiability: Optional[PetabIdentifiability] = None
     profile: Optional[PetabProfileConfig] = None
     sample: Optional[PetabSampleConfig] = None
     output: PetabOutput = PetabOutput()

@@ -88,18 +88,8 @@ def write(folder: Path, spec, extra: dict) -> list[str]:
     plots = bool(spec.config.output.plots)
     ident = extra.get("identifiability")
     if ident is not None:
-        ds = ident.dataset.copy()
-        ds["sloppy"] = ds["sloppy"].astype("int8")
-        ds["direction_label"] = ds["direction_label"].astype(str)
-        ds.to_netcdf(folder / IDENT_FILES[0], engine="h5netcdf")
-        ident.to_frame("inputs").to_csv(folder / IDENT_FILES[1], float_format="%.10g")
-        ident.to_frame("subsets").to_csv(folder / IDENT_FILES[2], float_format="%.10g")
-        files += list(IDENT_FILES)
-        if plots:
-            ident.plot(folder / "identifiability.png",
-                       title=f"{spec.problem.model.name}: identifiability ({ident.fisher.n_observations} "
-                             "observations)")
-            files.append("identifiability.png")
+        files += identifiability_files(ident, folder, plots, title=f"{spec.problem.model.name}: identifiability "
+                                                                   f"({ident.fisher.n_observations} observations)")
     fit = extra.get("fit")
     if fit is not None:
         fit.to_xarray().to_netcdf(folder / FIT_FILES[0], engine="h5netcdf")
@@ -125,6 +115,43 @@ def write(folder: Path, spec, extra: dict) -> list[str]:
     return files
 
 
+def identifiability_files(ident, folder: Path, plots: bool = True, title: str = "") -> list[str]:
+    """Write an `Identifiability` into `folder`: identifiability.nc, identifiability.csv (per
+    input), collinearity.csv (per subset) and identifiability.png."""
+    ds = ident.dataset.copy()
+    ds["sloppy"] = ds["sloppy"].astype("int8")
+    ds["direction_label"] = ds["direction_label"].astype(str)
+    ds.to_netcdf(folder / IDENT_FILES[0], engine="h5netcdf")
+    ident.to_frame("inputs").to_csv(folder / IDENT_FILES[1], float_format="%.10g")
+    ident.to_frame("subsets").to_csv(folder / IDENT_FILES[2], float_format="%.10g")
+    files = list(IDENT_FILES)
+    if plots:
+        ident.plot(folder / "identifiability.png", title=title)
+        files.append("identifiability.png")
+    return files
+
+
+def identifiability_summary(ident) -> dict:
+    """The summary.json entry of an `Identifiability`."""
+    ds = ident.dataset
+    return {
+        "identifiable": ident.identifiable, "scale": ident.fisher.scale,
+        "non_identifiable": [list(s) for s in ident.non_identifiable],
+        "sloppy_directions": list(ident.sloppy_directions), "insensitive": list(ident.insensitive),
+        "eigenvalues": ds["eigenvalue"].values, "standard_error": dict(zip(ds["input"].values.tolist(),
+                                                                           ds["standard_error"].values)),
+        "jacobian_mode": ident.fisher.mode, "summary": ident.summary(),
+    }
+
+
+def identifiability_line(ident) -> str:
+    """The CLI's line for an `Identifiability`."""
+    return "identifiability: " + ("all inputs locally identifiable" if ident.identifiable else
+                                  "NOT identifiable: " + "; ".join(
+                                      [f"{{{', '.join(s)}}}" for s in ident.non_identifiable]
+                                      + list(ident.sloppy_directions) + list(ident.insensitive)))
+
+
 def design_files(d, folder: Path, plots: bool = True, title: str = "") -> list[str]:
     """Write a `Design` into `folder`: the chosen measurements, the candidates, the standard
     errors before and after, the criterion against n (CSV), and design.png."""
@@ -144,15 +171,7 @@ def summary(extra: dict) -> dict:
     out: dict = {}
     ident = extra.get("identifiability")
     if ident is not None:
-        ds = ident.dataset
-        out["identifiability"] = {
-            "identifiable": ident.identifiable, "scale": ident.fisher.scale,
-            "non_identifiable": [list(s) for s in ident.non_identifiable],
-            "sloppy_directions": list(ident.sloppy_directions), "insensitive": list(ident.insensitive),
-            "eigenvalues": ds["eigenvalue"].values, "standard_error": dict(zip(ds["input"].values.tolist(),
-                                                                               ds["standard_error"].values)),
-            "jacobian_mode": ident.fisher.mode, "summary": ident.summary(),
-        }
+        out["identifiability"] = identifiability_summary(ident)
     fit = extra.get("fit")
     if fit is not None:
         out["fit"] = {
@@ -192,10 +211,7 @@ def report(extra: dict) -> list[str]:
     lines = []
     ident = extra.get("identifiability")
     if ident is not None:
-        lines.append("identifiability: " + ("all inputs locally identifiable" if ident.identifiable else
-                                            "NOT identifiable: " + "; ".join(
-                                                [f"{{{', '.join(s)}}}" for s in ident.non_identifiable]
-                                                + list(ident.sloppy_directions) + list(ident.insensitive))))
+        lines.append(identifiability_line(ident))
     fit = extra.get("fit")
     if fit is not None:
         est = ", ".join(f"{k} = {v:.4g} +- {s:.2g}" for k, v, s in

@@ -25,15 +25,16 @@ import numpy as np
 from pydantic import ValidationError
 
 from ...analyses.design import design
+from ...analyses.identifiability import identifiability
 from ...analyses.likelihood import PetabLikelihood, multistart
 from ...core.errors import ConfigError
 from ...importers import petab
 from ..config.inference import PetabProfileConfig, PetabSampleConfig
-from ..config.petab import PetabFit, PetabOutput, PetabRunConfig, PetabSolver, check_names, load
+from ..config.petab import PetabFit, PetabIdentifiability, PetabOutput, PetabRunConfig, PetabSolver, check_names, load
 from ..console import Progress
 from ..output import files as io
 from . import inference
-from .analyses import design_files, design_summary
+from .analyses import design_files, design_summary, identifiability_files, identifiability_line, identifiability_summary
 
 FIT_TOL = 1e-8  # of the local fits: L-BFGS-B's ftol 1e-10 (relative), gtol 1e-8 (projected gradient)
 OPTIONS = {"fit.starts": "--starts", "fit.maxiter": "--maxiter", "fit.seed": "--seed", "profile.level": "--level",
@@ -51,9 +52,10 @@ def command(args) -> int:
                                                   warmup=args.warmup, method=args.sampler, seed=seed)
     fit = _block(PetabFit, "fit", enabled=args.fit or starts is not None, maxiter=args.maxiter, starts=starts,
                  seed=seed)
+    ident = PetabIdentifiability() if getattr(args, "identifiability", False) else None
     cfg = PetabRunConfig(petab=str(Path(args.problem).resolve()),
                          solver=PetabSolver(method=args.solver, rtol=args.rtol, atol=args.atol),
-                         mode=args.mode, fit=fit, profile=profile, sample=sample,
+                         mode=args.mode, fit=fit, identifiability=ident, profile=profile, sample=sample,
                          output=PetabOutput(dir=args.out, plots=not args.no_plots))
     found = [f.replace("profile.parameters", "--profile") for f in check_names(cfg, Path(cfg.petab))]
     if found:
@@ -122,6 +124,12 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
         if cfg.sample is not None:
             target = _with_priors(prob, fitted, cfg.sample.priors, g.mode, refit=False)
             extra["sample"] = inference.run_sample(target, cfg.sample, progress.stage)
+    ident = None
+    if cfg.identifiability is not None:
+        c = cfg.identifiability
+        with progress.stage(f"identifiability at the {'fitted' if fit else 'nominal'} parameters"):
+            ident = identifiability(prob, x=x_best, max_subset=c.max_subset, threshold=c.threshold,
+                                    eig_rtol=c.eig_rtol)
     sim = prob.simulate(x_best)
     planned = None
     if design_n:
@@ -155,6 +163,11 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
             files += design_files(planned, tmp, plots=cfg.output.plots)
             summary["design"] = design_summary(planned)
         name = prob.model.id
+        if ident is not None:
+            files += identifiability_files(ident, tmp, cfg.output.plots, title=f"{name}: identifiability at the "
+                                                                              f"{'fit' if fit else 'nominal values'}")
+            summary["identifiability"] = identifiability_summary(ident)
+            lines.append(identifiability_line(ident))
         if "multistart" in extra:
             files += io.write_multistart(tmp, fitted, cfg.output.plots, best=cfg.fit.best)
             summary["multistart"] = inference.multistart_summary(fitted)
