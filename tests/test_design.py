@@ -342,6 +342,21 @@ def test_petab_sensitivities_at_new_rows_against_the_closed_form(tmp_path):
         prob.sensitivities(rows.assign(simulationConditionId="c_hj"), conditions=NEW)
 
 
+V2_START_AT_10 = PETAB_CASE.parents[3] / "v2.0.0" / "sbml" / "0018" / "_0018.yaml"  # preequilibrated, t0 = 10
+
+
+@pytest.mark.skipif(not V2_START_AT_10.is_file(), reason="the PEtab test suite is not in ../shared")
+def test_petab_sensitivities_at_the_measured_rows_give_the_problems_fisher():
+    """At the measurement table's own rows (an experiment preequilibrated and started at
+    t0 = 10, PEtab 2), the rows' Fisher information is PetabProblem.fisher's."""
+    import petab.v1 as pv1
+
+    prob = sens.petab.load(V2_START_AT_10)
+    cols = [pv1.OBSERVABLE_ID, pv1.PREEQUILIBRATION_CONDITION_ID, pv1.SIMULATION_CONDITION_ID, pv1.TIME]
+    s = prob.sensitivities(prob.measurements[cols])
+    np.testing.assert_allclose(s.fisher(), prob.fisher(), rtol=1e-8, atol=1e-12)
+
+
 @pytest.mark.skipif(not CASE_TWO_CONDITIONS.is_file(), reason="the PEtab test suite is not in ../shared")
 def test_petab_design_under_a_new_condition_against_the_problem_that_measures_it(tmp_path):
     """More of A and B (a0 = 3, b0 = 0.5 against 0.8 and 0.9 with b0 = 1) make every

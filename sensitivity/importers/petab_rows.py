@@ -34,6 +34,7 @@ import numpy as np
 from ..core.errors import InputError, did_you_mean, list_names
 from ..integrate import compiled as compiled_programs
 from .petab import _count_placeholders, _observable_functions, _transform
+from .petab_v2 import T0  # the measurement table's column of an experiment's start
 
 
 @dataclass(frozen=True)
@@ -232,19 +233,26 @@ def _experiments(problem, df, new: dict):
     pairs = list(dict.fromkeys(zip(df[pre_c], df[sim_c])))
     row_exp = np.array([pairs.index(k) for k in zip(df[pre_c], df[sim_c])])
     t_all = df[tcol].to_numpy(float)
+    # an experiment's start: that of its measured rows (a PEtab 2 problem's t0), else 0
+    mdf = problem.measurements
+    start = {}
+    if T0 in mdf:
+        for p_, s_, t0 in zip(mdf[pre_c], mdf[sim_c], np.asarray(mdf[T0], dtype=np.float64)):
+            start.setdefault((p_, s_), float(t0))
     static, dynamic = [], []
     where = np.zeros((len(df), 3), dtype=int)
     for gi, has_pre in enumerate(sorted({bool(p) for p, _ in pairs})):
         members = [e for e, (p, _) in enumerate(pairs) if bool(p) == has_pre]
         finite = [t_all[(row_exp == e) & np.isfinite(t_all)] for e in members]
-        ts_list = [np.unique(t) if t.size else np.zeros(1) for t in finite]
+        t0s = np.array([start.get(pairs[e], 0.0) for e in members])
+        ts_list = [np.unique(t) if t.size else np.full(1, t0) for t, t0 in zip(finite, t0s)]
         n_t = max(len(t) for t in ts_list)
         ts = np.stack([np.concatenate([t, np.full(n_t - len(t), t[-1])]) for t in ts_list])
         steady = bool(np.any(np.isinf(t_all[np.isin(row_exp, members)])))
         sim = tuple(np.stack([arrays(pairs[e][1])[i] for e in members]) for i in range(5))
         pre = tuple(np.stack([arrays(pairs[e][0])[i] for e in members]) for i in range(5)) if has_pre else None
         static.append((has_pre, steady))
-        dynamic.append(dict(sim=sim, pre=pre, ts=ts))
+        dynamic.append(dict(sim=sim, pre=pre, ts=ts, t0=t0s))
         for j, e in enumerate(members):
             for r in np.flatnonzero(row_exp == e):
                 k = int(np.searchsorted(ts[j], t_all[r])) if np.isfinite(t_all[r]) else n_t
@@ -284,7 +292,7 @@ def sensitivities(problem, rows, x=None, conditions=None) -> RowSensitivities:
         def fn(x, tol, groups, blocks):
             def parts(x):
                 theta = problem.theta(x)
-                gs = [dict(sim=g["sim"], pre=g["pre"], ts=g["ts"], steady_state=steady)
+                gs = [dict(sim=g["sim"], pre=g["pre"], ts=g["ts"], t0=g["t0"], steady_state=steady)
                       for g, (_, steady) in zip(groups, static_g)]
                 sims = problem._simulate_fn("forward", gs)(theta, tol)
                 ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
