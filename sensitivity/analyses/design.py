@@ -34,7 +34,9 @@ Methods:
   the variance function d(x) never exceeds the number of parameters). The gap between the
   two bounds the criterion of ANY design of n measurements (phi concave), which gives the
   efficiency bound; the weights are rounded to n measurements (efficient rounding,
-  Pukelsheim & Rieder 1992).
+  Pukelsheim & Rieder 1992). E and ME (`_Search.eigen_weights`): mirror ascent on a
+  smoothed smallest eigenvalue (and condition number), then for E Kelley's cutting planes,
+  whose dual bounds the optimum (Pukelsheim's duality for E).
 
 A design is local: the Jacobian is taken at the inputs given. A robust design averages the
 criterion over parameter samples (`robust`: rows of inputs, mappings, or a
@@ -44,7 +46,7 @@ Efficiencies (> 1: better than the reference): D exp((phi - phi_ref) / p) (the r
 measurement counts that give the same determinant), A trace_ref / trace, E lambda /
 lambda_ref, ME cond_ref / cond. Against "uniform": the same number of measurements spread
 with equal weight over every candidate. Against the optimum: a lower bound from the
-continuous design's equivalence gap (D and A families only).
+continuous design's equivalence gap (D, A) or the cutting planes' dual (E); none for ME.
 """
 
 from __future__ import annotations
@@ -634,7 +636,8 @@ class Design:
     """An experimental design and what it is predicted to achieve.
 
     candidates: pandas DataFrame, one row per candidate measurement: time, output (for
-        PEtab the observable), condition (PEtab), cost, chosen (times chosen), weight (a
+        PEtab the observable), condition, preequilibration and new_condition (PEtab: True
+        for a condition of `conditions`), cost, chosen (times chosen), weight (a
         continuous design's weight; NaN otherwise), derivative (psi_c of the continuous
         design: the equivalence theorem's variance function).
     chosen: the chosen measurements (rows of `candidates`, with their count).
@@ -646,7 +649,7 @@ class Design:
         k = 1..n greedy measurements (how many are worth taking).
     efficiency_uniform: against n measurements spread evenly over every candidate;
     efficiency_bound: a lower bound of the efficiency against the best design of n
-        (D and A families; NaN for E, ME).
+        (D, A and E families; NaN for ME, or where the bound does not hold: see notes).
     notes: what the design could not do, e.g. inputs no candidate determines (the
         criterion is then on the others).
     standard_error_before / _after: (p,) Cramer-Rao standard errors (scale) with the fixed
