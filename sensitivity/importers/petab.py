@@ -20,9 +20,11 @@ estimated, with bounds; steady-state measurements (`time = inf`: simulated on fr
 finite time to a steady state, observables evaluated with t = 0); objective priors
 (`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods); SBML
 events (`petab_events`: time events cut the solve at their times, state events by root
-finding; not with preequilibration or steady-state measurements); mapping tables (PEtab ids
-as aliases of model entities); a parameter-table entry for a parameter that events change
-(a state) sets its initial value. Not: several models (InputError).
+finding; in preequilibration and runs to steady state too: `petab_steady`); mapping tables
+(PEtab ids as aliases of model entities); a parameter-table entry for a parameter that
+events change (a state) sets its initial value; PEtab 2.0 problems (`format_version:
+2.0.0`), converted into PEtab 1 tables by `petab_v2` (experiments with start times t0 and
+periods: later periods become SBML time events). Not: several models (InputError).
 
 The default solver is the lean Rodas5P loop of `petab_rodas.py` (a Rosenbrock method in one
 `lax.while_loop`, exact forward tangents by a custom JVP per step, reverse mode through a
