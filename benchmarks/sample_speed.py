@@ -15,10 +15,14 @@ seconds of the call beside them, since wall time on a shared machine depends on 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import sensitivity as sens
+# this folder holds petab.py: off the path, so that `import petab` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import sensitivity as sens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "petab"
 
@@ -38,8 +42,8 @@ def main():
     fit = sens.fit(pp, None)
     print(f"{a.problem}: {len(pp.x_names)} parameters, nllh at the fit {fit.nllh:.6g}; "
           f"{a.chains} chains, warm-up {a.warmup}, {a.n} draws")
-    runs = [("nuts", "callback", a.warmup, a.n), ("nuts", "jax", a.warmup, a.n),
-            ("adaptive_metropolis", "jax", a.am_factor * a.warmup, a.am_factor * a.n)]
+    runs = [("nuts", "jax", a.warmup, a.n), ("adaptive_metropolis", "jax", a.am_factor * a.warmup, a.am_factor * a.n),
+            ("nuts", "callback", a.warmup, a.n)]
     rows = {}
     for method, backend, warmup, n in runs:
         tag = "am" if method != "nuts" else backend
@@ -53,7 +57,8 @@ def main():
         print(f"{method:>20s} {backend:>8s}: ESS min {ess:7.0f}, R-hat max {res.rhat.max():.3f}, "
               f"{res.n_divergent} divergent | sampling {res.timings['sampling']:7.1f} s, compile "
               f"{res.timings['compile']:6.1f} s, wall {wall:7.1f} s, cpu {res.timings['cpu']:7.1f} s | "
-              f"ESS/s sampling {rows[tag][0]:8.3g}, wall {rows[tag][1]:8.3g}, per cpu s {ess / res.timings['cpu']:8.3g}")
+              f"ESS/s sampling {rows[tag][0]:8.3g}, wall {rows[tag][1]:8.3g}, per cpu s {ess / res.timings['cpu']:8.3g}",
+              flush=True)
     if "jax" in rows and "callback" in rows:
         print(f"NUTS traced / callback: ESS/s sampling {rows['jax'][0] / rows['callback'][0]:.3g}x, "
               f"wall {rows['jax'][1] / rows['callback'][1]:.3g}x")

@@ -10,8 +10,8 @@ added, so the flat prior stays flat on the estimation scale and no proposal leav
 bounds.
 
 Methods:
-    "nuts"                 NUTS with blackjax's window adaptation (step size and a dense or
-                           diagonal mass matrix) for `warmup` steps per chain.
+    "nuts"                 NUTS with Stan's window adaptation as blackjax runs it (step size
+                           and a dense or diagonal mass matrix) for `warmup` steps per chain.
     "adaptive_metropolis"  Haario et al. (2001) as pyPESTO's AdaptiveMetropolisSampler: a
                            Gaussian random walk whose covariance is the running mean and
                            covariance of the chain (update rate k^-0.51), scaled towards an
@@ -293,29 +293,49 @@ def _traced_loglik(lik):
 
 def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance: float):
     """(key, z0 (n_params,)) -> (z (n, n_params), logdensity (n,), divergent (n,), acceptance
-    (n,), step size): window adaptation for `warmup` steps, then n NUTS draws."""
+    (n,), step size): `warmup` steps of Stan's windowed adaptation (blackjax's schedule, dual
+    averaging of the step size, Welford estimates of the mass matrix at the ends of the slow
+    windows; what `blackjax.window_adaptation` runs), then n NUTS draws, in one scan through
+    one NUTS kernel, so the model's program appears in it once."""
     import jax
     import jax.numpy as jnp
 
+    adaptation = blackjax.adaptation
+    kernel = blackjax.mcmc.nuts.build_kernel()
+    mm_init, mm_update, mm_final = adaptation.mass_matrix.mass_matrix_adaptation(not dense)
+    da_init, da_update, da_final = adaptation.step_size.dual_averaging_adaptation(target_acceptance)
+    schedule = np.zeros((warmup + n, 2), dtype=int)
+    if warmup:
+        schedule[:warmup] = np.asarray(adaptation.window_adaptation.build_schedule(int(warmup)), dtype=int)
+
+    def adapt(ss, mm, stage, window_end, position, acceptance):
+        ss = da_update(ss, acceptance)
+        mm = jax.lax.cond(stage == 1, lambda m: mm_update(m, position), lambda m: m, mm)
+
+        def end(args):  # a slow window's end: its mass matrix, the step size restarted
+            ss, mm = args
+            return da_init(da_final(ss)), mm_final(mm)
+
+        return jax.lax.cond(window_end == 1, end, lambda a: a, (ss, mm))
+
     def chain(key, z0):
-        k_warm, k_run = jax.random.split(key)
-        if warmup > 0:
-            adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, is_mass_matrix_diagonal=not dense,
-                                               target_acceptance_rate=target_acceptance,
-                                               adaptation_info_fn=blackjax.adaptation.base.get_filter_adapt_info_fn())
-            (state, params), _ = adapt.run(k_warm, z0, num_steps=int(warmup))
-        else:
-            params = {"step_size": jnp.asarray(0.1),
-                      "inverse_mass_matrix": jnp.eye(z0.size) if dense else jnp.ones(z0.size)}
-            state = blackjax.nuts(logdensity, **params).init(z0)
-        kernel = blackjax.nuts(logdensity, **params)
+        ss, mm = da_init(1.0), mm_init(z0.size)
+        state = blackjax.mcmc.nuts.init(z0, logdensity)
 
-        def step(st, k):
-            st, info = kernel.step(k, st)
-            return st, (st.position, st.logdensity, info.is_divergent, info.acceptance_rate)
+        def step(carry, inputs):
+            st, ss, mm = carry
+            k, i, stage, window_end = inputs
+            warm = i < warmup
+            step_size = jnp.where(warm, jnp.exp(ss.log_step_size), da_final(ss))
+            st, info = kernel(k, st, logdensity, step_size, mm.inverse_mass_matrix)
+            ss2, mm2 = adapt(ss, mm, stage, window_end, st.position, info.acceptance_rate)
+            ss, mm = jax.tree.map(lambda a, b: jnp.where(warm, a, b), (ss2, mm2), (ss, mm))
+            return (st, ss, mm), (st.position, st.logdensity, info.is_divergent, info.acceptance_rate, step_size)
 
-        _, (zs, lp, div, acc) = jax.lax.scan(step, state, jax.random.split(k_run, int(n)))
-        return zs, lp, div, acc, params["step_size"]
+        inputs = (jax.random.split(key, warmup + n), jnp.arange(warmup + n), jnp.asarray(schedule[:, 0]),
+                  jnp.asarray(schedule[:, 1]))
+        _, (zs, lp, div, acc, h) = jax.lax.scan(step, (state, ss, mm), inputs)
+        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], h[-1]
 
     return chain
 
@@ -528,12 +548,16 @@ def _predictive_petab(lik, X, level, rng):
 
     pp = lik.problem
     sim, sig, ok = jax.jit(jax.vmap(pp.simulation_function()))(X)
-    sim, sig = np.asarray(sim), np.asarray(sig)
+    sim, sig = np.array(sim), np.array(sig)
     sim[~np.asarray(ok)], sig[~np.asarray(ok)] = np.nan, np.nan
     mdf = pp.measurements
     odf = pp.petab.observable_df
-    trans = mdf[pv1.OBSERVABLE_ID].map(odf.get(pv1.OBSERVABLE_TRANSFORMATION, pd.Series(dtype=str))).fillna("lin")
-    noise = mdf[pv1.OBSERVABLE_ID].map(odf.get(pv1.NOISE_DISTRIBUTION, pd.Series(dtype=str))).fillna("normal")
+
+    def per_row(column, default):  # the observable table's column for each measurement row
+        known = {} if column not in odf else {k: v for k, v in odf[column].items() if isinstance(v, str) and v}
+        return mdf[pv1.OBSERVABLE_ID].map(lambda o: known.get(o, default)).astype(str)
+
+    trans, noise = per_row(pv1.OBSERVABLE_TRANSFORMATION, "lin"), per_row(pv1.NOISE_DISTRIBUTION, "normal")
     eps = np.where(noise.to_numpy() == "laplace", rng.laplace(size=sim.shape), rng.standard_normal(sim.shape))
     h = {"lin": (lambda v: v, lambda v: v), "log": (np.log, np.exp), "log10": (np.log10, lambda v: 10.0 ** v)}
     pred = np.empty_like(sim)
