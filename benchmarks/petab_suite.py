@@ -10,7 +10,9 @@ folder (the `petabtests` package is not needed), in a fresh process with a timeo
 - compare with the case's `_NNNN_solution.yaml`: |llh - expected| < tol_llh, |chi2 -
   expected| < tol_chi2, and for the simulations, after matching rows by observable,
   experiment (or conditions) and time, the largest |simulation - expected| < tol_simulations
-  (stricter than the suite's own rule, which bounds the mean absolute difference).
+  (stricter than the suite's own rule, which bounds the mean absolute difference); where
+  the solution gives them (PEtab 2.0 priors), each parameter's log prior within
+  tol_log_prior and the unnormalised log posterior within tol_unnorm_log_posterior.
 
 Each case ends as one of
     pass      llh, chi2 and every simulation within tolerance;
@@ -113,7 +115,7 @@ def run_case(version: str, case: str, root: Path = SUITE) -> dict:
     start = time.perf_counter()
     folder = root / version / case
     out = {"version": version, "case": case, "status": "", "reason": "", "llh": "", "chi2": "", "sim": "",
-           "seconds": 0.0}
+           "prior": "", "seconds": 0.0}
     import sensitivity as sens
     from sensitivity.core.errors import InputError, ModelError
     try:
@@ -122,10 +124,19 @@ def run_case(version: str, case: str, root: Path = SUITE) -> dict:
         llh, chi2, sim = -prob.nllh(), prob.chi2(), prob.simulate()
         d_llh, d_chi2 = abs(llh - sol["llh"]), abs(chi2 - sol["chi2"])
         d_sim = compare_simulations(sim, sol["simulations"])
-        bad = [what for what, d, tol in (("llh", d_llh, sol.get("tol_llh", 1e-3)),
-                                         ("chi2", d_chi2, sol.get("tol_chi2", 1e-3)),
-                                         ("simulations", d_sim, sol.get("tol_simulations", 1e-3)))
-               if not d < tol]
+        checks = [("llh", d_llh, sol.get("tol_llh", 1e-3)), ("chi2", d_chi2, sol.get("tol_chi2", 1e-3)),
+                  ("simulations", d_sim, sol.get("tol_simulations", 1e-3))]
+        if "log_prior" in sol:  # PEtab 2.0 priors: each parameter's log density, and the posterior
+            from sensitivity.importers import petab_v2
+            terms = petab_v2.log_priors(prob.petab_v2, dict(zip(prob.x_names, prob.x_nominal)))
+            d_prior = (max(abs(terms[k][0] - v) for k, v in sol["log_prior"].items())
+                       if set(terms) == set(sol["log_prior"]) else float("inf"))
+            checks.append(("log_prior", d_prior, sol.get("tol_log_prior", 1e-3)))
+            out["prior"] = f"{d_prior:.2g}"
+            if "unnorm_log_posterior" in sol:
+                d_post = abs(llh - prob.prior()[0] - sol["unnorm_log_posterior"])
+                checks.append(("unnorm_log_posterior", d_post, sol.get("tol_unnorm_log_posterior", 1e-3)))
+        bad = [what for what, d, tol in checks if not d < tol]
         out.update(status="wrong" if bad else "pass", llh=f"{d_llh:.2g}", chi2=f"{d_chi2:.2g}", sim=f"{d_sim:.2g}",
                    reason="" if not bad else f"{', '.join(bad)} off: llh {llh:.8g} (expected {sol['llh']:.8g}), "
                                              f"chi2 {chi2:.8g} (expected {sol['chi2']:.8g})")
@@ -167,7 +178,7 @@ def run_cases(todo: list[tuple[str, str]], workers: int = 2, timeout: float = 30
         time.sleep(0.05)
         for key, (proc, recv, started) in list(running.items()):
             res = None
-            base = {"version": key[0], "case": key[1], "status": "crash", "llh": "", "chi2": "", "sim": ""}
+            base = {"version": key[0], "case": key[1], "status": "crash", "llh": "", "chi2": "", "sim": "", "prior": ""}
             if recv.poll():
                 try:
                     res = recv.recv()
@@ -199,14 +210,15 @@ def table(rows: list[dict], command: str, wall: float) -> str:
         if v in by:
             lines.append(f"| {v} | {sum(by[v].values())} | " + " | ".join(str(by[v][s]) for s in STATUSES) + " |")
     lines += ["", "Differences to the expected values: |llh|, |chi2|, the largest |simulation| (tolerance "
-              "1e-3 each).", "", "| version | case | what it tests | status | llh | chi2 | simulations | s | reason |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+              "1e-3 each), the largest |log prior| of a parameter (tolerance 1e-14).", "",
+              "| version | case | what it tests | status | llh | chi2 | simulations | log prior | s | reason |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     desc = {v: descriptions(v) for v in VERSIONS}
     order = {v: i for i, v in enumerate(VERSIONS)}
     for r in sorted(rows, key=lambda r: (order.get(r["version"], 9), r["case"])):
         what = desc.get(r["version"], {}).get(r["case"], "").replace("|", "/")
         lines.append(f"| {r['version']} | {r['case']} | {what} | {r['status']} | {r['llh']} | {r['chi2']} | "
-                     f"{r['sim']} | {r['seconds']} | {r['reason'].replace('|', '/')} |")
+                     f"{r['sim']} | {r.get('prior', '')} | {r['seconds']} | {r['reason'].replace('|', '/')} |")
     lines += ["", f"Wall time: {wall:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -234,10 +234,12 @@ def test_bad_mapping_is_an_input_error(tmp_path):
 # PEtab 2.0: placeholders, log-normal noise, noise placeholders, several periods with an
 # SBML event and a compartment change, preequilibration then a start at t0 = 10, a noise
 # formula of the observable, a compartment changed with its species, expressions of
-# parameters at the start, a start at t0 = 5, two conditions at one time.
+# parameters at the start, a start at t0 = 5, two conditions at one time, truncated priors
+# of every PEtab 2.0 type (each parameter's log density against the solution's).
 SUITE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "petab-test-suite" / "cases"
 SUITE_SAMPLE = [("v1.0.0/sbml", c) for c in ("0001", "0006", "0007", "0009", "0012", "0018")] + [
-    ("v2.0.0/sbml", c) for c in ("0003", "0007", "0014", "0016", "0018", "0021", "0022", "0027", "0029", "0031")]
+    ("v2.0.0/sbml", c) for c in ("0003", "0007", "0014", "0016", "0018", "0021", "0022", "0024", "0027", "0029",
+                                 "0031")]
 SUITE_REFUSED = {("v2.0.0/pysb", "0001"): "language 'pysb'"}
 needs_suite = pytest.mark.skipif(not SUITE_ROOT.is_dir(), reason="../shared/petab-test-suite is absent")
 
@@ -278,6 +280,18 @@ def test_suite_simulation_comparison_matches_rows_by_key(suite_runner):
     got = want.iloc[[2, 0, 1]].assign(simulation=[3.0005, 1.0, 1.999])
     assert suite_runner.compare_simulations(got, want) == pytest.approx(1e-3)
     assert suite_runner.compare_simulations(got.iloc[:2], want) == math.inf
+
+
+@needs_suite
+def test_petab_v2_prior_gradient_matches_central_differences():
+    """The derivative of every PEtab 2.0 prior type (case 0024: truncated, and an implicit
+    uniform one) at a point inside the bounds, against central differences of the value."""
+    prob = sens.petab.load(SUITE_ROOT / "v2.0.0" / "sbml" / "0024" / "_0024.yaml")
+    x = prob.x_nominal * 0.97
+    h = 1e-6
+    fd = np.array([(prob.prior(x + h * e)[0] - prob.prior(x - h * e)[0]) / (2 * h) for e in np.eye(x.size)])
+    np.testing.assert_allclose(prob.prior(x)[1], fd, atol=1e-7)
+    assert np.count_nonzero(fd) >= 9   # the uniform ones are flat
 
 
 @needs_suite

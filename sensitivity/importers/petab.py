@@ -756,9 +756,10 @@ class PetabProblem:
         gradient (n_estimated,), on the parameter scale (a density over a linear-scale value
         includes the Jacobian of the scale change). Parameters without a prior contribute 0."""
         x = np.asarray(self._check_x(x))
-        if self.format_version == 2 and self._v2_priors:
-            raise InputError(f"petab: '{self.path.name}': the priors of a PEtab 2.0 problem (parameter "
-                             f"'{self._v2_priors[0]}' has one) are not evaluated")
+        if self.format_version == 2 and self._v2_priors:  # PEtab 2.0's priors: petab_v2.log_priors
+            terms = petab_v2.log_priors(self.petab_v2, dict(zip(self.x_names, x)))
+            return (-sum(v for v, _ in terms.values()),
+                    np.array([-terms[n][1] if n in terms else 0.0 for n in self.x_names]))
         value, grad = 0.0, np.zeros_like(x)
         for i, kind, a, b in self.priors:
             v, d = _prior_term(x[i], self.scales[i], kind, a, b)

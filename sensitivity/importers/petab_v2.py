@@ -37,8 +37,9 @@ then treats the problem like a version-1 one. How each part of PEtab 2.0 maps:
 Refused with an InputError naming the element: several models, a model that is not
 SBML (PySB), an experiment with a period after its last finite measurement time together
 with steady-state measurements (the run to steady state after the last time would miss
-it). Priors (`priorDistribution`) are not evaluated: `PetabProblem.prior` refuses on a
-version-2 problem that has them.
+it). Priors (`priorDistribution`, truncated to the bounds; an estimated parameter without
+one has the uniform prior over its bounds) are evaluated by `log_priors` with the `petab`
+library's densities: `PetabProblem.prior` of a version-2 problem.
 """
 
 from __future__ import annotations
@@ -415,4 +416,55 @@ def _ast_names(ast) -> set:
         if node.isName():
             out.add(node.getName())
         stack.extend(node.getChild(i) for i in range(node.getNumChildren()))
+    return out
+
+
+# ---------------------------------------------------------------------- priors
+def _dlog_density(kind: str, params: list, x: float) -> float:
+    """d/dx log p(x) of a PEtab 2.0 prior inside its bounds (truncation only scales p)."""
+    a = params[0] if params else math.nan
+    b = params[1] if len(params) > 1 else math.nan
+    if kind in ("", "uniform"):
+        return 0.0
+    if kind == "normal":
+        return -(x - a) / b ** 2
+    if kind == "laplace":
+        return -math.copysign(1.0, x - a) / b
+    if kind == "cauchy":
+        return -2 * (x - a) / (b ** 2 + (x - a) ** 2)
+    if kind == "chisquare":
+        return (a / 2 - 1) / x - 0.5
+    if kind == "exponential":
+        return -1.0 / a
+    if kind == "gamma":
+        return (a - 1) / x - 1.0 / b
+    if kind == "rayleigh":
+        return 1.0 / x - x / a ** 2
+    if kind == "log-normal":
+        return -1.0 / x - (math.log(x) - a) / (b ** 2 * x)
+    if kind == "log-laplace":
+        return -1.0 / x - math.copysign(1.0, math.log(x) - a) / (b * x)
+    if kind == "log-uniform":
+        return -1.0 / x
+    raise InputError(f"prior distribution '{kind}' is unknown")
+
+
+def log_priors(problem, values: dict) -> dict:
+    """{parameter id: (log prior density, its derivative)} at `values` (id -> linear value)
+    for the estimated parameters of a PEtab 2.0 problem (`petab.v2.Problem`) with priors:
+    the `petab` library's densities, truncated to the bounds; an estimated parameter
+    without a prior has the uniform one over its bounds. Empty without priors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dists = problem.get_priors()
+    out = {}
+    for par in problem.parameters:
+        if par.id not in dists:
+            continue
+        x = float(values[par.id])
+        kind = str(getattr(par.prior_distribution, "value", par.prior_distribution) or "")
+        with np.errstate(divide="ignore"):
+            value = float(np.log(dists[par.id].pdf(x)))
+        grad = _dlog_density(kind, [float(v) for v in par.prior_parameters], x) if math.isfinite(value) else 0.0
+        out[par.id] = (value, grad)
     return out
