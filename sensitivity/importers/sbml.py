@@ -682,10 +682,15 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # scheduled events of the solve (integrate.scheduled); every event of the model then is one
     scheduled = any(meta["delay"] is not None or meta["compound"] or not meta["persistent"]
                     or (meta["priority"] is not None and len(live) > 1) for meta in event_meta)
+    # two events with one trigger, or time events at one time, fire together: the plain
+    # events of the solve would apply one of them
+    same = [(meta["atoms"], meta["trigger"]) for meta in event_meta]
+    times = [meta["time"] for meta in event_meta if meta["time"] is not None]
+    scheduled = scheduled or len(set(same)) < len(same) or len(set(times)) < len(times)
     if scheduled and len(live) > MAX_SCHEDULED_EVENTS:
-        raise ModelError(f"SBML model '{mid}' has {len(live)} events with delays, priorities, non-persistent or "
-                         f"compound triggers: the scheduled solve takes at most {MAX_SCHEDULED_EVENTS} (its pieces "
-                         "and stop points grow with every event)")
+        raise ModelError(f"SBML model '{mid}' has {len(live)} events that need the scheduled solve (delays, "
+                         "priorities, non-persistent or compound triggers, events that fire together): it takes "
+                         f"at most {MAX_SCHEDULED_EVENTS} (its pieces and stop points grow with every event)")
     for k, meta in enumerate(event_meta):
         meta["scheduled"] = scheduled
         if scheduled:
