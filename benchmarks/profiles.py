@@ -263,7 +263,8 @@ def main():
               for c in checks]
     totals = {}
     for m in ours:
-        lines += ["", f"Ours {m}{'-based' if m in methods else ''} against pyPESTO's optimisation-based ({args.optimizer}):\n",
+        label = f"Ours {m}-based" if m in methods else "pyPESTO's profiler on our objective (to_pypesto())"
+        lines += ["", f"{label} against pyPESTO's optimisation-based on AMICI ({args.optimizer}):\n",
                   "| parameter | ours interval | pyPESTO interval | max end diff | pyPESTO step | same | "
                   "ours evaluations (f / g / H) | pyPESTO evaluations (f / g) | ours s | pyPESTO s | speed ratio |",
                   "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: |"]
@@ -274,7 +275,7 @@ def main():
             if "error" in o:
                 all_ok = False
                 t_ours, t_theirs = t_ours + o["s"], t_theirs + t["s"]
-                lines.append(f"| {k} | failed: {o['error']} | {_fmt(t['interval'])} | | | NO | | | {o['s']:.2f} | "
+                lines.append(f"| {k} | failed: {o['error'].split(':')[0]} | {_fmt(t['interval'])} | | | NO | | | {o['s']:.2f} | "
                              f"{t['s']:.2f} | |")
                 continue
             ok, worst = _agree(o, t)
