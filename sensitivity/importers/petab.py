@@ -181,6 +181,7 @@ class PetabProblem:
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
         # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
         self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
+        self.scan_stages = None  # the lean loop's stages as a lax.scan; None: by model size (_scan)
         self.newton_kappa = _NEWTON_KAPPA
         self._validate, self._light = bool(validate), False
         # a problem whose files a process before this one read: its record in the store of
@@ -530,7 +531,7 @@ class PetabProblem:
             return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
 
         if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
-            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver)
+            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver, self._scan())
         # switching times that move with the parameters: derivatives through the flow
         segment = fixed_bounds_segment(segment, m.rhs)
 
@@ -585,7 +586,7 @@ class PetabProblem:
             return y, sol.result, sol.stats["num_steps"]
 
         if self.solver in LEAN_RODAS:
-            return petab_rodas.steady_fn(m, method, self.max_steps, self.solver)
+            return petab_rodas.steady_fn(m, method, self.max_steps, self.solver, self._scan())
         return steady
 
     def _simulate_fn(self, method: str, groups=None) -> Callable:
@@ -700,7 +701,14 @@ class PetabProblem:
         """What compiled functions depend on: the files' contents, solver and step budget
         (tolerances and parameter values are arguments)."""
         return (self._fingerprint, self.solver, self.max_steps, self.save, self.batch, self.pid,
-                self.newton_kappa)
+                self.newton_kappa, self.__dict__.get("scan_stages"))
+
+    def _scan(self) -> bool:
+        """The lean loop's stages as a `lax.scan` (`rosenbrock.lean_step`): `scan_stages`, or by
+        default from the model's size (see SCAN_STAGES_FROM)."""
+        if self.__dict__.get("scan_stages") is not None:
+            return bool(self.scan_stages)
+        return len(self.model.states) >= SCAN_STAGES_FROM
 
     def _run(self, key, build, x):
         """Compile `build()` once per problem structure and `key` (shared by every
@@ -986,6 +994,11 @@ def _implicit_calibration():
 # agree with a solve at rtol = atol = 1e-12 about as closely as at 1e-2
 # (`benchmarks/petab_solver.py` compares the two constants).
 _NEWTON_KAPPA = 0.3
+# states from which the lean loop runs its stages as a lax.scan (one copy of the rhs and of
+# its derivatives in the compiled program instead of one per stage): the compile time of a
+# large model falls several times, while a small model's unrolled stages, which XLA fuses,
+# run faster (`benchmarks/compile_profile.py` measures both)
+SCAN_STAGES_FROM = 20
 _MAX_COMPILED = 32
 
 

@@ -359,7 +359,7 @@ def tsit5_batched_solve(rhs: Callable, assemble: Callable, max_steps: int, capac
 
 # ----------------------------------------------------------------------------- Rosenbrock
 def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-                     steady=None, h0=None, method: str = "rodas4"):
+                     steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False):
     """Integrate y' = f(t, y, args) from t0 to t1 with the Rosenbrock method `method` (a key
     of `rosenbrock.TABLEAUS`), saving at ts (clipped to [t0, t1]) by landing on them.
 
@@ -367,7 +367,8 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
     differentiable) or "checkpointed" (also reverse mode); steady: None or a function
     (t, y) -> bool that ends the solve early (t1 may then be inf); h0: the first step
     (default: Hairer's guess). The step is differentiable in (y, args) by a custom JVP
-    (`rosenbrock.lean_step`); times are constants of the solve.
+    (`rosenbrock.lean_step`; scan_stages: its stages as a `lax.scan`, smaller programs for
+    large models); times are constants of the solve.
     Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
     """
     rtol, atol = tol[0], tol[1]
@@ -380,7 +381,7 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
     t0 = jnp.asarray(t0, dtype=y0.dtype)
 
     def step(t, t_end, h, y, aux, args):
-        y_new, err = lean_step(f, t, y, h, args, autonomous, tab)
+        y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages)
         return y_new, aux, err, None
 
     c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,

@@ -35,9 +35,10 @@ def _result(ok, success):
     return diffrax.RESULTS.where(ok, success, diffrax.RESULTS.max_steps_reached)
 
 
-def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
+def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False):
     """The PEtab pipeline's segment solve with the Rosenbrock method `solver`: (pv, y0, a, b, tc, ts, tol) ->
-    (ys at clip(ts, a, b) (n_t, n), y(b), diffrax result, steps)."""
+    (ys at clip(ts, a, b) (n_t, n), y(b), diffrax result, steps). scan_stages: the step's
+    stages as a `lax.scan` (`rosenbrock.lean_step`)."""
     kind = "checkpointed" if method == "checkpoint" else "lax"
 
     def f(t, y, args):
@@ -45,13 +46,14 @@ def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
         return model.rhs(t, y, pv, tc)
 
     def segment(pv, y0, a, b, tc, ts, tol):
-        ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind, method=solver)
+        ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind, method=solver,
+                                scan_stages=scan_stages)
         return ys, y, _result(ok, diffrax.RESULTS.successful), n
 
     return segment
 
 
-def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
+def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False):
     """(pv, y0, tol, t0) -> (steady state, diffrax result (event_occurred when reached),
     steps): simulate until max_i |f_i| / (atol + rtol |y_i|) < 1, then
     `steady_state.newton_polish`."""
@@ -65,7 +67,7 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4"):
             return jnp.max(jnp.abs(model.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
         t0 = jnp.asarray(t0, dtype=y0.dtype)
         _, y, t, ok, n = solve(f, y0, t0, jnp.inf, jnp.reshape(t0, (1,)), pv, tol, max_steps, kind=kind,
-                               steady=reached, method=solver)
+                               steady=reached, method=solver, scan_stages=scan_stages)
         y = newton_polish(lambda u: model.rhs(t, u, pv, t), y)  # derivatives by the IFT
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 

@@ -1,0 +1,55 @@
+"""The lean Rosenbrock step with its stages as a lax.scan (`lean_step(scan=True)`, what large
+PEtab models compile) against the unrolled step and against central differences of the step
+map: the new state and error estimate, their forward tangents in (y, args), and the reverse
+derivative of a short solve, on a non-autonomous nonlinear model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sensitivity.solvers.lean import rosenbrock_solve
+from sensitivity.solvers.rosenbrock import TABLEAUS, lean_step
+
+
+def f(t, y, p):
+    a, b = p[0], p[1]
+    return jnp.stack([-a * y[0] * y[1] + jnp.sin(t), a * y[0] * y[1] - b * y[1] ** 2, b * y[1] ** 2 - 0.3 * y[2]])
+
+
+Y = jnp.array([1.2, 0.4, 0.1])
+P = jnp.array([1.5, 0.7])
+T, H = 0.3, 0.05
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "rodas4"])
+def test_scanned_step_equals_the_unrolled_one_and_its_tangent_central_differences(method):
+    tab = TABLEAUS[method]
+
+    def step(y, p, scan):
+        return lean_step(f, T, y, H, p, False, tab, scan=scan)
+
+    for a, b in zip(step(Y, P, True), step(Y, P, False)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    dy, dp = jnp.array([0.3, -0.2, 0.5]), jnp.array([0.1, -0.4])
+    scanned = jax.jvp(lambda y, p: step(y, p, True), (Y, P), (dy, dp))[1]
+    unrolled = jax.jvp(lambda y, p: step(y, p, False), (Y, P), (dy, dp))[1]
+    eps = 1e-6
+    central = [(u - v) / (2 * eps) for u, v in zip(step(Y + eps * dy, P + eps * dp, True),
+                                                    step(Y - eps * dy, P - eps * dp, True))]
+    for s, u, c in zip(scanned, unrolled, central):
+        np.testing.assert_allclose(s, u, rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(s, c, rtol=1e-6, atol=1e-10)
+
+
+def test_reverse_derivative_of_a_scanned_solve_equals_the_unrolled_one():
+    ts = jnp.array([0.5, 1.0, 2.0])
+
+    def loss(p, scan, kind):
+        ys, _, _, ok, _ = rosenbrock_solve(f, Y, 0.0, 2.0, ts, p, (1e-8, 1e-8), 1000, kind=kind,
+                                           method="rodas5p", scan_stages=scan)
+        return jnp.sum(ys ** 2)
+
+    g_scan = jax.grad(loss)(P, True, "checkpointed")
+    np.testing.assert_allclose(g_scan, jax.grad(loss)(P, False, "checkpointed"), rtol=1e-9)
+    np.testing.assert_allclose(jax.jacfwd(loss)(P, True, "lax"), g_scan, rtol=1e-9)
