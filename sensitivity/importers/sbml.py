@@ -17,8 +17,9 @@ ids in math (the reaction's rate) and species-reference ids (the stoichiometry: 
 or set by an initial assignment, assignment rule, rate rule or event), the comp package
 (flattened by libsbml's CompFlatteningConverter before reading). Elements without math
 are ignored (SBML L3v2). A model without states gets one constant placeholder state
-(`NO_STATE`). Refused with a `ModelError` naming the element: algebraic rules, `delay()`,
-fast reactions, delayed events, compound triggers, event priorities where two events could
+(`NO_STATE`). Algebraic rules and fast reactions: see `sbml_algebraic` (solved rules become
+assignment rules; nonlinear rules and fast reactions constrain the states). Refused with a
+`ModelError` naming the element: `delay()`, delayed events, compound triggers, event priorities where two events could
 fire together,
 required packages other than comp, comp models whose external files are missing.
 Events (a trigger `a > b` or `a < b` and assignments to species, parameters, compartments
@@ -57,6 +58,7 @@ from sympy.printing.numpy import JaxPrinter
 from ..core.errors import ModelError
 from ..core.model import ODEModel
 from ..core.schedule import Event, SwitchTime
+from . import sbml_algebraic
 
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
@@ -77,6 +79,8 @@ class _Converter:
 
     def __call__(self, node, where: str) -> sp.Expr:
         self.where = where
+        if isinstance(node, sp.Basic):  # already solved (sbml_algebraic.Solved)
+            return node
         if node is None:
             raise ModelError(f"{where}: has no math")
         return self.conv(node)
@@ -488,14 +492,6 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if not (mid[0].isalpha() or mid[0] == "_"):
         mid = "m_" + mid
 
-    for rule in model.getListOfRules():
-        if rule.isAlgebraic():
-            raise ModelError(f"SBML algebraic rule ({L.formulaToL3String(rule.getMath())} = 0): "
-                             "algebraic rules (DAEs) are not supported")
-    for r in model.getListOfReactions():
-        if r.isSetFast() and r.getFast():
-            raise ModelError(f"SBML reaction '{r.getId()}' is fast: fast reactions are not supported")
-
     functions = _function_definitions(model)
     conv = _Converter(functions)
     sym = lambda name: sp.Symbol(name, real=True)  # noqa: E731
@@ -503,6 +499,9 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     # an element without math is ignored (SBML L3v2)
     assignment = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment() and r.isSetMath()}
     rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate() and r.isSetMath()}
+    # algebraic rules: solved ones join the assignment rules, DAE variables get a placeholder
+    # rate; fast reactions and DAE variables are held on their constraints (sbml_algebraic)
+    constraints = sbml_algebraic.read(model, conv, assignment, rate_rules)
     init_assign = {ia.getSymbol(): ia for ia in model.getListOfInitialAssignments() if ia.isSetMath()}
     # parameters changed by event assignments are states with zero rate (piecewise constant)
     event_targets = {ea.getVariable() for ev in model.getListOfEvents() for ea in ev.getListOfEventAssignments()
@@ -654,7 +653,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                         n = sp.Integer(int(n))
                 if info["boundary"] or info["constant"] or sid in rate_rules or sid in assignment:
                     continue
-                term = sign * n * v * info["cf"]
+                term = sign * n * constraints.flux(rid, v) * info["cf"]
                 if "amount_state" in info:
                     rates[info["amount_state"]] = rates[info["amount_state"]] + term
                 else:
@@ -667,6 +666,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     for name, rr in rate_rules.items():
         if name not in rates:
             raise ModelError(f"SBML rateRule for '{name}': no species, parameter or compartment of that id")
+    rates = constraints.split(rates)
 
     # ---- order the rules (dependencies among rule variables)
     rules = _topological(rules)
@@ -747,7 +747,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     rhs, initial, rule_values, bps, ev_fns, ev_times = _compile(
         mid, states, params, rules, rates, init_full, breakpoints, events,
         [meta["time"] for meta in event_meta], [meta for meta in event_meta if meta["scheduled"]])
-    return SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
+    sm = SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
                      events=tuple(ev_fns[0]), event_meta=tuple(event_meta), event_times=ev_times,
                      event_schedule=tuple(ev_fns[1]),
@@ -758,6 +758,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                                       and model.getElementBySId(s_).getTypeCode()
                                                       == L.SBML_SPECIES_REFERENCE}),
                      event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
+    if not constraints:
+        return sm
+    names = _codegen_names(states, params, rules)
+    return constraints.finish(sm, lambda e: expression_source(sp.sympify(e), names))
 
 
 def _event(ev, conv, states, rules, species_info=None):
