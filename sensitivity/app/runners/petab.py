@@ -108,12 +108,16 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
     extra: dict = {}
     if cfg.fits:
         n = cfg.fit.starts
-        with progress.stage(f"fitting {len(prob.x_names)} parameters (L-BFGS-B, maxiter {cfg.fit.maxiter})"
-                            + (f" from the nominal values and {n} Sobol starts" if n else "")):
-            lik = PetabLikelihood(prob, mode=g.mode)
-            fitted = multistart(inference.Announced(lik, n + 1, progress.note) if n else lik, starts=n,
-                                seed=cfg.fit.seed, max_iter=cfg.fit.maxiter, tol=FIT_TOL)
-            fitted = dataclasses.replace(fitted, likelihood=lik)
+        label = f"fitting {len(prob.x_names)} parameters (L-BFGS-B, maxiter {cfg.fit.maxiter})"
+        lik = PetabLikelihood(prob, mode=g.mode)
+        if n:  # a line per start instead of one stage
+            progress.note(f"{label} from the nominal values and {n} Sobol starts")
+            fitted = multistart(inference.Announced(lik, n + 1, progress.note), starts=n, seed=cfg.fit.seed,
+                                max_iter=cfg.fit.maxiter, tol=FIT_TOL)
+        else:
+            with progress.stage(label):
+                fitted = multistart(lik, starts=None, max_iter=cfg.fit.maxiter, tol=FIT_TOL)
+        fitted = dataclasses.replace(fitted, likelihood=lik)
         fit = _fit_entry(prob, fitted, g.mode)
         x_best = fit["x"]
         if n:
