@@ -23,8 +23,11 @@ SAMPLE = ["00155", "00929", "01029", "01121", "01133", "01141", "01153", "01181"
 # scheduled events: delays (values from the trigger and the execution time), priorities,
 # persistent and non-persistent triggers, t0 firing
 SAMPLE += ["01333", "01337", "01661", "01757"]
-# cases refused by name: not a time course, a package that is not read, too many scheduled events
-REFUSED = {"01189": "FluxBalanceSteadyState", "00553": "algebraic rule", "01533": "it takes at most 40"}
+# algebraic rules (explicit) and a fast reaction with an algebraic rule (a constraint)
+SAMPLE += ["00553", "01567"]
+# cases refused by name: not a time course, a package that is not read, too many scheduled events,
+# an algebraic rule that mixes logical and numeric values
+REFUSED = {"01189": "FluxBalanceSteadyState", "01292": "algebraic rule", "01533": "it takes at most 40"}
 
 
 def _runner():
