@@ -270,6 +270,19 @@ def test_petab_run_config_validates_and_names_bad_entries(petab_run, tmp_path, c
     assert cli.main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "profile.parameters[0] = 'aa': not an estimated parameter" in err and "did you mean 'a'" in err
+    # sensitivity run of a petab: config: the integration-based profile, against the closed form
+    _, _, (beta, cov, _) = petab_run
+    run = tmp_path / "run.yaml"
+    run.write_text(f"petab: {problem}\nsolver: {{rtol: 1.0e-10, atol: 1.0e-10}}\n"
+                   f"profile: {{parameters: [a], method: integration, level: 0.68}}\n"
+                   f"output: {{dir: {tmp_path / 'run_out'}, plots: false}}\n")
+    assert cli.main(["run", str(run), "-q"]) == 0
+    row = pd.read_csv(tmp_path / "run_out" / "profile_intervals.csv", index_col=0).loc["a"]
+    z, se = np.sqrt(chi2.ppf(0.68, 1)), np.sqrt(cov[0, 0])
+    assert (row["lower"], row["upper"]) == (pytest.approx(beta[0] - z * se, abs=1e-3 * se),
+                                            pytest.approx(beta[0] + z * se, abs=1e-3 * se))
+    assert json.loads((tmp_path / "run_out" / "summary.json").read_text())["profile"]["method"] == "integration"
+    capsys.readouterr()
     # the same check from the command line, before any work
     assert cli.main(["petab", str(problem), "--profile", "aa", "--out", str(tmp_path / "x"), "-q"]) == 2
     assert "--profile[0] = 'aa'" in capsys.readouterr().err
