@@ -127,6 +127,16 @@ def _petab_parser(sub) -> None:
     c.add_argument("--design", type=int, metavar="N",
                    help="design the next experiment: the N measurements (observable, condition, time) that "
                         "add the most information (D-optimal, sens.design); written as design*.csv")
+    c.add_argument("--design-criterion", choices=("D", "A", "E", "ME", "D_s", "A_s"),
+                   help="criterion of --design (default D; D_s / A_s need --design-parameters)")
+    c.add_argument("--design-method", choices=("exchange", "greedy", "continuous"),
+                   help="search of --design (default exchange)")
+    c.add_argument("--design-parameters", nargs="+", metavar="ID",
+                   help="parameters of interest of --design (the criterion on that subset)")
+    c.add_argument("--design-times", nargs="+", type=float, metavar="T",
+                   help="candidate times of --design (default 61 from 0 to the last measured time)")
+    c.add_argument("--design-conditions", metavar="TSV",
+                   help="new conditions --design may choose: a PEtab condition table (conditionId, columns)")
     c.add_argument("--out", metavar="DIR", help="output folder (default results/<problem name>)")
     c.add_argument("--no-plots", action="store_true")
     c.add_argument("--force", action="store_true", help="replace an existing result folder")
@@ -182,6 +192,11 @@ def cmd_validate(args) -> int:
         if cfg.sample is not None:
             s = cfg.sample
             fit += f", {s.chains} chains x {s.n} draws ({s.method})"
+        if cfg.design is not None:
+            d = cfg.design
+            new = "" if d.conditions is None else (f" and new conditions from {d.conditions}" if isinstance(
+                d.conditions, str) else f" and new conditions {', '.join(d.conditions)}")
+            fit += f", {'an' if d.criterion[0] in 'AEM' else 'a'} {d.criterion}-optimal design of {d.n or 'a budget of'} measurements ({d.method}{new})"
         print(f"{args.config}: valid. PEtab problem {cfg.petab}, solver {cfg.solver.method} (rtol "
               f"{cfg.solver.rtol:g}, atol {cfg.solver.atol:g}), gradient mode {cfg.mode}{fit}; results to "
               f"{cfg.output.dir}.")

@@ -30,7 +30,16 @@ from ...analyses.likelihood import PetabLikelihood, multistart
 from ...core.errors import ConfigError
 from ...importers import petab
 from ..config.inference import PetabProfileConfig, PetabSampleConfig
-from ..config.petab import PetabFit, PetabIdentifiability, PetabOutput, PetabRunConfig, PetabSolver, check_names, load
+from ..config.petab import (
+    PetabDesign,
+    PetabFit,
+    PetabIdentifiability,
+    PetabOutput,
+    PetabRunConfig,
+    PetabSolver,
+    check_names,
+    load,
+)
 from ..console import Progress
 from ..output import files as io
 from . import inference
@@ -39,7 +48,10 @@ from .analyses import design_files, design_summary, identifiability_files, ident
 FIT_TOL = 1e-8  # of the local fits: L-BFGS-B's ftol 1e-10 (relative), gtol 1e-8 (projected gradient)
 OPTIONS = {"fit.starts": "--starts", "fit.maxiter": "--maxiter", "fit.seed": "--seed", "profile.level": "--level",
            "profile.method": "--profile-method", "sample.n": "--sample", "sample.chains": "--chains",
-           "sample.warmup": "--warmup", "sample.method": "--sampler", "sample.seed": "--seed"}
+           "sample.warmup": "--warmup", "sample.method": "--sampler", "sample.seed": "--seed",
+           "design.n": "--design", "design.criterion": "--design-criterion", "design.method": "--design-method",
+           "design.parameters": "--design-parameters", "design.times": "--design-times",
+           "design.conditions": "--design-conditions"}
 
 
 def command(args) -> int:
@@ -53,14 +65,32 @@ def command(args) -> int:
     fit = _block(PetabFit, "fit", enabled=args.fit or starts is not None, maxiter=args.maxiter, starts=starts,
                  seed=seed)
     ident = PetabIdentifiability() if getattr(args, "identifiability", False) else None
+    planned = _design_block(args)
     cfg = PetabRunConfig(petab=str(Path(args.problem).resolve()),
                          solver=PetabSolver(method=args.solver, rtol=args.rtol, atol=args.atol),
                          mode=args.mode, fit=fit, identifiability=ident, profile=profile, sample=sample,
-                         output=PetabOutput(dir=args.out, plots=not args.no_plots))
-    found = [f.replace("profile.parameters", "--profile") for f in check_names(cfg, Path(cfg.petab))]
+                         design=planned, output=PetabOutput(dir=args.out, plots=not args.no_plots))
+    found = [f.replace("profile.parameters", "--profile").replace("design.parameters", "--design-parameters")
+             .replace("design.conditions", "--design-conditions") for f in check_names(cfg, Path(cfg.petab))]
     if found:
         raise ConfigError("; ".join(found), found)
-    return run(cfg, force=args.force, quiet=args.quiet, design_n=getattr(args, "design", None))
+    return run(cfg, force=args.force, quiet=args.quiet)
+
+
+def _design_block(args) -> PetabDesign | None:
+    """The `design:` block from --design N and the --design-* options (None without --design)."""
+    n = getattr(args, "design", None)
+    extra = {k: getattr(args, f"design_{k}", None) for k in ("criterion", "method", "parameters", "times",
+                                                             "conditions")}
+    if n is None:
+        given = [f"--design-{k}" for k, v in extra.items() if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: needs --design N", given)
+        return None
+    values = {k: v for k, v in extra.items() if v is not None}
+    if "conditions" in values:
+        values["conditions"] = str(Path(values["conditions"]).resolve())
+    return _block(PetabDesign, "design", n=n, **values)
 
 
 def _block(schema, prefix: str, **values):
@@ -84,7 +114,8 @@ def run_config(args) -> int:
 # --------------------------------------------------------------------------- the run
 def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n: int | None = None) -> int:
     """Compute and write a PEtab result folder; print a short report. Returns 0.
-    design_n: also design the next experiment of that many measurements (`design_files`)."""
+    design_n: a D-optimal design of that many measurements when the config has no design:
+    block (the config's design: block says more: criterion, method, conditions, ...)."""
     def say(text):
         if not quiet:
             print(text, file=sys.stderr, flush=True)
@@ -136,9 +167,13 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
                                     eig_rtol=c.eig_rtol)
     sim = prob.simulate(x_best)
     planned = None
-    if design_n:
-        say(f"designing {design_n} measurements (D-optimal, at the {'fitted' if fit else 'nominal'} parameters)")
-        planned = design(prob, n=design_n, x=x_best)
+    spec = cfg.design if cfg.design is not None else PetabDesign(n=design_n) if design_n else None
+    if spec is not None:
+        with progress.stage(f"design of {spec.n or 'a budget of'} measurements ({spec.criterion}, {spec.method}) "
+                            f"at the {'fitted' if fit else 'nominal'} parameters"):
+            planned = design(prob, candidates=spec.candidate_times(), n=spec.n, criterion=spec.criterion,
+                             parameters=spec.parameters, method=spec.method, costs=spec.costs, budget=spec.budget,
+                             replicates=spec.replicates, x=x_best, conditions=spec.conditions)
     summary = {
         "problem": str(cfg.petab), "model": prob.model.id, "states": len(prob.model.states),
         "estimated_parameters": list(prob.x_names), "scales": list(prob.scales),
@@ -164,7 +199,8 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
             (tmp / "plots").mkdir()
             files += [f"plots/{p.name}" for p in plot_fit(prob, sim, tmp / "plots")]
         if planned is not None:
-            files += design_files(planned, tmp, plots=cfg.output.plots)
+            files += design_files(planned, tmp, plots=cfg.output.plots,
+                                  title=f"{prob.model.id}: {planned.criterion}-optimal design")
             summary["design"] = design_summary(planned)
         name = prob.model.id
         if ident is not None:
