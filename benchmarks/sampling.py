@@ -14,8 +14,8 @@ the parameter scale (log10 for most parameters). Ours: `sens.sample(problem, n=d
 chains=chains, warmup=warmup)` (a local fit from the nominal values, then NUTS with window
 adaptation per chain). pyPESTO: `pypesto.sample.sample` with `AdaptiveMetropolisSampler()`
 (its defaults) on the problem its PEtab importer builds on AMICI (CVODES at the same rtol,
-atol as ours), `--am-chains` independent chains of `--am-iterations` from the nominal values
-(the published fit: the mode), burn-in by pyPESTO's Geweke test per chain.
+atol as ours), `--am-chains` independent chains of `--am-iterations` from the point NUTS starts
+from (our local fit from the nominal values), burn-in by pyPESTO's Geweke test per chain.
 
 ESS: ArviZ's bulk effective sample size over the chains of each side (after burn-in for
 adaptive Metropolis; NUTS' draws are after warm-up); the table gives the smallest over the
@@ -106,7 +106,7 @@ def pypesto_am(problem, x0_free, args) -> dict:
     t0 = time.perf_counter()
     for c in range(args.am_chains):
         np.random.seed(args.seed + c)
-        r = ps.sample(problem, n_samples=args.am_iterations, sampler=ps.AdaptiveMetropolisSampler(),
+        r = ps.sample(problem, n_samples=args.am_iterations, sampler=ps.AdaptiveMetropolisSampler({"show_progress": False}),
                       x0=np.asarray(x0_free))
         results.append(r)
     wall = time.perf_counter() - t0
@@ -169,7 +169,8 @@ def main():
             if o_am:
                 print(f"  our adaptive Metropolis: {o_am['draws']} draws in {o_am['s']:.1f} s, "
                       f"min ESS {min(o_am['ess']):.1f}", flush=True)
-            a = pypesto_am(amici_pp, x0, args)
+            x_fit = np.asarray(sens.fit(prob, None).x)  # where NUTS starts: a local fit from the nominal values
+            a = pypesto_am(amici_pp, x_fit, args)
             print(f"  adaptive Metropolis: {a['draws']} draws after burn-in in {a['s']:.1f} s, "
                   f"min ESS {min(a['ess']):.1f}", flush=True)
             sd = np.maximum(np.asarray(o["sd"]), 1e-300)
@@ -178,7 +179,8 @@ def main():
                              mean_shift=shift.tolist(), compile_s=compile_s, build_s=build_s))
     load_end = _load_average()
 
-    cmd = "python benchmarks/sampling.py" + (" --quick" if args.quick else "")
+    argv = [a for i, a in enumerate(sys.argv[1:]) if "--amici-folder" not in (a, sys.argv[i] if i else "")]
+    cmd = " ".join(["python benchmarks/sampling.py", *argv])
     lines = [f"# Sampling: NUTS (sens.sample) against pyPESTO {pypesto.__version__}'s adaptive Metropolis on AMICI\n",
              f"`{cmd}`; NUTS {args.chains} chains x ({args.warmup} warm-up + {args.draws} draws); adaptive "
              f"Metropolis {args.am_chains} chains x {args.am_iterations} iterations (Geweke burn-in removed); "
