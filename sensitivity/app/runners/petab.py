@@ -4,12 +4,13 @@ config with a `petab:` key (its schema is in app/config/petab.py).
 A PEtab run: nominal nllh, its gradient (mode by the cost model unless given), the Fisher
 information, optionally a fit (L-BFGS-B on the parameter scale within the bounds, exact
 gradients; from several starts with fit.starts), profile likelihoods and posterior samples
-from the fit (runners/inference.py), and plots of simulated vs measured values per
+from the fit (runners/inference.py), a design of the next experiment (design:, with new
+conditions the design may choose), and plots of simulated vs measured values per
 observable and condition. The result folder holds summary.json, simulation.tsv (PEtab
 simulation table), gradient.csv, fisher.csv and plots/*.png, and as asked multistart.csv,
 waterfall.png, profile_*.csv, profile_intervals.csv, profiles.png, samples.nc, samples.csv,
-sample_diagnostics.csv (app/output/files.py); it is written atomically and never silently
-replaced.
+sample_diagnostics.csv (app/output/files.py), design*.csv and design.png (runners/analyses.py);
+it is written atomically and never silently replaced.
 
 This module imports the PEtab importer, hence JAX: the CLI loads it only to run a command.
 """
@@ -169,8 +170,9 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
     planned = None
     spec = cfg.design if cfg.design is not None else PetabDesign(n=design_n) if design_n else None
     if spec is not None:
-        with progress.stage(f"design of {spec.n or 'a budget of'} measurements ({spec.criterion}, {spec.method}) "
-                            f"at the {'fitted' if fit else 'nominal'} parameters"):
+        size = f"{spec.n} measurements" if spec.n else f"measurements within a budget of {spec.budget:g}"
+        with progress.stage(f"design of {size} ({spec.criterion}, {spec.method}) at the "
+                            f"{'fitted' if fit else 'nominal'} parameters"):
             planned = design(prob, candidates=spec.candidate_times(), n=spec.n, criterion=spec.criterion,
                              parameters=spec.parameters, method=spec.method, costs=spec.costs, budget=spec.budget,
                              replicates=spec.replicates, x=x_best, conditions=spec.conditions)
