@@ -101,3 +101,47 @@ def test_bad_input(linear):
         sens.profile(fit, parameters=["c"])
     with pytest.raises(sens.InputError, match="method = 'newton' is unknown"):
         sens.profile(fit, method="newton")
+
+
+class _Failing:
+    """A likelihood whose solves fail (SolverError) on a band of b and whose curvature fails
+    beyond a point, as an ODE solve fails at some trial points along a real profile."""
+
+    def __init__(self, lik, band, no_hessian):
+        self.lik, self.band, self.no_hessian, self.failures = lik, band, no_hessian, 0
+
+    def __getattr__(self, name):
+        return getattr(self.lik, name)
+
+    def _check(self, x):
+        if self.band[0] < x[1] < self.band[1]:
+            self.failures += 1
+            raise sens.SolverError("the solve failed at this trial point")
+
+    def value_and_grad(self, x):
+        self._check(x)
+        return self.lik.value_and_grad(x)
+
+    def hessian(self, x):
+        self._check(x)
+        if x[1] > self.no_hessian:
+            self.failures += 1
+            raise sens.SolverError("the curvature failed at this trial point")
+        return self.lik.hessian(x)
+
+
+@pytest.mark.parametrize("method", ["optimization", "integration"])
+def test_failed_solves_along_the_path_are_recovered(linear, method):
+    from sensitivity.analyses.likelihood import LikelihoodFit
+
+    _, _, fit, beta, se = linear
+    lik = _Failing(fit.likelihood, (beta[1] + 0.6 * se[1], beta[1] + 0.7 * se[1]), beta[1] + 0.3 * se[1])
+    x = np.asarray(fit.likelihood.x0, dtype=np.float64)
+    lf = LikelihoodFit(tuple(lik.names), tuple(lik.scales), x, lik.value(x), lik.lower, lik.upper, None, True, lik)
+    res = sens.profile(lf, parameters=["b"], level=0.95, method=method)
+    z = np.sqrt(chi2.ppf(0.95, 1))
+    lo, hi = res.intervals["b"]
+    assert lik.failures > 0
+    assert (lo, hi) == (pytest.approx(beta[1] - z * se[1], abs=1e-3 * se[1]),
+                        pytest.approx(beta[1] + z * se[1], abs=1e-3 * se[1]))
+    assert res.profiles["b"]["verdict"] == "identifiable"
