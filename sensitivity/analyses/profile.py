@@ -222,50 +222,59 @@ def _distance(lik, x_hat, i, d, max_distance, se) -> float:
     return dist
 
 
-def _newton(lik, x0, free, f0=None, g0=None, tol: float = 1e-6, max_iter: int = 40):
+def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
     """Re-optimise the free parameters from x0 (n,) by a trust-region Newton iteration on the
     curvature `lik.hessian` (exact for a `Problem`, the Fisher information for PEtab, as fides
     does), projected on the bounds; stops once the predicted decrease falls below `tol` (nllh
-    units). A failed solve at a trial point (inf / nan / an exception) shrinks the region.
-    Returns (x (n,), value, evaluations) or (x0, inf, evaluations) when no point can be solved."""
+    units). The curvature is evaluated once at the start (or taken from `H` (n, n)) and held
+    while the steps reduce the nllh as predicted (ratio > 0.5), re-evaluated where not. A
+    failed solve at a trial point (inf / nan / an exception) shrinks the region.
+    Returns (x (n,), value, curvature (n, n) or None); value inf when x0 cannot be solved."""
     lo, hi = lik.lower, lik.upper
     x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
-    ev = 0
-    if f0 is None or g0 is None:
-        f0, g0 = _safe_vg(lik, x)
-        ev += 1
-    f, g = f0, g0
+    f, g = _safe_vg(lik, x)
     if not math.isfinite(f):
-        return x, math.inf, ev
-    H = _safe_hessian(lik, x)
+        return x, math.inf, H
+    fresh = H is None
+    if fresh:
+        H = _safe_hessian(lik, x)
     radius = 1.0
     for _ in range(max_iter):
-        if H is None:
-            return x, f, ev
+        if H is None:  # no curvature here: the gradient-only re-optimisation (L-BFGS-B) corrects
+            x, f, *_ = lik.minimize(x, free)
+            return x, f, None
         act = free & ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
         if not act.any():
-            return x, f, ev
+            return x, f, H
         ga, Ha = g[act], H[np.ix_(act, act)]
         p = _tr_step(Ha, ga, radius)
         pred = -(ga @ p + 0.5 * p @ Ha @ p)
         if pred < tol:
-            return x, f, ev
+            if fresh:
+                return x, f, H
+            H_new, fresh = _safe_hessian(lik, x), True  # converged on a held curvature: check on a fresh one
+            if H_new is None:
+                return x, f, H
+            H = H_new
+            continue
         xt = x.copy()
         xt[act] += p
         xt = np.clip(xt, lo, hi)
         ft, gt = _safe_vg(lik, xt)
-        ev += 1
         rho = (f - ft) / pred if math.isfinite(ft) else -1.0
         if rho > 0.1:
             x, f, g = xt, ft, gt
-            H = _safe_hessian(lik, x)
             if rho > 0.75 and np.linalg.norm(p) > 0.9 * radius:
                 radius *= 2
+            if rho < 0.5:
+                H, fresh = _safe_hessian(lik, x), True
+            else:
+                fresh = False
         else:
             radius = 0.25 * min(radius, np.linalg.norm(p))
             if radius < 1e-10:
-                return x, f, ev
-    return x, f, ev
+                return x, f, H
+    return x, f, H
 
 
 def _tr_step(H, g, radius):
@@ -309,9 +318,9 @@ def _safe_hessian(lik, x):
     return H if np.all(np.isfinite(H)) else None
 
 
-def _tangent(lik, x, i, d, free):
-    """The path's direction d x_free / ds = -H_ff^-1 H_fi d (Chen & Jennrich), None on a failed solve."""
-    H = _safe_hessian(lik, x)
+def _tangent(H, i, d, free):
+    """The path's direction d x_free / ds = -H_ff^-1 H_fi d (Chen & Jennrich) from the curvature
+    H (n, n) at the previous point; None where it could not be evaluated."""
     if H is None:
         return None
     t = -np.linalg.lstsq(H[np.ix_(free, free)], d * H[free, i], rcond=None)[0]
@@ -331,21 +340,21 @@ def _walk(lik, x_hat, f_hat, i, d, dist, se, thr, max_steps, method):
     free[i] = False
     # Newton on the exact Hessian converges fast to any precision; Gauss-Newton only linearly,
     # so it stops where the interval no longer moves (far below the crossing's 1e-3 thr)
-    tol = (1e-8 if getattr(lik, "hessian_kind", "exact") == "exact" else 1e-5) * thr
+    tol = (1e-8 if getattr(lik, "hessian_kind", "exact") == "exact" else 1e-4) * thr
     h_max = max(dist / 5, 1e-12)
     h_min = min(1e-6 * max(1.0, abs(x_hat[i])), h_max)
     h = min(0.3 * se if np.isfinite(se) else dist / 20, h_max)
     h = max(h, h_min)
     pts, fallbacks = [], 0
     s_prev, x_prev, delta_prev = 0.0, x_hat.copy(), 0.0
-    s_pp, x_pp = None, None
+    s_pp, x_pp, H_prev = None, None, None
     for _ in range(max_steps):
         s = min(s_prev + h, dist)
         x, delta = None, math.inf
         for kind in (("tangent", "secant", "previous") if method == "integration" else ("secant", "previous")):
             start = x_prev.copy()
             if kind == "tangent":
-                t = _tangent(lik, x_prev, i, d, free)
+                t = _tangent(H_prev if H_prev is not None else _safe_hessian(lik, x_prev), i, d, free)
                 if t is None:
                     fallbacks += 1
                     continue
@@ -355,7 +364,7 @@ def _walk(lik, x_hat, f_hat, i, d, dist, se, thr, max_steps, method):
                     continue
                 start += (s - s_prev) / (s_prev - s_pp) * (x_prev - x_pp)
             start[i] = x_hat[i] + d * s
-            x, v, _ = _newton(lik, start, free, tol=tol)
+            x, v, H = _newton(lik, start, free, tol=tol, H=H_prev)
             delta = v - f_hat
             if math.isfinite(delta) and delta - delta_prev <= thr / 4:
                 break
@@ -368,7 +377,7 @@ def _walk(lik, x_hat, f_hat, i, d, dist, se, thr, max_steps, method):
             return pts, d * math.inf, "failed", fallbacks
         pts.append((x[i], delta, x))
         if delta > thr:
-            c = _cross(lik, f_hat, thr, i, free, d, x_hat[i], (s_prev, delta_prev, x_prev), (s, delta, x), tol, pts)
+            c = _cross(lik, f_hat, thr, i, free, d, x_hat[i], (s_prev, delta_prev, x_prev), (s, delta, x), tol, pts, H)
             return pts, c, "closed", fallbacks
         if s >= dist * (1 - 1e-12):
             c = x[i]
@@ -383,12 +392,12 @@ def _walk(lik, x_hat, f_hat, i, d, dist, se, thr, max_steps, method):
         else:
             h = 2 * h
         h = min(max(h, h_min), h_max)
-        s_pp, x_pp = s_prev, x_prev
+        s_pp, x_pp, H_prev = s_prev, x_prev, H
         s_prev, x_prev, delta_prev = s, x, delta
     return pts, d * math.inf, "steps", fallbacks
 
 
-def _cross(lik, f_hat, thr, i, free, d, c_hat, below, above, tol, pts) -> float:
+def _cross(lik, f_hat, thr, i, free, d, c_hat, below, above, tol, pts, H=None) -> float:
     """Where the profile crosses the threshold between the points below and above (s, delta, x):
     regula falsi (Illinois) on delta - thr in s, each value a re-optimisation from the nearest
     point; stops within 1e-3 of the threshold."""
@@ -402,7 +411,7 @@ def _cross(lik, f_hat, thr, i, free, d, c_hat, below, above, tol, pts) -> float:
         w = (s - sa) / (sb - sa)
         start = (1 - w) * xa + w * xb
         start[i] = c_hat + d * s
-        x, v, _ = _newton(lik, start, free, tol=tol)
+        x, v, _ = _newton(lik, start, free, tol=tol, H=H)
         if not math.isfinite(v):
             return c_hat + d * s
         fs = v - f_hat - thr
