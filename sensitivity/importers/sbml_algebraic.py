@@ -43,7 +43,8 @@ the initial state (a fast reaction whose rate does not change along its own flux
 as a rate constant 0), an equilibrium that is not found or (fast reactions only) not
 stable, a piecewise condition on states or time in a constraint (the solution could jump
 to another branch), an event assignment to an algebraic DAE variable, scheduled events
-(delays, priorities, ...) in such a model, `rateOf` of a state a constraint moves.
+(delays, priorities, ...) in such a model, `rateOf` of a state a constraint moves, more
+than `MAX_CONSTRAINTS` fast reactions and nonlinear rules.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from jax.scipy.linalg import solve_triangular
 from ..core.errors import ModelError
 
 NEWTON_STEPS = 100    # at most this many iterations for a consistent state
+MAX_CONSTRAINTS = 24  # fast reactions and nonlinear rules of one model: more are refused (the
+                      # consistent start is solved inside each rhs evaluation; 52 took > 300 s)
 
 
 class Solved:
@@ -428,4 +431,7 @@ def read(model, conv, assignment: dict, rate_rules: dict) -> Constraints:
         rate_rules[z] = Solved(_marker(k))
     for rid in out.fast:
         out.residuals.append((f"SBML fast reaction '{rid}'", rid))
+    if len(out.residuals) > MAX_CONSTRAINTS:
+        raise ModelError(f"{out.residuals[0][0]}: the model has {len(out.residuals)} fast reactions and nonlinear "
+                         f"algebraic rules; the SBML import takes at most {MAX_CONSTRAINTS}")
     return out
