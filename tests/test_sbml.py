@@ -234,32 +234,51 @@ def test_event_resets_a_state_like_the_closed_form(tmp_path):
     np.testing.assert_allclose(out, exact, rtol=1e-6)
 
 
-@pytest.mark.parametrize("construct, match", [
-    ("event", "priority"),
-    ("delayed", "delayed events"),
-    ("delay", "delay"),
-])
-def test_unsupported_constructs_are_refused_by_name(tmp_path, construct, match):
+def test_delay_function_is_refused_by_name(tmp_path):
     def build(m):
         comp(m, "c", 1.0)
         species(m, "A", "c", conc=1.0)
         param(m, "k", 1.0)
-        law = "c * delay(A, 1) * k" if construct == "delay" else "c * k * A"
-        reaction(m, "r", [("A", 1)], [], law)
-        if construct == "event":  # two events that may fire together, one with a priority
-            for eid, prio in (("ev", "1"), ("ev2", None)):
-                ev = m.createEvent()
-                ev.setId(eid), ev.setUseValuesFromTriggerTime(True)
-                if prio:
-                    ev.createPriority().setMath(libsbml.parseL3Formula(prio))
-                tr = ev.createTrigger()
-                tr.setMath(libsbml.parseL3Formula("time > 1")), tr.setInitialValue(False), tr.setPersistent(True)
-                ea = ev.createEventAssignment()
-                ea.setVariable("A"), ea.setMath(libsbml.parseL3Formula("2"))
-        if construct == "delayed":
-            _event(m, "ev", "time > 1", {"A": "2"}, delay="1")
-    with pytest.raises(sens.ModelError, match=match):
-        sbml.read(make(tmp_path, build, name=f"m_{construct}"))
+        reaction(m, "r", [("A", 1)], [], "c * delay(A, 1) * k")
+    with pytest.raises(sens.ModelError, match="delay"):
+        sbml.read(make(tmp_path, build, name="m_delay"))
+
+
+def _decay_with_events(tmp_path, name, events):
+    """A' = -k A from A = 2 (k = 0.5) with `events(m)` added; the model read."""
+    def build(m):
+        comp(m, "c", 1.0)
+        species(m, "A", "c", conc=2.0)
+        param(m, "k", 0.5)
+        reaction(m, "r", [("A", 1)], [], "c * k * A")
+        events(m)
+    return sens.sbml.load(make(tmp_path, build, name=name))
+
+
+def test_delayed_event_resets_after_its_delay_like_the_closed_form(tmp_path):
+    # triggered at t = 1, executed at t = 1 + 0.75 with the value 2 * A(trigger time)
+    model = _decay_with_events(tmp_path, "delayed", lambda m: _event(m, "ev", "time > 1", {"A": "2 * A"},
+                                                                      delay="0.75"))
+    ts = np.array([0.0, 0.5, 1.5, 1.9, 3.0])   # the first save time is t0
+    k, te = 0.5, 1.75
+    a_at_exec = 2 * np.exp(-k * 1.0) * 2   # trigger-time value of 2 * A
+    exact = np.where(ts < te, 2 * np.exp(-k * ts), a_at_exec * np.exp(-k * (ts - te)))
+    out = sens.simulate(sens.Problem(model, ts, of=["A"], solver="tsit5", rtol=1e-9, atol=1e-12)).outputs[:, 0]
+    np.testing.assert_allclose(out, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("high, expected", [("set", 6.0), ("triple", 2.0)])
+def test_event_priorities_order_simultaneous_assignments(tmp_path, high, expected):
+    # at t = 1 two events fire: "set" A := 2 and "triple" A := 3 A, values taken at execution;
+    # the higher priority runs first, so set-then-triple gives 6 and triple-then-set gives 2
+    def events(m):
+        for eid, formula in (("set", "2"), ("triple", "3 * A")):
+            _event(m, eid, "time > 1", {"A": formula}, trigger_values=False)
+            m.getEvent(eid).createPriority().setMath(libsbml.parseL3Formula("10" if eid == high else "1"))
+    model = _decay_with_events(tmp_path, f"prio_{high}", events)
+    ts = np.array([0.0, 0.5, 2.0])
+    out = sens.simulate(sens.Problem(model, ts, of=["A"], solver="tsit5", rtol=1e-9, atol=1e-12)).outputs[:, 0]
+    np.testing.assert_allclose(out, [2.0, 2 * np.exp(-0.25), expected * np.exp(-0.5)], rtol=1e-6)
 
 
 def test_missing_file_is_a_model_error(tmp_path):
