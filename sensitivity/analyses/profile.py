@@ -235,8 +235,7 @@ def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
     f, g = _safe_vg(lik, x)
     if not math.isfinite(f):
         return x, math.inf, H
-    fresh = H is None
-    if fresh:
+    if H is None:
         H = _safe_hessian(lik, x)
     radius = 1.0
     for _ in range(max_iter):
@@ -249,14 +248,8 @@ def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
         ga, Ha = g[act], H[np.ix_(act, act)]
         p = _tr_step(Ha, ga, radius)
         pred = -(ga @ p + 0.5 * p @ Ha @ p)
-        if pred < tol:
-            if fresh:
-                return x, f, H
-            H_new, fresh = _safe_hessian(lik, x), True  # converged on a held curvature: check on a fresh one
-            if H_new is None:
-                return x, f, H
-            H = H_new
-            continue
+        if pred < tol:  # g is fresh; a held curvature only scales the predicted decrease
+            return x, f, H
         xt = x.copy()
         xt[act] += p
         xt = np.clip(xt, lo, hi)
@@ -267,9 +260,7 @@ def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
             if rho > 0.75 and np.linalg.norm(p) > 0.9 * radius:
                 radius *= 2
             if rho < 0.5:
-                H, fresh = _safe_hessian(lik, x), True
-            else:
-                fresh = False
+                H = _safe_hessian(lik, x)
         else:
             radius = 0.25 * min(radius, np.linalg.norm(p))
             if radius < 1e-10:
