@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import sensitivity as sens
+from sensitivity.analyses.likelihood import PetabLikelihood
 
 PARAMS = [  # id, scale, lower, upper, nominal, estimate
     ("total", "log10", 0.01, 100, 2.0, 1),
@@ -145,6 +146,19 @@ def test_gradients_equal_the_closed_form(problem):
     for mode in ("forward", "adjoint"):
         g = problem.gradient(x, mode=mode)
         np.testing.assert_allclose(g.grad, want, rtol=1e-6, atol=1e-8)
+
+
+def test_value_gradient_fisher_equals_the_separate_calls(problem):
+    """One forward sweep gives nllh, gradient and Fisher information: the values of the
+    separate calls (which the tests above hold to the closed form) at the same x."""
+    x = problem.x_nominal + np.array([0.1, -0.2, 0.05, 0.1, 0.02])
+    value, grad, F = problem.value_gradient_fisher(x)
+    assert value == pytest.approx(problem.nllh(x), rel=1e-10)
+    np.testing.assert_allclose(grad, problem.gradient(x, mode="forward").grad, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(F, problem.fisher(x), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(grad, np.asarray(jax.grad(closed_form_nllh)(jnp.asarray(x))), rtol=1e-6, atol=1e-8)
+    v2, g2, H2 = PetabLikelihood(problem).value_grad_hessian(x)  # the likelihood passes them on
+    assert v2 == value and np.array_equal(g2, grad) and np.array_equal(H2, F)
 
 
 @pytest.mark.parametrize("solver", ["rodas5p", "kvaerno5"])

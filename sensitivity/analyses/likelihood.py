@@ -91,6 +91,24 @@ class PetabLikelihood:
         self.counts["hessian"] += 1
         return np.asarray(self.problem.fisher(np.asarray(x, dtype=np.float64)), dtype=np.float64)
 
+    def value_grad_hessian(self, x) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The nllh (with the priors when `priors`), its gradient (n,) and the Fisher
+        information (n, n) at x from one forward-sensitivity solve
+        (`PetabProblem.value_gradient_fisher`); (inf, nan (n,), None) where the solve fails.
+        A problem without that call gets `value_and_grad` and `hessian`."""
+        x = np.asarray(x, dtype=np.float64)
+        if not hasattr(self.problem, "value_gradient_fisher"):
+            v, g = self.value_and_grad(x)
+            return (v, g, self.hessian(x)) if math.isfinite(v) else (v, g, None)
+        self.counts["gradient"] += 1
+        self.counts["hessian"] += 1
+        try:
+            v, g, F = self.problem.value_gradient_fisher(x, priors=self.priors)
+        except Exception:  # a failed solve at a trial point
+            self.counts["failures"] += 1
+            return math.inf, np.full(len(self.names), np.nan), None
+        return float(v), np.asarray(g, dtype=np.float64), np.asarray(F, dtype=np.float64)
+
     def minimize(self, x0, free=None, max_iter: int = 1000, tol: float = 1e-10):
         """L-BFGS-B within the bounds on the free parameters (others held at x0)."""
         return minimize_generic(self, x0, free, max_iter, tol)

@@ -226,13 +226,21 @@ def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
     """Re-optimise the free parameters from x0 (n,) by a trust-region Newton iteration on the
     curvature `lik.hessian` (exact for a `Problem`, the Fisher information for PEtab, as fides
     does), projected on the bounds; stops once the predicted decrease falls below `tol` (nllh
-    units). The curvature is evaluated once at the start (or taken from `H` (n, n)) and held
-    while the steps reduce the nllh as predicted (ratio > 0.5), re-evaluated where not. A
-    failed solve at a trial point (inf / nan / an exception) shrinks the region.
+    units). A likelihood with `value_grad_hessian` (PEtab: nllh, gradient and Fisher
+    information from one forward-sensitivity solve) gives fresh curvature with every value
+    at no extra solve, so every step uses the curvature at its point. Otherwise the
+    curvature is evaluated once at the start (or taken from `H` (n, n)) and held while the
+    steps reduce the nllh as predicted (ratio > 0.5), re-evaluated where not. A failed solve
+    at a trial point (inf / nan / an exception) shrinks the region.
     Returns (x (n,), value, curvature (n, n) or None); value inf when x0 cannot be solved."""
     lo, hi = lik.lower, lik.upper
     x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
-    f, g = _safe_vg(lik, x)
+    joint = hasattr(lik, "value_grad_hessian")
+    if joint:
+        f, g, Hx = _safe_vgh(lik, x)
+        H = Hx if Hx is not None else H
+    else:
+        f, g = _safe_vg(lik, x)
     if not math.isfinite(f):
         return x, math.inf, H
     if H is None:
@@ -253,13 +261,18 @@ def _newton(lik, x0, free, tol: float = 1e-6, max_iter: int = 40, H=None):
         xt = x.copy()
         xt[act] += p
         xt = np.clip(xt, lo, hi)
-        ft, gt = _safe_vg(lik, xt)
+        if joint:
+            ft, gt, Ht = _safe_vgh(lik, xt)
+        else:
+            (ft, gt), Ht = _safe_vg(lik, xt), None
         rho = (f - ft) / pred if math.isfinite(ft) else -1.0
         if rho > 0.1:
             x, f, g = xt, ft, gt
             if rho > 0.75 and np.linalg.norm(p) > 0.9 * radius:
                 radius *= 2
-            if rho < 0.5:
+            if Ht is not None:
+                H = Ht
+            elif rho < 0.5:
                 H = _safe_hessian(lik, x)
         else:
             radius = 0.25 * min(radius, np.linalg.norm(p))
@@ -299,6 +312,19 @@ def _safe_vg(lik, x):
     if not math.isfinite(v) or g is None or not np.all(np.isfinite(g)):
         return math.inf, None
     return float(v), np.asarray(g, dtype=np.float64)
+
+
+def _safe_vgh(lik, x):
+    """(value, gradient (n,), curvature (n, n) or None) from one solve; (inf, None, None)
+    where it fails."""
+    try:
+        v, g, H = lik.value_grad_hessian(x)
+    except Exception:  # a failed solve
+        return math.inf, None, None
+    if not math.isfinite(v) or g is None or not np.all(np.isfinite(g)):
+        return math.inf, None, None
+    H = None if H is None or not np.all(np.isfinite(H)) else np.asarray(H, dtype=np.float64)
+    return float(v), np.asarray(g, dtype=np.float64), H
 
 
 def _safe_hessian(lik, x):

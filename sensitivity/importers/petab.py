@@ -888,28 +888,70 @@ class PetabProblem:
 
         def build():
             observe = self._observations_fn("forward")
-            obs = self._obs
 
             def parts(x, tol):
                 results, aux = observe(self.theta(x), tol)
-                mus, sig, c = [], [], []
-                for o, (y_sim, sigma) in zip(obs, results):
-                    mus.append(_transform(y_sim, o["trans"]))
-                    sig.append(sigma)
-                    c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
-                return (jnp.concatenate(mus), jnp.concatenate(sig)), (jnp.concatenate(c), aux)
+                mu, sigma, c = self._residual_parts(results)
+                return (mu, sigma), (c, aux)
 
             def F(x, tol):
                 (Jm, Js), (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
                 (_, sigma), _ = parts(x, tol)
-                w = 1.0 / sigma ** 2
-                return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js, aux
+                return _fisher_matrix(Jm, Js, sigma, c), aux
             return F
 
         (F, aux), _ = self._run(("fisher",), build, x)
         self._check(aux, F)
         numbers.check_petab(self, x, fisher=np.asarray(F))
         return np.asarray(F)
+
+    def _residual_parts(self, results):
+        """From the observations (per observable (simulation, sigma)): the simulations on the
+        transformed scale, sigma and the noise factor c (2 normal, 1 Laplace), each (n_rows,)
+        in the observables' order."""
+        mus, sig, c = [], [], []
+        for o, (y_sim, sigma) in zip(self._obs, results):
+            mus.append(_transform(y_sim, o["trans"]))
+            sig.append(sigma)
+            c.append(jnp.full(sigma.shape, 2.0 if o["noise"] == "normal" else 1.0))
+        return jnp.concatenate(mus), jnp.concatenate(sig), jnp.concatenate(c)
+
+    def value_gradient_fisher(self, x=None, priors: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+        """nllh, its gradient (n_estimated,) and the Fisher information (n_estimated,
+        n_estimated) at x from one forward-sensitivity sweep: the values of `nllh`,
+        `gradient(mode="forward")` and `fisher`. priors=True adds the negative log-prior and
+        its gradient (as `gradient`; the Fisher information is the likelihood's)."""
+        x = self._check_x(x)
+
+        def build():
+            observe = self._observations_fn("forward")
+            obs = self._obs
+
+            def joint(x, tol):
+                results, aux = observe(self.theta(x), tol)
+                total = 0.0
+                for o, (y_sim, sigma) in zip(obs, results):
+                    total = total + jnp.sum(_nllh_terms(y_sim, sigma, o))
+                mu, sigma, c = self._residual_parts(results)
+                return (total, mu, sigma), (c, aux)
+
+            def vgf(x, tol):
+                def one(v):
+                    return jax.jvp(lambda x_: joint(x_, tol), (x,), (v,), has_aux=True)
+                (value, _, sigma), (grad, Jm, Js), (c, aux) = jax.vmap(one, out_axes=(None, 0, None))(
+                    jnp.eye(x.size))
+                return (value, grad, _fisher_matrix(Jm.T, Js.T, sigma, c)), aux
+            return vgf
+
+        ((value, grad, F), aux), _ = self._run(("value_gradient_fisher",), build, x)
+        self._check(aux, value, grad, F)
+        value, grad, F = float(value), np.asarray(grad), np.asarray(F)
+        if priors:
+            pv, pg = self.prior(x)
+            value, grad = value + pv, grad + pg
+        numbers.check_petab(self, x, gradient=grad, mode="forward", value=value)
+        numbers.check_petab(self, x, fisher=F)
+        return value, grad, F
 
     def sensitivities(self, rows, x=None, conditions=None):
         """The observables and their derivatives by x at any measurement rows, measured or
@@ -1236,6 +1278,14 @@ def _gather_p(sims, o):
 
 def _transform(v, trans):
     return {"lin": lambda a: a, "log": jnp.log, "log10": jnp.log10}[trans](v)
+
+
+def _fisher_matrix(Jm, Js, sigma, c):
+    """sum over rows of J_mu^T J_mu / sigma^2 + c J_sigma^T J_sigma / sigma^2 (n_x, n_x) from
+    the Jacobians Jm, Js (n_rows, n_x) of the transformed simulations and sigma, and sigma,
+    c (n_rows,)."""
+    w = 1.0 / sigma ** 2
+    return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js
 
 
 def _nllh_terms(y_sim, sigma, o):
