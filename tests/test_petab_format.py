@@ -105,6 +105,22 @@ def _write_problem(d: Path):
     return _write_problem_yaml(d, mapping=True)
 
 
+def test_events_that_fire_together_are_refused_by_name(tmp_path):
+    # a twin of "label" with the same trigger: both fire together, which needs the scheduled
+    # solve; the PEtab solve applies one event per crossing, so it refuses instead of guessing
+    path = _write_problem(tmp_path)
+    doc = libsbml.readSBMLFromFile(str(tmp_path / "model.xml"))
+    ev = doc.getModel().createEvent()
+    ev.setId("label_twin"), ev.setUseValuesFromTriggerTime(True)
+    tr = ev.createTrigger()
+    tr.setMath(libsbml.parseL3Formula("A > 0")), tr.setInitialValue(False), tr.setPersistent(True)
+    ea = ev.createEventAssignment()
+    ea.setVariable("D"), ea.setMath(libsbml.parseL3Formula("1"))
+    libsbml.writeSBMLToFile(doc, str(tmp_path / "model.xml"))
+    with pytest.raises(sens.ModelError, match="event '.*' of model 'ev'.*does not schedule"):
+        sens.petab.load(path)
+
+
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
     path = _write_problem(tmp_path_factory.mktemp("petab_events"))
