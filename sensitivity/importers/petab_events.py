@@ -51,6 +51,22 @@ def check(problem) -> None:
     # preequilibration and time = inf run the events too (petab_steady.py)
 
 
+def restart_condition(g_fn, k, vf):
+    """Event k's root function for diffrax.Event: g_fn(t, y, pv) (a scalar), except on a
+    piece that restarts on the root of event k itself (args = (pv, _, fired_before, start)
+    with fired_before[k] and t == start), where it reports the side the flow moves to
+    (+-tiny by the sign of dg/dt along vf), so the root it starts on is not taken for a
+    new crossing."""
+    def cond(t, y, args, **kw):
+        pv, _, fired_before, start = args
+        g = jnp.asarray(g_fn(t, y, pv), y.dtype).reshape(())
+        _, dg = jax.jvp(lambda t_, y_: jnp.asarray(g_fn(t_, y_, pv), y.dtype).reshape(()),
+                        (t, y), (jnp.ones_like(t), vf(t, y, args)))
+        tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+        return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+    return cond
+
+
 def failure_hint(m) -> str:
     """What else may have stopped a solve of a model with state events ('' without)."""
     if not any(meta["time"] is None for meta in m.event_meta):
@@ -89,18 +105,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
         return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
     if state_ev:
-        def make_cond(k):
-            def cond(t, y, args, **kw):
-                pv, _, fired_before, start = args
-                g = jnp.asarray(conds[k](t, y, pv), y.dtype).reshape(())
-                # restarting on the root of the event that just fired: report the side the
-                # flow moves to, so the root it starts on is not taken for a new crossing
-                _, dg = jax.jvp(lambda t_, y_: jnp.asarray(conds[k](t_, y_, pv), y.dtype).reshape(()),
-                                (t, y), (jnp.ones_like(t), vf(t, y, args)))
-                tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-                return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
-            return cond
-        event = diffrax.Event([make_cond(k) for k in state_ev], root_finder=root_finder(),
+        event = diffrax.Event([restart_condition(conds[k], k, vf) for k in state_ev], root_finder=root_finder(),
                               direction=[directions[k] > 0 for k in state_ev])
     else:
         event = None

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..integrate.pieces import root_finder
 from ..solvers.newton.steady_state import newton_polish
+from .petab_events import restart_condition
 
 PIECES = 8  # events in one run to steady state (more: the run reports failure)
 
@@ -70,20 +71,9 @@ def steady_function(m, solver, controller, max_steps: int, method: str):
         pv, tol = args[0], args[1]
         return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
 
-    def make_cond(k):
-        def cond(t, y, args, **kw):
-            pv, _, fired_before, start = args
-            g = jnp.asarray(conds[k](t, y, pv), y.dtype).reshape(())
-            # on the root of the event that just fired: report the side the flow moves to
-            _, dg = jax.jvp(lambda t_, y_: jnp.asarray(conds[k](t_, y_, pv), y.dtype).reshape(()),
-                            (t, y), (jnp.ones_like(t), vf(t, y, args)))
-            tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-            return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
-        return cond
-
     # diffrax reports only the first condition (in this order) that holds in a step: the
     # events before the steady state, so an event in the last step fires
-    event = diffrax.Event([make_cond(k) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
+    event = diffrax.Event([restart_condition(conds[k], k, vf) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
                           direction=[d > 0 for d in directions] + [None])
 
     def apply(mask, t, y, pv):
