@@ -69,6 +69,27 @@ NO_STATE = "_no_state"  # the constant state of a model that has none (no specie
 
 
 # --------------------------------------------------------------------------- AST -> sympy
+def _as_number(x):
+    """x as a number: a Boolean (SBML lets `true`, `false` and comparisons stand for 1 and 0)
+    becomes 1 or 0, or piecewise(1, x, 0); anything else as it is."""
+    if x is sp.true:
+        return sp.Integer(1)
+    if x is sp.false:
+        return sp.Integer(0)
+    if isinstance(x, sp.logic.boolalg.Boolean) and not isinstance(x, sp.Symbol):
+        return sp.Piecewise((sp.Integer(1), x), (sp.Integer(0), True))
+    return x
+
+
+def _as_truth(x):
+    """x as a truth value: a number is true when nonzero (SBML's rule for a number in logic)."""
+    if isinstance(x, sp.logic.boolalg.Boolean):
+        return x
+    if x.is_number:
+        return sp.false if x.is_zero else sp.true
+    return sp.Ne(x, 0)
+
+
 class _Converter:
     """libsbml ASTNode -> sympy expression, with function definitions inlined."""
 
@@ -83,7 +104,10 @@ class _Converter:
             return node
         if node is None:
             raise ModelError(f"{where}: has no math")
-        return self.conv(node)
+        out = self.conv(node)
+        # a Boolean where a number is meant (a kinetic law or rule of `true`): 1 or 0; a trigger,
+        # a function's body (its call decides) and an algebraic rule keep their logic
+        return out if where.startswith(("trigger of", "functionDefinition", "SBML algebraic")) else _as_number(out)
 
     def fail(self, what: str):
         raise ModelError(f"{self.where}: {what} is not supported by the SBML import")
@@ -92,7 +116,9 @@ class _Converter:
         import libsbml as L
         ty = n.getType()
         kids = [n.getChild(i) for i in range(n.getNumChildren())]
-        c = lambda: [self.conv(k) for k in kids]  # noqa: E731
+        # operands as numbers (c) or as they are (cb: logic, function arguments)
+        c = lambda: [_as_number(self.conv(k)) for k in kids]  # noqa: E731
+        cb = lambda: [self.conv(k) for k in kids]  # noqa: E731
         if ty == L.AST_INTEGER:
             return sp.Integer(n.getInteger())
         if ty in (L.AST_REAL, L.AST_REAL_E):
@@ -149,7 +175,7 @@ class _Converter:
             L.AST_FUNCTION_COSH: sp.cosh, L.AST_FUNCTION_TANH: sp.tanh,
             L.AST_FUNCTION_SEC: sp.sec, L.AST_FUNCTION_CSC: sp.csc, L.AST_FUNCTION_COT: sp.cot,
             L.AST_FUNCTION_ARCSINH: sp.asinh, L.AST_FUNCTION_ARCCOSH: sp.acosh,
-            L.AST_FUNCTION_ARCTANH: sp.atanh, L.AST_LOGICAL_NOT: sp.Not,
+            L.AST_FUNCTION_ARCTANH: sp.atanh,
             # the reciprocal functions in elementary form (the printer knows these)
             L.AST_FUNCTION_SECH: lambda x: 1 / sp.cosh(x), L.AST_FUNCTION_CSCH: lambda x: 1 / sp.sinh(x),
             L.AST_FUNCTION_COTH: lambda x: 1 / sp.tanh(x), L.AST_FUNCTION_ARCSEC: lambda x: sp.acos(1 / x),
@@ -159,14 +185,16 @@ class _Converter:
         }
         if ty in unary:
             return unary[ty](*c())
+        if ty == L.AST_LOGICAL_NOT:
+            return sp.Not(*[_as_truth(x) for x in cb()])
         if ty == L.AST_LOGICAL_AND:
-            return sp.And(*c())
+            return sp.And(*[_as_truth(x) for x in cb()])
         if ty == L.AST_LOGICAL_OR:
-            return sp.Or(*c())
+            return sp.Or(*[_as_truth(x) for x in cb()])
         if ty == L.AST_LOGICAL_XOR:
-            return sp.Xor(*c())
+            return sp.Xor(*[_as_truth(x) for x in cb()])
         if ty == getattr(L, "AST_LOGICAL_IMPLIES", -999):
-            a, b = c()
+            a, b = (_as_truth(x) for x in cb())
             return sp.Implies(a, b)
         if ty == getattr(L, "AST_FUNCTION_RATE_OF", -999):
             a = c()
@@ -192,10 +220,10 @@ class _Converter:
             a, b = c()
             return a - b * sp.floor(a / b)
         if ty == L.AST_FUNCTION_PIECEWISE:
-            a = c()
-            pieces = [(a[i], a[i + 1]) for i in range(0, len(a) - 1, 2)]
+            a = cb()
+            pieces = [(_as_number(a[i]), _as_truth(a[i + 1])) for i in range(0, len(a) - 1, 2)]
             if len(a) % 2 == 1:
-                pieces.append((a[-1], sp.true))
+                pieces.append((_as_number(a[-1]), sp.true))
             return sp.Piecewise(*pieces)
         if ty == L.AST_FUNCTION_DELAY:
             self.fail("delay()")
@@ -204,7 +232,7 @@ class _Converter:
             if name not in self.functions:
                 raise ModelError(f"{self.where}: calls unknown function '{name}'")
             args, body = self.functions[name]
-            vals = c()
+            vals = cb()
             if len(vals) != len(args):
                 raise ModelError(f"{self.where}: function '{name}' takes {len(args)} arguments, "
                                  f"got {len(vals)}")
