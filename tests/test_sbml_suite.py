@@ -27,6 +27,8 @@ SAMPLE += ["01333", "01337", "01661", "01757"]
 SAMPLE += ["00553", "01567"]
 # Booleans as numbers (kinetic laws of true and false; an algebraic rule p1 - true = 0)
 SAMPLE += ["01288", "01292"]
+# several fast reactions
+SAMPLE += ["01569"]
 # cases refused by name: not a time course, too many scheduled events, delay()
 REFUSED = {"01189": "FluxBalanceSteadyState", "01533": "it takes at most 40", "00937": "delay()"}
 
