@@ -38,6 +38,7 @@ import numpy as np
 
 from ..api import jacobian as _jacobian
 from ..core.checks import numbers
+from ..core.data import read_data
 from ..core.errors import InputError
 from ..core.problem import Problem
 from ..core.results import JacobianResult
@@ -113,8 +114,10 @@ class Fisher:
     """The Fisher information of the inputs.
 
     matrix: (n_inputs, n_inputs), F = sum_{t,o} w[t,o] J[t,o]^T J[t,o] on `scale`;
-    weights: (n_times, n_of), 1 / sigma^2 (0 where unobserved); jacobian: the
-    `JacobianResult` it came from (its mode and plan say how it was computed).
+    weights: (n_times, n_of), 1 / sigma^2 (0 where unobserved; with data, the sum over the
+    data's values at that time and output); jacobian: the `JacobianResult` it came from (its
+    mode and plan say how it was computed); n_data: the number of data values (replicates
+    counted) when the information is that of a data table, else None.
     """
 
     matrix: np.ndarray
@@ -123,6 +126,7 @@ class Fisher:
     scale: str
     weights: np.ndarray
     jacobian: JacobianResult | None
+    n_data: int | None = None
 
     @property
     def mode(self) -> str:
@@ -131,8 +135,9 @@ class Fisher:
 
     @property
     def n_observations(self) -> int:
-        """The number of observed scalar outputs (times x outputs with finite sigma)."""
-        return int(np.count_nonzero(self.weights))
+        """The number of observed scalar outputs: the data's values when computed from data,
+        else the times x outputs with finite sigma."""
+        return int(self.n_data) if self.n_data is not None else int(np.count_nonzero(self.weights))
 
     def covariance(self) -> np.ndarray:
         """The Cramer-Rao bound F^-1 (n_inputs, n_inputs) on `scale` (pseudo-inverse when F
@@ -162,8 +167,56 @@ class Fisher:
         return identifiability(self, max_subset=1).plot(path)
 
 
+def data_weights(problem: Problem, data, sigma=1.0, of: Sequence[str] | None = None):
+    """What a data table observes: (the problem on the data's sampling times (sorted, unique)
+    with the measured outputs (those of `of` only, when given) as `of`, weights (n_times,
+    n_of): the sum of 1 / sigma^2 over the data's values at that time and output, 0 where
+    nothing is measured, and the number of data values counted (replicates included)).
+
+    data: as `core.data.read_data` reads it (long: time, output, value[, sigma]; wide:
+    time plus one column per output; a DataFrame, a mapping of arrays or a CSV path).
+    sigma: each value's standard deviation where the data has no sigma column: a number or
+    a mapping output -> number."""
+    valid = tuple(problem.model.observables) + tuple(s for s in problem.model.states
+                                                     if s not in problem.model.observables)
+    df = read_data(data, valid)
+    if of is not None:
+        keep = [of] if isinstance(of, str) else list(of)
+        unknown = [o for o in keep if o not in valid]
+        if unknown:
+            raise InputError(f"of names '{unknown[0]}', which is no output of model '{problem.model.id}'")
+        df = df[df["output"].isin(keep)]
+        if df.empty:
+            raise InputError(f"data measures none of the outputs of = {keep}")
+    if "sigma" in df.columns:
+        s = df["sigma"].to_numpy(float)
+    elif isinstance(sigma, Mapping):
+        missing = [o for o in dict.fromkeys(df["output"]) if o not in sigma]
+        if missing:
+            raise InputError(f"sigma = {dict(sigma)!r} has no value for measured output '{missing[0]}'")
+        s = df["output"].map({k: float(v) for k, v in sigma.items()}).to_numpy(float)
+    else:
+        try:
+            value = float(sigma)
+        except (TypeError, ValueError):
+            raise InputError(f"sigma = {sigma!r}: with data, give a number, a mapping output -> number or a "
+                             "sigma column in the data") from None
+        s = np.full(len(df), value)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise InputError(f"sigma = {sigma!r}: standard deviations must be positive numbers")
+    t = df["time"].to_numpy(float)
+    if t.min() < problem.t0:
+        raise InputError(f"data has time {t.min():g} before the problem's start t0 = {problem.t0:g}")
+    outputs = [o for o in problem.of if o in set(df["output"])] + \
+        [o for o in dict.fromkeys(df["output"]) if o not in problem.of]
+    times = np.unique(t)
+    w = np.zeros((times.size, len(outputs)))
+    np.add.at(w, (np.searchsorted(times, t), [outputs.index(o) for o in df["output"]]), 1.0 / s ** 2)
+    return problem.replace(times=times, t0=problem.t0, of=outputs), w, len(df)
+
+
 def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: str = "log",
-           mode: str = "auto", jacobian: JacobianResult | None = None, **plan_options) -> Fisher:
+           mode: str = "auto", jacobian: JacobianResult | None = None, data=None, **plan_options) -> Fisher:
     """The Fisher information F = J^T Sigma^-1 J of the problem's inputs, shape (n_inputs, n_inputs).
 
     sigma: the outputs' standard deviations, a number, a mapping output -> number, or an
@@ -171,11 +224,19 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
     the problem's). scale: "log" (d y / d ln p, relative changes) or "linear". mode: how the
     Jacobian is computed, "auto" (the cost model) | "forward" | "adjoint"; or pass a
     computed `jacobian` of this problem.
+    data: a data table (see `data_weights`): then only its values count, each once, at its
+    sampling times and outputs (the problem's save times and `of` play no part; a sigma
+    column in the data takes precedence over `sigma`, a number or a mapping here); a given
+    `jacobian` must be at the data's times and outputs.
     """
     _check_scale(scale)
-    if of is not None:
-        problem = problem.replace(of=list([of] if isinstance(of, str) else of))
-    w = weights(problem, sigma)
+    n_data = None
+    if data is not None:
+        problem, w, n_data = data_weights(problem, data, sigma, of)
+    else:
+        if of is not None:
+            problem = problem.replace(of=list([of] if isinstance(of, str) else of))
+        w = weights(problem, sigma)
     if jacobian is None:
         jacobian = _jacobian(problem, mode=mode, **plan_options)
     elif tuple(jacobian.output_names) != problem.of or jacobian.values.shape[0] != problem.times.size:
@@ -188,7 +249,7 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
                          input_values=None if scale == "log" else jacobian.input_values,
                          check="sensitivity.check_gradient(problem, inputs=[{inputs}]) (the Jacobian's columns "
                                "against central differences)")
-    return Fisher(F, tuple(jacobian.input_names), np.asarray(jacobian.input_values), scale, w, jacobian)
+    return Fisher(F, tuple(jacobian.input_names), np.asarray(jacobian.input_values), scale, w, jacobian, n_data)
 
 
 # --------------------------------------------------------------------------- reading it
@@ -350,14 +411,15 @@ def _ratio(big: float, small: float) -> str:
 
 def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = None, scale: str = "log",
                     max_subset: int = 3, threshold: float = 15.0, eig_rtol: float = 1e-8,
-                    mode: str = "auto", names: Sequence[str] | None = None, x=None,
+                    mode: str = "auto", names: Sequence[str] | None = None, x=None, data=None,
                     **plan_options) -> Identifiability:
     """Local identifiability of the inputs of a `Problem`, of the estimated parameters of a
     PEtab problem (its Fisher information at x, default the nominal values, on the
     parameters' estimation scales), of a computed `Fisher`, or of a Fisher matrix (n, n)
     given with its input `names` (and values `x`) on `scale`.
 
-    sigma, of, scale, mode: as for `fisher`. max_subset: the largest subsets whose
+    sigma, of, scale, mode, data: as for `fisher` (with data, a `Problem`'s information is
+    that of the data's values at their sampling times only). max_subset: the largest subsets whose
     collinearity index is computed (every subset of 2..max_subset inputs; their number
     grows like n^max_subset, at most 200,000). threshold: the collinearity index above which
     a subset is flagged (Brun et al. 2001 suggest 10-15). eig_rtol: an eigenvalue below
@@ -372,10 +434,13 @@ def identifiability(problem_or_fisher, sigma=1.0, of: Sequence[str] | None = Non
         raise InputError(f"threshold = {threshold!r} must be a number > 1 (Brun et al. suggest 10-15)")
     if not (isinstance(eig_rtol, (int, float)) and 0 < eig_rtol < 1):
         raise InputError(f"eig_rtol = {eig_rtol!r} must lie in (0, 1), e.g. 1e-8")
+    if data is not None and not isinstance(problem_or_fisher, Problem):
+        raise InputError(f"data is for a Problem; a {type(problem_or_fisher).__name__} carries its "
+                         "observations already")
     if isinstance(problem_or_fisher, Fisher):
         fi = problem_or_fisher
     elif isinstance(problem_or_fisher, Problem):
-        fi = fisher(problem_or_fisher, sigma, of=of, scale=scale, mode=mode, **plan_options)
+        fi = fisher(problem_or_fisher, sigma, of=of, scale=scale, mode=mode, data=data, **plan_options)
     elif callable(getattr(problem_or_fisher, "fisher", None)) and hasattr(problem_or_fisher, "x_names"):
         fi = _petab_fisher(problem_or_fisher, x)
     elif isinstance(problem_or_fisher, (np.ndarray, list, tuple)):
