@@ -260,8 +260,10 @@ def _experiments(problem, df, new: dict):
     return static, dynamic, where
 
 
-def sensitivities(problem, rows, x=None, conditions=None) -> RowSensitivities:
-    """See `PetabProblem.sensitivities`."""
+def _setup(problem, rows, x, conditions):
+    """The rows as the compiled programs take them: (x, the rows' table, per group its
+    static (has_pre, steady_state) and arrays, per block (observable, group) its static key
+    and arrays, the rows in block order, the observables' functions)."""
     import petab.v1 as pv1
 
     x = problem._check_x(x)
@@ -286,32 +288,50 @@ def sensitivities(problem, rows, x=None, conditions=None) -> RowSensitivities:
             order.append(idx)
     order = np.concatenate(order)
     funcs = {oid: _observable(problem, oid) for oid, _ in blocks_static}
-    static_g, blocks_static = tuple(static_g), tuple(blocks_static)
+    return x, df, tuple(static_g), groups, tuple(blocks_static), blocks, order, funcs
+
+
+def _parts_fn(problem, static_g, blocks_static, funcs, method: str, transform: bool = True):
+    """(x, tol, groups, blocks) -> ((observable, sigma) per row in block order, aux): the
+    observable on its transformed scale (transform=True) or as simulated."""
+    def parts(x, tol, groups, blocks):
+        theta = problem.theta(x)
+        gs = [dict(sim=g["sim"], pre=g["pre"], ts=g["ts"], t0=g["t0"], steady_state=steady)
+              for g, (_, steady) in zip(groups, static_g)]
+        sims = problem._simulate_fn(method, gs)(theta, tol)
+        ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
+        steps = sum(jnp.sum(s[3]) for s in sims)
+        mus, sigs = [], []
+        for (oid, gi), b in zip(blocks_static, blocks):
+            f = funcs[oid]
+            ys = sims[gi][0][b["exp"], b["tidx"]]
+            pvs = sims[gi][1][b["exp"]]
+            op = jnp.where(b["op"][0] >= 0, theta[jnp.maximum(b["op"][0], 0)], b["op"][1])
+            npar = jnp.where(b["np"][0] >= 0, theta[jnp.maximum(b["np"][0], 0)], b["np"][1])
+            y = jax.vmap(f.h, in_axes=(0, 0, 0, None, 0))(b["t"], ys, pvs, theta, op)
+            s = jax.vmap(f.sigma, in_axes=(0, 0, 0, None, 0, 0))(b["t"], ys, pvs, theta, op, npar)
+            mus.append(_transform(y, f.trans) if transform else y)
+            sigs.append(s)
+        return (jnp.concatenate(mus), jnp.concatenate(sigs)), {"ok": ok, "steps": steps}
+    return parts
+
+
+def _back(order) -> np.ndarray:
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    return back
+
+
+def sensitivities(problem, rows, x=None, conditions=None) -> RowSensitivities:
+    """See `PetabProblem.sensitivities`."""
+    x, df, static_g, groups, blocks_static, blocks, order, funcs = _setup(problem, rows, x, conditions)
 
     def build():
-        def fn(x, tol, groups, blocks):
-            def parts(x):
-                theta = problem.theta(x)
-                gs = [dict(sim=g["sim"], pre=g["pre"], ts=g["ts"], t0=g["t0"], steady_state=steady)
-                      for g, (_, steady) in zip(groups, static_g)]
-                sims = problem._simulate_fn("forward", gs)(theta, tol)
-                ok = jnp.all(jnp.stack([jnp.all(s[2]) for s in sims]))
-                steps = sum(jnp.sum(s[3]) for s in sims)
-                mus, sigs = [], []
-                for (oid, gi), b in zip(blocks_static, blocks):
-                    f = funcs[oid]
-                    ys = sims[gi][0][b["exp"], b["tidx"]]
-                    pvs = sims[gi][1][b["exp"]]
-                    op = jnp.where(b["op"][0] >= 0, theta[jnp.maximum(b["op"][0], 0)], b["op"][1])
-                    npar = jnp.where(b["np"][0] >= 0, theta[jnp.maximum(b["np"][0], 0)], b["np"][1])
-                    y = jax.vmap(f.h, in_axes=(0, 0, 0, None, 0))(b["t"], ys, pvs, theta, op)
-                    s = jax.vmap(f.sigma, in_axes=(0, 0, 0, None, 0, 0))(b["t"], ys, pvs, theta, op, npar)
-                    mus.append(_transform(y, f.trans))
-                    sigs.append(s)
-                return (jnp.concatenate(mus), jnp.concatenate(sigs)), {"ok": ok, "steps": steps}
+        parts_x = _parts_fn(problem, static_g, blocks_static, funcs, "forward")
 
+        def fn(x, tol, groups, blocks):
             def one(v):
-                return jax.jvp(parts, (x,), (v,), has_aux=True)
+                return jax.jvp(lambda x_: parts_x(x_, tol, groups, blocks), (x,), (v,), has_aux=True)
 
             (mu, sig), (Jm, Js), aux = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size))
             return (mu, sig, Jm.T, Js.T), aux
@@ -324,10 +344,47 @@ def sensitivities(problem, rows, x=None, conditions=None) -> RowSensitivities:
     (mu, sig, Jm, Js), aux = jax.block_until_ready(exe(*args))
     run_s = time.perf_counter() - start
     problem._check(aux, mu, sig, Jm, Js)
-    back = np.empty_like(order)
-    back[order] = np.arange(order.size)
+    back = _back(order)
     c = np.concatenate([np.full(b["exp"].size, 2.0 if funcs[oid].noise == "normal" else 1.0)
                         for (oid, _), b in zip(blocks_static, blocks)])
     return RowSensitivities(df, np.asarray(mu)[back], np.asarray(sig)[back], np.asarray(Jm)[back],
                             np.asarray(Js)[back], c[back], tuple(problem.x_names),
                             {"compile": compile_s, "run": run_s})
+
+
+@dataclass(frozen=True)
+class RowValues:
+    """Per row (n_rows = len(rows)): simulation, the observable as simulated (the PEtab
+    simulation table's value, not transformed); sigma, its noise standard deviation (on the
+    observable's transformed scale); transformation (n_rows,) of str: lin, log or log10; rows:
+    the rows as given, with the observable and noise parameters that were used; timings
+    (compile, run) in seconds."""
+
+    rows: object
+    simulation: np.ndarray
+    sigma: np.ndarray
+    transformation: np.ndarray
+    timings: dict
+
+
+def simulate_rows(problem, rows, x=None, conditions=None) -> RowValues:
+    """The observables and their noise sigma at any measurement rows (as `sensitivities`
+    takes them: measured or not, under the problem's conditions or new ones), without
+    derivatives: one program per shape of the rows, e.g. a fine time grid per experiment
+    for a figure. x: (n_estimated,) on the parameter scales (default the nominal values)."""
+    x, df, static_g, groups, blocks_static, blocks, order, funcs = _setup(problem, rows, x, conditions)
+
+    def build():
+        parts = _parts_fn(problem, static_g, blocks_static, funcs, "checkpoint", transform=False)
+        return lambda x, tol, groups, blocks: parts(x, tol, groups, blocks)
+
+    args = (x, problem._tol(), groups, blocks)
+    key = ("petab",) + problem._structure() + ("row values", static_g, blocks_static)
+    exe, compile_s, _ = compiled_programs.compiled_with_meta(key, build, args)
+    start = time.perf_counter()
+    (y, sig), aux = jax.block_until_ready(exe(*args))
+    run_s = time.perf_counter() - start
+    problem._check(aux, y, sig)
+    back = _back(order)
+    trans = np.array([funcs[o].trans for o in df["observableId"]], dtype=object)
+    return RowValues(df, np.asarray(y)[back], np.asarray(sig)[back], trans, {"compile": compile_s, "run": run_s})
