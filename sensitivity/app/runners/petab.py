@@ -29,7 +29,9 @@ from ...analyses.design import design
 from ...analyses.identifiability import identifiability
 from ...analyses.likelihood import PetabLikelihood, multistart
 from ...core.errors import ConfigError
-from ...importers import petab
+from ...importers import petab, petab_rows
+from ...importers.petab_v2 import T0
+from ...plots import petab as petab_plots
 from ..config.inference import PetabProfileConfig, PetabSampleConfig
 from ..config.petab import (
     PetabDesign,
@@ -199,7 +201,7 @@ def run(cfg: PetabRunConfig, force: bool = False, quiet: bool = False, design_n:
                       for n, row in zip(prob.x_names, F)], tmp / "fisher.csv")
         if cfg.output.plots:
             (tmp / "plots").mkdir()
-            files += [f"plots/{p.name}" for p in plot_fit(prob, sim, tmp / "plots")]
+            files += [f"plots/{p.name}" for p in plot_fit(prob, tmp / "plots", x=x_best)]
         if planned is not None:
             files += design_files(planned, tmp, plots=cfg.output.plots,
                                   title=f"{prob.model.id}: {planned.criterion}-optimal design")
@@ -277,33 +279,26 @@ def _projected(x, g, lo, hi) -> np.ndarray:
     return np.where(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)), 0.0, g)
 
 
-def plot_fit(prob, sim, folder: Path) -> list[Path]:
-    """One PNG per observable: measurements (points) and simulation (lines) per condition."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    files = []
-    meas = prob.measurements
-    for oid in prob.observable_ids:
-        rows = meas["observableId"] == oid
-        if not rows.any():
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k, cond in enumerate(dict.fromkeys(meas.loc[rows, "simulationConditionId"])):
-            r = rows & (meas["simulationConditionId"] == cond)
-            t = meas.loc[r, "time"].to_numpy(float)
-            order = np.argsort(t, kind="stable")
-            color = f"C{k % 10}"
-            ax.plot(t[order], sim.loc[r, "simulation"].to_numpy(float)[order], "-", color=color, label=str(cond))
-            ax.plot(t, meas.loc[r, "measurement"].to_numpy(float), "o", color=color, ms=3)
-        ax.set_xlabel("time")
-        ax.set_ylabel(oid)
-        ax.set_title(f"{prob.model.id}: {oid} (points: data, lines: simulation)", fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-        fig.tight_layout()
-        path = folder / f"{oid}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        files.append(path)
+def plot_fit(prob, folder: Path, x=None, n_grid: int = 200) -> list[Path]:
+    """The fit's figures (plots/petab.py) at x (default the nominal values): per observable
+    <observableId>.png, the simulation on a fine time grid per experiment with its noise
+    band and the data; with a visualization table one vis_<plotId>.png per plotId. What the
+    figures cannot follow goes to notes.txt beside them."""
+    mdf = prob.measurements
+    starts = None
+    if T0 in mdf:  # a PEtab 2 experiment starts at its t0
+        starts = {(p, s): float(t) for p, s, t in zip(mdf["preequilibrationConditionId"],
+                                                      mdf["simulationConditionId"], mdf[T0])}
+
+    def simulate(rows):
+        out = petab_rows.simulate_rows(prob, rows, x=x)
+        return out.simulation, out.sigma
+
+    P = prob.petab
+    files, notes = petab_plots.fit_figures(mdf, P.observable_df, simulate, folder, conditions=P.condition_df,
+                                           visualization=getattr(P, "visualization_df", None), title=prob.model.id,
+                                           n_grid=n_grid, starts=starts)
+    if notes:
+        (folder / "notes.txt").write_text("\n".join(notes) + "\n")
+        files.append(folder / "notes.txt")
     return files
