@@ -462,3 +462,45 @@ def test_event_directions_follow_the_documentation():
     assert [crossing(d) for d in (None, 0, "both")] == [None, None, None]
     assert [crossing(d) for d in (1, "up", "rising", True)] == [True] * 4
     assert [crossing(d) for d in (-1, "down", "falling", False)] == [False] * 4
+
+
+
+# ----------------------------------------------------------------------------- a reset off the root
+def grow_rhs(t, y, p):  # y grows; n counts the events
+    return jnp.stack([p["r"] * y[0], jnp.zeros_like(y[1])])
+
+
+def grow_at_one(t, y, p):
+    return y[0] - 1.0
+
+
+def grow_drop(t, y, p):  # the first event drops y by a, every later one by b
+    return jnp.stack([y[0] - jnp.where(y[1] < 0.5, p["a"], p["b"]), y[1] + 1.0])
+
+
+def _grow_drop_closed_form(x, times):
+    """y' = r y from y0 = 1/2; at y = 1 it drops to 1 - a, then to 1 - b at each later
+    crossing: event times t1 = ln 2 / r, t2 = t1 - ln(1 - a) / r, t_k+1 = t_k - ln(1 - b) / r."""
+    r, a, b = x
+    t1 = jnp.log(2.0) / r
+    t2 = t1 - jnp.log(1 - a) / r
+    k = jnp.floor((times - t2) / (-jnp.log(1 - b) / r))  # the later events up to each time
+    tk = t2 - k * jnp.log(1 - b) / r
+    return jnp.where(times < t1, 0.5 * jnp.exp(r * times),
+                     jnp.where(times < t2, (1 - a) * jnp.exp(r * (times - t1)), (1 - b) * jnp.exp(r * (times - tk))))
+
+
+def test_a_reset_off_the_root_keeps_the_next_crossing_in_the_first_step():
+    """The first drop is small (a = 0.002): the solver's first step after it passes the next
+    crossing, which is found only when the restart starts from g's own (negative) side,
+    not from the side the flow moves to. Values and d/d(r, a, b) against the closed form."""
+    ev = sens.Event(grow_at_one, reset=grow_drop, direction=1, max_occurrences=8)
+    x = np.array([1.0, 0.002, 0.5])
+    model = sens.ODEModel("grow_drop", ["y", "n"], dict(zip("rab", x)), grow_rhs, [0.5, 0.0])
+    times = np.array([0.0, 0.5, 0.7, 0.8, 1.2, 1.6, 2.5])
+    res = sens.jacobian(sens.Problem(model, times, wrt=["r", "a", "b"], events=[ev], rtol=1e-10, atol=1e-12),
+                        mode="forward")
+    np.testing.assert_allclose(res.outputs[:, 1], [0, 0, 2, 2, 2, 3, 4])
+    np.testing.assert_allclose(res.outputs[:, 0], _grow_drop_closed_form(x, times), rtol=1e-8)
+    J = jax.jacfwd(_grow_drop_closed_form)(jnp.asarray(x), jnp.asarray(times))
+    np.testing.assert_allclose(res.values[:, 0, :], J, rtol=1e-6, atol=1e-8)

@@ -111,11 +111,15 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             p, fired_before, start = args
             g = jnp.asarray(ev.condition(t, y, p), dtype=y.dtype).reshape(())
             # a restart on the root of the event that just fired: report the side the flow
-            # moves to (the sign of dg/dt along the flow), so the root it starts on is no crossing
+            # moves to (the sign of dg/dt along the flow), so the root it starts on is no
+            # crossing. A reset that moved the state off the root keeps g: its sign is the
+            # side the next crossing starts from (the flow's side would hide that crossing
+            # when the solver's first step already passes it)
             _, dg = jax.jvp(lambda t_, y_: jnp.asarray(ev.condition(t_, y_, p), y.dtype).reshape(()),
                             (t, y), (jnp.ones_like(t), vector_field(t, y, args)))
             tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-            return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+            restart = fired_before[k] & (t == start) & sched.at_root(g, dg, t)
+            return jnp.where(restart, jnp.where(dg >= 0, tiny, -tiny), g)
         return cond
 
     if scheduler is not None:  # every root function, both ways

@@ -52,6 +52,13 @@ def _right_step(t):
     return 1e-9 * (1.0 + jnp.abs(jax.lax.stop_gradient(t)))
 
 
+def at_root(g, dg, t):
+    """Whether root-function values g (with dg/dt = dg along the flow) are at their root at
+    t, to the located time's accuracy: the side a restart starts on is then the one the flow
+    moves to, not the sign of g (a reset that moved the state off the root keeps g's sign)."""
+    return jnp.abs(g) <= 10 * _right_step(t) * jnp.abs(dg) + 1e-14 * (1 + jnp.abs(g))
+
+
 class Scheduler:
     """The stop-point logic of a problem's scheduled events.
 
@@ -220,8 +227,7 @@ class Scheduler:
         the piece is solved again with only these (their first root comes first)."""
         g, ahead, dg = self.ahead(t, y, p)
         changed = (jnp.sign(ahead) != es["signs"]) & es["active"] & ~located
-        near = jnp.abs(g) <= 10 * _right_step(t) * jnp.abs(dg) + 1e-14 * (1 + jnp.abs(g))
-        return changed & ~near
+        return changed & ~at_root(g, dg, t)
 
     def next_time(self, es):
         """The earliest pending execution (inf when none)."""
