@@ -833,15 +833,17 @@ def _event(ev, conv, states, rules, species_info=None):
                              "rate-rule variable (assignment-rule variables cannot be assigned)")
         assigns[var] = conv(ea.getMath(), f"eventAssignment of '{var}' in {where}")
     # a compartment that jumps keeps its species' amounts: a species whose state is a
-    # concentration (driven by a rate rule) is rescaled by old size / new size
+    # concentration (driven by a rate rule) is rescaled by old size / new size. Assigned in
+    # the same event, its new concentration sets the amount in the old size (every
+    # assignment is computed on the state before the event), so it is rescaled as well
     rescaled = [v for v in assigns if "amount_state" in (species_info or {}).get(v, {})]
     rescaled += [info_sid for info_sid, info in (species_info or {}).items()
                  if "amount_state" in info and info["amount_state"] in assigns]
     for info_sid, info in (species_info or {}).items():
         comp_ = info.get("compartment")
-        if (comp_ in assigns and info_sid in states and info_sid not in assigns and not info["hosu"]
-                and "amount_state" not in info):
-            assigns[info_sid] = sp.Symbol(info_sid, real=True) * sp.Symbol(comp_, real=True) / assigns[comp_]
+        if comp_ in assigns and info_sid in states and not info["hosu"] and "amount_state" not in info:
+            value = assigns.get(info_sid, sp.Symbol(info_sid, real=True))
+            assigns[info_sid] = value * sp.Symbol(comp_, real=True) / assigns[comp_]
             rescaled.append(info_sid)
     # a time event: g = a t + b with a a positive number and b free of states / rule variables
     t_event = None
