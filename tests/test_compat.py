@@ -70,17 +70,6 @@ def test_public_names_used_instead_of_private_ones():
     assert len(tab.a_lower) == 6 and np.asarray(tab.c).shape == (6,) and np.asarray(tab.b_sol).shape == (7,)
 
 
-def test_stage_root_find_modules_call_optimistix_root_find():
-    """solvers.linear's derivative hook needs these modules to reach root_find as `optx.root_find`."""
-    import importlib
-    import inspect
-
-    for name in compat.STAGE_ROOT_FIND_MODULES:
-        mod = importlib.import_module(name)
-        assert getattr(mod, "optx", None) is not None
-        assert "optx.root_find(" in inspect.getsource(mod)
-
-
 def test_while_loop_is_equinox_checkpointed_loop():
     """The lean loop's `while_loop(cond, body, init, max_steps=, kind="checkpointed")`:
     the value equals a plain loop's, and reverse mode goes through it."""

@@ -21,10 +21,6 @@ Public names are used wherever they exist; what is left here has no public equiv
   the variable was set.
 - `while_loop`: equinox's loop with `kind="checkpointed"`, reverse-differentiable with
   a bounded number of stored states; the lean time-stepping loop runs in it.
-- `STAGE_ROOT_FIND_MODULES`: diffrax's modules that call `optx.root_find` for the stage
-  equations of implicit solvers (`solvers.linear` gives them an optimistix namespace whose
-  root_find differentiates with the banded linear solver; diffrax has no public argument
-  for the root finder's adjoint).
 """
 
 from __future__ import annotations
@@ -40,9 +36,8 @@ from diffrax._root_finder._verychord import _VeryChordState as VeryChordState
 from equinox._enum import EnumerationItem
 
 Static = eqx.internal.Static
-STAGE_ROOT_FIND_MODULES = ("diffrax._solver.runge_kutta", "diffrax._solver.implicit_euler")
 
-__all__ = ["STAGE_ROOT_FIND_MODULES", "EnumerationItem", "Static", "VeryChordState", "chord_small", "equinox_errors_module",
+__all__ = ["EnumerationItem", "Static", "VeryChordState", "chord_small", "equinox_errors_module",
            "linear_rescale", "result_code", "result_item", "result_names", "while_loop"]
 
 

@@ -8,14 +8,16 @@ O(n^3) per step. The derivative of each stage solve (what forward tangents and a
 sweeps go through) is a second linear solve with the same matrix, by the implicit
 function theorem in `optimistix.root_find`'s `ImplicitAdjoint`, again dense by default.
 
-`root_finder_for(problem)` returns a `chord.Chord` whose linear solver is
-`banded.BandedLU` when the Jacobian's pattern makes that cheaper (see `choose`), else
-None (diffrax's default, dense). For the derivative solves to use it too, diffrax's two
-modules that call `optx.root_find` for stage equations see an optimistix namespace whose
-`root_find` passes `adjoint=ImplicitAdjoint(linear_solver=<the root finder's solver>)`
-when, and only when, the root finder's linear solver is a `BandedLU`; every other call is
-unchanged. Without that hook (e.g. a future diffrax that calls root_find elsewhere)
-results stay correct and only the derivative solves fall back to dense LU.
+On the banded path (`choose`), Kvaerno3/4/5 run as `esdirk.ESDIRK` (`solver_for`): our
+own ESDIRK step on diffrax's public tableaus, whose chord iterations use the block LU of
+`banded` and whose stage derivatives (`jax.lax.custom_root`, implicit function theorem)
+solve with a block LU of the Newton matrix at each stage root, transposed for adjoint
+sweeps: no n x n array in any derivative. diffrax's own Kvaerno classes call
+`optx.root_find` without an `adjoint` argument, so their derivative solves would be
+dense LU whatever the root finder's linear solver; they run on the dense path (with
+`chord.Chord`), where that is what is wanted. KenCarp and ImplicitEuler on the banded
+path get `root_finder_for`'s banded `Chord` for their Newton iterations; their
+derivative solves stay dense (correct, O(n^3) per stage).
 
 Rodas5P (`rosenbrock.py`, solver "rodas5p") takes the same choice through
 `rosenbrock_for(problem)`: dense, or the same colour-compressed Jacobian and block layout
@@ -37,22 +39,20 @@ costs outweigh that (benchmarks/stiff_scaling.py --reuse measures it), hence off
 The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
 the iteration run past two steps); `integrate.solve` builds the solver with `solver_for`.
 
-Imports run one way: this module uses `newton.reuse` (the reuse solver class, its notes),
-`rosenbrock` and `registry`; none of them imports this one.
+Imports run one way: this module uses `esdirk`, `newton.reuse` (the reuse solver class,
+its notes), `rosenbrock` and `registry`; none of them imports this one.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import diffrax
-import optimistix as optx
 
 from ..core import sparsity
 from ..core.solvers import ESDIRK, NEWTON, ROSENBROCK, TABLE
 from .banded import BandedLU, Layout, block_size
-from .compat import STAGE_ROOT_FIND_MODULES
+from .esdirk import BandedNewton, esdirk_class
 from .newton import reuse
 from .newton.chord import Chord
 from .registry import solver_name
@@ -155,8 +155,9 @@ def choose(problem, solver: str | None = None) -> LinearChoice:
                f"~{dense / banded:.3g}x fewer estimated flops per Newton matrix than dense LU")
         return LinearChoice(
             "banded", f"Block-tridiagonal LU with {m} x {m} blocks on a colour-compressed "
-            f"Jacobian: {why} ({banded:.3g} vs {dense:.3g}); the derivative solves of forward "
-            "tangents and adjoint sweeps use it too (the adjoint its transpose).", st, m)
+            f"Jacobian: {why} ({banded:.3g} vs {dense:.3g}); for Kvaerno3/4/5 and Rodas5P the "
+            "derivative solves of forward tangents and adjoint sweeps use it too (the adjoint its "
+            "transpose).", st, m)
     return LinearChoice(
         "dense", f"Dense LU: the banded path would cost {banded:.3g} vs {dense:.3g} estimated "
         f"flops per Newton matrix (bandwidth {st.reordered_bandwidth} of {n} states).", st, None)
@@ -167,12 +168,13 @@ _LAYOUTS: dict[tuple, Layout] = {}
 
 def root_finder_for(problem):
     """A diffrax root finder (`chord.Chord` with the step-size controller's tolerances) whose
-    linear solver is `BandedLU` when `choose` says so, else None (dense: the caller's default)."""
+    linear solver is `BandedLU` when `choose` says so, else None (dense: the caller's default).
+    It speeds up the Newton iterations of diffrax's implicit solvers only: their derivative
+    solves are dense whatever the root finder (see the module docstring)."""
     choice = choose(problem)
     if choice.kind != "banded":
         return None
     layout = _layout(choice)
-    _install_adjoint_hook()
     return diffrax.with_stepsize_controller_tols(Chord)(linear_solver=BandedLU(layout))
 
 
@@ -195,17 +197,21 @@ def rosenbrock_for(problem):
 
 def solver_for(problem, name: str, cls: type, structured: bool = True):
     """The diffrax solver instance `problem` runs, `cls` the class of the solver `name`:
-    `cls` itself for explicit solvers; for implicit ones `cls` with the `chord.Chord` root
-    finder (and the banded linear solver when `structured` and chosen); with
-    `jacobian_reuse` on an ESDIRK method, the reuse subclass (dense or banded like the
-    choice above)."""
+    `cls` itself for explicit solvers; with `jacobian_reuse` on an ESDIRK method, the reuse
+    subclass (dense or banded like `choose`); on the banded path (`structured` and chosen),
+    Kvaerno3/4/5 as `esdirk.ESDIRK` with the block LU, other implicit solvers with the
+    banded `Chord`; otherwise `cls` with the `chord.Chord` root finder (dense LU)."""
     if name not in IMPLICIT_SOLVERS:
         return cls()
-    banded_rf = root_finder_for(problem) if structured else None
+    choice = choose(problem) if structured else None
+    layout = _layout(choice) if choice is not None and choice.kind == "banded" else None
     if structured and reuse.enabled(problem) and name in ESDIRK:
-        return reuse.make(cls, problem.model.n_states,
-                          None if banded_rf is None else banded_rf.linear_solver.layout)
-    return cls(root_finder=banded_rf if banded_rf is not None else diffrax.with_stepsize_controller_tols(Chord)())
+        return reuse.make(cls, problem.model.n_states, layout)
+    if layout is not None and name in ESDIRK:
+        return esdirk_class(cls)(linear=BandedNewton(layout))
+    if layout is not None:
+        return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(linear_solver=BandedLU(layout)))
+    return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)())
 
 
 def notes(problem) -> tuple[str, ...]:
@@ -214,28 +220,3 @@ def notes(problem) -> tuple[str, ...]:
     if choice.kind == "none":
         return ()
     return (choice.explain(),) + reuse.notes(problem)
-
-
-class _OptimistixForStages:
-    """optimistix, except that `root_find` with a `BandedLU` root finder differentiates
-    by the implicit function theorem with that same linear solver."""
-
-    def __getattr__(self, name):
-        return getattr(optx, name)
-
-    @staticmethod
-    def root_find(fn, solver, y0, args=None, options=None, **kwargs):
-        linear = getattr(solver, "linear_solver", None)
-        if isinstance(linear, BandedLU) and "adjoint" not in kwargs:
-            kwargs["adjoint"] = optx.ImplicitAdjoint(linear_solver=linear)
-        return optx.root_find(fn, solver, y0, args, options, **kwargs)
-
-
-_STAGE_MODULES = STAGE_ROOT_FIND_MODULES
-
-
-def _install_adjoint_hook() -> None:
-    for name in _STAGE_MODULES:
-        mod = importlib.import_module(name)
-        if getattr(mod, "optx", None) is optx:
-            mod.optx = _OptimistixForStages()
