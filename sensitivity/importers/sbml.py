@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -681,7 +682,8 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                         n = sp.Integer(int(n))
                 if info["boundary"] or info["constant"] or sid in rate_rules or sid in assignment:
                     continue
-                term = sign * n * constraints.flux(rid, v) * info["cf"]
+                # the reaction's rate by its name: computed once, read by every species it changes
+                term = sign * n * constraints.flux(rid, sym(rid)) * info["cf"]
                 if "amount_state" in info:
                     rates[info["amount_state"]] = rates[info["amount_state"]] + term
                 else:
@@ -1031,6 +1033,15 @@ class _Printer(JaxPrinter):
                 out = f"jnp.where({self._print(cond)}, {self._print(val)}, {out})"
         return out
 
+    def _print_Pow(self, expr):
+        # a negative integer power as a division (numpy's printer makes it a float power,
+        # which JAX computes and differentiates as a general power)
+        base, e = expr.args
+        if e.is_Integer and e < 0:
+            inner = base if e == -1 else sp.Pow(base, -e, evaluate=False)
+            return f"(1/{self.parenthesize(inner, sp.printing.precedence.PRECEDENCE['Pow'])})"
+        return super()._print_Pow(expr)
+
     def _print_BooleanTrue(self, expr):
         return "True"
 
@@ -1062,20 +1073,105 @@ def expression_source(expr, names, printer=None) -> str:
     return printer.doprint(e).replace("jax.numpy.", "jnp.")
 
 
+# common subexpressions over at most this many operations of a generated function are taken
+# out once (sympy's cse); above it the program is generated without (cse's time grows faster
+# than linearly)
+CSE_MAX_OPS = 200_000
+
+
+def _unit_floats(e):
+    """`e` with the floats 1.0 and -1.0 (stoichiometries, SBML's `1.0 * ...`) as integers:
+    the same values, fewer operations."""
+    if not isinstance(e, sp.Basic) or not e.atoms(sp.Float):
+        return e
+    return e.replace(lambda a: isinstance(a, sp.Float) and float(a) in (1.0, -1.0), lambda a: sp.Integer(int(a)))
+
+
+def _program(exprs, rules, names, printer, cse: bool = True):
+    """The body of a generated function: (source lines "    name = ..." that compute the rule
+    variables `exprs` read, directly or through other rules, and no others; the Python sources
+    of `exprs`). Each rule variable (a reaction's rate among them) is computed once, and with
+    `cse` every subexpression that occurs more than once (`_c{k}`), in an order where each
+    name is assigned before it is read. `rules`: {name: sympy expression}, `names`: the
+    generated names (`_codegen_names`)."""
+    rule_sym = {sp.Symbol(k, real=True): k for k in rules}
+    exprs = [sp.sympify(e) for e in exprs]
+    need, stack = set(), [s for e in exprs for s in e.free_symbols if s in rule_sym]
+    while stack:
+        k = rule_sym[stack.pop()]
+        if k not in need:
+            need.add(k)
+            stack.extend(s for s in sp.sympify(rules[k]).free_symbols if s in rule_sym and rule_sym[s] not in need)
+    targets = [names[sp.Symbol(k, real=True)] for k in rules if k in need]
+    values = [_unit_floats(sp.sympify(rules[k]).xreplace(names)) for k in rules if k in need]
+    outs = [_unit_floats(e.xreplace(names)) for e in exprs]
+    defs = list(zip(targets, values))
+    if cse and sum(sp.count_ops(e) for e in values + outs) <= CSE_MAX_OPS:
+        reps, reduced = sp.cse(values + outs, symbols=sp.numbered_symbols("_c", real=True), order="none")
+        defs = reps + list(zip(targets, reduced[:len(values)]))
+        outs = reduced[len(values):]
+    known = {n.name for n in names.values()} | {str(s) for s, _ in defs}
+    for e in [v for _, v in defs] + outs:
+        unknown = {s.name for s in e.free_symbols} - known
+        if unknown:
+            raise ModelError(f"SBML: the symbol '{sorted(unknown)[0]}' is not a species, parameter, "
+                             "compartment or rule variable of the model")
+    # each name after the names it reads (rules that read rateOf(x) may read reactions' rates)
+    defined = {s for s, _ in defs}
+    waits = {s: {d for d in v.free_symbols if d in defined and d != s} for s, v in defs}
+    readers: dict = {}
+    for s, d in waits.items():
+        for x in d:
+            readers.setdefault(x, []).append(s)
+    ready = [s for s, _ in defs if not waits[s]]
+    value = dict(defs)
+    lines = []
+    while ready:
+        s = ready.pop(0)
+        lines.append(f"    {s} = {printer.doprint(value[s]).replace('jax.numpy.', 'jnp.')}")
+        for r in readers.get(s, ()):
+            waits[r].discard(s)
+            if not waits[r]:
+                ready.append(r)
+    if len(lines) < len(defs):
+        left = sorted(str(s) for s in defined if waits[s])
+        raise ModelError(f"SBML assignment rules form a cycle among {left}")
+    return lines, [printer.doprint(e).replace("jax.numpy.", "jnp.") for e in outs]
+
+
+def _reads(lines, *sources) -> set:
+    """The generated names (`_p{i}`, `_y{i}`) the lines and sources read."""
+    text = "\n".join(list(lines) + list(sources))
+    return set(re.findall(r"\b_[py]\d+\b", text))
+
+
+def _unpack(params, states, lines, sources):
+    """Lines that take the parameters and states the body reads out of p and y (one
+    `unstack` each: one operation, not a slice per entry)."""
+    used = _reads(lines, *sources)
+    out = []
+    for vec, prefix, n in (("p", "_p", len(params)), ("y", "_y", len(states))):
+        got = [f"{prefix}{i}" if f"{prefix}{i}" in used else "_" for i in range(n)]
+        if any(g != "_" for g in got):
+            out.append(f"    {', '.join(got)}, = jnp.unstack(jnp.asarray({vec}))")
+    return out
+
+
+def _stacked(sources, zero: str = "t") -> str:
+    """A float64 vector of the scalar sources (numbers too), shaped like `zero` entrywise."""
+    return f"    return jnp.asarray(jnp.stack([{', '.join(sources)}]), dtype=jnp.float64) + 0.0 * {zero}"
+
+
 def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=(), schedule=()):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
     unpack_p = [f"    _p{i} = p[{i}]" for i in range(len(params))]
-    unpack_y = [f"    _y{i} = y[{i}]" for i in range(len(states))]
-    rule_lines = [f"    _w{i} = {src(e)}" for i, e in enumerate(rules.values())]
-    lines = ["def rhs(t, y, p, tc):"] + unpack_p + unpack_y + rule_lines
-    lines.append("    return jnp.stack([" + ", ".join(
-        f"jnp.asarray({src(rates[s])}, dtype=jnp.float64) + 0.0 * t" for s in states) + "])")
-    lines += ["", "def rule_values(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
-    lines.append("    return jnp.stack([" + ", ".join(
-        f"jnp.asarray(_w{i}, dtype=jnp.float64) + 0.0 * t" for i in range(len(rules))) + "])"
-                 if rules else "    return jnp.zeros((0,))")
+    body, dydt = _program([rates[s] for s in states], rules, names, pr)
+    lines = ["def rhs(t, y, p, tc):"] + _unpack(params, states, body, dydt) + body + [_stacked(dydt)]
+    all_rules, values = _program([sp.Symbol(k, real=True) for k in rules], rules, names, pr)
+    lines += ["", "def rule_values(t, y, p):", "    tc = t"] + _unpack(params, states, all_rules, values) + all_rules
+    lines.append(_stacked(values) if rules else "    return jnp.zeros((0,))")
     lines += ["", "def initial(p):", "    t = tc = 0.0"] + unpack_p
     lines.append("    return jnp.stack([" + ", ".join(
         f"jnp.asarray({src(init[s])}, dtype=jnp.float64) + 0.0 * jnp.sum(p)" for s in states) + "])")
@@ -1086,19 +1182,27 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
             for b in breakpoints) + "])")
     else:
         lines.append("    return jnp.zeros((0,))")
+    def function(head, exprs, ret):  # a function of (t, y, p) that computes exprs and returns ret(sources)
+        body, out = _program(exprs, rules, names, pr, cse=False)
+        value = ret(out)
+        return ["", head, "    tc = t"] + _unpack(params, states, body, [value]) + body + [f"    return {value}"]
+
     for k, (_, g, _, assigns) in enumerate(events):
-        lines += ["", f"def event_condition_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
-        lines.append(f"    return jnp.asarray({src(g)}, dtype=jnp.float64) + 0.0 * t")
-        lines += ["", f"def event_reset_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
-        new = [f"jnp.asarray({src(assigns[s_])}, dtype=jnp.float64) + 0.0 * t" if s_ in assigns else f"_y{i}"
-               for i, s_ in enumerate(states)]
-        lines.append("    return jnp.stack([" + ", ".join(new) + "])")
+        lines += function(f"def event_condition_{k}(t, y, p):", [g],
+                          lambda out: f"jnp.asarray({out[0]}, dtype=jnp.float64) + 0.0 * t")
+        changed = [s_ for s_ in states if s_ in assigns]
+        new = {s_: f"_y{i}" for i, s_ in enumerate(states)}
+
+        def reset(out, changed=changed, new=new):
+            new = dict(new, **{s_: f"jnp.asarray({o}, dtype=jnp.float64) + 0.0 * t" for s_, o in zip(changed, out)})
+            return "jnp.stack([" + ", ".join(new[s_] for s_ in states) + "])"
+        lines += function(f"def event_reset_{k}(t, y, p):", [assigns[s_] for s_ in changed], reset)
     for k, meta in enumerate(schedule):  # scheduled events: trigger over the root functions, delay, priority
         lines += ["", f"def event_trigger_{k}(g):", f"    return {meta['trigger']}"]
         for part in ("delay", "priority"):
             if meta[part] is not None:
-                lines += ["", f"def event_{part}_{k}(t, y, p):", "    tc = t"] + unpack_p + unpack_y + rule_lines
-                lines.append(f"    return jnp.asarray({src(meta[part])}, dtype=jnp.float64) + 0.0 * t")
+                lines += function(f"def event_{part}_{k}(t, y, p):", [meta[part]],
+                                  lambda out: f"jnp.asarray({out[0]}, dtype=jnp.float64) + 0.0 * t")
     lines += ["", "def event_times(p):"] + unpack_p
     if events:
         lines.append("    return jnp.stack([" + ", ".join(
