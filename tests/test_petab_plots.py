@@ -251,3 +251,23 @@ def test_figures_per_observable_and_per_plot_id_with_log_axes(drawn):
     assert ax["vis_p_scatter.png"].get_xlabel() == "data"
     notes = (files[0].parent / "notes.txt").read_text()
     assert "column color of the visualization table not supported" in notes
+
+
+def test_a_simulation_that_is_not_finite_somewhere_is_left_out_and_said(tmp_path):
+    import pandas as pd
+
+    m = pd.DataFrame({"observableId": "r", "simulationConditionId": "c", "time": [0.0, 2.0],
+                      "measurement": [1.0, 1.0]})
+    obs = pd.DataFrame({"observableFormula": ["x / x0"], "noiseFormula": ["0.1"],
+                        "observableTransformation": ["log"]}, index=pd.Index(["r"], name="observableId"))
+
+    def simulate(rows):  # a stand-in: NaN at t = 0 (0 / 0), e^t / 2 after
+        t = rows["time"].to_numpy(float)
+        return np.where(t == 0, np.nan, np.exp(t) / 2), np.full(len(rows), 0.1)
+
+    curves = petab_plots.fit_curves(m, obs, simulate, n_grid=11)
+    assert curves.not_finite == {("r", "", "c")} and "not finite at 1 grid times" in curves.notes[0]
+    g = curves.grid
+    np.testing.assert_allclose(g["lower"].iloc[1:], np.exp(g["time"].iloc[1:]) / 2 / np.exp(0.1))  # log: e^-sigma
+    files = petab_plots.observable_figures(curves, tmp_path)
+    assert [f.name for f in files] == ["r.png"]

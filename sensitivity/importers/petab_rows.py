@@ -367,11 +367,13 @@ class RowValues:
     timings: dict
 
 
-def simulate_rows(problem, rows, x=None, conditions=None) -> RowValues:
+def simulate_rows(problem, rows, x=None, conditions=None, finite: bool = True) -> RowValues:
     """The observables and their noise sigma at any measurement rows (as `sensitivities`
     takes them: measured or not, under the problem's conditions or new ones), without
     derivatives: one program per shape of the rows, e.g. a fine time grid per experiment
-    for a figure. x: (n_estimated,) on the parameter scales (default the nominal values)."""
+    for a figure. x: (n_estimated,) on the parameter scales (default the nominal values).
+    finite=False: a value that is not finite (an observable such as x / x(0) at t = 0) is
+    returned as NaN instead of raising; a failed solve raises either way."""
     x, df, static_g, groups, blocks_static, blocks, order, funcs = _setup(problem, rows, x, conditions)
 
     def build():
@@ -384,7 +386,10 @@ def simulate_rows(problem, rows, x=None, conditions=None) -> RowValues:
     start = time.perf_counter()
     (y, sig), aux = jax.block_until_ready(exe(*args))
     run_s = time.perf_counter() - start
-    problem._check(aux, y, sig)
+    problem._check(aux, *((y, sig) if finite else ()))
     back = _back(order)
+    y, sig = np.asarray(y), np.asarray(sig)
+    bad = ~(np.isfinite(y) & np.isfinite(sig))
+    y, sig = np.where(bad, np.nan, y), np.where(bad, np.nan, sig)
     trans = np.array([funcs[o].trans for o in df["observableId"]], dtype=object)
     return RowValues(df, np.asarray(y)[back], np.asarray(sig)[back], trans, {"compile": compile_s, "run": run_s})

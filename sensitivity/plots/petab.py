@@ -78,7 +78,8 @@ class Curves:
     measurement times included. at_measured: the (observable, pre, sim) whose observable
     parameters differ between time points: no grid, drawn at the measurement times;
     band_at_measured: those whose noise parameters differ: the line on the grid (its sigma
-    that of the first measured row), the band at the measurement times. transformations:
+    that of the first measured row), the band at the measurement times; not_finite: those
+    whose simulation is not finite (NaN) at some grid times. transformations:
     observableId -> lin | log | log10. names: observableId -> observableName. notes: what the
     figures could not do."""
 
@@ -89,6 +90,7 @@ class Curves:
     names: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     band_at_measured: set = field(default_factory=set)
+    not_finite: set = field(default_factory=set)
 
 
 def _column(df, col):
@@ -163,9 +165,16 @@ def fit_curves(measurements, observables, simulate, n_grid: int = 200, starts=No
         df["transformation"] = [trans[o] for o in df[OBS]]
         df["lower"], df["upper"] = band(df["simulation"], df["sigma"], df["transformation"].to_numpy(object))
     mdf["noise_given"] = _noise_given(mdf, observables)
+    bad = ~np.isfinite(grid["simulation"].to_numpy(float))
+    not_finite = set(zip(grid.loc[bad, OBS], grid.loc[bad, PRE], grid.loc[bad, SIM]))
+    for o, pre, sim in sorted(not_finite):
+        n_bad = int(np.sum(bad & (grid[OBS] == o).to_numpy() & (grid[PRE] == pre).to_numpy()
+                           & (grid[SIM] == sim).to_numpy()))
+        notes.append(f"observable '{o}' under '{_experiment(pre, sim)}': the simulation is not finite at {n_bad} "
+                     "grid times (not drawn there)")
     if np.any(np.isinf(t)):
         notes.append("measurements at time = inf (steady state) are drawn at the right edge of time axes")
-    return Curves(mdf, grid, at_measured, trans, names, notes, band_at_measured)
+    return Curves(mdf, grid, at_measured, trans, names, notes, band_at_measured, not_finite)
 
 
 def _experiment(pre: str, sim: str) -> str:
@@ -268,15 +277,49 @@ def _legend(ax, fontsize=6):
     ax.legend(handles, labels, fontsize=fontsize)
 
 
-def _notes(fig, notes: list[str]):
-    if notes:
-        fig.text(0.01, 0.005, "\n".join(_wrap(n) for n in notes[:4]), fontsize=6, va="bottom", color="0.3")
+def _layout(fig, notes: list[str], max_lines: int = 6):
+    """tight_layout with the notes (wrapped, at most max_lines lines) below the axes; the
+    figure grows by their height."""
+    lines = [ln for n in notes for ln in _wrap(n).splitlines()]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines - 1] + ["... (all notes: notes.txt)"]
+    if lines:
+        w, h = fig.get_size_inches()
+        extra = 0.11 * len(lines) + 0.05
+        fig.set_size_inches(w, h + extra)
+        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6, va="bottom", color="0.3")
+        fig.tight_layout(rect=(0, extra / (h + extra), 1, 1))
+    else:
+        fig.tight_layout()
 
 
-def _wrap(text: str, width: int = 140) -> str:
+def _figure_notes(curves: Curves, keys) -> list[str]:
+    """The notes of a figure that draws the (observable, pre, sim) `keys`: one per
+    observable and kind, the experiments named."""
+    keys = list(dict.fromkeys(keys))
+    out = []
+    for group, what in ((curves.at_measured, f"{OP} differ between time points under {{}}: simulation and band "
+                                              "drawn at the measurement times only"),
+                        (curves.band_at_measured, f"{NP} differ between time points under {{}}: noise band drawn "
+                                                  "at the measurement times only"),
+                        (curves.not_finite, "the simulation is not finite at some grid times under {}: not drawn "
+                                            "there")):
+        for o in dict.fromkeys(k[0] for k in keys):
+            exps = [_experiment(pre, sim) for (oo, pre, sim) in keys if oo == o and (oo, pre, sim) in group]
+            if exps:
+                named = ", ".join(exps[:3]) + (f" and {len(exps) - 3} more" if len(exps) > 3 else "")
+                out.append(f"'{o}': " + what.format(named))
+    m = curves.measured
+    inf = np.isinf(m[TIME].to_numpy(float))
+    if any(((m[OBS] == o) & (m[PRE] == pre) & (m[SIM] == sim) & inf).any() for o, pre, sim in keys):
+        out.append("time = inf (steady state): drawn at the right edge")
+    return out
+
+
+def _wrap(text: str, width: int = 150) -> str:
     words, lines, cur = text.split(), [], ""
     for w in words:
-        if len(cur) + len(w) + 1 > width:
+        if cur and len(cur) + len(w) + 1 > width:
             lines.append(cur)
             cur = w
         else:
@@ -311,10 +354,7 @@ def observable_figures(curves: Curves, folder, title: str = "") -> list[Path]:
         ax.set_title((f"{title}: " if title else "") + f"{o} (lines: simulation, band: +- sigma, points: data)",
                      fontsize=8)
         _legend(ax)
-        notes = [n for n in curves.notes if f"'{o}'" in n or "time = inf" in n and np.isinf(
-            m.loc[m[OBS] == o, TIME].to_numpy(float)).any()]
-        fig.tight_layout(rect=(0, 0.04 * min(len(notes), 4), 1, 1))
-        _notes(fig, notes)
+        _layout(fig, _figure_notes(curves, [(o, pre, sim) for pre, sim in exps]))
         path = folder / f"{_safe(o)}.png"
         _finish(fig, path)
         files.append(path)
@@ -373,8 +413,9 @@ def visualization_figures(curves: Curves, visualization, conditions, folder, tit
         ax.set_title((f"{title}: " if title else "") + (_text(first.get("plotName", "")) or str(pid)), fontsize=8)
         _legend(ax)
         notes = list(dict.fromkeys(notes))
-        fig.tight_layout(rect=(0, 0.04 * min(len(notes), 4), 1, 1))
-        _notes(fig, notes)
+        keys = [(o, pre, sim) for _, row in spec.iterrows() for o, r in _dataset_rows(curves, row, [])
+                for pre, sim in zip(r[PRE], r[SIM])]
+        _layout(fig, notes + _figure_notes(curves, keys))
         path = folder / f"vis_{_safe(pid)}.png"
         _finish(fig, path)
         files.append(path)

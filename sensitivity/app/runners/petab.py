@@ -291,7 +291,7 @@ def plot_fit(prob, folder: Path, x=None, n_grid: int = 200) -> list[Path]:
                                                       mdf["simulationConditionId"], mdf[T0])}
 
     def simulate(rows):
-        out = petab_rows.simulate_rows(prob, rows, x=x)
+        out = petab_rows.simulate_rows(prob, rows, x=x, finite=False)
         return out.simulation, out.sigma
 
     P = prob.petab
