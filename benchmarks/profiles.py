@@ -42,6 +42,8 @@ import time
 import warnings
 from pathlib import Path
 
+from amici_peer import amici_problem  # this folder's module: imported before the folder leaves the path
+
 # this folder holds petab.py, named like the `petab` package: keep it off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
@@ -55,26 +57,6 @@ LEVEL = 0.95
 
 def _load_average() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
-def amici_problem(name: str, folder: str, rtol: float, atol: float):
-    """pyPESTO's problem of the PEtab problem on AMICI (its own importer), built in `folder`."""
-    import pypesto.petab
-
-    logging.getLogger("amici").setLevel(logging.WARNING)
-    logging.getLogger("pypesto").setLevel(logging.WARNING)
-    importer = pypesto.petab.PetabImporter.from_yaml(str(DATA / name / f"{name}.yaml"),
-                                                     output_folder=str(Path(folder) / name), model_name=name)
-    t0 = time.perf_counter()
-    problem = importer.create_problem(verbose=False)
-    build = time.perf_counter() - t0
-    for logger in list(logging.root.manager.loggerDict):  # AMICI's debug lines of each condition
-        if logger.startswith(("amici", "pypesto")):
-            logging.getLogger(logger).setLevel(logging.WARNING)
-    solver = problem.objective.amici_solver
-    solver.set_relative_tolerance(rtol)
-    solver.set_absolute_tolerance(atol)
-    return importer, problem, build
 
 
 def compare_objectives(ours, amici, x_free: np.ndarray, seed: int = 0) -> list[dict]:

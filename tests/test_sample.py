@@ -186,3 +186,44 @@ def test_unknown_method_and_backend_name_the_choices(case):
         sens.sample(case[-1], method="am")
     with pytest.raises(sens.InputError, match="callback"):
         sens.sample(case[-1], backend="host")
+
+
+def test_laplace_approximation_is_the_least_squares_gaussian(case):
+    """The Gaussian that seeds NUTS (mode by L-BFGS, Hessian by central differences of the
+    exact gradient) is, for a model linear in its parameters, the posterior itself:
+    N(beta, (X^T W X)^-1) of weighted least squares, from a start off the mode; and on a
+    bounded parameter the mode and curvature of the density on the real line (z) with the
+    map's log-Jacobian: for a flat likelihood on (lo, hi), the logistic's mode 0 and
+    curvature 1/2 (s (1 - s) at s = 1/2, twice)."""
+    from sensitivity.analyses.sample import _laplace, _Map
+
+    _, _, _, beta, cov, fit = case
+    lik = fit.likelihood
+    transform = _Map(lik.lower, lik.upper)
+    assert np.all(transform.kind == 0)  # unbounded: z = x
+    z, C, note = _laplace(lik, transform, beta + np.array([0.3, -0.2, 0.4]))
+    assert "Laplace" in note
+    np.testing.assert_allclose(z, beta, atol=1e-6 * np.sqrt(np.diag(cov)).max())
+    np.testing.assert_allclose(C, cov, rtol=1e-4, atol=1e-6 * np.abs(cov).max())
+
+    class Lik:  # flat in x0 on (0, 2); (x1 - 3)^2 / 2 on (1, inf)
+        lower, upper = np.array([0.0, 1.0]), np.array([2.0, np.inf])
+
+        def value_and_grad(self, x):
+            return 0.5 * (x[1] - 3) ** 2, np.array([0.0, x[1] - 3])
+
+    z, C, _ = _laplace(Lik(), _Map(Lik.lower, Lik.upper), np.array([1.5, -3.0]))
+    # x0 = 2 sigmoid(z0): U = -log s(1 - s) + const, mode 0, curvature 2 s (1 - s) = 1/2;
+    # x1 = 1 + y, y = exp(z1): U = (y - 2)^2 / 2 - z1, mode y = 1 + sqrt 2, curvature
+    # y^2 + (y - 2) y = 4 + 2 sqrt 2
+    np.testing.assert_allclose(z, [0.0, np.log(1 + np.sqrt(2))], atol=1e-6)
+    np.testing.assert_allclose(C, np.diag([2.0, 1 / (4 + 2 * np.sqrt(2))]), rtol=1e-6, atol=1e-9)
+
+
+def test_vmapped_chains_from_the_identity_give_the_posterior(case):
+    """Stan's start (identity mass matrix, chains at the estimate) with the chains as one
+    vmapped program: the same posterior."""
+    _, _, _, beta, cov, fit = case
+    res = sens.sample(fit, n=200, chains=2, warmup=200, seed=5, mass_matrix="identity", vmap_chains=True)
+    assert res.backend == "jax" and res.divergent.sum() == 0 and res.evaluations.shape == (2, 400)
+    _check_gaussian(res, beta, cov)

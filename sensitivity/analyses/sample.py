@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +47,12 @@ from .profile import _resolve
 
 METHODS = ("nuts", "adaptive_metropolis")
 BACKENDS = ("auto", "jax", "callback")
+MASS = ("laplace", "identity")
+# NUTS warm-up steps per chain: from the identity (Stan's 1000; blackjax's schedule needs
+# some 500 for its doubling windows) or from the Laplace approximation, whose covariance
+# each slow window's estimate is averaged with as LAPLACE_MEMORY draws' worth
+WARMUP, WARMUP_SEEDED, LAPLACE_MEMORY = 500, 200, 25.0
+REACH = 20.0  # the mode's search on the sampling scale: within the start +- REACH
 # adaptive Metropolis: pyPESTO's defaults
 AM_DECAY, AM_TARGET, AM_REG = 0.51, 0.234, 1e-6
 # diagnostics' thresholds (Vehtari et al. 2021): R-hat below, bulk / tail ESS above
@@ -65,8 +73,10 @@ class SampleResult:
     the Metropolis proposal's scale factor; rhat (n,), ess_bulk (n,), ess_tail (n,):
     ArviZ's diagnostics; method; backend ("jax": one vmapped program, "callback": on the
     host, chain after chain); notes; timings (seconds: wall, compile, sampling (the chains'
-    run, compile apart), cpu (process CPU time of the whole call));
-    likelihood: the objective (for posterior predictions).
+    run, compile apart), compile_cpu and sampling_cpu (the process's CPU seconds), laplace (the mode and Hessian before it), cpu (process CPU time of
+    the whole call)); likelihood: the objective (for posterior predictions); evaluations
+    (chains, warmup + draws): gradient evaluations (NUTS' leapfrog steps) or log-density
+    evaluations (adaptive Metropolis) of each step, warm-up included.
     """
 
     names: tuple
@@ -84,6 +94,7 @@ class SampleResult:
     timings: dict = field(default_factory=dict)
     backend: str = "callback"
     likelihood: object = field(default=None, repr=False, compare=False)
+    evaluations: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def mean(self) -> np.ndarray:
@@ -240,6 +251,21 @@ class _Map:
                           [jnp.log(hi - lo) + jnp.log(sig) + jnp.log1p(-sig), z, z], 0.0)
         return x, jnp.sum(logj)
 
+    def derivatives(self, z) -> tuple:
+        """On the host, at z (n,): x (n,), dx/dz (n,), log|dx/dz| (n,) and its derivative (n,)."""
+        z = np.asarray(z, dtype=np.float64)
+        lo, hi = np.where(np.isfinite(self.lo), self.lo, 0.0), np.where(np.isfinite(self.hi), self.hi, 0.0)
+        s = 1.0 / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))
+        e = np.exp(np.minimum(z, 700.0))
+        k = self.kind
+        with np.errstate(divide="ignore"):
+            width = np.log(np.where(k == 3, hi - lo, 1.0))
+        x = np.select([k == 3, k == 1, k == 2], [lo + (hi - lo) * s, lo + e, hi - e], z)
+        dx = np.select([k == 3, k == 1, k == 2], [(hi - lo) * s * (1 - s), e, -e], 1.0)
+        logj = np.select([k == 3, k == 1, k == 2], [width - np.logaddexp(0, -z) - np.logaddexp(0, z), z, z], 0.0)
+        dlogj = np.select([k == 3, k == 1, k == 2], [1 - 2 * s, 1.0, 1.0], 0.0)
+        return x, dx, logj, dlogj
+
     def inverse(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -291,12 +317,62 @@ def _traced_loglik(lik):
     return lambda x: -f(x)
 
 
-def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance: float):
-    """(key, z0 (n_params,)) -> (z (n, n_params), logdensity (n,), divergent (n,), acceptance
-    (n,), step size): `warmup` steps of Stan's windowed adaptation (blackjax's schedule, dual
+def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
+    """The Gaussian (Laplace) approximation of the sampled density on the real line (z):
+    its mode from z0 (L-BFGS on the exact gradient, the map's log-Jacobian included) and
+    the inverse (n, n) of the Hessian of -log density there, by central differences of the
+    gradient (2 n gradients on the host; no program to compile), its eigenvalues taken in
+    absolute value and floored at 1e-8 of the largest. The mode is searched within z0 +-
+    REACH. Returns (mode (n,), covariance (n, n)
+    or None where the gradient fails, note)."""
+    from scipy.optimize import minimize
+
+    def u(z):
+        x, dx, logj, dlogj = transform.derivatives(z)
+        v, g = lik.value_and_grad(x)
+        if not (math.isfinite(v) and np.all(np.isfinite(g))):
+            return None, None
+        return v - float(np.sum(logj)), g * dx - dlogj
+
+    z0 = np.asarray(z0, dtype=np.float64)
+    v0, g0 = u(z0)
+    if v0 is None:
+        return z0, None, "no Laplace approximation: the gradient at the start failed; identity mass matrix"
+
+    def f(z):
+        v, g = u(z)
+        return (v, g) if v is not None else (v0 + 1e10, np.zeros_like(z))
+
+    # within z0 +- REACH: a direction the density does not bound (a flat likelihood on a
+    # half-line) stops there and gets a wide Gaussian instead of running off
+    r = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=list(zip(z0 - REACH, z0 + REACH)),
+                 options={"maxiter": max_iter, "gtol": 1e-8})
+    z = r.x if r.fun <= v0 else z0
+    h = 1e-4 * np.maximum(1.0, np.abs(z))
+    cols = []
+    for i in range(z.size):
+        e = np.zeros_like(z)
+        e[i] = h[i]
+        (vp, gp), (vm, gm) = u(z + e), u(z - e)
+        if vp is None or vm is None:
+            return z, None, "no Laplace approximation: a gradient near the mode failed; identity mass matrix"
+        cols.append((gp - gm) / (2 * h[i]))
+    H = np.column_stack(cols)
+    lam, V = np.linalg.eigh(0.5 * (H + H.T))
+    lam = np.abs(lam)
+    lam = np.maximum(lam, 1e-8 * max(float(lam.max()), 1e-300))
+    return z, (V / lam) @ V.T, f"mass matrix seeded by the Laplace approximation ({r.nit} L-BFGS iterations)"
+
+
+def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance: float, memory: float = 0.0):
+    """(key, z0 (n_params,), inverse mass matrix (n_params, n_params) dense or (n_params,))
+    -> (z (n, n_params), logdensity (n,), divergent (n,), acceptance (n,), step size,
+    tree depth (n,)): `warmup` steps of Stan's windowed adaptation (blackjax's schedule, dual
     averaging of the step size, Welford estimates of the mass matrix at the ends of the slow
-    windows; what `blackjax.window_adaptation` runs), then n NUTS draws, in one scan through
-    one NUTS kernel, so the model's program appears in it once."""
+    windows; what `blackjax.window_adaptation` runs) from the given inverse mass matrix, then
+    n NUTS draws, in one scan through one NUTS kernel, so the model's program appears in it
+    once. memory: at each slow window's end the new inverse mass matrix is (c C + memory M)
+    / (c + memory) of the window's estimate C (c draws) and the one before, M (0: Stan's)."""
     import jax
     import jax.numpy as jnp
 
@@ -304,46 +380,57 @@ def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance:
     kernel = blackjax.mcmc.nuts.build_kernel()
     mm_init, mm_update, mm_final = adaptation.mass_matrix.mass_matrix_adaptation(not dense)
     da_init, da_update, da_final = adaptation.step_size.dual_averaging_adaptation(target_acceptance)
-    schedule = np.zeros((warmup + n, 2), dtype=int)
+    schedule = np.zeros((warmup + n, 3), dtype=int)
     if warmup:
-        schedule[:warmup] = np.asarray(adaptation.window_adaptation.build_schedule(int(warmup)), dtype=int)
+        schedule[:warmup, :2] = np.asarray(adaptation.window_adaptation.build_schedule(int(warmup)), dtype=int)
+        start = 0
+        for i in range(warmup):  # the length of the slow window that ends at i
+            if schedule[i, 0] == 0:
+                start = i + 1
+            elif schedule[i, 1] == 1:
+                schedule[i, 2], start = i + 1 - start, i + 1
 
-    def adapt(ss, mm, stage, window_end, position, acceptance):
+    def adapt(ss, mm, stage, window_end, count, position, acceptance):
         ss = da_update(ss, acceptance)
         mm = jax.lax.cond(stage == 1, lambda m: mm_update(m, position), lambda m: m, mm)
 
         def end(args):  # a slow window's end: its mass matrix, the step size restarted
             ss, mm = args
-            return da_init(da_final(ss)), mm_final(mm)
+            new = mm_final(mm)
+            w = count / (count + memory)
+            return da_init(da_final(ss)), new._replace(
+                inverse_mass_matrix=w * new.inverse_mass_matrix + (1 - w) * mm.inverse_mass_matrix)
 
         return jax.lax.cond(window_end == 1, end, lambda a: a, (ss, mm))
 
-    def chain(key, z0):
-        ss, mm = da_init(1.0), mm_init(z0.size)
+    def chain(key, z0, imm0):
+        ss, mm = da_init(1.0), mm_init(z0.size)._replace(inverse_mass_matrix=jnp.asarray(imm0, dtype=z0.dtype))
         state = blackjax.mcmc.nuts.init(z0, logdensity)
 
         def step(carry, inputs):
             st, ss, mm = carry
-            k, i, stage, window_end = inputs
+            k, i, stage, window_end, count = inputs
             warm = i < warmup
             step_size = jnp.where(warm, jnp.exp(ss.log_step_size), da_final(ss))
             st, info = kernel(k, st, logdensity, step_size, mm.inverse_mass_matrix)
-            ss2, mm2 = adapt(ss, mm, stage, window_end, st.position, info.acceptance_rate)
+            ss2, mm2 = adapt(ss, mm, stage, window_end, count, st.position, info.acceptance_rate)
             ss, mm = jax.tree.map(lambda a, b: jnp.where(warm, a, b), (ss2, mm2), (ss, mm))
-            return (st, ss, mm), (st.position, st.logdensity, info.is_divergent, info.acceptance_rate, step_size)
+            return (st, ss, mm), (st.position, st.logdensity, info.is_divergent, info.acceptance_rate, step_size,
+                                  info.num_integration_steps)
 
         inputs = (jax.random.split(key, warmup + n), jnp.arange(warmup + n), jnp.asarray(schedule[:, 0]),
-                  jnp.asarray(schedule[:, 1]))
-        _, (zs, lp, div, acc, h) = jax.lax.scan(step, (state, ss, mm), inputs)
-        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], h[-1]
+                  jnp.asarray(schedule[:, 1]), jnp.asarray(schedule[:, 2], dtype=z0.dtype))
+        _, (zs, lp, div, acc, h, steps) = jax.lax.scan(step, (state, ss, mm), inputs)
+        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], h[-1], steps
 
     return chain
 
 
-def _am_chain(logdensity, n: int, warmup: int, cov0=None):
-    """(key, z0 (n_params,)) -> as `_nuts_chain`: adaptive Metropolis (pyPESTO's update of
-    the mean, covariance and scale, Haario et al. 2001) for `warmup` steps, adapting, then
-    n draws with the proposal held; the last output is the proposal's scale factor."""
+def _am_chain(logdensity, n: int, warmup: int):
+    """(key, z0 (n_params,), proposal covariance at the start (n_params, n_params)) -> as
+    `_nuts_chain`: adaptive Metropolis (pyPESTO's update of the mean, covariance and scale,
+    Haario et al. 2001) for `warmup` steps, adapting, then n draws with the proposal held;
+    the fifth output is the proposal's scale factor, the last ones (one evaluation a step)."""
     import jax
     import jax.numpy as jnp
 
@@ -355,9 +442,8 @@ def _am_chain(logdensity, n: int, warmup: int, cov0=None):
         e, V = jnp.linalg.eigh(cov)
         return z + V @ (jnp.sqrt(jnp.maximum(e, 0.0)) * jax.random.normal(key, z.shape))
 
-    def chain(key, z0):
-        d = z0.size
-        c0 = jnp.eye(d) if cov0 is None else jnp.asarray(cov0)
+    def chain(key, z0, cov0):
+        c0 = jnp.asarray(cov0, dtype=z0.dtype)
         lp0 = logdensity(z0)
 
         def step(carry, inputs):
@@ -387,45 +473,66 @@ def _am_chain(logdensity, n: int, warmup: int, cov0=None):
         c0 = regularise(c0)
         carry = (z0, lp0, z0, c0, jnp.asarray(1.0), c0)
         carry, (zs, lp, div, acc) = jax.lax.scan(step, carry, (keys, ks, adapting))
-        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], carry[4]
+        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], carry[4], jnp.ones(total, dtype=int)
 
     return chain
 
 
-def _run(chain, keys, Z0, vmapped: bool):
-    """Compile and run the chains: one vmapped program, or the one-chain program per chain.
-    Returns (outputs stacked over chains, compile seconds, run seconds)."""
+def _run(chain, keys, Z0, start, vmapped: bool, threads: int = 1):
+    """Compile and run the chains from Z0 (chains, n_params), `start` (the inverse mass matrix
+    or proposal covariance) shared: one vmapped program (every chain waits for the slowest
+    at each step), or the one-chain program compiled once and run for each chain, on
+    `threads` threads at once. Returns (outputs stacked over chains, timings: compile,
+    sampling (wall seconds), compile_cpu, sampling_cpu (process CPU seconds))."""
     import jax
 
+    start = np.asarray(start, dtype=np.float64)
+    began, cpu = time.perf_counter(), time.process_time()
     if vmapped:
-        began = time.perf_counter()
-        exe = jax.jit(jax.vmap(chain)).lower(keys, Z0).compile()
-        compiled = time.perf_counter()
-        out = jax.block_until_ready(exe(keys, Z0))
-        return tuple(np.asarray(o) for o in out), compiled - began, time.perf_counter() - compiled
-    began = time.perf_counter()
-    exe = jax.jit(chain).lower(keys[0], Z0[0]).compile()
-    compiled = time.perf_counter()
-    outs = [jax.block_until_ready(exe(k, z)) for k, z in zip(keys, Z0)]
-    return (tuple(np.stack([np.asarray(o[i]) for o in outs]) for i in range(len(outs[0]))),
-            compiled - began, time.perf_counter() - compiled)
+        exe = jax.jit(jax.vmap(chain, in_axes=(0, 0, None))).lower(keys, Z0, start).compile()
+    else:
+        exe = jax.jit(chain).lower(keys[0], Z0[0], start).compile()
+    compiled, cpu_compiled = time.perf_counter(), time.process_time()
+    if vmapped:
+        out = tuple(np.asarray(o) for o in jax.block_until_ready(exe(keys, Z0, start)))
+    else:
+        def one(c):
+            return jax.block_until_ready(exe(keys[c], Z0[c], start))
+
+        if threads > 1 and len(Z0) > 1:
+            with ThreadPoolExecutor(min(threads, len(Z0))) as pool:
+                outs = list(pool.map(one, range(len(Z0))))
+        else:
+            outs = [one(c) for c in range(len(Z0))]
+        out = tuple(np.stack([np.asarray(o[i]) for o in outs]) for i in range(len(outs[0])))
+    return out, {"compile": compiled - began, "sampling": time.perf_counter() - compiled,
+                 "compile_cpu": cpu_compiled - cpu, "sampling_cpu": time.process_time() - cpu_compiled}
 
 
-def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int = 4, warmup: int = 500,
+def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int = 4, warmup: int | None = None,
            sigma=None, log_params: bool = True, bounds=None, priors: bool = True, seed: int = 0,
            start=None, target_acceptance: float = 0.8, dense_mass: bool | None = None,
-           backend: str = "auto") -> SampleResult:
+           mass_matrix="laplace", backend: str = "auto", vmap_chains: bool = False,
+           threads: int | None = None) -> SampleResult:
     """Sample the posterior of the estimated parameters.
 
     target: as for `sensitivity.profile` (a fit result, a Problem with `data`, a PEtab
     problem); priors: PEtab's objective priors (flat on the estimation scale within the
     bounds where a parameter has none; always flat for a `Problem`). method: "nuts" (exact
     gradients) | "adaptive_metropolis" (gradient-free; see the module). n: draws per chain
-    after `warmup` adaptation steps, from the estimate (`start`: another point (n_params,)
-    on the estimation scale) jittered by 1e-3. dense_mass: NUTS adapts a dense mass matrix
-    (default: with at most 50 parameters), which follows correlated parameters in far fewer
-    leapfrog steps than a diagonal one. backend: "auto" | "jax" (all chains as one vmapped
-    program traced through the solve) | "callback" (the nllh on the host, chain after chain).
+    after `warmup` adaptation steps (default: 200 for NUTS from the Laplace approximation,
+    else 500). mass_matrix (NUTS): "laplace" (default: the chains start from draws of the
+    Gaussian at the posterior's mode on the sampling scale, and its covariance, the inverse
+    Hessian there, seeds the adaptation, so warm-up needs few steps) | "identity" (Stan's
+    start: the identity, chains from the estimate jittered by 1e-3) | an inverse mass matrix
+    (n_params, n_params) on the sampling scale. `start`: another point (n_params,) on the
+    estimation scale to start from (the mode is searched from it). dense_mass: NUTS adapts a
+    dense mass matrix (default: with at most 50 parameters), which follows correlated
+    parameters in far fewer leapfrog steps than a diagonal one. backend: "auto" | "jax" (the
+    nllh traced through the solve) | "callback" (the nllh on the host). vmap_chains: the
+    traced chains as one vmapped program (each step waits for the chain with the longest
+    trajectory) instead of one compiled chain run for each chain (the default), on `threads`
+    threads at once (default: as many as chains and CPU cores allow; 1: one after another).
     Returns a `SampleResult` (estimation scale).
     """
     import jax
@@ -439,9 +546,16 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
     if backend not in BACKENDS:
         raise InputError(f"backend = '{backend}' is unknown{did_you_mean(backend, BACKENDS)}; "
                          f"valid: {', '.join(BACKENDS)}")
+    if isinstance(mass_matrix, str) and mass_matrix not in MASS:
+        raise InputError(f"mass_matrix = '{mass_matrix}' is unknown{did_you_mean(mass_matrix, MASS)}; "
+                         f"valid: {', '.join(MASS)} or an array (n_params, n_params)")
+    seeded = method == "nuts" and not (isinstance(mass_matrix, str) and mass_matrix == "identity")
+    if warmup is None:
+        warmup = WARMUP_SEEDED if seeded else WARMUP
     for name, v in (("n", n), ("chains", chains), ("warmup", warmup)):
         if not isinstance(v, (int, np.integer)) or v < (0 if name == "warmup" else 1):
             raise InputError(f"{name} = {v!r} must be a positive whole number")
+    n_threads = min(int(chains), os.cpu_count() or 1) if threads is None else int(threads)
     began, cpu = time.perf_counter(), time.process_time()
     lik, x_hat, notes = _resolve(target, data, sigma, log_params, bounds, priors)
     names = tuple(lik.names)
@@ -449,13 +563,40 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         x_hat = np.asarray(start, dtype=np.float64)
         if x_hat.shape != (len(names),):
             raise InputError(f"start has shape {x_hat.shape}; expected ({len(names)},) on the estimation scale")
+    d = len(names)
     transform = _Map(lik.lower, lik.upper)
     z_hat = transform.inverse(x_hat)
-    dense = len(names) <= 50 if dense_mass is None else bool(dense_mass)
+    dense = d <= 50 if dense_mass is None else bool(dense_mass)
     key = jax.random.PRNGKey(seed)
     k_init, k_chains = jax.random.split(key)
-    Z0 = np.asarray(z_hat[None, :] + 1e-3 * np.asarray(jax.random.normal(k_init, (int(chains), z_hat.size))))
+    eps = np.asarray(jax.random.normal(k_init, (int(chains), d)))
     keys = jax.random.split(k_chains, int(chains))
+    cov = None
+    t_laplace = 0.0
+    if seeded and isinstance(mass_matrix, str):
+        t0 = time.perf_counter()
+        z_hat, cov, note = _laplace(lik, transform, z_hat)
+        t_laplace = time.perf_counter() - t0
+        notes += (note,)
+    elif seeded:
+        cov = np.asarray(mass_matrix, dtype=np.float64)
+        if cov.shape != (d, d):
+            raise InputError(f"mass_matrix has shape {cov.shape}; expected ({d}, {d}) on the sampling scale")
+    if cov is not None:  # starts: draws of the Gaussian, shrunk towards the mode where a solve fails
+        lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
+        root = V * np.sqrt(np.maximum(lam, 0.0))
+        Z0 = np.empty((int(chains), d))
+        for c in range(int(chains)):
+            for shrink in (1.0, 0.5, 0.25, 0.1, 0.0):
+                Z0[c] = z_hat + shrink * root @ eps[c] + (1e-3 * eps[c] if shrink == 0.0 else 0.0)
+                if math.isfinite(lik.value(transform.derivatives(Z0[c])[0])):
+                    break
+        imm = cov if dense else np.diag(cov)
+        memory = LAPLACE_MEMORY
+    else:
+        Z0 = z_hat[None, :] + 1e-3 * eps
+        imm = (np.eye(d) if dense else np.ones(d)) if method == "nuts" else np.eye(d)
+        memory = 0.0
 
     def build(loglik):
         def logdensity(z):
@@ -463,13 +604,13 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
             return loglik(x) + logj
 
         if method == "nuts":
-            return _nuts_chain(logdensity, n, warmup, dense, target_acceptance)
+            return _nuts_chain(logdensity, n, warmup, dense, target_acceptance, memory)
         return _am_chain(logdensity, n, warmup)
 
     out = None
     if backend != "callback" and hasattr(lik, "nllh_function"):
         try:
-            out, t_compile, t_run = _run(build(_traced_loglik(lik)), keys, Z0, vmapped=True)
+            out, times = _run(build(_traced_loglik(lik)), keys, Z0, imm, vmapped=vmap_chains, threads=n_threads)
             used = "jax"
         except Exception as exc:  # a likelihood that cannot be traced: on the host instead
             if backend == "jax":
@@ -480,9 +621,9 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         raise InputError(f"backend = 'jax': this likelihood ({type(lik).__name__}) has no traceable nllh; "
                          "use backend='callback'")
     if out is None:
-        out, t_compile, t_run = _run(build(_host_loglik(lik, gradient=method == "nuts")), keys, Z0, vmapped=False)
+        out, times = _run(build(_host_loglik(lik, gradient=method == "nuts")), keys, Z0, imm, vmapped=False)
         used = "callback"
-    Z, lp_z, div, acc, step = out
+    Z, lp_z, div, acc, step, evaluations = out
     X = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[0]))(Z))
     logj = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[1]))(Z))
     lp = lp_z - logj
@@ -501,8 +642,9 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
     return SampleResult(names, tuple(lik.scales), X, lp, div.astype(bool), acc, np.asarray(step, dtype=np.float64),
                         np.array([float(rhat[k]) for k in names]), np.array([float(ess_b[k]) for k in names]),
                         np.array([float(ess_t[k]) for k in names]), method, notes,
-                        {"wall": time.perf_counter() - began, "compile": t_compile, "sampling": t_run,
-                         "cpu": time.process_time() - cpu}, used, lik)
+                        {"wall": time.perf_counter() - began, **times, "laplace": t_laplace,
+                         "cpu": time.process_time() - cpu}, used, lik,
+                        np.asarray(evaluations))
 
 
 # --------------------------------------------------------------------------- posterior predictive
