@@ -61,7 +61,8 @@ def band(value, sigma, transformation) -> tuple[np.ndarray, np.ndarray]:
     tr = np.broadcast_to(np.asarray(transformation, dtype=object), y.shape)
     base = np.array([{"log": math.e, "log10": 10.0}.get(str(t), 0.0) for t in tr.ravel()]).reshape(y.shape)
     mult = base > 0
-    factor = np.power(np.where(mult, base, 1.0), np.where(mult, s, 0.0))
+    with np.errstate(over="ignore"):  # a sigma of hundreds on a log scale: a band to infinity
+        factor = np.power(np.where(mult, base, 1.0), np.where(mult, s, 0.0))
     return np.where(mult, y / factor, y - s), np.where(mult, y * factor, y + s)
 
 
@@ -79,7 +80,8 @@ class Curves:
     parameters differ between time points: no grid, drawn at the measurement times;
     band_at_measured: those whose noise parameters differ: the line on the grid (its sigma
     that of the first measured row), the band at the measurement times; not_finite: those
-    whose simulation is not finite (NaN) at some grid times. transformations:
+    whose simulation is not finite (NaN) at some grid times; unbounded: those whose band is
+    (a sigma of hundreds on a log scale). transformations:
     observableId -> lin | log | log10. names: observableId -> observableName. notes: what the
     figures could not do."""
 
@@ -91,6 +93,7 @@ class Curves:
     notes: list = field(default_factory=list)
     band_at_measured: set = field(default_factory=set)
     not_finite: set = field(default_factory=set)
+    unbounded: set = field(default_factory=set)
 
 
 def _column(df, col):
@@ -172,9 +175,17 @@ def fit_curves(measurements, observables, simulate, n_grid: int = 200, starts=No
                            & (grid[SIM] == sim).to_numpy()))
         notes.append(f"observable '{o}' under '{_experiment(pre, sim)}': the simulation is not finite at {n_bad} "
                      "grid times (not drawn there)")
+    unbounded_keys = set()
+    for o in trans:
+        sel = (grid[OBS] == o).to_numpy() & ~bad
+        unbounded = sel & ~np.isfinite(grid["upper"].to_numpy(float))
+        if unbounded.any():
+            unbounded_keys |= set(zip(grid.loc[unbounded, OBS], grid.loc[unbounded, PRE], grid.loc[unbounded, SIM]))
+            notes.append(f"observable '{o}': sigma up to {np.nanmax(grid.loc[unbounded, 'sigma']):.3g} on its "
+                         f"{trans[o]} scale: a noise band without bound, not drawn")
     if np.any(np.isinf(t)):
         notes.append("measurements at time = inf (steady state) are drawn at the right edge of time axes")
-    return Curves(mdf, grid, at_measured, trans, names, notes, band_at_measured, not_finite)
+    return Curves(mdf, grid, at_measured, trans, names, notes, band_at_measured, not_finite, unbounded_keys)
 
 
 def _experiment(pre: str, sim: str) -> str:
@@ -303,7 +314,9 @@ def _figure_notes(curves: Curves, keys) -> list[str]:
                         (curves.band_at_measured, f"{NP} differ between time points under {{}}: noise band drawn "
                                                   "at the measurement times only"),
                         (curves.not_finite, "the simulation is not finite at some grid times under {}: not drawn "
-                                            "there")):
+                                            "there"),
+                        (curves.unbounded, "sigma is so large under {} that the noise band has no bound: not "
+                                           "drawn")):
         for o in dict.fromkeys(k[0] for k in keys):
             exps = [_experiment(pre, sim) for (oo, pre, sim) in keys if oo == o and (oo, pre, sim) in group]
             if exps:

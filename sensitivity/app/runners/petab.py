@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from ...analyses.design import design
 from ...analyses.identifiability import identifiability
 from ...analyses.likelihood import PetabLikelihood, multistart
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, InputError, SolverError
 from ...importers import petab, petab_rows
 from ...importers.petab_v2 import T0
 from ...plots import petab as petab_plots
@@ -295,9 +295,12 @@ def plot_fit(prob, folder: Path, x=None, n_grid: int = 200) -> list[Path]:
         return out.simulation, out.sigma
 
     P = prob.petab
-    files, notes = petab_plots.fit_figures(mdf, P.observable_df, simulate, folder, conditions=P.condition_df,
-                                           visualization=getattr(P, "visualization_df", None), title=prob.model.id,
-                                           n_grid=n_grid, starts=starts)
+    try:
+        files, notes = petab_plots.fit_figures(mdf, P.observable_df, simulate, folder, conditions=P.condition_df,
+                                               visualization=getattr(P, "visualization_df", None),
+                                               title=prob.model.id, n_grid=n_grid, starts=starts)
+    except (SolverError, InputError) as exc:  # the figures fail, the results stand
+        files, notes = [], [f"no figures: the simulation for them failed: {exc}"]
     if notes:
         (folder / "notes.txt").write_text("\n".join(notes) + "\n")
         files.append(folder / "notes.txt")
