@@ -6,7 +6,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from sensitivity.solvers import compat
 
@@ -17,19 +16,6 @@ def test_linear_rescale_maps_t_into_0_1_and_handles_equal_ends():
     assert float(compat.linear_rescale(2.0, 2.0, 2.0)) == 0.0  # t0 == t1: zero, not NaN
     grads = jax.grad(lambda a: compat.linear_rescale(a, a, a), argnums=0)(2.0)
     assert float(grads) == 0.0
-
-
-def test_very_chord_state_is_the_state_verychord_builds():
-    assert issubclass(compat.VeryChordState, eqx.Module)
-    rf = diffrax.VeryChord(rtol=1e-6, atol=1e-6)
-    y = jnp.ones(2)
-    state = rf.init(lambda y, a: (y - 1.0, None), y, None, {}, jax.eval_shape(lambda: y), None, frozenset())
-    assert type(state) is compat.VeryChordState
-    # the fields the Jacobian-reuse chord fills in
-    fields = set(compat.VeryChordState.__dataclass_fields__)
-    assert {"linear_state", "diff", "diffsize", "diffsize_prev", "result", "step"} <= fields
-    compat.VeryChordState(linear_state=state.linear_state, diff=y, diffsize=jnp.array(1.0),
-                          diffsize_prev=jnp.array(1.0), result=optx.RESULTS.successful, step=jnp.array(0))
 
 
 def test_chord_small_is_true_below_float_resolution_only():

@@ -7,8 +7,6 @@ Public names are used wherever they exist; what is left here has no public equiv
 
 - `linear_rescale(t0, t, t1)`: diffrax's (t - t0) / (t1 - t0) with the t0 == t1 case
   giving 0 and zero gradients; the Rosenbrock dense output evaluates its polynomial with it.
-- `VeryChordState`: the state of diffrax's `VeryChord` root finder; the Jacobian-reusing
-  chord builds one holding an already factorised matrix.
 - `chord_small(diffsize)`: `VeryChord`'s test that the Newton increment is below the
   floating-point resolution (stop: converged).
 - `Static`: equinox's wrapper that keeps a Python value out of the pytree's leaves
@@ -32,12 +30,11 @@ import equinox as eqx
 import numpy as np
 from diffrax._misc import linear_rescale
 from diffrax._root_finder._verychord import _small as chord_small
-from diffrax._root_finder._verychord import _VeryChordState as VeryChordState
 from equinox._enum import EnumerationItem
 
 Static = eqx.internal.Static
 
-__all__ = ["EnumerationItem", "Static", "VeryChordState", "chord_small", "equinox_errors_module",
+__all__ = ["EnumerationItem", "Static", "chord_small", "equinox_errors_module",
            "linear_rescale", "result_code", "result_item", "result_names", "while_loop"]
 
 

@@ -40,6 +40,7 @@ the class; `solvers.linear.solver_for` builds it for problems on the banded path
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import diffrax
@@ -52,6 +53,7 @@ import optimistix as optx
 
 from . import banded
 from .compat import chord_small
+from .newton import reuse
 from .newton.chord import Chord
 from .rosenbrock import _solve_columns, _solve_t_columns
 
@@ -65,13 +67,21 @@ class _Op:
 
 
 class DenseNewton:
-    """Dense M = I - gh J: J by n JVPs (`jax.jacfwd`), LAPACK LU."""
+    """Dense M = I - gh J: J (n, n) by n JVPs (`jax.jacfwd`), LAPACK LU."""
 
     key = ("dense",)
 
-    def newton_factors(self, f_y, y, gh):
-        J = jax.jacfwd(f_y)(y)
-        return jsl.lu_factor(jnp.eye(y.shape[0], dtype=y.dtype) - gh * J)
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, DenseNewton)
+
+    def jacobian(self, f_y, y):
+        return jax.jacfwd(f_y)(y)
+
+    def factor(self, jac, gh):
+        return jsl.lu_factor(jnp.eye(jac.shape[0], dtype=jac.dtype) - gh * jac)
 
     def linear_factors(self, g, y):
         """LU of the matrix of the linear map g (n JVPs)."""
@@ -86,18 +96,31 @@ class DenseNewton:
 
 
 class BandedNewton:
-    """Block-tridiagonal M in the reordering of `layout`: c colour JVPs, `banded.factor`
-    (explicit block inverses for the chord matrix, used by ~10-20 solves per step; LU
-    blocks for the derivative matrices, used once per tangent direction)."""
+    """Block-tridiagonal M in the reordering of `layout`: J as (3, N, m, m) blocks from c
+    colour JVPs, `banded.factor` (explicit block inverses for the chord matrix, used by
+    ~10-20 solves per step; LU blocks for the derivative matrices, used once per tangent
+    direction)."""
 
     def __init__(self, layout: banded.Layout):
         self.layout = layout
         self.key = ("banded",) + layout.key
 
-    def newton_factors(self, f_y, y, gh):
-        def mv(v):
-            return v - gh * jax.jvp(f_y, (y,), (v,))[1]
-        return banded.factor(banded._blocks(self.layout, _Op(mv)), inverse=True)
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, BandedNewton) and other.key == self.key
+
+    def jacobian(self, f_y, y):
+        lay = self.layout
+        seeds = jnp.asarray(lay.seeds, dtype=y.dtype)
+        compressed = jax.vmap(lambda v: jax.jvp(f_y, (y,), (v,))[1])(seeds)  # (c, n) = (J S)^T
+        flat = jnp.concatenate([compressed.reshape(-1), jnp.zeros((1,), y.dtype)])
+        return flat[jnp.asarray(lay.gather)]  # padded rows are zero
+
+    def factor(self, jac, gh):
+        blocks = ((-gh) * jac).at[1].add(jnp.eye(self.layout.m, dtype=jac.dtype))
+        return banded.factor(blocks, inverse=True)
 
     def linear_factors(self, g, y):
         del y
@@ -138,17 +161,24 @@ class _Tab:
 
 class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
     """An ESDIRK method (the diffrax class `method`'s tableau, order and interpolation) whose
-    stage solves and their derivatives use `linear` (`DenseNewton()` or `BandedNewton(layout)`);
-    see the module docstring. Build it with `esdirk_class(diffrax.Kvaerno5)(linear=...)`.
+    stage solves and their derivatives use `linear` (`DenseNewton()`, the default, or
+    `BandedNewton(layout)`); see the module docstring. Build it with
+    `esdirk_class(diffrax.Kvaerno5)(linear=...)`.
 
     root_finder: a `chord.Chord` holding the Newton tolerances (by default the step-size
     controller's: `diffrax.with_stepsize_controller_tols`), its norm and kappa; only its
-    fields are read. root_find_max_steps: chord iterations per stage before failing."""
+    fields are read. root_find_max_steps: chord iterations per stage before failing.
+    max_age: None (a new Newton matrix every step), or keep J and its factors across steps
+    in the solver state (`newton.reuse`: re-evaluate J after max_age accepted steps,
+    refactorise when gamma h changed by more than dgmax, redo a step whose Newton failed
+    on a stale J)."""
 
     linear: Any = eqx.field(static=True, default=None)
     root_finder: optx.AbstractRootFinder = eqx.field(
         default_factory=lambda: diffrax.with_stepsize_controller_tols(Chord)())
     root_find_max_steps: int = eqx.field(static=True, default=10)
+    max_age: int | None = eqx.field(static=True, default=None)
+    dgmax: float = eqx.field(static=True, default=reuse.DGMAX)
 
     method: ClassVar[type]
     term_structure: ClassVar = diffrax.AbstractTerm
@@ -157,14 +187,27 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
     def order(self, terms):
         return self.method().order(terms)
 
-    def init(self, terms, t0, t1, y0, args):
-        return jnp.array(True), jnp.zeros_like(y0)
-
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
 
     def _lin(self):
         return DenseNewton() if self.linear is None else self.linear
+
+    def init(self, terms, t0, t1, y0, args):
+        """(first step, f at the last stage (FSAL), `reuse.Cache` or None)."""
+        if jnp.ndim(y0) != 1:
+            raise ValueError(f"{type(self).__name__} solves 1-D states, got shape {jnp.shape(y0)}")
+        if self.max_age is None:
+            return jnp.array(True), jnp.zeros_like(y0), None
+        lin = self._lin()
+        zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
+        jac = jax.tree_util.tree_map(zeros, jax.eval_shape(
+            lambda y: lin.jacobian(lambda v: jnp.asarray(terms.vf(t0, v, args), y0.dtype), y), y0))
+        factors = jax.tree_util.tree_map(zeros, jax.eval_shape(lambda j: lin.factor(j, 1.0), jac))
+        zero = jnp.array(0, dtype=jnp.int32)
+        cache = reuse.Cache(jac, jnp.array(jnp.nan, dtype=y0.dtype), factors,
+                            jnp.array(self.max_age, dtype=jnp.int32), zero, zero, zero)
+        return jnp.array(True), jnp.zeros_like(y0), cache
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         if jnp.ndim(y0) != 1:
@@ -172,7 +215,7 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
         tab = _Tab(self.method)
         lin = self._lin()
         dtype = y0.dtype
-        first, f_saved = solver_state
+        first, f_saved, cache = solver_state
         h = jnp.asarray(terms.contr(t0, t1), dtype)
         dt = t1 - t0
         gh = tab.gamma * h
@@ -182,11 +225,65 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
 
         f0 = jax.lax.cond(first | made_jump, lambda: vf(t0, y0), lambda: f_saved)
 
-        # the chord matrix at (t0, y0): steers the iteration only, no derivative
+        # the chord matrix (J at (t0, y0) of this step or an earlier one): steers the
+        # iteration only, no derivative
         sg = jax.lax.stop_gradient
         args_sg = jax.tree_util.tree_map(lambda a: sg(a) if eqx.is_array(a) else a, args)
-        t0_sg = sg(t0)
-        factors = lin.newton_factors(lambda y: jnp.asarray(terms.vf(t0_sg, y, args_sg), dtype), sg(y0), sg(gh))
+        t0_sg, y_sg, gh_sg = sg(t0), sg(y0), sg(gh)
+
+        def f_sg(y):
+            return jnp.asarray(terms.vf(t0_sg, y, args_sg), dtype)
+
+        if self.max_age is None:
+            fs, ok = self._stages(tab, lin, vf, t0, t1, dt, y0, h, gh, f0,
+                                  lin.factor(lin.jacobian(f_sg, y_sg), gh_sg), 1.0)
+            new_cache = None
+        else:
+            fs, ok, new_cache = self._reuse(tab, lin, vf, t0, t1, dt, y0, h, gh, f0, f_sg, y_sg, gh_sg,
+                                            sg(cache), made_jump)
+        ks = h * fs
+        y1 = y0 + jnp.asarray(tab.b, dtype) @ ks
+        y_error = jnp.where(ok, jnp.asarray(tab.b_err, dtype) @ ks, jnp.inf)
+        dense_info = dict(y0=y0, y1=y1, k=ks)
+        result = diffrax.RESULTS.where(ok, diffrax.RESULTS.successful,
+                                       diffrax.RESULTS.promote(optx.RESULTS.nonlinear_divergence))
+        return y1, y_error, dense_info, (jnp.array(False), fs[-1], new_cache), result
+
+    def _reuse(self, tab, lin, vf, t0, t1, dt, y0, h, gh, f0, f_sg, y_sg, gh_sg, cache, made_jump):
+        """The stages with the cached J / factors (`newton.reuse`'s rules): (fs, ok, cache)."""
+        need0 = (cache.age >= self.max_age) | jnp.asarray(made_jump)
+
+        def attempt(force):
+            need = need0 | force
+
+            def fresh():
+                return dataclasses.replace(cache, jac=lin.jacobian(f_sg, y_sg), age=jnp.zeros_like(cache.age),
+                                           n_jac=cache.n_jac + 1)
+
+            c = jax.lax.cond(need, fresh, lambda: cache)
+            refactor = need | ~(jnp.abs(reuse.ratio(gh_sg, c.gh) - 1.0) <= self.dgmax)  # NaN: refactor
+
+            def refac():
+                return dataclasses.replace(c, factors=lin.factor(c.jac, gh_sg), gh=gh_sg, n_factor=c.n_factor + 1)
+
+            c = jax.lax.cond(refactor, refac, lambda: c)
+            fs, ok = self._stages(tab, lin, vf, t0, t1, dt, y0, h, gh, f0, c.factors,
+                                  reuse.correction_scale(gh_sg, c.gh))
+            return fs, ok, c, need
+
+        fs1, ok1, c1, fresh1 = attempt(jnp.array(False))
+
+        def second():
+            fs2, ok2, c2, _ = attempt(jnp.array(True))
+            return fs2, ok2, dataclasses.replace(c2, n_retry=c2.n_retry + 1)
+
+        fs, ok, c = jax.lax.cond(~ok1 & ~fresh1, second, lambda: (fs1, ok1, c1))
+        return fs, ok, jax.lax.stop_gradient(dataclasses.replace(c, age=c.age + 1))
+
+    def _stages(self, tab, lin, vf, t0, t1, dt, y0, h, gh, f0, factors, scale):
+        """fs (s, n): f at every stage, and whether every stage's Newton iteration
+        converged; the chord iterations solve with `factors` times `scale`."""
+        dtype = y0.dtype
         rf = self.root_finder
         max_steps = self.root_find_max_steps
 
@@ -196,10 +293,9 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
 
             def body(st):
                 x, size, _, k, _, _ = st
-                diff = lin.solve(factors, F(x))
+                diff = scale * lin.solve(factors, F(x))
                 new = x - diff
-                scale = rf.atol + rf.rtol * jnp.abs(new)
-                new_size = rf.norm(diff / scale)
+                new_size = rf.norm(diff / (rf.atol + rf.rtol * jnp.abs(new)))
                 finite = jnp.all(jnp.isfinite(new))
                 new = jnp.where(finite, new, x)
                 new_size = jnp.where(finite, new_size, jnp.inf)
@@ -214,8 +310,8 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
                 fail = two & ~small & diverged & ~converged
                 return new, new_size, size, k, done, fail
 
-            inf = jnp.array(jnp.inf, dtype)
-            init = (guess, inf, jnp.array(1.0, dtype), jnp.array(0), jnp.array(False), jnp.array(False))
+            init = (guess, jnp.array(jnp.inf, dtype), jnp.array(1.0, dtype), jnp.array(0),
+                    jnp.array(False), jnp.array(False))
             x, _, _, _, done, fail = jax.lax.while_loop(cond, body, init)
             # a float flag: custom_root gives aux a zero tangent of its own dtype (bool fails)
             return x, jnp.where(done & ~fail, 1.0, 0.0).astype(dtype)
@@ -226,8 +322,7 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
                                                lambda _, r: lin.solve_t(tf, r))
 
         A, P, c = (jnp.asarray(x, dtype) for x in (tab.A, tab.P, tab.c))
-        s = tab.s
-        fs = jnp.zeros((s,) + y0.shape, dtype).at[0].set(f0)
+        fs = jnp.zeros((tab.s,) + y0.shape, dtype).at[0].set(f0)
 
         def stage(carry, i):
             fs, ok = carry
@@ -240,14 +335,8 @@ class ESDIRK(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
             fi, ok_i = jax.lax.custom_root(F, P[i] @ fs, chord, tangent_solve, has_aux=True)
             return (fs.at[i].set(fi), ok & (ok_i > 0.5)), None
 
-        (fs, ok), _ = jax.lax.scan(stage, (fs, jnp.array(True)), jnp.arange(1, s))
-        ks = h * fs
-        y1 = y0 + jnp.asarray(tab.b, dtype) @ ks
-        y_error = jnp.where(ok, jnp.asarray(tab.b_err, dtype) @ ks, jnp.inf)
-        dense_info = dict(y0=y0, y1=y1, k=ks)
-        result = diffrax.RESULTS.where(ok, diffrax.RESULTS.successful,
-                                       diffrax.RESULTS.promote(optx.RESULTS.nonlinear_divergence))
-        return y1, y_error, dense_info, (jnp.array(False), fs[-1]), result
+        (fs, ok), _ = jax.lax.scan(stage, (fs, jnp.array(True)), jnp.arange(1, tab.s))
+        return fs, ok
 
 
 _CLASSES: dict[type, type] = {}

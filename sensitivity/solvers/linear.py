@@ -29,8 +29,8 @@ Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n /
     banded  c JVPs + ~5 N m^3 flops (block LU) + N scan steps
 A solve with the factors costs 2 n^2 (dense) against ~4 n m (banded).
 
-Reuse across steps (the BDF/CVODES strategy) is in `reuse.py`, opt-in
-(`Problem(jacobian_reuse=True)`): an ESDIRK subclass whose solver state carries J, the
+Reuse across steps (the BDF/CVODES strategy, `newton/reuse.py`) is opt-in
+(`Problem(jacobian_reuse=True)`): `esdirk.ESDIRK` (dense or banded) whose state carries J, the
 gamma h it was factorised at and the factors, refreshed after 20 accepted steps, when gamma h
 changed by more than 30 %, or at once when the Newton iteration fails on a stale matrix.
 With the banded path a fresh Newton matrix costs c JVPs plus O(n m^2) flops, a few rhs
@@ -39,8 +39,8 @@ costs outweigh that (benchmarks/stiff_scaling.py --reuse measures it), hence off
 The root finder is `chord.Chord` (diffrax's VeryChord with a termination test that lets
 the iteration run past two steps); `integrate.solve` builds the solver with `solver_for`.
 
-Imports run one way: this module uses `esdirk`, `newton.reuse` (the reuse solver class,
-its notes), `rosenbrock` and `registry`; none of them imports this one.
+Imports run one way: this module uses `esdirk`, `newton.reuse` (its rules and notes),
+`rosenbrock` and `registry`; none of them imports this one.
 """
 
 from __future__ import annotations
@@ -205,10 +205,9 @@ def solver_for(problem, name: str, cls: type, structured: bool = True):
         return cls()
     choice = choose(problem) if structured else None
     layout = _layout(choice) if choice is not None and choice.kind == "banded" else None
-    if structured and reuse.enabled(problem) and name in ESDIRK:
-        return reuse.make(cls, problem.model.n_states, layout)
-    if layout is not None and name in ESDIRK:
-        return esdirk_class(cls)(linear=BandedNewton(layout))
+    if name in ESDIRK and structured and (layout is not None or reuse.enabled(problem)):
+        return esdirk_class(cls)(linear=None if layout is None else BandedNewton(layout),
+                                 max_age=reuse.MAX_AGE if reuse.enabled(problem) else None)
     if layout is not None:
         return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(linear_solver=BandedLU(layout)))
     return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)())
