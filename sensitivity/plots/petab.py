@@ -277,6 +277,30 @@ def _draw_data(ax, rows, xcol: str, color, x_offset=0.0, y_offset=0.0, data: str
                 elinewidth=0.8)
 
 
+def _limits(ax) -> bool:
+    """Narrow the y axis to the data and the simulation (the lines drawn, error bars
+    included) when the noise bands would stretch it more than 4-fold; True if it did."""
+    log = ax.get_yscale() == "log"
+    ys = [np.asarray(ln.get_ydata(), dtype=float).ravel() for ln in ax.lines]
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    y = y[np.isfinite(y) & (y > 0)] if log else y[np.isfinite(y)]
+    if y.size == 0:
+        return False
+    f, inv = (np.log10, lambda v: 10.0 ** v) if log else ((lambda v: v), (lambda v: v))
+    lo, hi = float(f(y.min())), float(f(y.max()))
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    cur = ax.get_ylim()
+    if log and min(cur) <= 0:
+        return False
+    if f(cur[1]) - f(cur[0]) <= 4 * span:
+        return False
+    ax.set_ylim(inv(lo - 0.15 * span), inv(hi + 0.15 * span))
+    return True
+
+
+BAND_CLIPPED = "the noise band reaches beyond the axis, which shows the data and the simulation"
+
+
 def _legend(ax, fontsize=6):
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
@@ -367,7 +391,8 @@ def observable_figures(curves: Curves, folder, title: str = "") -> list[Path]:
         ax.set_title((f"{title}: " if title else "") + f"{o} (lines: simulation, band: +- sigma, points: data)",
                      fontsize=8)
         _legend(ax)
-        _layout(fig, _figure_notes(curves, [(o, pre, sim) for pre, sim in exps]))
+        clipped = [BAND_CLIPPED] if _limits(ax) else []
+        _layout(fig, _figure_notes(curves, [(o, pre, sim) for pre, sim in exps]) + clipped)
         path = folder / f"{_safe(o)}.png"
         _finish(fig, path)
         files.append(path)
@@ -419,6 +444,8 @@ def visualization_figures(curves: Curves, visualization, conditions, folder, tit
                 ax.set_yscale("log")
             elif ys != "lin":
                 notes.append(f"yScale '{ys}' is unknown (lin, log, log10); linear axis")
+            if kind != "BarPlot" and _limits(ax):
+                notes.append(BAND_CLIPPED)
         if _text(first.get("xLabel", "")):
             ax.set_xlabel(_text(first["xLabel"]))
         if _text(first.get("yLabel", "")):
