@@ -174,3 +174,30 @@ def test_petab_gradient_weighs_against_the_nllh():
         assert numbers.check_petab(Problem(), x, gradient=grad, value=432.0) == []
     with pytest.warns(sens.NumericalWarning, match=r"petab_problem, inputs=\['sd_V'\]"):
         numbers.check_petab(Problem(), x, gradient=[3e-11, -9e-11, 1e40], value=432.0)
+
+
+def test_petab_fisher_far_from_the_data_weighs_against_the_number_of_measurements():
+    """Fujita_SciSignal2010 at a random start within the bounds: the simulations are near 0,
+    13 of 19 parameters have a sensitivity at rounding level (sqrt F_ii 1e-26 .. 1e-17), the
+    other 6 about 1e-4 (sqrt F_ii, central differences agree): the median rule alone flags
+    the 6; against sqrt(rows) they are ordinary. Built here as J^T J from columns of those
+    sizes."""
+    rng = np.random.default_rng(3)
+    rows, sizes = 120, np.r_[10.0 ** rng.uniform(-26, -17, 13), 10.0 ** rng.uniform(-4.5, -3.3, 6)]
+    J = rng.standard_normal((rows, 19))
+    J *= sizes / np.linalg.norm(J, axis=0)
+
+    class Problem:
+        x_names, scales = tuple(f"k{i}" for i in range(19)), ("log10",) * 19
+        measurements = range(rows)
+
+    x, F = np.zeros(19), J.T @ J
+    assert np.allclose(np.sqrt(np.diag(F)), sizes)
+    with pytest.warns(sens.NumericalWarning, match="k13"):
+        numbers.check_matrix(F, Problem.x_names)  # the median (1e-20 or so) alone would call it absurd
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert numbers.check_petab(Problem(), x, fisher=F) == []
+    J[:, 15] *= 1e18  # a derivative 1e18 x too big stands out against sqrt(rows) too
+    with pytest.warns(sens.NumericalWarning, match=r"k15: .*own scale 11\. .*inputs=\['k15'\]"):
+        assert numbers.check_petab(Problem(), x, fisher=J.T @ J) == ["k15"]

@@ -24,6 +24,7 @@ of the flagged inputs (empty when all is well). NumPy only: no JAX here.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -179,11 +180,17 @@ def check_jacobian(values, names: Sequence[str], what: str = "Jacobian", outputs
 
 
 def check_matrix(matrix, names: Sequence[str], what: str = "Fisher information", psd: bool = True,
-                 input_values=None, check: str | None = None, ratio: float = RATIO) -> list[str]:
+                 input_values=None, check: str | None = None, ratio: float = RATIO,
+                 scale: float | None = None) -> list[str]:
     """Warn when a symmetric matrix over the inputs (n_inputs, n_inputs) (a Hessian; a
     Fisher matrix with psd=True) is non-finite or absurd: each input's scale sqrt(|M_ii| x_i^2)
     (psd) or sqrt(max_j |M_ij x_i x_j|) against the others'; with psd=True also an eigenvalue below
-    -NEGATIVE_EIGENVALUE x the largest. Returns the flagged input names."""
+    -NEGATIVE_EIGENVALUE x the largest. scale: the matrix's own size in a gradient's units (for a
+    PEtab Fisher matrix sqrt(number of measurements): sqrt F_ii of a log-scale noise parameter
+    is sqrt(2 x its rows)); when given and nonzero, an input's scale must also exceed ratio x it
+    to be absurd. Far from the data most inputs can have a sensitivity at rounding level, which
+    puts the median there and any input that still matters beyond it. Returns the flagged
+    input names."""
     M = np.asarray(matrix, dtype=np.float64)
     names = list(names)
     if M.size == 0:
@@ -202,13 +209,15 @@ def check_matrix(matrix, names: Sequence[str], what: str = "Fisher information",
     scaled = np.abs(M) * np.outer(s, s)
     # in a gradient's units: sqrt F_ii (a Fisher matrix's diagonal bounds the rest), else the
     # largest entry of the row
-    scale = np.sqrt(np.diag(scaled) if psd else np.max(scaled, axis=1))
-    flags, median = _outliers(scale, ratio)
+    size = np.sqrt(np.diag(scaled) if psd else np.max(scaled, axis=1))
+    flags, median = _outliers(size, ratio)
+    flags &= _beyond_own(size, scale, ratio)
     if flags.any():
         flagged = _names(names, flags)
         diag = [f"{n}: {v:.3g}" for n, v, f in zip(names, np.diag(M), flags) if f][:6]
+        own = f" and {ratio:.0e} x the matrix's own scale {abs(scale):.3g}" if scale else ""
         _warn(what, f"the diagonal entries {', '.join(diag)} lie far beyond the others' scale "
-              f"(in a gradient's units, median {median:.3g})", flagged, check)
+              f"(in a gradient's units, median {median:.3g}){own}", flagged, check)
         return flagged
     if psd and M.shape[0] > 1 and not _no_negative_eigenvalue(M):
         lam, V = np.linalg.eigh(0.5 * (M + M.T))
@@ -242,12 +251,16 @@ def check_petab(problem, x, gradient=None, fisher=None, mode: str = "", value: f
     """The guard on a PEtab problem's nllh gradient (n_estimated,) (value: the nllh) or
     Fisher matrix (n_estimated, n_estimated) at x (on the parameter scales): linear-scale
     parameters are weighed by their value, log-scale ones as they are. `problem` has
-    x_names and scales."""
+    x_names and scales, and `measurements` (a table, one row per measurement) when the
+    Fisher matrix is to be weighed against its own scale: sqrt F_ii x_i is the change of the
+    simulations in noise sigmas per e-fold of the parameter, summed in squares over the rows,
+    so a sound one beyond 1e10 x sqrt(rows) is unheard of."""
     x = np.asarray(x, dtype=np.float64)
     lin = np.asarray(problem.scales) == "lin"
     values = np.where(lin, x, 1.0) if lin.any() else None
     if gradient is not None:
         return check_vector(gradient, problem.x_names, f"PEtab nllh gradient{f' ({mode} mode)' if mode else ''}",
                             values, check=_PETAB_CHECK, value=value)
+    rows = getattr(problem, "measurements", None)
     return check_matrix(fisher, problem.x_names, "PEtab Fisher information", psd=True, input_values=values,
-                        check=_PETAB_CHECK)
+                        check=_PETAB_CHECK, scale=None if rows is None else math.sqrt(max(len(rows), 1)))
