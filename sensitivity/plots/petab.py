@@ -220,6 +220,7 @@ def _draw_series(ax, curves: Curves, o: str, pre: str, sim: str, color, label: s
         line = g[(g[OBS] == o) & (g[PRE] == pre) & (g[SIM] == sim)]
         style = dict(ls="-")
     tt = line[TIME].to_numpy(float) + x_offset
+    label = f" {label}" if label.startswith("_") else label  # matplotlib hides labels that start with _
     ax.plot(tt, line["simulation"].to_numpy(float) + y_offset, color=color, label=label, lw=1.4, **style)
     if (o, pre, sim) in curves.band_at_measured:
         line = rows[np.isfinite(t_all)].sort_values(TIME, kind="stable")
