@@ -11,6 +11,9 @@ exit, the median of 5 (2 with --quick):
   cache and the toolkit's store of traced programs, if any).
 - validate: `sensitivity validate CONFIG` (no compiling).
 - models: `sensitivity models`.
+- floor: `python -c "import jax.numpy, diffrax, xarray, matplotlib.pyplot"`, the imports no
+  run can do without on this machine, measured interleaved with the warm runs; the warm
+  run's ratio to it is the machine-independent figure (target at most 1.3x).
 
 The table also gives the CPU time (user + system) of each process, which a loaded machine
 inflates less than the wall time.
@@ -38,14 +41,18 @@ RESULTS = Path(__file__).parent / "results"
 CPU: dict[float, float] = {}  # wall time of a run -> its CPU time (user + system)
 
 
+FLOOR = "import jax.numpy, diffrax, xarray, matplotlib.pyplot"
+
+
 def timed(args: list[str], cache: str) -> float:
-    """Wall seconds of one process; its CPU seconds (less sensitive to a loaded machine)
-    go into CPU."""
+    """Wall seconds of one process (`python -m sensitivity ARGS`, or `python -c CODE` for
+    args ["-c", CODE]); its CPU seconds (less sensitive to a loaded machine) go into CPU."""
     env = dict(os.environ, XDG_CACHE_HOME=cache)
     env.pop("SENSITIVITY_NO_DISK_CACHE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sensitivity", *args], env=env, cwd=ROOT,
+    argv = args if args[0] == "-c" else ["-m", "sensitivity", *args]
+    done = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     took = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -70,18 +77,26 @@ def main(argv=None) -> int:
             cold.append(timed(run, str(Path(tmp) / f"cold{i}")))
         warm_cache = str(Path(tmp) / "warm")
         timed(run, warm_cache)  # fill it
-        warm = [timed(run, warm_cache) for _ in range(repeats)]
+        warm, floor = [], []
+        for _ in range(repeats):  # interleaved: both see the same machine
+            warm.append(timed(run, warm_cache))
+            floor.append(timed(["-c", FLOOR], warm_cache))
         validate = [timed(["validate", args.config], warm_cache) for _ in range(repeats)]
         listing = [timed(["models"], warm_cache) for _ in range(repeats)]
     for label, runs, target in ((f"run {args.config}, cold", cold, 6.0),
                                 (f"run {args.config}, warm", warm, 2.5),
-                                (f"validate {args.config}", validate, 0.6), ("models", listing, None)):
+                                (f"validate {args.config}", validate, 0.6), ("models", listing, None),
+                                (f'floor: python -c "{FLOOR}"', floor, None)):
         rows.append((label, statistics.median(runs), min(runs), max(runs), target,
                      statistics.median(CPU[r] for r in runs)))
     lines = ["| command (whole process) | median s | min s | max s | target s | median CPU s |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} | {'-' if t is None else f'{t:g}'} | {cpu:.2f} |"
               for label, med, lo, hi, t, cpu in rows]
+    ratio = statistics.median(warm) / statistics.median(floor)
+    cpu_ratio = statistics.median(CPU[r] for r in warm) / statistics.median(CPU[r] for r in floor)
+    lines += ["", f"warm run / floor: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU (target at most 1.3x); "
+                  f"load average {os.getloadavg()[0]:.1f} at the end"]
     text = "\n".join(lines)
     print(text)
 

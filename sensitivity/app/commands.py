@@ -12,16 +12,20 @@ from pathlib import Path
 
 from .. import api
 from ..ad.cost import save_calibration
+from ..core.lazy import LazyModule
 from ..plots import run as plot
 from ..stores import calibration as calibration_store
 from .config.petab import is_petab_config
 from .console import EXIT_INPUT, EXIT_OK, VERSIONED, Interrupt, Progress, indent, load_config, version
 from .output import files as io
 from .output.files import check_output_dir
-from .runners import analyses as analysis_runs
-from .runners import gsa as gsa_run
 from .runners import local
-from .runners import petab as petab_run
+
+# imported when a config asks for them: a plain run does not pay for the fit, sampling,
+# design, GSA and PEtab machinery
+analysis_runs = LazyModule("sensitivity.app.runners.analyses")
+gsa_run = LazyModule("sensitivity.app.runners.gsa")
+petab_run = LazyModule("sensitivity.app.runners.petab")
 
 
 def cmd_plan(args) -> int:
@@ -90,17 +94,18 @@ def _run(args, interrupt: Interrupt) -> int:
     mode = args.mode or s.mode
     result = local.run(spec.problem, spec.objective, mode=mode, normalize=s.normalize,
                     hessian=s.hessian, probe=s.probe, stage=progress.stage)
-    extra = analysis_runs.run(spec, result, stage=progress.stage)  # analysis: identifiability, fit
-
+    asked = getattr(spec.config, "analysis", None) is not None
+    extra = analysis_runs.run(spec, result, stage=progress.stage) if asked else {}  # identifiability, fit...
     global_results = gsa_run.run_analyses(spec, executor=args.executor, resume=args.resume,
                                           stage=progress.stage, progress=False if args.quiet else None,
-                                          check=interrupt.check)
+                                          check=interrupt.check) if asked else {}
     with progress.stage(f"writing {spec.output_dir}"):
         write_start = time.perf_counter()
         with io.output_folder(spec.output_dir, force) as tmp:
             files = _write(tmp, spec, result, progress)
-            files += analysis_runs.write(tmp, spec, extra)
-            files += gsa_run.write_analyses(tmp, global_results)
+            if asked:
+                files += analysis_runs.write(tmp, spec, extra)
+                files += gsa_run.write_analyses(tmp, global_results)
             result.timings["write"] = {"wall": time.perf_counter() - write_start}
             result.timings["validate"] = {"wall": validate_s}
             result.timings["total"] = {"wall": time.perf_counter() - started}
@@ -111,9 +116,10 @@ def _run(args, interrupt: Interrupt) -> int:
                 summary.setdefault("analysis", {}).update(analysis_runs.summary(extra))
             io.write_json(summary, tmp / io.SUMMARY_FILE)
             interrupt.check()  # the last moment a stop keeps the folder from appearing
-    gsa_run.clear_stores(spec.output_dir)
+    if asked:
+        gsa_run.clear_stores(spec.output_dir)
     _report(spec, result)
-    for line in analysis_runs.report(extra):
+    for line in analysis_runs.report(extra) if asked else ():
         print(line)
     return EXIT_OK
 

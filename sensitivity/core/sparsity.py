@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from .errors import ModelError
 from .lazy import LazyModule
+
+# SciPy's sparse module costs a noticeable share of a warm run's start; only a declared
+# SciPy matrix, a detected pattern or a reordering needs it
+sp = LazyModule("scipy.sparse")
+csgraph = LazyModule("scipy.sparse.csgraph")
 
 # imported on first use: a model declares its pattern without importing JAX
 jax, jnp = LazyModule("jax"), LazyModule("jax.numpy")
@@ -151,7 +154,7 @@ def ordering(pattern: Pattern) -> tuple[np.ndarray | None, int]:
     natural = bandwidth(pattern)
     m = pattern.matrix()
     sym = (m + m.T).tocsr()
-    perm = np.asarray(reverse_cuthill_mckee(sym, symmetric_mode=True), dtype=np.int64)
+    perm = np.asarray(csgraph.reverse_cuthill_mckee(sym, symmetric_mode=True), dtype=np.int64)
     reordered = bandwidth(pattern, perm)
     if reordered < natural:
         return perm, reordered
