@@ -271,3 +271,38 @@ def test_a_simulation_that_is_not_finite_somewhere_is_left_out_and_said(tmp_path
     np.testing.assert_allclose(g["lower"].iloc[1:], np.exp(g["time"].iloc[1:]) / 2 / np.exp(0.1))  # log: e^-sigma
     files = petab_plots.observable_figures(curves, tmp_path)
     assert [f.name for f in files] == ["r.png"]
+
+
+def test_replicates_and_their_mean_with_sd_or_sem(tmp_path):
+    """plotTypeData on a stand-in simulation: MeanAndSD / MeanAndSEM error bars are NumPy's
+    SD (ddof 1) and SD / sqrt(n) of the replicates; `replicate` joins each replicate's points."""
+    import pandas as pd
+    from matplotlib.collections import LineCollection
+
+    t = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    m = pd.DataFrame({"observableId": "o", "simulationConditionId": "c", "time": t,
+                      "measurement": [1.0, 1.4, 0.9, 2.0, 2.6, 2.1], "replicateId": ["r1", "r2", "r3"] * 2,
+                      "datasetId": "d"})
+    obs = pd.DataFrame({"observableFormula": ["x"], "noiseFormula": ["s"]}, index=pd.Index(["o"], name="observableId"))
+
+    def simulate(rows):
+        return 1.0 + rows["time"].to_numpy(float), np.full(len(rows), 0.2)
+
+    curves = petab_plots.fit_curves(m, obs, simulate, n_grid=5)
+    vis = pd.DataFrame({"plotId": ["sd", "sem", "rep"], "plotTypeData": ["MeanAndSD", "MeanAndSEM", "replicate"],
+                        "datasetId": "d", "yValues": "o"})
+    figures = {}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(petab_plots, "_finish", lambda fig, path: figures.setdefault(path.name, fig))
+    try:
+        files, notes = petab_plots.visualization_figures(curves, vis, None, tmp_path)
+    finally:
+        mp.undo()
+    assert [f.name for f in files] == ["vis_sd.png", "vis_sem.png", "vis_rep.png"] and notes == []
+    y = np.array([[1.0, 1.4, 0.9], [2.0, 2.6, 2.1]])
+    for name, err in (("vis_sd.png", y.std(axis=1, ddof=1)), ("vis_sem.png", y.std(axis=1, ddof=1) / np.sqrt(3))):
+        bars = [c for c in figures[name].axes[0].collections if isinstance(c, LineCollection)][0]
+        half = [0.5 * (s[1, 1] - s[0, 1]) for s in bars.get_segments()]
+        np.testing.assert_allclose(half, err, rtol=1e-12)
+    joined = [ln for ln in figures["vis_rep.png"].axes[0].get_lines() if ln.get_linestyle() == ":"]
+    assert len(joined) == 3 and all(len(ln.get_xdata()) == 2 for ln in joined)

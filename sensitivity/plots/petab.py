@@ -252,6 +252,11 @@ def _draw_data(ax, rows, xcol: str, color, x_offset=0.0, y_offset=0.0, data: str
     if not len(rows):
         return
     trans = rows["transformation"].to_numpy(object)
+    if data == "replicate" and REPLICATE in rows:  # each replicate's points joined, in time order
+        for _, rep in rows.groupby(rows[REPLICATE].astype(str), sort=False):
+            rep = rep.sort_values(xcol, kind="stable")
+            ax.plot(rep[xcol].to_numpy(float) + x_offset, rep[MEAS].to_numpy(float) + y_offset, ":", color=color,
+                    lw=0.8)
     if data in ("points", "replicate"):
         x = rows[xcol].to_numpy(float) + x_offset
         y = rows[MEAS].to_numpy(float)
