@@ -504,3 +504,34 @@ def test_a_reset_off_the_root_keeps_the_next_crossing_in_the_first_step():
     np.testing.assert_allclose(res.outputs[:, 0], _grow_drop_closed_form(x, times), rtol=1e-8)
     J = jax.jacfwd(_grow_drop_closed_form)(jnp.asarray(x), jnp.asarray(times))
     np.testing.assert_allclose(res.values[:, 0, :], J, rtol=1e-6, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- crossings inside one step
+def still_rhs(t, y, p):  # n (events so far) is constant, z the time since the last event
+    return jnp.stack([jnp.zeros_like(y[0]), jnp.ones_like(y[1])])
+
+
+def sine_up(t, y, p):
+    return jnp.sin(p["w"] * t - 1.0)
+
+
+def count_and_restart(t, y, p):
+    return jnp.stack([y[0] + 1.0, jnp.zeros_like(y[1])])
+
+
+def test_a_root_function_that_turns_twice_within_a_step_is_not_missed():
+    """The root function sin(w t - 1) depends on time only; the states move linearly, so the
+    error control alone takes steps over several of its periods. Rising crossings at
+    t_k = (1 + 2 pi k) / w: n(t) counts them, z(t) = t - t_last, dz/dw = (1 + 2 pi k) / w^2."""
+    ev = sens.Event(sine_up, reset=count_and_restart, direction=1, max_occurrences=8)
+    w = 10.0
+    model = sens.ODEModel("sine_counter", ["n", "z"], {"w": w}, still_rhs, [0.0, 0.0])
+    times = np.array([0.0, 0.5, 1.0, 2.5])
+    res = sens.jacobian(sens.Problem(model, times, wrt=["w"], events=[ev], rtol=1e-10, atol=1e-12),
+                        mode="forward")
+    k = np.floor((w * times - 1.0) / (2 * np.pi))  # the last crossing's index (-1: none yet)
+    np.testing.assert_allclose(res.outputs[:, 0], k + 1)
+    t_last = np.where(k >= 0, (1 + 2 * np.pi * k) / w, 0.0)
+    np.testing.assert_allclose(res.outputs[:, 1], times - t_last, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.values[:, 1, 0], np.where(k >= 0, (1 + 2 * np.pi * k) / w ** 2, 0.0),
+                               rtol=1e-6, atol=1e-9)

@@ -30,13 +30,13 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints, switch_times
 from ..solvers.newton import reuse
 from . import scheduled as sched
 from .bounds import beside, flow_shift
+from .crossings import BracketedNewton, CrossingGuard
 
 stop = jax.lax.stop_gradient
 
@@ -48,16 +48,20 @@ def dose_values(problem) -> dict:
             "amount": jnp.asarray(np.array([d.amount for d in ds], dtype=np.float64))}
 
 
-def controller(problem, values):
-    """The PID controller, clipped onto the fixed-time breakpoints when there are any."""
+def controller(problem, values, roots: Callable | None = None):
+    """The PID controller, clipped onto the fixed-time breakpoints when there are any; with
+    event root functions roots(t, y, args) -> (n_roots,), guarded so that a step holds at
+    most one sign change of each (`crossings.CrossingGuard`)."""
     pid = diffrax.PIDController(rtol=values["rtol"], atol=values["atol"])
+    if roots is not None:
+        pid = CrossingGuard(pid, roots)
     if getattr(problem, "fixed_breakpoints", ()):
         return diffrax.ClipStepSizeController(pid, jump_ts=values["jump_ts"])
     return pid
 
 
 def root_finder():
-    return optx.Newton(rtol=1e-12, atol=1e-12)
+    return BracketedNewton(rtol=1e-12, atol=1e-12)
 
 
 def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_adjoint: Callable,
@@ -133,6 +137,11 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         event = None
     successful = diffrax.RESULTS.successful
 
+    def roots(t, y, args):  # every root function as the event sees it
+        if scheduler is not None:
+            return scheduler.conditions(t, y, args)
+        return jnp.stack([jnp.asarray(c(t, y, args), y.dtype).reshape(()) for c in conds])
+
     def solve(params, y0, values):
         if aug:
             params, dparams = dict(params[0]), dict(params[1])
@@ -141,7 +150,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         dose = params.pop(DOSE_KEY, None)
         times = values["times"]
         t0, T = values["t0"], times[-1]
-        ctrl = controller(problem, values)
+        ctrl = controller(problem, values, roots if event is not None else None)
         adjoint = make_adjoint(ctrl)
         # ---- segment boundaries (K of them) and the jump at each, sorted by time
         bounds, jumps, dbounds, djumps = [], [], [], []

@@ -123,6 +123,12 @@ class Scheduler:
             return jnp.where((t == start) | ~active[i], signs[i] * jnp.finfo(y.dtype).tiny, g)
         return cond
 
+    def conditions(self, t, y, args):
+        """Every `condition(i)` at once: (n_atoms,)."""
+        p, (signs, active), start = args
+        g = self.atoms(t, y, p)
+        return jnp.where((t == start) | ~active, signs * jnp.finfo(y.dtype).tiny, g)
+
     # ---- the pending queue
     def empty(self, y):
         E, M = len(self.events), self.slots
