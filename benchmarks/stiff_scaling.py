@@ -8,10 +8,11 @@ reordering, t in [0, 10], hundreds of steps). For each size it times, after comp
 
     ours          sens.simulate / sens.jacobian(mode="forward", 2 parameters) /
                   sens.gradient(mode="adjoint", 2 parameters + n initial values): the linear
-                  solver chosen by `stiff_linear.choose` (banded when cheaper)
+                  solver chosen by `stiff_linear.choose` (banded when cheaper; Kvaerno5 then
+                  runs as the toolkit's ESDIRK solver, sensitivity/solvers/esdirk.py)
     ours dense    the same with jacobian_sparsity="dense" (dense LU, no structure)
     ours reuse    (--reuse) the same with jacobian_reuse=True: Jacobian and factorisation kept
-                  across steps (sensitivity/reuse.py); timed interleaved with "ours" (run k of
+                  across steps (sensitivity/solvers/newton/reuse.py); timed interleaved with "ours" (run k of
                   one, then run k of the other), with steps, Jacobian evaluations and
                   factorisations along the accepted steps, and time per step
     diffrax       hand-written diffrax.diffeqsolve with Kvaerno5's defaults (dense LU), jit

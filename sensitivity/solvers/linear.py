@@ -21,7 +21,7 @@ derivative solves stay dense (correct, O(n^3) per stage).
 
 Rodas5P (`rosenbrock.py`, solver "rodas5p") takes the same choice through
 `rosenbrock_for(problem)`: dense, or the same colour-compressed Jacobian and block layout
-(16-row blocks, explicit block inverses); it needs no hook, its derivative solves are
+(16-row blocks, explicit block inverses); its derivative solves are
 `jax.lax.custom_linear_solve`s with the same factors.
 
 Cost per Newton matrix, n states, c colours, blocks of m >= bandwidth b, N = n / m:
@@ -190,7 +190,7 @@ def _layout(choice: LinearChoice) -> Layout:
 
 def rosenbrock_for(problem):
     """`rosenbrock.Rodas5P` with the banded linear algebra when `choose` says so, else dense.
-    Its derivatives need no hook: the solver's linear algebra is plain JAX."""
+    Its derivative solves use the same factors (`jax.lax.custom_linear_solve`)."""
     choice = choose(problem, "rodas5p")
     return Rodas5P(layout=_layout(choice) if choice.kind == "banded" else None)
 
