@@ -127,8 +127,15 @@ def report(rows: dict) -> str:
              "`NumericalWarning` of the guard (`sensitivity/core/checks/numbers.py`). Seconds are wall",
              "time of the whole process (import, load, compile, both computations) on a shared 2-core",
              "machine: the load column is the 1-minute load average at the start and end of the run.", "",
-             "| problem | status | n | s | nllh | gradient norm (mode) | Fisher eigenvalues | when | load | command |",
+             "| problem | status | n | s | nllh | gradient norm (mode) | Fisher eigenvalues | when | load | run |",
              "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
+    commands: list[str] = []
+
+    def run(r: dict) -> str:  # the command as a footnote: one list of the runs under the tables
+        if r["command"] not in commands:
+            commands.append(r["command"])
+        return f"[{commands.index(r['command']) + 1}]"
+
     far = {n: r for n, r in rows.items() if "points" in r or " random points" in n}
     rows = {n: r for n, r in rows.items() if n not in far}
     for name, r in sorted(rows.items(), key=lambda kv: (order.get(kv[1]["status"], 9), kv[0])):
@@ -137,7 +144,7 @@ def report(rows: dict) -> str:
                     f"{r['fisher_min']:.2g} .. {r['fisher_max']:.2g}")
         else:
             vals = f" | {r['seconds']:.0f} | | {r.get('detail', '')[:160]} | "
-        lines.append(f"| {name} | {r['status']} | {vals} | {r['when']} | {r['load']} | `{r['command']}` |")
+        lines.append(f"| {name} | {r['status']} | {vals} | {r['when']} | {r['load']} | {run(r)} |")
     warned = [(n, r) for n, r in sorted(rows.items()) if r.get("warnings")]
     if warned:
         lines += ["", "Warnings:", ""]
@@ -148,22 +155,24 @@ def report(rows: dict) -> str:
                   "bounds (on the parameter scales, as multistart starts are). Per point: the eigenvalue",
                   "range, the range of sqrt(F_ii), and the warnings; a point whose solve fails is counted.", "",
                   "| problem | status | n | s | points (warned / failed) | eigenvalues, per point | "
-                  "sqrt F_ii, per point | when | load | command |",
-                  "| --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- |"]
+                  "lowest min/max eigenvalue | sqrt F_ii, per point | when | load | run |",
+                  "| --- | --- | ---: | ---: | --- | --- | ---: | --- | --- | --- | --- |"]
         for name, r in sorted(far.items()):
             pts = r.get("points", [])
             ok = [p for p in pts if "error" not in p]
-            eig = "; ".join(f"{p['fisher_min']:.1e} .. {p['fisher_max']:.1e}" for p in ok)
-            diag = "; ".join(f"{p['diag_sqrt_min']:.1e} .. {p['diag_sqrt_max']:.1e}" for p in ok)
+            eig = "; ".join(f"{p['fisher_min']:.0e} .. {p['fisher_max']:.0e}" for p in ok)
+            diag = "; ".join(f"{p['diag_sqrt_min']:.0e} .. {p['diag_sqrt_max']:.0e}" for p in ok)
+            low = min((p["fisher_min"] / p["fisher_max"] for p in ok if p["fisher_max"] > 0), default=float("nan"))
             counts = (f"{len(pts)} ({sum(bool(p.get('warnings')) for p in ok)} / {len(pts) - len(ok)})" if pts
                       else r.get("detail", "")[:160])
             lines.append(f"| {name.split(' @ ')[0]} | {r['status']} | {r.get('n', '')} | {r['seconds']:.0f} | "
-                         f"{counts} | {eig} | {diag} | {r['when']} | {r['load']} | `{r['command']}` |")
+                         f"{counts} | {eig} | {low:.1e} | {diag} | {r['when']} | {r['load']} | {run(r)} |")
         warned = [(n.split(" @ ")[0], w) for n, r in sorted(far.items()) for p in r.get("points", [])
                   for w in p.get("warnings", [])]
         if warned:
             lines += ["", "Warnings away from the nominal parameters:", ""]
             lines += [f"- {n}: {w[:300]}" for n, w in warned]
+    lines += ["", "Runs:", ""] + [f"{i}. `{c}`" for i, c in enumerate(commands, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -176,9 +185,14 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=0,
                         help="instead: the Fisher matrix at this many random points within the bounds")
     parser.add_argument("--seed", type=int, default=0, help="of the random points")
+    parser.add_argument("--table", action="store_true", help="only write petab_guards.md from the .json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--far", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        path = args.out / "petab_guards.json"
+        (args.out / "petab_guards.md").write_text(report(json.loads(path.read_text())))
+        return 0
     if args.one:
         print(json.dumps(one(args.one)))
         return 0
