@@ -14,8 +14,9 @@ place:
     (`ThirdOrderHermitePolynomialInterpolation.from_k`) from (y0, y1, h f_0, h f_last).
 
 Newton (chord) iteration, as diffrax's f-space stage solve with `chord.Chord`'s test:
-one matrix M = I - gamma h J per step, J = d vf / d y at (t0, y0) (`jax.jacfwd`, or c
-colour JVPs into (3, N, m, m) blocks), factorised once (LAPACK LU, or `banded.factor`
+one matrix M = I - gamma h J per step, J = d vf / d y at (t0, y0) (diffrax takes it at
+the second stage's predictor; either steers the iteration only) by `jax.jacfwd`, or c
+colour JVPs into (3, N, m, m) blocks, factorised once (LAPACK LU, or `banded.factor`
 with explicit block inverses) and used by every stage and iteration; converged when
 |d_k| rate / (1 - rate) < kappa (d the correction scaled by atol + rtol |f|, the step-size
 controller's norm), diverged when rate >= 1, failed after `root_find_max_steps`. A failed
@@ -35,7 +36,8 @@ tangents (a forward Jacobian's columns) are solved as the columns of one right-h
 
 Limits: 1-D state vectors; `diffrax.ODETerm`s (wrapped by diffrax); Kvaerno3/4/5 (ESDIRK
 with an explicit first stage and one diagonal value). `esdirk_class(diffrax.Kvaerno5)` is
-the class; `solvers.linear.solver_for` builds it for problems on the banded path.
+the class; `solvers.linear.solver_for` builds it for problems on the banded path and for
+`jacobian_reuse` (`max_age`: J and its factors kept in the solver state, `newton.reuse`).
 """
 
 from __future__ import annotations
