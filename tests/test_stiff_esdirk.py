@@ -72,6 +72,11 @@ def test_solution_matches_diffrax_kvaerno5_heat_and_brusselator(bruss):
     ref = solve(solvers["diffrax"], x, diffrax.RecursiveCheckpointAdjoint())
     ours = solve(solvers["dense"], x, diffrax.RecursiveCheckpointAdjoint())
     np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-9)
+    # another tableau of the family: Kvaerno3 (4 stages, not stiffly accurate in b)
+    ref3 = solve(diffrax.Kvaerno3(root_finder=diffrax.with_stepsize_controller_tols(Chord)()), x,
+                 diffrax.RecursiveCheckpointAdjoint())
+    ours3 = solve(esdirk_class(diffrax.Kvaerno3)(linear=BandedNewton(layout)), x, diffrax.RecursiveCheckpointAdjoint())
+    np.testing.assert_allclose(ours3, ref3, rtol=1e-7, atol=1e-9)
 
 
 def test_forward_and_adjoint_derivatives_match_diffrax_and_central_differences(bruss):
