@@ -11,8 +11,11 @@ Needs the extras `sample`, `pypesto` and `amici` (`pip install -e ".[sample,pype
 The posterior: the PEtab problem's likelihood times its objective priors, flat on the
 parameter scale within the bounds where there are none (both problems here have none), on
 the parameter scale (log10 for most parameters). Ours: `sens.sample(problem, n=draws,
-chains=chains, warmup=warmup)` (a local fit from the nominal values, then NUTS with window
-adaptation per chain). pyPESTO: `pypesto.sample.sample` with `AdaptiveMetropolisSampler()`
+chains=chains, warmup=warmup)` (a local fit from the nominal values, the Laplace
+approximation at the mode on the sampling scale, then NUTS with window adaptation from its
+covariance, one compiled chain run for each chain, on as many threads as cores);
+`--mass-matrix identity --vmap-chains --warmup 500` runs the sampler as it was before that
+(identity start, chains in lockstep as one vmapped program). pyPESTO: `pypesto.sample.sample` with `AdaptiveMetropolisSampler()`
 (its defaults) on the problem its PEtab importer builds on AMICI (CVODES at the same rtol,
 atol as ours), `--am-chains` independent chains of `--am-iterations` from the point NUTS starts
 from (our local fit from the nominal values), burn-in by pyPESTO's Geweke test per chain.
@@ -20,10 +23,14 @@ from (our local fit from the nominal values), burn-in by pyPESTO's Geweke test p
 ESS: ArviZ's bulk effective sample size over the chains of each side (after burn-in for
 adaptive Metropolis; NUTS' draws are after warm-up); the table gives the smallest over the
 parameters (the slowest-mixing direction) and the median. ESS per second divides by the
-whole wall time of the side (ours: fit, warm-up and draws; pyPESTO: all iterations, burn-in
-included), after compiling ours and building AMICI's model. The posterior means of both
-sides are compared in units of the posterior standard deviation as a check that they
-sample the same distribution. The load average is printed with the table.
+whole wall time of the side (ours: fit, Laplace approximation, compile, warm-up and draws;
+pyPESTO: all iterations, burn-in included; AMICI's model build apart), and again with our
+JAX compile apart; ESS per CPU second divides by the process's CPU seconds over the same
+spans (on a shared machine the fairer measure: wall time there depends on the others' load,
+and ours runs its chains on threads). The ratios (ours / pyPESTO's) of all four are printed
+from the one run. The posterior means of both sides are compared in units of the posterior
+standard deviation as a check that they sample the same distribution. The load average is
+printed with the table.
 Writes benchmarks/results/sampling.md (and .json).
 """
 
@@ -64,16 +71,22 @@ def ours(prob, args, method: str = "nuts") -> dict:
         n, chains, warmup = args.draws, args.chains, args.warmup
     else:
         n, chains, warmup = args.am_iterations // 2, args.am_chains, args.am_iterations // 2
-    t0 = time.perf_counter()
-    res = sens.sample(prob, method=method, n=n, chains=chains, warmup=warmup, seed=args.seed)
-    wall = time.perf_counter() - t0
+    options = {} if method != "nuts" else dict(mass_matrix=args.mass_matrix, vmap_chains=args.vmap_chains,
+                                               threads=args.threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = sens.sample(prob, method=method, n=n, chains=chains, warmup=warmup, seed=args.seed, **options)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     idata = res.to_arviz()
     ess = az.ess(idata, method="bulk")
     ess = np.array([float(ess[k]) for k in res.names])
     flat = res.samples.reshape(-1, len(res.names))
     t = res.timings
+    ev = np.asarray(res.evaluations, dtype=float)
     return dict(s=wall, compile_s=float(t.get("compile", 0.0)), sampling_s=float(t.get("sampling", wall)),
-                backend=getattr(res, "backend", "?"), ess=ess.tolist(), mean=flat.mean(0).tolist(),
+                cpu_s=cpu, compile_cpu_s=float(t.get("compile_cpu", 0.0)), laplace_s=float(t.get("laplace", 0.0)),
+                evaluations_per_draw=float(ev[:, -res.samples.shape[1]:].mean()),
+                evaluations_warmup=float(ev[:, :-res.samples.shape[1]].sum(axis=1).mean()) if warmup else 0.0,
+                warmup=int(ev.shape[1] - res.samples.shape[1]), backend=getattr(res, "backend", "?"), ess=ess.tolist(), mean=flat.mean(0).tolist(),
                 sd=flat.std(0, ddof=1).tolist(), draws=int(flat.shape[0]), divergent=int(res.divergent.sum()),
                 rhat=[float(v) for v in res.rhat], step_size=[float(v) for v in res.step_size],
                 notes=list(res.notes))
@@ -86,13 +99,13 @@ def pypesto_am(problem, x0_free, args) -> dict:
     from sensitivity.analyses.pypesto_bridge import pypesto_samples_to_arviz
 
     results, burn = [], []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for c in range(args.am_chains):
         np.random.seed(args.seed + c)
         r = ps.sample(problem, n_samples=args.am_iterations, sampler=ps.AdaptiveMetropolisSampler({"show_progress": False}),
                       x0=np.asarray(x0_free))
         results.append(r)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     for r in results:
         ps.geweke_test(r)
         burn.append(int(r.sample_result.burn_in or 0))
@@ -102,7 +115,7 @@ def pypesto_am(problem, x0_free, args) -> dict:
     ess = np.array([float(ess[k]) for k in names])
     flat = np.stack([idata.posterior[k].values.reshape(-1) for k in names], axis=1)
     rhat = az.rhat(idata)
-    return dict(s=wall, ess=ess.tolist(), mean=flat.mean(0).tolist(), sd=flat.std(0, ddof=1).tolist(),
+    return dict(s=wall, cpu_s=cpu, ess=ess.tolist(), mean=flat.mean(0).tolist(), sd=flat.std(0, ddof=1).tolist(),
                 draws=int(flat.shape[0]), burn_in=burn, rhat=[float(rhat[k]) for k in names])
 
 
@@ -111,7 +124,11 @@ def main():
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     ap.add_argument("--chains", type=int, default=4, help="NUTS chains")
     ap.add_argument("--draws", type=int, default=1000, help="NUTS draws per chain after warm-up")
-    ap.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    ap.add_argument("--warmup", type=int, default=None, help="NUTS warm-up steps per chain (default: sens.sample's)")
+    ap.add_argument("--mass-matrix", default="laplace", choices=("laplace", "identity"),
+                    help="sens.sample's mass_matrix: the Laplace approximation's covariance or Stan's identity")
+    ap.add_argument("--vmap-chains", action="store_true", help="the NUTS chains as one vmapped program")
+    ap.add_argument("--threads", type=int, default=None, help="threads for the NUTS chains (default: sens.sample's)")
     ap.add_argument("--am-chains", type=int, default=4, help="adaptive Metropolis chains")
     ap.add_argument("--am-iterations", type=int, default=20000, help="adaptive Metropolis iterations per chain")
     ap.add_argument("--seed", type=int, default=0)
@@ -147,15 +164,16 @@ def main():
                   f"{build_s:.1f} s; load average {_load_average()}", flush=True)
             o = ours(prob, args)
             print(f"  NUTS ({o['backend']}): {o['draws']} draws in {o['s']:.1f} s (compile {o['compile_s']:.1f} s), "
-                  f"min ESS {min(o['ess']):.0f}", flush=True)
+                  f"CPU {o['cpu_s']:.1f} s (compile {o['compile_cpu_s']:.1f} s), {o['evaluations_per_draw']:.1f} "
+                  f"gradients / draw, min ESS {min(o['ess']):.0f}", flush=True)
             o_am = ours(prob, args, "adaptive_metropolis") if args.our_am else None
             if o_am:
                 print(f"  our adaptive Metropolis: {o_am['draws']} draws in {o_am['s']:.1f} s, "
                       f"min ESS {min(o_am['ess']):.1f}", flush=True)
             x_fit = np.asarray(sens.fit(prob, None).x)  # where NUTS starts: a local fit from the nominal values
             a = pypesto_am(amici_pp, x_fit, args)
-            print(f"  adaptive Metropolis: {a['draws']} draws after burn-in in {a['s']:.1f} s, "
-                  f"min ESS {min(a['ess']):.1f}", flush=True)
+            print(f"  adaptive Metropolis: {a['draws']} draws after burn-in in {a['s']:.1f} s (CPU "
+                  f"{a['cpu_s']:.1f} s), min ESS {min(a['ess']):.1f}; load average {_load_average()}", flush=True)
             sd = np.maximum(np.asarray(o["sd"]), 1e-300)
             shift = np.abs(np.asarray(o["mean"]) - np.asarray(a["mean"])) / sd
             rows.append(dict(problem=name, n=len(prob.x_names), names=list(prob.x_names), ours=o, pypesto=a, ours_am=o_am,
@@ -164,34 +182,51 @@ def main():
 
     argv = [a for i, a in enumerate(sys.argv[1:]) if "--amici-folder" not in (a, sys.argv[i] if i else "")]
     cmd = " ".join(["python benchmarks/sampling.py", *argv])
+    warm = args.warmup if args.warmup is not None else rows[0]["ours"]["warmup"] if rows else "?"
     lines = [f"# Sampling: NUTS (sens.sample) against pyPESTO {pypesto.__version__}'s adaptive Metropolis on AMICI\n",
-             f"`{cmd}`; NUTS {args.chains} chains x ({args.warmup} warm-up + {args.draws} draws); adaptive "
+             f"`{cmd}`; NUTS {args.chains} chains x ({warm} warm-up + {args.draws} draws), mass matrix "
+             f"{args.mass_matrix}, chains {'vmapped' if args.vmap_chains else 'one compiled chain each'}; adaptive "
              f"Metropolis {args.am_chains} chains x {args.am_iterations} iterations (Geweke burn-in removed); "
              f"rtol {args.rtol:g}, atol {args.atol:g} on both sides; load average {load_start} at the start, "
              f"{load_end} at the end ({os.cpu_count()} cores).\n",
-             "| problem | params | sampler | whole call s | of it compile s | draws kept | ESS min | ESS median | "
-             "ESS/s (min), whole call | ESS/s (min), compile apart | R-hat max | ESS/s ratio, whole / compile apart |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| problem | params | sampler | whole call s (compile) | CPU s (compile) | draws kept | gradients / draw | "
+             "ESS min | ESS median | ESS/s | ESS/s, compile apart | ESS/CPU s | ESS/CPU s, compile apart | R-hat max |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
-    def row(label, x, ea=None, first=("", "")):
-        e_all, e_run = min(x["ess"]) / x["s"], min(x["ess"]) / (x["s"] - x.get("compile_s", 0.0))
-        ratio = f"**{e_all / ea:.1f}x** / {e_run / ea:.1f}x" if ea else ""
-        return (f"| {first[0]} | {first[1]} | {label} | {x['s']:.1f} | {x.get('compile_s', 0.0):.1f} | {x['draws']} | "
-                f"{min(x['ess']):.1f} | {np.median(x['ess']):.1f} | {e_all:.3g} | {e_run:.3g} | {max(x['rhat']):.3f} | "
-                f"{ratio} |"), e_all / ea if ea else None, e_run / ea if ea else None
+    def rates(x):
+        e = min(x["ess"])
+        return (e / x["s"], e / (x["s"] - x.get("compile_s", 0.0)), e / x["cpu_s"],
+                e / (x["cpu_s"] - x.get("compile_cpu_s", 0.0)))
 
+    def row(label, x, first=("", "")):
+        r = rates(x)
+        per = f"{x['evaluations_per_draw']:.1f}" if "evaluations_per_draw" in x and label.startswith("NUTS") else ""
+        return (f"| {first[0]} | {first[1]} | {label} | {x['s']:.1f} ({x.get('compile_s', 0.0):.1f}) | "
+                f"{x['cpu_s']:.1f} ({x.get('compile_cpu_s', 0.0):.1f}) | {x['draws']} | {per} | {min(x['ess']):.1f} | "
+                f"{np.median(x['ess']):.1f} | " + " | ".join(f"{v:.3g}" for v in r) + f" | {max(x['rhat']):.3f} |")
+
+    ratio_lines = ["", "ESS/s ratios, ours / pyPESTO's adaptive Metropolis, on the smallest ESS over the parameters "
+                   "(target: 10x):\n",
+                   "| problem | sampler | wall, whole call | wall, compile apart | CPU, whole call | CPU, compile apart |",
+                   "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         o, a = r["ours"], r["pypesto"]
-        ea = min(a["ess"]) / a["s"]
-        text, r["ratio"], r["ratio_compile_apart"] = row(f"NUTS (ours, {o['backend']})", o, ea, (r["problem"], r["n"]))
-        lines.append(text)
+        ra = rates(a)
+        lines.append(row(f"NUTS (ours, {o['backend']})", o, (r["problem"], r["n"])))
+        ro = [x / y for x, y in zip(rates(o), ra)]
+        r["ratios"] = dict(zip(("wall", "wall_compile_apart", "cpu", "cpu_compile_apart"), ro))
+        ratio_lines.append(f"| {r['problem']} | NUTS | " + " | ".join(f"**{v:.1f}x**" if i in (0, 2) else f"{v:.1f}x"
+                                                                     for i, v in enumerate(ro)) + " |")
         if r["ours_am"]:
-            lines.append(row(f"adaptive Metropolis (ours, {r['ours_am']['backend']})", r["ours_am"], ea)[0])
-        lines.append(row("adaptive Metropolis (pyPESTO, AMICI)", a)[0])
-    lines += ["", "ESS/s ratio = ours / pyPESTO's adaptive Metropolis, on the smallest ESS over the parameters "
-              "(target: 10x); whole call: fit, compile, warm-up and draws; compile apart: less JAX's compile (AMICI's "
-              "model build is apart on its side).", "",
-              "Posterior means, ours against pyPESTO's, in our posterior standard deviations (the same posterior: "
+            lines.append(row(f"adaptive Metropolis (ours, {r['ours_am']['backend']})", r["ours_am"]))
+            ratio_lines.append(f"| {r['problem']} | adaptive Metropolis (ours) | "
+                               + " | ".join(f"{x / y:.1f}x" for x, y in zip(rates(r["ours_am"]), ra)) + " |")
+        lines.append(row("adaptive Metropolis (pyPESTO, AMICI)", a))
+    lines += ratio_lines
+    lines += ["", "Whole call: ours the local fit, the Laplace approximation, JAX's compile, warm-up and draws; "
+              "pyPESTO's all iterations (AMICI's model build apart). Compile apart: less JAX's compile of the "
+              "sampler (wall or CPU seconds)."]
+    lines += ["", "Posterior means, ours against pyPESTO's, in our posterior standard deviations (the same posterior: "
               "small; adaptive Metropolis' own Monte Carlo error is about sd / sqrt(its ESS)):\n",
               "| problem | parameter | mean ours | mean pyPESTO | sd ours | shift / sd | NUTS divergences |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -70,6 +70,9 @@ def test_linear_gaussian_posterior(case, nuts):
     assert res.samples.shape == (2, 300, 3) and res.divergent.sum() == 0
     assert np.all(res.rhat < 1.05) and np.all(res.ess_bulk > 150)
     _check_gaussian(res, beta, cov)
+    # warm-up from the Laplace approximation, here the posterior itself: the trees of a
+    # whitened Gaussian (a few leapfrog steps) from the first step on
+    assert res.evaluations.shape == (2, 500) and res.evaluations[:, :200].mean() < 8
     # the log posterior is -nllh: its values at the samples equal the closed form
     flat = res.samples.reshape(-1, 3)[:50]
     chi = ((flat @ X.T - y) / SIGMA) ** 2
