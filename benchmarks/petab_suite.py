@@ -32,20 +32,19 @@ tests/test_petab_format.py imports.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import re
 import sys
 import time
-import traceback
-import warnings
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # suite_runner, also when loaded by path
+from suite_runner import STATUSES, failure, run_pool  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SUITE = Path(__file__).resolve().parents[1].parent / "shared" / "petab-test-suite" / "cases"
 VERSIONS = ("v1.0.0/sbml", "v2.0.0/sbml", "v2.0.0/pysb")
 RTOL = ATOL = 1e-10
-STATUSES = ("pass", "refused", "crash", "wrong")
 
 
 # --------------------------------------------------------------------------- one case
@@ -117,7 +116,6 @@ def run_case(version: str, case: str, root: Path = SUITE) -> dict:
     out = {"version": version, "case": case, "status": "", "reason": "", "llh": "", "chi2": "", "sim": "",
            "prior": "", "seconds": 0.0}
     import sensitivity as sens
-    from sensitivity.core.errors import InputError, ModelError
     try:
         sol = solution(folder)
         prob = sens.petab.load(folder / f"_{case}.yaml", rtol=RTOL, atol=ATOL)
@@ -140,63 +138,26 @@ def run_case(version: str, case: str, root: Path = SUITE) -> dict:
         out.update(status="wrong" if bad else "pass", llh=f"{d_llh:.2g}", chi2=f"{d_chi2:.2g}", sim=f"{d_sim:.2g}",
                    reason="" if not bad else f"{', '.join(bad)} off: llh {llh:.8g} (expected {sol['llh']:.8g}), "
                                              f"chi2 {chi2:.8g} (expected {sol['chi2']:.8g})")
-    except (ModelError, InputError) as exc:
-        out.update(status="refused", reason=str(exc).splitlines()[0][:300])
-    except Exception as exc:  # noqa: BLE001 - a crash is any other exception
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        out.update(status="crash", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:240] if str(exc) else ''} "
-                                          f"[{where}]")
+    except Exception as exc:  # noqa: BLE001 - refused (ModelError, InputError) or a crash
+        status, reason = failure(exc)
+        out.update(status=status, reason=reason)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
 # --------------------------------------------------------------------------- many cases
-def _child(version: str, case: str, conn) -> None:
-    warnings.simplefilter("ignore")
-    conn.send(run_case(version, case))
-    conn.close()
-
-
 def run_cases(todo: list[tuple[str, str]], workers: int = 2, timeout: float = 300.0, progress=print) -> list[dict]:
     """Every (version, case) in its own process (forked from a server that has imported the
     toolkit), at most `workers` at a time; a case still running after `timeout` s is a crash."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "sympy", "libsbml", "jax", "diffrax", "petab.v1", "petab.v2",
-                                "sensitivity", "sensitivity.importers.petab", "sensitivity.importers.sbml"])
-    todo = list(todo)
-    running: dict = {}
-    results: dict = {}
-    while todo or running:
-        while todo and len(running) < workers:
-            key = todo.pop(0)
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(*key, send), daemon=True)
-            proc.start()
-            send.close()
-            running[key] = (proc, recv, time.perf_counter())
-        time.sleep(0.05)
-        for key, (proc, recv, started) in list(running.items()):
-            res = None
-            base = {"version": key[0], "case": key[1], "status": "crash", "llh": "", "chi2": "", "sim": "", "prior": ""}
-            if recv.poll():
-                try:
-                    res = recv.recv()
-                except EOFError:
-                    res = {**base, "reason": "the process died"}
-            elif not proc.is_alive():
-                res = {**base, "reason": f"the process died (exit code {proc.exitcode})"}
-            elif time.perf_counter() - started > timeout:
-                proc.kill()
-                res = {**base, "reason": f"timeout after {timeout:g} s"}
-            if res is not None:
-                res.setdefault("seconds", round(time.perf_counter() - started, 2))
-                proc.join(5)
-                recv.close()
-                del running[key]
-                results[key] = res
-                progress(f"{key[0]} {key[1]} {res['status']:8s} {res['seconds']:7.1f}s {res['reason'][:100]}")
-    return [results[k] for k in results]
+    def failed(args, reason):
+        return {"version": args[0], "case": args[1], "status": "crash", "reason": reason, "llh": "", "chi2": "",
+                "sim": "", "prior": ""}
+
+    results = run_pool(list(todo), run_case, failed, workers=workers, timeout=timeout,
+                       preload=("numpy", "sympy", "libsbml", "jax", "diffrax", "petab.v1", "petab.v2", "sensitivity",
+                                "sensitivity.importers.petab", "sensitivity.importers.sbml"),
+                       progress=progress)
+    return list(results.values())
 
 
 def table(rows: list[dict], command: str, wall: float) -> str:

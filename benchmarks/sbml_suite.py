@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import re
 import sys
 import time
-import traceback
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # suite_runner, also when loaded by path
+from suite_runner import STATUSES, failure, run_pool  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SUITE = Path(__file__).resolve().parents[1].parent / "shared" / "sbml-test-suite"
@@ -52,7 +52,6 @@ RTOL, ATOL = 1e-10, 1e-12
 # an explicit solver compiles in about half the time of the stiff default; a case it cannot
 # solve (a SolverError: stiff) is solved again with "auto"
 SOLVERS = ("tsit5", "auto")
-STATUSES = ("pass", "refused", "crash", "wrong")
 
 
 # --------------------------------------------------------------------------- one case
@@ -208,80 +207,39 @@ def run_case(case: str, root: Path = CASES) -> dict:
     if why:
         out.update(status="refused", reason=why)
         return out
-    from sensitivity.core.errors import InputError, ModelError, SolverError
+    from sensitivity.core.errors import SolverError
     try:
         names, want, got = simulate_case(info)
         ok, worst, col = compare(want[:, 1:], got, info["settings"]["absolute"], info["settings"]["relative"])
         out.update(status="pass" if ok else "wrong", error=f"{worst:.3g}",
                    reason="" if ok else f"'{names[col]}' off by {worst:.3g} x the tolerance")
-    except (ModelError, InputError) as exc:
-        out.update(status="refused", reason=str(exc).splitlines()[0][:300])
     except SolverError as exc:
         first = str(exc).splitlines()[0]
         if "max_occurrences" in first:  # the toolkit's named limit on events per segment
             out.update(status="refused", reason=first[:300])
         else:
             out.update(status="crash", reason=f"SolverError: {first[:240]}")
-    except Exception as exc:  # noqa: BLE001 - a crash is any other exception
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        out.update(status="crash", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:240] if str(exc) else ''} "
-                                          f"[{where}]")
+    except Exception as exc:  # noqa: BLE001 - refused (ModelError, InputError) or a crash
+        status, reason = failure(exc)
+        out.update(status=status, reason=reason)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
 # --------------------------------------------------------------------------- many cases
-def _child(case: str, conn) -> None:
-    warnings.simplefilter("ignore")  # tolerance advice: the suite's settings are fixed
-    conn.send(run_case(case))
-    conn.close()
-
-
 def run_cases(cases: list[str], workers: int = 2, timeout: float = 300.0, progress=print,
               done=lambda row: None) -> list[dict]:
     """Every case in its own process (forked from a server that has imported the toolkit),
     at most `workers` at a time; a case still running after `timeout` seconds is a crash.
     `done(row)` is called as each case ends."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "sympy", "libsbml", "jax", "diffrax", "sensitivity",
-                                "sensitivity.importers.sbml", "sensitivity.integrate.solve"])
-    todo = list(cases)
-    running: dict = {}
-    results: dict = {}
-    while todo or running:
-        while todo and len(running) < workers:
-            case = todo.pop(0)
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(case, send), daemon=True)
-            proc.start()
-            send.close()
-            running[case] = (proc, recv, time.perf_counter())
-        time.sleep(0.05)
-        for case, (proc, recv, started) in list(running.items()):
-            res = None
-            if recv.poll():
-                try:
-                    res = recv.recv()
-                except EOFError:
-                    res = {"case": case, "status": "crash", "reason": "the process died", "error": "",
-                           "seconds": round(time.perf_counter() - started, 2)}
-            elif not proc.is_alive():
-                res = {"case": case, "status": "crash",
-                       "reason": f"the process died (exit code {proc.exitcode})", "error": "",
-                       "seconds": round(time.perf_counter() - started, 2)}
-            elif time.perf_counter() - started > timeout:
-                proc.kill()
-                res = {"case": case, "status": "crash", "reason": f"timeout after {timeout:g} s", "error": "",
-                       "seconds": round(time.perf_counter() - started, 2)}
-            if res is not None:
-                proc.join(5)
-                recv.close()
-                del running[case]
-                results[case] = res
-                done(res)
-                progress(f"{case} {res['status']:8s} {res['seconds']:7.1f}s {res['reason'][:110]}")
-    return [results[c] for c in cases]
+    def failed(args, reason):
+        return {"case": args[0], "status": "crash", "reason": reason, "error": ""}
+
+    results = run_pool([(c,) for c in cases], run_case, failed, workers=workers, timeout=timeout,
+                       preload=("numpy", "sympy", "libsbml", "jax", "diffrax", "sensitivity",
+                                "sensitivity.importers.sbml", "sensitivity.integrate.solve"),
+                       progress=progress, done=lambda args, row: done(row))
+    return [results[(c,)] for c in cases]
 
 
 def reason_class(reason: str) -> str:
