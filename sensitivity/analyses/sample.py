@@ -11,7 +11,10 @@ bounds.
 
 Methods:
     "nuts"                 NUTS with Stan's window adaptation as blackjax runs it (step size
-                           and a dense or diagonal mass matrix) for `warmup` steps per chain.
+                           and a dense or diagonal mass matrix) for `warmup` steps per chain,
+                           from the Laplace approximation at the mode on the sampling scale
+                           (the chains start from its draws, its covariance seeds the mass
+                           matrix; see `_laplace`) unless mass_matrix="identity".
     "adaptive_metropolis"  Haario et al. (2001) as pyPESTO's AdaptiveMetropolisSampler: a
                            Gaussian random walk whose covariance is the running mean and
                            covariance of the chain (update rate k^-0.51), scaled towards an
@@ -21,9 +24,10 @@ Methods:
 
 Backends: "jax" traces the nllh through the solve (`lik.nllh_function()`: the PEtab
 problem's compiled nllh or a `Problem`'s solve, with the exact gradient as its derivative)
-and runs all chains, warm-up included, as one vmapped program; "callback" calls the
-likelihood's nllh and gradient on the host through `jax.pure_callback` (any likelihood),
-the chains one after another; "auto" (default) takes "jax" and falls back to "callback"
+and compiles one chain, warm-up included, into one program, run for each chain on up to
+as many threads as cores (vmap_chains=True: all chains as one vmapped program, in
+lockstep); "callback" calls the likelihood's nllh and gradient on the host through
+`jax.pure_callback` (any likelihood), the chains one after another; "auto" (default) takes "jax" and falls back to "callback"
 when the likelihood cannot be traced. R-hat and effective sample sizes are ArviZ's.
 """
 
