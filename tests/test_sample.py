@@ -189,6 +189,10 @@ def test_unknown_method_and_backend_name_the_choices(case):
         sens.sample(case[-1], method="am")
     with pytest.raises(sens.InputError, match="callback"):
         sens.sample(case[-1], backend="host")
+    with pytest.raises(sens.InputError, match="laplace"):
+        sens.sample(case[-1], mass_matrix="fisher")
+    with pytest.raises(sens.InputError, match=r"mass_matrix has shape \(2, 2\); expected \(3, 3\)"):
+        sens.sample(case[-1], mass_matrix=np.eye(2))
 
 
 def test_laplace_approximation_is_the_least_squares_gaussian(case):
