@@ -15,6 +15,7 @@ shared: CPU seconds of this process are steadier).
     python benchmarks/compile_profile.py Isensee_JCB2018
     python benchmarks/compile_profile.py Chen_MSB2009 --mode forward
     python benchmarks/compile_profile.py path/to/problem.yaml --what nllh
+    python benchmarks/compile_profile.py SalazarCavazos_MBoC2020 --rhs-only
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main() -> int:
     ap.add_argument("--what", default="gradient", choices=("gradient", "nllh"))
     ap.add_argument("--scan", default="auto", choices=("auto", "on", "off"),
                     help="the lean loop's stages as a lax.scan (PetabProblem.scan_stages; auto: by model size)")
+    ap.add_argument("--rhs-only", action="store_true", help="load, print the rhs's size and stop")
     args = ap.parse_args()
 
     with Clock() as c_import:
@@ -125,7 +127,15 @@ def main() -> int:
           f"{n_exp} experiments in {len(problem._groups)} groups, {len(problem._obs)} observables, "
           f"{len(problem.measurements)} measurements)", flush=True)
     src = getattr(m.rhs, "__code__", None)
-    print(f"rhs               {len(src.co_code) if src else '?'} bytes of Python bytecode", flush=True)
+    pv = jax.numpy.asarray(m.parameter_values)
+    y0, t = m.initial(pv), jax.numpy.zeros(())
+    f = lambda y, p: m.rhs(t, y, p, t)  # noqa: E731
+    n_rhs = count_eqns(jax.make_jaxpr(f)(y0, pv).jaxpr)
+    n_jvp = count_eqns(jax.make_jaxpr(lambda y, p: jax.jvp(f, (y, p), (y, p)))(y0, pv).jaxpr)
+    print(f"rhs               {len(src.co_code) if src else '?'} bytes of Python bytecode, {n_rhs} jaxpr equations, "
+          f"its JVP {n_jvp}", flush=True)
+    if args.rhs_only:
+        return 0
 
     with Clock() as c_first:
         if args.what == "nllh":
@@ -145,7 +155,7 @@ def main() -> int:
               f"{r['rhs']} rhs evaluations traced")
     print(f"stages            {'scan' if problem._scan() else 'unrolled'}")
     print(f"first call ({mode}) wall {c_first.wall:7.1f} s  cpu {c_first.cpu:7.1f} s   value {value:.6g}")
-    print(f"second call       wall {c_second.wall:7.3f} s")
+    print(f"second call       wall {c_second.wall:7.3f} s  cpu {c_second.cpu:7.3f} s")
     print(f"cold total        wall {c_import.wall + c_load.wall + c_first.wall:7.1f} s")
     return 0
 

@@ -62,10 +62,13 @@ plus log(m) for `log` and log(m ln 10) for `log10` (the change of variables).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import re
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -495,9 +498,20 @@ class PetabProblem:
             return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(kappa=self.newton_kappa))
         return cls()
 
+    def _model_for(self, method: str):
+        """The model, its rhs rematerialised (`jax.checkpoint`) where reverse mode goes
+        through it (method "checkpoint"): a linearised rhs outside the solver's loop then
+        keeps its inputs, not every scalar it computes (a residual each, stacked per
+        experiment and per segment: about a thousand arrays for a model of 25 states,
+        the larger part of the program XLA compiles), and computes them again backwards."""
+        m = self.model
+        if method != "checkpoint" or not dataclasses.is_dataclass(m):
+            return m
+        return dataclasses.replace(m, rhs=jax.checkpoint(m.rhs, prevent_cse=False))
+
     def _solve_fn(self, method: str):
         """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
-        m = self.model
+        m = self._model_for(method)
         solver = self._solver()
         max_steps = self.max_steps
 
@@ -532,8 +546,10 @@ class PetabProblem:
 
         if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
             segment = petab_rodas.segment_fn(m, method, max_steps, self.solver, self._scan())
-        # switching times that move with the parameters: derivatives through the flow
-        segment = fixed_bounds_segment(segment, m.rhs)
+        # switching times that move with the parameters: derivatives through the flow (without
+        # breakpoints the bounds are t0 and the last save time, which carry no derivative)
+        if m.n_breakpoints:
+            segment = fixed_bounds_segment(segment, m.rhs)
 
         def solve(pv, y0, ts, t0, tol):
             tend = ts[-1]
@@ -561,7 +577,7 @@ class PetabProblem:
         """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
         then one Newton step that makes the derivatives the implicit function theorem's
         (`steady_state.newton_polish`)."""
-        m = self.model
+        m = self._model_for(method)
         solver = self._solver()
 
         def vf(t, y, args):
@@ -723,7 +739,15 @@ class PetabProblem:
         exe = _COMPILED.get(full)
         compile_s = 0.0
         if exe is None:
-            exe, compile_s, _ = compiled_programs.compiled_with_meta(("petab",) + full, build, args)
+            # a progress line when preparing the program takes a while (the slow-compile
+            # report of core/compile_watch comes after it)
+            note = threading.Timer(PROGRESS_SECONDS, self._say_compiling, (key,))
+            note.daemon = True
+            note.start()
+            try:
+                exe, compile_s, _ = compiled_programs.compiled_with_meta(("petab",) + full, build, args)
+            finally:
+                note.cancel()
             _COMPILED[full] = exe
             while len(_COMPILED) > _MAX_COMPILED:  # executables hold memory maps: keep the newest
                 _COMPILED.pop(next(iter(_COMPILED)))
@@ -732,6 +756,21 @@ class PetabProblem:
         # array costs about as much as a step of the solve)
         out = jax.block_until_ready(exe(*args))
         return out, {"compile": compile_s, "run": time.perf_counter() - start}
+
+    def _say_compiling(self, key):
+        """The progress line of a program that is still being traced and compiled."""
+        m = self.model
+        n_exp = sum(len(g["members"]) for g in self._groups)
+        what = {"nllh": "nllh", "grad": "gradient", "fisher": "Fisher information",
+                "value_gradient_fisher": "nllh, gradient and Fisher information"}.get(key[0], key[0])
+        mode = f" ({key[1]} mode)" if len(key) > 1 else ""
+        try:
+            print(f"sensitivity: compiling the {what}{mode} of PEtab problem '{self.path.stem}' ({len(m.states)} "
+                  f"states, {len(m.rules)} rules, {n_exp} experiments, {len(self.x_names)} estimated parameters); "
+                  f"a first call of a model this size takes about {_first_call_guess(len(m.states), len(m.rules))} "
+                  "of CPU (more on a busy machine), later calls reuse the program ...", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # a closed stderr: nothing to say it on
+            pass
 
     def _tol(self):
         """[rtol, atol] as a device array, made again only when they change (put on the
@@ -1042,6 +1081,21 @@ _NEWTON_KAPPA = 0.3
 # run faster (`benchmarks/compile_profile.py` measures both)
 SCAN_STAGES_FROM = 20
 _MAX_COMPILED = 32
+
+
+PROGRESS_SECONDS = 10.0  # a compile still running after this long says what it compiles
+
+
+def _first_call_guess(n_states: int, n_rules: int) -> str:
+    """A rough duration of a cold first call (trace and XLA compile) from the model's size,
+    from docs/benchmarks.md ("PEtab cold first call"): seconds for 10 states, about a
+    minute for 25 states and 50 rules, minutes for hundreds of states."""
+    size = n_states + 0.2 * n_rules
+    if size < 15:
+        return "5-30 s"
+    if size < 60:
+        return "a minute or two"
+    return "several minutes"
 
 
 def _controller(tol, pid=(0.3, 0.3)):
