@@ -199,14 +199,14 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         args_p = (params, dparams) if aug else params
         is_last = jnp.arange(starts.size) == starts.size - 1
 
-        def piece_scheduled(carry, end, last):
-            # as `piece`, with the end at the earliest pending execution, stop points
-            # processed by the scheduler (sched.Scheduler.process)
-            t, y, ys, stopped, result, stats, t_stop, y_stop, es = carry
-            t_in, y_in, ys_in = t, y, ys
-            end = jnp.minimum(end, scheduler.next_time(es))
+        def between(t, y, ys, result, stats, end, last, make_args, keep=True):
+            """One solve from the moving start t to the moving end with the event: (the time
+            and state where it ended (the located event or the end), ys with the saves inside
+            [t, that time) (and `keep`), result, stats, the root functions located there
+            ((n_roots,) bool, None without events)). The solver runs between bounds with their
+            derivatives stopped; the moving start and end enter through the flow (bounds.py)."""
             start, fixed_end = stop(t), stop(end)
-            args = (args_p, (es["signs"], es["active"]), start)
+            args = make_args(start)
 
             def flow(t_, y_):
                 return vector_field(t_, y_, args)
@@ -217,20 +217,32 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
                 saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, fixed_end)),
                                             diffrax.SubSaveAt(t1=True)], solver_state=counted),
                 stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
-            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys
-            reached = t_new >= fixed_end
+            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
+            reached = t_new >= fixed_end  # no event before the end: the end is the moving one
             y_new = jnp.where(reached, flow_shift(flow, y_new, fixed_end, end, side=-1), y_new)
             t_new = jnp.where(reached, end, t_new)
             saved = jnp.where(((times >= fixed_end) & reached)[:, None], y_new[None], saved)
-            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
+            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T))) & keep
             ys = jnp.where(inside[:, None], saved, ys)
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
             piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
             stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
                          else stats[k] + piece_stats[k]) for k in stats}
-            located = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
-            located = located & (sol.result == diffrax.RESULTS.event_occurred)
+            located = None
+            if event is not None:
+                located = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
+                located = located & (sol.result == diffrax.RESULTS.event_occurred)
+            return t_new, y_new, ys, result, stats, located
+
+        def piece_scheduled(carry, end, last):
+            # as `piece`, with the end at the earliest pending execution, stop points
+            # processed by the scheduler (sched.Scheduler.process)
+            t, y, ys, stopped, result, stats, t_stop, y_stop, es = carry
+            t_in, y_in, ys_in = t, y, ys
+            end = jnp.minimum(end, scheduler.next_time(es))
+            t_new, y_new, ys, result, stats, located = between(
+                t, y, ys, result, stats, end, last, lambda start: (args_p, (es["signs"], es["active"]), start))
             # a root function that crossed earlier in the step than the located one: this
             # piece again, with only the missed ones
             missed = scheduler.missed(t_new, y_new, es, params, located)
@@ -242,37 +254,11 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
         def piece(carry, end, last):
             t, y, ys, stopped, result, stats, t_stop, y_stop, fired_before = carry
-            # the solver runs between bounds with their derivatives stopped; the moving start
-            # and end enter through the flow (bounds.py)
-            moving = jnp.where(stopped, end, t)
-            start, fixed_end = stop(moving), stop(end)
-            args = (args_p, fired_before, start)
-
-            def flow(t_, y_):
-                return vector_field(t_, y_, args)
-
-            y = flow_shift(flow, y, moving, start, side=1)
-            sol = diffrax.diffeqsolve(
-                term, solver, start, fixed_end, None, y, args,
-                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, fixed_end)),
-                                            diffrax.SubSaveAt(t1=True)], solver_state=counted),
-                stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
-            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
-            reached = t_new >= fixed_end  # no event before the end: the end is the moving one
-            y_new = jnp.where(reached, flow_shift(flow, y_new, fixed_end, end, side=-1), y_new)
-            t_new = jnp.where(reached, end, t_new)
-            saved = jnp.where(((times >= fixed_end) & reached)[:, None], y_new[None], saved)
-            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T)))
-            inside = inside & ~stopped
-            ys = jnp.where(inside[:, None], saved, ys)
-            bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
-            result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
-            piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
-            stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
-                         else stats[k] + piece_stats[k]) for k in stats}
+            t_new, y_new, ys, result, stats, located = between(
+                jnp.where(stopped, end, t), y, ys, result, stats, end, last,
+                lambda start: (args_p, fired_before, start), keep=~stopped)
             if events:
-                fired = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
-                fired = fired & (sol.result == diffrax.RESULTS.event_occurred) & ~stopped
+                fired = located & ~stopped
                 y_after = y_new
                 terminal = jnp.asarray(False)
                 for k, ev in enumerate(events):
