@@ -546,12 +546,20 @@ class PetabProblem:
 
         if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
             segment = petab_rodas.segment_fn(m, method, max_steps, self.solver, self._scan())
+            # a preequilibration and the segments after it: one loop (`_pieces`)
+            piece = petab_rodas.piece_fn(m, method, max_steps, self.solver, self._scan())
+            if m.n_breakpoints:
+                piece = fixed_bounds_segment(piece, lambda t, y, pvs, tc: m.rhs(t, y, pvs[0], jnp.where(pvs[1], t, tc)))
         # switching times that move with the parameters: derivatives through the flow (without
         # breakpoints the bounds are t0 and the last save time, which carry no derivative)
         if m.n_breakpoints:
             segment = fixed_bounds_segment(segment, m.rhs)
 
-        def solve(pv, y0, ts, t0, tol):
+        def solve(pv, y0, ts, t0, tol, pre=None):
+            """pre: None, or (pv0, y0 of the preequilibration, y -> the state the
+            simulation starts from) to run it first (`_pieces`; y0 then unused)."""
+            if pre is not None:
+                return _pieces(piece, m, pv, ts, t0, tol, pre)
             tend = ts[-1]
             if m.n_breakpoints == 0:
                 ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts, tol)
@@ -629,7 +637,15 @@ class PetabProblem:
             pv, yo, y_set = params(theta, sim)
             ok = jnp.asarray(True)
             steps = jnp.asarray(0)
-            if pre is not None:
+            if pre is not None and steady_ev is None and self.solver in LEAN_RODAS and not m.events:
+                # the preequilibration as the first piece of the solve's loop
+                pv0, yo0, set0 = params(theta, pre)
+                y_pre = jnp.where(set0, yo0, m.initial(pv0))
+                ys, ok, steps = solve(pv, None, ts, jnp.asarray(t0, dtype=jnp.float64), tol,
+                                      pre=(pv0, y_pre, lambda y: jnp.where(y_set, yo, y)))
+                pre = None
+                y0 = None
+            elif pre is not None:
                 pv0, yo0, set0 = params(theta, pre)
                 y0 = jnp.where(set0, yo0, m.initial(pv0))
                 if steady_ev is None:
@@ -643,11 +659,14 @@ class PetabProblem:
             else:
                 y0 = jnp.where(y_set, yo, m.initial(pv))
             t0 = jnp.asarray(t0, dtype=jnp.float64)
-            if steady_ev is not None and pre is not None:
+            if y0 is None:  # solved with the preequilibration above
+                pass
+            elif steady_ev is not None and pre is not None:
                 ys, ok_solve, n = solve(pv, y0, ts, t0, tol, before=before)
+                ok, steps = ok & ok_solve, steps + n
             else:
                 ys, ok_solve, n = solve(pv, y0, ts, t0, tol)
-            ok, steps = ok & ok_solve, steps + n
+                ok, steps = ok & ok_solve, steps + n
             if steady_state and steady_ev is not None:  # on from the last save time, events too
                 y_ss, ok1, n1, _ = steady_ev(pv, ys[-1], tol, ts[-1], before=truth(ts[-1], ys[-1], pv))
                 ys = jnp.concatenate([ys, y_ss[None]])
@@ -767,7 +786,7 @@ class PetabProblem:
         try:
             print(f"sensitivity: compiling the {what}{mode} of PEtab problem '{self.path.stem}' ({len(m.states)} "
                   f"states, {len(m.rules)} rules, {n_exp} experiments, {len(self.x_names)} estimated parameters); "
-                  f"a first call of a model this size takes about {_first_call_guess(len(m.states), len(m.rules))} "
+                  f"a first call of a model this size takes {_first_call_guess(len(m.states), len(m.rules))} "
                   "of CPU (more on a busy machine), later calls reuse the program ...", file=sys.stderr, flush=True)
         except (OSError, ValueError):  # a closed stderr: nothing to say it on
             pass
@@ -1092,10 +1111,46 @@ def _first_call_guess(n_states: int, n_rules: int) -> str:
     minute for 25 states and 50 rules, minutes for hundreds of states."""
     size = n_states + 0.2 * n_rules
     if size < 15:
-        return "5-30 s"
+        return "about 5-30 s"
     if size < 60:
-        return "a minute or two"
+        return "about a minute or two"
     return "several minutes"
+
+
+def _pieces(piece, m, pv, ts, t0, tol, pre):
+    """A preequilibration and the simulation after it as one `lax.scan` over pieces of one
+    solve (`lean_rodas.piece_fn` wrapped by `fixed_bounds_segment`): the run to a steady
+    state with the preequilibration's parameters pv0 from y_pre, then, from after(its
+    end), the segments between t0, the model's breakpoints and ts[-1] with pv. One traced
+    copy of the solver loop (and of its reverse sweep) instead of two. pre = (pv0, y_pre,
+    after). Returns (ys (n_t, n), ok, steps)."""
+    pv0, y_pre, after = pre
+    tend = ts[-1]
+    if m.n_breakpoints == 0:
+        bounds = jnp.stack([t0, tend])
+    else:
+        bounds = jnp.concatenate([jnp.reshape(t0, (1,)), jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend)),
+                                  jnp.reshape(tend, (1,))])
+    k = bounds.shape[0] - 1
+    zero = jnp.zeros((1,), bounds.dtype)
+    a = jnp.concatenate([zero, bounds[:-1]])
+    b = jnp.concatenate([zero, bounds[1:]])
+    # the condition time of a segment: its midpoint (the end without breakpoints)
+    tc = jnp.concatenate([zero, jnp.full((1,), tend) if m.n_breakpoints == 0 else 0.5 * (a[1:] + b[1:])])
+    steady = jnp.arange(k + 1) == 0
+    pvs = jnp.concatenate([pv0[None], jnp.broadcast_to(pv, (k,) + pv.shape)])
+
+    def body(carry, x):
+        y, ys, ok, steps = carry
+        a_, b_, tc_, steady_, pv_ = x
+        seg, y_end, ok_, n = piece((pv_, steady_), y, a_, b_, tc_, ts, tol)
+        y_end = jnp.where(steady_, after(y_end), y_end)
+        inside = (((ts >= a_) & (ts <= b_) | (m.n_breakpoints == 0)) & ~steady_)[:, None]
+        return (y_end, jnp.where(inside, seg, ys), ok & ok_, steps + n), None
+
+    init = (y_pre, jnp.zeros((ts.shape[0], y_pre.shape[0]), y_pre.dtype), jnp.asarray(True), jnp.asarray(0))
+    (_, ys, ok, steps), _ = jax.lax.scan(body, init, (a, b, tc, steady, pvs))
+    return ys, ok, steps
 
 
 def _controller(tol, pid=(0.3, 0.3)):

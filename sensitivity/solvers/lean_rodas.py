@@ -15,13 +15,14 @@ parameters are handled outside (`integrate.bounds.fixed_bounds_segment`).
 from __future__ import annotations
 
 import diffrax
+import jax
 import jax.numpy as jnp
 
 from .lean import rosenbrock_solve as solve
 from .newton.steady_state import newton_polish
 from .rosenbrock import TABLEAUS
 
-__all__ = ["CALIBRATION", "TABLEAUS", "segment_fn", "solve", "steady_fn"]
+__all__ = ["CALIBRATION", "TABLEAUS", "piece_fn", "segment_fn", "solve", "steady_fn"]
 
 # Cost constants of the gradient modes with this loop, in simulations (the fields of
 # `ad.cost.Calibration`; the caller builds it), typical of the PEtab benchmark problems with
@@ -72,3 +73,38 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_s
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 
     return steady
+
+
+def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False):
+    """`steady_fn` and `segment_fn` as one solve, so that a preequilibration and the segments
+    after it run through one traced copy of the loop (a lax.scan over the pieces): (pvs, y0,
+    a, b, tc, ts, tol) -> (ys (n_t, n), y_end (n,), ok (bool), steps), pvs = (pv, steady).
+
+    steady False: `segment_fn`'s solve from a to b (ys at ts clipped into [a, b]). steady
+    True (a traced bool): from a until max_i |f_i| / (atol + rtol |y_i|) < 1 (b and ts
+    unused, the rhs sees tc = t), then `steady_state.newton_polish`; ok when it got there.
+    The same steps and values as those two functions."""
+    kind = "checkpointed" if method == "checkpoint" else "lax"
+
+    def f(t, y, args):
+        pv, tc, steady = args
+        return model.rhs(t, y, pv, jnp.where(steady, t, tc))
+
+    def piece(pvs, y0, a, b, tc, ts, tol):
+        pv, steady = pvs
+
+        def small(t, y):
+            return jnp.max(jnp.abs(model.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
+
+        def reached(t, y):  # the segments never stop early
+            return jax.lax.cond(steady, small, lambda t, y: jnp.asarray(False), t, y)
+
+        a = jnp.asarray(a, dtype=y0.dtype)
+        t1 = jnp.where(steady, jnp.inf, b)
+        ts = jnp.where(steady, a, ts)  # a steady run saves nothing: its steps land on no time
+        ys, y, t, ok, n = solve(f, y0, a, t1, ts, (pv, tc, steady), tol, max_steps, kind=kind, steady=reached,
+                                method=solver, scan_stages=scan_stages)
+        y = jax.lax.cond(steady, lambda y: newton_polish(lambda u: model.rhs(t, u, pv, t), y), lambda y: y, y)
+        return ys, y, ok, n
+
+    return piece
