@@ -327,7 +327,8 @@ def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
     the inverse (n, n) of the Hessian of -log density there, by central differences of the
     gradient (2 n gradients on the host; no program to compile), its eigenvalues taken in
     absolute value and floored at 1e-8 of the largest. The mode is searched within z0 +-
-    REACH. Returns (mode (n,), covariance (n, n)
+    REACH; where the search does not converge, no covariance (the sampler starts from the
+    identity). Returns (mode (n,), covariance (n, n)
     or None where the gradient fails, note)."""
     from scipy.optimize import minimize
 
@@ -352,6 +353,9 @@ def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
     r = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=list(zip(z0 - REACH, z0 + REACH)),
                  options={"maxiter": max_iter, "gtol": 1e-8})
     z = r.x if r.fun <= v0 else z0
+    if not r.success:  # no mode found: its curvature would mislead the sampler more than the identity
+        return z, None, (f"no Laplace approximation: the mode search did not converge ({r.message}); "
+                         "identity mass matrix")
     h = 1e-4 * np.maximum(1.0, np.abs(z))
     cols = []
     for i in range(z.size):
@@ -554,9 +558,7 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         raise InputError(f"mass_matrix = '{mass_matrix}' is unknown{did_you_mean(mass_matrix, MASS)}; "
                          f"valid: {', '.join(MASS)} or an array (n_params, n_params)")
     seeded = method == "nuts" and not (isinstance(mass_matrix, str) and mass_matrix == "identity")
-    if warmup is None:
-        warmup = WARMUP_SEEDED if seeded else WARMUP
-    for name, v in (("n", n), ("chains", chains), ("warmup", warmup)):
+    for name, v in (("n", n), ("chains", chains), ("warmup", 0 if warmup is None else warmup)):
         if not isinstance(v, (int, np.integer)) or v < (0 if name == "warmup" else 1):
             raise InputError(f"{name} = {v!r} must be a positive whole number")
     n_threads = min(int(chains), os.cpu_count() or 1) if threads is None else int(threads)
@@ -586,6 +588,8 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         cov = np.asarray(mass_matrix, dtype=np.float64)
         if cov.shape != (d, d):
             raise InputError(f"mass_matrix has shape {cov.shape}; expected ({d}, {d}) on the sampling scale")
+    if warmup is None:
+        warmup = WARMUP_SEEDED if cov is not None else WARMUP
     if cov is not None:  # starts: draws of the Gaussian, shrunk towards the mode where a solve fails
         lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
         root = V * np.sqrt(np.maximum(lam, 0.0))
