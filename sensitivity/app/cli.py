@@ -121,7 +121,9 @@ def _petab_parser(sub) -> None:
                    help="N posterior draws per chain from the fit (NUTS on exact gradients; the extra 'sample'); "
                         "implies --fit")
     c.add_argument("--chains", type=int, default=4, help="chains of --sample (default 4)")
-    c.add_argument("--warmup", type=int, default=500, help="warm-up (adaptation) steps per chain (default 500)")
+    c.add_argument("--warmup", type=int, default=None,
+                   help="warm-up (adaptation) steps per chain (default: 200 for NUTS from the Laplace "
+                        "approximation, else 500)")
     c.add_argument("--sampler", choices=("nuts", "adaptive_metropolis"), default="nuts")
     c.add_argument("--seed", type=int, default=0, help="of the Sobol starts and the sampler (default 0)")
     c.add_argument("--design", type=int, metavar="N",

@@ -6,7 +6,7 @@ data, sigma and inputs they use) and a `petab:` run config (top-level keys).
       fit: {data: obs.csv, sigma: 0.5, wrt: [a, b]}
       multistart: {starts: 20, ranges: {a: [0.1, 10]}, seed: 0}
       profile: {parameters: [a], level: 0.95, method: optimization}
-      sample: {n: 1000, chains: 4, warmup: 500, method: nuts}
+      sample: {n: 1000, chains: 4, method: nuts}
 
     petab: problem.yaml                    # a PEtab config
     fit: {starts: 20}
@@ -86,11 +86,12 @@ class ProfileConfig(Strict):
 
 
 class SampleConfig(Strict):
-    """`sample:` posterior draws: `n` per chain after `warmup` adaptation steps."""
+    """`sample:` posterior draws: `n` per chain after `warmup` adaptation steps (default: the
+    sampler's own, 200 for NUTS started from the Laplace approximation, 500 otherwise)."""
 
     n: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
     chains: Annotated[int, Field(ge=1, le=1024)] = 4
-    warmup: Annotated[int, Field(ge=0, le=10_000_000)] = 500
+    warmup: Optional[Annotated[int, Field(ge=0, le=10_000_000)]] = None
     method: Literal[SAMPLE_METHODS] = "nuts"  # type: ignore[valid-type]
     seed: Annotated[int, Field(ge=0)] = 0
 

@@ -6,7 +6,7 @@
     fit: {enabled: false, maxiter: 200}    # starts: N (a multi-start; implies enabled)
     identifiability: {max_subset: 3, threshold: 15}   # at the fit, else the nominal values
     profile: {parameters: [k1], level: 0.95, method: optimization}   # all parameters if omitted
-    sample: {n: 1000, chains: 4, warmup: 500, method: nuts, priors: true}
+    sample: {n: 1000, chains: 4, method: nuts, priors: true}
     design: {n: 4, criterion: D, method: exchange, parameters: [k1], times: [0, 1, 2, 5],
              conditions: {c_new: {a0: 3.0}}, costs: {obs_a: 1.0}, budget: 10}
     output: {dir: results/boehm, plots: true}

@@ -73,7 +73,8 @@ def run_profiles(target, cfg, stage=None, **extra):
 
 def run_sample(target, cfg, stage=None):
     """Posterior draws of a fit result `target` by `cfg` (n, chains, warmup, method, seed)."""
-    with _stage(stage)(f"sampling: {cfg.method}, {cfg.chains} chains x ({cfg.warmup} warm-up + {cfg.n}) steps"):
+    warm = "default" if cfg.warmup is None else cfg.warmup
+    with _stage(stage)(f"sampling: {cfg.method}, {cfg.chains} chains x ({warm} warm-up + {cfg.n}) steps"):
         return sample(target, method=cfg.method, n=cfg.n, chains=cfg.chains, warmup=cfg.warmup, seed=cfg.seed)
 
 
