@@ -102,6 +102,7 @@ class _BracketState(eqx.Module):
     lower: jax.Array
     upper: jax.Array
     negative_lower: jax.Array  # the sign of the root function at `lower`
+    zero_lower: jax.Array  # the root function is zero at `lower`: the root is there
     step_prev: jax.Array  # the size of the step before the last one
     diff: jax.Array  # the size of the last step
     f: jax.Array
@@ -128,7 +129,7 @@ class BracketedNewton(optx.AbstractRootFinder):
         upper = jnp.asarray(options["upper"], jnp.result_type(y))
         f_lower = _scalar(fn(lower, args)[0])
         inf = jnp.asarray(jnp.inf, jnp.result_type(y))
-        return _BracketState(lower=lower, upper=upper, negative_lower=f_lower < 0,
+        return _BracketState(lower=lower, upper=upper, negative_lower=f_lower < 0, zero_lower=f_lower == 0,
                              step_prev=jnp.abs(upper - lower), diff=inf, f=inf)
 
     def step(self, fn, y, args, options, state: _BracketState, tags):
@@ -143,13 +144,17 @@ class BracketedNewton(optx.AbstractRootFinder):
         new_y = jnp.where(usable, newton, lower + 0.5 * (upper - lower))
         new_y = jnp.where(f == 0, y, new_y)
         diff = jnp.abs(new_y - y)
+        # a root function that is zero at the step's start (a crossing diffrax counts from
+        # there): that is the root
+        new_y = jnp.where(state.zero_lower, state.lower, new_y)
+        diff = jnp.where(state.zero_lower, 0.0, diff)
         new_state = _BracketState(lower=lower, upper=upper, negative_lower=state.negative_lower,
-                                  step_prev=state.diff, diff=diff, f=f)
+                                  zero_lower=state.zero_lower, step_prev=state.diff, diff=diff, f=f)
         return new_y, new_state, aux
 
     def terminate(self, fn, y, args, options, state: _BracketState, tags):
         scale = self.atol + self.rtol * jnp.abs(y)
-        done = (state.diff < scale) | (jnp.abs(state.upper - state.lower) < scale) | (state.f == 0)
+        done = (state.diff < scale) | ((jnp.abs(state.upper - state.lower) < scale) & ~state.zero_lower) | (state.f == 0)
         return done, optx.RESULTS.successful
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
