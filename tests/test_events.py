@@ -166,18 +166,20 @@ def test_only_a_parameter_compared_with_t_warns_through_a_packed_parameter_vecto
     # the SBML import packs parameters into one vector and unpacks p[i]: a rate k that only
     # multiplies a piecewise-of-time input must not warn; the switching time compared with
     # t must (as an expression 2 * t_on it is no declared breakpoint)
-    def rhs(t, y, p):
-        pv = jnp.stack([p["k"], p["t_on"], p["d"]])
-        k, t_on, d = pv[0], pv[1], pv[2]
-        return jnp.stack([jnp.where(t < 2.0 * t_on, k * 3.0, 0.0) - d * y[0]])
+    # (by index, or by one jnp.unstack as the generated code does)
+    unpackers = {"index": lambda pv: (pv[0], pv[1], pv[2]), "unstack": jnp.unstack}
+    for how, unpack in unpackers.items():
+        def rhs(t, y, p, unpack=unpack):
+            k, t_on, d = unpack(jnp.stack([p["k"], p["t_on"], p["d"]]))
+            return jnp.stack([jnp.where(t < 2.0 * t_on, k * 3.0, 0.0) - d * y[0]])
 
-    model = sens.ODEModel("packed_switch", ["x"], {"k": 1.0, "t_on": 2.0, "d": 0.5}, rhs, [0.0])
-    times = np.linspace(0.0, 10.0, 5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", sens.DiscontinuityWarning)
-        sens.Problem(model, times, wrt=["k", "d"])
-    with pytest.warns(sens.DiscontinuityWarning, match=r"\['t_on'\]"):
-        sens.Problem(model, times, wrt=["k", "t_on", "d"])
+        model = sens.ODEModel(f"packed_switch_{how}", ["x"], {"k": 1.0, "t_on": 2.0, "d": 0.5}, rhs, [0.0])
+        times = np.linspace(0.0, 10.0, 5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sens.DiscontinuityWarning)
+            sens.Problem(model, times, wrt=["k", "d"])
+        with pytest.warns(sens.DiscontinuityWarning, match=r"\['t_on'\]"):
+            sens.Problem(model, times, wrt=["k", "t_on", "d"])
 
 # ----------------------------------------------------------------------------- bouncing ball
 def ball_rhs(t, y, p):  # height, velocity, time since the last bounce

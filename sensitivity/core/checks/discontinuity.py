@@ -80,6 +80,15 @@ def _per_element(eqn, ins):
     return None
 
 
+def _unstacked(eqn, ins):
+    """The per-output sources of `unstack` along axis 0 of a vector whose elements' sources
+    are known (a parameter vector unpacked in one operation), else None."""
+    if eqn.primitive.name == "unstack" and eqn.params.get("axis", 0) == 0 and len(ins) == 1 \
+            and isinstance(ins[0], tuple) and len(ins[0]) == len(eqn.outvars):
+        return list(ins[0])
+    return None
+
+
 def _walk(jaxpr, deps_in: list, found: set) -> list:
     """Propagate, through the jaxpr, which sources ("t" or a parameter name) each variable
     depends on (per element for the 1-D vectors a parameter vector is packed into, so that
@@ -109,6 +118,8 @@ def _walk(jaxpr, deps_in: list, found: set) -> list:
                     outs = res
             else:  # cond branches, loops: conservatively everything depends on every input
                 _walk(sub, [union] * len(sub.invars), found)
+        if outs is None and not subs:
+            outs = _unstacked(eqn, ins)
         if outs is None and not subs:
             one = _per_element(eqn, ins)
             if one is not None:
