@@ -187,6 +187,38 @@ def solve_transpose(factors: tuple, r: jax.Array) -> jax.Array:
     return block_solve_transpose(diag, lambda S, v: S.T @ v, E, L, r)
 
 
+def by_columns(fn):
+    """`fn(factors, r)` (r (N, m), or (N, m, k) for k columns at once) whose vmap over r alone
+    (the tangents of a forward Jacobian, cotangent batches) solves the batch as the k
+    columns of one right-hand side: (m, m) @ (m, k) products in each scan step instead of a
+    vmapped scan: one scan's fixed per-step overhead for all columns instead of one per column."""
+    batched = jax.custom_batching.custom_vmap(fn)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, factors, r):
+        f_batched, r_batched = in_batched
+        if any(jax.tree_util.tree_leaves(f_batched)) or not r_batched:  # e.g. an ensemble
+            axes = (jax.tree_util.tree_map(lambda b: 0 if b else None, f_batched), 0 if r_batched else None)
+            return jax.vmap(fn, in_axes=axes)(factors, r), True
+        return jnp.moveaxis(fn(factors, jnp.moveaxis(r, 0, -1)), -1, 0), True
+
+    return batched
+
+
+solve_columns = by_columns(solve)
+solve_transpose_columns = by_columns(solve_transpose)
+
+
+def solve_in_order(layout: Layout, factors: tuple, r: jax.Array, which=solve_columns) -> jax.Array:
+    """x (n,) with A x = r (or A^T x = r), r (n,) in the model's state order: permuted into
+    the layout's order, padded to N blocks of m, solved by `which` (`solve`,
+    `solve_transpose` or their column-batched forms) and permuted back."""
+    v = r if layout.identity_order else r[jnp.asarray(layout.perm)]
+    v = jnp.concatenate([v, jnp.zeros((layout.N * layout.m - layout.n,), r.dtype)]).reshape(layout.N, layout.m)
+    x = which(factors, v).reshape(-1)[: layout.n]
+    return x if layout.identity_order else x[jnp.asarray(layout.inv)]
+
+
 class BandedLU(lx.AbstractLinearSolver):
     """lineax solver: colour-compressed Jacobian + block-tridiagonal LU in a reordering
     with small bandwidth (see the module docstring). Square operators on a 1-D vector.
@@ -214,13 +246,8 @@ class BandedLU(lx.AbstractLinearSolver):
     def compute(self, state, vector, options: dict[str, Any]):
         del options
         factors, transposed = state
-        lay = self.layout
-        v = self._vector(vector)
-        r = v if lay.identity_order else v[jnp.asarray(lay.perm)]
-        r = jnp.concatenate([r, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
-        x = (solve_transpose if transposed.value else solve)(factors, r).reshape(-1)[: lay.n]
-        if not lay.identity_order:
-            x = x[jnp.asarray(lay.inv)]
+        x = solve_in_order(self.layout, factors, self._vector(vector),
+                           solve_transpose if transposed.value else solve)
         x = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(vector), [x])
         return x, RESULTS.successful, {}
 

@@ -57,7 +57,6 @@ from . import banded
 from .compat import chord_small
 from .newton import reuse
 from .newton.chord import Chord
-from .rosenbrock import _solve_columns, _solve_t_columns
 
 
 # ----------------------------------------------------------------------------- linear algebra
@@ -128,15 +127,11 @@ class BandedNewton:
         del y
         return banded.factor(banded._blocks(self.layout, _Op(g)))
 
-    def solve(self, factors, r, which=_solve_columns):
-        lay = self.layout
-        v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
-        v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
-        x = which(factors, v).reshape(-1)[: lay.n]
-        return x if lay.identity_order else x[jnp.asarray(lay.inv)]
+    def solve(self, factors, r):
+        return banded.solve_in_order(self.layout, factors, r, banded.solve_columns)
 
     def solve_t(self, factors, r):
-        return self.solve(factors, r, _solve_t_columns)
+        return banded.solve_in_order(self.layout, factors, r, banded.solve_transpose_columns)
 
 
 # ----------------------------------------------------------------------------- the solver

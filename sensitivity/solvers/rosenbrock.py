@@ -416,28 +416,6 @@ def block_size(bandwidth: int, n: int) -> int:
     return banded.block_size(bandwidth, n, minimum=BLOCK_MIN)
 
 
-def _by_columns(fn):
-    """`fn(factors, r)` (r (N, m), or (N, m, k) for k columns at once) whose vmap over r alone
-    (the tangents of a forward Jacobian, cotangent batches) solves the batch as the k
-    columns of one right-hand side: (m, m) @ (m, k) products in each scan step instead of a
-    vmapped scan: one scan's fixed per-step overhead for all columns instead of one per column."""
-    solve = jax.custom_batching.custom_vmap(fn)
-
-    @solve.def_vmap
-    def _rule(axis_size, in_batched, factors, r):
-        f_batched, r_batched = in_batched
-        if any(jax.tree_util.tree_leaves(f_batched)) or not r_batched:  # e.g. an ensemble
-            axes = (jax.tree_util.tree_map(lambda b: 0 if b else None, f_batched), 0 if r_batched else None)
-            return jax.vmap(fn, in_axes=axes)(factors, r), True
-        return jnp.moveaxis(fn(factors, jnp.moveaxis(r, 0, -1)), -1, 0), True
-
-    return solve
-
-
-_solve_columns = _by_columns(banded.solve)
-_solve_t_columns = _by_columns(banded.solve_transpose)
-
-
 class _Banded:
     """W factorised blockwise: colour-compressed J (c JVPs), `banded.factor`'s
     block-tridiagonal LU with explicit block inverses (one factorisation, 8 solves)."""
@@ -448,15 +426,11 @@ class _Banded:
     def factor(self, f_y, y0, scale):
         return banded.factor(banded._blocks(self.layout, _BandedW(f_y, y0, scale)), inverse=True)
 
-    def solve(self, factors, r, which=_solve_columns):
-        lay = self.layout
-        v = r if lay.identity_order else r[jnp.asarray(lay.perm)]
-        v = jnp.concatenate([v, jnp.zeros((lay.N * lay.m - lay.n,), r.dtype)]).reshape(lay.N, lay.m)
-        x = which(factors, v).reshape(-1)[: lay.n]
-        return x if lay.identity_order else x[jnp.asarray(lay.inv)]
+    def solve(self, factors, r):
+        return banded.solve_in_order(self.layout, factors, r, banded.solve_columns)
 
     def solve_t(self, factors, r):
-        return self.solve(factors, r, _solve_t_columns)
+        return banded.solve_in_order(self.layout, factors, r, banded.solve_transpose_columns)
 
 
 class Rodas5P(diffrax.AbstractAdaptiveSolver):
