@@ -41,7 +41,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # suite_runner, also when loaded by path
+# suite_runner from this folder, also when loaded by path, but at the END of the path: the folder
+# holds a script named like the `petab` package, which must not shadow it
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from suite_runner import STATUSES, failure, run_pool  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
