@@ -199,7 +199,6 @@ class _Converter:
         targets = {self._target(c.target_id): c.target_value for c in changes}
         compartments = {t for t in targets if (el := self.sbml.getElementBySId(t)) is not None
                         and el.getTypeCode() == libsbml.SBML_COMPARTMENT}
-        rate_ruled = {r.getVariable() for r in self.sbml.getListOfRules() if r.isRate()}
         assigned = {r.getVariable() for r in self.sbml.getListOfRules() if r.isAssignment()}
         out: dict = {}
         for tid, value in targets.items():
@@ -225,9 +224,10 @@ class _Converter:
                     continue
                 s.setConstant(False)
                 conc = out.get(sid, sp.Symbol(sid))
-                # a species driven by a rate rule keeps its concentration as the state;
-                # the others are amounts, assigned as concentration x old size
-                out[sid] = conc if sid in rate_ruled else conc * new_v / old_v
+                # SBML computes every assignment of an event before the compartment changes:
+                # an assigned concentration sets the amount in the old size. PEtab means the
+                # concentration in the new size, so the SBML value is conc x new / old
+                out[sid] = conc * new_v / old_v
         for tid, value in out.items():
             ea = ev.createEventAssignment()
             ea.setVariable(tid)
