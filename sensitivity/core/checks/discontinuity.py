@@ -120,8 +120,7 @@ def _walk(jaxpr, deps_in: list, found: set) -> list:
                 _walk(sub, [union] * len(sub.invars), found)
         if outs is None and not subs:
             outs = _unstacked(eqn, ins)
-        if outs is None and not subs:
-            one = _per_element(eqn, ins)
+            one = _per_element(eqn, ins) if outs is None else None
             if one is not None:
                 outs = [one]
         if outs is None:
