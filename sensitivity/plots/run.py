@@ -28,6 +28,24 @@ def _pyplot():
     return plt
 
 
+def _margins(fig, left: float, bottom: float, top: float, right: float = 0.25,
+             wspace: float | None = None, hspace: float | None = None) -> None:
+    """Place the axes with margins given in inches (fig.subplots_adjust takes fractions of
+    the figure). The three figures of every run use this instead of constrained layout,
+    which draws each figure once more to measure it (about half of a figure's time);
+    the margins come from the label lengths instead."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=min(left / w, 0.6), right=1.0 - right / w, bottom=min(bottom / h, 0.6),
+                        top=max(1.0 - top / h, 0.45), wspace=wspace, hspace=hspace)
+
+
+def _text_inches(labels, fontsize: float = 10.0) -> float:
+    """About how wide the longest of `labels` is in inches at `fontsize` points (0.6 em per
+    character, DejaVu Sans's average)."""
+    longest = max((len(str(s)) for s in labels), default=0)
+    return longest * fontsize * 0.6 / 72.0
+
+
 def _log_time(ax) -> None:
     """A log time axis with decade ticks only (minor log ticks make drawing slow)."""
     from matplotlib.ticker import NullLocator
@@ -75,21 +93,26 @@ def heatmap(panels: Sequence[np.ndarray], input_names: Sequence[str], output_nam
     k = len(panels)
     width = min(4.0 + k * (1.2 + 0.7 * min(n_out, 20)), 20.0)
     height = max(3.5, min(2.0 + 0.32 * n_in, 14.0))
-    fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False)
+    rotate = n_out > 3
+    below = _text_inches(output_names) * (0.71 if rotate else 0.0)
+    _margins(fig, left=_text_inches(input_names) + 0.75, bottom=below + 0.55,
+             top=0.4 + 0.35 * bool(suptitle), right=0.3, wspace=0.08)
     annotate = n_in * n_out <= 80
-    for ax, panel, title in zip(axes[0], panels, titles):
+    for n, (ax, panel, title) in enumerate(zip(axes[0], panels, titles)):
         M = np.asarray(panel, dtype=np.float64).T  # (n_inputs, n_outputs)
         im = ax.imshow(np.ma.masked_invalid(M), cmap=cmap, norm=norm, aspect="auto",
                        interpolation="nearest")
         xstep = max(1, n_out // 30)
         ax.set_xticks(range(0, n_out, xstep))
-        ax.set_xticklabels(list(output_names)[::xstep], rotation=45 if n_out > 3 else 0,
-                           ha="right" if n_out > 3 else "center")
+        ax.set_xticklabels(list(output_names)[::xstep], rotation=45 if rotate else 0,
+                           ha="right" if rotate else "center")
         step = max(1, n_in // 40)
         ax.set_yticks(range(0, n_in, step))
-        ax.set_yticklabels(list(input_names)[::step])
+        ax.set_yticklabels(list(input_names)[::step] if n == 0 else [])  # the rows of every panel are the same
         ax.set_xlabel("output")
-        ax.set_ylabel("input")
+        if n == 0:
+            ax.set_ylabel("input")
         ax.set_title(title)
         if annotate:
             for i in range(n_in):
@@ -113,7 +136,8 @@ def trajectories(times: np.ndarray, outputs: np.ndarray, output_names: Sequence[
     """The outputs (n_times, n_outputs) over time, one line each, with the observed data
     (an `Observations`, optional) as points in the same colour."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    _margins(fig, left=0.85, bottom=0.6, top=0.4)
     colors = {}
     for j, name in enumerate(output_names):
         (line,) = ax.plot(times, outputs[:, j], label=name, lw=1.6)
@@ -151,7 +175,8 @@ def sensitivity_courses(times: np.ndarray, S: np.ndarray, input_names: Sequence[
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.5, 3.0 * rows + 0.6), squeeze=False,
-                             constrained_layout=True, sharex=True)
+                             sharex=True)
+    _margins(fig, left=0.9, bottom=0.6, top=0.65, wspace=0.3, hspace=0.35)
     for k in range(rows * cols):
         ax = axes[k // cols][k % cols]
         if k >= n:
