@@ -84,3 +84,83 @@ def test_data_errors_name_the_element(problem):
         fisher(problem, sigma={"x_obs": 0.1}, data=DATA.drop(columns="sigma"))
     with pytest.raises(InputError, match="data is for a Problem"):
         identifiability(np.eye(2), data=DATA)
+
+
+# --------------------------------------------------------------------------- from YAML and the CLI
+MODEL = '''
+import jax.numpy as jnp
+import sensitivity as sens
+
+
+def rhs(t, y, p):
+    return jnp.stack([p["a"] + p["b"] * t, p["b"] + 0.0 * y[1]])
+
+
+def model():
+    return sens.ODEModel("linear_in_p", ["x", "z"], {"a": 0.7, "b": 1.3}, rhs, {"x": 0.0, "z": 0.0},
+                         observables={"x_obs": lambda t, y, p: y[0], "z_obs": lambda t, y, p: y[1]})
+'''
+
+CONFIG = '''
+model: lin.py:model
+time: {start: 0.0, stop: 5.0, points: 11}
+solver: {rtol: 1.0e-10, atol: 1.0e-10}
+sensitivity: {wrt: [a, b], mode: forward, probe: never}
+analysis:
+  identifiability: {data: obs.csv, scale: linear, max_subset: 2}
+output: {plots: []}
+'''
+
+
+def _config(folder, text=CONFIG):
+    import textwrap
+
+    (folder / "lin.py").write_text(textwrap.dedent(MODEL))
+    DATA.to_csv(folder / "obs.csv", index=False)
+    (folder / "run.yaml").write_text(textwrap.dedent(text).lstrip())
+    return folder / "run.yaml"
+
+
+def test_yaml_identifiability_counts_the_data_as_the_python_call(problem, tmp_path):
+    import json
+
+    import xarray as xr
+
+    from sensitivity.app import cli
+
+    path = _config(tmp_path)
+    assert cli.main(["validate", str(path)]) == 0
+    out = tmp_path / "result"
+    assert cli.main(["run", str(path), "--out", str(out), "-q"]) == 0
+    with xr.open_dataset(out / "identifiability.nc", engine="h5netcdf") as ds:
+        V, lam = ds["eigenvector"].values, ds["eigenvalue"].values
+        se, n_obs = ds["standard_error"].values, int(ds.attrs["n_observations"])
+    expected = fisher(problem, scale="linear", data=DATA)  # the Python call on the same table
+    np.testing.assert_allclose(V @ np.diag(lam) @ V.T, expected.matrix, rtol=1e-7)
+    cov = np.linalg.inv(_closed_form(zip(DATA["time"], DATA["output"], DATA["sigma"])))
+    np.testing.assert_allclose(se, np.sqrt(np.diag(cov)), rtol=1e-6)
+    assert n_obs == len(DATA)
+    summary = json.loads((out / "summary.json").read_text())["analysis"]["identifiability"]
+    assert summary["n_observations"] == len(DATA)
+
+
+def test_yaml_identifiability_takes_the_fit_data_unless_told_otherwise(tmp_path):
+    from sensitivity.app.config import run as config
+
+    fit = "  fit: {data: obs.csv, sigma: {x_obs: 0.1, z_obs: 0.5}, log_params: false}\n"
+    with_fit = CONFIG.replace("{data: obs.csv, scale: linear, max_subset: 2}\n",
+                              "{scale: linear, max_subset: 2}\n" + fit)
+    analysis = config.load(_config(tmp_path, with_fit)).config.analysis
+    assert analysis.identifiability_data() == ("obs.csv", {"x_obs": 0.1, "z_obs": 0.5})
+    save_times = with_fit.replace("{scale: linear,", "{data: false, scale: linear,")
+    assert config.load(_config(tmp_path, save_times)).config.analysis.identifiability_data() == (None, 1.0)
+    # validate names the missing file, an empty name and outputs the data does not measure
+    for text, expected in ((CONFIG.replace("data: obs.csv", "data: nowhere.csv"),
+                            "analysis.identifiability.data: file 'nowhere.csv' not found"),
+                           (CONFIG.replace("data: obs.csv", "data: ''"), "analysis.identifiability.data"),
+                           (CONFIG.replace("max_subset: 2}", "max_subset: 2, of: [z_obs], sigma: {z_obs: 1.0}}")
+                            .replace("data: obs.csv", "data: only_x.csv"), "measures none of these outputs")):
+        DATA[DATA["output"] == "x_obs"].to_csv(tmp_path / "only_x.csv", index=False)
+        with pytest.raises(sens.ConfigError) as info:
+            config.load(_config(tmp_path, text))
+        assert any(expected in p for p in info.value.problems), info.value.problems

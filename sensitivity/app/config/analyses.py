@@ -7,6 +7,7 @@ the model.
       morris: {trajectories: 20, levels: 4, at: [5.0, 10.0]}
       dgsm:   {n: 512}                       # of sensitivity.objective (required)
       identifiability: {sigma: 0.1, scale: log, max_subset: 3, threshold: 15}
+                                             # data: FILE (default the fit's; false: every save time)
       fit:
         data: data/observations.csv       # long (time, output, value[, sigma]) or wide (time + outputs)
         sigma: 0.1                        # or {output: sigma}; omit: estimated from the residuals
@@ -35,9 +36,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictStr, field_validator, model_validator
 
 from ...core.data import read_data
 from ...core.errors import InputError, did_you_mean, list_names
@@ -142,9 +143,16 @@ def _pairs(v, key: str):
 
 
 class IdentifiabilityConfig(Strict):
-    """`analysis.identifiability:` the Fisher information of sensitivity.wrt and what it says."""
+    """`analysis.identifiability:` the Fisher information of sensitivity.wrt and what it says.
+
+    data: a data file (as `analysis.fit.data`): only its values count, at their sampling
+    times; omitted: the fit's data where the config has `analysis.fit`, else every output
+    in `of` at every save time; false: the save times even with a fit. sigma: each value's
+    standard deviation where the data has no sigma column (omitted: with the fit's data the
+    fit's sigma when it gives one, else 1)."""
 
     sigma: Any = 1.0
+    data: Optional[Union[StrictStr, Literal[False]]] = None
     of: Optional[list[str]] = None
     scale: Literal["log", "linear"] = "log"
     max_subset: Annotated[int, Field(ge=1, le=6)] = 3
@@ -155,6 +163,13 @@ class IdentifiabilityConfig(Strict):
     @classmethod
     def _check_sigma(cls, v):
         return check_sigma(v, allow_none=False)
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, v):
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("an empty file name; give a data file, or false for the save times")
+        return v
 
 
 class FitConfig(Strict):
@@ -305,6 +320,20 @@ class AnalysisConfig(Strict):
                                  "e.g. {alpha: [0.5, 1.5]}")
         return self
 
+    def identifiability_data(self) -> tuple:
+        """(data file, sigma) of the identifiability entry: its own `data`, else the fit's
+        (None: the save times); its own sigma when given, else with the fit's data the fit's
+        sigma when it gives one, else 1."""
+        c = self.identifiability
+        data = c.data if c.data is not None else self.fit.data if self.fit is not None else None
+        if data is False:
+            data = None
+        sigma = c.sigma
+        if "sigma" not in c.model_fields_set and data is not None and c.data is None and self.fit is not None \
+                and self.fit.sigma is not None:
+            sigma = self.fit.sigma
+        return data, sigma
+
     def methods(self) -> dict:
         """name -> the method's config, for the methods asked for."""
         return {k: getattr(self, k) for k in ("sobol", "morris", "dgsm") if getattr(self, k) is not None}
@@ -389,7 +418,27 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
 
     base_wrt = sens.get("wrt")
     ident = analysis.get("identifiability")
+    fit = analysis.get("fit")
     if isinstance(ident, dict):
+        own = ident.get("data")
+        ident_data = own if isinstance(own, str) else None
+        if own is None and isinstance(fit, dict) and isinstance(fit.get("data"), str):
+            ident_data = fit["data"]  # the fit's data: its file is checked with the fit's entry
+        elif ident_data is not None and ident_data.strip():
+            problems += _data_problems("analysis.identifiability", ident_data, None, outputs, base, span)
+        if ident_data is not None and isinstance(ident.get("of"), list):
+            df = _read_quietly(ident_data, outputs, base)
+            measured = [] if df is None else list(dict.fromkeys(df["output"]))
+            if df is not None and not set(measured) & set(ident["of"]):
+                problems.append(f"analysis.identifiability.of = {ident['of']}: the data measures none of these "
+                                f"outputs; it measures {list_names(measured)}")
+        if ident_data is not None and isinstance(ident.get("sigma"), dict):
+            df = _read_quietly(ident_data, outputs, base)
+            if df is not None and "sigma" not in df.columns:
+                keep = ident["of"] if isinstance(ident.get("of"), list) else None
+                for o in dict.fromkeys(df["output"]):
+                    if o not in ident["sigma"] and (keep is None or o in keep):
+                        problems.append(f"analysis.identifiability.sigma: no value for measured output '{o}'")
         ident_of = ident.get("of") if isinstance(ident.get("of"), list) else chosen
         for i, name in enumerate(ident.get("of") or [] if isinstance(ident.get("of"), list) else []):
             if name not in outputs:
@@ -401,13 +450,12 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
                     problems.append(f"analysis.identifiability.sigma.{name}: not an observed output"
                                     f"{did_you_mean(name, ident_of)}; outputs: {list_names(ident_of)}")
             missing = [o for o in ident_of if o in outputs and o not in ident["sigma"]]
-            if missing:
+            if missing and ident_data is None:
                 problems.append(f"analysis.identifiability.sigma: no value for output '{missing[0]}'; give "
                                 "one per output, or one number for all")
     design = analysis.get("design")
     if isinstance(design, dict):
         problems += _design_problems(design, outputs, chosen, names_of(base_wrt), base, span)
-    fit = analysis.get("fit")
     if isinstance(fit, dict):
         wrt = fit.get("wrt", base_wrt)
         if isinstance(fit.get("wrt"), (list, str)):
@@ -425,29 +473,45 @@ def check(raw: dict, model, base: Path, span: tuple[float, float] | None) -> lis
                                         f"{did_you_mean(name, inputs)}; fitted inputs: {list_names(inputs)}")
         data = fit.get("data")
         if isinstance(data, str) and data.strip():
-            found = find(data, base)
-            if found is None:
-                problems.append(f"analysis.fit.data: file '{data}' not found (looked in "
-                                f"{', '.join(map(str, locate(data, base)))})")
-            else:
-                try:
-                    df = read_data(found, outputs)
-                except InputError as exc:
-                    problems.append(f"analysis.fit.data: {found}: {exc}")
-                else:
-                    if span is not None and (df["time"].min() < span[0] or df["time"].max() > span[1]):
-                        problems.append(f"analysis.fit.data: {found} has times in [{df['time'].min():g}, "
-                                        f"{df['time'].max():g}], outside the simulated span [{span[0]:g}, "
-                                        f"{span[1]:g}]; widen time: or drop those rows")
-                    if isinstance(fit.get("sigma"), dict) and "sigma" not in df.columns:
-                        for o in dict.fromkeys(df["output"]):
-                            if o not in fit["sigma"]:
-                                problems.append(f"analysis.fit.sigma: no value for observed output '{o}'")
+            problems += _data_problems("analysis.fit", data, fit.get("sigma") if isinstance(fit.get("sigma"), dict)
+                                       else None, outputs, base, span)
     if isinstance(fit, dict):  # multistart, profile, sample: names of the fit's inputs
         wrt = fit.get("wrt", base_wrt)
         fitted = names_of(wrt) if isinstance(wrt, (list, str, type(None))) else None
         for key in ("multistart", "profile", "sample"):
             problems += _inference_problems(f"analysis.{key}", analysis.get(key), fitted)
+    return problems
+
+
+def _read_quietly(data: str, outputs: list[str], base: Path):
+    """The data file's table, or None where it is missing or unreadable (reported elsewhere)."""
+    found = find(data, base) if data.strip() else None
+    try:
+        return None if found is None else read_data(found, outputs)
+    except InputError:
+        return None
+
+
+def _data_problems(where: str, data: str, sigma: dict | None, outputs: list[str], base: Path,
+                   span: tuple[float, float] | None) -> list[str]:
+    """Problems of the data file `data` of the entry `where` (analysis.fit, analysis.identifiability):
+    found, readable, known outputs, times in the span, a sigma mapping that covers the
+    observed outputs where the file has no sigma column."""
+    found = find(data, base)
+    if found is None:
+        return [f"{where}.data: file '{data}' not found (looked in {', '.join(map(str, locate(data, base)))})"]
+    try:
+        df = read_data(found, outputs)
+    except InputError as exc:
+        return [f"{where}.data: {found}: {exc}"]
+    problems = []
+    if span is not None and (df["time"].min() < span[0] or df["time"].max() > span[1]):
+        problems.append(f"{where}.data: {found} has times in [{df['time'].min():g}, {df['time'].max():g}], "
+                        f"outside the simulated span [{span[0]:g}, {span[1]:g}]; widen time: or drop those rows")
+    if sigma is not None and "sigma" not in df.columns:
+        for o in dict.fromkeys(df["output"]):
+            if o not in sigma:
+                problems.append(f"{where}.sigma: no value for observed output '{o}'")
     return problems
 
 

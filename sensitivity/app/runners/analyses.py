@@ -32,12 +32,22 @@ def run(spec, result, stage=None) -> dict:
     problem = spec.problem
     if cfg.identifiability is not None:
         c = cfg.identifiability
-        with stage(f"identifiability ({problem.n_inputs} inputs, subsets up to {c.max_subset})"):
-            p = problem if c.of is None else problem.replace(of=c.of)
-            jac = result.jacobian if tuple(p.of) == tuple(result.jacobian.output_names) else None
-            fi = fisher(p, c.sigma, scale=c.scale, jacobian=jac)
-            out["identifiability"] = identifiability(fi, max_subset=c.max_subset, threshold=c.threshold,
-                                                     eig_rtol=c.eig_rtol)
+        data, sigma = cfg.identifiability_data()
+        label = f"identifiability ({problem.n_inputs} inputs, subsets up to {c.max_subset}"
+        if data is None:  # every output of `of` at every save time: the main run's Jacobian
+            with stage(label + ")"):
+                p = problem if c.of is None else problem.replace(of=c.of)
+                jac = result.jacobian if tuple(p.of) == tuple(result.jacobian.output_names) else None
+                fi = fisher(p, sigma, scale=c.scale, jacobian=jac)
+        else:  # the data's values at their sampling times
+            where = "analysis.identifiability.data" if c.data else "analysis.fit.data"
+            path = find(data, Path(spec.source).resolve().parent)
+            if path is None:
+                raise InputError(f"{where}: file '{data}' not found")
+            with stage(label + f", the values of {path.name})"):
+                fi = fisher(problem, sigma, of=c.of, scale=c.scale, data=path)
+        out["identifiability"] = identifiability(fi, max_subset=c.max_subset, threshold=c.threshold,
+                                                 eig_rtol=c.eig_rtol)
     if cfg.fit is not None:
         c = cfg.fit
         p = problem if c.wrt is None else problem.replace(wrt=c.wrt)
@@ -136,7 +146,7 @@ def identifiability_summary(ident) -> dict:
     ds = ident.dataset
     return {
         "identifiable": ident.identifiable, "scale": ident.fisher.scale,
-        "non_identifiable": [list(s) for s in ident.non_identifiable],
+        "n_observations": ident.fisher.n_observations, "non_identifiable": [list(s) for s in ident.non_identifiable],
         "sloppy_directions": list(ident.sloppy_directions), "insensitive": list(ident.insensitive),
         "eigenvalues": ds["eigenvalue"].values, "standard_error": dict(zip(ds["input"].values.tolist(),
                                                                            ds["standard_error"].values)),
