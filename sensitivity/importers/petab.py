@@ -462,7 +462,11 @@ class PetabProblem:
         """All parameters of the parameter table on the linear scale (n_theta,) for x on the
         parameter scale (n_estimated,); fixed ones at their nominal values."""
         x = jnp.asarray(x)
-        lin = jnp.where(self._scale_code == 0, x, jnp.where(self._scale_code == 1, jnp.exp(x), 10.0 ** x))
+        code = self._scale_code
+        # each power of its own scale's entries only: exp of a linear-scale value of 1e3 is
+        # inf, and the reverse pass through the unselected branch would give 0 * inf = NaN
+        lin = jnp.where(code == 0, x, jnp.where(code == 1, jnp.exp(jnp.where(code == 1, x, 0.0)),
+                                                10.0 ** jnp.where(code == 2, x, 0.0)))
         return jnp.asarray(self.theta_nominal).at[self.est_index].set(lin)
 
     def _check_x(self, x) -> np.ndarray:
