@@ -463,8 +463,8 @@ def test_an_event_triggered_by_another_events_assignment_fires_too(tmp_path):
 
 
 def test_a_state_event_firing_too_often_is_a_solver_error_that_says_so(tmp_path, monkeypatch):
-    from sensitivity.importers import petab_events
-    monkeypatch.setattr(petab_events, "PIECES_PER_STATE_EVENT", 0)   # no restart after an event
+    from sensitivity.integrate import sbml_events
+    monkeypatch.setattr(sbml_events, "PIECES_PER_STATE_EVENT", 0)   # no restart after an event
     path = _write_problem(tmp_path)
     prob = sens.petab.load(path, rtol=1e-8, atol=1e-8)
     prob.max_steps = 99_999   # not the fixture's compiled function (the structure key holds it)

@@ -20,13 +20,13 @@ estimated, with bounds; steady-state measurements (`time = inf`: simulated on fr
 finite time to a steady state, observables evaluated with t = 0); objective priors
 (`nllh(x, priors=True)`, `prior(x)`; off by default, as in the reference likelihoods); SBML
 events (`petab_events`: time events cut the solve at their times, state events by root
-finding; in preequilibration and runs to steady state too: `petab_steady`); mapping tables
+finding; in preequilibration and runs to steady state too: `integrate.sbml_events`); mapping tables
 (PEtab ids as aliases of model entities); a parameter-table entry for a parameter that
 events change (a state) sets its initial value; PEtab 2.0 problems (`format_version:
 2.0.0`), converted into PEtab 1 tables by `petab_v2` (experiments with start times t0 and
 periods: later periods become SBML time events). Not: several models (InputError).
 
-The default solver is the lean Rodas5P loop of `petab_rodas.py` (a Rosenbrock method in one
+The default solver is the lean Rodas5P loop of `solvers/lean_rodas.py` (a Rosenbrock method in one
 `lax.while_loop`, exact forward tangents by a custom JVP per step, reverse mode through a
 checkpointed loop); `solver="kvaerno5"` etc. run diffrax's solvers (the text below on
 batching and Newton constants is about those).
@@ -38,7 +38,10 @@ sizes. Vmapping them in lockstep, with the forward tangents vmapped inside, can 
 the simulation and the adjoint but slows the forward gradient (`benchmarks/petab_solver.py`
 compares both; `batch = "vmap"` switches). One batching
 for every function: a vmapped solve takes other steps (other kernels, other rounding), and
-nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Piecewise inputs of time are exact: the
+nllh, the forward and the adjoint gradient must differentiate the same discrete solve. Each
+experiment's solve (preequilibration, segments, events, runs to steady state) is
+`integrate.segments.experiment_function`; this module translates the tables into its
+parameter vectors, initial states and save times. Piecewise inputs of time are exact: the
 solve is cut into segments at their switching times (`SBMLModel.breakpoints`), and the
 derivatives with respect to a switching time come through the flow at the segment bounds
 (`integrate.bounds`), with every solver.
@@ -62,7 +65,6 @@ plus log(m) for `log` and log(m ln 10) for `log10` (the change of variables).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -75,7 +77,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,26 +87,20 @@ from ..core.errors import InputError, SolverError
 from ..core.lazy import LazyModule
 from ..core.solvers import LEAN_RODAS, PETAB_SOLVERS
 from ..integrate import compiled as compiled_programs
-from ..integrate.bounds import fixed_bounds_segment
+from ..integrate import segments
 from ..solvers import lean_rodas as petab_rodas
-from ..solvers.newton.chord import Chord
-from ..solvers.newton.steady_state import newton_polish
-from ..solvers.registry import solver_class
 from ..stores import programs as export_store
 
 # SBML reading and sympy only where a problem's files are read (a problem made from its
 # stored record does not read them)
 petab_events = LazyModule("sensitivity.importers.petab_events")
 petab_v2 = LazyModule("sensitivity.importers.petab_v2")  # PEtab 2.0 problems as PEtab 1 tables
-petab_steady = LazyModule("sensitivity.importers.petab_steady")  # runs to steady state with events
 petab_rows = LazyModule("sensitivity.importers.petab_rows")
 sbml_import = LazyModule("sensitivity.importers.sbml")
 
 SCALES = ("lin", "log", "log10")
 TRANSFORMS = ("lin", "log", "log10")
 NOISES = ("normal", "laplace")
-# the solver table's PEtab solvers: lean Rosenbrock loops (petab_rodas.py) and solver classes
-_SOLVERS = {name: solver_class(name) for name in PETAB_SOLVERS if name not in LEAN_RODAS}
 
 
 @dataclass(frozen=True)
@@ -145,7 +140,7 @@ def _parse_refs(value, pids: dict, what: str) -> tuple[int, float]:
 def load(yaml_path: str | Path, **options) -> "PetabProblem":
     """Read and validate a PEtab problem (a YAML file listing the tables and the SBML model).
 
-    options: solver ("rodas5p": the lean Rosenbrock loop of petab_rodas.py; "rodas4"; or a
+    options: solver ("rodas5p": the lean Rosenbrock loop of solvers/lean_rodas.py; "rodas4"; or a
     diffrax solver: "kvaerno5", ...), rtol, atol (1e-8), max_steps (100000), validate (True).
     Raises `InputError` for a missing or invalid problem, `ModelError` for SBML it cannot read.
     """
@@ -182,7 +177,7 @@ class PetabProblem:
                              "PEtab 1 and 2.0 problems (format_version: 1 or 2.0.0)")
         self.format_version = 2 if version.startswith("2") else 1
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
-        # how the solve saves and batches (see _solve_fn, _simulate_fn); part of the structure
+        # how the solve saves and batches (see _simulate_fn, integrate.segments); part of the structure
         self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
         self.scan_stages = None  # the lean loop's stages as a lax.scan; None: by model size (_scan)
         self.newton_kappa = _NEWTON_KAPPA
@@ -487,148 +482,20 @@ class PetabProblem:
 
     # ------------------------------------------------------------------ simulation
     def _implicit(self) -> bool:
-        if self.solver in LEAN_RODAS:
-            return True
-        return issubclass(_SOLVERS[self.solver], diffrax.AbstractImplicitSolver)
-
-    def _solver(self):
-        """The diffrax solver; an implicit one stops its Newton iterations at `newton_kappa`
-        times the step tolerance (see `_NEWTON_KAPPA`)."""
-        if self.solver in LEAN_RODAS:
-            return None  # not a diffrax solver: petab_rodas.py
-        cls = _SOLVERS[self.solver]
-        if issubclass(cls, diffrax.AbstractImplicitSolver):
-            # tolerances from the step-size controller: traced, so one executable serves all
-            return cls(root_finder=diffrax.with_stepsize_controller_tols(Chord)(kappa=self.newton_kappa))
-        return cls()
-
-    def _model_for(self, method: str):
-        """The model, its rhs rematerialised (`jax.checkpoint`) where reverse mode goes
-        through it (method "checkpoint"): a linearised rhs outside the solver's loop then
-        keeps its inputs, not every scalar it computes (a residual each, stacked per
-        experiment and per segment: about a thousand arrays for a model of 25 states,
-        the larger part of the program XLA compiles), and computes them again backwards."""
-        m = self.model
-        if method != "checkpoint" or not dataclasses.is_dataclass(m):
-            return m
-        return dataclasses.replace(m, rhs=jax.checkpoint(m.rhs, prevent_cse=False))
-
-    def _solve_fn(self, method: str):
-        """(pv, y0, ts, t0) -> ys (n_t, n_x): the model solved through its breakpoints."""
-        m = self._model_for(method)
-        solver = self._solver()
-        max_steps = self.max_steps
-
-        def vf(t, y, args):
-            pv, tc = args
-            return m.rhs(t, y, pv, tc)
-
-        term = diffrax.ODETerm(vf)
-
-        def adjoint():
-            return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
-
-        save, pid = self.save, self.pid
-        if m.events:  # SBML events: segments cut at event times, state events inside them
-            if solver is None:  # the lean loop has no root finding: diffrax's Rodas5P instead
-                solver = solver_class("rodas5p")()
-            return petab_events.solve_function(m, solver, lambda tol: _controller(tol, pid), max_steps,
-                                               method, save)
-
-        def segment(pv, y0, a, b, tc, ts, tol):
-            ctrl = _controller(tol, pid)
-            if save == "step":
-                ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, a, b))
-            sol = diffrax.diffeqsolve(
-                term, solver, a, b, None, y0, (pv, tc),
-                saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b), t1=True),
-                # step onto the save times: the implicit solvers' dense output is only
-                # third order, interpolating would cost more accuracy than the tolerances
-                stepsize_controller=ctrl,
-                max_steps=max_steps, adjoint=adjoint(), throw=False)
-            return sol.ys[:-1], sol.ys[-1], sol.result, sol.stats["num_steps"]
-
-        if self.solver in LEAN_RODAS:  # the lean Rosenbrock loop (petab_rodas.py)
-            segment = petab_rodas.segment_fn(m, method, max_steps, self.solver, self._scan())
-            # a preequilibration and the segments after it: one loop (`_pieces`)
-            piece = petab_rodas.piece_fn(m, method, max_steps, self.solver, self._scan())
-            if m.n_breakpoints:
-                piece = fixed_bounds_segment(piece, lambda t, y, pvs, tc: m.rhs(t, y, pvs[0], jnp.where(pvs[1], t, tc)))
-        # switching times that move with the parameters: derivatives through the flow (without
-        # breakpoints the bounds are t0 and the last save time, which carry no derivative)
-        if m.n_breakpoints:
-            segment = fixed_bounds_segment(segment, m.rhs)
-
-        def solve(pv, y0, ts, t0, tol, pre=None):
-            """pre: None, or (pv0, y0 of the preequilibration, y -> the state the
-            simulation starts from) to run it first (`_pieces`; y0 then unused)."""
-            if pre is not None:
-                return _pieces(piece, m, pv, ts, t0, tol, pre)
-            tend = ts[-1]
-            if m.n_breakpoints == 0:
-                ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts, tol)
-                return ys, res == diffrax.RESULTS.successful, steps
-            bp = jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend))
-            bounds = jnp.concatenate([jnp.reshape(t0, (1,)), bp, jnp.reshape(tend, (1,))])
-
-            def body(carry, ab):
-                y, ys, ok, steps = carry
-                a, b = ab
-                seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts, tol)
-                inside = ((ts >= a) & (ts <= b))[:, None]
-                ys = jnp.where(inside, seg, ys)
-                return (y_end, ys, ok & (res == diffrax.RESULTS.successful), steps + n), None
-
-            init = (y0, jnp.zeros((ts.shape[0], y0.shape[0])), jnp.asarray(True), jnp.asarray(0))
-            (_, ys, ok, steps), _ = jax.lax.scan(body, init, (bounds[:-1], bounds[1:]))
-            return ys, ok, steps
-
-        return solve
-
-    def _steady_fn(self, method: str):
-        """(pv, y0) -> steady state: simulate until max_i |f_i| / (atol + rtol |y_i|) < 1,
-        then one Newton step that makes the derivatives the implicit function theorem's
-        (`steady_state.newton_polish`)."""
-        m = self._model_for(method)
-        solver = self._solver()
-
-        def vf(t, y, args):
-            return m.rhs(t, y, args[0], t)
-
-        def cond(t, y, args, **kwargs):
-            pv, tol = args
-            return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
-
-        event = diffrax.Event(cond)
-        term = diffrax.ODETerm(vf)
-
-        def steady(pv, y0, tol, t0=0.0):
-            sol = diffrax.diffeqsolve(
-                term, solver, t0, jnp.inf, None, y0, (pv, tol), saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=_controller(tol, self.pid), event=event,
-                max_steps=self.max_steps,
-                adjoint=diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint(),
-                throw=False)
-            t = sol.ts[0]
-            y = newton_polish(lambda u: m.rhs(t, u, pv, t), sol.ys[0])
-            return y, sol.result, sol.stats["num_steps"]
-
-        if self.solver in LEAN_RODAS:
-            return petab_rodas.steady_fn(m, method, self.max_steps, self.solver, self._scan())
-        return steady
+        return segments.implicit(self.solver)
 
     def _simulate_fn(self, method: str, groups=None) -> Callable:
         """(theta, tol) -> per group (ys (n_exp, n_t, n_x), pvs (n_exp, n_p), ok, steps);
-        groups: the experiments' arrays (default the measurement table's, `_groups`)."""
+        groups: the experiments' arrays (default the measurement table's, `_groups`). The
+        solve of one experiment is `integrate.segments.experiment_function`; here the
+        conditions become its parameter vectors and initial states."""
         m = self.model
-        solve = self._solve_fn(method)
-        steady = self._steady_fn(method)
-        # a model with events of its own: preequilibration and time = inf run them too
-        steady_ev = truth = None
-        if any(meta["name"] not in self._period_events for meta in m.event_meta):
-            steady_ev = petab_steady.steady_function(m, self._solver() or solver_class("rodas5p")(),
-                                                     lambda tol: _controller(tol, self.pid), self.max_steps, method)
-            truth = petab_steady.truth_function(m)
+        # a model with events of its own (not only PEtab 2.0 periods): preequilibration and
+        # time = inf run them too
+        run = segments.experiment_function(
+            m, self.solver, method, self.max_steps, save=self.save, pid=self.pid, newton_kappa=self.newton_kappa,
+            scan_stages=self._scan() if self.solver in LEAN_RODAS else False,
+            steady_events=any(meta["name"] not in self._period_events for meta in m.event_meta))
         groups = self._groups if groups is None else groups
 
         def params(theta, arrays):
@@ -639,46 +506,16 @@ class PetabProblem:
 
         def one(theta, sim, pre, ts, tol, steady_state, t0=0.0):
             pv, yo, y_set = params(theta, sim)
-            ok = jnp.asarray(True)
-            steps = jnp.asarray(0)
-            if pre is not None and steady_ev is None and self.solver in LEAN_RODAS and not m.events:
-                # the preequilibration as the first piece of the solve's loop
+
+            def after(y):  # the condition's initial values replace the state
+                return jnp.where(y_set, yo, y)
+
+            if pre is None:
+                ys, ok, steps = run(pv, after(m.initial(pv)), ts, t0, tol, steady_state=steady_state)
+            else:
                 pv0, yo0, set0 = params(theta, pre)
                 y_pre = jnp.where(set0, yo0, m.initial(pv0))
-                ys, ok, steps = solve(pv, None, ts, jnp.asarray(t0, dtype=jnp.float64), tol,
-                                      pre=(pv0, y_pre, lambda y: jnp.where(y_set, yo, y)))
-                pre = None
-                y0 = None
-            elif pre is not None:
-                pv0, yo0, set0 = params(theta, pre)
-                y0 = jnp.where(set0, yo0, m.initial(pv0))
-                if steady_ev is None:
-                    y0, res0, n0 = steady(pv0, y0, tol)
-                    ok = ok & (res0 == diffrax.RESULTS.event_occurred)
-                else:  # the triggers' truth at the end carries over: true ones do not fire at t0
-                    y0, ok0, n0, before = steady_ev(pv0, y0, tol)
-                    ok = ok & ok0
-                steps = steps + n0
-                y0 = jnp.where(y_set, yo, y0)
-            else:
-                y0 = jnp.where(y_set, yo, m.initial(pv))
-            t0 = jnp.asarray(t0, dtype=jnp.float64)
-            if y0 is None:  # solved with the preequilibration above
-                pass
-            elif steady_ev is not None and pre is not None:
-                ys, ok_solve, n = solve(pv, y0, ts, t0, tol, before=before)
-                ok, steps = ok & ok_solve, steps + n
-            else:
-                ys, ok_solve, n = solve(pv, y0, ts, t0, tol)
-                ok, steps = ok & ok_solve, steps + n
-            if steady_state and steady_ev is not None:  # on from the last save time, events too
-                y_ss, ok1, n1, _ = steady_ev(pv, ys[-1], tol, ts[-1], before=truth(ts[-1], ys[-1], pv))
-                ys = jnp.concatenate([ys, y_ss[None]])
-                ok, steps = ok & ok1, steps + n1
-            elif steady_state:  # on from the last save time to a steady state
-                y_ss, res1, n1 = steady(pv, ys[-1], tol, ts[-1])
-                ys = jnp.concatenate([ys, y_ss[None]])
-                ok, steps = ok & (res1 == diffrax.RESULTS.event_occurred), steps + n1
+                ys, ok, steps = run(pv, None, ts, t0, tol, pre=(pv0, y_pre), after=after, steady_state=steady_state)
             return ys, pv, ok, steps
 
         batch = jax.vmap if self.batch == "vmap" else (lambda f: lambda *a: jax.lax.map(lambda z: f(*z), a))
@@ -1119,50 +956,6 @@ def _first_call_guess(n_states: int, n_rules: int) -> str:
     if size < 60:
         return "about a minute or two"
     return "several minutes"
-
-
-def _pieces(piece, m, pv, ts, t0, tol, pre):
-    """A preequilibration and the simulation after it as one `lax.scan` over pieces of one
-    solve (`lean_rodas.piece_fn` wrapped by `fixed_bounds_segment`): the run to a steady
-    state with the preequilibration's parameters pv0 from y_pre, then, from after(its
-    end), the segments between t0, the model's breakpoints and ts[-1] with pv. One traced
-    copy of the solver loop (and of its reverse sweep) instead of two. pre = (pv0, y_pre,
-    after). Returns (ys (n_t, n), ok, steps)."""
-    pv0, y_pre, after = pre
-    tend = ts[-1]
-    if m.n_breakpoints == 0:
-        bounds = jnp.stack([t0, tend])
-    else:
-        bounds = jnp.concatenate([jnp.reshape(t0, (1,)), jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend)),
-                                  jnp.reshape(tend, (1,))])
-    k = bounds.shape[0] - 1
-    zero = jnp.zeros((1,), bounds.dtype)
-    a = jnp.concatenate([zero, bounds[:-1]])
-    b = jnp.concatenate([zero, bounds[1:]])
-    # the condition time of a segment: its midpoint (the end without breakpoints)
-    tc = jnp.concatenate([zero, jnp.full((1,), tend) if m.n_breakpoints == 0 else 0.5 * (a[1:] + b[1:])])
-    steady = jnp.arange(k + 1) == 0
-    pvs = jnp.concatenate([pv0[None], jnp.broadcast_to(pv, (k,) + pv.shape)])
-
-    def body(carry, x):
-        y, ys, ok, steps = carry
-        a_, b_, tc_, steady_, pv_ = x
-        seg, y_end, ok_, n = piece((pv_, steady_), y, a_, b_, tc_, ts, tol)
-        y_end = jnp.where(steady_, after(y_end), y_end)
-        inside = (((ts >= a_) & (ts <= b_) | (m.n_breakpoints == 0)) & ~steady_)[:, None]
-        return (y_end, jnp.where(inside, seg, ys), ok & ok_, steps + n), None
-
-    init = (y_pre, jnp.zeros((ts.shape[0], y_pre.shape[0]), y_pre.dtype), jnp.asarray(True), jnp.asarray(0))
-    (_, ys, ok, steps), _ = jax.lax.scan(body, init, (a, b, tc, steady, pvs))
-    return ys, ok, steps
-
-
-def _controller(tol, pid=(0.3, 0.3)):
-    """PI step-size control (diffrax's suggestion for stiff problems): where stability rather
-    than accuracy limits the step, the default I controller's step sizes oscillate and
-    steps are rejected; the proportional term damps that, so the PEtab problems take fewer
-    steps for the same nllh."""
-    return diffrax.PIDController(rtol=tol[0], atol=tol[1], pcoeff=pid[0], icoeff=pid[1])
 
 
 # model parameters that carry a condition's value of an entity the model defines by a rule

@@ -1,0 +1,306 @@
+"""SBML events in the cut-up solve of a model with one parameter vector (`segments`): the
+solve of one experiment cut at event times, and runs to a steady state with events.
+
+An SBML event fires where its trigger turns from false to true and applies its event
+assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In `solve_function`:
+
+- a *time event* (trigger `time >= T` or `time > T`, T an expression of parameters) is a
+  segment boundary at T(p), like a piecewise breakpoint, with the event's reset applied at
+  the boundary: y(T+) = reset(T, y(T-), p). The boundary is traced, so dT/dp enters the
+  derivatives through the segment ends (the flow at the bounds, `bounds.flow_shift`);
+- a *state event* (any other single comparison) is located inside a segment by diffrax's
+  root finder (`diffrax.Event`, differentiated implicitly) and the solve restarts from the
+  reset state, up to `PIECES_PER_STATE_EVENT` times per segment and state event;
+- a trigger already true at t = 0 fires there when its `initialValue` is false (SBML), not
+  when it is true; `time > T` with T = 0 turns true just after 0 and fires at 0;
+- state events found at the same root, and events firing at t = 0, evaluate their
+  assignments on the state before any of them (SBML's useValuesFromTriggerTime without
+  delays) and each sets its own variables; time events at the same time fire one after
+  another in the order of the SBML file (their order is undefined in SBML without priorities);
+- an event whose trigger another event's assignments turn true fires at the same time
+  (one round of such cascades);
+- a save time at an event's time sees the state after the event;
+- after a preequilibration a trigger fires at t0 when it was false at the end of the
+  preequilibration and is true at t0 (`solve(..., before=...)`).
+
+`steady_function(m, solver, controller, max_steps, method)` returns
+`steady(pv, y0, tol, t0=0.0, before=None) -> (y, ok, steps, true_end)` (preequilibration
+and measurements at t = inf of a model with events):
+
+- the model is solved from t0 towards t = inf; the solve stops where
+  max_i |f_i| / (atol + rtol |y_i|) < 1 (the steady state) or where an event's trigger
+  turns true (diffrax's root finder on the trigger's g = lhs - rhs, differentiated
+  implicitly); an event applies its assignments (all read the state before them) and the
+  run goes on, up to `PIECES` events;
+- at t0 a trigger already true fires when it was false before: `before` (n_events,) the
+  triggers' truth at the end of the previous phase, or, without one, when its
+  initialValue is false (SBML);
+- the steady state is polished by one Newton step with its matrix held constant
+  (`newton_polish`: the implicit function theorem's derivatives);
+- `true_end` (n_events,) is each trigger's truth at the steady state: the simulation
+  after a preequilibration starts from it, so a trigger true at the end does not fire
+  again at its start (PEtab test suite case v2 0023);
+- `ok` is False when the run needs more than `PIECES` events or a solve fails.
+
+Delays, priorities, non-persistent and compound triggers are not scheduled here (the
+`Problem` path's `scheduled.Scheduler` does that).
+"""
+
+from __future__ import annotations
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..solvers.newton.steady_state import newton_polish
+from .bounds import flow_shift
+from .pieces import root_finder
+
+stop = jax.lax.stop_gradient
+PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the solve reports failure)
+PIECES = 8  # events in one run to steady state (more: the run reports failure)
+
+
+def restart_condition(g_fn, k, vf):
+    """Event k's root function for diffrax.Event: g_fn(t, y, pv) (a scalar), except on a
+    piece that restarts on the root of event k itself (args = (pv, _, fired_before, start)
+    with fired_before[k] and t == start), where it reports the side the flow moves to
+    (+-tiny by the sign of dg/dt along vf), so the root it starts on is not taken for a
+    new crossing."""
+    def cond(t, y, args, **kw):
+        pv, _, fired_before, start = args
+        g = jnp.asarray(g_fn(t, y, pv), y.dtype).reshape(())
+        _, dg = jax.jvp(lambda t_, y_: jnp.asarray(g_fn(t_, y_, pv), y.dtype).reshape(()),
+                        (t, y), (jnp.ones_like(t), vf(t, y, args)))
+        tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+        return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
+    return cond
+
+
+def _true(g, direction, strict):
+    """The trigger's truth from g = lhs - rhs (direction +1: lhs > rhs or lhs >= rhs)."""
+    if direction > 0:
+        return g > 0 if strict else g >= 0
+    return g < 0 if strict else g <= 0
+
+
+def _adjoint(method: str):
+    return diffrax.ForwardMode() if method == "forward" else diffrax.RecursiveCheckpointAdjoint()
+
+
+def truth_function(m):
+    """(t, y, pv) -> (n_events,) bool: each trigger's truth."""
+    meta = m.event_meta
+    conds = [fn for _, fn, _, _ in m.events]
+
+    def truth(t, y, pv):
+        return jnp.stack([_true(jnp.asarray(conds[k](t, y, pv), y.dtype).reshape(()), int(meta[k]["direction"]),
+                                 bool(meta[k].get("strict", True))) for k in range(len(conds))])
+    return truth
+
+
+def apply_function(m):
+    """apply(mask, t, y, pv) -> y: the resets of the events in `mask` (n_events,) at t, all
+    evaluated on the state before them."""
+    resets = [fn for _, _, fn, _ in m.events]
+
+    def apply(mask, t, y, pv):
+        out = y
+        for k in range(len(resets)):
+            r = jnp.asarray(resets[k](t, y, pv), y.dtype).reshape(y.shape)
+            out = out + jnp.where(mask[k], r - y, 0.0)
+        return out
+    return apply
+
+
+def fire_function(m):
+    """fire(mask, t, y, pv) -> y: the events in `mask`, then those whose triggers they turned
+    from false to true (one round: their assignments see the state after the first resets)."""
+    apply, truth = apply_function(m), truth_function(m)
+
+    def fire(mask, t, y, pv):
+        after = apply(mask, t, y, pv)
+        newly = ~truth(t, y, pv) & truth(t, after, pv)
+        return apply(newly, t, after, pv)
+    return fire
+
+
+def solve_function(m, solver, controller, max_steps: int, method: str, save: str):
+    """(pv, y0, ts, t0, tol) -> (ys (n_t, n_x), ok, steps): the model solved through its
+    piecewise breakpoints and events (see the module docstring)."""
+    meta = m.event_meta
+    n_ev = len(meta)
+    conds = [fn for _, fn, _, _ in m.events]
+    directions = [int(d["direction"]) for d in meta]
+    initial_value = np.array([bool(d["initial_value"]) for d in meta])
+    strict = [bool(d.get("strict", True)) for d in meta]
+    is_time = np.array([d["time"] is not None for d in meta])
+    state_ev = [k for k in range(n_ev) if not is_time[k]]
+    n_pieces = 1 + PIECES_PER_STATE_EVENT * len(state_ev)
+
+    def vf(t, y, args):
+        return m.rhs(t, y, args[0], args[1])
+
+    term = diffrax.ODETerm(vf)
+
+    if state_ev:
+        event = diffrax.Event([restart_condition(conds[k], k, vf) for k in state_ev], root_finder=root_finder(),
+                              direction=[directions[k] > 0 for k in state_ev])
+    else:
+        event = None
+
+    fire = fire_function(m)
+
+    def piece(carry, b, ts, pv, tc, tol):
+        # pieces after the segment's end are skipped (the solves run one after another under
+        # lax.map; a vmapped batch evaluates both branches)
+        return jax.lax.cond(carry[-1], lambda c: c, lambda c: run_piece(c, b, ts, pv, tc, tol), carry)
+
+    def run_piece(carry, b, ts, pv, tc, tol):
+        t, y, ys, ok, steps, fired_before, done = carry
+        # the solver runs between bounds with their derivatives stopped; the moving start and
+        # end enter through the flow (integrate/bounds.py)
+        moving = jnp.where(done, b, t)
+        start, end, tc = stop(moving), stop(b), stop(tc)
+        args = (pv, tc, fired_before, start)
+
+        def f(t_, y_):
+            return vf(t_, y_, args)
+
+        y = flow_shift(f, y, moving, start)
+        ctrl = controller(tol)
+        if save == "step":
+            ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, start, end))
+        sol = diffrax.diffeqsolve(
+            term, solver, start, end, None, y, args,
+            # two sub-saves: with one (ts + t1) an event leaves the t1 slot unfilled
+            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(ts, start, end)), diffrax.SubSaveAt(t1=True)]),
+            stepsize_controller=ctrl, max_steps=max_steps, adjoint=_adjoint(method), event=event, throw=False)
+        (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys
+        reached = t_new >= end  # no event before the end: the end is the moving one
+        y_new = jnp.where(reached, flow_shift(f, y_new, end, b), y_new)
+        t_new = jnp.where(reached, b, t_new)
+        saved = jnp.where(((ts >= end) & reached)[:, None], y_new[None], saved)
+        inside = ((ts >= start) & ((ts < t_new) | ((ts == b) & (t_new >= b))) & ~done)[:, None]
+        ys = jnp.where(inside, saved, ys)
+        success = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
+        ok = ok & (success | done)
+        steps = steps + jnp.where(done, 0, sol.stats["num_steps"])
+        if event is not None:
+            hit = (sol.result == diffrax.RESULTS.event_occurred) & ~done
+            leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(sol.event_mask)]
+            fired = jnp.zeros(n_ev, bool)
+            for j, k in enumerate(state_ev):
+                fired = fired.at[k].set(leaves[j] & hit)
+            y_new = fire(fired, t_new, y_new, pv)
+            # a save time equal to the event time gets the state after the event
+            ys = jnp.where(((ts == t_new) & hit)[:, None], y_new[None], ys)
+            fired_before = fired
+        done = done | (t_new >= b)
+        return (t_new, y_new, ys, ok, steps, fired_before, done)
+
+    def segment(pv, y, a, b, tc, ts, tol, ys, ok, steps):
+        carry = (a, y, ys, ok, steps, jnp.zeros(n_ev, bool), jnp.asarray(False))
+        if n_pieces == 1:
+            carry = piece(carry, b, ts, pv, tc, tol)
+        else:
+            carry, _ = jax.lax.scan(lambda c, _: (piece(c, b, ts, pv, tc, tol), None), carry, None,
+                                    length=n_pieces)
+        _, y, ys, ok, steps, _, done = carry
+        return y, ys, ok & done, steps
+
+    def solve(pv, y0, ts, t0, tol, before=None):
+        tend = ts[-1]
+        # triggers already true at t0 fire there when their initialValue is false (after a
+        # preequilibration: when false at its end, `before`); `time > T`
+        # with T = t0 turns true just after t0 and fires there too
+        g0 = jnp.stack([jnp.asarray(c(t0, y0, pv), y0.dtype).reshape(()) for c in conds])
+        true0 = jnp.stack([_true(g0[k], directions[k], strict[k]) for k in range(n_ev)])
+        te = jnp.where(jnp.asarray(is_time), m.event_times(pv), jnp.inf)
+        at_start = jnp.asarray(is_time) & jnp.asarray(strict) & (te == t0)
+        was = jnp.asarray(initial_value) if before is None else before
+        y0 = fire((true0 & ~was) | at_start, t0, y0, pv)
+        # segment boundaries: piecewise breakpoints (no reset) and event times in (t0, tend]
+        te_in = (te > t0) & (te <= tend)
+        bp = m.breakpoints(pv) if m.n_breakpoints else jnp.zeros((0,), y0.dtype)
+        raw = jnp.concatenate([bp, jnp.where(te_in, te, jnp.inf)])
+        masks = jnp.concatenate([jnp.zeros((bp.shape[0], n_ev), bool),
+                                 jnp.eye(n_ev, dtype=bool) & te_in[:, None]])
+        order = jnp.argsort(jax.lax.stop_gradient(raw))
+        bnd = jnp.clip(raw[order], t0, tend)
+        masks = masks[order]
+        starts = jnp.concatenate([jnp.reshape(t0, (1,)), bnd])
+        ends = jnp.concatenate([bnd, jnp.reshape(tend, (1,))])
+        masks = jnp.concatenate([masks, jnp.zeros((1, n_ev), bool)])  # nothing fires at tend's end
+
+        def body(carry, seg):
+            y, ys, ok, steps = carry
+            a, b, mask = seg
+            y_end, ys, ok, steps = segment(pv, y, a, b, 0.5 * (a + b), ts, tol, ys, ok, steps)
+            y_next = fire(mask, b, y_end, pv)
+            # a save time on a time event gets the state after it
+            ys = jnp.where(((ts == b) & jnp.any(mask))[:, None], y_next[None], ys)
+            return (y_next, ys, ok, steps), None
+
+        init = (y0, jnp.zeros((ts.shape[0], y0.shape[0]), y0.dtype), jnp.asarray(True), jnp.asarray(0))
+        (_, ys, ok, steps), _ = jax.lax.scan(body, init, (starts, ends, masks))
+        return ys, ok, steps
+
+    return solve
+
+
+def steady_function(m, solver, controller, max_steps: int, method: str):
+    """The run to steady state with events (see the module docstring)."""
+    meta = m.event_meta
+    n_ev = len(meta)
+    conds = [fn for _, fn, _, _ in m.events]
+    directions = [int(d["direction"]) for d in meta]
+    initial_value = jnp.asarray(np.array([bool(d["initial_value"]) for d in meta]))
+    truth, fire = truth_function(m), fire_function(m)
+
+    def vf(t, y, args):
+        return m.rhs(t, y, args[0], t)
+
+    term = diffrax.ODETerm(vf)
+
+    def at_steady(t, y, args, **kw):
+        pv, tol = args[0], args[1]
+        return jnp.max(jnp.abs(m.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
+
+    # diffrax reports only the first condition (in this order) that holds in a step: the
+    # events before the steady state, so an event in the last step fires
+    event = diffrax.Event([restart_condition(conds[k], k, vf) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
+                          direction=[d > 0 for d in directions] + [None])
+
+    def piece(carry, tol, pv):
+        t, y, ok, steps, fired_before, done = carry
+
+        def run(c):
+            t, y, ok, steps, fired_before, done = c
+            start = jax.lax.stop_gradient(t)
+            sol = diffrax.diffeqsolve(
+                term, solver, start, jnp.inf, None, y, (pv, tol, fired_before, start),
+                saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller(tol), event=event,
+                max_steps=max_steps, adjoint=_adjoint(method), throw=False)
+            t_new, y_new = sol.ts[0], sol.ys[0]
+            mask = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(sol.event_mask)]
+            hit = sol.result == diffrax.RESULTS.event_occurred
+            fired = jnp.stack(mask[:n_ev]) & hit
+            steady_now = hit & mask[n_ev]
+            y_new = jnp.where(steady_now, y_new, fire(fired, t_new, y_new, pv))
+            return (t_new, y_new, ok & hit, steps + sol.stats["num_steps"], fired, steady_now)
+
+        return jax.lax.cond(done, lambda c: c, run, carry)
+
+    def steady(pv, y0, tol, t0=0.0, before=None):
+        t0 = jnp.asarray(t0, y0.dtype)
+        true0 = truth(t0, y0, pv)
+        y0 = fire(true0 & (~initial_value if before is None else ~before), t0, y0, pv)
+        carry = (t0, y0, jnp.asarray(True), jnp.asarray(0), jnp.zeros(n_ev, bool), jnp.asarray(False))
+        carry, _ = jax.lax.scan(lambda c, _: (piece(c, tol, pv), None), carry, None, length=PIECES + 1)
+        t, y, ok, steps, _, done = carry
+        y = newton_polish(lambda u: m.rhs(t, u, pv, t), y)
+        return y, ok & done, steps, truth(t, y, pv)
+
+    return steady
