@@ -13,6 +13,7 @@ from scipy.integrate import solve_ivp
 
 import sensitivity as sens
 from sensitivity import models
+from sensitivity.integrate import solve
 from sensitivity.models import brusselator_1d, robertson, van_der_pol
 from sensitivity.solvers import linear as stiff_linear
 from sensitivity.solvers.registry import solver_name
@@ -154,6 +155,24 @@ def test_adjoint_gradient_against_finite_differences_forward_and_kvaerno5(rob, r
     scale = np.einsum("to,toi->i", W, np.abs(rob_forward.values))  # per input
     assert (np.abs(g.grad - np.einsum("to,toi->i", W, fd)) / scale).max() < 1e-5
     assert (np.abs(g.grad - np.einsum("to,toi->i", W, kv)) / scale).max() < 1e-6
+
+
+def test_lean_rodas5p_equals_the_diffrax_class_and_differentiates_its_own_steps(rob, rob_forward, rob_references):
+    """solver="rodas5p_lean" (the lean Rodas5P loop PEtab runs): the same tableau with
+    Hairer's controller, so the values agree with the diffrax class and finite differences
+    to the tolerances, forward and adjoint differentiate the same discrete solve (equal to
+    rounding); a dosed problem runs the diffrax class (the loop does not cut solves)."""
+    lean = rob.replace(solver="rodas5p_lean")
+    J = sens.jacobian(lean, mode="forward")
+    scale = np.abs(rob_forward.values).max(axis=(0, 1))
+    assert (np.abs(J.values - rob_references[0]) / scale).max() < 1e-5
+    assert (np.abs(J.values - rob_forward.values) / scale).max() < 1e-6
+    np.testing.assert_allclose(J.outputs, rob_forward.outputs, rtol=1e-7, atol=1e-14)
+    g = sens.gradient(lean, _objective, mode="adjoint")
+    np.testing.assert_allclose(g.grad, np.einsum("to,toi->i", np.asarray(OBJ_W), J.values), rtol=1e-8)
+    dosed = lean.replace(doses=[sens.Dose(time=1.0, state="y1", amount=0.1)])
+    assert not solve.lean_rodas_applies(dosed, "forward") and solve.lean_rodas_applies(lean, "checkpoint")
+    assert not solve.lean_rodas_applies(lean, "direct")
 
 
 # ----------------------------------------------------------------------------- dense vs banded

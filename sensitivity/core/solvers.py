@@ -21,6 +21,12 @@ Fields of a `SolverSpec`:
                     "lean_rodas" for the Rosenbrock tableaus), or None
     problem         offered by `Problem(solver=...)`
     petab           offered by the PEtab importer (`importers.petab.load(solver=...)`)
+    tableau         the Rosenbrock tableau (a key of `solvers.rosenbrock.TABLEAUS`) of the
+                    "rosenbrock" family, else None
+
+A solver with a lean loop only (cls None) runs where the loop's limits allow: for a
+`Problem`, no doses, breakpoints or events and the adjoints it lists; elsewhere the
+diffrax class of the same tableau runs instead (`FALLBACK`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class SolverSpec:
     lean: str | None = None
     problem: bool = True
     petab: bool = False
+    tableau: str | None = None
 
 
 _NO_BACKSOLVE = ALL_METHODS - {"backsolve"}  # Rodas5P takes 1-D states; backsolve solves a pytree
@@ -60,13 +67,20 @@ TABLE: dict[str, SolverSpec] = {s.name: s for s in (
     SolverSpec("kencarp5", "imex_esdirk", "KenCarp5", True, petab=True),
     SolverSpec("implicit_euler", "implicit_euler", "ImplicitEuler", True, dense_output=False),
     SolverSpec("rodas5p", "rosenbrock", "Rodas5P", True, adjoints=_NO_BACKSOLVE, lean="lean_rodas",
-               petab=True),
+               petab=True, tableau="rodas5p"),
+    # Problem only: the lean Rodas5P loop (PEtab's "rodas5p"), forward mode and the
+    # checkpointed discrete adjoint, steps landing on the save times (no dense output)
+    SolverSpec("rodas5p_lean", "rosenbrock", None, True, adjoints=frozenset({"forward", "checkpoint"}),
+               dense_output=False, lean="lean_rodas", petab=False, tableau="rodas5p"),
     # PEtab only: rodas4 as a lean loop; rodas5p_diffrax runs Rodas5P inside diffrax's loop
     SolverSpec("rodas4", "rosenbrock", None, True, adjoints=_NO_BACKSOLVE, lean="lean_rodas",
-               problem=False, petab=True),
+               problem=False, petab=True, tableau="rodas4"),
     SolverSpec("rodas5p_diffrax", "rosenbrock", "Rodas5P", True, adjoints=_NO_BACKSOLVE,
-               problem=False, petab=True),
+               problem=False, petab=True, tableau="rodas5p"),
 )}
+
+# a lean-only solver where its loop cannot run: the diffrax class of the same tableau
+FALLBACK = {"rodas5p_lean": "rodas5p"}
 
 # "auto"'s two picks (`solvers.stiffness` decides which): Rodas5P for stiff models (one
 # Jacobian and factorisation per step, no Newton iterations), Tsit5 otherwise

@@ -32,7 +32,8 @@ import numpy as np
 from ..core import schedule
 from ..core.errors import SolverError
 from ..core.problem import Problem
-from ..core.solvers import BACKSOLVE_FALLBACK, ROSENBROCK, TABLE
+from ..core.solvers import BACKSOLVE_FALLBACK, FALLBACK, ROSENBROCK, TABLE
+from ..solvers import lean
 from ..solvers import linear as stiff_linear
 from ..solvers.compat import result_code, result_item
 from ..solvers.newton import reuse
@@ -141,6 +142,11 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
     """(params, y0, values) -> (ys (n_times, n_states), aux): one diffrax solve with the
     problem's solver settings, of the model's rhs or of another vector field `rhs`."""
     name = solver_name(problem)
+    steps = problem.max_steps if max_steps is None else max_steps
+    if TABLE[name].cls is None:  # a lean loop only: where its limits allow, else FALLBACK
+        if rhs is None and lean_rodas_applies(problem, method):
+            return _lean_rodas_solve(problem, method, steps, TABLE[name].tableau)
+        name = FALLBACK[name]
     if method not in TABLE[name].adjoints:  # Rodas5P: backsolve solves a pytree state backwards
         name = BACKSOLVE_FALLBACK
     if name in ROSENBROCK:  # Rodas5P: dense or banded linear algebra
@@ -148,7 +154,6 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
     else:  # explicit, or implicit with chord.Chord (+ banded linear solver, + reuse if asked)
         solver = stiff_linear.solver_for(problem, name, solver_class(name), structured=rhs is None)
     counted = rhs is None and reuse.enabled(problem) and method != "backsolve"  # reuse counters
-    steps = problem.max_steps if max_steps is None else max_steps
     if schedule.has_pieces(problem):  # doses, parameter breakpoints, state events
         return pieces.solve_function(problem, method, steps, rhs,
                                      lambda c: _adjoint(problem, method, solver, c), solver)
@@ -174,6 +179,38 @@ def solve_function(problem: Problem, method: str = "checkpoint", max_steps: int 
         if counted:
             aux.update(reuse.stats(sol.solver_state))
         return sol.ys, aux
+
+    return solve
+
+
+def lean_rodas_applies(problem: Problem, method: str) -> bool:
+    """Whether the lean Rosenbrock loop (`solvers.lean.rosenbrock_solve`) can run `problem`'s
+    solve: the method is one it differentiates (forward, checkpoint), nothing cuts the solve
+    (doses, breakpoints, events) and the linear algebra is dense (the loop has no banded LU)."""
+    if method not in TABLE[solver_name(problem)].adjoints:
+        return False
+    if schedule.has_pieces(problem) or getattr(problem, "fixed_breakpoints", ()):
+        return False
+    return stiff_linear.choose(problem).kind == "dense"
+
+
+def _lean_rodas_solve(problem: Problem, method: str, steps: int, tableau: str) -> Callable:
+    """(params, y0, values) -> (ys, aux): the lean Rosenbrock loop with `tableau`, steps
+    landing on the save times; aux as `solve_function`'s (result, num_steps,
+    num_rejected_steps). method "forward": a `lax.while_loop`; "checkpoint": the
+    checkpointed loop, reverse-mode differentiable (the discrete adjoint)."""
+    model = problem.model
+    kind = "checkpointed" if method == "checkpoint" else "lax"
+
+    def f(t, y, p):
+        return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
+
+    def solve(params, y0, values):
+        times = values["times"]
+        c = lean.rosenbrock_run(f, y0, values["t0"], times[-1], times, params, (values["rtol"], values["atol"]),
+                                steps, kind=kind, method=tableau)
+        result = diffrax.RESULTS.where(c["fin"], diffrax.RESULTS.successful, diffrax.RESULTS.max_steps_reached)
+        return c["ys"], {"result": result, "num_steps": c["n"], "num_rejected_steps": c["n"] - c["n_acc"]}
 
     return solve
 

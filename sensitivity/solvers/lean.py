@@ -371,6 +371,15 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
     large models); times are constants of the solve.
     Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
     """
+    c = rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps, kind=kind, autonomous=autonomous, steady=steady,
+                       h0=h0, method=method, scan_stages=scan_stages)
+    return c["ys"], c["y"], c["t"], c["fin"], c["n"]
+
+
+def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
+                   steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False) -> dict:
+    """`rosenbrock_solve`'s loop, returning its final carry (`integrate`): ys, y, t, fin (ok),
+    n (steps) and n_acc (accepted steps)."""
     rtol, atol = tol[0], tol[1]
     tab = TABLEAUS[method]
     t0, t1, ts = (jax.lax.stop_gradient(jnp.asarray(v)) for v in (t0, t1, ts))
@@ -386,7 +395,6 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
 
     c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,
                   max_steps, stop=steady, kind=kind)
-    ys, y = c["ys"], c["y"]
     if steady is None:
-        ys = jnp.where((ts >= t1)[:, None], y, ys)
-    return ys, y, c["t"], c["fin"], c["n"]
+        c["ys"] = jnp.where((ts >= t1)[:, None], c["y"], c["ys"])
+    return c
