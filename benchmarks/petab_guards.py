@@ -32,6 +32,7 @@ import argparse
 import fcntl
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -113,6 +114,13 @@ def far(name: str, points: int, seed: int) -> dict:
     return out
 
 
+def child_cpu(before) -> float:
+    """CPU seconds (user + system) of the child processes waited for since `before` (a
+    `resource.getrusage(RUSAGE_CHILDREN)`): steadier than wall time on a shared machine."""
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
+
+
 def record(out: Path, name: str, row: dict) -> None:
     """Keep one problem's outcome in out/petab_guards.json and write out/petab_guards.md."""
     out.mkdir(parents=True, exist_ok=True)
@@ -131,11 +139,12 @@ def report(rows: dict) -> str:
     lines = ["# The result guard over the PEtab problems", "",
              "`benchmarks/petab_guards.py`: per problem, in a fresh process, the nllh gradient (mode by the",
              "cost model) and the Fisher information at the nominal parameters, with every",
-             "`NumericalWarning` of the guard (`sensitivity/core/checks/numbers.py`). Seconds are wall",
+             "`NumericalWarning` of the guard (`sensitivity/core/checks/numbers.py`). Seconds (s) are wall",
              "time of the whole process (import, load, compile, both computations) on a shared 2-core",
-             "machine: the load column is the 1-minute load average at the start and end of the run.", "",
-             "| problem | status | n | s | nllh | gradient norm (mode) | Fisher eigenvalues | when | load | run |",
-             "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
+             "machine, cpu its CPU seconds (steadier; blank in rows recorded before it was kept): the",
+             "load column is the 1-minute load average at the start and end of the run.", "",
+             "| problem | status | n | s | cpu | nllh | gradient norm (mode) | Fisher eigenvalues | when | load | run |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
     commands: list[str] = []
 
     def run(r: dict) -> str:  # the command as a footnote: one list of the runs under the tables
@@ -146,11 +155,12 @@ def report(rows: dict) -> str:
     far = {n: r for n, r in rows.items() if "points" in r or " random points" in n}
     rows = {n: r for n, r in rows.items() if n not in far}
     for name, r in sorted(rows.items(), key=lambda kv: (order.get(kv[1]["status"], 9), kv[0])):
+        cpu = f"{r['cpu']:.0f}" if "cpu" in r else ""
         if "nllh" in r:
-            vals = (f"{r['n']} | {r['seconds']:.0f} | {r['nllh']:.6g} | {r['gradient_norm']:.3g} ({r['mode']}) | "
+            vals = (f"{r['n']} | {r['seconds']:.0f} | {cpu} | {r['nllh']:.6g} | {r['gradient_norm']:.3g} ({r['mode']}) | "
                     f"{r['fisher_min']:.2g} .. {r['fisher_max']:.2g}")
         else:
-            vals = f" | {r['seconds']:.0f} | | {r.get('detail', '')[:160]} | "
+            vals = f" | {r['seconds']:.0f} | {cpu} | | {r.get('detail', '')[:240]} | "
         lines.append(f"| {name} | {r['status']} | {vals} | {r['when']} | {r['load']} | {run(r)} |")
     warned = [(n, r) for n, r in sorted(rows.items()) if r.get("warnings")]
     if warned:
@@ -213,6 +223,7 @@ def main() -> int:
     command = "python benchmarks/petab_guards.py " + " ".join(sys.argv[1:])
     for name in names:
         start, load0 = time.perf_counter(), os.getloadavg()[0]
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         row = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command.strip()}
         child = ["--far", name, "--points", str(args.points), "--seed", str(args.seed)] if args.points \
             else ["--one", name]
@@ -220,14 +231,18 @@ def main() -> int:
         try:
             run = subprocess.run([sys.executable, __file__, *child], capture_output=True, text=True,
                                  timeout=args.timeout, env=env)
-        except subprocess.TimeoutExpired:
-            print(f"{key:40s} timeout  >{args.timeout:.0f} s", flush=True)
-            row.update(status="timeout", seconds=args.timeout, detail=f"no result within {args.timeout:.0f} s",
+        except subprocess.TimeoutExpired as e:
+            # where it stood: the child's last line (the library's progress line names what compiles)
+            err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            last = (err.strip().splitlines() or [""])[-1][:300]
+            print(f"{key:40s} timeout  >{args.timeout:.0f} s  {last[:150]}", flush=True)
+            row.update(status="timeout", seconds=args.timeout, cpu=child_cpu(cpu0),
+                       detail=f"no result within {args.timeout:.0f} s" + (f"; last: {last}" if last else ""),
                        load=f"{load0:.1f}-{os.getloadavg()[0]:.1f}")
             record(args.out, key, row)
             continue
         seconds = time.perf_counter() - start
-        row.update(seconds=seconds, load=f"{load0:.1f}-{os.getloadavg()[0]:.1f}")
+        row.update(seconds=seconds, cpu=child_cpu(cpu0), load=f"{load0:.1f}-{os.getloadavg()[0]:.1f}")
         if run.returncode != 0:
             last = (run.stderr.strip().splitlines() or ["?"])[-1]
             print(f"{key:40s} error    {seconds:6.0f} s  {last[:150]}", flush=True)
