@@ -18,6 +18,7 @@ import numpy as np
 from .ad import adjoint, forward, second_order
 from .ad.cost import PROBE_WIDTH, Calibration, Plan, calibrated, make_plan, stored_calibration
 from .ad.forward import forward_jacobian
+from .ad.modes import check_mode
 from .core import compile_watch
 from .core.checks import numbers
 from .core.errors import InputError
@@ -39,18 +40,11 @@ from .stores import calibration as calibration_store
 
 compile_watch.watch()  # a slow compile is reported once, in the toolkit's words
 
-MODES = ("auto", "forward", "adjoint")
 # probe the problem when the two exact modes are within this factor of each other: wider
 # with the built-in constants than with a machine's own calibration
 CLOSE_CALL = {"defaults": 3.0, "machine": 1.5}
 PROBE_WORTH = 2.0  # seconds: about what compiling the probe's three extra functions costs
 _PROBES: dict = {}
-
-
-def _check_mode(mode: str, valid=MODES) -> str:
-    if mode not in valid:
-        raise InputError(f"mode = '{mode}' is unknown; valid: {', '.join(valid)}")
-    return mode
 
 
 def _min_run(fn, repeats: int = 3) -> tuple[float, object]:
@@ -104,7 +98,7 @@ def plan(problem: Problem, objective: Callable | None = None, task: str | None =
     task = task or ("jacobian" if objective is None else "gradient")
     if task not in ("jacobian", "gradient", "hvp", "hessian"):
         raise InputError(f"task = '{task}' is unknown; valid: jacobian, gradient, hvp, hessian")
-    _check_mode(mode)
+    check_mode(mode)
     cal = calibration or _stored_calibration() or Calibration()
     # a decision is remembered per structure and calibration: a repeated call (auto mode in
     # a loop) costs what the chosen mode costs, not a re-timing of solves
@@ -197,7 +191,7 @@ def jacobian(problem: Problem, mode: str = "auto", **plan_options) -> JacobianRe
     mode: "auto" (the cost model decides), "forward" (n tangents in one sweep) or "adjoint"
     (n_times * n_outputs backward sweeps). The result carries the plan that chose the mode.
     """
-    p = plan(problem, task="jacobian", mode=_check_mode(mode), **plan_options)
+    p = plan(problem, task="jacobian", mode=check_mode(mode), **plan_options)
     if p.mode == "forward":
         J, info = forward.jacobian(problem)
     else:
@@ -212,7 +206,7 @@ def gradient(problem: Problem, objective: Callable, mode: str = "auto", **plan_o
     """Value and gradient of objective(ys), ys the outputs of shape (n_times, n_outputs),
     with respect to the inputs: grad of shape (n_inputs,). One backward sweep in adjoint
     mode, n tangents in forward mode; "auto" lets the cost model choose."""
-    p = plan(problem, objective, task="gradient", mode=_check_mode(mode), **plan_options)
+    p = plan(problem, objective, task="gradient", mode=check_mode(mode), **plan_options)
     if p.mode == "forward":
         value, grad, info = forward.gradient(problem, objective)
     else:
@@ -231,7 +225,7 @@ def hvp(problem: Problem, objective: Callable, v, mode: str = "auto") -> np.ndar
     derivative carried by the forward sensitivity system, through the checkpointed adjoint)
     or "fwd-over-rev" (jvp of the gradient through diffrax's DirectAdjoint).
     """
-    mode = _check_mode(mode, ("auto",) + second_order.HVP_METHODS)
+    mode = check_mode(mode, ("auto",) + second_order.HVP_METHODS)
     hv, _ = second_order.hvp(problem, objective, v, "rev-over-fwd" if mode == "auto" else mode)
     numbers.check_vector(hv, problem.input_names, "Hessian-vector product", problem.x0())
     return hv
@@ -243,7 +237,7 @@ def hessian(problem: Problem, objective: Callable, mode: str = "auto") -> np.nda
     mode: "auto" (the cost model weighs n + n^2 forward tangents against n HVPs),
     "fwd-over-fwd" or "rev-over-fwd".
     """
-    mode = _check_mode(mode, ("auto",) + second_order.HESSIAN_METHODS)
+    mode = check_mode(mode, ("auto",) + second_order.HESSIAN_METHODS)
     if mode == "auto":
         p = plan(problem, objective, task="hessian", probe_problem=False)
         mode = "fwd-over-fwd" if p.mode == "forward" else "rev-over-fwd"

@@ -34,6 +34,13 @@ def _method(problem: Problem, variant: str | None) -> str:
     return variant
 
 
+def value_and_gradient(f: Callable, x, values):
+    """(value, aux, gradient (n_inputs,)) of a scalar map f(x, values) -> (value, aux),
+    traced: one backward sweep (f's solve must be reverse-differentiable: "checkpoint")."""
+    (value, aux), grad = jax.value_and_grad(f, has_aux=True)(x, values)
+    return value, aux, grad
+
+
 def vjp(problem: Problem, cotangent, variant: str | None = None) -> tuple[np.ndarray, dict]:
     """w^T J for a cotangent w of shape (n_times, n_of): one backward sweep, shape (n_inputs,)."""
     w = np.asarray(cotangent, dtype=np.float64)

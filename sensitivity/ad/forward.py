@@ -38,6 +38,29 @@ def _push(f: Callable, x, values, basis):
     return out, aux, tangents
 
 
+def push(f: Callable, x, values, basis):
+    """(outputs, aux, tangents (k, ...)) of f(x, values) -> (outputs, aux), traced: the
+    tangents of f along every row of `basis` (k, n_inputs) in one vmapped sweep, aux
+    from the primal."""
+    return _push(f, x, values, basis)
+
+
+def value_and_gradient(f: Callable, x, values):
+    """(value, aux, gradient (n_inputs,)) of a scalar map f(x, values) -> (value, aux),
+    traced: the n input tangents in one vectorised sweep."""
+    return _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
+
+
+def weighted_gram(J, w):
+    """sum over rows r of w_r J_r^T J_r, shape (n, n): J (..., n) with the rows over its
+    leading axes, w their weights (J.shape[:-1]). The Fisher information J^T W J of
+    Jacobian rows with diagonal weights (1 / sigma^2); NumPy arrays are summed by NumPy
+    (on the host), JAX arrays by JAX (inside a traced program)."""
+    xp = np if isinstance(J, np.ndarray) and isinstance(w, np.ndarray) else jnp
+    rows = J.reshape(-1, J.shape[-1])
+    return xp.einsum("r,ri,rj->ij", w.reshape(-1), rows, rows)
+
+
 def jvp(problem: Problem, v) -> tuple[np.ndarray, dict]:
     """Directional derivative of the outputs: J @ v, shape (n_times, n_of), in one forward sweep."""
     t, info = jvp_batch(problem, check_vector(problem, v)[None])

@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..ad.forward import weighted_gram
 from ..api import jacobian as _jacobian
 from ..core.checks import numbers
 from ..core.data import read_data
@@ -243,7 +244,7 @@ def fisher(problem: Problem, sigma=1.0, of: Sequence[str] | None = None, scale: 
         raise InputError(f"jacobian has outputs {list(jacobian.output_names)} at {jacobian.values.shape[0]} "
                          f"times; the problem has {list(problem.of)} at {problem.times.size}")
     S = scaled_jacobian(jacobian, scale)
-    F = np.einsum("to,toi,toj->ij", w, S, S)
+    F = weighted_gram(np.asarray(S), np.asarray(w))  # J^T W J, as PetabProblem.fisher's
     F = 0.5 * (F + F.T)
     numbers.check_matrix(F, jacobian.input_names, f"Fisher information ({scale} scale)", psd=True,
                          input_values=None if scale == "log" else jacobian.input_values,

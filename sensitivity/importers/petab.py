@@ -81,7 +81,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..ad import modes
 from ..ad.cost import Calibration, make_plan, stored_calibration
+from ..ad.forward import push, weighted_gram
 from ..core.checks import numbers
 from ..core.errors import InputError, SolverError
 from ..core.lazy import LazyModule
@@ -681,29 +683,17 @@ class PetabProblem:
         "adjoint" (one backward sweep, checkpointed: exact for the discrete solve), or
         "auto" (the cost model decides from the problem's shape).
         """
-        if mode not in ("auto", "forward", "adjoint"):
-            raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
+        modes.check_mode(mode)
         x = self._check_x(x)
         plan = None
         if mode == "auto":
             plan = self._auto_plan()
             mode = plan.mode
-        if mode == "adjoint":
-            def build():
-                f = self._nllh_fn("checkpoint")
-                return lambda x, tol: jax.value_and_grad(f, has_aux=True)(x, tol)
-            ((value, (aux, _)), grad), t = self._run(("grad", "adjoint"), build, x)
-        else:
-            def build():
-                f = self._nllh_fn("forward")
 
-                def g(x, tol):
-                    def one(v):
-                        return jax.jvp(lambda x_: f(x_, tol), (x,), (v,), has_aux=True)
-                    value, tangent, aux = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size))
-                    return (value, aux), tangent
-                return g
-            ((value, (aux, _)), grad), t = self._run(("grad", "forward"), build, x)
+        def build():
+            f = self._nllh_fn(modes.METHOD[mode])
+            return lambda x, tol: modes.value_and_gradient(mode, f, x, tol)
+        (value, (aux, _), grad), t = self._run(("grad", mode), build, x)
         self._check(aux, value, grad)
         value, grad = float(value), np.asarray(grad)
         if priors:
@@ -717,19 +707,13 @@ class PetabProblem:
         fails), at the problem's tolerances, for programs that evaluate many points at once
         (`jit`, `vmap`, samplers): its derivative (`jax.grad`, `jax.jvp`) is the exact
         gradient by `mode` as in `gradient` (0 where a solve fails). Priors not included."""
-        if mode not in ("auto", "forward", "adjoint"):
-            raise InputError(f"mode = '{mode}' is unknown; valid: auto, forward, adjoint")
+        modes.check_mode(mode)
         mode = self._auto_plan().mode if mode == "auto" else mode
-        f = self._nllh_fn("checkpoint" if mode == "adjoint" else "forward")
+        f = self._nllh_fn(modes.METHOD[mode])
         tol = np.asarray((self.rtol, self.atol), dtype=np.float64)
 
         def value_and_grad(x):
-            if mode == "adjoint":
-                (v, (aux, _)), g = jax.value_and_grad(f, has_aux=True)(x, tol)
-            else:
-                def one(t):
-                    return jax.jvp(lambda x_: f(x_, tol), (x,), (t,), has_aux=True)
-                v, g, (aux, _) = jax.vmap(one, out_axes=(None, 0, None))(jnp.eye(x.size, dtype=x.dtype))
+            v, (aux, _), g = modes.value_and_gradient(mode, f, x, tol)
             ok = aux["ok"] & jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
             return jnp.where(ok, v, jnp.inf), jnp.where(ok, g, 0.0)
 
@@ -794,9 +778,8 @@ class PetabProblem:
                 return (mu, sigma), (c, aux)
 
             def F(x, tol):
-                (Jm, Js), (c, aux) = jax.jacfwd(parts, has_aux=True)(x, tol)
-                (_, sigma), _ = parts(x, tol)
-                return _fisher_matrix(Jm, Js, sigma, c), aux
+                (_, sigma), (c, aux), (Jm, Js) = push(parts, x, tol, jnp.eye(x.size, dtype=x.dtype))
+                return _fisher_matrix(Jm.T, Js.T, sigma, c), aux
             return F
 
         (F, aux), _ = self._run(("fisher",), build, x)
@@ -835,10 +818,7 @@ class PetabProblem:
                 return (total, mu, sigma), (c, aux)
 
             def vgf(x, tol):
-                def one(v):
-                    return jax.jvp(lambda x_: joint(x_, tol), (x,), (v,), has_aux=True)
-                (value, _, sigma), (grad, Jm, Js), (c, aux) = jax.vmap(one, out_axes=(None, 0, None))(
-                    jnp.eye(x.size))
+                (value, _, sigma), (c, aux), (grad, Jm, Js) = push(joint, x, tol, jnp.eye(x.size, dtype=x.dtype))
                 return (value, grad, _fisher_matrix(Jm.T, Js.T, sigma, c)), aux
             return vgf
 
@@ -1191,7 +1171,7 @@ def _fisher_matrix(Jm, Js, sigma, c):
     the Jacobians Jm, Js (n_rows, n_x) of the transformed simulations and sigma, and sigma,
     c (n_rows,)."""
     w = 1.0 / sigma ** 2
-    return (Jm.T * w) @ Jm + (Js.T * (c * w)) @ Js
+    return weighted_gram(Jm, w) + weighted_gram(Js, c * w)
 
 
 def _nllh_terms(y_sim, sigma, o):
