@@ -64,6 +64,27 @@ def root_finder():
     return BracketedNewton(rtol=1e-12, atol=1e-12)
 
 
+def restart_condition(g_fn, k: int, vf: Callable, unpack: Callable) -> Callable:
+    """Event k's root function for `diffrax.Event`: g_fn(t, y, p) (a scalar), where
+    unpack(args) -> (p, fired_before (n_events,) bool, the piece's start).
+
+    On a piece that restarts on the root of event k itself (fired_before[k], t == start,
+    g at its root) it reports the side the flow moves to (+-tiny by the sign of dg/dt along
+    vf(t, y, args)), so the root it starts on is no crossing. A reset that moved the state
+    off the root keeps g: its sign is the side the next crossing starts from (the flow's
+    side would hide that crossing when the solver's first step already passes it). The
+    `Problem` solve (`solve_function`) and the SBML events of `sbml_events` both use it."""
+    def cond(t, y, args, **kw):
+        p, fired_before, start = unpack(args)
+        g = jnp.asarray(g_fn(t, y, p), dtype=y.dtype).reshape(())
+        _, dg = jax.jvp(lambda t_, y_: jnp.asarray(g_fn(t_, y_, p), y.dtype).reshape(()),
+                        (t, y), (jnp.ones_like(t), vf(t, y, args)))
+        tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
+        restart = fired_before[k] & (t == start) & sched.at_root(g, dg, t)
+        return jnp.where(restart, jnp.where(dg >= 0, tiny, -tiny), g)
+    return cond
+
+
 def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_adjoint: Callable,
                    solver) -> Callable:
     """(params, y0, values) -> (ys (n_times, n_states), aux): the solve cut at doses,
@@ -110,27 +131,12 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
     term = diffrax.ODETerm(vector_field)
 
-    def condition(k, ev):
-        def cond(t, y, args, **kw):
-            p, fired_before, start = args
-            g = jnp.asarray(ev.condition(t, y, p), dtype=y.dtype).reshape(())
-            # a restart on the root of the event that just fired: report the side the flow
-            # moves to (the sign of dg/dt along the flow), so the root it starts on is no
-            # crossing. A reset that moved the state off the root keeps g: its sign is the
-            # side the next crossing starts from (the flow's side would hide that crossing
-            # when the solver's first step already passes it)
-            _, dg = jax.jvp(lambda t_, y_: jnp.asarray(ev.condition(t_, y_, p), y.dtype).reshape(()),
-                            (t, y), (jnp.ones_like(t), vector_field(t, y, args)))
-            tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-            restart = fired_before[k] & (t == start) & sched.at_root(g, dg, t)
-            return jnp.where(restart, jnp.where(dg >= 0, tiny, -tiny), g)
-        return cond
-
     if scheduler is not None:  # every root function, both ways
         conds = [scheduler.condition(i) for i in range(scheduler.n_atoms)]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=[None] * len(conds))
     elif events:
-        conds = [condition(k, ev) for k, ev in enumerate(events)]
+        conds = [restart_condition(ev.condition, k, vector_field, lambda args: args)
+                 for k, ev in enumerate(events)]
         dirs = [crossing(ev.direction) for ev in events]
         event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
     else:

@@ -55,27 +55,16 @@ import numpy as np
 
 from ..solvers.newton.steady_state import newton_polish
 from .bounds import flow_shift
-from .pieces import root_finder
+from .pieces import restart_condition, root_finder
 
 stop = jax.lax.stop_gradient
 PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the solve reports failure)
 PIECES = 8  # events in one run to steady state (more: the run reports failure)
 
 
-def restart_condition(g_fn, k, vf):
-    """Event k's root function for diffrax.Event: g_fn(t, y, pv) (a scalar), except on a
-    piece that restarts on the root of event k itself (args = (pv, _, fired_before, start)
-    with fired_before[k] and t == start), where it reports the side the flow moves to
-    (+-tiny by the sign of dg/dt along vf), so the root it starts on is not taken for a
-    new crossing."""
-    def cond(t, y, args, **kw):
-        pv, _, fired_before, start = args
-        g = jnp.asarray(g_fn(t, y, pv), y.dtype).reshape(())
-        _, dg = jax.jvp(lambda t_, y_: jnp.asarray(g_fn(t_, y_, pv), y.dtype).reshape(()),
-                        (t, y), (jnp.ones_like(t), vf(t, y, args)))
-        tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-        return jnp.where(fired_before[k] & (t == start), jnp.where(dg >= 0, tiny, -tiny), g)
-    return cond
+def _unpack(args):
+    """(pv, fired_before, start) of the solver's args (pv, tc or tol, fired_before, start)."""
+    return args[0], args[2], args[3]
 
 
 def _true(g, direction, strict):
@@ -145,7 +134,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
     term = diffrax.ODETerm(vf)
 
     if state_ev:
-        event = diffrax.Event([restart_condition(conds[k], k, vf) for k in state_ev], root_finder=root_finder(),
+        event = diffrax.Event([restart_condition(conds[k], k, vf, _unpack) for k in state_ev], root_finder=root_finder(),
                               direction=[directions[k] > 0 for k in state_ev])
     else:
         event = None
@@ -270,7 +259,7 @@ def steady_function(m, solver, controller, max_steps: int, method: str):
 
     # diffrax reports only the first condition (in this order) that holds in a step: the
     # events before the steady state, so an event in the last step fires
-    event = diffrax.Event([restart_condition(conds[k], k, vf) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
+    event = diffrax.Event([restart_condition(conds[k], k, vf, _unpack) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
                           direction=[d > 0 for d in directions] + [None])
 
     def piece(carry, tol, pv):
