@@ -16,6 +16,7 @@ shared: CPU seconds of this process are steadier).
     python benchmarks/compile_profile.py Chen_MSB2009 --mode forward
     python benchmarks/compile_profile.py path/to/problem.yaml --what nllh
     python benchmarks/compile_profile.py SalazarCavazos_MBoC2020 --rhs-only
+    python benchmarks/compile_profile.py Chen_MSB2009 --structure
 """
 
 from __future__ import annotations
@@ -60,6 +61,45 @@ def count_eqns(jaxpr) -> int:
     return n
 
 
+def structure(yaml_path: Path) -> str:
+    """The pattern of d rhs / d y from the SBML alone (no JAX): J_ij may be nonzero when a
+    reaction that changes species i has a rate that reads species j (through assignment
+    rules too); with `core.sparsity`'s bandwidth, reordering and column colouring."""
+    import libsbml
+    import numpy as np
+    import yaml
+
+    from sensitivity.core import sparsity
+
+    spec = yaml.safe_load(yaml_path.read_text())
+    doc = libsbml.readSBMLFromFile(str(yaml_path.parent / spec["problems"][0]["sbml_files"][0]))
+    m = doc.getModel()
+    idx = {s.getId(): i for i, s in enumerate(x for x in m.getListOfSpecies()
+                                              if not x.getBoundaryCondition() and not x.getConstant())}
+    rules = {r.getVariable(): r.getMath() for r in m.getListOfRules() if r.isAssignment()}
+
+    def reads(ast, out):
+        if ast.isName() and ast.getName() not in out:
+            out.add(ast.getName())
+            if ast.getName() in rules:
+                reads(rules[ast.getName()], out)
+        for k in range(ast.getNumChildren()):
+            reads(ast.getChild(k), out)
+        return out
+
+    n = len(idx)
+    A = np.eye(n, dtype=bool)
+    for r in m.getListOfReactions():
+        cols = [idx[v] for v in reads(r.getKineticLaw().getMath(), set()) if v in idx]
+        for ref in list(r.getListOfReactants()) + list(r.getListOfProducts()):
+            if ref.getSpecies() in idx:
+                A[idx[ref.getSpecies()], cols] = True
+    st = sparsity.analyse(sparsity.declared(A, n))
+    return (f"J pattern         {n} states, {m.getNumReactions()} reactions: {A.sum()} nonzeros "
+            f"({A.sum() / n / n:.1%}), at most {A.sum(1).max()} per row and {A.sum(0).max()} per column, "
+            f"bandwidth {st.bandwidth} ({st.reordered_bandwidth} reordered), {st.n_colours} colours")
+
+
 def problem_yaml(arg: str) -> Path:
     p = Path(arg)
     if p.suffix in (".yaml", ".yml"):
@@ -78,7 +118,12 @@ def main() -> int:
     ap.add_argument("--scan", default="auto", choices=("auto", "on", "off"),
                     help="the lean loop's stages as a lax.scan (PetabProblem.scan_stages; auto: by model size)")
     ap.add_argument("--rhs-only", action="store_true", help="load, print the rhs's size and stop")
+    ap.add_argument("--structure", action="store_true",
+                    help="only the rhs Jacobian's pattern from the SBML (nonzeros, bandwidth, colours)")
     args = ap.parse_args()
+    if args.structure:
+        print(structure(problem_yaml(args.problem)))
+        return 0
 
     with Clock() as c_import:
         import jax
