@@ -13,14 +13,20 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "petab"
 
 
+def problem_yaml(name: str) -> Path:
+    """DATA/name/name.yaml, or the folder's problem.yaml (as Bertozzi_PNAS2020 names it)."""
+    own = DATA / name / f"{name}.yaml"
+    return own if own.exists() else DATA / name / "problem.yaml"
+
+
 def amici_problem(name: str, folder: str, rtol: float, atol: float):
     """(importer, pyPESTO problem, build seconds): pyPESTO's PEtab importer on
-    DATA/name/name.yaml, its AMICI model built in folder/name, CVODES at rtol, atol."""
+    the problem's YAML (`problem_yaml`), its AMICI model built in folder/name, CVODES at rtol, atol."""
     import pypesto.petab
 
     logging.getLogger("amici").setLevel(logging.WARNING)
     logging.getLogger("pypesto").setLevel(logging.WARNING)
-    importer = pypesto.petab.PetabImporter.from_yaml(str(DATA / name / f"{name}.yaml"),
+    importer = pypesto.petab.PetabImporter.from_yaml(str(problem_yaml(name)),
                                                      output_folder=str(Path(folder) / name), model_name=name)
     t0 = time.perf_counter()
     problem = importer.create_problem(verbose=False)

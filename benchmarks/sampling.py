@@ -2,20 +2,20 @@
 gradients) against pyPESTO's AdaptiveMetropolisSampler on AMICI, on the same posterior,
 side by side in one process.
 
-    python benchmarks/sampling.py                      # Boehm_JProteomeRes2014 and Perelson_Science1996
+    python benchmarks/sampling.py                      # Boehm_JProteomeRes2014, Bertozzi_PNAS2020, Perelson_Science1996
     python benchmarks/sampling.py --problems Boehm_JProteomeRes2014 --chains 2 --draws 500
     python benchmarks/sampling.py --quick              # few draws: checks that it runs
 
 Needs the extras `sample`, `pypesto` and `amici` (`pip install -e ".[sample,pypesto,amici]"`).
 
 The posterior: the PEtab problem's likelihood times its objective priors, flat on the
-parameter scale within the bounds where there are none (both problems here have none), on
+parameter scale within the bounds where there are none (the problems here have none), on
 the parameter scale (log10 for most parameters). Ours: `sens.sample(problem, n=draws,
 chains=chains, warmup=warmup)` (a local fit from the nominal values, the Laplace
 approximation at the mode on the sampling scale, then NUTS with window adaptation from its
-covariance, one compiled chain run for each chain, on as many threads as cores);
-`--mass-matrix identity --vmap-chains --warmup 500` runs the sampler as it was before that
-(identity start, chains in lockstep as one vmapped program). pyPESTO: `pypesto.sample.sample` with `AdaptiveMetropolisSampler()`
+covariance, the chains' draws pooled at each slow window's end, one compiled chain run for
+each chain, on as many threads as cores); `--mass-matrix identity --vmap-chains --warmup
+500` starts from the identity with the chains in lockstep as one vmapped program. pyPESTO: `pypesto.sample.sample` with `AdaptiveMetropolisSampler()`
 (its defaults) on the problem its PEtab importer builds on AMICI (CVODES at the same rtol,
 atol as ours), `--am-chains` independent chains of `--am-iterations` from the point NUTS starts
 from (our local fit from the nominal values), burn-in by pyPESTO's Geweke test per chain.
@@ -31,7 +31,7 @@ and ours runs its chains on threads). The ratios (ours / pyPESTO's) of all four 
 from the one run. The posterior means of both sides are compared in units of the posterior
 standard deviation as a check that they sample the same distribution. The load average is
 printed with the table.
-Writes benchmarks/results/sampling.md (and .json).
+Writes benchmarks/results/sampling.md (and .json; `--out NAME`: NAME.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import time
 import warnings
 from pathlib import Path
 
-from amici_peer import amici_problem  # this folder's module: imported before the folder leaves the path
+from amici_peer import amici_problem, problem_yaml  # this folder's module: imported before the folder leaves the path
 
 # this folder holds petab.py, named like the `petab` package: keep it off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 DATA = ROOT.parent / "shared" / "petab"
-PROBLEMS = ("Boehm_JProteomeRes2014", "Perelson_Science1996")
+PROBLEMS = ("Boehm_JProteomeRes2014", "Bertozzi_PNAS2020", "Perelson_Science1996")
 
 
 def _load_average() -> str:
@@ -137,6 +137,7 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--atol", type=float, default=1e-8)
     ap.add_argument("--quick", action="store_true", help="2 chains of 100 draws / 2000 iterations; *_quick.*")
+    ap.add_argument("--out", default="sampling", help="results/OUT.md and .json (default sampling)")
     ap.add_argument("--amici-folder", default=None,
                     help="build AMICI's models here and reuse them on the next run (default: a temporary folder)")
     args = ap.parse_args()
@@ -154,7 +155,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(prefix="amici-sampling-") as tmp:
         for name in args.problems.split(","):
-            prob = sens.petab.load(DATA / name / f"{name}.yaml", rtol=args.rtol, atol=args.atol)
+            prob = sens.petab.load(problem_yaml(name), rtol=args.rtol, atol=args.atol)
             x0 = np.asarray(prob.x_nominal)
             t0 = time.perf_counter()
             prob.nllh(x0), prob.gradient(x0)
@@ -239,7 +240,7 @@ def main():
     print("\n" + text)
     print(f"\nwhole run {time.perf_counter() - began:.0f} s")
     RESULTS.mkdir(exist_ok=True)
-    stem = "sampling_quick" if args.quick else "sampling"
+    stem = f"{args.out}_quick" if args.quick else args.out
     (RESULTS / f"{stem}.md").write_text(text + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps(dict(load_start=load_start, load_end=load_end, args=vars(args),
                                                           rows=rows), indent=1))

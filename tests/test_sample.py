@@ -200,9 +200,9 @@ def test_laplace_approximation_is_the_least_squares_gaussian(case):
     exact gradient) is, for a model linear in its parameters, the posterior itself:
     N(beta, (X^T W X)^-1) of weighted least squares, from a start off the mode; and on a
     bounded parameter the mode and curvature of the density on the real line (z) with the
-    map's log-Jacobian: for a flat likelihood on (lo, hi), the logistic's mode 0 and
-    curvature 1/2 (s (1 - s) at s = 1/2, twice)."""
-    from sensitivity.analyses.sample import _laplace, _Map
+    map's log-Jacobian: for a flat likelihood on (lo, hi), the soft clip's density, flat
+    inside the box with exponential tails: mode in the middle, its closed-form curvature."""
+    from sensitivity.analyses.sample import SOFT, _laplace, _Map
 
     _, _, _, beta, cov, fit = case
     lik = fit.likelihood
@@ -220,11 +220,28 @@ def test_laplace_approximation_is_the_least_squares_gaussian(case):
             return 0.5 * (x[1] - 3) ** 2, np.array([0.0, x[1] - 3])
 
     z, C, _ = _laplace(Lik(), _Map(Lik.lower, Lik.upper), np.array([1.5, -3.0]))
-    # x0 = 2 sigmoid(z0): U = -log s(1 - s) + const, mode 0, curvature 2 s (1 - s) = 1/2;
+    # x0 = (softplus(k z0) - softplus(k (z0 - 2))) / k, k = SOFT / 2: U = -log(s(k z0) -
+    # s(k (z0 - 2))), symmetric about the box's middle z0 = 1, curvature there
+    # 2 k^2 s(K / 2) s(-K / 2) with K = SOFT;
     # x1 = 1 + y, y = exp(z1): U = (y - 2)^2 / 2 - z1, mode y = 1 + sqrt 2, curvature
     # y^2 + (y - 2) y = 4 + 2 sqrt 2
-    np.testing.assert_allclose(z, [0.0, np.log(1 + np.sqrt(2))], atol=1e-6)
-    np.testing.assert_allclose(C, np.diag([2.0, 1 / (4 + 2 * np.sqrt(2))]), rtol=1e-6, atol=1e-9)
+    k, half = SOFT / 2, 1 / (1 + np.exp(-SOFT / 2))
+    np.testing.assert_allclose(z, [1.0, np.log(1 + np.sqrt(2))], atol=1e-6)
+    np.testing.assert_allclose(C, np.diag([1 / (2 * k ** 2 * half * (1 - half)), 1 / (4 + 2 * np.sqrt(2))]),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_unconverged_mode_search_gives_the_curvature_scales(case):
+    """Where the mode search stops short (one L-BFGS iteration here), the mass matrix is the
+    inverse of the diagonal of the curvature at the best point found: for the linear model
+    the exact Hessian X^T W X (unbounded parameters: z = x)."""
+    from sensitivity.analyses.sample import _laplace, _Map
+
+    _, _, _, beta, cov, fit = case
+    lik = fit.likelihood
+    z, C, note = _laplace(lik, _Map(lik.lower, lik.upper), beta + np.array([3.0, -2.0, 4.0]), max_iter=1)
+    assert "did not converge" in note and "diagonal" in note
+    np.testing.assert_allclose(C, np.diag(1.0 / np.diag(X.T @ X / SIGMA ** 2)), rtol=1e-6)
 
 
 def test_vmapped_chains_from_the_identity_give_the_posterior(case):

@@ -10,10 +10,13 @@ added, so the flat prior stays flat on the estimation scale and no proposal leav
 bounds.
 
 Methods:
-    "nuts"                 NUTS with Stan's window adaptation as blackjax runs it (step size
-                           and a dense or diagonal mass matrix) for `warmup` steps per chain,
-                           from the Laplace approximation at the mode on the sampling scale
-                           (the chains start from its draws, its covariance seeds the mass
+    "nuts"                 NUTS with Stan's windowed adaptation (blackjax's schedule: dual
+                           averaging of the step size, a dense or diagonal mass matrix
+                           estimated at the end of each slow window) for `warmup` steps per
+                           chain, the chains' draws of each slow window pooled into one
+                           estimate (chains x the window's draws; `_nuts_run`), from the
+                           Laplace approximation at the mode on the sampling scale (the
+                           chains start from its draws, its covariance seeds the mass
                            matrix; see `_laplace`) unless mass_matrix="identity".
     "adaptive_metropolis"  Haario et al. (2001) as pyPESTO's AdaptiveMetropolisSampler: a
                            Gaussian random walk whose covariance is the running mean and
@@ -24,9 +27,9 @@ Methods:
 
 Backends: "jax" traces the nllh through the solve (`lik.nllh_function()`: the PEtab
 problem's compiled nllh or a `Problem`'s solve, with the exact gradient as its derivative)
-and compiles one chain, warm-up included, into one program, run for each chain on up to
-as many threads as cores (vmap_chains=True: all chains as one vmapped program, in
-lockstep); "callback" calls the likelihood's nllh and gradient on the host through
+and compiles one chain into one program, run for each chain and each phase of the
+warm-up (and the draws) on up to as many threads as cores (vmap_chains=True: all chains as
+one vmapped program, in lockstep); "callback" calls the likelihood's nllh and gradient on the host through
 `jax.pure_callback` (any likelihood), the chains one after another; "auto" (default) takes "jax" and falls back to "callback"
 when the likelihood cannot be traced. R-hat and effective sample sizes are ArviZ's.
 """
@@ -56,6 +59,7 @@ MASS = ("laplace", "identity")
 # some 500 for its doubling windows) or from the Laplace approximation, whose covariance
 # each slow window's estimate is averaged with as LAPLACE_MEMORY draws' worth
 WARMUP, WARMUP_SEEDED, LAPLACE_MEMORY = 500, 200, 25.0
+SOFT = 10.0  # two bounds: the soft clip's sharpness, k (hi - lo) (see _Map)
 REACH = 20.0  # the mode's search on the sampling scale: within the start +- REACH
 # adaptive Metropolis: pyPESTO's defaults
 AM_DECAY, AM_TARGET, AM_REG = 0.51, 0.234, 1e-6
@@ -237,46 +241,68 @@ class SampleResult:
 
 
 class _Map:
-    """x = map(z) from the real line into the bounds, per parameter, and log |dx/dz|."""
+    """x = map(z) from the real line into the bounds, per parameter, and log |dx/dz|.
+
+    Two bounds: a soft clip, x = lo + (softplus(k (z - lo)) - softplus(k (z - hi))) / k with
+    k = SOFT / (hi - lo): the identity inside the box but for the last (hi - lo) / SOFT at
+    each end, and beyond it a tail in which x approaches the bound and the density decays
+    like exp(-k distance). A posterior that is a straight ridge on the estimation scale
+    stays one on the sampling scale (a logistic map, lo + (hi - lo) sigmoid(z), bends it
+    where it runs towards a bound, and NUTS then needs small steps and long trees).
+    One bound: lo + exp(z) or hi - exp(z)."""
 
     def __init__(self, lower, upper):
         self.lo, self.hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
         self.kind = np.where(np.isfinite(self.lo) & np.isfinite(self.hi), 3,
                              np.where(np.isfinite(self.lo), 1, np.where(np.isfinite(self.hi), 2, 0)))
+        width = np.where(self.kind == 3, self.hi - self.lo, 1.0)
+        self.k = SOFT / np.where(np.isfinite(width) & (width > 0), width, 1.0)
 
     def forward(self, z):
         import jax.numpy as jnp
 
         lo, hi = jnp.where(jnp.isfinite(self.lo), self.lo, 0.0), jnp.where(jnp.isfinite(self.hi), self.hi, 0.0)
-        sig = 1.0 / (1.0 + jnp.exp(-z))
+        k = self.k
+        u, v = k * (z - lo), k * (z - hi)
+        sp_u, sp_v = jnp.logaddexp(0.0, u), jnp.logaddexp(0.0, v)
         x = jnp.select([self.kind == 3, self.kind == 1, self.kind == 2],
-                       [lo + (hi - lo) * sig, lo + jnp.exp(z), hi - jnp.exp(z)], z)
+                       [lo + (sp_u - sp_v) / k, lo + jnp.exp(z), hi - jnp.exp(z)], z)
         logj = jnp.select([self.kind == 3, self.kind == 1, self.kind == 2],
-                          [jnp.log(hi - lo) + jnp.log(sig) + jnp.log1p(-sig), z, z], 0.0)
+                          [v + math.log(math.expm1(SOFT)) - sp_u - sp_v, z, z], 0.0)
         return x, jnp.sum(logj)
 
     def derivatives(self, z) -> tuple:
         """On the host, at z (n,): x (n,), dx/dz (n,), log|dx/dz| (n,) and its derivative (n,)."""
         z = np.asarray(z, dtype=np.float64)
         lo, hi = np.where(np.isfinite(self.lo), self.lo, 0.0), np.where(np.isfinite(self.hi), self.hi, 0.0)
-        s = 1.0 / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))
+        k, kind = self.k, self.kind
+        u, v = k * (z - lo), k * (z - hi)
+        su, sv = 1.0 / (1.0 + np.exp(-np.clip(u, -700.0, 700.0))), 1.0 / (1.0 + np.exp(-np.clip(v, -700.0, 700.0)))
+        sp_u, sp_v = np.logaddexp(0.0, u), np.logaddexp(0.0, v)
         e = np.exp(np.minimum(z, 700.0))
-        k = self.kind
-        with np.errstate(divide="ignore"):
-            width = np.log(np.where(k == 3, hi - lo, 1.0))
-        x = np.select([k == 3, k == 1, k == 2], [lo + (hi - lo) * s, lo + e, hi - e], z)
-        dx = np.select([k == 3, k == 1, k == 2], [(hi - lo) * s * (1 - s), e, -e], 1.0)
-        logj = np.select([k == 3, k == 1, k == 2], [width - np.logaddexp(0, -z) - np.logaddexp(0, z), z, z], 0.0)
-        dlogj = np.select([k == 3, k == 1, k == 2], [1 - 2 * s, 1.0, 1.0], 0.0)
+        x = np.select([kind == 3, kind == 1, kind == 2], [lo + (sp_u - sp_v) / k, lo + e, hi - e], z)
+        dx = np.select([kind == 3, kind == 1, kind == 2], [su - sv, e, -e], 1.0)
+        logj = np.select([kind == 3, kind == 1, kind == 2], [v + math.log(math.expm1(SOFT)) - sp_u - sp_v, z, z],
+                         0.0)
+        dlogj = np.select([kind == 3, kind == 1, kind == 2], [k * (1.0 - su - sv), 1.0, 1.0], 0.0)
         return x, dx, logj, dlogj
+
+    def curvature(self, z) -> np.ndarray:
+        """-d^2 log|dx/dz| / dz^2 (n,) at z (n,): the map's own curvature of the density."""
+        z = np.asarray(z, dtype=np.float64)
+        lo, hi = np.where(np.isfinite(self.lo), self.lo, 0.0), np.where(np.isfinite(self.hi), self.hi, 0.0)
+        su = 1.0 / (1.0 + np.exp(-np.clip(self.k * (z - lo), -700.0, 700.0)))
+        sv = 1.0 / (1.0 + np.exp(-np.clip(self.k * (z - hi), -700.0, 700.0)))
+        return np.where(self.kind == 3, self.k ** 2 * (su * (1 - su) + sv * (1 - sv)), 0.0)
 
     def inverse(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = (x - self.lo) / (self.hi - self.lo)
-            u = np.clip(u, 1e-9, 1 - 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            u = np.clip((x - self.lo) / (self.hi - self.lo), 1e-9, 1 - 1e-9)
+            a, b = SOFT * u, SOFT * (1.0 - u)  # k (x - lo), k (hi - x)
+            inside = self.lo + (np.log(np.expm1(a)) - np.log(-np.expm1(-b))) / self.k
             z = np.select([self.kind == 3, self.kind == 1, self.kind == 2],
-                          [np.log(u) - np.log1p(-u), np.log(np.maximum(x - self.lo, 1e-300)),
+                          [inside, np.log(np.maximum(x - self.lo, 1e-300)),
                            np.log(np.maximum(self.hi - x, 1e-300))], x)
         return z
 
@@ -327,8 +353,8 @@ def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
     the inverse (n, n) of the Hessian of -log density there, by central differences of the
     gradient (2 n gradients on the host; no program to compile), its eigenvalues taken in
     absolute value and floored at 1e-8 of the largest. The mode is searched within z0 +-
-    REACH; where the search does not converge, no covariance (the sampler starts from the
-    identity). Returns (mode (n,), covariance (n, n)
+    REACH; where the search does not converge, a diagonal covariance from the curvature at
+    the best point found (`_curvature_scales`). Returns (mode (n,), covariance (n, n)
     or None where the gradient fails, note)."""
     from scipy.optimize import minimize
 
@@ -353,9 +379,8 @@ def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
     r = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=list(zip(z0 - REACH, z0 + REACH)),
                  options={"maxiter": max_iter, "gtol": 1e-8})
     z = r.x if r.fun <= v0 else z0
-    if not r.success:  # no mode found: its curvature would mislead the sampler more than the identity
-        return z, None, (f"no Laplace approximation: the mode search did not converge ({r.message}); "
-                         "identity mass matrix")
+    if not r.success:  # no mode: a full covariance from there misleads the sampler; its scales do not
+        return z, *_curvature_scales(lik, transform, z, r)
     h = 1e-4 * np.maximum(1.0, np.abs(z))
     cols = []
     for i in range(z.size):
@@ -372,73 +397,164 @@ def _laplace(lik, transform: _Map, z0, max_iter: int = 200):
     return z, (V / lam) @ V.T, f"mass matrix seeded by the Laplace approximation ({r.nit} L-BFGS iterations)"
 
 
-def _nuts_chain(logdensity, n: int, warmup: int, dense: bool, target_acceptance: float, memory: float = 0.0):
-    """(key, z0 (n_params,), inverse mass matrix (n_params, n_params) dense or (n_params,))
-    -> (z (n, n_params), logdensity (n,), divergent (n,), acceptance (n,), step size,
-    tree depth (n,)): `warmup` steps of Stan's windowed adaptation (blackjax's schedule, dual
-    averaging of the step size, Welford estimates of the mass matrix at the ends of the slow
-    windows; what `blackjax.window_adaptation` runs) from the given inverse mass matrix, then
-    n NUTS draws, in one scan through one NUTS kernel, so the model's program appears in it
-    once. memory: at each slow window's end the new inverse mass matrix is (c C + memory M)
-    / (c + memory) of the window's estimate C (c draws) and the one before, M (0: Stan's)."""
+def _curvature_scales(lik, transform: _Map, z, search) -> tuple:
+    """(diagonal covariance (n, n) or None, note) where the mode search stopped short: the
+    inverse of the diagonal of the likelihood's curvature at the best point z found on the
+    real line, `lik.hessian` (the Fisher information of a PEtab problem, the exact Hessian of
+    a `Problem`'s) through the map, D H D with D = dx/dz, plus the map's own -d^2 log|dx/dz|
+    / dz^2 (`_Map.curvature`), each floored at 1e-8 of the largest. Only the
+    scales: the correlations of an unconverged point would send the trajectories astray."""
+    x, dx, _, _ = transform.derivatives(z)
+    own = transform.curvature(z)
+    try:
+        H = np.asarray(lik.hessian(x), dtype=np.float64)
+    except Exception:  # a failed solve there
+        H = np.full((z.size, z.size), np.nan)
+    h = np.abs(np.diag(H)) * dx ** 2 + own
+    if not np.all(np.isfinite(h)) or h.max() <= 0:
+        return None, (f"no Laplace approximation: the mode search did not converge ({search.message}) and the "
+                      "curvature there failed; identity mass matrix")
+    h = np.maximum(h, 1e-8 * h.max())
+    return np.diag(1.0 / h), (f"no Laplace approximation: the mode search did not converge ({search.message}); "
+                              f"a diagonal mass matrix from the curvature at the best point found "
+                              f"({search.nit} L-BFGS iterations)")
+
+
+def _nuts_program(logdensity, length: int, target_acceptance: float):
+    """(key, z0 (n_params,), inverse mass matrix (n_params, n_params) dense or (n_params,),
+    step size, n_adapt, n_steps) -> (z (length, n_params), logdensity (length,), divergent
+    (length,), acceptance (length,), step size of each step (length,), leapfrog steps
+    (length,), the adapted step size): n_steps NUTS steps from z0 (the rest of `length`
+    skipped, so one compiled program serves every phase of the warm-up and the draws) with
+    the mass matrix held; the step size by dual averaging restarted from the given one over
+    the first n_adapt steps, then held at its final average. The model's program appears
+    once, in one scan through one NUTS kernel."""
     import jax
     import jax.numpy as jnp
 
-    adaptation = blackjax.adaptation
     kernel = blackjax.mcmc.nuts.build_kernel()
-    mm_init, mm_update, mm_final = adaptation.mass_matrix.mass_matrix_adaptation(not dense)
-    da_init, da_update, da_final = adaptation.step_size.dual_averaging_adaptation(target_acceptance)
-    schedule = np.zeros((warmup + n, 3), dtype=int)
-    if warmup:
-        schedule[:warmup, :2] = np.asarray(adaptation.window_adaptation.build_schedule(int(warmup)), dtype=int)
-        start = 0
-        for i in range(warmup):  # the length of the slow window that ends at i
-            if schedule[i, 0] == 0:
-                start = i + 1
-            elif schedule[i, 1] == 1:
-                schedule[i, 2], start = i + 1 - start, i + 1
+    da_init, da_update, da_final = blackjax.adaptation.step_size.dual_averaging_adaptation(target_acceptance)
 
-    def adapt(ss, mm, stage, window_end, count, position, acceptance):
-        ss = da_update(ss, acceptance)
-        mm = jax.lax.cond(stage == 1, lambda m: mm_update(m, position), lambda m: m, mm)
-
-        def end(args):  # a slow window's end: its mass matrix, the step size restarted
-            ss, mm = args
-            new = mm_final(mm)
-            w = count / (count + memory)
-            return da_init(da_final(ss)), new._replace(
-                inverse_mass_matrix=w * new.inverse_mass_matrix + (1 - w) * mm.inverse_mass_matrix)
-
-        return jax.lax.cond(window_end == 1, end, lambda a: a, (ss, mm))
-
-    def chain(key, z0, imm0):
-        ss, mm = da_init(1.0), mm_init(z0.size)._replace(inverse_mass_matrix=jnp.asarray(imm0, dtype=z0.dtype))
+    def chain(key, z0, imm, step0, n_adapt, n_steps):
+        imm = jnp.asarray(imm, dtype=z0.dtype)
         state = blackjax.mcmc.nuts.init(z0, logdensity)
+        step0 = jnp.asarray(step0, dtype=z0.dtype)
 
         def step(carry, inputs):
-            st, ss, mm = carry
-            k, i, stage, window_end, count = inputs
-            warm = i < warmup
-            step_size = jnp.where(warm, jnp.exp(ss.log_step_size), da_final(ss))
-            st, info = kernel(k, st, logdensity, step_size, mm.inverse_mass_matrix)
-            ss2, mm2 = adapt(ss, mm, stage, window_end, count, st.position, info.acceptance_rate)
-            ss, mm = jax.tree.map(lambda a, b: jnp.where(warm, a, b), (ss2, mm2), (ss, mm))
-            return (st, ss, mm), (st.position, st.logdensity, info.is_divergent, info.acceptance_rate, step_size,
-                                  info.num_integration_steps)
+            k, i = inputs
 
-        inputs = (jax.random.split(key, warmup + n), jnp.arange(warmup + n), jnp.asarray(schedule[:, 0]),
-                  jnp.asarray(schedule[:, 1]), jnp.asarray(schedule[:, 2], dtype=z0.dtype))
-        _, (zs, lp, div, acc, h, steps) = jax.lax.scan(step, (state, ss, mm), inputs)
-        return zs[warmup:], lp[warmup:], div[warmup:], acc[warmup:], h[-1], steps
+            def run(c):
+                st, ss, held = c
+                adapting = i < n_adapt
+                eps = jnp.where(adapting, jnp.exp(ss.log_step_size), held)
+                st, info = kernel(k, st, logdensity, eps, imm)
+                ss = jax.tree.map(lambda a, b: jnp.where(adapting, a, b), da_update(ss, info.acceptance_rate), ss)
+                held = jnp.where(adapting, da_final(ss), held)
+                return (st, ss, held), (st.position, st.logdensity, info.is_divergent.astype(bool),
+                                        info.acceptance_rate.astype(z0.dtype), eps,
+                                        info.num_integration_steps.astype(jnp.int32))
+
+            def skip(c):
+                return c, (c[0].position, c[0].logdensity, jnp.asarray(False), jnp.zeros((), z0.dtype),
+                           jnp.zeros((), z0.dtype), jnp.zeros((), jnp.int32))
+
+            return jax.lax.cond(i < n_steps, run, skip, carry)
+
+        carry = (state, da_init(step0), step0)
+        (_, _, held), outs = jax.lax.scan(step, carry, (jax.random.split(key, length), jnp.arange(length)))
+        return (*outs, held)
 
     return chain
 
 
+def _phases(warmup: int, n: int) -> list:
+    """The warm-up as phases between which the chains' draws are pooled: Stan's windows
+    (blackjax's schedule: a fast buffer, slow windows doubling in length, a last fast
+    buffer), a phase ending at each slow window's end. Returns [(steps, slow): the phase's
+    steps and the number of its last steps in a slow window], the last phase the last fast
+    buffer and the n draws (slow = 0)."""
+    if warmup < 20:
+        return [(int(warmup) + int(n), 0)]
+    schedule = np.asarray(blackjax.adaptation.window_adaptation.build_schedule(int(warmup)), dtype=int)
+    phases, begin, slow_begin = [], 0, None
+    for i, (stage, end) in enumerate(schedule):
+        if stage == 1 and slow_begin is None:
+            slow_begin = i
+        if end == 1:
+            phases.append((i + 1 - begin, i + 1 - slow_begin))
+            begin, slow_begin = i + 1, None
+    return phases + [(int(warmup) - begin + int(n), 0)]
+
+
+def _pooled(draws, previous, dense: bool, memory: float):
+    """The inverse mass matrix from the draws (m, n_params) of every chain's slow window:
+    their covariance (dense) or variances, regularised as Stan does ((m C + 1e-3 * 5 I) /
+    (m + 5)) and averaged with the one before as `memory` draws' worth."""
+    m, d = draws.shape
+    C = np.atleast_2d(np.cov(draws, rowvar=False)) if dense else np.var(draws, axis=0, ddof=1)
+    eye = np.eye(d) if dense else np.ones(d)
+    C = (m * C + 1e-3 * 5.0 * eye) / (m + 5.0)
+    w = m / (m + memory)
+    return w * C + (1.0 - w) * np.asarray(previous, dtype=np.float64)
+
+
+def _nuts_run(chain, phases: list, n: int, keys, Z0, imm, dense: bool, memory: float, vmapped: bool,
+              threads: int = 1):
+    """Compile `chain` (`_nuts_program`) once and run the `phases` (`_phases`; the last
+    ends with the n draws): every chain runs a phase
+    from where it stopped (on `threads` threads at once, or as one vmapped program), then
+    the slow window's draws of all chains are pooled into the next inverse mass matrix
+    (`_pooled`), so each estimate has chains x the window's draws. Returns ((z, logdensity,
+    divergent, acceptance of the draws, stacked over chains; the adapted step sizes
+    (chains,); leapfrog steps (chains, warm-up + draws)), timings as `_run`'s)."""
+    import jax
+
+    c = len(Z0)
+    imm = np.asarray(imm, dtype=np.float64)
+    steps = np.ones(c)
+    began, cpu = time.perf_counter(), time.process_time()
+    if vmapped:
+        exe = jax.jit(jax.vmap(chain, in_axes=(0, 0, None, 0, None, None))).lower(
+            keys, Z0, imm, steps, 0, 0).compile()
+    else:
+        exe = jax.jit(chain).lower(keys[0], Z0[0], imm, 1.0, 0, 0).compile()
+    compiled, cpu_compiled = time.perf_counter(), time.process_time()
+    z, pieces, draws = np.asarray(Z0, dtype=np.float64), [], None
+    for k, (n_steps, slow) in enumerate(phases):
+        last = k == len(phases) - 1
+        n_adapt = n_steps - n if last else n_steps
+        ks = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
+        if vmapped:
+            out = tuple(np.asarray(o) for o in jax.block_until_ready(exe(ks, z, imm, steps, n_adapt, n_steps)))
+        else:
+            def one(i):
+                return jax.block_until_ready(exe(ks[i], z[i], imm, steps[i], n_adapt, n_steps))
+
+            if threads > 1 and c > 1:
+                with ThreadPoolExecutor(min(threads, c)) as pool:
+                    outs = list(pool.map(one, range(c)))
+            else:
+                outs = [one(i) for i in range(c)]
+            out = tuple(np.stack([np.asarray(o[j]) for o in outs]) for j in range(len(outs[0])))
+        zs, lp, div, acc, _, leap, held = out
+        z, steps = zs[:, n_steps - 1], held
+        pieces.append(leap[:, :n_steps])
+        if last:
+            draws = (zs[:, n_adapt:n_steps], lp[:, n_adapt:n_steps], div[:, n_adapt:n_steps],
+                     acc[:, n_adapt:n_steps])
+        elif slow > 1:
+            imm = _pooled(zs[:, n_steps - slow:n_steps].reshape(-1, zs.shape[-1]), imm, dense, memory)
+    return (*draws, steps, np.concatenate(pieces, axis=1)), {
+        "compile": compiled - began, "sampling": time.perf_counter() - compiled,
+        "compile_cpu": cpu_compiled - cpu, "sampling_cpu": time.process_time() - cpu_compiled}
+
+
 def _am_chain(logdensity, n: int, warmup: int):
-    """(key, z0 (n_params,), proposal covariance at the start (n_params, n_params)) -> as
-    `_nuts_chain`: adaptive Metropolis (pyPESTO's update of the mean, covariance and scale,
-    Haario et al. 2001) for `warmup` steps, adapting, then n draws with the proposal held;
-    the fifth output is the proposal's scale factor, the last ones (one evaluation a step)."""
+    """(key, z0 (n_params,), proposal covariance at the start (n_params, n_params)) -> (z (n,
+    n_params), logdensity (n,), divergent (n,) all False, acceptance (n,), the proposal's
+    scale factor, evaluations (warmup + n,) all ones): adaptive Metropolis (pyPESTO's update
+    of the mean, covariance and scale, Haario et al. 2001) for `warmup` steps, adapting,
+    then n draws with the proposal held."""
     import jax
     import jax.numpy as jnp
 
@@ -533,7 +649,9 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
     Gaussian at the posterior's mode on the sampling scale, and its covariance, the inverse
     Hessian there, seeds the adaptation, so warm-up needs few steps) | "identity" (Stan's
     start: the identity, chains from the estimate jittered by 1e-3) | an inverse mass matrix
-    (n_params, n_params) on the sampling scale. `start`: another point (n_params,) on the
+    (n_params, n_params) on the sampling scale. The chains adapt together: at the end of
+    each slow window of the warm-up, the draws of every chain in it give the next mass
+    matrix of all (a chain alone has a window's draws only). `start`: another point (n_params,) on the
     estimation scale to start from (the mode is searched from it). dense_mass: NUTS adapts a
     dense mass matrix (default: with at most 50 parameters), which follows correlated
     parameters in far fewer leapfrog steps than a diagonal one. backend: "auto" | "jax" (the
@@ -589,7 +707,7 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         if cov.shape != (d, d):
             raise InputError(f"mass_matrix has shape {cov.shape}; expected ({d}, {d}) on the sampling scale")
     if warmup is None:
-        warmup = WARMUP_SEEDED if cov is not None else WARMUP
+        warmup = WARMUP_SEEDED if cov is not None and not notes[-1].startswith("no Laplace") else WARMUP
     if cov is not None:  # starts: draws of the Gaussian, shrunk towards the mode where a solve fails
         lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
         root = V * np.sqrt(np.maximum(lam, 0.0))
@@ -612,13 +730,19 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
             return loglik(x) + logj
 
         if method == "nuts":
-            return _nuts_chain(logdensity, n, warmup, dense, target_acceptance, memory)
+            return _nuts_program(logdensity, max(p[0] for p in phases), target_acceptance)
         return _am_chain(logdensity, n, warmup)
 
+    def run(chain, vmapped, threads):
+        if method == "nuts":
+            return _nuts_run(chain, phases, int(n), keys, Z0, imm, dense, memory, vmapped, threads)
+        return _run(chain, keys, Z0, imm, vmapped=vmapped, threads=threads)
+
+    phases = _phases(int(warmup), int(n)) if method == "nuts" else []
     out = None
     if backend != "callback" and hasattr(lik, "nllh_function"):
         try:
-            out, times = _run(build(_traced_loglik(lik)), keys, Z0, imm, vmapped=vmap_chains, threads=n_threads)
+            out, times = run(build(_traced_loglik(lik)), vmap_chains, n_threads)
             used = "jax"
         except Exception as exc:  # a likelihood that cannot be traced: on the host instead
             if backend == "jax":
@@ -629,12 +753,11 @@ def sample(target, data=None, method: str = "nuts", n: int = 1000, chains: int =
         raise InputError(f"backend = 'jax': this likelihood ({type(lik).__name__}) has no traceable nllh; "
                          "use backend='callback'")
     if out is None:
-        out, times = _run(build(_host_loglik(lik, gradient=method == "nuts")), keys, Z0, imm, vmapped=False)
+        out, times = run(build(_host_loglik(lik, gradient=method == "nuts")), False, 1)
         used = "callback"
     Z, lp_z, div, acc, step, evaluations = out
     X = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[0]))(Z))
-    logj = np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[1]))(Z))
-    lp = lp_z - logj
+    lp = lp_z - np.asarray(jax.vmap(jax.vmap(lambda z: transform.forward(z)[1]))(Z))
     if used == "jax":  # the traced nllh against the host's at the last draw of the first chain
         v = lik.value(X[0, -1])
         if math.isfinite(v) and abs(lp[0, -1] + v) > 1e-6 * max(1.0, abs(v)):
