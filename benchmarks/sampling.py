@@ -85,7 +85,7 @@ def ours(prob, args, method: str = "nuts") -> dict:
     return dict(s=wall, compile_s=float(t.get("compile", 0.0)), sampling_s=float(t.get("sampling", wall)),
                 cpu_s=cpu, compile_cpu_s=float(t.get("compile_cpu", 0.0)), laplace_s=float(t.get("laplace", 0.0)),
                 evaluations_per_draw=float(ev[:, -res.samples.shape[1]:].mean()),
-                evaluations_warmup=float(ev[:, :-res.samples.shape[1]].sum(axis=1).mean()) if warmup else 0.0,
+                evaluations_warmup=float(ev[:, :-res.samples.shape[1]].sum(axis=1).mean()),
                 warmup=int(ev.shape[1] - res.samples.shape[1]), backend=getattr(res, "backend", "?"), ess=ess.tolist(), mean=flat.mean(0).tolist(),
                 sd=flat.std(0, ddof=1).tolist(), draws=int(flat.shape[0]), divergent=int(res.divergent.sum()),
                 rhat=[float(v) for v in res.rhat], step_size=[float(v) for v in res.step_size],
