@@ -99,3 +99,46 @@ def test_derivative_matches_the_closed_form(derivatives):
     fd = np.array([(exact(p + h * e) - exact(p - h * e)) / (2 * h)
                    for e, h in zip(np.eye(3), 1e-6 * np.maximum(np.abs(p), 1.0))])
     assert np.linalg.norm(fwd - fd) < 1e-6 * np.linalg.norm(fd)
+
+
+def test_above_the_explicit_inverse_size_the_lu_path_matches_the_closed_form_and_its_derivatives():
+    # 12 coupled copies of the stiff system (36 states > EXPLICIT_INVERSE_MAX): W is
+    # LU-factorised instead of inverted; values against expm, forward against reverse, and the
+    # derivative against central differences of the closed form
+    from sensitivity.solvers.rosenbrock import EXPLICIT_INVERSE_MAX
+
+    k = 12
+    n = 3 * k
+    assert n > EXPLICIT_INVERSE_MAX
+    ring = jnp.roll(jnp.eye(k), 1, axis=1) * 0.05  # a weak coupling, so the matrix is not block-diagonal
+
+    def big(p):
+        return jnp.kron(jnp.eye(k), _matrix(p)) + jnp.kron(ring, jnp.eye(3))
+
+    y0 = jnp.tile(Y0, k)
+
+    def out(p, kind):
+        ys = petab_rodas.solve(lambda t, y, p_: big(p_) @ y, y0 * p[1], 0.0, 4.0, TS, p, TOL, 10_000,
+                               kind=kind, autonomous=True, method="rodas5p")[0]
+        return ys
+
+    def loss(p, kind):
+        ys = out(p, kind)
+        return jnp.sum(ys ** 2), ys
+
+    fwd, ys = jax.jit(jax.jacfwd(lambda p: loss(p, "lax"), has_aux=True))(P)
+    fwd, ys = np.asarray(fwd), np.asarray(ys)
+    A = np.asarray(big(P))
+    want = np.stack([expm(A * float(t)) @ (np.asarray(y0) * float(P[1])) for t in TS])
+    assert np.max(np.abs(ys - want)) < 1e-7 * max(1.0, np.max(np.abs(want)))
+    rev = np.asarray(jax.jit(jax.grad(lambda p: loss(p, "checkpointed")[0]))(P))
+    assert np.linalg.norm(fwd - rev) < 1e-10 * np.linalg.norm(fwd)
+
+    def exact(p):
+        B = np.asarray(big(jnp.asarray(p)))
+        return sum(float(np.sum((expm(B * float(t)) @ (np.asarray(y0) * p[1])) ** 2)) for t in TS)
+
+    p = np.asarray(P)
+    fd = np.array([(exact(p + h * e) - exact(p - h * e)) / (2 * h)
+                   for e, h in zip(np.eye(3), 1e-6 * np.maximum(np.abs(p), 1.0))])
+    assert np.allclose(fwd, fd, rtol=1e-5, atol=1e-8 * np.max(np.abs(fd)))

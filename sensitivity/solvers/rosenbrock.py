@@ -36,9 +36,10 @@ problem), which a wrong coefficient would break.
 One stage kernel: `rosenbrock_step` computes the stages, the new state and the error
 estimate of one step of any `Tableau` (Rodas5P and Rodas4 are data here) with a given
 linear-solve callable; the diffrax solver `Rodas5P` (W factorised densely or blockwise) and
-the lean loop (`lean_step`: explicit inverse of a small dense W, custom JVP) both use it.
+the lean loop (`lean_step`: a dense W, inverted explicitly up to 32 states and LU-factorised
+above, custom JVP) both use it.
 
-Linear algebra, chosen per problem by `stiff_linear.choose` (see there): dense
+Linear algebra, chosen per problem by `solvers.linear.choose` (see there): dense
 (`jax.jacfwd` + `jax.scipy.linalg.lu_factor`/`lu_solve`, O(n^3) per step) or banded (the
 colour-compressed Jacobian in c JVPs of `banded`, then `banded.factor`'s block-tridiagonal
 LU with explicit 16 x 16 block inverses, so that each solve is two scans of mat-vecs; O(n m^2) per step).
@@ -226,13 +227,31 @@ def rosenbrock_step(tab: Tableau, f, solve, t0, h, y0, f0=None, T=None, scan: bo
     return y1, ks[-1], jnp.stack(ks)
 
 
-# ----------------------------------------------------------------- the lean step (dense, small n)
+# ----------------------------------------------------------------- the lean step (dense)
+# Up to this many states a product with the explicit inverse of W per stage is faster than
+# two triangular solves; above it an LU factorisation and a solve per stage win (1.5x at 64
+# states, 2.3x at 128 in a compiled step loop), and the inverse's threads cost CPU besides.
+EXPLICIT_INVERSE_MAX = 32
+
+
+def _w_solve(J, h, gamma):
+    """r -> W^-1 r for W = I / (h gamma) - J (n, n): by the explicit inverse for
+    n <= EXPLICIT_INVERSE_MAX, else by an LU factorisation. Linear in r (the tangent and
+    reverse sweeps vmap and transpose it)."""
+    n = J.shape[0]
+    W = jnp.eye(n, dtype=J.dtype) / (h * gamma) - J
+    if n <= EXPLICIT_INVERSE_MAX:
+        Ginv = jnp.linalg.inv(W)
+        return lambda r: Ginv @ r
+    factors = jsl.lu_factor(W)
+    return lambda r: jsl.lu_solve(factors, r)
+
+
 def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bool):
-    """(y_new, err, ks, Ginv, linear maps of f at the stages (and of df/dt first) or [])."""
-    n = y.shape[0]
+    """(y_new, err, ks, solve (r -> W^-1 r), linear maps of f at the stages (and of df/dt
+    first) or [])."""
     J = jax.jacfwd(lambda y_: f(t, y_, args))(y)
-    # n <= ~30: a product with the explicit inverse per stage beats two triangular solves
-    Ginv = jnp.linalg.inv(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+    solve = _w_solve(J, h, tab.gamma)
     lins = []
     T = None
     if not autonomous:
@@ -250,8 +269,8 @@ def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bo
         lins.append(lin)
         return fi
 
-    y_new, err, ks = rosenbrock_step(tab, stage_rhs, lambda r: Ginv @ r, t, h, y, T=T)
-    return y_new, err, ks, Ginv, lins
+    y_new, err, ks = rosenbrock_step(tab, stage_rhs, solve, t, h, y, T=T)
+    return y_new, err, ks, solve, lins
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -269,14 +288,14 @@ def _lean_jvp(f, autonomous, tab, primals, tangents):
     control stops, are ignored)."""
     t, h, y, args = primals
     _, _, dy, dargs = tangents
-    y_new, err, K, Ginv, lins = _lean_primal(f, t, y, h, args, autonomous, tab, True)
+    y_new, err, K, solve, lins = _lean_primal(f, t, y, h, args, autonomous, tab, True)
 
     def jk(y_, a_):
         return jax.vmap(lambda k: jax.jvp(lambda z: f(t, z, a_), (y_,), (k,))[1])(K)
 
     D = jax.jvp(jk, (y, args), (dy, dargs))[1]  # (s, n)
     dT = None if autonomous else lins.pop(0)(dy, dargs)
-    dy_new, derr, _ = rosenbrock_step(tab, lambda i, ti, dU: lins[i](dU, dargs) + D[i], lambda r: Ginv @ r,
+    dy_new, derr, _ = rosenbrock_step(tab, lambda i, ti, dU: lins[i](dU, dargs) + D[i], solve,
                                       t, h, dy, T=dT)
     return (y_new, err), (dy_new, derr)
 
@@ -296,13 +315,11 @@ def _jacobian_and_dt(f, t, y, args, autonomous: bool):
 
 
 def _lean_scan_primal(f, t, y, h, args, autonomous: bool, tab: Tableau):
-    """`_lean_primal` with the stages as a `lax.scan`: (y_new, err, ks (s, n), Ginv)."""
-    n = y.shape[0]
+    """`_lean_primal` with the stages as a `lax.scan`: (y_new, err, ks (s, n), solve)."""
     J, T = _jacobian_and_dt(f, t, y, args, autonomous)
-    Ginv = jnp.linalg.inv(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
-    y_new, err, ks = rosenbrock_step(tab, lambda i, ti, Ui: f(ti, Ui, args), lambda r: Ginv @ r, t, h, y, T=T,
-                                     scan=True)
-    return y_new, err, ks, Ginv
+    solve = _w_solve(J, h, tab.gamma)
+    y_new, err, ks = rosenbrock_step(tab, lambda i, ti, Ui: f(ti, Ui, args), solve, t, h, y, T=T, scan=True)
+    return y_new, err, ks, solve
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -321,7 +338,7 @@ def _lean_scan_jvp(f, autonomous, tab, primals, tangents):
     of the rhs per role instead of one per stage."""
     t, h, y, args = primals
     _, _, dy, dargs = tangents
-    y_new, err, K, Ginv = _lean_scan_primal(f, t, y, h, args, autonomous, tab)
+    y_new, err, K, solve = _lean_scan_primal(f, t, y, h, args, autonomous, tab)
     s, n = K.shape
     dirs_y = K if autonomous else jnp.concatenate([K, jnp.zeros((1, n), K.dtype)])
     dirs_t = jnp.zeros((dirs_y.shape[0],), K.dtype).at[s:].set(1.0)
@@ -337,16 +354,16 @@ def _lean_scan_jvp(f, autonomous, tab, primals, tangents):
         Ui = y + A[i] @ K
         return jax.jvp(lambda y_, a_: f(ti, y_, a_), (Ui, args), (dU, dargs))[1] + D[i]
 
-    dy_new, derr, _ = rosenbrock_step(tab, stage_tangent, lambda r: Ginv @ r, t, h, dy, T=dT, scan=True)
+    dy_new, derr, _ = rosenbrock_step(tab, stage_tangent, solve, t, h, dy, T=dT, scan=True)
     return (y_new, err), (dy_new, derr)
 
 
 def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = False):
-    """One Rosenbrock step of y' = f(t, y, args) with a dense W inverted explicitly (small n):
+    """One Rosenbrock step of y' = f(t, y, args) with a dense W (`_w_solve`):
     (y_new (n,), error estimate (n,)).
 
     Differentiable in (y, args) by a custom JVP (`_lean_jvp`) that does not differentiate
-    the matrix inverse; t and h are constants of the step (the step-size control stops their
+    the factorisation of W; t and h are constants of the step (the step-size control stops their
     derivatives), so the derivative is that of the discrete map with the chosen steps.
     scan: the stages (and their tangents) as `lax.scan`s, one traced copy of the rhs per
     role instead of one per stage (`_lean_scan_jvp`): programs several times smaller that
