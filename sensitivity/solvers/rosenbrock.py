@@ -36,7 +36,7 @@ problem), which a wrong coefficient would break.
 One stage kernel: `rosenbrock_step` computes the stages, the new state and the error
 estimate of one step of any `Tableau` (Rodas5P and Rodas4 are data here) with a given
 linear-solve callable; the diffrax solver `Rodas5P` (W factorised densely or blockwise) and
-the lean loop (`lean_step`: a dense W, inverted explicitly up to 32 states and LU-factorised
+the lean loop (`lean_step`: a dense W, inverted explicitly up to 24 states and LU-factorised
 above, custom JVP) both use it.
 
 Linear algebra, chosen per problem by `solvers.linear.choose` (see there): dense
@@ -229,9 +229,9 @@ def rosenbrock_step(tab: Tableau, f, solve, t0, h, y0, f0=None, T=None, scan: bo
 
 # ----------------------------------------------------------------- the lean step (dense)
 # Up to this many states a product with the explicit inverse of W per stage is faster than
-# two triangular solves; above it an LU factorisation and a solve per stage win (1.5x at 64
+# two triangular solves (about even at 28); above it an LU factorisation and a solve per stage win (1.5x at 64
 # states, 2.3x at 128 in a compiled step loop), and the inverse's threads cost CPU besides.
-EXPLICIT_INVERSE_MAX = 32
+EXPLICIT_INVERSE_MAX = 24
 
 
 def _w_solve(J, h, gamma):
