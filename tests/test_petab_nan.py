@@ -81,9 +81,9 @@ def test_theta_reverse_mode_is_finite_for_large_linear_values(problem):
     assert np.all(np.isfinite(np.asarray(jac)))
 
 
-@pytest.mark.parametrize("mode", ["adjoint", "forward"])
-def test_gradient_of_a_large_linear_initial_value(problem, mode):
-    g = problem.gradient(X_NOMINAL, mode=mode)
+def test_adjoint_gradient_of_a_large_linear_initial_value(problem):
+    # the reverse sweep is where 0 * inf arose; forward mode never saw the unselected branch
+    g = problem.gradient(X_NOMINAL, mode="adjoint")
     assert g.value == pytest.approx(float(closed_form_nllh(X_NOMINAL)), rel=1e-7)
     exact = np.asarray(jax.grad(closed_form_nllh)(jnp.asarray(X_NOMINAL)))
     np.testing.assert_allclose(g.grad, exact, rtol=1e-5)
