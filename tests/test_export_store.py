@@ -38,7 +38,7 @@ def test_a_stored_program_is_used_without_tracing(tmp_path, monkeypatch):
     def no_tracing(*a, **k):
         raise AssertionError("traced again although the program was stored")
 
-    monkeypatch.setattr(forward, "_push", no_tracing)  # tracing the Jacobian would call it
+    monkeypatch.setattr(forward, "push", no_tracing)  # tracing the Jacobian would call it
     again = sens.jacobian(prob, mode="forward")
     np.testing.assert_array_equal(again.values, first.values)
     # and the stored program computes the derivative: a central difference, h = 1e-6

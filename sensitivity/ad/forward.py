@@ -30,25 +30,20 @@ def check_vector(problem: Problem, v) -> jnp.ndarray:
     return jnp.asarray(v)
 
 
-def _push(f: Callable, x, values, basis):
-    """Primal outputs, aux, and the tangents of f for every row of `basis`, in one vmapped sweep."""
+def push(f: Callable, x, values, basis):
+    """(outputs, aux, tangents (k, ...)) of f(x, values) -> (outputs, aux), traced: the
+    tangents of f along every row of `basis` (k, n_inputs) in one vmapped sweep, aux
+    from the primal."""
     def one(v):
         return jax.jvp(lambda x_: f(x_, values), (x,), (v,), has_aux=True)
     out, tangents, aux = jax.vmap(one, out_axes=(None, 0, None))(basis)
     return out, aux, tangents
 
 
-def push(f: Callable, x, values, basis):
-    """(outputs, aux, tangents (k, ...)) of f(x, values) -> (outputs, aux), traced: the
-    tangents of f along every row of `basis` (k, n_inputs) in one vmapped sweep, aux
-    from the primal."""
-    return _push(f, x, values, basis)
-
-
 def value_and_gradient(f: Callable, x, values):
     """(value, aux, gradient (n_inputs,)) of a scalar map f(x, values) -> (value, aux),
     traced: the n input tangents in one vectorised sweep."""
-    return _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
+    return push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
 
 
 def weighted_gram(J, w):
@@ -73,7 +68,7 @@ def jvp_batch(problem: Problem, V) -> tuple[np.ndarray, dict]:
 
     def build():
         def g(x, values, V):
-            return _push(f, x, values, V)
+            return push(f, x, values, V)
         return g
 
     (t,), info = run_checked(problem, build, (x0_of(problem), values_of(problem),
@@ -84,7 +79,7 @@ def jvp_batch(problem: Problem, V) -> tuple[np.ndarray, dict]:
 def forward_jacobian(f: Callable, x, values):
     """(outputs, aux, J (..., n_inputs)) of f(x, values) -> (outputs, aux), traced: all n
     input tangents in one vectorised sweep, the input axis last."""
-    out, aux, t = _push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
+    out, aux, t = push(f, x, values, jnp.eye(x.size, dtype=x.dtype))
     return out, aux, jnp.moveaxis(t, 0, -1)
 
 
@@ -116,7 +111,7 @@ def gradient(problem: Problem, objective: Callable) -> tuple[float, np.ndarray, 
             def composed(x_, values_):
                 out, aux = f(x_, values_)
                 return (obj(out), out), aux
-            (value, out), aux, t = _push(composed, x, values, jnp.eye(x.size, dtype=x.dtype))
+            (value, out), aux, t = push(composed, x, values, jnp.eye(x.size, dtype=x.dtype))
             return out, aux, value, t[0]
         return g
 

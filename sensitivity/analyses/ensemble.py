@@ -134,7 +134,7 @@ class EnsembleSpec:
                 def composed(x_, values_):
                     out, aux = f(x_, values_)
                     return (obj(out), out), aux
-                (value, out), aux, t = forward._push(composed, x, values, jnp.eye(x.size, dtype=x.dtype))
+                (value, out), aux, t = forward.push(composed, x, values, jnp.eye(x.size, dtype=x.dtype))
                 return out, aux, {"value": value, "gradient": t[0]}
             return g
         f = output_function(p, p.adjoint)
