@@ -251,3 +251,19 @@ def test_vmapped_chains_from_the_identity_give_the_posterior(case):
     res = sens.sample(fit, n=200, chains=2, warmup=200, seed=5, mass_matrix="identity", vmap_chains=True)
     assert res.backend == "jax" and res.divergent.sum() == 0 and res.evaluations.shape == (2, 400)
     _check_gaussian(res, beta, cov)
+
+
+def test_the_map_into_the_bounds_has_a_finite_gradient_far_from_zero():
+    # a linear-scale parameter with bounds [0, 1e5] sampled at 5e4: exp(z) in the one-bound
+    # branch it does not take must not reach the reverse pass (0 * inf = NaN); against the
+    # host-side derivatives of the same map
+    import jax
+    import jax.numpy as jnp
+
+    from sensitivity.analyses.sample import _Map
+
+    m = _Map(np.array([0.0, -5.0, 0.0]), np.array([1e5, 5.0, np.inf]))
+    z = np.array([5e4, 1.0, 0.3])
+    g = np.asarray(jax.grad(lambda z_: jnp.sum(m.forward(z_)[0]) + m.forward(z_)[1])(jnp.asarray(z)))
+    _, dx, _, dlogj = m.derivatives(z)
+    np.testing.assert_allclose(g, dx + dlogj, rtol=1e-10)

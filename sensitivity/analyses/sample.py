@@ -265,8 +265,11 @@ class _Map:
         k = self.k
         u, v = k * (z - lo), k * (z - hi)
         sp_u, sp_v = jnp.logaddexp(0.0, u), jnp.logaddexp(0.0, v)
+        # exp of the one-bound entries only: exp(z) of a two-bound entry at z ~ 1e3 is inf in
+        # the unselected branch, and the reverse pass would give 0 * inf = NaN
+        e = jnp.exp(jnp.where((self.kind == 1) | (self.kind == 2), z, 0.0))
         x = jnp.select([self.kind == 3, self.kind == 1, self.kind == 2],
-                       [lo + (sp_u - sp_v) / k, lo + jnp.exp(z), hi - jnp.exp(z)], z)
+                       [lo + (sp_u - sp_v) / k, lo + e, hi - e], z)
         logj = jnp.select([self.kind == 3, self.kind == 1, self.kind == 2],
                           [v + math.log(math.expm1(SOFT)) - sp_u - sp_v, z, z], 0.0)
         return x, jnp.sum(logj)
