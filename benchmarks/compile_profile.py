@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ["SENSITIVITY_NO_DISK_CACHE"] = "1"
 # this folder holds a script named like the `petab` package: keep it off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -62,42 +64,25 @@ def count_eqns(jaxpr) -> int:
 
 
 def structure(yaml_path: Path) -> str:
-    """The pattern of d rhs / d y from the SBML alone (no JAX): J_ij may be nonzero when a
-    reaction that changes species i has a rate that reads species j (through assignment
-    rules too); with `core.sparsity`'s bandwidth, reordering and column colouring."""
-    import libsbml
-    import numpy as np
-    import yaml
-
+    """The pattern of d rhs / d y of the problem's model as the SBML importer reads it from the
+    rate expressions (`SBMLModel.jacobian_pattern`: J_ij may be nonzero when the rate of
+    state i reads state j, through assignment rules too; no JAX tracing or compile), with
+    `core.sparsity`'s bandwidth, reordering, column colouring and the lean step's choice."""
+    import sensitivity as sens
     from sensitivity.core import sparsity
+    from sensitivity.solvers import rosenbrock
 
-    spec = yaml.safe_load(yaml_path.read_text())
-    doc = libsbml.readSBMLFromFile(str(yaml_path.parent / spec["problems"][0]["sbml_files"][0]))
-    m = doc.getModel()
-    idx = {s.getId(): i for i, s in enumerate(x for x in m.getListOfSpecies()
-                                              if not x.getBoundaryCondition() and not x.getConstant())}
-    rules = {r.getVariable(): r.getMath() for r in m.getListOfRules() if r.isAssignment()}
-
-    def reads(ast, out):
-        if ast.isName() and ast.getName() not in out:
-            out.add(ast.getName())
-            if ast.getName() in rules:
-                reads(rules[ast.getName()], out)
-        for k in range(ast.getNumChildren()):
-            reads(ast.getChild(k), out)
-        return out
-
-    n = len(idx)
-    A = np.eye(n, dtype=bool)
-    for r in m.getListOfReactions():
-        cols = [idx[v] for v in reads(r.getKineticLaw().getMath(), set()) if v in idx]
-        for ref in list(r.getListOfReactants()) + list(r.getListOfProducts()):
-            if ref.getSpecies() in idx:
-                A[idx[ref.getSpecies()], cols] = True
-    st = sparsity.analyse(sparsity.declared(A, n))
-    return (f"J pattern         {n} states, {m.getNumReactions()} reactions: {A.sum()} nonzeros "
-            f"({A.sum() / n / n:.1%}), at most {A.sum(1).max()} per row and {A.sum(0).max()} per column, "
-            f"bandwidth {st.bandwidth} ({st.reordered_bandwidth} reordered), {st.n_colours} colours")
+    m = sens.petab.load(yaml_path).model
+    p = m.jacobian_pattern
+    if p is None:
+        return f"J pattern         {len(m.states)} states: none (the rhs is not the rates' code alone)"
+    st = sparsity.analyse(p)
+    comp = sparsity.compression(p)
+    per_row, per_col = np.bincount(p.rows, minlength=p.n), np.bincount(p.cols, minlength=p.n)
+    use = "c JVPs" if rosenbrock.colouring_pays(comp) else f"{p.n} JVPs (colours do not pay)"
+    return (f"J pattern         {p.n} states: {p.nnz} nonzeros ({p.density:.1%}), at most {per_row.max()} per row "
+            f"and {per_col.max()} per column, bandwidth {st.bandwidth} ({st.reordered_bandwidth} reordered), "
+            f"{st.n_colours} colours in natural order, {comp.n_colours} best; the lean step uses {use}")
 
 
 def problem_yaml(arg: str) -> Path:
@@ -119,7 +104,7 @@ def main() -> int:
                     help="the lean loop's stages as a lax.scan (PetabProblem.scan_stages; auto: by model size)")
     ap.add_argument("--rhs-only", action="store_true", help="load, print the rhs's size and stop")
     ap.add_argument("--structure", action="store_true",
-                    help="only the rhs Jacobian's pattern from the SBML (nonzeros, bandwidth, colours)")
+                    help="only the rhs Jacobian's pattern from the SBML rates (nonzeros, bandwidth, colours)")
     args = ap.parse_args()
     if args.structure:
         print(structure(problem_yaml(args.problem)))

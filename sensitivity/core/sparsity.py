@@ -13,6 +13,14 @@ and takes the union of nonzeros (NaN counts as nonzero); a pattern a user declar
 (`ODEModel(..., jacobian_sparsity=...)`) replaces the detection. A detected pattern is a
 sample: an entry that vanishes at both points but not elsewhere would be missed, which is
 why a declared pattern wins and `jacobian_sparsity="dense"` switches structure off.
+`from_reads(reads)` is the pattern of a model whose rhs is known symbolically (the SBML
+importer: which states each rate reads, through assignment rules): a superset of the true
+nonzeros at every point, so it is safe where a missed entry would make J silently wrong.
+
+`compression(pattern)` turns a pattern into the static index arrays that form J from c
+JVPs (`solvers.rosenbrock`'s lean step): the seed matrix (c, n) and, for each nonzero
+(i, j), the compressed column colour(j) it is read from. Only a declared or symbolic
+pattern may be compressed: J is then exact, not a sample.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ class Pattern:
     n: int
     rows: np.ndarray
     cols: np.ndarray
-    source: str  # "declared" | "detected"
+    source: str  # "declared" | "detected" | "symbolic"
 
     @property
     def nnz(self) -> int:
@@ -104,6 +112,20 @@ def declared(value, n: int, field: str = "jacobian_sparsity") -> Pattern:
     )
 
 
+def from_reads(reads) -> Pattern:
+    """The pattern of a rhs whose row i reads the states `reads[i]` (an iterable of state
+    indices, n rows): J_ij may be nonzero iff j is in reads[i]; diagonal added. Source
+    "symbolic": exact in the sense that every entry outside it is zero at every point."""
+    n = len(reads)
+    pairs = [(i, j) for i, row in enumerate(reads) for j in row]
+    for i, j in pairs:
+        if not 0 <= j < n:
+            raise ModelError(f"row {i} of a Jacobian pattern reads state {j}, out of range for {n} states")
+    rows = np.array([i for i, _ in pairs], dtype=np.int64)
+    cols = np.array([j for _, j in pairs], dtype=np.int64)
+    return _from_coords(n, rows, cols, "symbolic")
+
+
 def detect(rhs: Callable, t0: float, y0: np.ndarray, params: dict, seed: int = 0,
            chunk: int = 256) -> Pattern:
     """The nonzero pattern of d rhs / d y, the union over two random points near
@@ -161,15 +183,9 @@ def ordering(pattern: Pattern) -> tuple[np.ndarray | None, int]:
     return None, natural
 
 
-def colouring(pattern: Pattern) -> np.ndarray:
-    """A greedy column colouring (n,) of ints: columns sharing a nonzero row differ in
-    colour, so J @ (sum of unit vectors of one colour) recovers each of those columns'
-    entries. Columns are visited in natural order, which gives 2 b + 1 colours on a band."""
-    n = pattern.n
-    m = pattern.matrix().astype(np.int32)
-    conflict = (m.T @ m).tocsr()  # columns j, k conflict iff they share a row
-    colour = np.full(n, -1, dtype=np.int64)
-    for j in range(n):
+def _greedy(conflict, order) -> np.ndarray:
+    colour = np.full(conflict.shape[0], -1, dtype=np.int64)
+    for j in order:
         nb = conflict.indices[conflict.indptr[j]:conflict.indptr[j + 1]]
         used = set(colour[nb][colour[nb] >= 0].tolist())
         c = 0
@@ -177,6 +193,62 @@ def colouring(pattern: Pattern) -> np.ndarray:
             c += 1
         colour[j] = c
     return colour
+
+
+def colouring(pattern: Pattern, orders: str = "natural") -> np.ndarray:
+    """A greedy column colouring (n,) of ints: columns sharing a nonzero row differ in
+    colour, so J @ (sum of unit vectors of one colour) recovers each of those columns'
+    entries. orders "natural": columns visited in natural order, which gives 2 b + 1
+    colours on a band; "best": the fewest colours of the natural order and of columns by
+    decreasing conflicts (largest first), ties to the natural order. At least the largest
+    number of nonzeros in a row are needed."""
+    m = pattern.matrix().astype(np.int32)
+    conflict = (m.T @ m).tocsr()  # columns j, k conflict iff they share a row
+    best = _greedy(conflict, range(pattern.n))
+    if orders == "best":
+        degree = np.diff(conflict.indptr)
+        other = _greedy(conflict, np.argsort(-degree, kind="stable"))
+        if other.max() < best.max():
+            best = other
+    return best
+
+
+@dataclass(frozen=True, eq=False)
+class Compression:
+    """J (n, n) from c JVPs, for a pattern with a column colouring: the JVP in direction
+    seeds[k] (seeds (c, n): the indicator of colour k's columns) gives, in row i, the one
+    entry J_ij of that colour in the row's pattern; so J[rows, cols] = Jc[colour, rows]
+    with Jc (c, n) the c JVPs, and every other entry of J is zero. Equal and hashed by the
+    pattern's digest, so it can be a static argument of a traced function."""
+
+    n: int
+    n_colours: int
+    seeds: np.ndarray   # (c, n) float 0/1
+    rows: np.ndarray    # (nnz,) row of each nonzero
+    cols: np.ndarray    # (nnz,) column of each nonzero
+    colour: np.ndarray  # (nnz,) colour of each nonzero's column
+    key: str
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, Compression) and other.key == self.key
+
+
+def compression(pattern: Pattern) -> Compression:
+    """The `Compression` of a declared or symbolic pattern (`colouring(.., "best")`).
+    Raises `ModelError` for a detected one: a sampled pattern may miss entries, and J
+    would silently lose them."""
+    if pattern.source == "detected":
+        raise ModelError("a Jacobian compressed by colours needs a declared or symbolic pattern, "
+                         "not one detected by sampling (an entry it missed would be dropped from J)")
+    colours = colouring(pattern, "best")
+    c = int(colours.max()) + 1 if pattern.n else 0
+    seeds = np.zeros((c, pattern.n))
+    seeds[colours, np.arange(pattern.n)] = 1.0
+    return Compression(pattern.n, c, seeds, pattern.rows.copy(), pattern.cols.copy(), colours[pattern.cols],
+                       f"{pattern.digest()}:{c}")
 
 
 @dataclass(frozen=True, eq=False)

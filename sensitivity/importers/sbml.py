@@ -42,6 +42,7 @@ solver cut into segments at the breakpoints evaluates each segment on one side
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -56,6 +57,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
+from ..core import sparsity
 from ..core.errors import ModelError
 from ..core.model import ODEModel
 from ..core.schedule import Event, SwitchTime
@@ -310,6 +312,9 @@ class SBMLModel:
     event_schedule: tuple = ()
     species: dict = field(default_factory=dict)  # species id -> {"compartment", "amount": its value is an amount}
     hidden: frozenset = frozenset()  # no outputs: reaction rates, stoichiometries
+    # per state i, the states its rate reads (through assignment rules): J_ij may be nonzero
+    # only for j in jacobian_reads[i]; None when the rhs is not the rates' code alone
+    jacobian_reads: tuple | None = None
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -337,6 +342,12 @@ class SBMLModel:
     @property
     def n_breakpoints(self) -> int:
         return len(self.breakpoint_exprs)
+
+    @property
+    def jacobian_pattern(self) -> sparsity.Pattern | None:
+        """The pattern of d rhs / d y read from the rate expressions (`sparsity.from_reads`,
+        source "symbolic": every entry outside it is zero at every point), or None."""
+        return None if self.jacobian_reads is None else sparsity.from_reads(self.jacobian_reads)
 
     def symbol(self, name: str) -> sp.Symbol:
         return sp.Symbol(name, real=True)
@@ -787,11 +798,38 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                                       and model.getElementBySId(s_) is not None
                                                       and model.getElementBySId(s_).getTypeCode()
                                                       == L.SBML_SPECIES_REFERENCE}),
-                     event_parameters=tuple(p for p in states if p in event_targets and p not in species_info))
+                     event_parameters=tuple(p for p in states if p in event_targets and p not in species_info),
+                     jacobian_reads=_jacobian_reads(states, rules, rates))
     if not constraints:
         return sm
     names = _codegen_names(states, params, rules)
-    return constraints.finish(sm, lambda e: expression_source(sp.sympify(e), names))
+    # the constraints add a projection to the rhs that reads every state it couples
+    return dataclasses.replace(constraints.finish(sm, lambda e: expression_source(sp.sympify(e), names)),
+                               jacobian_reads=None)
+
+
+def _jacobian_reads(states, rules, rates) -> tuple:
+    """Per state (in `states` order) the sorted indices of the states its rate reads, directly
+    or through the assignment rules it reads (the rhs's dependencies, from the same
+    expressions `_compile` turns into code)."""
+    index = {sp.Symbol(s, real=True): i for i, s in enumerate(states)}
+    rule_sym = {sp.Symbol(k, real=True): k for k in rules}
+    memo: dict = {}
+
+    def reads(expr) -> frozenset:
+        out = set()
+        for s in sp.sympify(expr).free_symbols:
+            if s in index:
+                out.add(index[s])
+            elif s in rule_sym:
+                k = rule_sym[s]
+                if k not in memo:
+                    memo[k] = frozenset()  # a circle of rules is refused when the code is built
+                    memo[k] = reads(rules[k])
+                out |= memo[k]
+        return frozenset(out)
+
+    return tuple(tuple(sorted(reads(rates[s]))) for s in states)
 
 
 def _event(ev, conv, states, rules, species_info=None):

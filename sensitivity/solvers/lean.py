@@ -36,7 +36,8 @@ Two uses:
    (tests/test_lean_rk.py). The batched solve has a discrete adjoint (a custom VJP over the
    recorded steps).
 2. A Rosenbrock method (`rosenbrock_solve`, the PEtab pipeline's default): the stages of
-   `rosenbrock.lean_step` (one Jacobian and explicit inverse per step, custom JVP), Hairer's
+   `rosenbrock.lean_step` (one Jacobian, from n JVPs or the c of a column colouring, and
+   one factorisation or inverse of W per step, custom JVP), Hairer's
    first step, factors clip(0.9 err^(-1/order), [0.2, 6]) (at most 1 after a rejection),
    landing on the save times, an optional steady-state stop.
 """
@@ -359,7 +360,7 @@ def tsit5_batched_solve(rhs: Callable, assemble: Callable, max_steps: int, capac
 
 # ----------------------------------------------------------------------------- Rosenbrock
 def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-                     steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False):
+                     steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None):
     """Integrate y' = f(t, y, args) from t0 to t1 with the Rosenbrock method `method` (a key
     of `rosenbrock.TABLEAUS`), saving at ts (clipped to [t0, t1]) by landing on them.
 
@@ -368,16 +369,18 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
     (t, y) -> bool that ends the solve early (t1 may then be inf); h0: the first step
     (default: Hairer's guess). The step is differentiable in (y, args) by a custom JVP
     (`rosenbrock.lean_step`; scan_stages: its stages as a `lax.scan`, smaller programs for
-    large models); times are constants of the solve.
+    large models); times are constants of the solve. compression: each step's Jacobian from
+    the c JVPs of a column colouring (`sparsity.compression` of a declared or symbolic
+    pattern of df/dy), None for n JVPs.
     Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
     """
     c = rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps, kind=kind, autonomous=autonomous, steady=steady,
-                       h0=h0, method=method, scan_stages=scan_stages)
+                       h0=h0, method=method, scan_stages=scan_stages, compression=compression)
     return c["ys"], c["y"], c["t"], c["fin"], c["n"]
 
 
 def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-                   steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False) -> dict:
+                   steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None) -> dict:
     """`rosenbrock_solve`'s loop, returning its final carry (`integrate`): ys, y, t, fin (ok),
     n (steps) and n_acc (accepted steps)."""
     rtol, atol = tol[0], tol[1]
@@ -390,7 +393,7 @@ def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "la
     t0 = jnp.asarray(t0, dtype=y0.dtype)
 
     def step(t, t_end, h, y, aux, args):
-        y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages)
+        y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages, compression=compression)
         return y_new, aux, err, None
 
     c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,

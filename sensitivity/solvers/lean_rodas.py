@@ -10,6 +10,11 @@ on values with their derivatives stopped, as for a solve with a given step seque
 and adjoint gradients agree to rounding. Steps land exactly on the save times (no dense
 output), and segment and save times are constants of the solve: bounds that move with the
 parameters are handled outside (`integrate.bounds.fixed_bounds_segment`).
+
+Each step's Jacobian comes from n JVPs of the rhs, or from the c JVPs of a column colouring
+when the model carries an exact pattern (`model.jacobian_pattern`: the SBML importer's,
+read from the rate expressions, never a sampled one) and the colours pay
+(`rosenbrock.colouring_pays`): J is then the same matrix, formed with fewer JVPs.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from ..core import sparsity
 from .lean import rosenbrock_solve as solve
 from .newton.steady_state import newton_polish
-from .rosenbrock import TABLEAUS
+from .rosenbrock import TABLEAUS, colouring_pays
 
-__all__ = ["CALIBRATION", "TABLEAUS", "piece_fn", "segment_fn", "solve", "steady_fn"]
+__all__ = ["CALIBRATION", "TABLEAUS", "compression", "piece_fn", "segment_fn", "solve", "steady_fn"]
+
+# off: every step forms J from n JVPs (for measuring the colouring against it; the values agree to rounding)
+COLOURING = True
 
 # Cost constants of the gradient modes with this loop, in simulations (the fields of
 # `ad.cost.Calibration`; the caller builds it), typical of the PEtab benchmark problems with
@@ -30,6 +39,17 @@ __all__ = ["CALIBRATION", "TABLEAUS", "piece_fn", "segment_fn", "solve", "steady
 # several simulations, so the auto gradient picks forward mode up to a few tens of inputs.
 CALIBRATION = dict(tangent=0.2, record=7.0, cotangent=1.0,
                    source="PEtab problems with the lean Rodas5P loop (sensitivity/solvers/lean_rodas.py)")
+
+
+def compression(model) -> sparsity.Compression | None:
+    """The column-colouring compression of the model's exact Jacobian pattern
+    (`jacobian_pattern`, symbolic or declared; a detected one is refused by
+    `sparsity.compression`) when it pays (`rosenbrock.colouring_pays`), else None."""
+    pattern = getattr(model, "jacobian_pattern", None)
+    if not COLOURING or pattern is None:
+        return None
+    comp = sparsity.compression(pattern)
+    return comp if colouring_pays(comp) else None
 
 
 def _result(ok, success):
@@ -41,6 +61,7 @@ def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_
     (ys at clip(ts, a, b) (n_t, n), y(b), diffrax result, steps). scan_stages: the step's
     stages as a `lax.scan` (`rosenbrock.lean_step`)."""
     kind = "checkpointed" if method == "checkpoint" else "lax"
+    comp = compression(model)
 
     def f(t, y, args):
         pv, tc = args
@@ -48,7 +69,7 @@ def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_
 
     def segment(pv, y0, a, b, tc, ts, tol):
         ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind, method=solver,
-                                scan_stages=scan_stages)
+                                scan_stages=scan_stages, compression=comp)
         return ys, y, _result(ok, diffrax.RESULTS.successful), n
 
     return segment
@@ -59,6 +80,7 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_s
     steps): simulate until max_i |f_i| / (atol + rtol |y_i|) < 1, then
     `steady_state.newton_polish`."""
     kind = "checkpointed" if method == "checkpoint" else "lax"
+    comp = compression(model)
 
     def f(t, y, args):
         return model.rhs(t, y, args, t)
@@ -68,7 +90,7 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_s
             return jnp.max(jnp.abs(model.rhs(t, y, pv, t)) / (tol[1] + tol[0] * jnp.abs(y))) < 1.0
         t0 = jnp.asarray(t0, dtype=y0.dtype)
         _, y, t, ok, n = solve(f, y0, t0, jnp.inf, jnp.reshape(t0, (1,)), pv, tol, max_steps, kind=kind,
-                               steady=reached, method=solver, scan_stages=scan_stages)
+                               steady=reached, method=solver, scan_stages=scan_stages, compression=comp)
         y = newton_polish(lambda u: model.rhs(t, u, pv, t), y)  # derivatives by the IFT
         return y, _result(ok, diffrax.RESULTS.event_occurred), n
 
@@ -85,6 +107,7 @@ def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_st
     unused, the rhs sees tc = t), then `steady_state.newton_polish`; ok when it got there.
     The same steps and values as those two functions."""
     kind = "checkpointed" if method == "checkpoint" else "lax"
+    comp = compression(model)
 
     def f(t, y, args):
         pv, tc, steady = args
@@ -103,7 +126,7 @@ def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_st
         t1 = jnp.where(steady, jnp.inf, b)
         ts = jnp.where(steady, a, ts)  # a steady run saves nothing: its steps land on no time
         ys, y, t, ok, n = solve(f, y0, a, t1, ts, (pv, tc, steady), tol, max_steps, kind=kind, steady=reached,
-                                method=solver, scan_stages=scan_stages)
+                                method=solver, scan_stages=scan_stages, compression=comp)
         y = jax.lax.cond(steady, lambda y: newton_polish(lambda u: model.rhs(t, u, pv, t), y), lambda y: y, y)
         return ys, y, ok, n
 

@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from ..core import sparsity
 from . import banded
 from .compat import linear_rescale
 
@@ -247,10 +248,48 @@ def _w_solve(J, h, gamma):
     return lambda r: jsl.lu_solve(factors, r)
 
 
-def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bool):
+# The lean step forms J from a column colouring when the colours save at least this share of
+# the n JVPs of a dense Jacobian and at least COLOUR_MIN_SAVED of them (see `colouring_pays`).
+COLOUR_MAX_SHARE = 0.5
+COLOUR_MIN_SAVED = 16
+
+
+def colouring_pays(comp: sparsity.Compression | None) -> bool:
+    """Whether the lean step should form J from `comp`'s c JVPs rather than n: c <= n
+    COLOUR_MAX_SHARE and n - c >= COLOUR_MIN_SAVED. A JVP of a scalar rhs costs about its
+    evaluation, the scatter into the dense J next to nothing, but a few saved JVPs are
+    within the noise of a step (the LU or inverse of W, 8 stage evaluations and solves)."""
+    if comp is None:
+        return False
+    return comp.n_colours <= COLOUR_MAX_SHARE * comp.n and comp.n - comp.n_colours >= COLOUR_MIN_SAVED
+
+
+def _jvps(f_y, y, directions):
+    """(k, n): the JVPs of f_y at y along the rows of directions (k, n)."""
+    return jax.vmap(lambda v: jax.jvp(f_y, (y,), (v,))[1])(directions)
+
+
+def _decompress(comp: sparsity.Compression, Jc):
+    """The dense J (n, n) from the JVPs Jc (c, n) along comp's seeds: J[i, j] = Jc[colour(j), i]
+    on the pattern, zero elsewhere (static index arrays)."""
+    n = comp.n
+    vals = Jc[comp.colour, comp.rows]
+    return jnp.zeros((n, n), Jc.dtype).at[comp.rows, comp.cols].set(vals, indices_are_sorted=True,
+                                                                        unique_indices=True)
+
+
+def jacobian(f_y, y, comp: sparsity.Compression | None = None):
+    """J = d f_y / d y (n, n) at y: n JVPs (`jax.jacfwd`), or with `comp` (the compression of
+    a declared or symbolic pattern) c JVPs along its seeds, decompressed."""
+    if comp is None:
+        return jax.jacfwd(f_y)(y)
+    return _decompress(comp, _jvps(f_y, y, jnp.asarray(comp.seeds, y.dtype)))
+
+
+def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bool, comp=None):
     """(y_new, err, ks, solve (r -> W^-1 r), linear maps of f at the stages (and of df/dt
-    first) or [])."""
-    J = jax.jacfwd(lambda y_: f(t, y_, args))(y)
+    first) or []). comp: J from a column colouring (`jacobian`)."""
+    J = jacobian(lambda y_: f(t, y_, args), y, comp)
     solve = _w_solve(J, h, tab.gamma)
     lins = []
     T = None
@@ -273,14 +312,14 @@ def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bo
     return y_new, err, ks, solve, lins
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _lean(f, autonomous, tab, t, h, y, args):
-    y_new, err, _, _, _ = _lean_primal(f, t, y, h, args, autonomous, tab, False)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _lean(f, autonomous, tab, comp, t, h, y, args):
+    y_new, err, _, _, _ = _lean_primal(f, t, y, h, args, autonomous, tab, False, comp)
     return y_new, err
 
 
 @_lean.defjvp
-def _lean_jvp(f, autonomous, tab, primals, tangents):
+def _lean_jvp(f, autonomous, tab, comp, primals, tangents):
     """Tangent of the step in (y, args), exact for the discrete map: with G k_i = r_i,
     dk_i = G^-1 (dr_i + dJ k_i), dJ k_i = d/d(y, args) [J(y, args) k_i] for all stages in one
     vectorised second derivative, then the stage recurrence of `rosenbrock_step` with the
@@ -288,7 +327,7 @@ def _lean_jvp(f, autonomous, tab, primals, tangents):
     control stops, are ignored)."""
     t, h, y, args = primals
     _, _, dy, dargs = tangents
-    y_new, err, K, solve, lins = _lean_primal(f, t, y, h, args, autonomous, tab, True)
+    y_new, err, K, solve, lins = _lean_primal(f, t, y, h, args, autonomous, tab, True, comp)
 
     def jk(y_, a_):
         return jax.vmap(lambda k: jax.jvp(lambda z: f(t, z, a_), (y_,), (k,))[1])(K)
@@ -300,36 +339,41 @@ def _lean_jvp(f, autonomous, tab, primals, tangents):
     return (y_new, err), (dy_new, derr)
 
 
-def _jacobian_and_dt(f, t, y, args, autonomous: bool):
+def _jacobian_and_dt(f, t, y, args, autonomous: bool, comp=None):
     """(J = df/dy (n, n), T = df/dt (n,) or None) from one vmapped JVP of f in (t, y): the
-    directions e_1..e_n in y and, unless autonomous, one in t (one traced copy of f)."""
+    directions e_1..e_n (or comp's c seeds, decompressed) in y and, unless autonomous, one
+    in t (one traced copy of f)."""
     n = y.shape[0]
-    dirs_y = jnp.eye(n, dtype=y.dtype)
+    dirs_y = jnp.eye(n, dtype=y.dtype) if comp is None else jnp.asarray(comp.seeds, y.dtype)
+    k = dirs_y.shape[0]
+
+    def dense(cols):  # (k, n) JVPs along dirs_y -> J
+        return cols.T if comp is None else _decompress(comp, cols)
+
     if autonomous:
-        J = jax.vmap(lambda v: jax.jvp(lambda y_: f(t, y_, args), (y,), (v,))[1])(dirs_y)
-        return J.T, None
+        return dense(_jvps(lambda y_: f(t, y_, args), y, dirs_y)), None
     dirs_y = jnp.concatenate([dirs_y, jnp.zeros((1, n), y.dtype)])
-    dirs_t = jnp.zeros((n + 1,), y.dtype).at[n].set(1.0)
+    dirs_t = jnp.zeros((k + 1,), y.dtype).at[k].set(1.0)
     cols = jax.vmap(lambda dt, v: jax.jvp(lambda t_, y_: f(t_, y_, args), (t, y), (dt, v))[1])(dirs_t, dirs_y)
-    return cols[:n].T, cols[n]
+    return dense(cols[:k]), cols[k]
 
 
-def _lean_scan_primal(f, t, y, h, args, autonomous: bool, tab: Tableau):
+def _lean_scan_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, comp=None):
     """`_lean_primal` with the stages as a `lax.scan`: (y_new, err, ks (s, n), solve)."""
-    J, T = _jacobian_and_dt(f, t, y, args, autonomous)
+    J, T = _jacobian_and_dt(f, t, y, args, autonomous, comp)
     solve = _w_solve(J, h, tab.gamma)
     y_new, err, ks = rosenbrock_step(tab, lambda i, ti, Ui: f(ti, Ui, args), solve, t, h, y, T=T, scan=True)
     return y_new, err, ks, solve
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _lean_scan(f, autonomous, tab, t, h, y, args):
-    y_new, err, _, _ = _lean_scan_primal(f, t, y, h, args, autonomous, tab)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _lean_scan(f, autonomous, tab, comp, t, h, y, args):
+    y_new, err, _, _ = _lean_scan_primal(f, t, y, h, args, autonomous, tab, comp)
     return y_new, err
 
 
 @_lean_scan.defjvp
-def _lean_scan_jvp(f, autonomous, tab, primals, tangents):
+def _lean_scan_jvp(f, autonomous, tab, comp, primals, tangents):
     """`_lean_jvp` with the stages (primal and tangent) as `lax.scan`s: the tangent of stage
     i is the JVP of f at its stage point U_i = y + sum_j A_ij k_j (recomputed from the
     primal stages: one more rhs evaluation per stage, not batched over the tangents) instead
@@ -338,7 +382,7 @@ def _lean_scan_jvp(f, autonomous, tab, primals, tangents):
     of the rhs per role instead of one per stage."""
     t, h, y, args = primals
     _, _, dy, dargs = tangents
-    y_new, err, K, solve = _lean_scan_primal(f, t, y, h, args, autonomous, tab)
+    y_new, err, K, solve = _lean_scan_primal(f, t, y, h, args, autonomous, tab, comp)
     s, n = K.shape
     dirs_y = K if autonomous else jnp.concatenate([K, jnp.zeros((1, n), K.dtype)])
     dirs_t = jnp.zeros((dirs_y.shape[0],), K.dtype).at[s:].set(1.0)
@@ -358,7 +402,8 @@ def _lean_scan_jvp(f, autonomous, tab, primals, tangents):
     return (y_new, err), (dy_new, derr)
 
 
-def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = False):
+def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = False,
+              compression: sparsity.Compression | None = None):
     """One Rosenbrock step of y' = f(t, y, args) with a dense W (`_w_solve`):
     (y_new (n,), error estimate (n,)).
 
@@ -368,9 +413,11 @@ def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = Fal
     scan: the stages (and their tangents) as `lax.scan`s, one traced copy of the rhs per
     role instead of one per stage (`_lean_scan_jvp`): programs several times smaller that
     compile faster, for large models; unrolled stages let XLA fuse a small model's stage
-    arithmetic and run faster."""
+    arithmetic and run faster. compression: J (n, n) from the c JVPs of a column colouring
+    of a declared or symbolic pattern (`sparsity.compression`; see `colouring_pays`) instead
+    of n; the rest of the step, its tangents and cotangents, are the same."""
     step = _lean_scan if scan else _lean
-    return step(f, autonomous, tab, jax.lax.stop_gradient(t), jax.lax.stop_gradient(h), y, args)
+    return step(f, autonomous, tab, compression, jax.lax.stop_gradient(t), jax.lax.stop_gradient(h), y, args)
 
 
 # ----------------------------------------------------------------- the diffrax solver
