@@ -1,4 +1,5 @@
-"""Doses, breakpoints and state events: how a solve is cut into pieces.
+"""Doses, breakpoints and state events of a `Problem`: its driver of the one cut-up solve
+(`cutup`).
 
 A solve over [t0, T] is split at *segment boundaries* (doses, parameter breakpoints) and,
 inside each segment, at *state events*; their types and validation are
@@ -8,18 +9,23 @@ implicitly (diffrax `Event` + optimistix).
 
 Dose times, parameter breakpoints and switching times that are expressions of parameters
 (`SwitchTime`) are sorted (traced) into one array of K boundaries and
-the solve is a `lax.scan` over the K + 1 segments with traced bounds: one compiled function
-serves every dose schedule of the same count. The solver runs between bounds with their
-derivatives stopped, and the derivative with respect to a dose time or a breakpoint enters
-through the flow at the bounds (`bounds.flow_shift`): differentiating the solver's step
-sequence instead grows without bound on stiff segments. Every segment saves at all save times
-(clipped into the segment) and a mask keeps those that fall inside it: a save time equal to
+the solve is a `lax.scan` over the K + 1 segments with traced bounds (`cutup.scan_segments`,
+clip "select", the jump at a segment's start): one compiled function serves every dose
+schedule of the same count. The solver runs between bounds with their derivatives stopped,
+and the derivative with respect to a dose time or a breakpoint enters through the flow at
+the bounds (`bounds.flow_shift`, at the one-sided limits: this rhs compares t with its
+switching times): differentiating the solver's step sequence instead grows without bound
+on stiff segments. Every piece saves at all save times (clipped into it) and a mask keeps
+those that fall inside it (`cutup.run_piece`, save_end "last"): a save time equal to
 a boundary gets the state *after* the jump (also a dose on the last save time, in a
 zero-length last segment), and its derivative with respect to the boundary is that of the
 side where the jump stays at or before the save time. Inside a segment, the solve runs up to
-`1 + sum(max_occurrences)` pieces, each ending at the next event (or the segment's end).
+`1 + sum(max_occurrences)` pieces (`cutup.repeat`), each ending at the next event (or the
+segment's end); the events' resets and terminal stops are applied here, or by the
+`scheduled.Scheduler`.
 
-After a terminal event, the remaining save times hold the state at the event.
+After a terminal event, the remaining pieces run on a zero-length interval and keep no
+save; the remaining save times hold the state at the event.
 """
 
 from __future__ import annotations
@@ -34,11 +40,10 @@ import numpy as np
 from ..core.errors import InputError, SolverError
 from ..core.schedule import DOSE_KEY, all_events, crossing, param_breakpoints, switch_times
 from ..solvers.newton import reuse
+from . import cutup
 from . import scheduled as sched
-from .bounds import beside, flow_shift
-from .crossings import BracketedNewton, CrossingGuard
-
-stop = jax.lax.stop_gradient
+from .bounds import beside
+from .crossings import CrossingGuard
 
 
 def dose_values(problem) -> dict:
@@ -58,31 +63,6 @@ def controller(problem, values, roots: Callable | None = None):
     if getattr(problem, "fixed_breakpoints", ()):
         return diffrax.ClipStepSizeController(pid, jump_ts=values["jump_ts"])
     return pid
-
-
-def root_finder():
-    return BracketedNewton(rtol=1e-12, atol=1e-12)
-
-
-def restart_condition(g_fn, k: int, vf: Callable, unpack: Callable) -> Callable:
-    """Event k's root function for `diffrax.Event`: g_fn(t, y, p) (a scalar), where
-    unpack(args) -> (p, fired_before (n_events,) bool, the piece's start).
-
-    On a piece that restarts on the root of event k itself (fired_before[k], t == start,
-    g at its root) it reports the side the flow moves to (+-tiny by the sign of dg/dt along
-    vf(t, y, args)), so the root it starts on is no crossing. A reset that moved the state
-    off the root keeps g: its sign is the side the next crossing starts from (the flow's
-    side would hide that crossing when the solver's first step already passes it). The
-    `Problem` solve (`solve_function`) and the SBML events of `sbml_events` both use it."""
-    def cond(t, y, args, **kw):
-        p, fired_before, start = unpack(args)
-        g = jnp.asarray(g_fn(t, y, p), dtype=y.dtype).reshape(())
-        _, dg = jax.jvp(lambda t_, y_: jnp.asarray(g_fn(t_, y_, p), y.dtype).reshape(()),
-                        (t, y), (jnp.ones_like(t), vf(t, y, args)))
-        tiny = jnp.asarray(np.finfo(np.float64).tiny, y.dtype)
-        restart = fired_before[k] & (t == start) & sched.at_root(g, dg, t)
-        return jnp.where(restart, jnp.where(dg >= 0, tiny, -tiny), g)
-    return cond
 
 
 def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_adjoint: Callable,
@@ -133,12 +113,12 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
 
     if scheduler is not None:  # every root function, both ways
         conds = [scheduler.condition(i) for i in range(scheduler.n_atoms)]
-        event = diffrax.Event(conds, root_finder=root_finder(), direction=[None] * len(conds))
+        event = diffrax.Event(conds, root_finder=cutup.root_finder(), direction=[None] * len(conds))
     elif events:
-        conds = [restart_condition(ev.condition, k, vector_field, lambda args: args)
+        conds = [cutup.restart_condition(ev.condition, k, vector_field, lambda args: args)
                  for k, ev in enumerate(events)]
         dirs = [crossing(ev.direction) for ev in events]
-        event = diffrax.Event(conds, root_finder=root_finder(), direction=dirs)
+        event = diffrax.Event(conds, root_finder=cutup.root_finder(), direction=dirs)
     else:
         event = None
     successful = diffrax.RESULTS.successful
@@ -182,64 +162,31 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             if aug:
                 dbounds.append(jax.jvp(switch_at, (params,), (dparams,))[1])
                 djumps.append(jnp.zeros((len(switches), n), y0.dtype))
-        zero_row = jnp.zeros((1, n), y0.dtype)
-        if bounds:
-            b = jnp.concatenate(bounds)
-            J = jnp.concatenate(jumps)
-            order = jnp.argsort(jax.lax.stop_gradient(b))
-            b_raw = b[order]
-            b = _clip(b_raw, t0, T)
-            J = J[order]
-            starts = jnp.concatenate([t0[None], b])
-            ends = jnp.concatenate([b, T[None]])
-            J = jnp.concatenate([zero_row, J])
-            if aug:  # tangents of the boundaries (none where clipped) and of the jumps
-                db = jnp.where((b_raw >= t0) & (b_raw <= T), jnp.concatenate(dbounds)[order], 0.0)
-                dstarts = jnp.concatenate([jnp.zeros(1, y0.dtype), db])
-                dJ = jnp.concatenate([zero_row, jnp.concatenate(djumps)[order]])
+        # what jumps at each boundary (sorted with them in cutup.scan_segments): the state
+        # (n,), its tangent (n,) and the boundary's tangent (none where it is clipped)
+        raw = jnp.concatenate(bounds) if bounds else jnp.zeros((0,), y0.dtype)
+        J = jnp.concatenate(jumps) if bounds else jnp.zeros((0, n), y0.dtype)
+        if aug and bounds:
+            marks = (J, jnp.concatenate(djumps), jnp.where((raw >= t0) & (raw <= T), jnp.concatenate(dbounds), 0.0))
         else:
-            starts, ends, J = t0[None], T[None], zero_row
-            dstarts, dJ = jnp.zeros(1, y0.dtype), zero_row
-        if not aug:
-            dstarts, dJ = jnp.zeros_like(starts), jnp.zeros_like(J)
+            marks = (J, jnp.zeros_like(J), jnp.zeros_like(raw))
         args_p = (params, dparams) if aug else params
-        is_last = jnp.arange(starts.size) == starts.size - 1
 
         def between(t, y, ys, result, stats, end, last, make_args, keep=True):
-            """One solve from the moving start t to the moving end with the event: (the time
-            and state where it ended (the located event or the end), ys with the saves inside
-            [t, that time) (and `keep`), result, stats, the root functions located there
-            ((n_roots,) bool, None without events)). The solver runs between bounds with their
-            derivatives stopped; the moving start and end enter through the flow (bounds.py)."""
-            start, fixed_end = stop(t), stop(end)
-            args = make_args(start)
-
-            def flow(t_, y_):
-                return vector_field(t_, y_, args)
-
-            y = flow_shift(flow, y, t, start, side=1)
-            sol = diffrax.diffeqsolve(
-                term, solver, start, fixed_end, None, y, args,
-                saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=_clip(times, start, fixed_end)),
-                                            diffrax.SubSaveAt(t1=True)], solver_state=counted),
-                stepsize_controller=ctrl, max_steps=steps, adjoint=adjoint, event=event, throw=False)
-            (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys  # the saves, and the end (event) point
-            reached = t_new >= fixed_end  # no event before the end: the end is the moving one
-            y_new = jnp.where(reached, flow_shift(flow, y_new, fixed_end, end, side=-1), y_new)
-            t_new = jnp.where(reached, end, t_new)
-            saved = jnp.where(((times >= fixed_end) & reached)[:, None], y_new[None], saved)
-            inside = (times >= start) & ((times < t_new) | (last & (times == t_new) & (t_new == T))) & keep
-            ys = jnp.where(inside[:, None], saved, ys)
+            """One piece (`cutup.run_piece`) from the moving start t to the moving end: (the
+            time and state where it ended (the located event or the end), ys with the saves
+            inside it (and `keep`), result, stats, the root functions located there
+            ((n_roots,) bool, None without events))."""
+            p = cutup.run_piece(term, solver, t, end, y, ys, times, make_args, controller=ctrl, adjoint=adjoint,
+                                event=event, max_steps=steps, limits=True, clip="select", save_end="last",
+                                last=last, keep=keep, solver_state=counted)
+            sol = p.sol
             bad = (sol.result != successful) & (sol.result != diffrax.RESULTS.event_occurred)
             result = diffrax.RESULTS.where((result == successful) & bad, sol.result, result)
             piece_stats = {**sol.stats, **(reuse.stats(sol.solver_state) if counted else {})}
             stats = {k: (jnp.maximum(stats[k], sol.stats["num_steps"]) if k == "max_piece_steps"
                          else stats[k] + piece_stats[k]) for k in stats}
-            located = None
-            if event is not None:
-                located = jnp.stack([jnp.asarray(m) for m in jax.tree_util.tree_leaves(sol.event_mask)])
-                located = located & (sol.result == diffrax.RESULTS.event_occurred)
-            return t_new, y_new, ys, result, stats, located
+            return p.t, p.y, p.ys, result, stats, p.located
 
         def piece_scheduled(carry, end, last):
             # as `piece`, with the end at the earliest pending execution, stop points
@@ -281,7 +228,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             return (t_new, y_new, ys, stopped, result, stats, t_stop, y_stop, fired_before)
 
         def segment(carry, seg):
-            start, end, jump, last, dstart, djump = seg
+            start, end, (jump, djump, dstart), last = seg
             t, y, ys, stopped, result, stats, t_stop, y_stop, _ = carry
             if aug:  # the state jumps by J, its tangent by dJ + (f(tau-, y-) - f(tau+, y+)) dtau
                 y_, s_ = y[:n], y[n:]
@@ -299,10 +246,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
             else:
                 carry = (jnp.where(stopped, t, start), y, ys, stopped, result, stats, t_stop, y_stop, no_event)
                 run = piece
-            if n_pieces == 1:
-                carry = run(carry, end, last)
-            else:
-                carry, _ = jax.lax.scan(lambda c, _: (run(c, end, last), None), carry, None, length=n_pieces)
+            carry = cutup.repeat(lambda c: run(c, end, last), carry, n_pieces)
             t = carry[0]
             short = (t < end) & ~carry[3]
             return carry, short
@@ -316,10 +260,7 @@ def solve_function(problem, method: str, steps: int, rhs: Callable | None, make_
         if scheduler is not None:  # the triggers at t0 against their initial values
             y0, ev0 = scheduler.process(t0, y0, scheduler.start(t0, y0, params), params, exact=True)
         carry0 = (t0, y0, ys0, jnp.asarray(False), successful, stats0, jnp.asarray(jnp.inf, y0.dtype), y0, ev0)
-        if starts.size == 1:  # one segment (events only): no outer loop to compile
-            carry, short = segment(carry0, (starts[0], ends[0], J[0], is_last[0], dstarts[0], dJ[0]))
-        else:
-            carry, short = jax.lax.scan(segment, carry0, (starts, ends, J, is_last, dstarts, dJ))
+        carry, short = cutup.scan_segments(segment, carry0, t0, T, raw, marks, clip="select", jump_at="start")
         _, _, ys, stopped, result, stats, t_stop, y_stop, ev_end = carry
         ys = jnp.where((times > t_stop)[:, None], y_stop, ys)
         aux = {"result": result, **stats}
@@ -350,12 +291,6 @@ def _scheduler(problem, events, model, n):
         return jnp.asarray(model.rhs(t, y_, p), dtype=y_.dtype).reshape(y_.shape)
 
     return sched.Scheduler(events, f, n, sizes)
-
-
-def _clip(times, start, end):
-    """times clipped into [start, end] by selection, so a save time equal to a bound keeps
-    no derivative with respect to the bound (jnp.clip would split it at the tie)."""
-    return jnp.where(times < start, start, jnp.where(times > end, end, times))
 
 
 def check_aux(problem, aux: dict) -> None:

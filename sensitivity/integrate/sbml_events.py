@@ -1,5 +1,6 @@
-"""SBML events in the cut-up solve of a model with one parameter vector (`segments`): the
-solve of one experiment cut at event times, and runs to a steady state with events.
+"""SBML events in the cut-up solve of a model with one parameter vector (`segments`): its
+driver of the one cut-up solve (`cutup`) for one experiment cut at breakpoints and event
+times, and runs to a steady state with events.
 
 An SBML event fires where its trigger turns from false to true and applies its event
 assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In `solve_function`:
@@ -20,6 +21,10 @@ assignments (`SBMLModel.events`, `SBMLModel.event_meta`). In `solve_function`:
 - an event whose trigger another event's assignments turn true fires at the same time
   (one round of such cascades);
 - a save time at an event's time sees the state after the event;
+- the segments are `cutup.scan_segments` (clip "clip", the time events' assignments at a
+  segment's end), their pieces `cutup.run_piece` (the flow at the bounds themselves: the
+  rhs evaluates its conditions at the segment's midpoint; save_end "reached"; with save =
+  "step" the steps land on the save times), finished pieces skipped (`cutup.repeat`);
 - after a preequilibration a trigger fires at t0 when it was false at the end of the
   preequilibration and is true at t0 (`solve(..., before=...)`).
 
@@ -54,8 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..solvers.newton.steady_state import newton_polish
-from .bounds import flow_shift
-from .pieces import restart_condition, root_finder
+from . import cutup
+from .cutup import restart_condition, root_finder
 
 stop = jax.lax.stop_gradient
 PIECES_PER_STATE_EVENT = 8  # restarts per segment and state event (more: the solve reports failure)
@@ -141,47 +146,22 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
 
     fire = fire_function(m)
 
-    def piece(carry, b, ts, pv, tc, tol):
-        # pieces after the segment's end are skipped (the solves run one after another under
-        # lax.map; a vmapped batch evaluates both branches)
-        return jax.lax.cond(carry[-1], lambda c: c, lambda c: run_piece(c, b, ts, pv, tc, tol), carry)
-
     def run_piece(carry, b, ts, pv, tc, tol):
         t, y, ys, ok, steps, fired_before, done = carry
-        # the solver runs between bounds with their derivatives stopped; the moving start and
-        # end enter through the flow (integrate/bounds.py)
-        moving = jnp.where(done, b, t)
-        start, end, tc = stop(moving), stop(b), stop(tc)
-        args = (pv, tc, fired_before, start)
-
-        def f(t_, y_):
-            return vf(t_, y_, args)
-
-        y = flow_shift(f, y, moving, start)
-        ctrl = controller(tol)
-        if save == "step":
-            ctrl = diffrax.ClipStepSizeController(ctrl, step_ts=jnp.clip(ts, start, end))
-        sol = diffrax.diffeqsolve(
-            term, solver, start, end, None, y, args,
-            # two sub-saves: with one (ts + t1) an event leaves the t1 slot unfilled
-            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(ts, start, end)), diffrax.SubSaveAt(t1=True)]),
-            stepsize_controller=ctrl, max_steps=max_steps, adjoint=_adjoint(method), event=event, throw=False)
-        (_, (t_new,)), (saved, (y_new,)) = sol.ts, sol.ys
-        reached = t_new >= end  # no event before the end: the end is the moving one
-        y_new = jnp.where(reached, flow_shift(f, y_new, end, b), y_new)
-        t_new = jnp.where(reached, b, t_new)
-        saved = jnp.where(((ts >= end) & reached)[:, None], y_new[None], saved)
-        inside = ((ts >= start) & ((ts < t_new) | ((ts == b) & (t_new >= b))) & ~done)[:, None]
-        ys = jnp.where(inside, saved, ys)
+        tc = stop(tc)
+        p = cutup.run_piece(term, solver, jnp.where(done, b, t), b, y, ys, ts, lambda start: (pv, tc, fired_before, start),
+                            controller=controller(tol), adjoint=_adjoint(method), event=event, max_steps=max_steps,
+                            limits=False, clip="clip", save_end="reached", keep=~done, step_ts=save == "step")
+        t_new, y_new, ys, sol = p.t, p.y, p.ys, p.sol
         success = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
         ok = ok & (success | done)
         steps = steps + jnp.where(done, 0, sol.stats["num_steps"])
         if event is not None:
             hit = (sol.result == diffrax.RESULTS.event_occurred) & ~done
-            leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(sol.event_mask)]
+            located = p.located & ~done
             fired = jnp.zeros(n_ev, bool)
             for j, k in enumerate(state_ev):
-                fired = fired.at[k].set(leaves[j] & hit)
+                fired = fired.at[k].set(located[j])
             y_new = fire(fired, t_new, y_new, pv)
             # a save time equal to the event time gets the state after the event
             ys = jnp.where(((ts == t_new) & hit)[:, None], y_new[None], ys)
@@ -191,11 +171,9 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
 
     def segment(pv, y, a, b, tc, ts, tol, ys, ok, steps):
         carry = (a, y, ys, ok, steps, jnp.zeros(n_ev, bool), jnp.asarray(False))
-        if n_pieces == 1:
-            carry = piece(carry, b, ts, pv, tc, tol)
-        else:
-            carry, _ = jax.lax.scan(lambda c, _: (piece(c, b, ts, pv, tc, tol), None), carry, None,
-                                    length=n_pieces)
+        # pieces after the segment's end are skipped (the solves run one after another under
+        # lax.map; a vmapped batch evaluates both branches)
+        carry = cutup.repeat(lambda c: run_piece(c, b, ts, pv, tc, tol), carry, n_pieces, skip=lambda c: c[-1])
         _, y, ys, ok, steps, _, done = carry
         return y, ys, ok & done, steps
 
@@ -216,16 +194,10 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
         raw = jnp.concatenate([bp, jnp.where(te_in, te, jnp.inf)])
         masks = jnp.concatenate([jnp.zeros((bp.shape[0], n_ev), bool),
                                  jnp.eye(n_ev, dtype=bool) & te_in[:, None]])
-        order = jnp.argsort(jax.lax.stop_gradient(raw))
-        bnd = jnp.clip(raw[order], t0, tend)
-        masks = masks[order]
-        starts = jnp.concatenate([jnp.reshape(t0, (1,)), bnd])
-        ends = jnp.concatenate([bnd, jnp.reshape(tend, (1,))])
-        masks = jnp.concatenate([masks, jnp.zeros((1, n_ev), bool)])  # nothing fires at tend's end
 
         def body(carry, seg):
             y, ys, ok, steps = carry
-            a, b, mask = seg
+            a, b, mask, _ = seg  # mask: the time events at b (none after the last segment)
             y_end, ys, ok, steps = segment(pv, y, a, b, 0.5 * (a + b), ts, tol, ys, ok, steps)
             y_next = fire(mask, b, y_end, pv)
             # a save time on a time event gets the state after it
@@ -233,7 +205,7 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
             return (y_next, ys, ok, steps), None
 
         init = (y0, jnp.zeros((ts.shape[0], y0.shape[0]), y0.dtype), jnp.asarray(True), jnp.asarray(0))
-        (_, ys, ok, steps), _ = jax.lax.scan(body, init, (starts, ends, masks))
+        (_, ys, ok, steps), _ = cutup.scan_segments(body, init, t0, tend, raw, masks, clip="clip", jump_at="end")
         return ys, ok, steps
 
     return solve
@@ -262,32 +234,27 @@ def steady_function(m, solver, controller, max_steps: int, method: str):
     event = diffrax.Event([restart_condition(conds[k], k, vf, _unpack) for k in range(n_ev)] + [at_steady], root_finder=root_finder(),
                           direction=[d > 0 for d in directions] + [None])
 
-    def piece(carry, tol, pv):
-        t, y, ok, steps, fired_before, done = carry
-
-        def run(c):
-            t, y, ok, steps, fired_before, done = c
-            start = jax.lax.stop_gradient(t)
-            sol = diffrax.diffeqsolve(
-                term, solver, start, jnp.inf, None, y, (pv, tol, fired_before, start),
-                saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller(tol), event=event,
-                max_steps=max_steps, adjoint=_adjoint(method), throw=False)
-            t_new, y_new = sol.ts[0], sol.ys[0]
-            mask = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(sol.event_mask)]
-            hit = sol.result == diffrax.RESULTS.event_occurred
-            fired = jnp.stack(mask[:n_ev]) & hit
-            steady_now = hit & mask[n_ev]
-            y_new = jnp.where(steady_now, y_new, fire(fired, t_new, y_new, pv))
-            return (t_new, y_new, ok & hit, steps + sol.stats["num_steps"], fired, steady_now)
-
-        return jax.lax.cond(done, lambda c: c, run, carry)
+    def piece(c, tol, pv):
+        t, y, ok, steps, fired_before, done = c
+        start = jax.lax.stop_gradient(t)
+        sol = diffrax.diffeqsolve(
+            term, solver, start, jnp.inf, None, y, (pv, tol, fired_before, start),
+            saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller(tol), event=event,
+            max_steps=max_steps, adjoint=_adjoint(method), throw=False)
+        t_new, y_new = sol.ts[0], sol.ys[0]
+        mask = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(sol.event_mask)]
+        hit = sol.result == diffrax.RESULTS.event_occurred
+        fired = jnp.stack(mask[:n_ev]) & hit
+        steady_now = hit & mask[n_ev]
+        y_new = jnp.where(steady_now, y_new, fire(fired, t_new, y_new, pv))
+        return (t_new, y_new, ok & hit, steps + sol.stats["num_steps"], fired, steady_now)
 
     def steady(pv, y0, tol, t0=0.0, before=None):
         t0 = jnp.asarray(t0, y0.dtype)
         true0 = truth(t0, y0, pv)
         y0 = fire(true0 & (~initial_value if before is None else ~before), t0, y0, pv)
         carry = (t0, y0, jnp.asarray(True), jnp.asarray(0), jnp.zeros(n_ev, bool), jnp.asarray(False))
-        carry, _ = jax.lax.scan(lambda c, _: (piece(c, tol, pv), None), carry, None, length=PIECES + 1)
+        carry = cutup.repeat(lambda c: piece(c, tol, pv), carry, PIECES + 1, skip=lambda c: c[-1])  # done: skipped
         t, y, ok, steps, _, done = carry
         y = newton_polish(lambda u: m.rhs(t, u, pv, t), y)
         return y, ok & done, steps, truth(t, y, pv)

@@ -18,8 +18,9 @@ Two kinds of solver run the pieces:
 - a diffrax solver (`diffrax_segment`, `diffrax_steady`), with a PI step-size controller
   (`controller`) and, with save = "step", steps clipped onto the save times.
 
-Segment bounds that move with the parameters (breakpoints) are differentiated through the
-flow at the bounds (`bounds.fixed_bounds_segment`), with every solver. The condition time
+The segments are those of the one cut-up solve (`cutup.cut`, `cutup.scan_segments`, clip
+"clip_first"). Segment bounds that move with the parameters (breakpoints) are differentiated
+through the flow at the bounds (`bounds.fixed_bounds_segment`), with every solver. The condition time
 tc that the rhs evaluates its piecewise conditions at is the segment's midpoint (the end
 without breakpoints), so the rhs is smooth inside a segment.
 """
@@ -38,7 +39,7 @@ from ..solvers import lean_rodas
 from ..solvers.newton.chord import Chord
 from ..solvers.newton.steady_state import newton_polish
 from ..solvers.registry import solver_class
-from . import sbml_events
+from . import cutup, sbml_events
 from .bounds import fixed_bounds_segment
 
 
@@ -135,31 +136,31 @@ def diffrax_steady(m, solver, method: str, max_steps: int, pid) -> Callable:
 
 def segment_bounds(m, pv, t0, tend):
     """The segment bounds (k + 1,) of a solve from t0 to tend: t0, the model's breakpoints
-    clipped into [t0, tend] and sorted, tend."""
-    bp = jnp.sort(jnp.clip(m.breakpoints(pv), t0, tend))
-    return jnp.concatenate([jnp.reshape(t0, (1,)), bp, jnp.reshape(tend, (1,))])
+    clipped into [t0, tend] and sorted (`cutup.cut`, clip "clip_first"), tend."""
+    c = cutup.cut(m.breakpoints(pv), t0, tend, clip="clip_first")
+    return jnp.concatenate([c.starts, c.ends[-1:]])
 
 
 def through_breakpoints(segment: Callable, m) -> Callable:
     """(pv, y0, ts, t0, tol) -> (ys (n_t, n), ok, steps): `segment` (see `diffrax_segment`)
-    over the segments between t0, the model's breakpoints and ts[-1], one `lax.scan`."""
+    over the segments between t0, the model's breakpoints and ts[-1], one `lax.scan`
+    (`cutup.scan_segments`, clip "clip_first")."""
     def solve(pv, y0, ts, t0, tol):
         tend = ts[-1]
         if m.n_breakpoints == 0:
             ys, _, res, steps = segment(pv, y0, t0, tend, tend, ts, tol)
             return ys, res == diffrax.RESULTS.successful, steps
-        bounds = segment_bounds(m, pv, t0, tend)
 
-        def body(carry, ab):
+        def body(carry, x):
             y, ys, ok, steps = carry
-            a, b = ab
+            a, b, _, _ = x
             seg, y_end, res, n = segment(pv, y, a, b, 0.5 * (a + b), ts, tol)
             inside = ((ts >= a) & (ts <= b))[:, None]
             ys = jnp.where(inside, seg, ys)
             return (y_end, ys, ok & (res == diffrax.RESULTS.successful), steps + n), None
 
         init = (y0, jnp.zeros((ts.shape[0], y0.shape[0])), jnp.asarray(True), jnp.asarray(0))
-        (_, ys, ok, steps), _ = jax.lax.scan(body, init, (bounds[:-1], bounds[1:]))
+        (_, ys, ok, steps), _ = cutup.scan_segments(body, init, t0, tend, m.breakpoints(pv), clip="clip_first")
         return ys, ok, steps
 
     return solve
