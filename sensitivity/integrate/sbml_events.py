@@ -72,6 +72,14 @@ def _unpack(args):
     return args[0], args[2], args[3]
 
 
+def _events(m):
+    """(event_meta, n_events, the triggers' g functions, their directions (+1: lhs > rhs),
+    their initialValues (n_events,) bool) of model m."""
+    meta = m.event_meta
+    return (meta, len(meta), [fn for _, fn, _, _ in m.events], [int(d["direction"]) for d in meta],
+            np.array([bool(d["initial_value"]) for d in meta]))
+
+
 def _true(g, direction, strict):
     """The trigger's truth from g = lhs - rhs (direction +1: lhs > rhs or lhs >= rhs)."""
     if direction > 0:
@@ -123,11 +131,7 @@ def fire_function(m):
 def solve_function(m, solver, controller, max_steps: int, method: str, save: str):
     """(pv, y0, ts, t0, tol) -> (ys (n_t, n_x), ok, steps): the model solved through its
     piecewise breakpoints and events (see the module docstring)."""
-    meta = m.event_meta
-    n_ev = len(meta)
-    conds = [fn for _, fn, _, _ in m.events]
-    directions = [int(d["direction"]) for d in meta]
-    initial_value = np.array([bool(d["initial_value"]) for d in meta])
+    meta, n_ev, conds, directions, initial_value = _events(m)
     strict = [bool(d.get("strict", True)) for d in meta]
     is_time = np.array([d["time"] is not None for d in meta])
     state_ev = [k for k in range(n_ev) if not is_time[k]]
@@ -213,11 +217,8 @@ def solve_function(m, solver, controller, max_steps: int, method: str, save: str
 
 def steady_function(m, solver, controller, max_steps: int, method: str):
     """The run to steady state with events (see the module docstring)."""
-    meta = m.event_meta
-    n_ev = len(meta)
-    conds = [fn for _, fn, _, _ in m.events]
-    directions = [int(d["direction"]) for d in meta]
-    initial_value = jnp.asarray(np.array([bool(d["initial_value"]) for d in meta]))
+    _, n_ev, conds, directions, initial_value = _events(m)
+    initial_value = jnp.asarray(initial_value)
     truth, fire = truth_function(m), fire_function(m)
 
     def vf(t, y, args):
