@@ -37,7 +37,7 @@ Y0 = jnp.asarray(RNG.uniform(0.2, 1.5, N))
 
 
 def test_compression_of_a_band_and_its_jacobian_equal_jacfwd():
-    assert COMP.n_colours == 3 and rosenbrock.colouring_pays(COMP)
+    assert COMP.n_colours == 3
     for _ in range(2):
         y = jnp.asarray(RNG.uniform(0.1, 2.0, N))
         dense = jax.jacfwd(lambda y_: chain(0.4, y_, P))(y)
@@ -174,7 +174,9 @@ def test_symbolic_pattern_is_a_superset_when_a_state_is_read_only_by_a_condition
     assert A[0, 3] and not nz[0, 3]  # S3 read by the condition only: in the pattern, zero in J
 
 
-def test_petab_segment_solve_uses_the_colouring_and_agrees_with_the_dense_one():
+def test_petab_segment_solve_uses_the_colouring_and_agrees_with_the_dense_one(monkeypatch):
+    assert lean_rodas.compression(SM) is None  # 24 states: too few JVPs saved to pay
+    monkeypatch.setattr(rosenbrock, "COLOUR_MIN_SAVED", 16)
     comp = lean_rodas.compression(SM)
     assert comp is not None and comp.n_colours <= 5
     pv = jnp.asarray(SM.parameter_values)
@@ -186,6 +188,7 @@ def test_petab_segment_solve_uses_the_colouring_and_agrees_with_the_dense_one():
         for on in (True, False):
             lean_rodas.COLOURING = on
             seg = lean_rodas.segment_fn(SM, "forward", 5000, "rodas5p", scan_stages=True)
+            assert (lean_rodas.compression(SM) is not None) == on
             ys[on] = seg(pv, y0, 0.0, 10.0, 10.0, ts, tol)[0]
     finally:
         lean_rodas.COLOURING = True

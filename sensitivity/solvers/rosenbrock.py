@@ -37,7 +37,8 @@ One stage kernel: `rosenbrock_step` computes the stages, the new state and the e
 estimate of one step of any `Tableau` (Rodas5P and Rodas4 are data here) with a given
 linear-solve callable; the diffrax solver `Rodas5P` (W factorised densely or blockwise) and
 the lean loop (`lean_step`: a dense W, inverted explicitly up to 24 states and LU-factorised
-above, custom JVP) both use it.
+above, custom JVP; J from n JVPs, or from the c JVPs of a column colouring of an exact
+pattern, `jacobian`) both use it.
 
 Linear algebra, chosen per problem by `solvers.linear.choose` (see there): dense
 (`jax.jacfwd` + `jax.scipy.linalg.lu_factor`/`lu_solve`, O(n^3) per step) or banded (the
@@ -248,17 +249,22 @@ def _w_solve(J, h, gamma):
     return lambda r: jsl.lu_solve(factors, r)
 
 
-# The lean step forms J from a column colouring when the colours save at least this share of
-# the n JVPs of a dense Jacobian and at least COLOUR_MIN_SAVED of them (see `colouring_pays`).
+# The lean step forms J from a column colouring when c <= COLOUR_MAX_SHARE n and the colours
+# save at least COLOUR_MIN_SAVED JVPs (see `colouring_pays`). Measured on the PEtab models
+# (docs/benchmarks.md, `benchmarks/lean_colour.py`): with 20-21 JVPs saved (Laske 34 states,
+# 13 colours; Alkan 36, 16) neither a step nor the warm nllh or gradient got faster; with 102
+# (Lang, 124 states, 22 colours) the warm nllh took 5.8 instead of 9.9 s CPU, with 358 (Chen,
+# 500, 142) a bare step 17.7 instead of 19.8 ms. The n JVPs run as one vmapped JVP of the rhs,
+# whose cost grows with the width far less than with the rhs's operations.
 COLOUR_MAX_SHARE = 0.5
-COLOUR_MIN_SAVED = 16
+COLOUR_MIN_SAVED = 64
 
 
 def colouring_pays(comp: sparsity.Compression | None) -> bool:
     """Whether the lean step should form J from `comp`'s c JVPs rather than n: c <= n
-    COLOUR_MAX_SHARE and n - c >= COLOUR_MIN_SAVED. A JVP of a scalar rhs costs about its
-    evaluation, the scatter into the dense J next to nothing, but a few saved JVPs are
-    within the noise of a step (the LU or inverse of W, 8 stage evaluations and solves)."""
+    COLOUR_MAX_SHARE and n - c >= COLOUR_MIN_SAVED (measured, see there): the n JVPs run as
+    one vmapped JVP of the rhs, whose cost grows with its width far less than with the rhs's
+    operations, so a narrower batch pays only when many directions go."""
     if comp is None:
         return False
     return comp.n_colours <= COLOUR_MAX_SHARE * comp.n and comp.n - comp.n_colours >= COLOUR_MIN_SAVED
