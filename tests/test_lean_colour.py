@@ -193,3 +193,20 @@ def test_petab_segment_solve_uses_the_colouring_and_agrees_with_the_dense_one(mo
     finally:
         lean_rodas.COLOURING = True
     np.testing.assert_allclose(ys[True], ys[False], rtol=1e-12, atol=1e-14)
+
+
+def test_a_model_held_on_algebraic_constraints_has_no_symbolic_pattern():
+    # z^3 + z - x = 0 with x' = -k x: z's rate comes from the constraint's projection, which
+    # the rate expressions do not show, so the importer gives no pattern (n JVPs)
+    doc = libsbml.SBMLDocument(3, 1)
+    m = doc.createModel()
+    m.setId("cubic_colour")
+    for pid, v, const in (("x", 2.0, False), ("z", 0.0, False), ("k", 0.7, True)):
+        p = m.createParameter()
+        p.setId(pid), p.setValue(v), p.setConstant(const)
+    rule = m.createRateRule()
+    rule.setVariable("x"), rule.setMath(libsbml.parseL3Formula("-k * x"))
+    m.createAlgebraicRule().setMath(libsbml.parseL3Formula("z^3 + z - x"))
+    sm = sbml.from_string(libsbml.writeSBMLToString(doc), source="cubic_colour")
+    assert "z" in sm.states and sm.jacobian_reads is None and sm.jacobian_pattern is None
+    assert lean_rodas.compression(sm) is None
