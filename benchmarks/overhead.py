@@ -40,13 +40,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-import diffrax  # noqa: E402,I001
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
+# isort: off
 import sensitivity as sens  # first: its EQX_ON_ERROR=nan then holds for the hand-written side too
 from sensitivity import models
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+# isort: on
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mode_choice import RESULTS, make_model  # noqa: E402
