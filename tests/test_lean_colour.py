@@ -210,3 +210,46 @@ def test_a_model_held_on_algebraic_constraints_has_no_symbolic_pattern():
     sm = sbml.from_string(libsbml.writeSBMLToString(doc), source="cubic_colour")
     assert "z" in sm.states and sm.jacobian_reads is None and sm.jacobian_pattern is None
     assert lean_rodas.compression(sm) is None
+
+
+
+# ------------------------------------------------------------------ a Problem with a declared pattern
+def _hub(t, y, p):
+    """A source state y0 feeding 39 sinks at rates spread over three decades: J is the
+    diagonal and column 0 (two colours), too wide a band for the banded path."""
+    rates = p["k"] * jnp.logspace(0.0, 3.0, y.shape[0] - 1)
+    feed = p["a"] * y[0] / (1.0 + y[0])
+    return jnp.concatenate([jnp.reshape(1.0 + jnp.sin(t) - p["b"] * y[0], (1,)), feed - rates * y[1:]])
+
+
+def test_a_problem_with_a_declared_pattern_runs_the_coloured_lean_loop(monkeypatch):
+    """solver="rodas5p_lean" on an `ODEModel` whose `jacobian_sparsity` is declared: the loop
+    forms J from the colouring (the threshold lowered so a small model qualifies) and its
+    values and forward and adjoint derivatives equal those of the same model declared dense
+    (the same steps: J differs by rounding only)."""
+    import sensitivity as sens
+    from sensitivity.integrate import solve
+
+    monkeypatch.setattr(rosenbrock, "COLOUR_MIN_SAVED", 16)
+    traced = []  # J decompressed from the colours while the programs are traced
+    decompress = rosenbrock._decompress
+    monkeypatch.setattr(rosenbrock, "_decompress", lambda comp, Jc: traced.append(comp.n) or decompress(comp, Jc))
+    n = 40
+    pattern = np.eye(n, dtype=bool)
+    pattern[:, 0] = True
+    probs = []
+    for declared_ in ("dense", pattern):
+        m = sens.ODEModel("hub_colour", n, {"k": 0.5, "a": 2.0, "b": 0.3}, _hub, np.linspace(1.0, 0.0, n),
+                          stiff=True, jacobian_sparsity=declared_)
+        probs.append(sens.Problem(m, times=np.linspace(0.0, 2.0, 4), wrt=["k", "a", "b"], of=["u[0]", "u[5]", "u[39]"],
+                                  solver="rodas5p_lean", rtol=1e-9, atol=1e-9))
+    assert all(solve.lean_rodas_applies(p, "forward") for p in probs)  # dense linear algebra: the lean loop
+    comp = lean_rodas.compression(probs[1].model)
+    assert lean_rodas.compression(probs[0].model) is None
+    assert comp is not None and comp.n_colours == 2
+    J = [sens.jacobian(p, mode="forward") for p in probs]
+    assert traced and set(traced) == {n}  # the declared model's loop formed J from the colours
+    np.testing.assert_allclose(J[1].outputs, J[0].outputs, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(J[1].values, J[0].values, rtol=1e-10, atol=1e-12)
+    g = [sens.gradient(p, lambda y: jnp.sum(y ** 2), mode="adjoint").grad for p in probs]
+    np.testing.assert_allclose(g[1], g[0], rtol=1e-10)

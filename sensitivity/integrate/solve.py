@@ -33,7 +33,7 @@ from ..core import schedule
 from ..core.errors import SolverError
 from ..core.problem import Problem
 from ..core.solvers import BACKSOLVE_FALLBACK, FALLBACK, ROSENBROCK, TABLE
-from ..solvers import lean
+from ..solvers import lean, lean_rodas
 from ..solvers import linear as stiff_linear
 from ..solvers.compat import result_code, result_item
 from ..solvers.newton import reuse
@@ -201,6 +201,7 @@ def _lean_rodas_solve(problem: Problem, method: str, steps: int, tableau: str) -
     checkpointed loop, reverse-mode differentiable (the discrete adjoint)."""
     model = problem.model
     kind = "checkpointed" if method == "checkpoint" else "lax"
+    comp = lean_rodas.compression(model)  # J from a colouring of a declared pattern, where it pays
 
     def f(t, y, p):
         return jnp.asarray(model.rhs(t, y, p), dtype=y.dtype).reshape(y.shape)
@@ -208,7 +209,7 @@ def _lean_rodas_solve(problem: Problem, method: str, steps: int, tableau: str) -
     def solve(params, y0, values):
         times = values["times"]
         c = lean.rosenbrock_run(f, y0, values["t0"], times[-1], times, params, (values["rtol"], values["atol"]),
-                                steps, kind=kind, method=tableau)
+                                steps, kind=kind, method=tableau, compression=comp)
         result = diffrax.RESULTS.where(c["fin"], diffrax.RESULTS.successful, diffrax.RESULTS.max_steps_reached)
         return c["ys"], {"result": result, "num_steps": c["n"], "num_rejected_steps": c["n"] - c["n_acc"]}
 

@@ -13,7 +13,8 @@ parameters are handled outside (`integrate.bounds.fixed_bounds_segment`).
 
 Each step's Jacobian comes from n JVPs of the rhs, or from the c JVPs of a column colouring
 when the model carries an exact pattern (`model.jacobian_pattern`: the SBML importer's,
-read from the rate expressions, never a sampled one) and the colours pay
+read from the rate expressions; or an `ODEModel`'s declared `jacobian_sparsity`; never a
+sampled one) and the colours pay
 (`rosenbrock.colouring_pays`): J is then the same matrix, formed with fewer JVPs.
 """
 
@@ -42,11 +43,14 @@ CALIBRATION = dict(tangent=0.2, record=7.0, cotangent=1.0,
 
 
 def compression(model) -> sparsity.Compression | None:
-    """The column-colouring compression of the model's exact Jacobian pattern
-    (`jacobian_pattern`, symbolic or declared; a detected one is refused by
-    `sparsity.compression`) when it pays (`rosenbrock.colouring_pays`), else None."""
+    """The column-colouring compression of the model's exact Jacobian pattern (an
+    `SBMLModel`'s symbolic `jacobian_pattern`, or an `ODEModel`'s declared
+    `jacobian_sparsity`; a detected one is refused by `sparsity.compression`) when it pays
+    (`rosenbrock.colouring_pays`), else None."""
     pattern = getattr(model, "jacobian_pattern", None)
-    if not COLOURING or pattern is None:
+    if pattern is None:  # an `ODEModel`'s declared pattern (a string "dense", or None: none)
+        pattern = getattr(model, "jacobian_sparsity", None)
+    if not COLOURING or not isinstance(pattern, sparsity.Pattern):
         return None
     comp = sparsity.compression(pattern)
     return comp if colouring_pays(comp) else None
