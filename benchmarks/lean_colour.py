@@ -1,7 +1,9 @@
-"""The lean Rodas5P step's Jacobian from a column colouring (c JVPs) against n JVPs.
+"""The lean Rodas5P step's Jacobian from a column colouring (c JVPs) against n JVPs, and the
+SBML rates as arrays of monomials (`importers.sbml_vector`) against the unrolled code.
 
     python benchmarks/lean_colour.py steps [--problems A,B,...]
     python benchmarks/lean_colour.py calls [--problems A,B,...] [--repeats 7]
+    python benchmarks/lean_colour.py calls --compare arrays [--problems A,B,...]
 
 `steps` (the rule `rosenbrock.colouring_pays`): per problem of `../shared/petab`, in one
 process, the model's symbolic pattern (`SBMLModel.jacobian_pattern`) and its colours c, and
@@ -16,7 +18,9 @@ with the colouring off (`lean_rodas.COLOURING = False`: n JVPs) and on (the rule
 choice), two of each, the store of traced programs off (it does not tell the two apart):
 load, the first nllh (compile), then the median of `--repeats` warm calls of `nllh()` and of
 `gradient()` (mode auto), CPU seconds of the process (`time.process_time`) and wall; the
-nllh values to 17 digits.
+nllh values to 17 digits. `--compare arrays`: the same with the rates unrolled
+(`sbml_vector.MIN_MONOMIAL_TERMS` out of reach) and as arrays (forced, whatever the model's
+size), the colouring the rule's choice in both.
 """
 
 from __future__ import annotations
@@ -110,14 +114,18 @@ def steps(name: str, with_tangents: bool = True) -> dict:
     return res
 
 
-def calls_child(name: str, colour: bool, repeats: int) -> dict:
-    """One process: load, first nllh, warm nllh and gradient (see the module docstring)."""
+def calls_child(name: str, colour: bool, repeats: int, arrays: bool | None = None) -> dict:
+    """One process: load, first nllh, warm nllh and gradient (see the module docstring);
+    arrays: the rates as arrays always (True), never (False), or by the importer's rule."""
     import numpy as np
 
     import sensitivity as sens
+    from sensitivity.importers import sbml_vector
     from sensitivity.solvers import lean_rodas
 
     lean_rodas.COLOURING = colour
+    if arrays is not None:
+        sbml_vector.MIN_MONOMIAL_TERMS = 1 if arrays else 10**9
     prob = sens.petab.load(DATA / name / f"{name}.yaml")
     comp = lean_rodas.compression(prob.model)
     c0 = time.process_time()
@@ -125,6 +133,7 @@ def calls_child(name: str, colour: bool, repeats: int) -> dict:
     first = time.process_time() - c0
     g = prob.gradient()
     out = {"colours": None if comp is None else comp.n_colours, "n": len(prob.model.states), "nllh": value,
+           "arrays": prob.model.rate_arrays is not None,
            "first nllh cpu": first, "mode": g.mode, "grad": np.asarray(g.grad).tolist()}
     for what, call in (("nllh", prob.nllh), ("gradient", prob.gradient)):
         cpu, wall = [], []
@@ -143,11 +152,15 @@ def main(argv=None) -> int:
     ap.add_argument("--problems", default=None)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--colour", default="on", choices=("on", "off"))
+    ap.add_argument("--arrays", default="rule", choices=("on", "off", "rule"))
+    ap.add_argument("--compare", default="colouring", choices=("colouring", "arrays"),
+                    help="calls: what the off and on processes switch")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--no-tangents", action="store_true", help="steps: without the step + n tangents column")
     args = ap.parse_args(argv)
     if args.what == "_child":
-        print(json.dumps(calls_child(args.problems, args.colour == "on", args.repeats)))
+        arrays = None if args.arrays == "rule" else args.arrays == "on"
+        print(json.dumps(calls_child(args.problems, args.colour == "on", args.repeats, arrays)))
         return 0
     print(f"1-minute load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores\n")
     if args.what == "steps":
@@ -162,12 +175,14 @@ def main(argv=None) -> int:
                   flush=True)
         return 0
     env = dict(os.environ, SENSITIVITY_NO_EXPORT_STORE="1")
-    print("| problem | states | colours | J | nllh | warm nllh CPU s | wall s | gradient (mode) CPU s | wall s |")
-    print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
+    switch = "--colour" if args.compare == "colouring" else "--arrays"
+    print("| problem | states | colours | J | rates | nllh | first nllh CPU s | warm nllh CPU s | wall s "
+          "| gradient (mode) CPU s | wall s |")
+    print("| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in (args.problems or CALLS).split(","):
         runs = []
         for colour in ("off", "on", "off", "on"):
-            cmd = [sys.executable, __file__, "_child", "--problems", name, "--colour", colour,
+            cmd = [sys.executable, __file__, "_child", "--problems", name, switch, colour,
                    "--repeats", str(args.repeats)]
             try:
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -176,8 +191,9 @@ def main(argv=None) -> int:
                 print(f"| {name} | {colour}: failed ({type(exc).__name__}) |", flush=True)
                 continue
             runs.append((colour, r))
-            print(f"| {name} | {r['n']} | {r['colours'] or '-'} | {'c' if r['colours'] else 'n'} JVPs "
-                  f"| {r['nllh']:.17g} | {r['nllh cpu']:.4f} | {r['nllh wall']:.4f} "
+            rates = "arrays" if r["arrays"] else "unrolled"
+            print(f"| {name} | {r['n']} | {r['colours'] or '-'} | {'c' if r['colours'] else 'n'} JVPs | {rates} "
+                  f"| {r['nllh']:.17g} | {r['first nllh cpu']:.2f} | {r['nllh cpu']:.4f} | {r['nllh wall']:.4f} "
                   f"| {r['gradient cpu']:.4f} ({r['mode']}) | {r['gradient wall']:.4f} |", flush=True)
         if len({c for c, _ in runs}) == 2:
             import numpy as np
@@ -186,7 +202,7 @@ def main(argv=None) -> int:
             for c, r in runs:
                 dv = abs(r["nllh"] - ref["nllh"]) / abs(ref["nllh"])
                 dg = np.max(np.abs(np.subtract(r["grad"], ref["grad"]))) / np.max(np.abs(ref["grad"]))
-                print(f"|  | colour {c}: nllh relative difference {dv:.1e}, gradient {dg:.1e} (max over entries "
+                print(f"|  | {args.compare} {c}: nllh relative difference {dv:.1e}, gradient {dg:.1e} (max over entries "
                       "/ largest entry) |")
     return 0
 

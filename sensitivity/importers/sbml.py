@@ -32,7 +32,10 @@ amounts). Delayed events are refused.
 are switching times of piecewise functions become the ODEModel's breakpoints.
 
 Maths: libsbml AST -> sympy -> Python source over `jax.numpy`, compiled once per file
-(keyed by path and content, so two loads share functions and compiled code).
+(keyed by path and content, so two loads share functions and compiled code). The rates of
+a large model's mass-action terms are arrays of monomials instead (`sbml_vector`: a few
+array operations whatever the number of reactions, so XLA compiles them in seconds);
+`SBMLModel.rate_arrays` says which.
 
 Piecewise functions of time (`piecewise(a, t < T, b)`): their switching times are
 *breakpoints*; the conditions are evaluated at a separate "condition time" `tc` so that a
@@ -61,7 +64,7 @@ from ..core import sparsity
 from ..core.errors import ModelError
 from ..core.model import ODEModel
 from ..core.schedule import Event, SwitchTime
-from . import sbml_algebraic
+from . import sbml_algebraic, sbml_vector
 
 T = sp.Symbol("__time__", real=True)      # SBML time
 TC = sp.Symbol("__tcond__", real=True)    # time as seen by time conditions (piecewise)
@@ -315,6 +318,9 @@ class SBMLModel:
     # per state i, the states its rate reads (through assignment rules): J_ij may be nonzero
     # only for j in jacobian_reads[i]; None when the rhs is not the rates' code alone
     jacobian_reads: tuple | None = None
+    # the rates' mass-action terms as arrays (`sbml_vector.MonomialRates`), None when the rhs
+    # is unrolled code alone
+    rate_arrays: object | None = None
     _ode: dict = field(default_factory=dict)
 
     def _initial_with_t0_events(self):
@@ -785,7 +791,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if bad_p:
         raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
 
-    rhs, initial, rule_values, bps, ev_fns, ev_times = _compile(
+    rhs, initial, rule_values, bps, ev_fns, ev_times, arrays = _compile(
         mid, states, params, rules, rates, init_full, breakpoints, events,
         [meta["time"] for meta in event_meta], [meta for meta in event_meta if meta["scheduled"]])
     sm = SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
@@ -799,7 +805,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                                       and model.getElementBySId(s_).getTypeCode()
                                                       == L.SBML_SPECIES_REFERENCE}),
                      event_parameters=tuple(p for p in states if p in event_targets and p not in species_info),
-                     jacobian_reads=_jacobian_reads(states, rules, rates))
+                     jacobian_reads=_jacobian_reads(states, rules, rates), rate_arrays=arrays)
     if not constraints:
         return sm
     names = _codegen_names(states, params, rules)
@@ -1205,8 +1211,15 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
     unpack_p = [f"    _p{i} = p[{i}]" for i in range(len(params))]
-    body, dydt = _program([rates[s] for s in states], rules, names, pr)
-    lines = ["def rhs(t, y, p, tc):"] + _unpack(params, states, body, dydt) + body + [_stacked(dydt)]
+    # mass-action terms of a large model as arrays (`sbml_vector`), the rest unrolled
+    monomials, rest, factors = sbml_vector.split(states, params, rules, rates)
+    body, outs = _program([rest[s] for s in states] + factors, rules, names, pr)
+    dydt, w = outs[:len(states)], outs[len(states):]
+    ret = _stacked(dydt)
+    if monomials is not None:
+        w = f"jnp.stack([{', '.join(w)}]) + 0.0 * t" if w else "None"
+        ret = ret.replace("    return ", f"    return _monomials(p, jnp.asarray(y, jnp.float64), {w}) + ", 1)
+    lines = ["def rhs(t, y, p, tc):"] + _unpack(params, states, body, outs) + body + [ret]
     all_rules, values = _program([sp.Symbol(k, real=True) for k in rules], rules, names, pr)
     lines += ["", "def rule_values(t, y, p):", "    tc = t"] + _unpack(params, states, all_rules, values) + all_rules
     lines.append(_stacked(values) if rules else "    return jnp.zeros((0,))")
@@ -1249,7 +1262,8 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
     else:
         lines.append("    return jnp.zeros((0,))")
     code = "\n".join(lines)
-    namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np}
+    namespace = {"jnp": jnp, "jax": jax, "functools": functools, "math": math, "numpy": np,
+                 "_monomials": monomials}
     try:
         exec(compile(code, f"<sbml:{mid}>", "exec"), namespace)
     except SyntaxError as exc:  # a printer gap: say which model
@@ -1260,4 +1274,4 @@ def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), ev
                         **{part: namespace.get(f"event_{part}_{k}") for part in ("delay", "priority")}}
                        for k in range(len(schedule))])
     return (namespace["rhs"], namespace["initial"], namespace["rule_values"], namespace["breakpoints"], ev_fns,
-            namespace["event_times"])
+            namespace["event_times"], monomials)

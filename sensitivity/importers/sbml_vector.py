@@ -1,0 +1,221 @@
+"""The rates of a large SBML model as arrays: stoichiometry times monomials, not one unrolled
+expression per species.
+
+Most kinetic laws of large models are mass action: a product of a rate constant (a parameter,
+a compartment size) and species to integer powers. The rate of species i is then a sum of
+monomials,
+
+    dy_i/dt = sum_e [target_e = i] c_e m_{k_e}(p, y),
+    m_k(p, y) = prod_j x[num_kj] / prod_j x[den_kj],    x = (p, y, 1),
+
+a handful of array operations (gathers, products, one segment sum) whatever the number of
+reactions. The unrolled code of `sbml._compile` grows with every reaction and species, and
+XLA's compile of a solve and its derivatives grows with it: minutes for a few hundred
+species. The arrays compile in the same time for any size and run as fast or faster.
+
+`split` reads the terms of each state's rate: a term that expands into at most
+`MAX_TERMS` monomials of the states and parameters (through assignment rules, reaction rates
+among them, substituted) joins the arrays; every other term (a Michaelis-Menten or Hill law,
+a piecewise, time) stays in the unrolled code, which adds it. `sbml._compile` uses the arrays
+when they hold at least `MIN_MONOMIAL_TERMS` terms; smaller models keep the unrolled code,
+which XLA fuses into a few kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+# a term of a state's rate joins the arrays when it expands into at most this many monomials
+# with integer exponents of magnitude at most MAX_DEGREE per factor
+MAX_TERMS = 16
+MAX_DEGREE = 4
+# the arrays are used when the model's rates hold at least this many monomial terms
+MIN_MONOMIAL_TERMS = 200
+
+
+@dataclass(frozen=True)
+class MonomialRates:
+    """The monomial part of the rates, as arrays: `__call__(p, y, w)` -> (n_states,), w the
+    values of the state-free factors (`split`).
+
+    num (n_monomials, k_num), den (n_monomials, k_den): indices into x = (p, y, w, 1) of each
+    monomial's factors (repeated for powers; padded with the index of the 1); target, monomial,
+    coef (n_entries,): entry e adds coef[e] * m[monomial[e]] to the rate of state target[e]
+    (sorted by target)."""
+
+    n_states: int
+    num: np.ndarray
+    den: np.ndarray
+    target: np.ndarray
+    monomial: np.ndarray
+    coef: np.ndarray
+
+    def __call__(self, p, y, w=None):
+        w = jnp.zeros((0,), y.dtype) if w is None else jnp.asarray(w, y.dtype).reshape(-1)
+        x = jnp.concatenate([jnp.asarray(p, y.dtype).reshape(-1), y, w, jnp.ones((1,), y.dtype)])
+        m = _product(x, self.num)
+        if self.den.shape[1]:
+            m = m / _product(x, self.den)
+        return jax.ops.segment_sum(self.coef * m[self.monomial], self.target, num_segments=self.n_states,
+                                   indices_are_sorted=True)
+
+    def __hash__(self):  # the arrays are constants of the model: hash by identity
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+
+def _product(x, index):
+    out = x[index[:, 0]]
+    for j in range(1, index.shape[1]):
+        out = out * x[index[:, j]]
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for s, e in b.items():
+        out[s] = out.get(s, 0) + e
+        if out[s] == 0:
+            del out[s]
+    return out
+
+
+def _times(a: list, b: list) -> list | None:
+    if len(a) * len(b) > MAX_TERMS:
+        return None
+    return [(c1 * c2, _merge(f1, f2)) for c1, f1 in a for c2, f2 in b]
+
+
+class _Monomials:
+    """expr -> [(coef, {symbol: exponent})] over the states, the parameters and the factors
+    free of states (`factors`: a rule of time and parameters such as a switch, an `exp` of a
+    parameter), or None when it is not a short sum of monomials of them (rules substituted,
+    memoised per rule)."""
+
+    def __init__(self, states, params, rules: dict):
+        self.states = {sp.Symbol(s, real=True) for s in states}
+        self.leaf = self.states | {sp.Symbol(s, real=True) for s in params}
+        self.rules = {sp.Symbol(k, real=True): v for k, v in rules.items()}
+        self.memo: dict = {}
+        self.reads: dict = {}
+        self.factors: dict = {}  # state-free factors -> their symbol in the monomials
+
+    def reads_states(self, e) -> bool:
+        """Whether e reads a state, directly or through rules."""
+        for x in e.free_symbols:
+            if x in self.states:
+                return True
+            if x in self.rules:
+                if x not in self.reads:
+                    self.reads[x] = True  # a circle of rules is refused when the code is built
+                    self.reads[x] = self.reads_states(sp.sympify(self.rules[x]))
+                if self.reads[x]:
+                    return True
+        return False
+
+    def __call__(self, e) -> list | None:
+        out = self._expand(e)
+        if out is None and not self.reads_states(e):  # computed by the unrolled code
+            x = self.factors.setdefault(e, sp.Dummy(f"w{len(self.factors)}"))
+            out = [(1.0, {x: 1})]
+        return out
+
+    def _expand(self, e) -> list | None:  # noqa: C901 - one dispatch over sympy node types
+        if e.is_number:
+            return [(float(e), {})] if e.is_finite and e.is_real else None
+        if e.is_Symbol:
+            if e in self.leaf:
+                return [(1.0, {e: 1})]
+            if e in self.rules:
+                if e not in self.memo:
+                    self.memo[e] = None  # a circle of rules is refused when the code is built
+                    self.memo[e] = self._expand(sp.sympify(self.rules[e]))
+                return self.memo[e]
+            return None
+        if e.is_Add:
+            out: list = []
+            for a in e.args:
+                m = self(a)
+                if m is None or len(out) + len(m) > MAX_TERMS:
+                    return None
+                out += m
+            return out
+        if e.is_Mul:
+            out = [(1.0, {})]
+            for a in e.args:
+                m = self(a)
+                out = None if m is None else _times(out, m)
+                if out is None:
+                    return None
+            return out
+        if e.is_Pow:
+            base, k = e.args
+            if not k.is_Integer or abs(int(k)) > MAX_DEGREE:
+                return None
+            m, k = self(base), int(k)
+            if m is None:
+                return None
+            if len(m) == 1:
+                c, f = m[0]
+                return [(c ** k, {s: x * k for s, x in f.items()})] if c != 0 or k > 0 else None
+            if k < 0:
+                return None
+            out = [(1.0, {})]
+            for _ in range(k):
+                out = _times(out, m)
+                if out is None:
+                    return None
+            return out
+        return None
+
+
+def split(states, params, rules: dict, rates: dict, minimum: int | None = None):
+    """(MonomialRates or None, the rest of the rates {state: sympy expression}, the
+    state-free factors [sympy expressions]): the terms of each state's rate that are short
+    sums of monomials as arrays, when there are at least `minimum` (default
+    `MIN_MONOMIAL_TERMS`) of them, and the factors free of states they read, whose values
+    the caller computes and passes as `w`; otherwise (None, rates, [])."""
+    minimum = MIN_MONOMIAL_TERMS if minimum is None else minimum
+    mono = _Monomials(states, params, rules)
+    keys: dict = {}  # ((symbol, exponent), ...) -> monomial number
+    entries: dict = {}
+    rest = {}
+    for i, s in enumerate(states):
+        left = []
+        for term in sp.Add.make_args(sp.sympify(rates[s])):
+            ms = mono(term)
+            if ms is None:
+                left.append(term)
+                continue
+            for c, f in ms:
+                k = keys.setdefault(tuple(sorted(f.items(), key=lambda xe: str(xe[0]))), len(keys))
+                entries[(i, k)] = entries.get((i, k), 0.0) + c
+        rest[s] = sp.Add(*left)
+    if len(entries) < max(minimum, 1):
+        return None, rates, []
+    used = {x for key in keys for x, _ in key}
+    factors = [e for e, x in mono.factors.items() if x in used]  # in the order they were met
+    where = {sp.Symbol(s, real=True): i for i, s in enumerate(params)}
+    where.update({sp.Symbol(s, real=True): len(params) + i for i, s in enumerate(states)})
+    where.update({mono.factors[e]: len(params) + len(states) + j for j, e in enumerate(factors)})
+    one = len(where)
+    num = [[j for x, e in key if e > 0 for j in [where[x]] * e] for key in keys]
+    den = [[j for x, e in key if e < 0 for j in [where[x]] * -e] for key in keys]
+    k_num, k_den = max(1, max(map(len, num))), max(map(len, den))
+    num_a = np.full((len(keys), k_num), one, dtype=np.int32)
+    den_a = np.full((len(keys), k_den), one, dtype=np.int32)
+    for k, (n, d) in enumerate(zip(num, den)):
+        num_a[k, :len(n)] = n
+        den_a[k, :len(d)] = d
+    order = sorted(entries)
+    return MonomialRates(len(states), num_a, den_a,
+                         np.array([i for i, _ in order], dtype=np.int32),
+                         np.array([k for _, k in order], dtype=np.int32),
+                         np.array([entries[e] for e in order], dtype=np.float64)), rest, factors
