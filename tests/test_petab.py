@@ -131,3 +131,16 @@ def test_schwen_priors_are_normal_on_the_parameter_scale():
             want -= norm.logpdf(x[i], mean, sd)
     value, grad = prob.prior(x)
     assert len(prob.priors) == 6 and value == pytest.approx(want, rel=1e-12)
+
+
+def test_the_progress_line_names_the_program_and_a_duration_by_size(boehm, capsys):
+    from sensitivity.importers import petab as petab_import
+
+    boehm._say_compiling(("grad", "forward"))
+    line = capsys.readouterr().err
+    assert "compiling the gradient (forward mode) of PEtab problem 'Boehm_JProteomeRes2014' (8 states" in line
+    assert "about 5-30 s" in line
+    # the rules of rates held as arrays do not grow the program; hundreds of states do
+    assert petab_import._first_call_guess(124, 677) == "a few minutes"
+    assert petab_import._first_call_guess(124, 677, arrays=True) == "about 20 s to a minute"
+    assert petab_import._first_call_guess(500, 835, arrays=True).startswith("many minutes")

@@ -629,7 +629,8 @@ class PetabProblem:
         try:
             print(f"sensitivity: compiling the {what}{mode} of PEtab problem '{self.path.stem}' ({len(m.states)} "
                   f"states, {len(m.rules)} rules, {n_exp} experiments, {len(self.x_names)} estimated parameters); "
-                  f"a first call of a model this size takes {_first_call_guess(len(m.states), len(m.rules))} "
+                  f"a first call of a model this size takes "
+                  f"{_first_call_guess(len(m.states), len(m.rules), getattr(m, 'rate_arrays', None) is not None)} "
                   "of CPU (more on a busy machine), later calls reuse the program ...", file=sys.stderr, flush=True)
         except (OSError, ValueError):  # a closed stderr: nothing to say it on
             pass
@@ -926,16 +927,22 @@ _MAX_COMPILED = 32
 PROGRESS_SECONDS = 10.0  # a compile still running after this long says what it compiles
 
 
-def _first_call_guess(n_states: int, n_rules: int) -> str:
-    """A rough duration of a cold first call (trace and XLA compile) from the model's size,
-    from docs/benchmarks.md ("PEtab cold first call"): seconds for 10 states, about a
-    minute for 25 states and 50 rules, minutes for hundreds of states."""
-    size = n_states + 0.2 * n_rules
+def _first_call_guess(n_states: int, n_rules: int, arrays: bool = False) -> str:
+    """A rough duration of a cold first call (trace, XLA compile, one call) from the model's
+    size, from the collection's cold first calls (`benchmarks/results/petab.md`): 5-15 s up
+    to about ten states, 10-55 s for 22-124 states (their rates as arrays, or up to a few
+    dozen states with unrolled rules), minutes for unrolled rules in the hundreds, and
+    longer for hundreds of states, where each step's dense linear algebra dominates.
+    arrays: the rates are arrays of monomials (`SBMLModel.rate_arrays`): the rules they
+    hold no longer grow the program."""
+    size = n_states + (0.0 if arrays else 0.2 * n_rules)
     if size < 15:
         return "about 5-30 s"
-    if size < 60:
-        return "about a minute or two"
-    return "several minutes"
+    if size < 150:
+        return "about 20 s to a minute"
+    if n_states < 300:
+        return "a few minutes"
+    return "many minutes (each step of a model with hundreds of states costs a dense LU)"
 
 
 # model parameters that carry a condition's value of an entity the model defines by a rule
