@@ -17,6 +17,7 @@ shared: CPU seconds of this process are steadier).
     python benchmarks/compile_profile.py path/to/problem.yaml --what nllh
     python benchmarks/compile_profile.py SalazarCavazos_MBoC2020 --rhs-only
     python benchmarks/compile_profile.py Chen_MSB2009 --structure
+    python benchmarks/compile_profile.py Lang_PLOSComputBiol2024 --arrays off   # the rates unrolled
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def main() -> int:
     ap.add_argument("--what", default="gradient", choices=("gradient", "nllh"))
     ap.add_argument("--scan", default="auto", choices=("auto", "on", "off"),
                     help="the lean loop's stages as a lax.scan (PetabProblem.scan_stages; auto: by model size)")
+    ap.add_argument("--arrays", default="rule", choices=("rule", "on", "off"),
+                    help="the SBML rates as arrays of monomials: by the importer's rule, always, never")
     ap.add_argument("--rhs-only", action="store_true", help="load, print the rhs's size and stop")
     ap.add_argument("--structure", action="store_true",
                     help="only the rhs Jacobian's pattern from the SBML rates (nonzeros, bandwidth, colours)")
@@ -114,7 +117,10 @@ def main() -> int:
         import jax
 
         import sensitivity as sens
+        from sensitivity.importers import sbml_vector
         from sensitivity.integrate import compiled as compiled_programs
+    if args.arrays != "rule":
+        sbml_vector.MIN_MONOMIAL_TERMS = 1 if args.arrays == "on" else 10**9
     print(f"import            wall {c_import.wall:7.1f} s  cpu {c_import.cpu:7.1f} s", flush=True)
 
     rows = []

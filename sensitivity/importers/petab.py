@@ -630,7 +630,7 @@ class PetabProblem:
             print(f"sensitivity: compiling the {what}{mode} of PEtab problem '{self.path.stem}' ({len(m.states)} "
                   f"states, {len(m.rules)} rules, {n_exp} experiments, {len(self.x_names)} estimated parameters); "
                   f"a first call of a model this size takes "
-                  f"{_first_call_guess(len(m.states), len(m.rules), getattr(m, 'rate_arrays', None) is not None)} "
+                  f"{_first_call_guess(len(m.states), len(m.rules), m.rate_arrays is not None)} "
                   "of CPU (more on a busy machine), later calls reuse the program ...", file=sys.stderr, flush=True)
         except (OSError, ValueError):  # a closed stderr: nothing to say it on
             pass

@@ -791,9 +791,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
     if bad_p:
         raise ModelError(f"SBML parameter '{bad_p[0]}' has no value and no initial assignment")
 
+    reads = sbml_vector.state_reads(states, rules)
     rhs, initial, rule_values, bps, ev_fns, ev_times, arrays = _compile(
         mid, states, params, rules, rates, init_full, breakpoints, events,
-        [meta["time"] for meta in event_meta], [meta for meta in event_meta if meta["scheduled"]])
+        [meta["time"] for meta in event_meta], [meta for meta in event_meta if meta["scheduled"]], reads)
     sm = SBMLModel(mid, tuple(states), tuple(params), np.asarray(values, dtype=np.float64), rules,
                      rates, init_full, tuple(breakpoints), rhs, initial, rule_values, bps, source,
                      events=tuple(ev_fns[0]), event_meta=tuple(event_meta), event_times=ev_times,
@@ -805,7 +806,7 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                                       and model.getElementBySId(s_).getTypeCode()
                                                       == L.SBML_SPECIES_REFERENCE}),
                      event_parameters=tuple(p for p in states if p in event_targets and p not in species_info),
-                     jacobian_reads=_jacobian_reads(states, rules, rates), rate_arrays=arrays)
+                     jacobian_reads=_jacobian_reads(states, rates, reads), rate_arrays=arrays)
     if not constraints:
         return sm
     names = _codegen_names(states, params, rules)
@@ -814,27 +815,10 @@ def _build(model, source: str) -> SBMLModel:  # noqa: C901 - the SBML semantics 
                                jacobian_reads=None)
 
 
-def _jacobian_reads(states, rules, rates) -> tuple:
+def _jacobian_reads(states, rates, reads) -> tuple:
     """Per state (in `states` order) the sorted indices of the states its rate reads, directly
-    or through the assignment rules it reads (the rhs's dependencies, from the same
-    expressions `_compile` turns into code)."""
-    index = {sp.Symbol(s, real=True): i for i, s in enumerate(states)}
-    rule_sym = {sp.Symbol(k, real=True): k for k in rules}
-    memo: dict = {}
-
-    def reads(expr) -> frozenset:
-        out = set()
-        for s in sp.sympify(expr).free_symbols:
-            if s in index:
-                out.add(index[s])
-            elif s in rule_sym:
-                k = rule_sym[s]
-                if k not in memo:
-                    memo[k] = frozenset()  # a circle of rules is refused when the code is built
-                    memo[k] = reads(rules[k])
-                out |= memo[k]
-        return frozenset(out)
-
+    or through the assignment rules it reads (`reads`: `sbml_vector.state_reads`; the rhs's
+    dependencies, from the same expressions `_compile` turns into code)."""
     return tuple(tuple(sorted(reads(rates[s]))) for s in states)
 
 
@@ -1206,13 +1190,14 @@ def _stacked(sources, zero: str = "t") -> str:
     return f"    return jnp.asarray(jnp.stack([{', '.join(sources)}]), dtype=jnp.float64) + 0.0 * {zero}"
 
 
-def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=(), schedule=()):
+def _compile(mid, states, params, rules, rates, init, breakpoints, events=(), event_times=(), schedule=(),
+             reads=None):
     names = _codegen_names(states, params, rules)
     pr = _Printer()
     src = lambda e: expression_source(sp.sympify(e), names, pr)  # noqa: E731
     unpack_p = [f"    _p{i} = p[{i}]" for i in range(len(params))]
     # mass-action terms of a large model as arrays (`sbml_vector`), the rest unrolled
-    monomials, rest, factors = sbml_vector.split(states, params, rules, rates)
+    monomials, rest, factors = sbml_vector.split(states, params, rules, rates, reads=reads)
     body, outs = _program([rest[s] for s in states] + factors, rules, names, pr)
     dydt, w = outs[:len(states)], outs[len(states):]
     ret = _stacked(dydt)

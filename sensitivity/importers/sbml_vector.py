@@ -40,7 +40,7 @@ MAX_DEGREE = 4
 MIN_MONOMIAL_TERMS = 200
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # the arrays are constants of the model: equal and hashed by identity
 class MonomialRates:
     """The monomial part of the rates, as arrays: `__call__(p, y, w)` -> (n_states,), w the
     values of the state-free factors (`split`).
@@ -66,11 +66,29 @@ class MonomialRates:
         return jax.ops.segment_sum(self.coef * m[self.monomial], self.target, num_segments=self.n_states,
                                    indices_are_sorted=True)
 
-    def __hash__(self):  # the arrays are constants of the model: hash by identity
-        return id(self)
 
-    def __eq__(self, other):
-        return self is other
+def state_reads(states, rules: dict):
+    """reads(expr) -> frozenset of the indices (in `states` order) of the states expr reads,
+    directly or through the assignment rules it reads (memoised per rule; `sbml._jacobian_reads`
+    and `split` share one)."""
+    index = {sp.Symbol(s, real=True): i for i, s in enumerate(states)}
+    rule_sym = {sp.Symbol(k, real=True): k for k in rules}
+    memo: dict = {}
+
+    def reads(expr) -> frozenset:
+        out = set()
+        for x in sp.sympify(expr).free_symbols:
+            if x in index:
+                out.add(index[x])
+            elif x in rule_sym:
+                k = rule_sym[x]
+                if k not in memo:
+                    memo[k] = frozenset()  # a circle of rules is refused when the code is built
+                    memo[k] = reads(rules[k])
+                out |= memo[k]
+        return frozenset(out)
+
+    return reads
 
 
 def _product(x, index):
@@ -101,30 +119,16 @@ class _Monomials:
     parameter), or None when it is not a short sum of monomials of them (rules substituted,
     memoised per rule)."""
 
-    def __init__(self, states, params, rules: dict):
-        self.states = {sp.Symbol(s, real=True) for s in states}
-        self.leaf = self.states | {sp.Symbol(s, real=True) for s in params}
+    def __init__(self, states, params, rules: dict, reads):
+        self.leaf = {sp.Symbol(s, real=True) for s in list(states) + list(params)}
         self.rules = {sp.Symbol(k, real=True): v for k, v in rules.items()}
+        self.reads = reads  # `state_reads`
         self.memo: dict = {}
-        self.reads: dict = {}
         self.factors: dict = {}  # state-free factors -> their symbol in the monomials
-
-    def reads_states(self, e) -> bool:
-        """Whether e reads a state, directly or through rules."""
-        for x in e.free_symbols:
-            if x in self.states:
-                return True
-            if x in self.rules:
-                if x not in self.reads:
-                    self.reads[x] = True  # a circle of rules is refused when the code is built
-                    self.reads[x] = self.reads_states(sp.sympify(self.rules[x]))
-                if self.reads[x]:
-                    return True
-        return False
 
     def __call__(self, e) -> list | None:
         out = self._expand(e)
-        if out is None and not self.reads_states(e):  # computed by the unrolled code
+        if out is None and not self.reads(e):  # computed by the unrolled code
             x = self.factors.setdefault(e, sp.Dummy(f"w{len(self.factors)}"))
             out = [(1.0, {x: 1})]
         return out
@@ -178,14 +182,15 @@ class _Monomials:
         return None
 
 
-def split(states, params, rules: dict, rates: dict, minimum: int | None = None):
+def split(states, params, rules: dict, rates: dict, minimum: int | None = None, reads=None):
     """(MonomialRates or None, the rest of the rates {state: sympy expression}, the
     state-free factors [sympy expressions]): the terms of each state's rate that are short
     sums of monomials as arrays, when there are at least `minimum` (default
     `MIN_MONOMIAL_TERMS`) of them, and the factors free of states they read, whose values
-    the caller computes and passes as `w`; otherwise (None, rates, [])."""
+    the caller computes and passes as `w`; otherwise (None, rates, []). reads: the model's
+    `state_reads` (made here if not given)."""
     minimum = MIN_MONOMIAL_TERMS if minimum is None else minimum
-    mono = _Monomials(states, params, rules)
+    mono = _Monomials(states, params, rules, reads or state_reads(states, rules))
     keys: dict = {}  # ((symbol, exponent), ...) -> monomial number
     entries: dict = {}
     rest = {}
