@@ -174,3 +174,32 @@ def test_a_large_model_runs_through_a_few_array_operations():
     Ja = jax.jacfwd(lambda y_: vector.rhs(0.5, y_, pv, 0.5))(y)
     Jb = jax.jacfwd(lambda y_: unrolled.rhs(0.5, y_, pv, 0.5))(y)
     np.testing.assert_allclose(Ja, Jb, rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(Jb))))
+
+
+def test_the_arrays_derivatives_equal_those_of_their_plain_formula(model):
+    """The arrays' custom JVP (Jacobians from the monomials' partials) against JAX's
+    derivatives of the plain gathers and products (`_values`): first derivatives in the
+    states, the parameters and the state-free factors, forward and reverse, and second ones
+    (the forward sensitivities of an implicit step differentiate the Jacobian)."""
+    R = model.rate_arrays
+    assert R is not None and R.den.shape[1] > 0  # a denominator factor is covered
+    rng = np.random.default_rng(1)
+    p = jnp.asarray(rng.uniform(0.2, 2.0, R.n_params))
+    y = jnp.asarray(rng.uniform(0.2, 2.0, R.n_states))
+    w = jnp.asarray(rng.uniform(0.2, 2.0, R.n_factors))
+
+    def plain(p, y, w):
+        return R._values(R._x(p, y, w))
+
+    for argnum in range(3):
+        np.testing.assert_allclose(jax.jacfwd(R, argnum)(p, y, w), jax.jacfwd(plain, argnum)(p, y, w),
+                                   rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(jax.jacrev(R, argnum)(p, y, w), jax.jacrev(plain, argnum)(p, y, w),
+                                   rtol=1e-13, atol=1e-13)
+    v = jnp.asarray(rng.normal(size=R.n_states))
+
+    def second(fn):  # d/d(p, y) of J_y v: the derivative of the Jacobian along v
+        return jax.jacfwd(lambda p_, y_: jax.jvp(lambda z: fn(p_, z, w), (y_,), (v,))[1], (0, 1))(p, y)
+
+    for a, b in zip(second(R), second(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

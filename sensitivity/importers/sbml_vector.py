@@ -25,12 +25,14 @@ which XLA fuses into a few kernels.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy as sp
+from jax.custom_derivatives import SymbolicZero
 
 # a term of a state's rate joins the arrays when it expands into at most this many monomials
 # with integer exponents of magnitude at most MAX_DEGREE per factor
@@ -46,11 +48,18 @@ class MonomialRates:
     values of the state-free factors (`split`).
 
     num (n_monomials, k_num), den (n_monomials, k_den): indices into x = (p, y, w, 1) of each
-    monomial's factors (repeated for powers; padded with the index of the 1); target, monomial,
-    coef (n_entries,): entry e adds coef[e] * m[monomial[e]] to the rate of state target[e]
-    (sorted by target)."""
+    monomial's factors (repeated for powers; padded with the index of the 1, n_params +
+    n_states + n_factors); target, monomial, coef (n_entries,): entry e adds coef[e] *
+    m[monomial[e]] to the rate of state target[e] (sorted by target).
+
+    Derivatives: a custom JVP whose tangent is J_y dy + J_pw (dp, dw), with the Jacobians
+    (`jacobians`) assembled from the monomials' partial derivatives by one sorted segment sum
+    each. Differentiating the gathers and products instead costs, under the n directions of
+    a Jacobian, a batched scatter per operation: 13x the time on a 75-state model."""
 
     n_states: int
+    n_params: int
+    n_factors: int
     num: np.ndarray
     den: np.ndarray
     target: np.ndarray
@@ -59,12 +68,83 @@ class MonomialRates:
 
     def __call__(self, p, y, w=None):
         w = jnp.zeros((0,), y.dtype) if w is None else jnp.asarray(w, y.dtype).reshape(-1)
-        x = jnp.concatenate([jnp.asarray(p, y.dtype).reshape(-1), y, w, jnp.ones((1,), y.dtype)])
+        return _rates(self, jnp.asarray(p, y.dtype).reshape(-1), y, w)
+
+    def _x(self, p, y, w):
+        return jnp.concatenate([p, y, w, jnp.ones((1,), y.dtype)])
+
+    def _values(self, x):
         m = _product(x, self.num)
         if self.den.shape[1]:
             m = m / _product(x, self.den)
         return jax.ops.segment_sum(self.coef * m[self.monomial], self.target, num_segments=self.n_states,
                                    indices_are_sorted=True)
+
+    @functools.cached_property
+    def _entries(self):
+        """Static index arrays of the Jacobians: for the state columns and for the (p, w)
+        columns, (flat position in J sorted, position in the flattened partials (n_monomials,
+        k_num + k_den), coefficient) of every (entry, factor) pair."""
+        kn, kd = self.num.shape[1], self.den.shape[1]
+        slots = np.concatenate([self.num, self.den], axis=1)[self.monomial]  # (n_entries, k)
+        e, slot = np.nonzero(slots != self.n_params + self.n_states + self.n_factors)
+        col = slots[e, slot]
+        src = self.monomial[e] * (kn + kd) + slot
+        is_y = (col >= self.n_params) & (col < self.n_params + self.n_states)
+        out = []
+        for keep, width, c in ((is_y, self.n_states, col - self.n_params),
+                               (~is_y, self.n_params + self.n_factors, np.where(col < self.n_params, col,
+                                                                                 col - self.n_states))):
+            flat = self.target[e[keep]] * width + c[keep]
+            order = np.argsort(flat, kind="stable")
+            out.append((width, flat[order], src[keep][order], self.coef[e[keep]][order]))
+        return out
+
+    def jacobians(self, p, y, w):
+        """(J_y (n_states, n_states), J_pw (n_states, n_params + n_factors)): the derivatives
+        of the rates in the states and in (p, w), from the monomials' partials d m_k / d x_j =
+        (product of m_k's other factors), for numerator and denominator factors."""
+        x = self._x(p, y, w)
+        top = x[self.num]
+        parts = [_others(top)]
+        if self.den.shape[1]:
+            bottom = x[self.den]
+            d = jnp.prod(bottom, axis=1)
+            parts = [parts[0] / d[:, None], -(jnp.prod(top, axis=1) / d ** 2)[:, None] * _others(bottom)]
+        partials = jnp.concatenate(parts, axis=1).reshape(-1)
+        return tuple(jax.ops.segment_sum(coef * partials[src], flat, num_segments=self.n_states * width,
+                                         indices_are_sorted=True).reshape(self.n_states, width)
+                     for width, flat, src, coef in self._entries)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _rates(arrays: MonomialRates, p, y, w):
+    return arrays._values(arrays._x(p, y, w))
+
+
+def _rates_jvp(arrays: MonomialRates, primals, tangents):
+    p, y, w = primals
+    dp, dy, dw = tangents
+    J_y, J_pw = arrays.jacobians(p, y, w)
+    out = _rates(arrays, p, y, w)
+    dout = jnp.zeros_like(out)
+    if not isinstance(dy, SymbolicZero):
+        dout = dout + J_y @ dy
+    if not (isinstance(dp, SymbolicZero) and isinstance(dw, SymbolicZero)):
+        dpw = jnp.concatenate([jnp.zeros_like(p) if isinstance(dp, SymbolicZero) else dp,
+                               jnp.zeros_like(w) if isinstance(dw, SymbolicZero) else dw])
+        dout = dout + J_pw @ dpw
+    return out, dout
+
+
+_rates.defjvp(_rates_jvp, symbolic_zeros=True)
+
+
+def _others(factors):
+    """(n_monomials, k): for each slot l, the product of the other k - 1 factors of the row."""
+    k = factors.shape[1]
+    return jnp.stack([functools.reduce(jnp.multiply, [factors[:, j] for j in range(k) if j != l],
+                                       jnp.ones_like(factors[:, 0])) for l in range(k)], axis=1)
 
 
 def state_reads(states, rules: dict):
@@ -222,7 +302,7 @@ def split(states, params, rules: dict, rates: dict, minimum: int | None = None, 
         num_a[k, :len(n)] = n
         den_a[k, :len(d)] = d
     order = sorted(entries)
-    return MonomialRates(len(states), num_a, den_a,
+    return MonomialRates(len(states), len(params), len(factors), num_a, den_a,
                          np.array([i for i, _ in order], dtype=np.int32),
                          np.array([k for _, k in order], dtype=np.int32),
                          np.array([entries[e] for e in order], dtype=np.float64)), rest, factors
