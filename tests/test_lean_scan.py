@@ -53,3 +53,24 @@ def test_reverse_derivative_of_a_scanned_solve_equals_the_unrolled_one():
     g_scan = jax.grad(loss)(P, True, "checkpointed")
     np.testing.assert_allclose(g_scan, jax.grad(loss)(P, False, "checkpointed"), rtol=1e-9)
     np.testing.assert_allclose(jax.jacfwd(loss)(P, True, "lax"), g_scan, rtol=1e-9)
+
+
+def test_a_vmapped_solve_whose_samples_end_at_different_times_has_finite_reverse_derivatives():
+    """Under `jax.vmap` the loop runs until the last sample is done, and a done sample still
+    computes (and discards) a step: its reverse derivative must not pick up that step's
+    arithmetic (h = 0 made W infinite and the gradient NaN). Each sample's gradient equals
+    that of its own solve, and forward mode's."""
+    ts = jnp.array([0.5, 1.0, 2.0])
+    ps = jnp.stack([P, P * jnp.array([3.0, 4.0])])  # the second takes more steps
+
+    def loss(p, kind):
+        ys, _, _, ok, _ = rosenbrock_solve(f, Y, 0.0, 2.0, ts, p, (1e-8, 1e-8), 1000, kind=kind, method="rodas5p")
+        return jnp.sum(ys ** 2)
+
+    steps = [int(rosenbrock_solve(f, Y, 0.0, 2.0, ts, p, (1e-8, 1e-8), 1000, method="rodas5p")[-1]) for p in ps]
+    assert steps[0] != steps[1], steps
+    g = jax.vmap(jax.grad(lambda p: loss(p, "checkpointed")))(ps)
+    assert np.all(np.isfinite(np.asarray(g)))
+    for p, gi in zip(ps, g):
+        np.testing.assert_allclose(gi, jax.grad(lambda p_: loss(p_, "checkpointed"))(p), rtol=1e-9)
+        np.testing.assert_allclose(gi, jax.jacfwd(lambda p_: loss(p_, "lax"))(p), rtol=1e-9)

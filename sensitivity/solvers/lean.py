@@ -117,6 +117,10 @@ def _sel(mask, a, b):
 
 
 # ----------------------------------------------------------------------------- the loop
+# the step size of a sample that is done, whose step is computed and discarded (`integrate`)
+IDLE_STEP = 1e-9
+
+
 def integrate(step: Callable, ctl: Control, y0, aux0, args, t0, first, t1, times, ys0, rtol, atol,
               max_steps: int, *, interpolate: Callable | None = None, stop: Callable | None = None,
               capacity: int = 0, kind: str = "lax") -> dict:
@@ -159,6 +163,11 @@ def integrate(step: Callable, ctl: Control, y0, aux0, args, t0, first, t1, times
             t_end = jnp.where(clipped, nxt, t + h)
         else:
             t_end, h = tn, tn - t
+        # a sample that is done (a finished sample of a batch, or of `jax.vmap`) still runs the
+        # step, its result discarded; there h can be 0, W = I / (h gamma) - J infinite, and a
+        # reverse sweep multiplies that branch's inf by its zero cotangent: NaN. A finite step.
+        h = jnp.where(on, h, IDLE_STEP)
+        t_end = jnp.where(on, t_end, t + IDLE_STEP)
         y_new, aux_new, err, dense = step(t, t_end, h, y, c["aux"], args)
         keep, factor = control(ctl, err, y, y_new, rtol, atol)
         take = on & keep
