@@ -8,10 +8,11 @@ monomials,
     dy_i/dt = sum_e [target_e = i] c_e m_{k_e}(p, y),
     m_k(p, y) = prod_j x[num_kj] / prod_j x[den_kj],    x = (p, y, w, 1),
 
-a handful of array operations (gathers, products, and a dense product with the stoichiometry
-or, where it is sparse, a segment sum) whatever the number of reactions. The unrolled code of `sbml._compile` grows with every reaction and species, and
-XLA's compile of a solve and its derivatives grows with it: minutes for a few hundred
-species. The arrays compile in seconds at any size and, on large models, run faster.
+a handful of array operations (gathers, products, and a dense product with the
+stoichiometry or, where it is sparse, a segment sum) whatever the number of reactions. The
+unrolled code of `sbml._compile` grows with every reaction and species, and XLA's compile of
+a solve and its derivatives grows with it: minutes for a few hundred species. The arrays
+compile in seconds at any size and, on large models, run faster.
 
 `split` reads the terms of each state's rate: a term that expands into at most
 `MAX_TERMS` monomials of the states, the parameters and the factors w free of states (a
