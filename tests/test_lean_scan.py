@@ -74,3 +74,50 @@ def test_a_vmapped_solve_whose_samples_end_at_different_times_has_finite_reverse
     for p, gi in zip(ps, g):
         np.testing.assert_allclose(gi, jax.grad(lambda p_: loss(p_, "checkpointed"))(p), rtol=1e-9)
         np.testing.assert_allclose(gi, jax.jacfwd(lambda p_: loss(p_, "lax"))(p), rtol=1e-9)
+
+
+def test_dense_output_saves_inside_the_steps_against_scipy_and_differentiates_the_same_solve():
+    """Rodas5P's dense output (order 4) at 400 save times: the steps no longer stop at
+    them (far fewer steps than landing), the values agree with SciPy's Radau at tight
+    tolerances to the solve's tolerance, and the forward and reverse derivatives of the
+    interpolated solve agree with each other and with central differences of it."""
+    from scipy.integrate import solve_ivp
+
+    ts = jnp.linspace(0.0, 4.0, 401)[1:]
+    tol = (1e-9, 1e-9)
+
+    def solve(p, dense, kind="lax"):
+        return rosenbrock_solve(f, Y, 0.0, 4.0, ts, p, tol, 5000, kind=kind, method="rodas5p", dense_output=dense)
+
+    ys, _, _, ok, steps = solve(P, True)
+    steps_landing = int(solve(P, False)[-1])
+    assert bool(ok) and int(steps) < steps_landing / 4, (int(steps), steps_landing)
+    ref = solve_ivp(lambda t, y: np.asarray(f(t, jnp.asarray(y), P)), (0.0, 4.0), np.asarray(Y), method="Radau",
+                    t_eval=np.asarray(ts), rtol=1e-12, atol=1e-14).y.T
+    np.testing.assert_allclose(ys, ref, rtol=2e-7, atol=2e-8)
+
+    def loss(p, kind):
+        return jnp.sum(solve(p, True, kind)[0] ** 2)
+
+    g_fwd = jax.jacfwd(lambda p: loss(p, "lax"))(P)
+    g_rev = jax.grad(lambda p: loss(p, "checkpointed"))(P)
+    np.testing.assert_allclose(g_rev, g_fwd, rtol=1e-9)
+    for j in range(2):  # the step sizes are those of the solve at P: differences of the same discrete map
+        e = jnp.zeros(2).at[j].set(1e-6 * P[j])
+        fd = (loss(P + e, "lax") - loss(P - e, "lax")) / (2 * e[j])
+        np.testing.assert_allclose(g_fwd[j], fd, rtol=1e-4)
+
+
+def test_the_dense_coefficients_and_their_tangents_scanned_unrolled_and_central_differences():
+    tab = TABLEAUS["rodas5p"]
+
+    def coefficients(y, p, scan):
+        return lean_step(f, T, y, H, p, False, tab, scan=scan, dense=True)[2]
+
+    dy, dp = jnp.array([0.3, -0.2, 0.5]), jnp.array([0.1, -0.4])
+    np.testing.assert_allclose(coefficients(Y, P, True), coefficients(Y, P, False), rtol=1e-12, atol=1e-13)
+    tangents = [jax.jvp(lambda y, p: coefficients(y, p, scan), (Y, P), (dy, dp))[1] for scan in (True, False)]
+    eps = 1e-6
+    central = (coefficients(Y + eps * dy, P + eps * dp, False) - coefficients(Y - eps * dy, P - eps * dp, False)) / (2 * eps)
+    np.testing.assert_allclose(tangents[0], tangents[1], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(tangents[1], central, rtol=1e-6, atol=2e-9)  # the H K sums cancel: rounding / eps

@@ -144,3 +144,24 @@ def test_the_progress_line_names_the_program_and_a_duration_by_size(boehm, capsy
     assert petab_import._first_call_guess(124, 677) == "a few minutes"
     assert petab_import._first_call_guess(124, 677, arrays=True) == "about 20 s to a minute"
     assert petab_import._first_call_guess(500, 835, arrays=True).startswith("many minutes")
+
+
+def test_dense_output_by_the_number_of_save_times_against_the_landing_steps(monkeypatch):
+    """An experiment with at least DENSE_SAVES_FROM save times saves by Rodas5P's dense output
+    (fewer steps), fewer lands a step on each; both give the same nllh and gradients to
+    the tolerance, forward and adjoint agreeing."""
+    from sensitivity.importers import petab
+
+    prob = _load("Boehm_JProteomeRes2014")  # 16 save times in its one experiment
+    assert prob._save() == "step"
+    x = prob.x_nominal
+    step = prob.gradient(x, mode="forward")
+    monkeypatch.setattr(petab, "DENSE_SAVES_FROM", 10)
+    assert prob._save() == "dense"
+    fwd, adj = prob.gradient(x, mode="forward"), prob.gradient(x, mode="adjoint")
+    assert fwd.value != step.value  # another discrete solve ran
+    assert abs(fwd.value - step.value) < 1e-5 * abs(step.value)
+    np.testing.assert_allclose(fwd.grad, step.grad, rtol=1e-3, atol=1e-4 * np.max(np.abs(step.grad)))
+    np.testing.assert_allclose(adj.grad, fwd.grad, rtol=1e-8, atol=1e-10)
+    prob.save = "step"  # an explicit choice wins
+    assert prob._save() == "step"

@@ -180,7 +180,8 @@ class PetabProblem:
         self.format_version = 2 if version.startswith("2") else 1
         self.solver, self.rtol, self.atol, self.max_steps = solver, float(rtol), float(atol), int(max_steps)
         # how the solve saves and batches (see _simulate_fn, integrate.segments); part of the structure
-        self.save, self.batch, self.pid = "step", "map", (0.3, 0.3)
+        self.batch, self.pid = "map", (0.3, 0.3)
+        self.save = None  # "step" (steps land on the save times) or "dense"; None: by the data (_save)
         self.scan_stages = None  # the lean loop's stages as a lax.scan; None: by model size (_scan)
         self.newton_kappa = _NEWTON_KAPPA
         self._validate, self._light = bool(validate), False
@@ -262,6 +263,9 @@ class PetabProblem:
         n_exp = sum(len(g["members"]) for g in self._groups)
         n_states = self.model.n_states if hasattr(self.model, "n_states") else len(self.model.states) * n_exp
         self._plan_shape = (int(n_states), n_t)
+        # the most save times of one experiment (`_save`)
+        self._saves = (max((len(np.unique(row[np.isfinite(row)])) for g in self._groups
+                            for row in np.asarray(g["ts"])), default=0),)
 
     # ------------------------------------------------------------------ setup
     def _model_path(self) -> Path:
@@ -495,7 +499,7 @@ class PetabProblem:
         # a model with events of its own (not only PEtab 2.0 periods): preequilibration and
         # time = inf run them too
         run = segments.experiment_function(
-            m, self.solver, method, self.max_steps, save=self.save, pid=self.pid, newton_kappa=self.newton_kappa,
+            m, self.solver, method, self.max_steps, save=self._save(), pid=self.pid, newton_kappa=self.newton_kappa,
             scan_stages=self._scan() if self.solver in LEAN_RODAS else False,
             steady_events=any(meta["name"] not in self._period_events for meta in m.event_meta))
         groups = self._groups if groups is None else groups
@@ -578,8 +582,18 @@ class PetabProblem:
     def _structure(self) -> tuple:
         """What compiled functions depend on: the files' contents, solver and step budget
         (tolerances and parameter values are arguments)."""
-        return (self._fingerprint, self.solver, self.max_steps, self.save, self.batch, self.pid,
+        return (self._fingerprint, self.solver, self.max_steps, self._save(), self.batch, self.pid,
                 self.newton_kappa, self.__dict__.get("scan_stages"))
+
+    def _save(self) -> str:
+        """How the solves save: `save`, or by default "dense" (the lean Rodas5P loop's dense
+        output: steps that do not stop at the save times) when an experiment has at least
+        DENSE_SAVES_FROM save times, else "step" (steps land on them)."""
+        if self.__dict__.get("save") is not None:
+            return self.save
+        if self.solver not in LEAN_RODAS or petab_rodas.TABLEAUS[self.solver].H is None:
+            return "step"
+        return "dense" if self._saves[0] >= DENSE_SAVES_FROM else "step"
 
     def _scan(self) -> bool:
         """The lean loop's stages as a `lax.scan` (`rosenbrock.lean_step`): `scan_stages`, or by
@@ -921,6 +935,13 @@ _NEWTON_KAPPA = 0.3
 # large model falls several times, while a small model's unrolled stages, which XLA fuses,
 # run faster (`benchmarks/compile_profile.py` measures both)
 SCAN_STAGES_FROM = 20
+# save times of one experiment from which the lean Rodas5P loop saves by its dense output
+# (order 4) instead of landing a step on each: with 714 a condition (Beer_MolBioSystems2014)
+# landing took 713 steps where 106 suffice (nllh 61 -> 11 ms, forward gradient 809 -> 239
+# ms); with 45-59 (Giordano, Okuonghae, Oliveira) a few per cent to 1.5x on the nllh and the
+# forward gradient; with 15 or fewer (Boehm, Schwen) the interpolation at every save time
+# in every step costs more than the steps it saves (gradients 10-25 % slower)
+DENSE_SAVES_FROM = 40
 _MAX_COMPILED = 32
 
 
@@ -1038,7 +1059,7 @@ def _fingerprint(path: Path, problem) -> str:
 # what a problem's record holds: everything the calls read, without the tables and the model
 _RECORD_ARRAYS = {"theta_nominal": np.float64, "est_index": np.int64, "_scale_code": np.int64,
                   "x_nominal": np.float64, "lower": np.float64, "upper": np.float64}
-_RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape")
+_RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape", "_saves")
 
 
 def named_files(spec: dict) -> list[str]:

@@ -205,7 +205,9 @@ def experiment_function(m, solver: str, method: str, max_steps: int, *, save: st
                         pid=(0.3, 0.3), newton_kappa: float = 0.3, scan_stages: bool = False,
                         steady_events: bool = True) -> Callable:
     """run(pv, y0, ts, t0, tol, pre=None, after=None, steady_state=False) -> (ys, ok, steps):
-    one experiment of model m by solver `solver` (a name of the solver table).
+    one experiment of model m by solver `solver` (a name of the solver table). save: "step"
+    (steps land on the save times) or another value (the save times by the solver's dense
+    output: the lean Rodas5P loop's own, order 4).
 
     pv (n_p,) the simulation's parameters, y0 (n,) its initial state, ts (n_t,) the save
     times (sorted; the last is the end), t0 the start time, tol = (rtol, atol). pre: None,
@@ -220,10 +222,11 @@ def experiment_function(m, solver: str, method: str, max_steps: int, *, save: st
     lean = solver in LEAN_RODAS
     dx = diffrax_solver(solver, newton_kappa)
     if m.events:  # SBML events: segments cut at event times, state events inside them
+        # (the lean loop's dense output is its own: the events' diffrax solves land on the save times)
         solve = sbml_events.solve_function(m, dx or solver_class("rodas5p")(), lambda tol: controller(tol, pid),
-                                           max_steps, method, save)
+                                           max_steps, method, "step" if lean else save)
     else:
-        segment = (lean_rodas.segment_fn(m, method, max_steps, solver, scan_stages) if lean
+        segment = (lean_rodas.segment_fn(m, method, max_steps, solver, scan_stages, save != "step") if lean
                    else diffrax_segment(m, dx, method, max_steps, save, pid))
         # switching times that move with the parameters: derivatives through the flow
         # (without breakpoints the bounds are t0 and the last save time, which carry none)
@@ -239,7 +242,7 @@ def experiment_function(m, solver: str, method: str, max_steps: int, *, save: st
         truth = sbml_events.truth_function(m)
     joint = None
     if lean and not m.events:  # a preequilibration and the segments after it: one loop
-        piece = lean_rodas.piece_fn(m, method, max_steps, solver, scan_stages)
+        piece = lean_rodas.piece_fn(m, method, max_steps, solver, scan_stages, save != "step")
         if m.n_breakpoints:
             piece = fixed_bounds_segment(piece, lambda t, y, pvs, tc: m.rhs(t, y, pvs[0], jnp.where(pvs[1], t, tc)))
         joint = with_preequilibration(piece, m)

@@ -39,7 +39,8 @@ Two uses:
    `rosenbrock.lean_step` (one Jacobian, from n JVPs or the c of a column colouring, and
    one factorisation or inverse of W per step, custom JVP), Hairer's
    first step, factors clip(0.9 err^(-1/order), [0.2, 6]) (at most 1 after a rejection),
-   landing on the save times, an optional steady-state stop.
+   landing on the save times or saving by Rodas5P's dense output, an optional
+   steady-state stop.
 """
 
 from __future__ import annotations
@@ -369,9 +370,12 @@ def tsit5_batched_solve(rhs: Callable, assemble: Callable, max_steps: int, capac
 
 # ----------------------------------------------------------------------------- Rosenbrock
 def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-                     steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None):
+                     steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None,
+                     dense_output: bool = False):
     """Integrate y' = f(t, y, args) from t0 to t1 with the Rosenbrock method `method` (a key
-    of `rosenbrock.TABLEAUS`), saving at ts (clipped to [t0, t1]) by landing on them.
+    of `rosenbrock.TABLEAUS`), saving at ts (clipped to [t0, t1]) by landing on them, or with
+    dense_output (a method that has one: Rodas5P, order 4) by interpolating inside the steps,
+    which then do not stop at the save times.
 
     f(t, y, args) -> (n,); ts (n_t,) sorted; tol = (rtol, atol); kind "lax" (forward-mode
     differentiable) or "checkpointed" (also reverse mode); steady: None or a function
@@ -384,12 +388,14 @@ def rosenbrock_solve(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "
     Returns (ys (n_t, n), y_end (n,), t_end, ok, n_steps).
     """
     c = rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps, kind=kind, autonomous=autonomous, steady=steady,
-                       h0=h0, method=method, scan_stages=scan_stages, compression=compression)
+                       h0=h0, method=method, scan_stages=scan_stages, compression=compression,
+                       dense_output=dense_output)
     return c["ys"], c["y"], c["t"], c["fin"], c["n"]
 
 
 def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "lax", autonomous: bool = False,
-                   steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None) -> dict:
+                   steady=None, h0=None, method: str = "rodas4", scan_stages: bool = False, compression=None,
+                   dense_output: bool = False) -> dict:
     """`rosenbrock_solve`'s loop, returning its final carry (`integrate`): ys, y, t, fin (ok),
     n (steps) and n_acc (accepted steps)."""
     rtol, atol = tol[0], tol[1]
@@ -401,12 +407,30 @@ def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "la
     h_init = jax.lax.stop_gradient(initial_step(f, t0, y0, args, span, rtol, atol) if h0 is None else h0)
     t0 = jnp.asarray(t0, dtype=y0.dtype)
 
-    def step(t, t_end, h, y, aux, args):
-        y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages, compression=compression)
-        return y_new, aux, err, None
+    if dense_output:
+        if tab.H is None:
+            raise ValueError(f"{method} has no dense output")
 
-    c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,
-                  max_steps, stop=steady, kind=kind)
+        def step(t, t_end, h, y, aux, args):
+            y_new, err, kd = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages,
+                                       compression=compression, dense=True)
+            return y_new, aux, err, (y_new, kd)
+
+        def interpolate(times, t, t_end, y, dense):  # `rosenbrock.RodasInterpolation`, at every time
+            y1, k = dense
+            th = ((times - t) / (t_end - t))[:, None]
+            th1 = 1.0 - th
+            return th1 * y + th * (y1 + th1 * (k[0] + th * (k[1] + th * k[2])))
+
+        c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, jnp.minimum(t0 + h_init, t1), t1, ts,
+                      ys0, rtol, atol, max_steps, interpolate=interpolate, stop=steady, kind=kind)
+    else:
+        def step(t, t_end, h, y, aux, args):
+            y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages, compression=compression)
+            return y_new, aux, err, None
+
+        c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,
+                      max_steps, stop=steady, kind=kind)
     if steady is None:
         c["ys"] = jnp.where((ts >= t1)[:, None], c["y"], c["ys"])
     return c

@@ -7,9 +7,11 @@ The step is a plain function of (t, y, h, p) with a custom JVP, so JAX different
 exactly: forward-mode tangents (jvp, vmapped over the tangent directions) and reverse mode
 through a checkpointed loop differentiate the same discrete solve. The step sizes are chosen
 on values with their derivatives stopped, as for a solve with a given step sequence: forward
-and adjoint gradients agree to rounding. Steps land exactly on the save times (no dense
-output), and segment and save times are constants of the solve: bounds that move with the
-parameters are handled outside (`integrate.bounds.fixed_bounds_segment`).
+and adjoint gradients agree to rounding. Steps land exactly on the save times, or, with
+dense_output (a problem with many save times: `PetabProblem._save`), pass them and save by
+Rodas5P's interpolant of order 4 from the step's stages. Segment and save times are
+constants of the solve: bounds that move with the parameters are handled outside
+(`integrate.bounds.fixed_bounds_segment`).
 
 Each step's Jacobian comes from n JVPs of the rhs, or from the c JVPs of a column colouring
 when the model carries an exact pattern (`model.jacobian_pattern`: the SBML importer's,
@@ -60,10 +62,12 @@ def _result(ok, success):
     return diffrax.RESULTS.where(ok, success, diffrax.RESULTS.max_steps_reached)
 
 
-def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False):
+def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False,
+               dense_output: bool = False):
     """The PEtab pipeline's segment solve with the Rosenbrock method `solver`: (pv, y0, a, b, tc, ts, tol) ->
     (ys at clip(ts, a, b) (n_t, n), y(b), diffrax result, steps). scan_stages: the step's
-    stages as a `lax.scan` (`rosenbrock.lean_step`)."""
+    stages as a `lax.scan` (`rosenbrock.lean_step`); dense_output: the save times by the
+    method's dense output instead of steps that land on them (`lean.rosenbrock_solve`)."""
     kind = "checkpointed" if method == "checkpoint" else "lax"
     comp = compression(model)
 
@@ -73,7 +77,7 @@ def segment_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_
 
     def segment(pv, y0, a, b, tc, ts, tol):
         ys, y, t, ok, n = solve(f, y0, a, b, ts, (pv, tc), tol, max_steps, kind=kind, method=solver,
-                                scan_stages=scan_stages, compression=comp)
+                                scan_stages=scan_stages, compression=comp, dense_output=dense_output)
         return ys, y, _result(ok, diffrax.RESULTS.successful), n
 
     return segment
@@ -101,7 +105,8 @@ def steady_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_s
     return steady
 
 
-def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False):
+def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_stages: bool = False,
+             dense_output: bool = False):
     """`steady_fn` and `segment_fn` as one solve, so that a preequilibration and the segments
     after it run through one traced copy of the loop (a lax.scan over the pieces): (pvs, y0,
     a, b, tc, ts, tol) -> (ys (n_t, n), y_end (n,), ok (bool), steps), pvs = (pv, steady).
@@ -130,7 +135,7 @@ def piece_fn(model, method: str, max_steps: int, solver: str = "rodas4", scan_st
         t1 = jnp.where(steady, jnp.inf, b)
         ts = jnp.where(steady, a, ts)  # a steady run saves nothing: its steps land on no time
         ys, y, t, ok, n = solve(f, y0, a, t1, ts, (pv, tc, steady), tol, max_steps, kind=kind, steady=reached,
-                                method=solver, scan_stages=scan_stages, compression=comp)
+                                method=solver, scan_stages=scan_stages, compression=comp, dense_output=dense_output)
         y = jax.lax.cond(steady, lambda y: newton_polish(lambda u: model.rhs(t, u, pv, t), y), lambda y: y, y)
         return ys, y, ok, n
 

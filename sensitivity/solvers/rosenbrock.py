@@ -318,10 +318,15 @@ def _lean_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, linearize: bo
     return y_new, err, ks, solve, lins
 
 
+def _dense(tab: Tableau, K):
+    """The dense output's coefficients H K (3, n) from the stages K (s, n) (None without H)."""
+    return None if tab.H is None else jnp.asarray(tab.H, K.dtype) @ K
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
 def _lean(f, autonomous, tab, comp, t, h, y, args):
-    y_new, err, _, _, _ = _lean_primal(f, t, y, h, args, autonomous, tab, False, comp)
-    return y_new, err
+    y_new, err, ks, _, _ = _lean_primal(f, t, y, h, args, autonomous, tab, False, comp)
+    return y_new, err, _dense(tab, ks)
 
 
 @_lean.defjvp
@@ -340,9 +345,9 @@ def _lean_jvp(f, autonomous, tab, comp, primals, tangents):
 
     D = jax.jvp(jk, (y, args), (dy, dargs))[1]  # (s, n)
     dT = None if autonomous else lins.pop(0)(dy, dargs)
-    dy_new, derr, _ = rosenbrock_step(tab, lambda i, ti, dU: lins[i](dU, dargs) + D[i], solve,
-                                      t, h, dy, T=dT)
-    return (y_new, err), (dy_new, derr)
+    dy_new, derr, dK = rosenbrock_step(tab, lambda i, ti, dU: lins[i](dU, dargs) + D[i], solve,
+                                       t, h, dy, T=dT)
+    return (y_new, err, _dense(tab, K)), (dy_new, derr, _dense(tab, dK))
 
 
 def _jacobian_and_dt(f, t, y, args, autonomous: bool, comp=None):
@@ -374,8 +379,8 @@ def _lean_scan_primal(f, t, y, h, args, autonomous: bool, tab: Tableau, comp=Non
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
 def _lean_scan(f, autonomous, tab, comp, t, h, y, args):
-    y_new, err, _, _ = _lean_scan_primal(f, t, y, h, args, autonomous, tab, comp)
-    return y_new, err
+    y_new, err, K, _ = _lean_scan_primal(f, t, y, h, args, autonomous, tab, comp)
+    return y_new, err, _dense(tab, K)
 
 
 @_lean_scan.defjvp
@@ -404,12 +409,12 @@ def _lean_scan_jvp(f, autonomous, tab, comp, primals, tangents):
         Ui = y + A[i] @ K
         return jax.jvp(lambda y_, a_: f(ti, y_, a_), (Ui, args), (dU, dargs))[1] + D[i]
 
-    dy_new, derr, _ = rosenbrock_step(tab, stage_tangent, solve, t, h, dy, T=dT, scan=True)
-    return (y_new, err), (dy_new, derr)
+    dy_new, derr, dK = rosenbrock_step(tab, stage_tangent, solve, t, h, dy, T=dT, scan=True)
+    return (y_new, err, _dense(tab, K)), (dy_new, derr, _dense(tab, dK))
 
 
 def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = False,
-              compression: sparsity.Compression | None = None):
+              compression: sparsity.Compression | None = None, dense: bool = False):
     """One Rosenbrock step of y' = f(t, y, args) with a dense W (`_w_solve`):
     (y_new (n,), error estimate (n,)).
 
@@ -421,9 +426,13 @@ def lean_step(f, t, y, h, args, autonomous: bool, tab: Tableau, scan: bool = Fal
     compile faster, for large models; unrolled stages let XLA fuse a small model's stage
     arithmetic and run faster. compression: J (n, n) from the c JVPs of a column colouring
     of a declared or symbolic pattern (`sparsity.compression`; see `colouring_pays`) instead
-    of n; the rest of the step, its tangents and cotangents, are the same."""
+    of n; the rest of the step, its tangents and cotangents, are the same. dense: also the
+    dense output's coefficients H K (3, n) of a tableau that has one (`RodasInterpolation`),
+    with their tangents."""
     step = _lean_scan if scan else _lean
-    return step(f, autonomous, tab, compression, jax.lax.stop_gradient(t), jax.lax.stop_gradient(h), y, args)
+    y_new, err, kd = step(f, autonomous, tab, compression, jax.lax.stop_gradient(t), jax.lax.stop_gradient(h), y,
+                          args)
+    return (y_new, err, kd) if dense else (y_new, err)
 
 
 # ----------------------------------------------------------------- the diffrax solver
