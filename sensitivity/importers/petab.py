@@ -936,11 +936,11 @@ _NEWTON_KAPPA = 0.3
 # run faster (`benchmarks/compile_profile.py` measures both)
 SCAN_STAGES_FROM = 20
 # save times of one experiment from which the lean Rodas5P loop saves by its dense output
-# (order 4) instead of landing a step on each: with 714 a condition (Beer_MolBioSystems2014)
-# landing took 713 steps where 106 suffice (nllh 61 -> 11 ms, forward gradient 809 -> 239
-# ms); with 45-59 (Giordano, Okuonghae, Oliveira) a few per cent to 1.5x on the nllh and the
-# forward gradient; with 15 or fewer (Boehm, Schwen) the interpolation at every save time
-# in every step costs more than the steps it saves (gradients 10-25 % slower)
+# (order 4) instead of landing a step on each (`benchmarks/petab_dense.py`): with 714 a
+# condition (Beer_MolBioSystems2014) 2,244 instead of 13,751 steps, nllh 76 -> 18 ms, forward
+# gradient 927 -> 260 ms; with 46-60 (Giordano, Okuonghae, Oliveira) 1.1-1.4x faster calls;
+# with 16 or fewer (Boehm, Schwen) the interpolation at every save time in every step costs
+# about what the few steps it saves do (gradients -5 to +10 %)
 DENSE_SAVES_FROM = 40
 _MAX_COMPILED = 32
 
