@@ -56,7 +56,7 @@ import numpy as np
 
 from .compat import result_code
 from .compat import while_loop as _checkpointed_while_loop
-from .rosenbrock import TABLEAUS, lean_step
+from .rosenbrock import TABLEAUS, lean_step, rodas_dense
 
 
 # ----------------------------------------------------------------------------- control
@@ -416,11 +416,9 @@ def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "la
                                        compression=compression, dense=True)
             return y_new, aux, err, (y_new, kd)
 
-        def interpolate(times, t, t_end, y, dense):  # `rosenbrock.RodasInterpolation`, at every time
+        def interpolate(times, t, t_end, y, dense):  # at every time; the loop keeps those inside the step
             y1, k = dense
-            th = ((times - t) / (t_end - t))[:, None]
-            th1 = 1.0 - th
-            return th1 * y + th * (y1 + th1 * (k[0] + th * (k[1] + th * k[2])))
+            return rodas_dense(((times - t) / (t_end - t))[:, None], y, y1, k)
 
         c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, jnp.minimum(t0 + h_init, t1), t1, ts,
                       ys0, rtol, atol, max_steps, interpolate=interpolate, stop=steady, kind=kind)

@@ -449,10 +449,14 @@ class RodasInterpolation(diffrax.AbstractLocalInterpolation):
         del left
         if t1 is not None:
             return self.evaluate(t1) - self.evaluate(t0)
-        th = linear_rescale(self.t0, t0, self.t1)
-        th1 = 1.0 - th
-        k = self.k
-        return th1 * self.y0 + th * (self.y1 + th1 * (k[0] + th * (k[1] + th * k[2])))
+        return rodas_dense(linear_rescale(self.t0, t0, self.t1), self.y0, self.y1, self.k)
+
+
+def rodas_dense(th, y0, y1, k):
+    """Rodas5P's dense output at th = (t - t0) / (t1 - t0) (a scalar, or (m, 1) for m
+    times) from the step's y0, y1 (n,) and coefficients k = H K (3, n)."""
+    th1 = 1.0 - th
+    return th1 * y0 + th * (y1 + th1 * (k[0] + th * (k[1] + th * k[2])))
 
 
 class _Dense:
