@@ -47,7 +47,7 @@ def measure(name: str, repeats: int) -> dict:
         (value, (aux, _)), _ = p._run(("nllh",), lambda p=p: p._nllh_fn("forward"), x)
         grads = {m: p.gradient(mode=m).grad for m in ("forward", "adjoint")}
         rows[save] = dict(prob=p, rule=rule, nllh=float(value), steps=int(aux["steps"]), grads=grads,
-                          times={c: [] for c in CALLS}, saves=p._saves[0])
+                          times={c: [] for c in CALLS}, saves=int(p._most_saves))
     for _ in range(repeats):  # interleaved: a change of load hits both alike
         for r in rows.values():
             for c in CALLS:

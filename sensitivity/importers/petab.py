@@ -264,8 +264,8 @@ class PetabProblem:
         n_states = self.model.n_states if hasattr(self.model, "n_states") else len(self.model.states) * n_exp
         self._plan_shape = (int(n_states), n_t)
         # the most save times of one experiment (`_save`)
-        self._saves = (max((len(np.unique(row[np.isfinite(row)])) for g in self._groups
-                            for row in np.asarray(g["ts"])), default=0),)
+        self._most_saves = max((len(np.unique(row[np.isfinite(row)])) for g in self._groups
+                                for row in np.asarray(g["ts"])), default=0)
 
     # ------------------------------------------------------------------ setup
     def _model_path(self) -> Path:
@@ -593,7 +593,7 @@ class PetabProblem:
             return self.save
         if self.solver not in LEAN_RODAS or petab_rodas.TABLEAUS[self.solver].H is None:
             return "step"
-        return "dense" if self._saves[0] >= DENSE_SAVES_FROM else "step"
+        return "dense" if self._most_saves >= DENSE_SAVES_FROM else "step"
 
     def _scan(self) -> bool:
         """The lean loop's stages as a `lax.scan` (`rosenbrock.lean_step`): `scan_stages`, or by
@@ -1058,8 +1058,8 @@ def _fingerprint(path: Path, problem) -> str:
 
 # what a problem's record holds: everything the calls read, without the tables and the model
 _RECORD_ARRAYS = {"theta_nominal": np.float64, "est_index": np.int64, "_scale_code": np.int64,
-                  "x_nominal": np.float64, "lower": np.float64, "upper": np.float64}
-_RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape", "_saves")
+                  "x_nominal": np.float64, "lower": np.float64, "upper": np.float64, "_most_saves": np.int64}
+_RECORD_TUPLES = ("theta_names", "x_names", "scales", "_plan_shape")
 
 
 def named_files(spec: dict) -> list[str]:

@@ -407,28 +407,22 @@ def rosenbrock_run(f, y0, t0, t1, ts, args, tol, max_steps: int, kind: str = "la
     h_init = jax.lax.stop_gradient(initial_step(f, t0, y0, args, span, rtol, atol) if h0 is None else h0)
     t0 = jnp.asarray(t0, dtype=y0.dtype)
 
-    if dense_output:
-        if tab.H is None:
-            raise ValueError(f"{method} has no dense output")
+    if dense_output and tab.H is None:
+        raise ValueError(f"{method} has no dense output")
 
-        def step(t, t_end, h, y, aux, args):
-            y_new, err, kd = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages,
-                                       compression=compression, dense=True)
-            return y_new, aux, err, (y_new, kd)
+    def step(t, t_end, h, y, aux, args):
+        y_new, err, *kd = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages, compression=compression,
+                                    dense=dense_output)
+        return y_new, aux, err, (y_new, *kd) if dense_output else None
 
-        def interpolate(times, t, t_end, y, dense):  # at every time; the loop keeps those inside the step
-            y1, k = dense
-            return rodas_dense(((times - t) / (t_end - t))[:, None], y, y1, k)
+    def interpolate(times, t, t_end, y, dense):  # at every time; the loop keeps those inside the step
+        y1, k = dense
+        return rodas_dense(((times - t) / (t_end - t))[:, None], y, y1, k)
 
-        c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, jnp.minimum(t0 + h_init, t1), t1, ts,
-                      ys0, rtol, atol, max_steps, interpolate=interpolate, stop=steady, kind=kind)
-    else:
-        def step(t, t_end, h, y, aux, args):
-            y_new, err = lean_step(f, t, y, h, args, autonomous, tab, scan=scan_stages, compression=compression)
-            return y_new, aux, err, None
-
-        c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, h_init, t1, ts, ys0, rtol, atol,
-                      max_steps, stop=steady, kind=kind)
+    # with the dense output the loop carries the end of the next step, else its size
+    first = jnp.minimum(t0 + h_init, t1) if dense_output else h_init
+    c = integrate(step, rosenbrock_control(tab.order), y0, (), args, t0, first, t1, ts, ys0, rtol, atol, max_steps,
+                  interpolate=interpolate if dense_output else None, stop=steady, kind=kind)
     if steady is None:
         c["ys"] = jnp.where((ts >= t1)[:, None], c["y"], c["ys"])
     return c

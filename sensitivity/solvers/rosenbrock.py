@@ -576,7 +576,7 @@ class Rodas5P(diffrax.AbstractAdaptiveSolver):
 
         scan = self.layout is not None if self.scan_stages is None else self.scan_stages
         y1, err, ks = rosenbrock_step(RODAS5P, lambda i, t, y: f(t, y), solve, t0, h, y0, f0=f0, T=T, scan=scan)
-        dense = dict(y0=y0, y1=y1, k=jnp.asarray(RODAS5P.H, dtype) @ ks)
+        dense = dict(y0=y0, y1=y1, k=_dense(RODAS5P, ks))
         ok = jnp.all(jnp.isfinite(y1))
         # a singular W gives non-finite stages: report a huge error so the controller
         # rejects the step and shrinks h, rather than failing the solve
