@@ -42,8 +42,9 @@ MAX_DEGREE = 4
 # the arrays are used when the model's rates hold at least this many monomial terms
 MIN_MONOMIAL_TERMS = 200
 # the rates sum their monomials by a dense product S m when S has at most this many cells per
-# entry, else by a segment sum (a scatter, which costs XLA's CPU backend about 3-5 ns an
-# entry against about 0.1 ns a cell of a dense product)
+# entry, else by a segment sum (a scatter, which XLA's CPU backend runs element by element, far
+# slower per entry than a dense product per cell: SalazarCavazos, 21 cells an entry, nllh
+# 230 -> 181 ms with the dense product, `benchmarks/petab.py`)
 DENSE_SUM_CELLS = 32
 
 
