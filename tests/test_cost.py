@@ -125,3 +125,22 @@ def test_few_checkpoints_warn_of_binomial_recomputation():
     ck = p.estimate("adjoint", "checkpoint")
     assert "~17x forward recomputation" in ck.note
     assert ck.solves == pytest.approx(Calibration().record * 17 + Calibration().cotangent)
+
+
+@pytest.mark.parametrize("n_states, n_params, measured", [
+    (4, 72, "forward"),    # Beer_MolBioSystems2014: forward 0.72x the adjoint's time
+    (10, 50, "forward"),   # Giordano_Nature2020: 0.57x
+    (34, 13, "forward"),   # Laske_PLOSComputBiol2019: 0.85x
+    (14, 39, "adjoint"),   # Raia_CancerResearch2011: adjoint 0.81x the forward's time
+    (36, 56, "adjoint"),   # Alkan_SciSignal2018: 0.37x
+    (25, 46, "adjoint"),   # Isensee_JCB2018: 0.57x
+])
+def test_lean_loop_constants_pick_the_mode_measured_faster(n_states, n_params, measured):
+    """The Rodas5P loop's constants against the faster mode timed on PEtab benchmark
+    problems (`benchmarks/petab.py --modes auto,forward,adjoint`): a tangent's cost grows
+    with the states, so a flat one cannot be right for both a 4-state model with 72
+    parameters and a 36-state model with 56."""
+    from sensitivity.solvers import lean_rodas
+    plan = make_plan(task="gradient", n_inputs=n_params, n_outputs=1, n_states=n_states, n_times=20,
+                     calibration=Calibration(**lean_rodas.calibration(n_states)))
+    assert plan.mode == measured, plan.explain()

@@ -31,17 +31,26 @@ from .lean import rosenbrock_solve as solve
 from .newton.steady_state import newton_polish
 from .rosenbrock import TABLEAUS, colouring_pays
 
-__all__ = ["CALIBRATION", "TABLEAUS", "compression", "piece_fn", "segment_fn", "solve", "steady_fn"]
+__all__ = ["TABLEAUS", "calibration", "compression", "piece_fn", "segment_fn", "solve", "steady_fn"]
 
 # off: every step forms J from n JVPs (for measuring the colouring against it; the values agree to rounding)
 COLOURING = True
 
-# Cost constants of the gradient modes with this loop, in simulations (the fields of
-# `ad.cost.Calibration`; the caller builds it), typical of the PEtab benchmark problems with
-# Rodas5P (`benchmarks/petab.py`): a forward tangent costs a fraction of a simulation, the checkpointed reverse sweep
-# several simulations, so the auto gradient picks forward mode up to a few tens of inputs.
-CALIBRATION = dict(tangent=0.2, record=7.0, cotangent=1.0,
-                   source="PEtab problems with the lean Rodas5P loop (sensitivity/solvers/lean_rodas.py)")
+# Cost constants of the gradient modes with this loop, in simulations, measured on 20 PEtab
+# benchmark problems (3 to 36 states, 3 to 72 parameters; `benchmarks/petab.py --modes
+# auto,forward,adjoint`): a forward tangent costs about a hundredth of a simulation per
+# state (its matrix products and solves grow with the states, while a small model's
+# simulation is mostly the loop's fixed cost per step), the checkpointed gradient about six
+# simulations. So the auto gradient picks forward mode while states x parameters < ~500.
+TANGENT_PER_STATE = 0.01
+RECORD, COTANGENT = 5.2, 1.0
+
+
+def calibration(n_states: int) -> dict:
+    """The fields of `ad.cost.Calibration` for a model with n_states states in this loop."""
+    return dict(tangent=TANGENT_PER_STATE * max(n_states, 1), record=RECORD, cotangent=COTANGENT,
+                source=f"PEtab problems with the lean Rodas5P loop (a = {TANGENT_PER_STATE:g} per state; "
+                       "sensitivity/solvers/lean_rodas.py)")
 
 
 def compression(model) -> sparsity.Compression | None:
