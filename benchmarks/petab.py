@@ -30,6 +30,9 @@ difference between our gradient and AMICI's forward gradient (for each parameter
 |g - g_amici| / max(|g_amici|, 1e-3 max_j |g_amici_j|): a parameter whose gradient is below
 1e-3 of the largest is compared on that floor).
 
+With `--modes auto,forward,adjoint` a third table sets our forward and adjoint gradients
+beside the `auto` one (which mode the cost model should have picked).
+
 It prints the tables, writes `<out>/petab.md`, `petab.json` and `petab_ratios.png` (AMICI's
 faster gradient / ours over states x parameters; with `--amici`). `--out` (default
 benchmarks/results) lets a check run write elsewhere.
@@ -424,6 +427,18 @@ def report(rows: list[dict], args, load: list[float], seconds: float) -> str:
                  "most" + (f", AMICI's forward gradient {max(am):.2f}x at most." if am else "."), ""]
     text += ["Simulation, step counts and compile times (CVODES's steps summed over conditions, "
              "equilibration included; ours: accepted steps of one nllh solve):", "", *lines2, ""]
+    timed = [r for r in rows if "forward_s" in r.get("ours", {}) and "adjoint_s" in r.get("ours", {})]
+    if timed:  # --modes auto,forward,adjoint: how the cost model's pick compares with the faster mode
+        text += ["Our gradient modes (`--modes`), ms; 'auto / faster' = the auto gradient's time over the "
+                 "faster forced mode's (near 1: the cost model picked the faster mode):", "",
+                 "| problem | states x parameters | forward | adjoint | auto picks | auto / faster |",
+                 "| --- | ---: | ---: | ---: | --- | ---: |"]
+        for r in timed:
+            o = r["ours"]
+            text.append(f"| {r['problem']} | {o['n_states'] * o['n_parameters']:,} | {_fmt_ms(o['forward_s'])} | "
+                        f"{_fmt_ms(o['adjoint_s'])} | {o['auto_mode']} | "
+                        f"{o['auto_s'] / min(o['forward_s'], o['adjoint_s']):.2f} |")
+        text.append("")
     text += ["Problems not loaded, with the reason:", ""] + (missing or ["- none"]) + [""]
     return "\n".join(text)
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not (DATA / NAME).is_dir(), reason=f"{DATA / NAM
 
 def test_our_side_on_one_problem(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "petab.py"), "--problems", NAME,
-                           "--repeats", "1", "--out", str(tmp_path)],
+                           "--repeats", "1", "--modes", "auto,forward,adjoint", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "petab.json").read_text())
@@ -39,3 +39,7 @@ def test_our_side_on_one_problem(tmp_path):
     text = (tmp_path / "petab.md").read_text()
     assert f"| {NAME} | 8 / 9 / 1 |" in text and "Problems not loaded" in text
     assert not (tmp_path / "petab_ratios.png").exists()  # no AMICI, no ratios
+    # the forced modes: the same gradient by forward and by reverse sweeps, in the modes table
+    import numpy as np
+    assert np.allclose(warm["grad"]["forward"], warm["grad"]["adjoint"], rtol=1e-5, atol=1e-8)
+    assert f"| {NAME} | 72 | " in text and "auto / faster" in text
