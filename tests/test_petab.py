@@ -165,3 +165,15 @@ def test_dense_output_by_the_number_of_save_times_against_the_landing_steps(monk
     np.testing.assert_allclose(adj.grad, fwd.grad, rtol=1e-8, atol=1e-10)
     prob.save = "step"  # an explicit choice wins
     assert prob._save() == "step"
+
+
+def test_auto_plan_costs_a_tangent_by_the_states_of_one_condition(problem):
+    """The lean loop's tangent cost follows the model's states, not the batch of all
+    conditions' states (Brannmark: 9 states, 8 conditions, 22 parameters is a forward
+    problem: forward 0.58x the adjoint's time in `benchmarks/petab.py --modes ...`)."""
+    from sensitivity.solvers import lean_rodas
+    name, prob = problem
+    plan = prob._auto_plan()
+    assert plan.calibration.tangent == lean_rodas.calibration(len(prob.model.states))["tangent"]
+    if name == "Brannmark_JBC2010":
+        assert plan.mode == "forward", plan.explain()

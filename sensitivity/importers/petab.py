@@ -770,7 +770,7 @@ class PetabProblem:
             return cached[1]
         n_states, n_t = self._plan_shape
         plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1, n_states=n_states, n_times=n_t,
-                         calibration=(Calibration(**petab_rodas.calibration(n_states)) if self.solver in LEAN_RODAS
+                         calibration=(Calibration(**petab_rodas.calibration(len(self.model.states))) if self.solver in LEAN_RODAS
                                       else _implicit_calibration() if self._implicit()
                                       else stored_calibration() or Calibration()),
                          max_steps=self.max_steps)

@@ -47,7 +47,8 @@ RECORD, COTANGENT = 5.2, 1.0
 
 
 def calibration(n_states: int) -> dict:
-    """The fields of `ad.cost.Calibration` for a model with n_states states in this loop."""
+    """The fields of `ad.cost.Calibration` for a model with n_states states (of one
+    condition: the conditions' solves are a batch whose size divides out of both modes)."""
     return dict(tangent=TANGENT_PER_STATE * max(n_states, 1), record=RECORD, cotangent=COTANGENT,
                 source=f"PEtab problems with the lean Rodas5P loop (a = {TANGENT_PER_STATE:g} per state; "
                        "sensitivity/solvers/lean_rodas.py)")
