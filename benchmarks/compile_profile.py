@@ -48,20 +48,7 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
 
 
-def count_eqns(jaxpr) -> int:
-    """Equations of a jaxpr, nested jaxprs (loops, conds, custom rules, pjit) included."""
-    from jax.extend import core
-
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += 1
-        for v in eqn.params.values():
-            for sub in (v if isinstance(v, (list, tuple)) else (v,)):
-                if isinstance(sub, core.ClosedJaxpr):
-                    n += count_eqns(sub.jaxpr)
-                elif isinstance(sub, core.Jaxpr):
-                    n += count_eqns(sub)
-    return n
+from sensitivity.core.compile_watch import equations as count_eqns  # noqa: E402
 
 
 def structure(yaml_path: Path) -> str:

@@ -177,3 +177,15 @@ def test_auto_plan_costs_a_tangent_by_the_states_of_one_condition(problem):
     assert plan.calibration.tangent == lean_rodas.calibration(len(prob.model.states))["tangent"]
     if name == "Brannmark_JBC2010":
         assert plan.mode == "forward", plan.explain()
+
+
+def test_stages_scanned_for_many_states_or_a_large_rhs(boehm):
+    """Unrolled stages for a small rhs (XLA fuses them: faster calls), scanned for a large
+    one (Giordano: 10 states but 30 assignment rules; one rhs copy per role compiles faster)."""
+    from sensitivity.importers import petab
+    assert not boehm._scan() and petab.rhs_equations(boehm.model) < petab.SCAN_RHS_EQUATIONS_FROM
+    name = "Giordano_Nature2020"
+    if not (DATA / name).is_dir():
+        pytest.skip(f"{DATA / name} not present")
+    big = _load(name)
+    assert len(big.model.states) < petab.SCAN_STAGES_FROM and big._scan()

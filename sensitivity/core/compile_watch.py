@@ -64,3 +64,20 @@ def watch() -> None:
 
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     _STATE["registered"] = True
+
+
+def equations(jaxpr) -> int:
+    """Equations of a jaxpr, nested jaxprs (loops, conds, custom rules, pjit) included: the
+    size of a program as XLA will see it, which its compile time grows with."""
+    from jax.extend import core
+
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += 1
+        for v in eqn.params.values():
+            for sub in (v if isinstance(v, (list, tuple)) else (v,)):
+                if isinstance(sub, core.ClosedJaxpr):
+                    n += equations(sub.jaxpr)
+                elif isinstance(sub, core.Jaxpr):
+                    n += equations(sub)
+    return n

@@ -84,6 +84,7 @@ import numpy as np
 from ..ad import modes
 from ..ad.cost import Calibration, make_plan, stored_calibration
 from ..ad.forward import push, weighted_gram
+from ..core import compile_watch
 from ..core.checks import numbers
 from ..core.errors import InputError, SolverError
 from ..core.lazy import LazyModule
@@ -262,7 +263,8 @@ class PetabProblem:
         n_t = sum(int(g["ts"].size) for g in self._groups)
         n_exp = sum(len(g["members"]) for g in self._groups)
         n_states = self.model.n_states if hasattr(self.model, "n_states") else len(self.model.states) * n_exp
-        self._plan_shape = (int(n_states), n_t)
+        # (the states of all conditions' solves, save times, the states of one condition's model)
+        self._plan_shape = (int(n_states), n_t, len(self.model.states))
         # the most save times of one experiment (`_save`)
         self._most_saves = max((len(np.unique(row[np.isfinite(row)])) for g in self._groups
                                 for row in np.asarray(g["ts"])), default=0)
@@ -597,10 +599,14 @@ class PetabProblem:
 
     def _scan(self) -> bool:
         """The lean loop's stages as a `lax.scan` (`rosenbrock.lean_step`): `scan_stages`, or by
-        default from the model's size (see SCAN_STAGES_FROM)."""
+        default from the model's size (see SCAN_STAGES_FROM, SCAN_RHS_EQUATIONS_FROM)."""
         if self.__dict__.get("scan_stages") is not None:
             return bool(self.scan_stages)
-        return len(self.model.states) >= SCAN_STAGES_FROM
+        if len(self.model.states) >= SCAN_STAGES_FROM:
+            return True
+        if "_rhs_equations" not in self.__dict__:
+            self._rhs_equations = rhs_equations(self.model)
+        return self._rhs_equations >= SCAN_RHS_EQUATIONS_FROM
 
     def _run(self, key, build, x):
         """Compile `build()` once per problem structure and `key` (shared by every
@@ -768,9 +774,9 @@ class PetabProblem:
         cached = self.__dict__.get("_plan_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        n_states, n_t = self._plan_shape
+        n_states, n_t, model_states = self._plan_shape
         plan = make_plan(task="gradient", n_inputs=len(self.x_names), n_outputs=1, n_states=n_states, n_times=n_t,
-                         calibration=(Calibration(**petab_rodas.calibration(len(self.model.states))) if self.solver in LEAN_RODAS
+                         calibration=(Calibration(**petab_rodas.calibration(model_states)) if self.solver in LEAN_RODAS
                                       else _implicit_calibration() if self._implicit()
                                       else stored_calibration() or Calibration()),
                          max_steps=self.max_steps)
@@ -935,6 +941,12 @@ _NEWTON_KAPPA = 0.3
 # large model falls several times, while a small model's unrolled stages, which XLA fuses,
 # run faster (`benchmarks/compile_profile.py` measures both)
 SCAN_STAGES_FROM = 20
+# ... or from this many jaxpr equations in one rhs evaluation (`rhs_equations`): the unrolled
+# program holds ~26 copies of the rhs and its derivatives, the scanned one ~11. A 10-state
+# model with 30 assignment rules (319 equations; Giordano_Nature2020) compiles its forward
+# gradient in 8 instead of 13 s and runs it in 7 instead of 10 ms; models of 60-90
+# equations run their forward gradients up to 2x slower scanned, for 1-2 s less compile
+SCAN_RHS_EQUATIONS_FROM = 200
 # save times of one experiment from which the lean Rodas5P loop saves by its dense output
 # (order 4) instead of landing a step on each (`benchmarks/petab_dense.py`): with 714 a
 # condition (Beer_MolBioSystems2014) 2,244 instead of 13,751 steps, nllh 76 -> 18 ms, forward
@@ -1054,6 +1066,13 @@ def _fingerprint(path: Path, problem) -> str:
         h.update(b"none" if df is None else df.to_csv().encode())
     h.update(problem.model.to_sbml_str().encode() if hasattr(problem.model, "to_sbml_str") else str(path).encode())
     return h.hexdigest()
+
+
+def rhs_equations(model) -> int:
+    """The jaxpr equations of one evaluation of the model's rhs at its initial state."""
+    pv = jnp.asarray(model.parameter_values)
+    t = jnp.zeros(())
+    return compile_watch.equations(jax.make_jaxpr(lambda y, p: model.rhs(t, y, p, t))(model.initial(pv), pv).jaxpr)
 
 
 # what a problem's record holds: everything the calls read, without the tables and the model
