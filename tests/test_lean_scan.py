@@ -109,6 +109,32 @@ def test_dense_output_saves_inside_the_steps_against_scipy_and_differentiates_th
         np.testing.assert_allclose(g_fwd[j], fd, rtol=1e-4)
 
 
+def test_a_step_saves_every_time_of_a_cluster_larger_than_its_window(monkeypatch):
+    """The dense output interpolates at most `lean.DENSE_WINDOW` save times per step, and a
+    step ends no later than the next time beyond them: 300 save times within 1e-3 of each
+    other (and 100 spread out) are all saved, against SciPy's Radau, and as a solve that
+    interpolates at every save time in every step gives them (its steps are the same
+    except where the window cuts one short)."""
+    from scipy.integrate import solve_ivp
+
+    from sensitivity.solvers import lean
+    ts = jnp.asarray(np.unique(np.concatenate([np.linspace(1.0, 1.001, 300), np.linspace(0.0, 4.0, 101)[1:]])))
+    tol = (1e-9, 1e-9)
+
+    def solve():
+        return rosenbrock_solve(f, Y, 0.0, 4.0, ts, P, tol, 5000, method="rodas5p", dense_output=True)
+
+    ys, _, _, ok, steps = solve()
+    window = lean.DENSE_WINDOW
+    monkeypatch.setattr(lean, "DENSE_WINDOW", 10_000)  # no window: every save time in every step
+    ys_all, _, _, _, steps_all = solve()
+    assert bool(ok) and int(steps) <= int(steps_all) + 3 * len(ts) // window
+    ref = solve_ivp(lambda t, y: np.asarray(f(t, jnp.asarray(y), P)), (0.0, 4.0), np.asarray(Y), method="Radau",
+                    t_eval=np.asarray(ts), rtol=1e-12, atol=1e-14).y.T
+    for got in (ys, ys_all):
+        assert float(np.max(np.abs(np.asarray(got) - ref) / (tol[1] + tol[0] * np.abs(ref)))) < 1.5
+
+
 def test_the_dense_coefficients_and_their_tangents_scanned_unrolled_and_central_differences():
     tab = TABLEAUS["rodas5p"]
 
